@@ -1,0 +1,256 @@
+"""The agent's HTTP service: drivers register here, conductors discover through here.
+
+``POST /v1/discovery`` fans out to every registered driver at once; each driver costs
+at most its timeout, and a failed one is reported as failed in the answer's
+``drivers`` (never silently missing), so a conductor does not take its hardware for
+vanished. Heartbeats go to the first conductor that answers, in the order given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from accel.errors import PeerError
+from accel.internal.client import InternalClient
+from accel.internal.discovery_state import DiscoveryState
+from accel.internal.origin import Network, check_origin
+from accel.internal.schemas import (
+    AgentHello,
+    DriverHello,
+    DriverOutcome,
+    HardwareEntry,
+    HardwareList,
+    Kind,
+)
+from accel.internal.server import (
+    internal_app,
+    query_float,
+    query_int,
+    read_body,
+    request_version,
+)
+from accel.internal.versions import VersionRange
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    name: str
+    conductors: tuple[str, ...]
+    endpoint: str
+    token: str
+    versions: VersionRange
+    heartbeat_interval: float = 10.0
+    driver_timeout: float = 10.0
+    allowed_driver_networks: tuple[Network, ...] = ()
+
+
+@dataclass
+class RegisteredDriver:
+    kind: Kind
+    endpoint: str
+    registered_at: float = field(default_factory=time.time)
+    last_hello: float = field(default_factory=time.time)
+
+
+class AgentService:
+    """One node's agent: its drivers, its discoveries, its heartbeat."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        # One driver per kind per node: a restarted driver on a new port replaces
+        # its old registration instead of leaving a dead one behind.
+        self.drivers: dict[Kind, RegisteredDriver] = {}
+        self.discoveries: DiscoveryState[HardwareList] = DiscoveryState(
+            HardwareList(hardware=[], drivers=[])
+        )
+        self.conductor_index = 0
+        self.resync_wanted = False
+        # Bumped on every registration; a discovery older than that is stale.
+        self.registry_version = 0
+        self._discovered_registry_version = -1
+        self.heartbeat_now = asyncio.Event()
+        self._client: InternalClient | None = None
+
+    @property
+    def client(self) -> InternalClient:
+        assert self._client is not None, "the agent's client exists while it serves"
+        return self._client
+
+    async def hello(self, request: Request) -> Response:
+        hello = await read_body(request, DriverHello)
+        source = request.client.host if request.client else None
+        await check_origin(hello.endpoint, source, self.settings.allowed_driver_networks)
+        current = self.drivers.get(hello.type)
+        known = current is not None and current.endpoint == hello.endpoint
+        if known and current is not None:
+            current.last_hello = time.time()
+        else:
+            self.drivers[hello.type] = RegisteredDriver(hello.type, hello.endpoint)
+            self.registry_version += 1
+            log.info("driver %s registered at %s", hello.type, hello.endpoint)
+            # The node's inventory may have grown: ask the conductor for a sync now.
+            self.resync_wanted = True
+            self.heartbeat_now.set()
+        return JSONResponse({"status": "registered", "known": known, "node": self.settings.name})
+
+    async def list_drivers(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "drivers": [
+                    {
+                        "type": d.kind.value,
+                        "endpoint": d.endpoint,
+                        "registered_at": d.registered_at,
+                        "last_hello": d.last_hello,
+                    }
+                    for d in self.drivers.values()
+                ]
+            }
+        )
+
+    async def start_discovery(self, request: Request) -> Response:
+        current = self._discovered_registry_version == self.registry_version
+        generation = self.discoveries.start(self._discover_all, join=current)
+        body: dict[str, object] = {"status": "IN-PROGRESS"}
+        if request_version(request) >= (1, 1):
+            body["generation"] = generation
+        return JSONResponse(body, status_code=202)
+
+    async def hardware(self, request: Request) -> Response:
+        version = request_version(request)
+        wanted = query_int(request, "min_generation", 0, 0, 2**62)
+        wait = query_float(request, "wait", 0.0, MAX_WAIT_SECONDS)
+        generation, found = await self.discoveries.wait_for(wanted, wait)
+        body: dict[str, object] = {"hardware": [entry.wire(version) for entry in found.hardware]}
+        if version >= (1, 1):
+            body["generation"] = generation
+            body["drivers"] = [
+                o.model_dump(mode="json", exclude_none=True) for o in found.drivers or []
+            ]
+        return JSONResponse(body)
+
+    async def _discover_all(self) -> HardwareList:
+        self._discovered_registry_version = self.registry_version
+        drivers = list(self.drivers.values())
+        results = await asyncio.gather(*(self._discover_one(driver) for driver in drivers))
+        hardware: list[HardwareEntry] = []
+        outcomes: list[DriverOutcome] = []
+        for driver, (entries, error) in zip(drivers, results, strict=True):
+            hardware.extend(entries)
+            outcomes.append(
+                DriverOutcome(
+                    type=driver.kind,
+                    endpoint=driver.endpoint,
+                    state="ok" if error is None else "failed",
+                    error=error,
+                )
+            )
+        return HardwareList(hardware=hardware, drivers=outcomes)
+
+    async def _discover_one(
+        self, driver: RegisteredDriver
+    ) -> tuple[list[HardwareEntry], str | None]:
+        timeout = self.settings.driver_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                started = await self.client.start_discovery(driver.endpoint)
+                if started.generation is None:
+                    # A 1.0 driver cannot be waited on; its latest result is the best.
+                    answer = await self.client.hardware(driver.endpoint)
+                else:
+                    answer = await self.client.hardware(
+                        driver.endpoint, started.generation, wait=timeout
+                    )
+                    if (answer.generation or 0) < started.generation:
+                        raise PeerError(driver.endpoint, "discovery did not complete")
+        except (PeerError, TimeoutError) as exc:
+            reason = str(exc) or f"no answer within {timeout:g}s"
+            log.warning("driver %s at %s failed: %s", driver.kind, driver.endpoint, reason)
+            return [], reason
+        entries = [h for h in answer.hardware if h.acc_specs.device_type == driver.kind]
+        if len(entries) != len(answer.hardware):
+            log.warning("driver %s reported hardware of other kinds; ignored", driver.kind)
+        return entries, None
+
+    async def heartbeat_forever(self) -> None:
+        """Says hello to a conductor now and every heartbeat interval, failing over."""
+        while True:
+            self.heartbeat_now.clear()
+            answered = await self._hello_some_conductor()
+            pause = (
+                self.settings.heartbeat_interval
+                if answered
+                else min(1.0, self.settings.heartbeat_interval)
+            )
+            with suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self.heartbeat_now.wait()
+
+    async def _hello_some_conductor(self) -> bool:
+        resync = self.resync_wanted
+        hello = AgentHello(
+            status="READY", endpoint=self.settings.endpoint, name=self.settings.name, resync=resync
+        )
+        conductors = self.settings.conductors
+        for offset in range(len(conductors)):
+            index = (self.conductor_index + offset) % len(conductors)
+            try:
+                await self.client.agent_hello(conductors[index], hello)
+            except PeerError as exc:
+                log.warning("hello to conductor failed: %s", exc)
+                continue
+            if index != self.conductor_index:
+                log.info("now reporting to conductor %s", conductors[index])
+                self.conductor_index = index
+            if resync:
+                self.resync_wanted = False
+            return True
+        return False
+
+    def app(self) -> ASGIApp:
+        @asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            self._client = InternalClient(
+                self.settings.token,
+                self.settings.versions,
+                timeout=self.settings.driver_timeout,
+            )
+            heartbeat = asyncio.create_task(self.heartbeat_forever(), name="heartbeat")
+            try:
+                yield
+            finally:
+                heartbeat.cancel()
+                with suppress(asyncio.CancelledError):
+                    await heartbeat
+                await self.discoveries.close()
+                await self._client.aclose()
+
+        routes = [
+            Route("/v1/hello", self.hello, methods=["POST"]),
+            Route("/v1/drivers", self.list_drivers, methods=["GET"]),
+            Route("/v1/discovery", self.start_discovery, methods=["POST"]),
+            Route("/v1/hardware", self.hardware, methods=["GET"]),
+        ]
+        return internal_app(
+            "agent",
+            routes,
+            self.settings.token,
+            self.settings.versions,
+            lifespan,
+            extra_root={"name": self.settings.name},
+        )

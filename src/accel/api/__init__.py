@@ -1,0 +1,1 @@
+"""The public REST API: Cyborg's v2, answered from the database, plus accel's own."""

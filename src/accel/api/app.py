@@ -1,0 +1,95 @@
+"""The public API application: Cyborg's v2 and accel's additions, from the database.
+
+Layers, outermost first: the ``/accelerator`` prefix that OpenStack service catalogs
+use is stripped, so every route is served at both roots; microversions; who is
+calling; then the routes. Domain errors become Cyborg-shaped error bodies here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio.to_thread
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from accel.api import devices, fleet
+from accel.api.auth import Authentication, AuthMode, Identity
+from accel.api.openstack import Microversions, error_response, root, v2_root
+from accel.api.queries import Reader
+from accel.db.engine import migrate, session_factory
+from accel.errors import AccelError
+
+log = logging.getLogger(__name__)
+
+CATALOG_PREFIX = "/accelerator"
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    auth: AuthMode = "token"
+    tokens: dict[str, Identity] = field(default_factory=dict)
+    tokens_file: Path | None = None
+
+
+class CatalogPrefix:
+    """Serves ``/accelerator/...`` as ``/...``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and (
+            path == CATALOG_PREFIX or path.startswith(CATALOG_PREFIX + "/")
+        ):
+            scope = {
+                **scope,
+                "path": path[len(CATALOG_PREFIX) :] or "/",
+                "root_path": scope.get("root_path", "") + CATALOG_PREFIX,
+            }
+        await self.app(scope, receive, send)
+
+
+async def _on_accel_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AccelError)
+    return error_response(exc.status_code, exc.message)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail))
+
+
+def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(migrate, engine)
+        app.state.reader = Reader(session_factory(engine))
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/", root, methods=["GET"]),
+            Route("/v2", v2_root, methods=["GET"]),
+            Route("/v2/", v2_root, methods=["GET"]),
+            *devices.routes,
+            *fleet.routes,
+        ],
+        exception_handlers={AccelError: _on_accel_error, HTTPException: _on_http_error},
+        lifespan=lifespan,
+    )
+    return CatalogPrefix(Microversions(Authentication(app, settings.auth, settings.tokens)))

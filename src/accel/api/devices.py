@@ -1,0 +1,75 @@
+"""``/v2/devices``: the devices of the fleet, shaped as OpenStack Cyborg's."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from accel.api.openstack import link, microversion
+from accel.api.queries import only_params, reader, valid_uuid
+from accel.db.models import Device
+from accel.errors import NotFound
+
+FILTERS = ("type", "vendor", "hostname")
+
+
+def timestamp(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.replace(microsecond=0).isoformat()
+
+
+def device_body(request: Request, device: Device) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "uuid": device.uuid,
+        "type": device.type,
+        "vendor": device.vendor,
+        "model": device.model,
+        "std_board_info": device.std_board_info,
+        "vendor_board_info": device.vendor_board_info,
+        "hostname": device.hostname,
+        "created_at": timestamp(device.created_at),
+        "updated_at": timestamp(device.updated_at),
+        "links": link(request, "devices", device.uuid),
+    }
+    if microversion(request) >= (2, 3):
+        body["status"] = device.status
+    return body
+
+
+async def list_devices(request: Request) -> Response:
+    params = only_params(request, (*FILTERS, "filters"))
+    filters = {key: params[key] for key in FILTERS if key in params}
+
+    def query(session: Session) -> list[Device]:
+        statement = select(Device).where(Device.present.is_(True))
+        for key, value in filters.items():
+            statement = statement.where(getattr(Device, key) == value)
+        # Cyborg: ascending id without filters, newest first with them.
+        order = Device.created_at.desc() if filters else Device.id
+        return list(session.scalars(statement.order_by(order, Device.id)))
+
+    devices = await reader(request).run(query)
+    return JSONResponse({"devices": [device_body(request, d) for d in devices]})
+
+
+async def get_device(request: Request) -> Response:
+    uuid = valid_uuid(request.path_params["uuid"], "device uuid")
+
+    def query(session: Session) -> Device | None:
+        return session.scalar(select(Device).where(Device.uuid == uuid, Device.present.is_(True)))
+
+    device = await reader(request).run(query)
+    if device is None:
+        raise NotFound(f"Device not found with uuid={uuid}")
+    return JSONResponse(device_body(request, device))
+
+
+routes = [
+    Route("/v2/devices", list_devices, methods=["GET"]),
+    Route("/v2/devices/{uuid}", get_device, methods=["GET"]),
+]

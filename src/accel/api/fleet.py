@@ -1,0 +1,122 @@
+"""accel's own endpoints beside Cyborg's: agents, alarms, and hardware with its history."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from accel.api.devices import timestamp
+from accel.api.queries import only_params, reader
+from accel.db.models import Agent, Alarm, Device
+from accel.errors import InvalidInput
+
+
+def _choice(params: dict[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = params.get(name, default)
+    if value not in choices:
+        raise InvalidInput(f"query parameter {name} must be one of {', '.join(choices)}")
+    return value
+
+
+async def list_agents(request: Request) -> Response:
+    only_params(request, ())
+
+    def query(session: Session) -> list[Agent]:
+        return list(session.scalars(select(Agent).order_by(Agent.name)))
+
+    agents = await reader(request).run(query)
+    return JSONResponse(
+        {
+            "agents": [
+                {
+                    "name": agent.name,
+                    "endpoint": agent.endpoint,
+                    "state": agent.state,
+                    "last_seen": timestamp(agent.last_seen),
+                    "last_synced_at": timestamp(agent.last_synced_at),
+                    "last_sync_error": agent.last_sync_error,
+                    "internal_version": agent.internal_version,
+                    "created_at": timestamp(agent.created_at),
+                }
+                for agent in agents
+            ]
+        }
+    )
+
+
+async def list_alarms(request: Request) -> Response:
+    params = only_params(request, ("state",))
+    state = _choice(params, "state", ("active", "cleared", "all"), "active")
+
+    def query(session: Session) -> list[Alarm]:
+        statement = select(Alarm).order_by(Alarm.raised_at, Alarm.id)
+        if state != "all":
+            statement = statement.where(Alarm.state == state)
+        return list(session.scalars(statement))
+
+    alarms = await reader(request).run(query)
+    return JSONResponse(
+        {
+            "alarms": [
+                {
+                    "uuid": alarm.uuid,
+                    "kind": alarm.kind,
+                    "subject": alarm.subject,
+                    "state": alarm.state,
+                    "raised_at": timestamp(alarm.raised_at),
+                    "cleared_at": timestamp(alarm.cleared_at),
+                    "message": alarm.message,
+                }
+                for alarm in alarms
+            ]
+        }
+    )
+
+
+def hardware_body(device: Device, agent_state: str) -> dict[str, Any]:
+    reported: dict[str, Any] = json.loads(device.hardware)
+    return {
+        **reported,
+        "node": device.hostname,
+        "present": device.present,
+        "reachable": agent_state == "UP",
+        "vanished_at": timestamp(device.vanished_at),
+        "first_seen": timestamp(device.created_at),
+        "updated_at": timestamp(device.updated_at),
+    }
+
+
+async def list_hardware(request: Request) -> Response:
+    """Every device any driver reported, ready or not, present or (on request) vanished."""
+    params = only_params(request, ("state", "type", "node"))
+    state = _choice(params, "state", ("present", "vanished", "all"), "present")
+
+    def query(session: Session) -> list[tuple[Device, str]]:
+        statement = (
+            select(Device, Agent.state)
+            .join(Agent)
+            .order_by(Device.hostname, Device.type, Device.pci_address, Device.id)
+        )
+        if state != "all":
+            statement = statement.where(Device.present.is_(state == "present"))
+        if "type" in params:
+            statement = statement.where(Device.type == params["type"].upper())
+        if "node" in params:
+            statement = statement.where(Device.hostname == params["node"])
+        return [(device, agent_state) for device, agent_state in session.execute(statement)]
+
+    rows = await reader(request).run(query)
+    return JSONResponse({"hardware": [hardware_body(d, s) for d, s in rows]})
+
+
+routes = [
+    Route("/v2/agents", list_agents, methods=["GET"]),
+    Route("/v2/alarms", list_alarms, methods=["GET"]),
+    Route("/v2/hardware", list_hardware, methods=["GET"]),
+]

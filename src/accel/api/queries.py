@@ -1,0 +1,53 @@
+"""Reading the database for the api: sessions in worker threads, strict query params."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+import anyio.to_thread
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import Request
+
+from accel.errors import InvalidInput
+
+Result = TypeVar("Result")
+
+
+class Reader:
+    """Runs read-only queries off the event loop."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    async def run(self, query: Callable[[Session], Result]) -> Result:
+        def in_session() -> Result:
+            with self.sessions() as session:
+                return query(session)
+
+        return await anyio.to_thread.run_sync(in_session)
+
+
+def reader(request: Request) -> Reader:
+    found: Reader = request.app.state.reader
+    return found
+
+
+def only_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
+    """The query parameters, refusing any this endpoint does not know."""
+    allowed = set(allowed)
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise InvalidInput(
+            f"unknown query parameter(s): {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+    return {key: value for key, value in request.query_params.items()}
+
+
+def valid_uuid(text: str, what: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError as exc:
+        raise InvalidInput(f"{what} {text!r} is not a valid UUID") from exc

@@ -1,0 +1,1 @@
+"""The ``accel`` command line: the daemons, ``accel up``, and the operators' commands."""

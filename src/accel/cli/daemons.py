@@ -1,0 +1,298 @@
+"""``accel driver|agent|conductor|api``: each component as its own process."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+import click
+
+from accel.cli.options import (
+    default_database,
+    internal_options,
+    internal_token,
+    networks,
+    option,
+    positive,
+    version_range,
+)
+from accel.internal.schemas import Kind
+from accel.serving import adopt, bind, configure_logging, endpoint_of, serve
+
+log = logging.getLogger(__name__)
+
+
+def _socket(listen: str, listen_fd: int | None) -> socket.socket:
+    if listen_fd is not None:
+        return adopt(listen_fd)
+    try:
+        return bind(listen)
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(
+            f"cannot listen on {listen}: {exc}", param_hint="--listen"
+        ) from exc
+
+
+def _kind(ctx: click.Context, param: click.Parameter, value: str) -> Kind:
+    try:
+        return Kind.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{value!r} is not one of {', '.join(k.value for k in Kind)}"
+        ) from exc
+
+
+@click.command()
+@option("--kind", required=True, callback=_kind, help="GPU, FPGA, QAT, NIC or AICHIP.")
+@option(
+    "--agent", required=True, metavar="URL", help="The node's agent, e.g. http://127.0.0.1:6671."
+)
+@option("--listen", default="127.0.0.1:0", metavar="HOST:PORT", help="Port 0 picks a free port.")
+@option(
+    "--sysfs-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/"),
+    help="Where discovery reads sys/bus/pci/devices.",
+)
+@option("--node", default=None, help="Node name for hardware uuids (default: the agent's).")
+@option("--hello-interval", type=float, default=10.0, callback=positive)
+@option("--timeout", type=float, default=5.0, callback=positive)
+@internal_options
+def driver(
+    kind: Kind,
+    agent: str,
+    listen: str,
+    sysfs_root: Path,
+    node: str | None,
+    hello_interval: float,
+    timeout: float,
+    listen_fd: int | None,
+    advertise: str | None,
+    internal_token_file: Path | None,
+    internal_version_max: str | None,
+    log_level: str,
+) -> None:
+    """Discover one kind of hardware on this node and serve it to the agent."""
+    from accel.driver.service import DriverService, DriverSettings
+
+    configure_logging(f"driver[{kind.value}]", log_level)
+    settings_token = internal_token(internal_token_file)
+    versions = version_range(internal_version_max)
+    sock = _socket(listen, listen_fd)
+    service = DriverService(
+        DriverSettings(
+            kind=kind,
+            agent=agent,
+            sysfs_root=sysfs_root,
+            endpoint=endpoint_of(sock, advertise),
+            token=settings_token,
+            versions=versions,
+            node=node,
+            hello_interval=hello_interval,
+            timeout=timeout,
+        )
+    )
+    log.info(
+        "%s driver listening on %s, reading %s", kind.value, service.settings.endpoint, sysfs_root
+    )
+    serve(service.app(), sock)
+
+
+@click.command()
+@option(
+    "--conductor",
+    required=True,
+    metavar="URL[,URL...]",
+    help="Conductors in order of preference; the agent fails over between them.",
+)
+@option("--listen", default="0.0.0.0:6671", metavar="HOST:PORT")
+@option("--name", default=None, help="This node's name (default: the hostname).")
+@option("--heartbeat-interval", type=float, default=10.0, callback=positive)
+@option("--driver-timeout", type=float, default=10.0, callback=positive)
+@option(
+    "--allowed-driver-networks",
+    default=None,
+    metavar="CIDR[,CIDR...]",
+    help="Networks drivers may announce besides their own address.",
+)
+@internal_options
+def agent(
+    conductor: str,
+    listen: str,
+    name: str | None,
+    heartbeat_interval: float,
+    driver_timeout: float,
+    allowed_driver_networks: str | None,
+    listen_fd: int | None,
+    advertise: str | None,
+    internal_token_file: Path | None,
+    internal_version_max: str | None,
+    log_level: str,
+) -> None:
+    """Wrangle this node's drivers and report to a conductor."""
+    from accel.agent.service import AgentService, AgentSettings
+
+    configure_logging("agent", log_level)
+    conductors = tuple(part.strip() for part in conductor.split(",") if part.strip())
+    if not conductors:
+        raise click.BadParameter("name at least one conductor", param_hint="--conductor")
+    settings_token = internal_token(internal_token_file)
+    versions = version_range(internal_version_max)
+    allowed = networks(allowed_driver_networks, "--allowed-driver-networks")
+    sock = _socket(listen, listen_fd)
+    service = AgentService(
+        AgentSettings(
+            name=name or socket.gethostname(),
+            conductors=conductors,
+            endpoint=endpoint_of(sock, advertise),
+            token=settings_token,
+            versions=versions,
+            heartbeat_interval=heartbeat_interval,
+            driver_timeout=driver_timeout,
+            allowed_driver_networks=allowed,
+        )
+    )
+    log.info("agent %s listening on %s", service.settings.name, service.settings.endpoint)
+    serve(service.app(), sock)
+
+
+@click.command()
+@option("--listen", default="0.0.0.0:6670", metavar="HOST:PORT")
+@option(
+    "--database",
+    default=default_database,
+    metavar="URL",
+    help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
+)
+@option("--name", default=None, help="This conductor's name (default: host:port).")
+@option(
+    "--heartbeat-interval",
+    type=float,
+    default=10.0,
+    callback=positive,
+    help="The agents' heartbeat interval.",
+)
+@option(
+    "--agent-down-after",
+    type=float,
+    default=None,
+    callback=positive,
+    help="Seconds without a heartbeat before an agent is DOWN [default: 3 intervals].",
+)
+@option("--resync-interval", type=float, default=60.0, callback=positive)
+@option("--discovery-timeout", type=float, default=30.0, callback=positive)
+@option("--max-concurrent-syncs", type=click.IntRange(1, 10_000), default=32)
+@option(
+    "--allowed-agent-networks",
+    default=None,
+    metavar="CIDR[,CIDR...]",
+    help="Networks agents may announce besides their own address (NAT, proxies).",
+)
+@internal_options
+def conductor(
+    listen: str,
+    database: str,
+    name: str | None,
+    heartbeat_interval: float,
+    agent_down_after: float | None,
+    resync_interval: float,
+    discovery_timeout: float,
+    max_concurrent_syncs: int,
+    allowed_agent_networks: str | None,
+    listen_fd: int | None,
+    advertise: str | None,
+    internal_token_file: Path | None,
+    internal_version_max: str | None,
+    log_level: str,
+) -> None:
+    """Wrangle all agents and keep the database true."""
+    from accel.conductor.service import ConductorService, ConductorSettings
+    from accel.db.engine import make_engine
+
+    configure_logging("conductor", log_level)
+    settings_token = internal_token(internal_token_file)
+    versions = version_range(internal_version_max)
+    allowed = networks(allowed_agent_networks, "--allowed-agent-networks")
+    try:
+        engine = make_engine(database)
+    except Exception as exc:
+        raise click.BadParameter(str(exc), param_hint="--database") from exc
+    sock = _socket(listen, listen_fd)
+    endpoint = endpoint_of(sock, advertise)
+    service = ConductorService(
+        ConductorSettings(
+            name=name or endpoint,
+            endpoint=endpoint,
+            token=settings_token,
+            versions=versions,
+            heartbeat_interval=heartbeat_interval,
+            agent_down_after=agent_down_after or 3 * heartbeat_interval,
+            resync_interval=resync_interval,
+            discovery_timeout=discovery_timeout,
+            max_concurrent_syncs=max_concurrent_syncs,
+            allowed_agent_networks=allowed,
+        ),
+        engine,
+    )
+    log.info("conductor %s listening on %s", service.settings.name, endpoint)
+    serve(service.app(), sock)
+
+
+@click.command()
+@option("--listen", default="0.0.0.0:6666", metavar="HOST:PORT")
+@option("--database", default=default_database, metavar="URL")
+@option(
+    "--auth",
+    type=click.Choice(["noauth", "token"]),
+    default="token",
+    help="noauth is for development on loopback only.",
+)
+@option(
+    "--auth-tokens-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="JSON object: token -> {user_id, project_id, roles}.",
+)
+@option("--listen-fd", type=int, default=None, hidden=True)
+@option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def api(
+    listen: str,
+    database: str,
+    auth: str,
+    auth_tokens_file: Path | None,
+    listen_fd: int | None,
+    log_level: str,
+) -> None:
+    """Serve the public REST API from the database."""
+    from accel.api.app import ApiSettings, create_app
+    from accel.api.auth import Identity, load_tokens
+    from accel.db.engine import make_engine
+
+    configure_logging("api", log_level)
+    tokens: dict[str, Identity] = {}
+    if auth == "token":
+        if auth_tokens_file is None:
+            raise click.UsageError("--auth token needs --auth-tokens-file")
+        try:
+            tokens = load_tokens(auth_tokens_file)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--auth-tokens-file") from exc
+    sock = _socket(listen, listen_fd)
+    host = sock.getsockname()[0]
+    if auth == "noauth":
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise click.UsageError("--auth noauth serves loopback only; listen on 127.0.0.1")
+        log.warning(
+            "AUTHENTICATION IS OFF (--auth noauth): every caller is admin. "
+            "For development on this machine only."
+        )
+    try:
+        engine = make_engine(database)
+    except Exception as exc:
+        raise click.BadParameter(str(exc), param_hint="--database") from exc
+    settings = ApiSettings(
+        auth="noauth" if auth == "noauth" else "token", tokens=tokens, tokens_file=auth_tokens_file
+    )
+    log.info("api listening on http://%s", endpoint_of(sock))
+    serve(create_app(engine, settings), sock)

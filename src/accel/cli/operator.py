@@ -1,0 +1,239 @@
+"""Operators' commands: what the fleet has, read from the public API, and local discovery.
+
+Tables by default, ``--json`` for scripts. The public API's token comes from
+``--token-file`` or ``ACCEL_API_TOKEN``, never from the command line itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from accel.cli.options import option
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def api_options(command: Command) -> Command:
+    for decorate in reversed(
+        [
+            option(
+                "--api-url", default="http://127.0.0.1:6666", metavar="URL", help="The public API."
+            ),
+            option(
+                "--token-file",
+                type=click.Path(path_type=Path, dir_okay=False),
+                default=None,
+                help="File with an X-Auth-Token (else ACCEL_API_TOKEN).",
+            ),
+            click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts."),
+        ]
+    ):
+        command = decorate(command)
+    return command
+
+
+def fetch(
+    api_url: str, token_file: Path | None, path: str, params: dict[str, str] | None = None
+) -> Any:
+    token = token_file.read_text().strip() if token_file else os.environ.get("ACCEL_API_TOKEN")
+    headers = {"OpenStack-API-Version": "accelerator latest"}
+    if token:
+        headers["X-Auth-Token"] = token
+    try:
+        response = httpx.get(
+            api_url.rstrip("/") + path, params=params, headers=headers, timeout=10.0
+        )
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach the API at {api_url}: {exc}") from exc
+    if response.status_code >= 400:
+        raise click.ClickException(f"{path}: HTTP {response.status_code}: {_message(response)}")
+    return response.json()
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        fault = json.loads(body["error_message"])
+        return str(fault["faultstring"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # scripts and logs: never truncate ids
+    console.print(table)
+
+
+def hardware_rows(hardware: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for entry in hardware:
+        pci = entry.get("pci") or {}
+        status = entry.get("acc_status") or {}
+        specs = entry.get("acc_specs") or {}
+        ready = (
+            "vanished"
+            if not entry.get("present", True)
+            else (
+                "setup required"
+                if status.get("setup_required")
+                else "reboot required"
+                if status.get("reboot_required")
+                else "ready"
+            )
+        )
+        rows.append(
+            [
+                entry.get("node"),
+                specs.get("device_type"),
+                pci.get("address"),
+                f"{pci.get('vendor_id', '?')}:{pci.get('product_id', '?')}",
+                pci.get("driver"),
+                specs.get("num"),
+                ready,
+                entry.get("uuid"),
+            ]
+        )
+    return rows
+
+
+HARDWARE_COLUMNS = (
+    "node",
+    "kind",
+    "pci address",
+    "vendor:device",
+    "driver",
+    "num",
+    "state",
+    "uuid",
+)
+
+
+@click.group()
+def agents() -> None:
+    """The fleet's agents."""
+
+
+@agents.command("list")
+@api_options
+def agents_list(api_url: str, token_file: Path | None, as_json: bool) -> None:
+    """Every agent, UP or DOWN, with when it was last heard from."""
+    found = fetch(api_url, token_file, "/v2/agents")["agents"]
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    print_table(
+        "agents",
+        ("name", "endpoint", "state", "last seen", "last synced"),
+        [
+            [a["name"], a["endpoint"], a["state"], a["last_seen"], a["last_synced_at"]]
+            for a in found
+        ],
+    )
+
+
+@click.group()
+def hardware() -> None:
+    """The fleet's hardware, ready or not."""
+
+
+@hardware.command("list")
+@api_options
+@click.option(
+    "--state",
+    type=click.Choice(["present", "vanished", "all"]),
+    default="present",
+    show_default=True,
+)
+@click.option("--kind", default=None, help="Only this kind (GPU, FPGA, QAT, NIC, AICHIP).")
+@click.option("--node", default=None, help="Only this node.")
+def hardware_list(
+    api_url: str,
+    token_file: Path | None,
+    as_json: bool,
+    state: str,
+    kind: str | None,
+    node: str | None,
+) -> None:
+    """Every device the drivers reported."""
+    params = {"state": state}
+    if kind:
+        params["type"] = kind
+    if node:
+        params["node"] = node
+    found = fetch(api_url, token_file, "/v2/hardware", params)["hardware"]
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    print_table("hardware", HARDWARE_COLUMNS, hardware_rows(found))
+
+
+@click.group()
+def alarms() -> None:
+    """Alarms: agents that went silent, hardware that vanished."""
+
+
+@alarms.command("list")
+@api_options
+@click.option(
+    "--state", type=click.Choice(["active", "cleared", "all"]), default="active", show_default=True
+)
+def alarms_list(api_url: str, token_file: Path | None, as_json: bool, state: str) -> None:
+    """Active alarms (or cleared, or all)."""
+    found = fetch(api_url, token_file, "/v2/alarms", {"state": state})["alarms"]
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    print_table(
+        "alarms",
+        ("kind", "subject", "state", "raised", "cleared", "message"),
+        [
+            [a["kind"], a["subject"], a["state"], a["raised_at"], a["cleared_at"], a["message"]]
+            for a in found
+        ],
+    )
+
+
+@click.command()
+@option("--sysfs-root", type=click.Path(path_type=Path, file_okay=False), default=Path("/"))
+@click.option("--kind", "kinds", multiple=True, help="Only these kinds (repeatable).")
+@click.option("--node", default=None, help="Node name for the uuids (default: hostname).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def discover(sysfs_root: Path, kinds: tuple[str, ...], node: str | None, as_json: bool) -> None:
+    """Run discovery here, without any service, and print what it finds."""
+    import socket
+
+    from accel.driver.discovery import discover as discover_kind
+    from accel.internal.schemas import Kind
+
+    try:
+        chosen = [Kind.parse(k) for k in kinds] or list(Kind)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--kind") from exc
+    node = node or socket.gethostname()
+    found = [
+        entry.model_dump(mode="json", exclude_none=True)
+        for kind in chosen
+        for entry in discover_kind(kind, sysfs_root, node)
+    ]
+    if as_json:
+        click.echo(json.dumps({"hardware": found}, indent=2))
+        return
+    for entry in found:
+        entry["node"] = node
+    print_table(f"hardware under {sysfs_root}", HARDWARE_COLUMNS, hardware_rows(found))

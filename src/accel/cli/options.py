@@ -1,0 +1,104 @@
+"""Options shared by commands. Every flag reads ``ACCEL_<FLAG>`` from the environment
+and a key of the same name from the config file's section for its command."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from accel.internal.auth import TokenMissing, load_token
+from accel.internal.origin import Network, parse_networks
+from accel.internal.versions import VersionRange
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def env_name(flag: str) -> str:
+    return "ACCEL_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+def option(flag: str, **kwargs: Any) -> Callable[[Command], Command]:
+    """A click option whose environment variable is ``ACCEL_`` + the flag's name."""
+    kwargs.setdefault("show_default", True)
+    kwargs.setdefault("show_envvar", True)
+    return click.option(flag, envvar=env_name(flag), **kwargs)
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "accel"
+
+
+def default_database() -> str:
+    return f"sqlite:///{default_state_dir() / 'accel.db'}"
+
+
+def internal_options(command: Command) -> Command:
+    """Options every internal service has: where it listens and how it authenticates."""
+    for decorate in reversed(
+        [
+            option(
+                "--listen-fd",
+                type=int,
+                default=None,
+                hidden=True,
+                help="Serve on this already-bound socket (socket activation).",
+            ),
+            option(
+                "--advertise",
+                default=None,
+                metavar="HOST:PORT",
+                help="The endpoint to announce in hellos, if not the bound address.",
+            ),
+            option(
+                "--internal-token-file",
+                type=click.Path(path_type=Path, dir_okay=False),
+                default=None,
+                help="File holding the deployment's internal token (else ACCEL_INTERNAL_TOKEN).",
+            ),
+            option(
+                "--internal-version-max",
+                default=None,
+                hidden=True,
+                help="Speak internal versions up to this one only (as an older release).",
+            ),
+            option(
+                "--log-level",
+                default="info",
+                type=click.Choice(["debug", "info", "warning", "error"]),
+            ),
+        ]
+    ):
+        command = decorate(command)
+    return command
+
+
+def internal_token(token_file: Path | None) -> str:
+    try:
+        return load_token(token_file)
+    except TokenMissing as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def version_range(maximum: str | None) -> VersionRange:
+    try:
+        return VersionRange.up_to(maximum)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--internal-version-max") from exc
+
+
+def networks(text: str | None, flag: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from exc
+
+
+def positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and value <= 0:
+        raise click.BadParameter("must be greater than 0")
+    return value

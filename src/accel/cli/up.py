@@ -1,0 +1,249 @@
+"""``accel up``: the whole stack on this machine, each part its own process.
+
+A conductor, an api, an agent and a driver per kind, on loopback, with embedded
+SQLite and a generated internal token in the state folder. When the first sync is
+done it prints where the API is and what was found, then serves until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+import httpx
+
+from accel.cli.operator import HARDWARE_COLUMNS, hardware_rows, print_table
+from accel.cli.options import default_state_dir, option, positive
+from accel.driver.discovery import count_accelerators
+from accel.internal.auth import create_token_file, load_token
+from accel.internal.schemas import Kind
+from accel.serving import bind, endpoint_of
+from accel.supervisor import Part, Supervisor
+
+READY_TIMEOUT = 60.0
+
+
+def choose_tree(sysfs_root: Path | None, fallback: Path | None) -> tuple[Path, str]:
+    """The tree to discover from, and why, in words for the user."""
+    if sysfs_root is not None:
+        return sysfs_root, "as given by --sysfs-root"
+    counts = count_accelerators(Path("/"))
+    if sum(counts.values()) == 0 and fallback is not None:
+        return fallback, "this machine has no accelerators, so the example tree stands in"
+    found = ", ".join(f"{n} {kind.value}" for kind, n in counts.items() if n) or "none"
+    return Path("/"), f"this machine's own PCI devices ({found})"
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float = READY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise click.ClickException(f"timed out after {timeout:g}s waiting for {what}")
+
+
+@click.command()
+@option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=default_state_dir,
+    help="Database, token and logs live here.",
+)
+@option(
+    "--sysfs-root",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Discover from this tree instead of this machine's /sys.",
+)
+@option(
+    "--fallback-sysfs-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Tree to use when this machine has no accelerators.",
+)
+@option("--api-listen", default="127.0.0.1:6666", metavar="HOST:PORT")
+@option("--name", default=None, help="The node's name (default: the hostname).")
+@option("--heartbeat-interval", type=float, default=10.0, callback=positive)
+@option("--resync-interval", type=float, default=60.0, callback=positive)
+@option("--agent-down-after", type=float, default=None, callback=positive)
+def up(
+    state_dir: Path,
+    sysfs_root: Path | None,
+    fallback_sysfs_root: Path | None,
+    api_listen: str,
+    name: str | None,
+    heartbeat_interval: float,
+    resync_interval: float,
+    agent_down_after: float | None,
+) -> None:
+    """Run the whole stack on this machine until Ctrl-C."""
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    token_file = create_token_file(state_dir / "internal-token")
+    token = load_token(token_file)
+    tree, why = choose_tree(sysfs_root, fallback_sysfs_root)
+    click.echo(f"accel up: reading hardware from {tree.resolve()} ({why})")
+
+    conductor_socket = bind("127.0.0.1:0")
+    agent_socket = bind("127.0.0.1:0")
+    try:
+        api_socket = bind(api_listen)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {api_listen} for the API: {exc}") from exc
+    conductor_url = f"http://{endpoint_of(conductor_socket)}"
+    agent_url = f"http://{endpoint_of(agent_socket)}"
+    api_url = f"http://{endpoint_of(api_socket)}"
+    database = f"sqlite:///{state_dir / 'accel.db'}"
+    accel = [sys.executable, "-m", "accel"]
+    common = ["--internal-token-file", str(token_file)]
+    timing = ["--heartbeat-interval", str(heartbeat_interval)]
+    conductor_part = Part(
+        "conductor",
+        [
+            *accel,
+            "conductor",
+            "--listen-fd",
+            str(conductor_socket.fileno()),
+            "--database",
+            database,
+            *common,
+            *timing,
+            "--resync-interval",
+            str(resync_interval),
+            *(["--agent-down-after", str(agent_down_after)] if agent_down_after else []),
+        ],
+        (conductor_socket.fileno(),),
+    )
+    api_part = Part(
+        "api",
+        [
+            *accel,
+            "api",
+            "--listen-fd",
+            str(api_socket.fileno()),
+            "--database",
+            database,
+            "--auth",
+            "noauth",
+        ],
+        (api_socket.fileno(),),
+    )
+    agent_part = Part(
+        "agent",
+        [
+            *accel,
+            "agent",
+            "--listen-fd",
+            str(agent_socket.fileno()),
+            "--conductor",
+            conductor_url,
+            *common,
+            *timing,
+            *(["--name", name] if name else []),
+        ],
+        (agent_socket.fileno(),),
+    )
+    driver_parts = [
+        Part(
+            f"driver-{kind.value.lower()}",
+            [
+                *accel,
+                "driver",
+                "--kind",
+                kind.value,
+                "--agent",
+                agent_url,
+                "--listen",
+                "127.0.0.1:0",
+                "--sysfs-root",
+                str(tree.resolve()),
+                *common,
+                "--hello-interval",
+                str(heartbeat_interval),
+            ],
+        )
+        for kind in Kind
+    ]
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ACCEL_")}
+    supervisor = Supervisor(
+        [conductor_part, api_part, agent_part, *driver_parts],
+        state_dir / "logs",
+        env,
+        on_event=lambda message: click.echo(f"accel up: {message}"),
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    internal = httpx.Client(timeout=2.0, headers={"Authorization": f"Bearer {token}"})
+    try:
+        supervisor.start(conductor_part)
+        _wait("the conductor", lambda: _answers(internal, conductor_url + "/"))
+        supervisor.start(api_part)
+        _wait("the api", lambda: _answers(internal, api_url + "/"))
+        for part in (agent_part, *driver_parts):
+            supervisor.start(part)
+        _wait("every driver to say hello", lambda: len(_drivers(internal, agent_url)) == len(Kind))
+        _wait("the first sync", lambda: _converged(internal, agent_url, api_url))
+        _report(internal, api_url, state_dir)
+        while not stop.wait(0.5):
+            supervisor.check()
+    finally:
+        click.echo("accel up: stopping")
+        supervisor.stop()
+        internal.close()
+    click.echo("accel up: stopped")
+
+
+def _answers(client: httpx.Client, url: str) -> bool:
+    try:
+        return client.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _drivers(client: httpx.Client, agent_url: str) -> list[dict[str, Any]]:
+    try:
+        drivers: list[dict[str, Any]] = client.get(agent_url + "/v1/drivers").json()["drivers"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return []
+    return drivers
+
+
+def _converged(client: httpx.Client, agent_url: str, api_url: str) -> bool:
+    """Whether the agent heard from every driver and the database holds what it found."""
+    try:
+        node = client.get(
+            agent_url + "/v1/hardware", headers={"Accel-Internal-Version": "1.1"}
+        ).json()
+        stored = client.get(api_url + "/v2/hardware").json()["hardware"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+    drivers = node.get("drivers") or []
+    return (
+        len(drivers) == len(Kind)
+        and all(d["state"] == "ok" for d in drivers)
+        and len(stored) == len(node["hardware"])
+    )
+
+
+def _report(client: httpx.Client, api_url: str, state_dir: Path) -> None:
+    hardware = client.get(api_url + "/v2/hardware").json()["hardware"]
+    print_table(f"found {len(hardware)} devices", HARDWARE_COLUMNS, hardware_rows(hardware))
+    click.echo(
+        f"accel up: the API is at {api_url} (try: accel hardware list --api-url "
+        f"{api_url}); logs in {state_dir / 'logs'}; Ctrl-C stops everything"
+    )

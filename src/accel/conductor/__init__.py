@@ -1,0 +1,1 @@
+"""The conductor: wrangles every agent and keeps the database true."""

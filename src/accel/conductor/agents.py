@@ -1,0 +1,134 @@
+"""The conductor's record of agents: hellos, heartbeats, liveness, sync bookkeeping.
+
+An agent's periodic hello is its heartbeat. An agent that misses heartbeats for
+``agent_down_after`` seconds goes DOWN with an ``agent_down`` alarm; its hardware
+stays in the inventory. Its next hello brings it UP, clears the alarm and asks for
+a sync, as does a first hello or one from a new endpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from accel.conductor.alarms import AGENT_DOWN, clear_alarm, raise_alarm
+from accel.db.models import Agent
+
+
+@dataclass(frozen=True)
+class HelloOutcome:
+    known: bool
+    sync_now: bool
+
+
+@dataclass(frozen=True)
+class SyncTarget:
+    name: str
+    endpoint: str
+
+
+def record_hello(
+    sessions: sessionmaker[Session],
+    name: str,
+    endpoint: str,
+    version: str,
+    now: dt.datetime,
+    resync: bool = False,
+) -> HelloOutcome:
+    """Registers or refreshes an agent; idempotent for a known, healthy agent."""
+    for _ in range(2):  # a concurrent first hello of the same agent wins the insert
+        try:
+            with sessions.begin() as session:
+                return _record_hello(session, name, endpoint, version, now, resync)
+        except IntegrityError:
+            continue
+    raise RuntimeError(f"could not record the hello of agent {name}")
+
+
+def _record_hello(
+    session: Session, name: str, endpoint: str, version: str, now: dt.datetime, resync: bool
+) -> HelloOutcome:
+    agent = session.scalar(select(Agent).where(Agent.name == name).with_for_update())
+    if agent is None:
+        session.add(
+            Agent(
+                name=name,
+                endpoint=endpoint,
+                state="UP",
+                internal_version=version,
+                last_seen=now,
+                next_sync_at=now,
+            )
+        )
+        session.flush()
+        return HelloOutcome(known=False, sync_now=True)
+    came_back = agent.state != "UP"
+    moved = agent.endpoint != endpoint
+    agent.last_seen = now
+    agent.internal_version = version
+    if came_back:
+        agent.state = "UP"
+        clear_alarm(session, AGENT_DOWN, name, now)
+    if moved:
+        agent.endpoint = endpoint
+    sync_now = came_back or moved or resync
+    if sync_now:
+        agent.next_sync_at = now
+    return HelloOutcome(known=True, sync_now=sync_now)
+
+
+def mark_silent_agents_down(
+    sessions: sessionmaker[Session], now: dt.datetime, down_after: float
+) -> list[str]:
+    """Agents silent for ``down_after`` seconds go DOWN, each with one alarm."""
+    deadline = now - dt.timedelta(seconds=down_after)
+    with sessions.begin() as session:
+        silent = session.scalars(
+            select(Agent)
+            .where(Agent.state == "UP", Agent.last_seen < deadline)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for agent in silent:
+            agent.state = "DOWN"
+            raise_alarm(
+                session,
+                AGENT_DOWN,
+                agent.name,
+                f"agent {agent.name} at {agent.endpoint} sent no heartbeat for "
+                f"{down_after:g}s (last at {agent.last_seen.isoformat()})",
+                now,
+            )
+        return [agent.name for agent in silent]
+
+
+def agents_due_for_sync(
+    sessions: sessionmaker[Session], now: dt.datetime, limit: int
+) -> list[SyncTarget]:
+    with sessions() as session:
+        rows = session.execute(
+            select(Agent.name, Agent.endpoint)
+            .where(Agent.state == "UP", Agent.next_sync_at <= now)
+            .order_by(Agent.next_sync_at)
+            .limit(limit)
+        ).all()
+    return [SyncTarget(name, endpoint) for name, endpoint in rows]
+
+
+def record_sync_failure(
+    sessions: sessionmaker[Session],
+    name: str,
+    error: str,
+    started: dt.datetime,
+    retry_at: dt.datetime,
+) -> None:
+    """Keeps the inventory as it was and retries soon, unless a sync was asked for since."""
+    with sessions.begin() as session:
+        agent = session.scalar(select(Agent).where(Agent.name == name))
+        if agent is not None:
+            agent.last_sync_error = error[:2000]
+            if agent.next_sync_at is None or agent.next_sync_at <= started:
+                agent.next_sync_at = retry_at

@@ -1,0 +1,47 @@
+"""Raising and clearing alarms, each at most once however many conductors try.
+
+A partial unique index allows one active alarm per (kind, subject); raising inside a
+savepoint turns a lost race with another conductor into a no-op.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from accel.db.models import Alarm
+
+AGENT_DOWN = "agent_down"
+HARDWARE_VANISHED = "hardware_vanished"
+
+
+def raise_alarm(session: Session, kind: str, subject: str, message: str, now: dt.datetime) -> bool:
+    """Raises an alarm unless one is active already; True if this call raised it."""
+    active = session.scalar(
+        select(Alarm.id).where(
+            Alarm.kind == kind, Alarm.subject == subject, Alarm.state == "active"
+        )
+    )
+    if active is not None:
+        return False
+    try:
+        with session.begin_nested():
+            session.add(
+                Alarm(kind=kind, subject=subject, state="active", raised_at=now, message=message)
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def clear_alarm(session: Session, kind: str, subject: str, now: dt.datetime) -> bool:
+    """Clears the active alarm of this kind and subject; True if there was one."""
+    result = session.execute(
+        update(Alarm)
+        .where(Alarm.kind == kind, Alarm.subject == subject, Alarm.state == "active")
+        .values(state="cleared", cleared_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,174 @@
+"""How one hardware entry becomes a device row and its deployables.
+
+Deployables follow OpenStack Cyborg's drivers: a GPU, FPGA or AI chip is one
+deployable (its VFs, if any, are its attach handles); a QAT or NIC physical function
+with VFs offers one deployable per VF, since each VF is what a workload gets. Each
+deployable's resource-provider uuid is derived from its name exactly as Cyborg does
+(uuid3 in the DNS namespace), so a Placement tree built from either agrees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from accel.internal.schemas import HardwareEntry, Kind, PciFunctionFacts
+
+RESOURCE_CLASSES = {
+    Kind.GPU: "PGPU",
+    Kind.FPGA: "FPGA",
+    Kind.QAT: "CUSTOM_QAT",
+    Kind.NIC: "CUSTOM_NIC",
+    Kind.AICHIP: "CUSTOM_AICHIP",
+}
+VENDOR_TRAIT_NAMES = {
+    "10de": "NVIDIA",
+    "1002": "AMD",
+    "8086": "INTEL",
+    "10ee": "XILINX",
+    "1172": "INTEL",
+    "1da3": "HABANA",
+    "19e5": "HUAWEI",
+    "1d0f": "AMAZON",
+    "1e52": "TENSTORRENT",
+    "15b3": "MELLANOX",
+}
+CLASS_NAMES = {
+    "0300": "VGA compatible controller",
+    "0302": "3D controller",
+    "0380": "Display controller",
+    "0b40": "Co-processor",
+    "1200": "Processing accelerators",
+    "0200": "Ethernet controller",
+    "0207": "Infiniband controller",
+    "0280": "Network controller",
+    "0580": "Memory controller",
+}
+PER_VF_KINDS = frozenset({Kind.QAT, Kind.NIC})
+
+
+@dataclass(frozen=True)
+class DeployablePlan:
+    """A deployable as discovery says it should be."""
+
+    name: str
+    num_accelerators: int
+    driver_name: str | None
+    attributes: tuple[tuple[str, str], ...]
+    attach_handles: tuple[tuple[str, str], ...]
+
+    @property
+    def rp_uuid(self) -> str:
+        return str(uuid.uuid3(uuid.NAMESPACE_DNS, self.name))
+
+
+def fingerprint(entry: HardwareEntry) -> str:
+    """Changes exactly when anything the driver reported about the device changes."""
+    return hashlib.sha256(canonical_json(entry).encode()).hexdigest()
+
+
+def canonical_json(entry: HardwareEntry) -> str:
+    return json.dumps(entry.model_dump(mode="json", exclude_none=True), sort_keys=True)
+
+
+def device_columns(entry: HardwareEntry, hostname: str) -> dict[str, Any]:
+    """The device row's columns for ``entry`` (everything but identity and history)."""
+    pci = entry.pci
+    std_board_info: dict[str, Any] = {}
+    vendor_board_info: dict[str, Any] = {}
+    if pci is not None:
+        std_board_info = {
+            "product_id": pci.product_id,
+            "controller": CLASS_NAMES.get(pci.class_code[:4], f"class {pci.class_code}"),
+        }
+        vendor_board_info = {
+            key: value
+            for key, value in {
+                "subsystem_vendor_id": pci.subsystem_vendor_id,
+                "subsystem_product_id": pci.subsystem_product_id,
+                "revision": pci.revision,
+                "numa_node": pci.numa_node,
+                "driver": pci.driver,
+            }.items()
+            if value is not None
+        }
+    return {
+        "type": entry.acc_specs.device_type.value,
+        "vendor": pci.vendor_id if pci else "unknown",
+        "model": pci.product_id if pci else entry.acc_specs.device_type.value,
+        "std_board_info": json.dumps(std_board_info, sort_keys=True),
+        "vendor_board_info": json.dumps(vendor_board_info, sort_keys=True),
+        "hostname": hostname,
+        "pci_address": pci.address if pci else None,
+        "setup_required": entry.acc_status.setup_required,
+        "reboot_required": entry.acc_status.reboot_required,
+        "hardware": canonical_json(entry),
+        "fingerprint": fingerprint(entry),
+    }
+
+
+def pci_attach_info(function: PciFunctionFacts) -> str:
+    domain, bus, slot = function.address.split(":")
+    device, _, number = slot.partition(".")
+    return json.dumps(
+        {"domain": domain, "bus": bus, "device": device, "function": number}, sort_keys=True
+    )
+
+
+def plan_deployables(entry: HardwareEntry, hostname: str) -> list[DeployablePlan]:
+    kind = entry.acc_specs.device_type
+    pci = entry.pci
+    if pci is None:
+        # An internal-API 1.0 driver says how many, but not where.
+        return [
+            DeployablePlan(
+                f"{hostname}_{entry.uuid}",
+                entry.acc_specs.num,
+                None,
+                (("rc", RESOURCE_CLASSES[kind]),),
+                (),
+            )
+        ]
+    vendor = VENDOR_TRAIT_NAMES.get(pci.vendor_id, f"VENDOR_{pci.vendor_id.upper()}")
+    driver_name = vendor.lower()
+    if kind in PER_VF_KINDS and entry.virtual_functions:
+        return [
+            DeployablePlan(
+                f"{hostname}_{vf.address}",
+                1,
+                driver_name,
+                _attributes(kind, vendor, vf, virtual=True),
+                (("PCI", pci_attach_info(vf)),),
+            )
+            for vf in entry.virtual_functions
+        ]
+    functions = entry.virtual_functions or [pci]
+    return [
+        DeployablePlan(
+            f"{hostname}_{pci.address}",
+            len(functions),
+            driver_name,
+            _attributes(kind, vendor, pci, virtual=False),
+            tuple(("PCI", pci_attach_info(function)) for function in functions),
+        )
+    ]
+
+
+def _attributes(
+    kind: Kind, vendor: str, function: PciFunctionFacts, virtual: bool
+) -> tuple[tuple[str, str], ...]:
+    product = function.product_id.upper()
+    traits = {
+        Kind.GPU: [f"CUSTOM_GPU_{vendor}", f"CUSTOM_GPU_PRODUCT_ID_{product}"],
+        Kind.FPGA: [f"CUSTOM_FPGA_{vendor}", f"CUSTOM_FPGA_PRODUCT_ID_{product}"],
+        Kind.QAT: [f"CUSTOM_QAT_{vendor}", f"CUSTOM_QAT_PRODUCT_ID_{product}"],
+        Kind.NIC: ["CUSTOM_VF" if virtual else "CUSTOM_PF", f"CUSTOM_NIC_{vendor}"],
+        Kind.AICHIP: [f"CUSTOM_AICHIP_{vendor}", f"CUSTOM_AICHIP_PRODUCT_ID_{product}"],
+    }[kind]
+    return (
+        ("rc", RESOURCE_CLASSES[kind]),
+        *((f"trait{index}", trait) for index, trait in enumerate(traits)),
+    )

@@ -1,0 +1,167 @@
+"""Writing an agent's reported hardware into the database as a diff, in one transaction.
+
+New hardware is added, changed hardware updated, unchanged rows are not touched,
+and hardware that vanished leaves the device list (``present`` false) with a
+``hardware_vanished`` alarm and stays as history; if it comes back the alarm clears.
+Only the kinds the agent vouches for this round may vanish: a driver that failed
+or is not registered yet says nothing about its hardware.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from accel.conductor.alarms import HARDWARE_VANISHED, clear_alarm, raise_alarm
+from accel.conductor.hardware_rows import DeployablePlan, device_columns, plan_deployables
+from accel.db.models import Agent, AttachHandle, Attribute, Deployable, Device
+from accel.errors import PeerError
+from accel.internal.schemas import HardwareEntry, HardwareList, Kind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InventoryDiff:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    returned: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{len(self.added)} added, {len(self.changed)} changed, "
+            f"{len(self.returned)} returned, {len(self.vanished)} vanished, "
+            f"{self.unchanged} unchanged"
+        )
+
+
+def vouched_kinds(report: HardwareList) -> set[Kind]:
+    """Kinds whose absence from ``report`` means the hardware is gone."""
+    if report.drivers is not None:
+        return {outcome.type for outcome in report.drivers if outcome.state == "ok"}
+    # A 1.0 agent does not say how its drivers fared: trust only kinds it shows.
+    return {entry.acc_specs.device_type for entry in report.hardware}
+
+
+def store_inventory(
+    sessions: sessionmaker[Session],
+    agent_name: str,
+    report: HardwareList,
+    started: dt.datetime,
+    now: dt.datetime,
+    next_sync_at: dt.datetime,
+) -> InventoryDiff:
+    """Stores a sync that began at ``started``; a sync asked for since then stays due."""
+    reported = {str(entry.uuid): entry for entry in report.hardware}
+    if len(reported) != len(report.hardware):
+        raise PeerError(agent_name, "reported the same hardware uuid twice")
+    with sessions.begin() as session:
+        agent = session.scalar(select(Agent).where(Agent.name == agent_name).with_for_update())
+        if agent is None:
+            raise PeerError(agent_name, "is not a registered agent")
+        diff = _apply(session, agent, reported, vouched_kinds(report), now)
+        agent.last_synced_at = now
+        if agent.next_sync_at is None or agent.next_sync_at <= started:
+            agent.next_sync_at = next_sync_at
+        agent.last_sync_error = None
+    return diff
+
+
+def _apply(
+    session: Session,
+    agent: Agent,
+    reported: dict[str, HardwareEntry],
+    vouched: set[Kind],
+    now: dt.datetime,
+) -> InventoryDiff:
+    diff = InventoryDiff()
+    stored = {
+        device.uuid: device
+        for device in session.scalars(
+            select(Device)
+            .where(Device.agent_id == agent.id)
+            .options(
+                selectinload(Device.deployables).selectinload(Deployable.attributes),
+                selectinload(Device.deployables).selectinload(Deployable.attach_handles),
+            )
+        )
+    }
+    for uuid, entry in reported.items():
+        columns = device_columns(entry, agent.name)
+        device = stored.get(uuid)
+        if device is None:
+            device = Device(uuid=uuid, agent_id=agent.id, present=True, **columns)
+            session.add(device)
+            _sync_deployables(device, plan_deployables(entry, agent.name))
+            diff.added.append(uuid)
+            continue
+        if not device.present:
+            device.present = True
+            device.vanished_at = None
+            clear_alarm(session, HARDWARE_VANISHED, uuid, now)
+            diff.returned.append(uuid)
+        elif device.fingerprint == columns["fingerprint"]:
+            diff.unchanged += 1
+            continue
+        else:
+            diff.changed.append(uuid)
+        for name, value in columns.items():
+            if getattr(device, name) != value:
+                setattr(device, name, value)
+        _sync_deployables(device, plan_deployables(entry, agent.name))
+    for uuid, device in stored.items():
+        if device.present and uuid not in reported and Kind(device.type) in vouched:
+            device.present = False
+            device.vanished_at = now
+            raise_alarm(
+                session,
+                HARDWARE_VANISHED,
+                uuid,
+                f"{device.type} {device.pci_address or uuid} on {agent.name} is no "
+                "longer reported by its driver",
+                now,
+            )
+            diff.vanished.append(uuid)
+    return diff
+
+
+def _sync_deployables(device: Device, plans: Iterable[DeployablePlan]) -> None:
+    """Brings the device's deployables to ``plans``, keeping rows whose name survives."""
+    wanted = {plan.name: plan for plan in plans}
+    for stale in [d for d in device.deployables if d.name not in wanted]:
+        device.deployables.remove(stale)
+    existing = {deployable.name: deployable for deployable in device.deployables}
+    for name, plan in wanted.items():
+        deployable = existing.get(name)
+        if deployable is None:
+            deployable = Deployable(name=name, rp_uuid=plan.rp_uuid)
+            device.deployables.append(deployable)
+        deployable.num_accelerators = plan.num_accelerators
+        deployable.driver_name = plan.driver_name
+        if [(a.key, a.value) for a in deployable.attributes] != list(plan.attributes):
+            deployable.attributes = [Attribute(key=k, value=v) for k, v in plan.attributes]
+        _sync_attach_handles(deployable, plan.attach_handles)
+
+
+def _sync_attach_handles(deployable: Deployable, wanted: tuple[tuple[str, str], ...]) -> None:
+    # Keyed by attach_info, like Cyborg: a surviving handle keeps its in_use flag.
+    existing = {handle.attach_info: handle for handle in deployable.attach_handles}
+    wanted_infos = {info for _, info in wanted}
+    for info, stale in existing.items():
+        if info not in wanted_infos:
+            deployable.attach_handles.remove(stale)
+    for attach_type, info in wanted:
+        handle = existing.get(info)
+        if handle is None:
+            deployable.attach_handles.append(
+                AttachHandle(attach_type=attach_type, attach_info=info, in_use=False)
+            )
+        elif handle.attach_type != attach_type:
+            handle.attach_type = attach_type

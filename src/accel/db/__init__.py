@@ -1,0 +1,1 @@
+"""The database the conductor keeps true and the api reads: models, engine, migrations."""

@@ -1,0 +1,194 @@
+"""Tables, shaped after OpenStack Cyborg's data model so its v2 API maps onto them.
+
+devices -> deployables -> attributes / attach_handles is Cyborg's model: a device is
+one piece of hardware an agent reported (a PF with its VFs), a deployable is what
+can be allocated from it (the PF, or each VF). accel adds agents, alarms and
+conductors, and keeps vanished hardware as history (``present`` false) instead of
+deleting it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid as uuid_module
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_uuid() -> str:
+    return str(uuid_module.uuid4())
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp that always comes back timezone-aware in UTC, on SQLite too."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Timestamps:
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, onupdate=utcnow)
+
+
+class Agent(Timestamps, Base):
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    endpoint: Mapped[str] = mapped_column(String(300))
+    state: Mapped[str] = mapped_column(String(8), default="UP")  # UP | DOWN
+    internal_version: Mapped[str | None] = mapped_column(String(16))
+    last_seen: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    last_synced_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    next_sync_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, index=True)
+    last_sync_error: Mapped[str | None] = mapped_column(Text)
+
+    devices: Mapped[list[Device]] = relationship(back_populates="agent")
+
+
+class Device(Timestamps, Base):
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="RESTRICT"), index=True)
+    type: Mapped[str] = mapped_column(String(16), index=True)
+    vendor: Mapped[str] = mapped_column(String(255))
+    model: Mapped[str] = mapped_column(String(255))
+    std_board_info: Mapped[str | None] = mapped_column(Text)
+    vendor_board_info: Mapped[str | None] = mapped_column(Text)
+    hostname: Mapped[str] = mapped_column(String(255), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="enabled")  # enabled | maintaining
+    pci_address: Mapped[str | None] = mapped_column(String(16))
+    setup_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    reboot_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    present: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    vanished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    hardware: Mapped[str] = mapped_column(Text)  # the entry as the agent last reported it
+
+    agent: Mapped[Agent] = relationship(back_populates="devices")
+    deployables: Mapped[list[Deployable]] = relationship(
+        back_populates="device", cascade="all, delete-orphan", order_by="Deployable.id"
+    )
+
+
+class Deployable(Timestamps, Base):
+    __tablename__ = "deployables"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(Integer)
+    root_id: Mapped[int | None] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(255))
+    num_accelerators: Mapped[int] = mapped_column(Integer)
+    rp_uuid: Mapped[str | None] = mapped_column(String(36))
+    driver_name: Mapped[str | None] = mapped_column(String(100))
+    bitstream_id: Mapped[str | None] = mapped_column(String(36))
+
+    device: Mapped[Device] = relationship(back_populates="deployables")
+    attributes: Mapped[list[Attribute]] = relationship(
+        back_populates="deployable", cascade="all, delete-orphan", order_by="Attribute.id"
+    )
+    attach_handles: Mapped[list[AttachHandle]] = relationship(
+        back_populates="deployable", cascade="all, delete-orphan", order_by="AttachHandle.id"
+    )
+
+
+class Attribute(Timestamps, Base):
+    __tablename__ = "attributes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    deployable_id: Mapped[int] = mapped_column(
+        ForeignKey("deployables.id", ondelete="CASCADE"), index=True
+    )
+    key: Mapped[str] = mapped_column(Text)
+    value: Mapped[str] = mapped_column(Text)
+
+    deployable: Mapped[Deployable] = relationship(back_populates="attributes")
+
+
+class AttachHandle(Timestamps, Base):
+    __tablename__ = "attach_handles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    deployable_id: Mapped[int] = mapped_column(
+        ForeignKey("deployables.id", ondelete="CASCADE"), index=True
+    )
+    attach_type: Mapped[str] = mapped_column(String(16))  # PCI | MDEV
+    attach_info: Mapped[str] = mapped_column(String(255))
+    in_use: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    deployable: Mapped[Deployable] = relationship(back_populates="attach_handles")
+
+
+class Alarm(Base):
+    __tablename__ = "alarms"
+    __table_args__ = (
+        # At most one active alarm per kind and subject, whoever raises it.
+        Index(
+            "uq_alarms_active",
+            "kind",
+            "subject",
+            unique=True,
+            sqlite_where=text("state = 'active'"),
+            postgresql_where=text("state = 'active'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    kind: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    raised_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    cleared_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    message: Mapped[str] = mapped_column(Text)
+
+
+class Conductor(Base):
+    __tablename__ = "conductors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    endpoint: Mapped[str] = mapped_column(String(300))
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -1,0 +1,1 @@
+"""The driver: discovers one kind of hardware on its node and serves it to the agent."""

@@ -1,0 +1,86 @@
+"""The one exception tree of accel.
+
+    AccelError
+    ├── InvalidInput        a request body, query or flag that does not validate (400)
+    ├── Unauthorized        no or wrong credentials (401)
+    ├── Forbidden           credentials fine, action refused (403)
+    ├── NotFound            no such resource (404)
+    ├── VersionNotAcceptable  a version this component cannot speak (406)
+    ├── Conflict            the request collides with stored state (409)
+    └── PeerError           another component timed out or answered garbage
+
+Foreign errors (httpx, SQLAlchemy, OSError from sysfs) are translated where they
+enter accel and chained with ``from``; HTTP status codes are chosen in exactly one
+place per app, keyed by these classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One field of a request that did not validate."""
+
+    field: str
+    message: str
+
+
+class AccelError(Exception):
+    """Root of every error accel raises on purpose."""
+
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(AccelError):
+    status_code = 400
+
+    def __init__(self, message: str, problems: list[FieldProblem] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[FieldProblem] = problems or []
+
+
+class Unauthorized(AccelError):
+    status_code = 401
+
+
+class Forbidden(AccelError):
+    status_code = 403
+
+
+class NotFound(AccelError):
+    status_code = 404
+
+
+@dataclass
+class SupportedRange:
+    minimum: str
+    maximum: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class VersionNotAcceptable(AccelError):
+    status_code = 406
+
+    def __init__(self, message: str, supported: SupportedRange) -> None:
+        super().__init__(message)
+        self.supported = supported
+
+
+class Conflict(AccelError):
+    status_code = 409
+
+
+class PeerError(AccelError):
+    """A peer component could not be reached, timed out, or answered garbage."""
+
+    status_code = 502
+
+    def __init__(self, peer: str, message: str) -> None:
+        super().__init__(f"{peer}: {message}")
+        self.peer = peer

@@ -1,0 +1,1 @@
+"""The internal API that drivers, agents and conductors speak to one another."""

@@ -1,0 +1,189 @@
+"""The internal API's client: every call has a timeout, bounded retries and a version.
+
+Peers are named by ``host:port`` or a base URL. Transport failures are retried a
+bounded number of times; anything else a peer does wrong (an HTTP error, a body
+that does not parse) becomes a PeerError at once. A 406 from a peer one minor
+version older makes the client retry once at the version both speak, and remember
+it for that peer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from accel.errors import PeerError
+from accel.internal.schemas import (
+    AgentHello,
+    DiscoveryStarted,
+    DriverHello,
+    HardwareList,
+    HelloAnswer,
+)
+from accel.internal.versions import HEADER, Version, VersionRange, format_version, parse_version
+
+log = logging.getLogger(__name__)
+
+Answer = TypeVar("Answer", bound=BaseModel)
+MAX_PEER_VERSIONS = 100_000
+
+
+def base_url(peer: str) -> str:
+    """``http://host:port`` for a peer named either way."""
+    peer = peer.strip().rstrip("/")
+    return peer if "://" in peer else f"http://{peer}"
+
+
+class InternalClient:
+    """Talks the internal API to drivers, agents and conductors."""
+
+    def __init__(
+        self,
+        token: str,
+        versions: VersionRange,
+        timeout: float = 5.0,
+        attempts: int = 2,
+        max_connections: int = 100,
+    ) -> None:
+        self.versions = versions
+        self.attempts = attempts
+        self._peer_versions: dict[str, Version] = {}
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+            headers={"Authorization": f"Bearer {token}"},
+            limits=httpx.Limits(max_connections=max_connections),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def peer_version(self, peer: str) -> Version:
+        """The version this client speaks to ``peer`` now."""
+        return self._peer_versions.get(base_url(peer), self.versions.maximum)
+
+    async def driver_hello(self, agent: str, hello: DriverHello) -> HelloAnswer:
+        return await self._call("POST", agent, "/v1/hello", HelloAnswer, body=hello)
+
+    async def agent_hello(self, conductor: str, hello: AgentHello) -> HelloAnswer:
+        return await self._call("POST", conductor, "/v1/hello", HelloAnswer, body=hello)
+
+    async def start_discovery(self, peer: str) -> DiscoveryStarted:
+        return await self._call("POST", peer, "/v1/discovery", DiscoveryStarted)
+
+    async def hardware(
+        self, peer: str, min_generation: int | None = None, wait: float = 0.0
+    ) -> HardwareList:
+        """A peer's hardware; with ``min_generation`` it waits up to ``wait`` s for it."""
+        params: dict[str, str] = {}
+        if min_generation is not None:
+            params = {"min_generation": str(min_generation), "wait": f"{wait:g}"}
+        # A long poll may legitimately take ``wait`` seconds longer than a plain call.
+        timeout = (self._http.timeout.read or 5.0) + wait if params else None
+        return await self._call(
+            "GET", peer, "/v1/hardware", HardwareList, params=params, read_timeout=timeout
+        )
+
+    async def _call(
+        self,
+        method: str,
+        peer: str,
+        path: str,
+        answer: type[Answer],
+        body: BaseModel | None = None,
+        params: dict[str, str] | None = None,
+        read_timeout: float | None = None,
+    ) -> Answer:
+        url = base_url(peer)
+        version = self.peer_version(url)
+        for _ in range(2):
+            response = await self._send(method, url, path, version, body, params, read_timeout)
+            if response.status_code != 406:
+                break
+            downgraded = self._downgrade(url, version, response)
+            if downgraded is None:
+                raise PeerError(url, f"speaks no internal version we speak: {response.text[:200]}")
+            version = downgraded
+        if response.status_code >= 400:
+            raise PeerError(
+                url, f"{method} {path} answered {response.status_code}: {response.text[:200]}"
+            )
+        try:
+            return answer.model_validate(response.json())
+        except (ValueError, ValidationError) as exc:
+            raise PeerError(url, f"{method} {path} answered garbage: {exc}") from exc
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        version: Version,
+        body: BaseModel | None,
+        params: dict[str, str] | None,
+        read_timeout: float | None,
+    ) -> httpx.Response:
+        headers = {HEADER: format_version(version)}
+        content = None
+        if body is not None:
+            content = json.dumps(_wire_body(body, version))
+            headers["Content-Type"] = "application/json"
+        timeout: Any = httpx.USE_CLIENT_DEFAULT
+        if read_timeout is not None:
+            timeout = httpx.Timeout(read_timeout, connect=self._http.timeout.connect)
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.attempts),
+                wait=wait_exponential(multiplier=0.1, max=1.0),
+                retry=retry_if_exception_type(httpx.TransportError),
+                reraise=True,
+            ):
+                with attempt:
+                    return await self._http.request(
+                        method,
+                        url + path,
+                        content=content,
+                        headers=headers,
+                        params=params,
+                        timeout=timeout,
+                    )
+        except httpx.TransportError as exc:
+            raise PeerError(url, f"{method} {path} failed: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable: tenacity either returns or reraises")
+
+    def _downgrade(self, url: str, tried: Version, response: httpx.Response) -> Version | None:
+        try:
+            peer_maximum = parse_version(str(response.json()["max_version"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+        common = self.versions.common_with(peer_maximum)
+        if common is None or common >= tried:
+            return None
+        if len(self._peer_versions) >= MAX_PEER_VERSIONS:
+            self._peer_versions.clear()
+        self._peer_versions[url] = common
+        log.info(
+            "%s speaks internal version up to %s; using %s",
+            url,
+            format_version(peer_maximum),
+            format_version(common),
+        )
+        return common
+
+
+def _wire_body(body: BaseModel, version: Version) -> dict[str, Any]:
+    """A request body as a peer speaking ``version`` expects it."""
+    document = body.model_dump(mode="json", exclude_none=True)
+    if version < (1, 1) and isinstance(body, AgentHello):
+        document.pop("name", None)
+        document.pop("resync", None)
+    return document

@@ -1,0 +1,206 @@
+"""Wire schemas of the internal API v1, the seed's bodies made precise.
+
+History of the minor versions (each component speaks a range, see versions.py):
+
+* 1.0: the seed. Hello ``{"status", "endpoint", "type"?}``; discovery answers
+  ``{"status": "IN-PROGRESS"}``; hardware entries carry ``uuid``, ``acc_specs`` and
+  ``acc_status`` only.
+* 1.1: hardware entries add PCI facts (``pci``, ``sriov``, ``virtual_functions``);
+  discovery and hardware answers carry a ``generation`` so a caller can wait for a
+  discovery it started (``GET /v1/hardware?min_generation=N&wait=S``); an agent's
+  hardware answer reports each driver's outcome in ``drivers``; an agent's hello
+  names the node in ``name`` and asks for a sync now with ``resync``.
+
+Request bodies are strict (unknown fields are refused); answers read from peers are
+lenient, so a newer peer's additions never break an older reader.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+
+class Kind(StrEnum):
+    """Kinds of hardware, named as OpenStack Cyborg names device types."""
+
+    GPU = "GPU"
+    FPGA = "FPGA"
+    QAT = "QAT"
+    NIC = "NIC"
+    AICHIP = "AICHIP"
+
+    @classmethod
+    def parse(cls, value: str) -> Kind:
+        """Reads a kind case-insensitively; the seed's ``CRYPTO`` is Cyborg's QAT."""
+        normalized = value.strip().upper()
+        if normalized == "CRYPTO":
+            return cls.QAT
+        return cls(normalized)
+
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """Splits ``host:port`` (IPv6 in brackets) and checks both halves."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", endpoint)
+    if match is None:
+        raise ValueError("must be host:port (IPv6 as [addr]:port)")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 < port < 65536:
+        raise ValueError("port must be between 1 and 65535")
+    if match.group(1) is not None:
+        ipaddress.IPv6Address(host)
+    elif not _is_ipv4(host) and not _HOSTNAME.match(host):
+        raise ValueError(f"{host!r} is neither an IP address nor a hostname")
+    return host, port
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class StrictBody(BaseModel):
+    """A request body: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class LenientBody(BaseModel):
+    """An answer read from a peer: fields it adds in a newer version are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class DriverHello(StrictBody):
+    """A driver tells its agent it is up, where it listens and what it drives."""
+
+    status: Literal["READY"]
+    endpoint: str = Field(max_length=300)
+    type: Kind
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _kind(cls, value: Any) -> Any:
+        return Kind.parse(value) if isinstance(value, str) else value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        split_endpoint(value)
+        return value
+
+
+class AgentHello(StrictBody):
+    """An agent tells a conductor it is up; repeated, it is the agent's heartbeat."""
+
+    status: Literal["READY"]
+    endpoint: str = Field(max_length=300)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._-]+$"
+    )
+    # Set when the node's drivers changed since the last hello: please sync me now.
+    resync: bool = False
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        split_endpoint(value)
+        return value
+
+
+class HelloAnswer(LenientBody):
+    """What an agent or conductor answers to a hello."""
+
+    status: str
+    known: bool = False
+    node: str | None = None
+
+
+class DiscoveryStarted(LenientBody):
+    status: Literal["IN-PROGRESS"] = "IN-PROGRESS"
+    generation: int | None = None
+
+
+class AccSpecs(LenientBody):
+    remote: int = 0
+    num: int = Field(ge=0)
+    device_type: Kind
+    acc_capability: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("device_type", mode="before")
+    @classmethod
+    def _kind(cls, value: Any) -> Any:
+        return Kind.parse(value) if isinstance(value, str) else value
+
+
+class AccStatus(LenientBody):
+    setup_required: bool
+    # The seed spells it "reboot_equired"; read either, always write it correctly.
+    reboot_required: bool = Field(
+        default=False, validation_alias=AliasChoices("reboot_required", "reboot_equired")
+    )
+
+
+class PciFunctionFacts(LenientBody):
+    """What sysfs says about one PCI function."""
+
+    address: str
+    vendor_id: str
+    product_id: str
+    class_code: str
+    subsystem_vendor_id: str | None = None
+    subsystem_product_id: str | None = None
+    revision: str | None = None
+    numa_node: int | None = None
+    driver: str | None = None
+    iommu_group: int | None = None
+
+
+class SriovFacts(LenientBody):
+    total_vfs: int
+    num_vfs: int
+
+
+class HardwareEntry(LenientBody):
+    """One physical device a driver sees, ready to use or not."""
+
+    uuid: UUID
+    acc_specs: AccSpecs
+    acc_status: AccStatus
+    pci: PciFunctionFacts | None = None
+    sriov: SriovFacts | None = None
+    virtual_functions: list[PciFunctionFacts] = Field(default_factory=list)
+
+    def wire(self, version: tuple[int, int]) -> dict[str, Any]:
+        """The entry as a peer speaking ``version`` expects it."""
+        if version < (1, 1):
+            return self.model_dump(mode="json", include={"uuid", "acc_specs", "acc_status"})
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class DriverOutcome(LenientBody):
+    """How one driver fared in an agent's discovery."""
+
+    type: Kind
+    endpoint: str
+    state: Literal["ok", "failed"]
+    error: str | None = None
+
+
+class HardwareList(LenientBody):
+    hardware: list[HardwareEntry]
+    generation: int | None = None
+    drivers: list[DriverOutcome] | None = None

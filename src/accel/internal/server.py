@@ -1,0 +1,198 @@
+"""What every internal HTTP service shares: the gate, errors, bodies, the version list.
+
+The gate is plain ASGI middleware so it costs little on every call: it refuses a
+caller without the deployment's token (401) before anything else, then settles the
+internal version (406 when it cannot) and echoes it on the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from accel.errors import AccelError, FieldProblem, InvalidInput, VersionNotAcceptable
+from accel.internal.auth import bearer_matches
+from accel.internal.versions import HEADER, Version, VersionRange, format_version
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1 << 20
+Body = TypeVar("Body", bound=BaseModel)
+
+
+class InternalGate:
+    """Authenticates every ``/v1`` call and settles its internal version."""
+
+    def __init__(self, app: ASGIApp, token: str, versions: VersionRange) -> None:
+        self.app = app
+        self.token = token
+        self.versions = versions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in ("/", ""):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if not bearer_matches(headers.get("authorization"), self.token):
+            response = error_response(401, "missing or wrong internal token")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            await response(scope, receive, send)
+            return
+        try:
+            version = self.versions.negotiate(headers.get(HEADER))
+        except VersionNotAcceptable as exc:
+            await handle_accel_error_asgi(exc, scope, receive, send)
+            return
+        scope.setdefault("state", {})["internal_version"] = version
+        echoed = format_version(version)
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[HEADER] = echoed
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)
+
+
+def request_version(request: Request) -> Version:
+    """The internal version the gate settled for this request."""
+    version: Version = request.scope.get("state", {}).get("internal_version", (1, 0))
+    return version
+
+
+def error_response(
+    status: int, message: str, problems: Sequence[FieldProblem] = (), **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {"error": message, **extra}
+    if problems:
+        body["problems"] = [{"field": p.field, "message": p.message} for p in problems]
+    return JSONResponse(body, status_code=status)
+
+
+def accel_error_response(exc: AccelError) -> JSONResponse:
+    if isinstance(exc, VersionNotAcceptable):
+        return error_response(
+            exc.status_code,
+            exc.message,
+            min_version=exc.supported.minimum,
+            max_version=exc.supported.maximum,
+        )
+    problems = exc.problems if isinstance(exc, InvalidInput) else []
+    return error_response(exc.status_code, exc.message, problems)
+
+
+async def handle_accel_error_asgi(
+    exc: AccelError, scope: Scope, receive: Receive, send: Send
+) -> None:
+    await accel_error_response(exc)(scope, receive, send)
+
+
+async def _on_accel_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AccelError)
+    if exc.status_code >= 500:
+        log.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+    return accel_error_response(exc)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail))
+
+
+def validation_problems(exc: ValidationError) -> list[FieldProblem]:
+    return [
+        FieldProblem(".".join(str(part) for part in error["loc"]) or "body", error["msg"])
+        for error in exc.errors()
+    ]
+
+
+async def read_body(request: Request, model: type[Body]) -> Body:
+    """The request's JSON body checked against ``model``, or InvalidInput naming the field."""
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise InvalidInput(f"body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("body is not valid JSON") from exc
+    if not isinstance(document, dict):
+        raise InvalidInput("body must be a JSON object")
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        problems = validation_problems(exc)
+        named = ", ".join(p.field for p in problems)
+        raise InvalidInput(f"invalid {model.__name__}: {named}", problems) from exc
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within bounds, or InvalidInput."""
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise InvalidInput(f"query parameter {name} must be an integer") from exc
+    if not low <= value <= high:
+        raise InvalidInput(f"query parameter {name} must be between {low} and {high}")
+    return value
+
+
+def query_float(request: Request, name: str, default: float, high: float) -> float:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise InvalidInput(f"query parameter {name} must be a number") from exc
+    if not 0 <= value <= high:
+        raise InvalidInput(f"query parameter {name} must be between 0 and {high}")
+    return value
+
+
+def internal_app(
+    component: str,
+    routes: Sequence[BaseRoute],
+    token: str,
+    versions: VersionRange,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    extra_root: Mapping[str, Any] | None = None,
+) -> ASGIApp:
+    """A component's internal service: its routes behind the gate, plus ``GET /``."""
+
+    async def root(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "component": component,
+                "versions": [
+                    {
+                        "id": "v1",
+                        "status": "CURRENT",
+                        "min_version": format_version(versions.minimum),
+                        "max_version": format_version(versions.maximum),
+                    }
+                ],
+                **(extra_root or {}),
+            }
+        )
+
+    app = Starlette(
+        routes=[Route("/", root, methods=["GET"]), *routes],
+        exception_handlers={AccelError: _on_accel_error, HTTPException: _on_http_error},
+        lifespan=lifespan,
+    )
+    return InternalGate(app, token, versions)

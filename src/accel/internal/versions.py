@@ -1,0 +1,77 @@
+"""Minor versions of the internal API and how two components agree on one.
+
+A caller names the version it speaks in ``Accel-Internal-Version: 1.N``; the callee
+answers in that version and echoes it, or answers 406 with the range it speaks. A
+caller that gets a 406 retries once at the highest version both sides know, so
+components one minor version apart work together during a rolling upgrade.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from accel.errors import SupportedRange, VersionNotAcceptable
+
+HEADER = "Accel-Internal-Version"
+MAJOR = 1
+Version = tuple[int, int]
+
+OLDEST: Version = (1, 0)
+NEWEST: Version = (1, 1)
+
+
+def format_version(version: Version) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+def parse_version(text: str) -> Version:
+    match = re.fullmatch(r"\s*(\d{1,3})\.(\d{1,3})\s*", text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a version of the form MAJOR.MINOR")
+    return int(match.group(1)), int(match.group(2))
+
+
+@dataclass(frozen=True)
+class VersionRange:
+    """The internal versions one component speaks."""
+
+    minimum: Version = OLDEST
+    maximum: Version = NEWEST
+
+    def __post_init__(self) -> None:
+        if not OLDEST <= self.minimum <= self.maximum <= NEWEST:
+            raise ValueError(
+                f"internal version range {format_version(self.minimum)}-"
+                f"{format_version(self.maximum)} is not within "
+                f"{format_version(OLDEST)}-{format_version(NEWEST)}"
+            )
+
+    @classmethod
+    def up_to(cls, maximum: str | None) -> VersionRange:
+        """The full range, or capped at ``maximum`` (to act as an older release)."""
+        if maximum is None:
+            return cls()
+        return cls(OLDEST, parse_version(maximum))
+
+    def supported(self) -> SupportedRange:
+        return SupportedRange(format_version(self.minimum), format_version(self.maximum))
+
+    def negotiate(self, requested: str | None) -> Version:
+        """The version to answer a request in; a caller naming none speaks the seed's 1.0."""
+        if requested is None:
+            return self.minimum
+        try:
+            version = parse_version(requested)
+        except ValueError as exc:
+            raise VersionNotAcceptable(str(exc), self.supported()) from exc
+        if not self.minimum <= version <= self.maximum:
+            raise VersionNotAcceptable(
+                f"internal version {format_version(version)} is not supported", self.supported()
+            )
+        return version
+
+    def common_with(self, peer_maximum: Version) -> Version | None:
+        """The highest version both sides speak, if there is one."""
+        best = min(self.maximum, peer_maximum)
+        return best if best >= self.minimum else None
