@@ -97,7 +97,7 @@ def _apply(
         columns = device_columns(entry, agent.name)
         device = stored.get(uuid)
         if device is None:
-            device = Device(uuid=uuid, agent_id=agent.id, present=True, **columns)
+            device = Device(uuid=uuid, agent_id=agent.id, present=True, created_at=now, **columns)
             session.add(device)
             _sync_deployables(device, plan_deployables(entry, agent.name))
             diff.added.append(uuid)
@@ -115,6 +115,7 @@ def _apply(
         for name, value in columns.items():
             if getattr(device, name) != value:
                 setattr(device, name, value)
+        device.updated_at = now
         _sync_deployables(device, plan_deployables(entry, agent.name))
     for uuid, device in stored.items():
         if device.present and uuid not in reported and Kind(device.type) in vouched:

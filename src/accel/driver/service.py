@@ -114,6 +114,10 @@ class DriverService:
             client = InternalClient(
                 self.settings.token, self.settings.versions, timeout=self.settings.timeout
             )
+            # Discover once before saying hello, so that even a caller that cannot
+            # wait for a discovery (internal API 1.0) never sees an empty first answer.
+            first = self.discoveries.start(self._scan)
+            await self.discoveries.wait_for(first, MAX_WAIT_SECONDS)
             hello = asyncio.create_task(self.hello_forever(client), name="hello")
             try:
                 yield

@@ -1,0 +1,251 @@
+"""accel's components as real processes on loopback ports, for integration tests.
+
+Each component runs as ``python -m accel ...`` exactly as an operator would run it.
+Conductors, agents and apis get a socket the test bound itself (``--listen-fd``),
+so the test knows their address without racing for a port; drivers listen on
+``127.0.0.1:0`` and announce their real port in their hello.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+TOKEN = "integration-test-token-0123456789"
+DEADLINE_SECONDS = 30.0
+Found = TypeVar("Found")
+
+
+def wait_until(
+    check: Callable[[], Found | None],
+    what: str,
+    timeout: float = DEADLINE_SECONDS,
+    on_timeout: str = "",
+) -> Found:
+    """Polls ``check`` until it returns something truthy; a safety net, not a speed test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}\n{on_timeout}")
+        time.sleep(0.05)
+
+
+def internal_client(version: str | None = "1.1") -> httpx.Client:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    if version:
+        headers["Accel-Internal-Version"] = version
+    return httpx.Client(headers=headers, timeout=10.0)
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    log_path: Path
+    url: str
+    process: subprocess.Popen[bytes]
+    sock: socket.socket | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.url.removeprefix("http://")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> int:
+        if self.alive():
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def log(self) -> str:
+        try:
+            return f"--- {self.name} log ---\n" + self.log_path.read_text()[-4000:]
+        except OSError:
+            return ""
+
+
+@dataclass
+class Cluster:
+    """Starts components for one test and stops them all at its end."""
+
+    workdir: Path
+    services: list[Service] = field(default_factory=list)
+
+    def logs(self) -> str:
+        return "\n".join(service.log() for service in self.services)
+
+    def _spawn(
+        self,
+        name: str,
+        args: list[str],
+        sock: socket.socket | None,
+        url: str,
+        env: dict[str, str] | None = None,
+    ) -> Service:
+        log_path = self.workdir / f"{name}-{len(self.services)}.log"
+        argv = [sys.executable, "-m", "accel", *args]
+        if sock is not None:
+            argv += ["--listen-fd", str(sock.fileno())]
+        environment = {**os.environ, "ACCEL_INTERNAL_TOKEN": TOKEN, **(env or {})}
+        with open(log_path, "ab") as output:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                pass_fds=(sock.fileno(),) if sock else (),
+                env=environment,
+            )
+        service = Service(name, argv, log_path, url, process, sock)
+        self.services.append(service)
+        return service
+
+    def _ready(self, service: Service) -> Service:
+        def answers() -> bool:
+            if not service.alive():
+                raise AssertionError(f"{service.name} exited\n{service.log()}")
+            try:
+                return httpx.get(service.url + "/", timeout=2.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(answers, f"{service.name} to serve", on_timeout=service.log())
+        return service
+
+    def restart(self, service: Service) -> Service:
+        """Starts the same command again on the same socket (same address)."""
+        service.stop()
+        self.services.remove(service)
+        args = service.argv[3:]
+        if service.sock is not None:
+            args = args[: args.index("--listen-fd")] + args[args.index("--listen-fd") + 2 :]
+        again = self._spawn(service.name, args, service.sock, service.url)
+        return self._ready(again) if service.sock is not None else again
+
+    def conductor(self, database: str, *flags: str) -> Service:
+        sock = bound_socket()
+        return self._ready(
+            self._spawn(
+                "conductor", ["conductor", "--database", database, *flags], sock, url_of(sock)
+            )
+        )
+
+    def api(self, database: str, *flags: str) -> Service:
+        sock = bound_socket()
+        return self._ready(
+            self._spawn(
+                "api",
+                ["api", "--database", database, "--auth", "noauth", *flags],
+                sock,
+                url_of(sock),
+            )
+        )
+
+    def agent(
+        self, conductors: list[str], name: str, *flags: str, env: dict[str, str] | None = None
+    ) -> Service:
+        sock = bound_socket()
+        return self._ready(
+            self._spawn(
+                f"agent-{name}",
+                ["agent", "--conductor", ",".join(conductors), "--name", name, *flags],
+                sock,
+                url_of(sock),
+                env,
+            )
+        )
+
+    def driver(self, kind: str, agent: Service, sysfs_root: Path, *flags: str) -> Service:
+        """A driver on 127.0.0.1:0, ready once the agent lists it."""
+        service = self._spawn(
+            f"driver-{kind.lower()}",
+            [
+                "driver",
+                "--kind",
+                kind,
+                "--agent",
+                agent.url,
+                "--sysfs-root",
+                str(sysfs_root),
+                *flags,
+            ],
+            None,
+            "",
+        )
+
+        def registered() -> str | None:
+            if not service.alive():
+                raise AssertionError(f"driver {kind} exited\n{service.log()}")
+            for driver in agent_drivers(agent):
+                if driver["type"] == kind:
+                    return str(driver["endpoint"])
+            return None
+
+        endpoint = wait_until(registered, f"driver {kind} to register", on_timeout=self.logs())
+        service.url = f"http://{endpoint}"
+        return service
+
+    def discard(self, service: Service) -> None:
+        """Stops a service for good and frees its socket."""
+        service.stop()
+        if service.sock is not None:
+            service.sock.close()
+        self.services.remove(service)
+
+    def stop_all(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+            if service.sock is not None:
+                service.sock.close()
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()
+    return f"http://{host}:{port}"
+
+
+def agent_drivers(agent: Service) -> list[dict[str, Any]]:
+    try:
+        with internal_client() as client:
+            drivers: list[dict[str, Any]] = client.get(agent.url + "/v1/drivers").json()["drivers"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return []
+    return drivers
