@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/accel up --fallback-sysfs-root $(EXAMPLE_TREE)
+	$(BIN)/accel up --state-dir .state --fallback-sysfs-root $(EXAMPLE_TREE)
 
 lint: install
 	$(BIN)/ruff check src tests bench

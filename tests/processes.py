@@ -244,7 +244,7 @@ def url_of(sock: socket.socket) -> str:
 
 def agent_drivers(agent: Service) -> list[dict[str, Any]]:
     try:
-        with internal_client() as client:
+        with internal_client(version=None) as client:  # any agent speaks the seed's 1.0
             drivers: list[dict[str, Any]] = client.get(agent.url + "/v1/drivers").json()["drivers"]
     except (httpx.HTTPError, ValueError, KeyError):
         return []

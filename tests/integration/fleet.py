@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from tests.processes import Service
+from tests.processes import Service, wait_until
 
 FAST_CONDUCTOR = (
     "--heartbeat-interval",
@@ -42,3 +42,13 @@ def agents(api: Service) -> dict[str, dict[str, Any]]:
 
 def alarms(api: Service, state: str = "active") -> list[tuple[str, str]]:
     return [(a["kind"], a["subject"]) for a in get(api, "/v2/alarms", state=state)["alarms"]]
+
+
+def wait_for_devices(api: Service, count: int, on_timeout: str = "") -> list[dict[str, Any]]:
+    """The device list, once it holds ``count`` devices."""
+
+    def check() -> list[dict[str, Any]] | None:
+        found = devices(api)
+        return found if len(found) == count else None
+
+    return wait_until(check, f"{count} devices in the API", on_timeout=on_timeout)

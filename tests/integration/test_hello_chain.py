@@ -17,6 +17,7 @@ from tests.integration.fleet import (
     alarms,
     devices,
     hardware,
+    wait_for_devices,
 )
 from tests.processes import Cluster, Service, bound_socket, url_of, wait_until
 
@@ -37,9 +38,7 @@ def test_a_nodes_hardware_reaches_the_api(
 ) -> None:
     _, api, agent = node(cluster, sqlite_url, gpu_server.root)
 
-    found = wait_until(
-        lambda: len(devices(api)) == 8 and devices(api), "8 devices", on_timeout=cluster.logs()
-    )
+    found = wait_for_devices(api, 8, cluster.logs())
     expected = {
         str(entry.uuid)
         for kind in (Kind.GPU, Kind.QAT, Kind.NIC)
@@ -70,7 +69,7 @@ def test_resync_applies_what_changed_on_the_node(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
     _, api, _ = node(cluster, sqlite_url, gpu_server.root, ("GPU", "QAT"))
-    wait_until(lambda: len(devices(api)) == 6, "6 devices", on_timeout=cluster.logs())
+    wait_for_devices(api, 6, cluster.logs())
     before = {h["pci"]["address"]: h for h in hardware(api)}
 
     gpu_server.remove("0000:b1:00.0")  # a GPU falls off the bus
@@ -103,7 +102,7 @@ def test_a_silent_agent_goes_down_and_comes_back(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
     _, api, agent = node(cluster, sqlite_url, gpu_server.root, ("GPU",))
-    wait_until(lambda: len(devices(api)) == 4, "4 GPUs", on_timeout=cluster.logs())
+    wait_for_devices(api, 4, cluster.logs())
 
     agent.pause()  # no more heartbeats
     wait_until(lambda: agents(api)["node1"]["state"] == "DOWN", "the agent to go DOWN")
@@ -148,7 +147,7 @@ def test_uuids_survive_restarts_of_every_part(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
     _, api, _ = node(cluster, sqlite_url, gpu_server.root, ("GPU", "NIC"))
-    first = wait_until(lambda: len(devices(api)) == 6 and devices(api), "6 devices")
+    first = wait_for_devices(api, 6, cluster.logs())
     for service in list(cluster.services):
         if service is not api:
             cluster.discard(service)
