@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE_TREE := examples/gpu-server
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck postgres unit bench clean
 
 install: $(STAMP)
 
@@ -28,10 +28,14 @@ typecheck: install
 unit: install
 	$(BIN)/python -m pytest
 
-test: lint typecheck unit
+# PostgreSQL tests start their own throwaway server; this installs one where missing.
+postgres:
+	./scripts/ensure-postgres
+
+test: lint typecheck postgres unit
 
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run --append docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from accel.driver.fake_sysfs import FakeSysfs, build_gpu_server
+from tests.postgres import ThrowawayPostgres, server_binaries, throwaway_postgres
 from tests.processes import Cluster
 
 
@@ -20,6 +21,24 @@ def gpu_server(tmp_path: Path) -> FakeSysfs:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'accel.db'}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    """One throwaway PostgreSQL server for the whole run; each test gets its own database."""
+    if server_binaries() is None:
+        pytest.skip("no PostgreSQL server binaries here (scripts/ensure-postgres installs them)")
+    with throwaway_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """A fresh, empty database on each backend accel supports."""
+    if request.param == "sqlite":
+        return sqlite_url
+    server: ThrowawayPostgres = request.getfixturevalue("postgres")
+    return server.new_database()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -38,13 +37,14 @@ def fill(database: str, tree: FakeSysfs) -> HardwareList:
 
 
 @pytest.fixture
-def found(sqlite_url: str, gpu_server: FakeSysfs) -> HardwareList:
-    return fill(sqlite_url, gpu_server)
+def found(database_url: str, gpu_server: FakeSysfs) -> HardwareList:
+    return fill(database_url, gpu_server)
 
 
 @pytest.fixture
-def api(sqlite_url: str, found: HardwareList) -> Iterator[TestClient]:
-    with TestClient(create_app(make_engine(sqlite_url), ApiSettings(auth="noauth"))) as client:
+def api(database_url: str, found: HardwareList) -> Iterator[TestClient]:
+    app = create_app(make_engine(database_url), ApiSettings(auth="noauth"))
+    with TestClient(app) as client:
         yield client
 
 
@@ -53,7 +53,7 @@ def fault(response: object) -> str:
     return str(json.loads(body["error_message"])["faultstring"])
 
 
-def test_version_documents_need_no_token(sqlite_url: str, tmp_path: Path) -> None:
+def test_version_documents_need_no_token(sqlite_url: str) -> None:
     app = create_app(make_engine(sqlite_url), ApiSettings(auth="token", tokens={}))
     with TestClient(app) as client:
         root = client.get("/").json()
@@ -66,10 +66,10 @@ def test_version_documents_need_no_token(sqlite_url: str, tmp_path: Path) -> Non
 
 
 def test_token_auth_refuses_strangers_and_admits_known_tokens(
-    sqlite_url: str, found: HardwareList
+    database_url: str, found: HardwareList
 ) -> None:
     tokens = {ADMIN_TOKEN: Identity(user_id="u", project_id="p", roles=("admin",))}
-    app = create_app(make_engine(sqlite_url), ApiSettings(auth="token", tokens=tokens))
+    app = create_app(make_engine(database_url), ApiSettings(auth="token", tokens=tokens))
     with TestClient(app) as client:
         refused = client.get("/v2/devices")
         assert refused.status_code == 401 and "X-Auth-Token" in fault(refused)

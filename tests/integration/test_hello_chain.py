@@ -66,9 +66,9 @@ def test_drivers_on_port_zero_announce_their_real_port(
 
 
 def test_resync_applies_what_changed_on_the_node(
-    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+    cluster: Cluster, database_url: str, gpu_server: FakeSysfs
 ) -> None:
-    _, api, _ = node(cluster, sqlite_url, gpu_server.root, ("GPU", "QAT"))
+    _, api, _ = node(cluster, database_url, gpu_server.root, ("GPU", "QAT"))
     wait_for_devices(api, 6, cluster.logs())
     before = {h["pci"]["address"]: h for h in hardware(api)}
 

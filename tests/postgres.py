@@ -1,0 +1,108 @@
+"""A throwaway PostgreSQL server for the tests, in a temp folder, on loopback.
+
+PostgreSQL refuses to run as root, and CI runs as root: then the server runs as the
+``postgres`` user through ``runuser``. ``scripts/ensure-postgres`` installs Debian's
+server where it is missing; without one the PostgreSQL tests skip, saying why.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+ADMIN_USER = "accel"
+
+
+def server_binaries() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+def _as_server_user(argv: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return argv
+    return ["runuser", "-u", "postgres", "--", *argv]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ThrowawayPostgres:
+    def __init__(self, binaries: Path, folder: Path, port: int) -> None:
+        self.binaries = binaries
+        self.folder = folder
+        self.port = port
+        self._databases = 0
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{ADMIN_USER}@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """A fresh, empty database; its URL."""
+        self._databases += 1
+        name = f"test_{self._databases}"
+        with psycopg.connect(self.url("postgres"), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def run(self, *argv: str) -> None:
+        subprocess.run(
+            _as_server_user([str(self.binaries / argv[0]), *argv[1:]]),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def restart(self) -> None:
+        self.run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "restart")
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
+    binaries = server_binaries()
+    if binaries is None:
+        raise FileNotFoundError("no PostgreSQL server binaries (run scripts/ensure-postgres)")
+    folder = Path(tempfile.mkdtemp(prefix="accel-postgres-"))
+    if os.geteuid() == 0:
+        server_user = pwd.getpwnam("postgres")
+        os.chown(folder, server_user.pw_uid, server_user.pw_gid)
+    server = ThrowawayPostgres(binaries, folder, _free_port())
+    data = folder / "data"
+    try:
+        server.run(
+            "initdb", "-D", str(data), "-U", ADMIN_USER, "-A", "trust", "-E", "UTF8", "--no-sync"
+        )
+        server.run(
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-l",
+            str(folder / "server.log"),
+            "-w",
+            "-o",
+            f"-p {server.port} -k {folder} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=200",
+            "start",
+        )
+        yield server
+    finally:
+        if (data / "postmaster.pid").exists():
+            server.run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
