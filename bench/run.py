@@ -79,7 +79,7 @@ def fill_database(url: str, workdir: Path) -> list[str]:
     migrate(engine)
     sessions = session_factory(engine)
     now = dt.datetime.now(dt.UTC)
-    uuids = []
+    uuids: list[str] = []
     for index in range(NODES):
         name = f"node{index:04d}"
         record_hello(sessions, name, f"127.0.0.1:{7000 + index}", "1.1", now)
