@@ -8,9 +8,11 @@ part keeps its address. uvicorn drains in-flight requests on SIGTERM or Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
+from collections.abc import Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -67,6 +69,20 @@ def configure_logging(component: str, level: str = "INFO") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, except that a clean drain after SIGTERM or Ctrl-C exits with status 0.
+
+    uvicorn re-raises the signal once drained, so the process would die of it; for
+    a supervisor (systemd, accel up) a finished drain is a clean exit.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+
 def serve(app: ASGIApp, sock: socket.socket) -> None:
     """Serves until SIGTERM or SIGINT, then drains in-flight requests."""
     config = uvicorn.Config(
@@ -77,4 +93,4 @@ def serve(app: ASGIApp, sock: socket.socket) -> None:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         server_header=False,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    _DrainingServer(config).run(sockets=[sock])

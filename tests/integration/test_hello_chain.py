@@ -19,7 +19,7 @@ from tests.integration.fleet import (
     hardware,
     wait_for_devices,
 )
-from tests.processes import Cluster, Service, bound_socket, url_of, wait_until
+from tests.processes import Cluster, Service, agent_drivers, bound_socket, url_of, wait_until
 
 
 def node(
@@ -164,3 +164,20 @@ def test_uuids_survive_restarts_of_every_part(
     # The agent was away long enough to be DOWN for a moment; no hardware vanished.
     assert alarms(api) == []
     assert [kind for kind, _ in alarms(api, state="all")] in ([], ["agent_down"])
+
+
+def test_a_restarted_agent_relearns_its_drivers_and_loses_nothing(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    _, api, agent = node(cluster, sqlite_url, gpu_server.root, ("GPU", "QAT"))
+    before = wait_for_devices(api, 6, cluster.logs())
+
+    agent = cluster.restart(agent)  # same address, empty memory
+
+    def relearned() -> bool:
+        return {d["type"] for d in agent_drivers(agent)} == {"GPU", "QAT"}
+
+    wait_until(relearned, "the drivers to say hello again", on_timeout=cluster.logs())
+    wait_until(lambda: agents(api)["node1"]["last_sync_error"] is None, "a sync")
+    assert devices(api) == before
+    assert alarms(api) == []

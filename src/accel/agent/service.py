@@ -23,6 +23,7 @@ from starlette.types import ASGIApp
 
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
+from accel.internal.discovery_http import discovery_started, hardware_response, requested_result
 from accel.internal.discovery_state import DiscoveryState
 from accel.internal.origin import Network, check_origin
 from accel.internal.schemas import (
@@ -33,18 +34,10 @@ from accel.internal.schemas import (
     HardwareList,
     Kind,
 )
-from accel.internal.server import (
-    internal_app,
-    query_float,
-    query_int,
-    read_body,
-    request_version,
-)
+from accel.internal.server import internal_app, read_body
 from accel.internal.versions import VersionRange
 
 log = logging.getLogger(__name__)
-
-MAX_WAIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -125,24 +118,11 @@ class AgentService:
 
     async def start_discovery(self, request: Request) -> Response:
         current = self._discovered_registry_version == self.registry_version
-        generation = self.discoveries.start(self._discover_all, join=current)
-        body: dict[str, object] = {"status": "IN-PROGRESS"}
-        if request_version(request) >= (1, 1):
-            body["generation"] = generation
-        return JSONResponse(body, status_code=202)
+        return discovery_started(request, self.discoveries.start(self._discover_all, join=current))
 
     async def hardware(self, request: Request) -> Response:
-        version = request_version(request)
-        wanted = query_int(request, "min_generation", 0, 0, 2**62)
-        wait = query_float(request, "wait", 0.0, MAX_WAIT_SECONDS)
-        generation, found = await self.discoveries.wait_for(wanted, wait)
-        body: dict[str, object] = {"hardware": [entry.wire(version) for entry in found.hardware]}
-        if version >= (1, 1):
-            body["generation"] = generation
-            body["drivers"] = [
-                o.model_dump(mode="json", exclude_none=True) for o in found.drivers or []
-            ]
-        return JSONResponse(body)
+        version, generation, found = await requested_result(request, self.discoveries)
+        return hardware_response(version, generation, found.hardware, found.drivers or [])
 
     async def _discover_all(self) -> HardwareList:
         self._discovered_registry_version = self.registry_version

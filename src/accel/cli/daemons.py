@@ -7,6 +7,8 @@ import socket
 from pathlib import Path
 
 import click
+from sqlalchemy import Engine
+from sqlalchemy.exc import ArgumentError
 
 from accel.cli.options import (
     default_database,
@@ -32,6 +34,15 @@ def _socket(listen: str, listen_fd: int | None) -> socket.socket:
         raise click.BadParameter(
             f"cannot listen on {listen}: {exc}", param_hint="--listen"
         ) from exc
+
+
+def _engine(database: str) -> Engine:
+    from accel.db.engine import make_engine
+
+    try:
+        return make_engine(database)
+    except (ValueError, ArgumentError, ImportError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--database") from exc
 
 
 def _kind(ctx: click.Context, param: click.Parameter, value: str) -> Kind:
@@ -208,16 +219,12 @@ def conductor(
 ) -> None:
     """Wrangle all agents and keep the database true."""
     from accel.conductor.service import ConductorService, ConductorSettings
-    from accel.db.engine import make_engine
 
     configure_logging("conductor", log_level)
     settings_token = internal_token(internal_token_file)
     versions = version_range(internal_version_max)
     allowed = networks(allowed_agent_networks, "--allowed-agent-networks")
-    try:
-        engine = make_engine(database)
-    except Exception as exc:
-        raise click.BadParameter(str(exc), param_hint="--database") from exc
+    engine = _engine(database)
     sock = _socket(listen, listen_fd)
     endpoint = endpoint_of(sock, advertise)
     service = ConductorService(
@@ -267,7 +274,6 @@ def api(
     """Serve the public REST API from the database."""
     from accel.api.app import ApiSettings, create_app
     from accel.api.auth import Identity, load_tokens
-    from accel.db.engine import make_engine
 
     configure_logging("api", log_level)
     tokens: dict[str, Identity] = {}
@@ -287,10 +293,7 @@ def api(
             "AUTHENTICATION IS OFF (--auth noauth): every caller is admin. "
             "For development on this machine only."
         )
-    try:
-        engine = make_engine(database)
-    except Exception as exc:
-        raise click.BadParameter(str(exc), param_hint="--database") from exc
+    engine = _engine(database)
     settings = ApiSettings(
         auth="noauth" if auth == "noauth" else "token", tokens=tokens, tokens_file=auth_tokens_file
     )

@@ -18,21 +18,25 @@ from pathlib import Path
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.driver.discovery import discover
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
+from accel.internal.discovery_http import (
+    MAX_WAIT_SECONDS,
+    discovery_started,
+    hardware_response,
+    requested_result,
+)
 from accel.internal.discovery_state import DiscoveryState
 from accel.internal.schemas import DriverHello, HardwareEntry, Kind
-from accel.internal.server import internal_app, query_float, query_int, request_version
+from accel.internal.server import internal_app
 from accel.internal.versions import VersionRange
 
 log = logging.getLogger(__name__)
-
-MAX_WAIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -63,21 +67,11 @@ class DriverService:
         )
 
     async def start_discovery(self, request: Request) -> Response:
-        generation = self.discoveries.start(self._scan)
-        body: dict[str, object] = {"status": "IN-PROGRESS"}
-        if request_version(request) >= (1, 1):
-            body["generation"] = generation
-        return JSONResponse(body, status_code=202)
+        return discovery_started(request, self.discoveries.start(self._scan))
 
     async def hardware(self, request: Request) -> Response:
-        version = request_version(request)
-        wanted = query_int(request, "min_generation", 0, 0, 2**62)
-        wait = query_float(request, "wait", 0.0, MAX_WAIT_SECONDS)
-        generation, entries = await self.discoveries.wait_for(wanted, wait)
-        body: dict[str, object] = {"hardware": [entry.wire(version) for entry in entries]}
-        if version >= (1, 1):
-            body["generation"] = generation
-        return JSONResponse(body)
+        version, generation, entries = await requested_result(request, self.discoveries)
+        return hardware_response(version, generation, entries)
 
     async def hello_forever(self, client: InternalClient) -> None:
         """Says hello at start, retrying with backoff, then again every interval.

@@ -20,10 +20,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 
 class Kind(StrEnum):
@@ -84,11 +84,20 @@ class LenientBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def _checked_endpoint(value: str) -> str:
+    split_endpoint(value)
+    return value
+
+
+# ``host:port`` of a component, as a hello names it.
+Endpoint = Annotated[str, Field(max_length=300), AfterValidator(_checked_endpoint)]
+
+
 class DriverHello(StrictBody):
     """A driver tells its agent it is up, where it listens and what it drives."""
 
     status: Literal["READY"]
-    endpoint: str = Field(max_length=300)
+    endpoint: Endpoint
     type: Kind
 
     @field_validator("type", mode="before")
@@ -96,29 +105,17 @@ class DriverHello(StrictBody):
     def _kind(cls, value: Any) -> Any:
         return Kind.parse(value) if isinstance(value, str) else value
 
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        split_endpoint(value)
-        return value
-
 
 class AgentHello(StrictBody):
     """An agent tells a conductor it is up; repeated, it is the agent's heartbeat."""
 
     status: Literal["READY"]
-    endpoint: str = Field(max_length=300)
+    endpoint: Endpoint
     name: str | None = Field(
         default=None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._-]+$"
     )
     # Set when the node's drivers changed since the last hello: please sync me now.
     resync: bool = False
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        split_endpoint(value)
-        return value
 
 
 class HelloAnswer(LenientBody):

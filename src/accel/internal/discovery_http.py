@@ -1,0 +1,49 @@
+"""The HTTP side of ``POST /v1/discovery`` and ``GET /v1/hardware``, which drivers and
+agents serve alike: the same bodies, the same versions, the same long poll."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from accel.internal.discovery_state import DiscoveryState
+from accel.internal.schemas import DriverOutcome, HardwareEntry
+from accel.internal.server import query_float, query_int, request_version
+from accel.internal.versions import Version
+
+MAX_WAIT_SECONDS = 60.0
+Result = TypeVar("Result")
+
+
+def discovery_started(request: Request, generation: int) -> Response:
+    body: dict[str, object] = {"status": "IN-PROGRESS"}
+    if request_version(request) >= (1, 1):
+        body["generation"] = generation
+    return JSONResponse(body, status_code=202)
+
+
+async def requested_result(
+    request: Request, discoveries: DiscoveryState[Result]
+) -> tuple[Version, int, Result]:
+    """The result the caller asked for: at least ``min_generation``, waiting ``wait`` s."""
+    wanted = query_int(request, "min_generation", 0, 0, 2**62)
+    wait = query_float(request, "wait", 0.0, MAX_WAIT_SECONDS)
+    generation, result = await discoveries.wait_for(wanted, wait)
+    return request_version(request), generation, result
+
+
+def hardware_response(
+    version: Version,
+    generation: int,
+    entries: Sequence[HardwareEntry],
+    drivers: Sequence[DriverOutcome] | None = None,
+) -> Response:
+    body: dict[str, object] = {"hardware": [entry.wire(version) for entry in entries]}
+    if version >= (1, 1):
+        body["generation"] = generation
+        if drivers is not None:
+            body["drivers"] = [d.model_dump(mode="json", exclude_none=True) for d in drivers]
+    return JSONResponse(body)

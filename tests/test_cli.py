@@ -1,0 +1,116 @@
+"""The accel command line: flags, environment, config file, refusals at start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from accel.driver.fake_sysfs import FakeSysfs
+from tests.processes import Cluster
+
+
+def accel(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "accel", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**environment, **(env or {})},
+    )
+
+
+def found_addresses(result: subprocess.CompletedProcess[str]) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    return [entry["pci"]["address"] for entry in json.loads(result.stdout)["hardware"]]
+
+
+def test_discover_reads_flags_environment_and_config_file(
+    tmp_path: Path, gpu_server: FakeSysfs
+) -> None:
+    by_flag = accel("discover", "--sysfs-root", str(gpu_server.root), "--kind", "fpga", "--json")
+    assert found_addresses(by_flag) == ["0000:86:00.0"]
+
+    by_env = accel(
+        "discover", "--kind", "FPGA", "--json", env={"ACCEL_SYSFS_ROOT": str(gpu_server.root)}
+    )
+    assert found_addresses(by_env) == ["0000:86:00.0"]
+
+    config = tmp_path / "accel.toml"
+    config.write_text(f'[discover]\nsysfs-root = "{gpu_server.root}"\n')
+    by_file = accel("--config", str(config), "discover", "--kind", "FPGA", "--json")
+    assert found_addresses(by_file) == ["0000:86:00.0"]
+
+    # The command line beats the environment, which beats the file.
+    empty = tmp_path / "empty"
+    FakeSysfs(empty)
+    assert (
+        found_addresses(
+            accel("--config", str(config), "discover", "--sysfs-root", str(empty), "--json")
+        )
+        == []
+    )
+    assert (
+        found_addresses(
+            accel(
+                "--config", str(config), "discover", "--json", env={"ACCEL_SYSFS_ROOT": str(empty)}
+            )
+        )
+        == []
+    )
+
+
+def test_a_config_file_with_an_unknown_section_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "accel.toml"
+    config.write_text("[conductr]\nresync-interval = 5\n")
+    result = accel("--config", str(config), "discover")
+    assert result.returncode == 2 and "conductr" in result.stderr
+
+
+def test_internal_services_refuse_to_start_without_a_token(tmp_path: Path) -> None:
+    result = accel(
+        "conductor", "--listen", "127.0.0.1:0", "--database", f"sqlite:///{tmp_path / 'a.db'}"
+    )
+    assert result.returncode == 2
+    assert "ACCEL_INTERNAL_TOKEN" in result.stderr
+    short = accel(
+        "agent", "--conductor", "http://127.0.0.1:1", env={"ACCEL_INTERNAL_TOKEN": "short"}
+    )
+    assert short.returncode == 2 and "shorter than" in short.stderr
+
+
+def test_bad_flags_are_named(tmp_path: Path) -> None:
+    result = accel("driver", "--kind", "TPU", "--agent", "http://127.0.0.1:1")
+    assert result.returncode == 2 and "TPU" in result.stderr
+    result = accel(
+        "conductor",
+        "--database",
+        "mysql://x/y",
+        "--listen",
+        "127.0.0.1:0",
+        env={"ACCEL_INTERNAL_TOKEN": "a-long-enough-token-value"},
+    )
+    assert result.returncode == 2 and "--database" in result.stderr
+
+
+def test_noauth_will_not_listen_beyond_loopback(tmp_path: Path) -> None:
+    result = accel(
+        "api",
+        "--auth",
+        "noauth",
+        "--listen",
+        "0.0.0.0:0",
+        "--database",
+        f"sqlite:///{tmp_path / 'a.db'}",
+    )
+    assert result.returncode == 2 and "loopback" in result.stderr
+
+
+def test_a_component_drains_and_exits_cleanly_on_sigterm(cluster: Cluster, sqlite_url: str) -> None:
+    conductor = cluster.conductor(sqlite_url)
+    assert conductor.stop() == 0
+    assert "Traceback" not in conductor.log_path.read_text()
