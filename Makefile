@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE_TREE := examples/gpu-server
 
-.PHONY: install run test lint typecheck postgres unit bench clean
+.PHONY: install run test lint typecheck system-packages unit bench clean
 
 install: $(STAMP)
 
@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
+	./scripts/ensure-pci-ids
 	$(BIN)/accel up --state-dir .state --fallback-sysfs-root $(EXAMPLE_TREE)
 
 lint: install
@@ -28,11 +29,13 @@ typecheck: install
 unit: install
 	$(BIN)/python -m pytest
 
-# PostgreSQL tests start their own throwaway server; this installs one where missing.
-postgres:
+# Debian packages the tests need: a PostgreSQL server (the tests start a throwaway
+# one) and the PCI id database (names for discovery). Installed where missing.
+system-packages:
 	./scripts/ensure-postgres
+	./scripts/ensure-pci-ids
 
-test: lint typecheck postgres unit
+test: lint typecheck system-packages unit
 
 bench: install
 	$(BIN)/python -m bench.run --append docs/benchmarks.md

@@ -114,3 +114,33 @@ def test_a_component_drains_and_exits_cleanly_on_sigterm(cluster: Cluster, sqlit
     conductor = cluster.conductor(sqlite_url)
     assert conductor.stop() == 0
     assert "Traceback" not in conductor.log_path.read_text()
+
+
+def test_discover_applies_allow_and_deny_lists(gpu_server: FakeSysfs) -> None:
+    root = str(gpu_server.root)
+    denied = accel(
+        "discover", "--sysfs-root", root, "--kind", "GPU", "--json", "--deny", "address=0000:b1:*"
+    )
+    assert found_addresses(denied) == ["0000:17:00.0", "0000:31:00.0", "0000:ca:00.0"]
+    allowed = accel("discover", "--sysfs-root", root, "--json", "--allow", "class=0b40")
+    assert found_addresses(allowed) == ["0000:6b:00.0", "0000:70:00.0"]
+    refused = accel("discover", "--sysfs-root", root, "--allow", "nvidia")
+    assert refused.returncode == 2 and "nvidia" in refused.stderr
+
+
+def test_discover_prints_a_table_an_operator_reads(gpu_server: FakeSysfs) -> None:
+    table = accel(
+        "discover",
+        "--sysfs-root",
+        str(gpu_server.root),
+        "--kind",
+        "QAT",
+        "--node",
+        "n1",
+        env={"COLUMNS": "200"},
+    )
+    assert table.returncode == 0, table.stderr
+    assert "2 devices under" in table.stdout
+    rows = [line for line in table.stdout.splitlines() if "0000:" in line]
+    assert "4/16" in rows[0] and "ready" in rows[0]
+    assert "0/16" in rows[1] and "setup required" in rows[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -100,8 +101,9 @@ def test_a_function_vanishing_mid_scan_is_skipped(tmp_path: Path) -> None:
     tree = FakeSysfs(tmp_path)
     tree.add(H100)
     tree.add(replace(H100, address="0000:31:00.0"))
-    # What a scan sees when the device goes between listdir and read: no attributes.
-    (tree.device_dir("0000:31:00.0") / "vendor").unlink()
+    # What a scan sees when the device goes between listdir and read: the link is
+    # still listed, but what it pointed to is gone.
+    shutil.rmtree(tree.device_dir("0000:31:00.0"))
     assert addresses(tree, Kind.GPU) == ["0000:17:00.0"]
 
 

@@ -12,6 +12,8 @@ from sqlalchemy.exc import ArgumentError
 
 from accel.cli.options import (
     default_database,
+    device_filter,
+    device_filter_options,
     internal_options,
     internal_token,
     networks,
@@ -69,6 +71,8 @@ def _kind(ctx: click.Context, param: click.Parameter, value: str) -> Kind:
 @option("--node", default=None, help="Node name for hardware uuids (default: the agent's).")
 @option("--hello-interval", type=float, default=10.0, callback=positive)
 @option("--timeout", type=float, default=5.0, callback=positive)
+@device_filter_options
+@option("--nvml/--no-nvml", default=True, help="Ask NVIDIA's NVML about GPUs, where present.")
 @internal_options
 def driver(
     kind: Kind,
@@ -78,6 +82,9 @@ def driver(
     node: str | None,
     hello_interval: float,
     timeout: float,
+    allow: tuple[str, ...],
+    deny: tuple[str, ...],
+    nvml: bool,
     listen_fd: int | None,
     advertise: str | None,
     internal_token_file: Path | None,
@@ -85,17 +92,24 @@ def driver(
     log_level: str,
 ) -> None:
     """Discover one kind of hardware on this node and serve it to the agent."""
+    from accel.driver.discovery import Discoverer
+    from accel.driver.nvml import load_nvml
     from accel.driver.service import DriverService, DriverSettings
 
     configure_logging(f"driver[{kind.value}]", log_level)
     settings_token = internal_token(internal_token_file)
     versions = version_range(internal_version_max)
+    discoverer = Discoverer(
+        kind,
+        sysfs_root,
+        device_filter(allow, deny),
+        nvml=load_nvml() if nvml and kind is Kind.GPU else None,
+    )
     sock = _socket(listen, listen_fd)
     service = DriverService(
         DriverSettings(
-            kind=kind,
+            discoverer=discoverer,
             agent=agent,
-            sysfs_root=sysfs_root,
             endpoint=endpoint_of(sock, advertise),
             token=settings_token,
             versions=versions,
@@ -105,7 +119,12 @@ def driver(
         )
     )
     log.info(
-        "%s driver listening on %s, reading %s", kind.value, service.settings.endpoint, sysfs_root
+        "%s driver listening on %s, reading %s (names from %s, NVML %s)",
+        kind.value,
+        service.settings.endpoint,
+        sysfs_root,
+        discoverer.names.source or "nowhere",
+        "on" if discoverer.nvml else "off",
     )
     serve(service.app(), sock)
 

@@ -16,7 +16,8 @@ import click
 
 from accel import __version__
 from accel.cli.daemons import agent, api, conductor, driver
-from accel.cli.operator import agents, alarms, discover, hardware
+from accel.cli.discover import discover
+from accel.cli.operator import agents, alarms, hardware
 from accel.cli.up import up
 
 COMMANDS = ("driver", "agent", "conductor", "api", "up", "discover")

@@ -80,23 +80,23 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     console.print(table)
 
 
+def readiness(entry: dict[str, Any]) -> str:
+    """Ready, or why not, in an operator's words."""
+    status = entry.get("acc_status") or {}
+    if not entry.get("present", True):
+        return "vanished"
+    if status.get("setup_required"):
+        return "setup required"
+    if status.get("reboot_required"):
+        return "reboot required"
+    return "ready"
+
+
 def hardware_rows(hardware: Sequence[dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for entry in hardware:
         pci = entry.get("pci") or {}
-        status = entry.get("acc_status") or {}
         specs = entry.get("acc_specs") or {}
-        ready = (
-            "vanished"
-            if not entry.get("present", True)
-            else (
-                "setup required"
-                if status.get("setup_required")
-                else "reboot required"
-                if status.get("reboot_required")
-                else "ready"
-            )
-        )
         rows.append(
             [
                 entry.get("node"),
@@ -105,7 +105,7 @@ def hardware_rows(hardware: Sequence[dict[str, Any]]) -> list[list[Any]]:
                 f"{pci.get('vendor_id', '?')}:{pci.get('product_id', '?')}",
                 pci.get("driver"),
                 specs.get("num"),
-                ready,
+                readiness(entry),
                 entry.get("uuid"),
             ]
         )
@@ -207,33 +207,3 @@ def alarms_list(api_url: str, token_file: Path | None, as_json: bool, state: str
             for a in found
         ],
     )
-
-
-@click.command()
-@option("--sysfs-root", type=click.Path(path_type=Path, file_okay=False), default=Path("/"))
-@click.option("--kind", "kinds", multiple=True, help="Only these kinds (repeatable).")
-@click.option("--node", default=None, help="Node name for the uuids (default: hostname).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def discover(sysfs_root: Path, kinds: tuple[str, ...], node: str | None, as_json: bool) -> None:
-    """Run discovery here, without any service, and print what it finds."""
-    import socket
-
-    from accel.driver.discovery import discover as discover_kind
-    from accel.internal.schemas import Kind
-
-    try:
-        chosen = [Kind.parse(k) for k in kinds] or list(Kind)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--kind") from exc
-    node = node or socket.gethostname()
-    found = [
-        entry.model_dump(mode="json", exclude_none=True)
-        for kind in chosen
-        for entry in discover_kind(kind, sysfs_root, node)
-    ]
-    if as_json:
-        click.echo(json.dumps({"hardware": found}, indent=2))
-        return
-    for entry in found:
-        entry["node"] = node
-    print_table(f"hardware under {sysfs_root}", HARDWARE_COLUMNS, hardware_rows(found))

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from accel.driver.filters import DeviceFilter
 from accel.internal.auth import TokenMissing, load_token
 from accel.internal.origin import Network, parse_networks
 from accel.internal.versions import VersionRange
@@ -102,3 +103,35 @@ def positive(ctx: click.Context, param: click.Parameter, value: float | None) ->
     if value is not None and value <= 0:
         raise click.BadParameter("must be greater than 0")
     return value
+
+
+def device_filter_options(command: Command) -> Command:
+    """``--allow`` and ``--deny``: which devices discovery may report."""
+    for decorate in reversed(
+        [
+            option(
+                "--allow",
+                multiple=True,
+                metavar="SPEC",
+                show_default=False,
+                help="Report only devices matching a spec: VVVV:DDDD, class=CC[SS[PP]], "
+                "address=GLOB (comma-joined criteria must all hold; repeatable).",
+            ),
+            option(
+                "--deny",
+                multiple=True,
+                metavar="SPEC",
+                show_default=False,
+                help="Never report devices matching a spec (repeatable).",
+            ),
+        ]
+    ):
+        command = decorate(command)
+    return command
+
+
+def device_filter(allow: tuple[str, ...], deny: tuple[str, ...]) -> DeviceFilter:
+    try:
+        return DeviceFilter.parse(allow, deny)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow/--deny") from exc

@@ -1,8 +1,8 @@
 """How one hardware entry becomes a device row and its deployables.
 
-Deployables follow OpenStack Cyborg's drivers: a GPU, FPGA or AI chip is one
-deployable (its VFs, if any, are its attach handles); a QAT or NIC physical function
-with VFs offers one deployable per VF, since each VF is what a workload gets. Each
+Deployables follow OpenStack Cyborg's drivers: a device without VFs is one
+deployable, attached by its own PCI address; a physical function with VFs offers
+one deployable per VF, since each VF is what a workload gets. Each
 deployable's resource-provider uuid is derived from its name exactly as Cyborg does
 (uuid3 in the DNS namespace), so a Placement tree built from either agrees.
 """
@@ -47,7 +47,6 @@ CLASS_NAMES = {
     "0280": "Network controller",
     "0580": "Memory controller",
 }
-PER_VF_KINDS = frozenset({Kind.QAT, Kind.NIC})
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,7 @@ def plan_deployables(entry: HardwareEntry, hostname: str) -> list[DeployablePlan
         ]
     vendor = VENDOR_TRAIT_NAMES.get(pci.vendor_id, f"VENDOR_{pci.vendor_id.upper()}")
     driver_name = vendor.lower()
-    if kind in PER_VF_KINDS and entry.virtual_functions:
+    if entry.virtual_functions:
         return [
             DeployablePlan(
                 f"{hostname}_{vf.address}",

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class FakeFunction:
     driver: str | None = None
     iommu_group: int | None = None
     sriov_total_vfs: int | None = None
+    local_cpulist: str | None = None
     files: dict[str, str] = field(default_factory=dict)
 
 
@@ -59,8 +62,11 @@ class FakeSysfs:
             "revision": f"0x{function.revision:02x}",
             "numa_node": str(function.numa_node),
             "enable": "1",
+            "uevent": _uevent(function),
             **function.files,
         }
+        if function.local_cpulist is not None:
+            attributes["local_cpulist"] = function.local_cpulist
         if function.sriov_total_vfs is not None:
             attributes.setdefault("sriov_totalvfs", str(function.sriov_total_vfs))
             attributes.setdefault("sriov_numvfs", "0")
@@ -107,6 +113,9 @@ class FakeSysfs:
 
     def bind(self, address: str, driver: str) -> None:
         directory = self.device_dir(address)
+        uevent = directory / "uevent"
+        lines = [line for line in uevent.read_text().splitlines() if not line.startswith("DRIVER=")]
+        uevent.write_text("\n".join([f"DRIVER={driver}", *lines]) + "\n")
         driver_dir = self.sys / "bus/pci/drivers" / driver
         driver_dir.mkdir(parents=True, exist_ok=True)
         self._link(driver_dir / address, directory)
@@ -126,6 +135,31 @@ class FakeSysfs:
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(os.path.relpath(target, link.parent))
+
+
+def _uevent(function: FakeFunction) -> str:
+    """The uevent file as the kernel writes it for a PCI function (without DRIVER)."""
+    ids = f"{function.vendor:04X}:{function.device:04X}"
+    subsystem = f"{function.subsystem_vendor:04X}:{function.subsystem_device:04X}"
+    base, sub, prog_if = (
+        function.class_code >> 16,
+        (function.class_code >> 8) & 0xFF,
+        function.class_code & 0xFF,
+    )
+    modalias = (
+        f"pci:v0000{function.vendor:04X}d0000{function.device:04X}"
+        f"sv0000{function.subsystem_vendor:04X}sd0000{function.subsystem_device:04X}"
+        f"bc{base:02X}sc{sub:02X}i{prog_if:02X}"
+    )
+    return "\n".join(
+        [
+            f"PCI_CLASS={function.class_code:X}",
+            f"PCI_ID={ids}",
+            f"PCI_SUBSYS_ID={subsystem}",
+            f"PCI_SLOT_NAME={function.address}",
+            f"MODALIAS={modalias}",
+        ]
+    )
 
 
 def _functions(bus: str, count: int, first_device: int = 0, first_function: int = 1) -> list[str]:
@@ -232,6 +266,62 @@ def build_gpu_server(root: Path) -> FakeSysfs:
         )
     )
     return tree
+
+
+def build_from_description(description: Path, root: Path) -> FakeSysfs:
+    """A tree from a readable TOML description of a server (see tests/trees/).
+
+    Each ``[[function]]`` names ``id = "VVVV:DDDD"``, ``class = "CCSSPP"`` and either
+    ``address`` or ``addresses`` (the same card in several slots); optional
+    ``subsystem``, ``revision``, ``driver``, ``numa``, ``cpus``, ``iommu_group``,
+    ``sriov_total_vfs``, ``files`` (extra attributes by relative path) and
+    ``vfs = {count, id, driver}`` to enable virtual functions.
+    """
+    document = tomllib.loads(description.read_text())
+    tree = FakeSysfs(root)
+    group = 100
+    for spec in document.get("function", []):
+        addresses = spec.get("addresses") or [spec["address"]]
+        for address in addresses:
+            group += 1
+            function = _function_from(spec, address, group)
+            tree.add(function)
+            vfs = spec.get("vfs")
+            if vfs and vfs.get("count", 0):
+                bus = address.split(":")[1]
+                slot = int(address.split(":")[2].split(".")[0], 16)
+                vf_addresses = _functions(
+                    bus,
+                    vfs["count"],
+                    first_device=slot,
+                    first_function=int(vfs.get("first_function", 1)),
+                )
+                tree.add_virtual_functions(
+                    function, int(vfs["id"], 16), vf_addresses, driver=vfs.get("driver")
+                )
+    return tree
+
+
+def _function_from(spec: dict[str, Any], address: str, group: int) -> FakeFunction:
+    vendor, device = (int(part, 16) for part in spec["id"].split(":"))
+    subsystem_vendor, subsystem_device = (
+        int(part, 16) for part in spec.get("subsystem", "0000:0000").split(":")
+    )
+    return FakeFunction(
+        address=address,
+        vendor=vendor,
+        device=device,
+        class_code=int(spec["class"], 16),
+        subsystem_vendor=subsystem_vendor,
+        subsystem_device=subsystem_device,
+        revision=int(spec.get("revision", "00"), 16),
+        numa_node=int(spec.get("numa", -1)),
+        driver=spec.get("driver"),
+        iommu_group=spec.get("iommu_group", group),
+        sriov_total_vfs=spec.get("sriov_total_vfs"),
+        local_cpulist=spec.get("cpus"),
+        files={str(k): str(v) for k, v in spec.get("files", {}).items()},
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -13,7 +13,6 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio.to_thread
 from starlette.applications import Starlette
@@ -22,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from accel.driver.discovery import discover
+from accel.driver.discovery import Discoverer
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
 from accel.internal.discovery_http import (
@@ -41,15 +40,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DriverSettings:
-    kind: Kind
+    discoverer: Discoverer
     agent: str
-    sysfs_root: Path
     endpoint: str
     token: str
     versions: VersionRange
     node: str | None = None
     hello_interval: float = 10.0
     timeout: float = 5.0
+
+    @property
+    def kind(self) -> Kind:
+        return self.discoverer.kind
 
 
 class DriverService:
@@ -62,9 +64,7 @@ class DriverService:
         self.registered = asyncio.Event()
 
     async def _scan(self) -> list[HardwareEntry]:
-        return await anyio.to_thread.run_sync(
-            discover, self.settings.kind, self.settings.sysfs_root, self.node
-        )
+        return await anyio.to_thread.run_sync(self.settings.discoverer.discover, self.node)
 
     async def start_discovery(self, request: Request) -> Response:
         return discovery_started(request, self.discoveries.start(self._scan))

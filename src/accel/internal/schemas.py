@@ -5,7 +5,9 @@ History of the minor versions (each component speaks a range, see versions.py):
 * 1.0: the seed. Hello ``{"status", "endpoint", "type"?}``; discovery answers
   ``{"status": "IN-PROGRESS"}``; hardware entries carry ``uuid``, ``acc_specs`` and
   ``acc_status`` only.
-* 1.1: hardware entries add PCI facts (``pci``, ``sriov``, ``virtual_functions``);
+* 1.1: hardware entries add PCI facts (``pci``, ``sriov``, ``virtual_functions``,
+  ``sibling_functions``, ``mdev_types``) and per-kind facts (``gpu``, ``qat``,
+  ``fpga``, ``network``);
   discovery and hardware answers carry a ``generation`` so a caller can wait for a
   discovery it started (``GET /v1/hardware?min_generation=N&wait=S``); an agent's
   hardware answer reports each driver's outcome in ``drivers``; an agent's hello
@@ -152,7 +154,7 @@ class AccStatus(LenientBody):
 
 
 class PciFunctionFacts(LenientBody):
-    """What sysfs says about one PCI function."""
+    """What sysfs (and the PCI id database, for the names) says about one PCI function."""
 
     address: str
     vendor_id: str
@@ -161,9 +163,62 @@ class PciFunctionFacts(LenientBody):
     subsystem_vendor_id: str | None = None
     subsystem_product_id: str | None = None
     revision: str | None = None
+    vendor_name: str | None = None
+    product_name: str | None = None
+    subsystem_name: str | None = None
+    class_name: str | None = None
     numa_node: int | None = None
+    local_cpulist: str | None = None
     driver: str | None = None
     iommu_group: int | None = None
+    current_link_speed: str | None = None
+    max_link_speed: str | None = None
+    current_link_width: str | None = None
+    max_link_width: str | None = None
+
+
+class MdevType(LenientBody):
+    """One mediated-device type a function offers (``mdev_supported_types/<type_id>``)."""
+
+    type_id: str
+    name: str | None = None
+    description: str | None = None
+    device_api: str | None = None
+    available_instances: int | None = None
+    instances: int = 0
+
+
+class MigInstance(LenientBody):
+    uuid: str | None = None
+    memory_total_mib: int | None = None
+
+
+class GpuFacts(LenientBody):
+    """What NVIDIA's management library adds to sysfs, where it is present."""
+
+    gpu_uuid: str | None = None
+    serial: str | None = None
+    memory_total_mib: int | None = None
+    compute_capability: str | None = None
+    driver_version: str | None = None
+    mig_mode: Literal["enabled", "disabled"] | None = None
+    mig_instances: list[MigInstance] = Field(default_factory=list)
+
+
+class QatFacts(LenientBody):
+    services: list[str] = Field(default_factory=list)  # sym, asym, dc
+    state: str | None = None
+
+
+class FpgaFacts(LenientBody):
+    interface_id: str | None = None  # the region's interface: which bitstreams fit
+    afu_ids: list[str] = Field(default_factory=list)  # loaded accelerator functions
+    regions: list[str] = Field(default_factory=list)
+
+
+class NetworkFacts(LenientBody):
+    interfaces: list[str] = Field(default_factory=list)
+    phys_switch_id: str | None = None  # set when the eswitch is in switchdev mode
 
 
 class SriovFacts(LenientBody):
@@ -180,12 +235,20 @@ class HardwareEntry(LenientBody):
     pci: PciFunctionFacts | None = None
     sriov: SriovFacts | None = None
     virtual_functions: list[PciFunctionFacts] = Field(default_factory=list)
+    # Other functions of the same card (an Alveo's management and user functions).
+    sibling_functions: list[PciFunctionFacts] = Field(default_factory=list)
+    mdev_types: list[MdevType] = Field(default_factory=list)
+    gpu: GpuFacts | None = None
+    qat: QatFacts | None = None
+    fpga: FpgaFacts | None = None
+    network: NetworkFacts | None = None
 
     def wire(self, version: tuple[int, int]) -> dict[str, Any]:
         """The entry as a peer speaking ``version`` expects it."""
         if version < (1, 1):
             return self.model_dump(mode="json", include={"uuid", "acc_specs", "acc_status"})
-        return self.model_dump(mode="json", exclude_none=True)
+        document = self.model_dump(mode="json", exclude_none=True)
+        return {key: value for key, value in document.items() if value != []}
 
 
 class DriverOutcome(LenientBody):

@@ -1,0 +1,78 @@
+"""``accel discover``: discovery right here, no services: an operator's first command
+on a new server. A table (address, kind, name, NUMA node, VFs, state) or ``--json``."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import click
+
+from accel.cli.operator import print_table, readiness
+from accel.cli.options import device_filter, device_filter_options, option
+from accel.driver.discovery import Discoverer
+from accel.driver.nvml import load_nvml
+from accel.internal.schemas import HardwareEntry, Kind
+
+COLUMNS = ("address", "kind", "name", "numa", "vfs", "state")
+
+
+def _name(entry: HardwareEntry) -> str:
+    pci = entry.pci
+    if pci is None:
+        return ""
+    vendor = pci.vendor_name or pci.vendor_id
+    product = pci.product_name or pci.product_id
+    return f"{vendor} {product}"
+
+
+def _row(entry: HardwareEntry) -> list[object]:
+    vfs = f"{entry.sriov.num_vfs}/{entry.sriov.total_vfs}" if entry.sriov else ""
+    return [
+        entry.pci.address if entry.pci else entry.uuid,
+        entry.acc_specs.device_type.value,
+        _name(entry),
+        entry.pci.numa_node if entry.pci else None,
+        vfs,
+        readiness(entry.model_dump()),
+    ]
+
+
+@click.command()
+@option("--sysfs-root", type=click.Path(path_type=Path, file_okay=False), default=Path("/"))
+@click.option("--kind", "kinds", multiple=True, help="Only these kinds (repeatable).")
+@click.option("--node", default=None, help="Node name for the uuids (default: hostname).")
+@device_filter_options
+@option("--nvml/--no-nvml", default=True, help="Ask NVIDIA's NVML about GPUs, where present.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def discover(
+    sysfs_root: Path,
+    kinds: tuple[str, ...],
+    node: str | None,
+    allow: tuple[str, ...],
+    deny: tuple[str, ...],
+    nvml: bool,
+    as_json: bool,
+) -> None:
+    """Run discovery here, without any service, and print what it finds."""
+    try:
+        chosen = [Kind.parse(k) for k in kinds] or list(Kind)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--kind") from exc
+    node = node or socket.gethostname()
+    library = load_nvml() if nvml and Kind.GPU in chosen else None
+    selection = device_filter(allow, deny)
+    found = [
+        entry
+        for kind in chosen
+        for entry in Discoverer(kind, sysfs_root, selection, nvml=library).discover(node)
+    ]
+    if as_json:
+        click.echo(json.dumps({"hardware": [e.wire((1, 1)) for e in found]}, indent=2))
+        return
+    print_table(
+        f"{len(found)} devices under {sysfs_root} on {node}",
+        COLUMNS,
+        [_row(entry) for entry in found],
+    )
