@@ -1,9 +1,7 @@
-"""Running a component's ASGI app on uvicorn, on a socket we bind ourselves.
+"""Running a component's ASGI app on uvicorn, on a socket from accel.sockets.
 
-Binding before serving lets a component started with ``--listen HOST:0`` know its
-real port before it says hello, and lets ``accel up`` hand a bound socket to a part
-it restarts (``--listen-fd``, as systemd socket activation does), so a restarted
-part keeps its address. uvicorn drains in-flight requests on SIGTERM or Ctrl-C.
+uvicorn drains in-flight requests on SIGTERM or Ctrl-C. Imported only by the
+commands that serve, since uvicorn is slow to import.
 """
 
 from __future__ import annotations
@@ -17,47 +15,7 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
-from accel.internal.schemas import split_endpoint
-
 GRACEFUL_SHUTDOWN_SECONDS = 10
-
-
-def bind(listen: str) -> socket.socket:
-    """A listening TCP socket for ``host:port``; port 0 picks a free one."""
-    host, port = _split_listen(listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _split_listen(listen: str) -> tuple[str, int]:
-    if listen.startswith(":"):
-        listen = "0.0.0.0" + listen
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"--listen {listen!r} must be HOST:PORT")
-    return host, int(port)
-
-
-def adopt(fd: int) -> socket.socket:
-    """A listening socket inherited from the process that started us."""
-    return socket.socket(fileno=fd)
-
-
-def endpoint_of(sock: socket.socket, advertise: str | None = None) -> str:
-    """The ``host:port`` peers should call: ``advertise`` if given, else the bound address."""
-    if advertise:
-        split_endpoint(advertise)
-        return advertise
-    host, port = sock.getsockname()[:2]
-    if host in ("0.0.0.0", "::"):
-        host = socket.gethostname()
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def configure_logging(component: str, level: str = "INFO") -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import Engine
-from sqlalchemy.exc import ArgumentError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 from accel.cli.options import (
     default_database,
@@ -22,7 +24,7 @@ from accel.cli.options import (
     version_range,
 )
 from accel.internal.schemas import Kind
-from accel.serving import adopt, bind, configure_logging, endpoint_of, serve
+from accel.sockets import adopt, bind, endpoint_of
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ def _socket(listen: str, listen_fd: int | None) -> socket.socket:
 
 
 def _engine(database: str) -> Engine:
+    # Imported here: the database layer is slow to import and most commands skip it.
+    from sqlalchemy.exc import ArgumentError
+
     from accel.db.engine import make_engine
 
     try:
@@ -95,6 +100,7 @@ def driver(
     from accel.driver.discovery import Discoverer
     from accel.driver.nvml import load_nvml
     from accel.driver.service import DriverService, DriverSettings
+    from accel.serving import configure_logging, serve
 
     configure_logging(f"driver[{kind.value}]", log_level)
     settings_token = internal_token(internal_token_file)
@@ -162,6 +168,7 @@ def agent(
 ) -> None:
     """Wrangle this node's drivers and report to a conductor."""
     from accel.agent.service import AgentService, AgentSettings
+    from accel.serving import configure_logging, serve
 
     configure_logging("agent", log_level)
     conductors = tuple(part.strip() for part in conductor.split(",") if part.strip())
@@ -238,6 +245,7 @@ def conductor(
 ) -> None:
     """Wrangle all agents and keep the database true."""
     from accel.conductor.service import ConductorService, ConductorSettings
+    from accel.serving import configure_logging, serve
 
     configure_logging("conductor", log_level)
     settings_token = internal_token(internal_token_file)
@@ -293,6 +301,7 @@ def api(
     """Serve the public REST API from the database."""
     from accel.api.app import ApiSettings, create_app
     from accel.api.auth import Identity, load_tokens
+    from accel.serving import configure_logging, serve
 
     configure_logging("api", log_level)
     tokens: dict[str, Identity] = {}

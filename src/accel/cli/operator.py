@@ -10,14 +10,14 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import httpx
-from rich.console import Console
-from rich.table import Table
 
 from accel.cli.options import option
+
+if TYPE_CHECKING:
+    import httpx
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -44,6 +44,8 @@ def api_options(command: Command) -> Command:
 def fetch(
     api_url: str, token_file: Path | None, path: str, params: dict[str, str] | None = None
 ) -> Any:
+    import httpx  # here, not at the top: accel discover needs no HTTP client
+
     token = token_file.read_text().strip() if token_file else os.environ.get("ACCEL_API_TOKEN")
     headers = {"OpenStack-API-Version": "accelerator latest"}
     if token:
@@ -69,6 +71,9 @@ def _message(response: httpx.Response) -> str:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.console import Console  # here: scripts asking for --json skip rich
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column)

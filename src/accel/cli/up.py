@@ -25,7 +25,7 @@ from accel.cli.options import default_state_dir, option, positive
 from accel.driver.discovery import count_accelerators
 from accel.internal.auth import create_token_file, load_token
 from accel.internal.schemas import Kind
-from accel.serving import bind, endpoint_of
+from accel.sockets import bind, endpoint_of
 from accel.supervisor import Part, Supervisor
 
 READY_TIMEOUT = 60.0
