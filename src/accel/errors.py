@@ -7,6 +7,9 @@
     ├── NotFound            no such resource (404)
     ├── VersionNotAcceptable  a version this component cannot speak (406)
     ├── Conflict            the request collides with stored state (409)
+    ├── TooLarge            a request body over the limit (413)
+    ├── Locked              accelerator requests still binding (423)
+    ├── Unavailable         no live conductor to do it (503)
     └── PeerError           another component timed out or answered garbage
 
 Foreign errors (httpx, SQLAlchemy, OSError from sysfs) are translated where they
@@ -74,6 +77,22 @@ class VersionNotAcceptable(AccelError):
 
 class Conflict(AccelError):
     status_code = 409
+
+
+class TooLarge(AccelError):
+    status_code = 413
+
+
+class Locked(AccelError):
+    """Cyborg's answer while an instance's accelerator requests are not all resolved."""
+
+    status_code = 423
+
+
+class Unavailable(AccelError):
+    """No live conductor could do what the api needed done."""
+
+    status_code = 503
 
 
 class PeerError(AccelError):

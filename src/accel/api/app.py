@@ -23,12 +23,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from accel.api import devices, fleet
+from accel.api import accelerator_requests, deployables, device_profiles, devices, fleet
 from accel.api.auth import Authentication, AuthMode, Identity
 from accel.api.openstack import Microversions, error_response, root, v2_root
-from accel.api.queries import Reader
+from accel.api.queries import Reader, Writer
 from accel.db.engine import migrate, session_factory
 from accel.errors import AccelError
+from accel.internal.client import InternalClient
+from accel.internal.versions import VersionRange
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ class ApiSettings:
     auth: AuthMode = "token"
     tokens: dict[str, Identity] = field(default_factory=dict)
     tokens_file: Path | None = None
+    # The deployment's internal token, to ask conductors to bind; None: binds are 503.
+    internal_token: str | None = None
 
 
 class CatalogPrefix:
@@ -75,10 +79,17 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(migrate, engine)
-        app.state.reader = Reader(session_factory(engine))
+        sessions = session_factory(engine)
+        app.state.reader = Reader(sessions)
+        app.state.writer = Writer(sessions)
+        app.state.internal_client = None
+        if settings.internal_token is not None:
+            app.state.internal_client = InternalClient(settings.internal_token, VersionRange())
         try:
             yield
         finally:
+            if app.state.internal_client is not None:
+                await app.state.internal_client.aclose()
             engine.dispose()
 
     app = Starlette(
@@ -87,6 +98,9 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
             Route("/v2", v2_root, methods=["GET"]),
             Route("/v2/", v2_root, methods=["GET"]),
             *devices.routes,
+            *device_profiles.routes,
+            *deployables.routes,
+            *accelerator_requests.routes,
             *fleet.routes,
         ],
         exception_handlers={AccelError: _on_accel_error, HTTPException: _on_http_error},

@@ -41,7 +41,7 @@ class Identity(BaseModel):
 
     user_id: str
     project_id: str
-    roles: tuple[Literal["admin", "member", "reader"], ...]
+    roles: tuple[Literal["admin", "manager", "member", "reader", "service"], ...]
 
 
 @dataclass(frozen=True)

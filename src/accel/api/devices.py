@@ -12,7 +12,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from accel.api.openstack import link, microversion
-from accel.api.queries import only_params, reader, valid_uuid
+from accel.api.policy import authorize
+from accel.api.queries import only_params, reader, valid_uuid, writer
 from accel.db.models import Device
 from accel.errors import NotFound
 
@@ -42,6 +43,7 @@ def device_body(request: Request, device: Device) -> dict[str, Any]:
 
 
 async def list_devices(request: Request) -> Response:
+    authorize(request, "cyborg:device:get_all")
     params = only_params(request, (*FILTERS, "filters"))
     filters = {key: params[key] for key in FILTERS if key in params}
 
@@ -58,6 +60,7 @@ async def list_devices(request: Request) -> Response:
 
 
 async def get_device(request: Request) -> Response:
+    authorize(request, "cyborg:device:get_one")
     uuid = valid_uuid(request.path_params["uuid"], "device uuid")
 
     def query(session: Session) -> Device | None:
@@ -69,7 +72,33 @@ async def get_device(request: Request) -> Response:
     return JSONResponse(device_body(request, device))
 
 
+async def _set_status(request: Request, status: str) -> Response:
+    uuid = valid_uuid(request.path_params["uuid"], "device uuid")
+
+    def change(session: Session) -> None:
+        device = session.scalar(select(Device).where(Device.uuid == uuid, Device.present.is_(True)))
+        if device is None:
+            raise NotFound(f"Device not found with uuid={uuid}")
+        device.status = status
+
+    await writer(request).run(change)
+    return Response(status_code=200)
+
+
+async def disable_device(request: Request) -> Response:
+    """Maintenance: the device stays listed but nothing new is allocated from it."""
+    authorize(request, "cyborg:device:disable")
+    return await _set_status(request, "maintaining")
+
+
+async def enable_device(request: Request) -> Response:
+    authorize(request, "cyborg:device:enable")
+    return await _set_status(request, "enabled")
+
+
 routes = [
     Route("/v2/devices", list_devices, methods=["GET"]),
     Route("/v2/devices/{uuid}", get_device, methods=["GET"]),
+    Route("/v2/devices/{uuid}/disable", disable_device, methods=["POST"]),
+    Route("/v2/devices/{uuid}/enable", enable_device, methods=["POST"]),
 ]

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from accel.api.devices import timestamp
+from accel.api.policy import authorize
 from accel.api.queries import only_params, reader
 from accel.db.models import Agent, Alarm, Device
 from accel.errors import InvalidInput
@@ -25,6 +26,7 @@ def _choice(params: dict[str, str], name: str, choices: tuple[str, ...], default
 
 
 async def list_agents(request: Request) -> Response:
+    authorize(request, "accel:fleet:get")
     only_params(request, ())
 
     def query(session: Session) -> list[Agent]:
@@ -51,6 +53,7 @@ async def list_agents(request: Request) -> Response:
 
 
 async def list_alarms(request: Request) -> Response:
+    authorize(request, "accel:fleet:get")
     params = only_params(request, ("state",))
     state = _choice(params, "state", ("active", "cleared", "all"), "active")
 
@@ -94,6 +97,7 @@ def hardware_body(device: Device, agent_state: str) -> dict[str, Any]:
 
 async def list_hardware(request: Request) -> Response:
     """Every device any driver reported, ready or not, present or (on request) vanished."""
+    authorize(request, "accel:fleet:get")
     params = only_params(request, ("state", "type", "node"))
     state = _choice(params, "state", ("present", "vanished", "all"), "present")
 

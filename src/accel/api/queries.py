@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
-from accel.errors import InvalidInput
+from accel.errors import InvalidInput, TooLarge
 
 Result = TypeVar("Result")
 
@@ -29,9 +30,42 @@ class Reader:
         return await anyio.to_thread.run_sync(in_session)
 
 
+class Writer(Reader):
+    """Runs a change in one transaction off the event loop; an error rolls it all back."""
+
+    async def run(self, query: Callable[[Session], Result]) -> Result:
+        def in_transaction() -> Result:
+            with self.sessions.begin() as session:
+                return query(session)
+
+        return await anyio.to_thread.run_sync(in_transaction)
+
+
 def reader(request: Request) -> Reader:
     found: Reader = request.app.state.reader
     return found
+
+
+def writer(request: Request) -> Writer:
+    found: Writer = request.app.state.writer
+    return found
+
+
+MAX_BODY_BYTES = 1 << 20
+
+
+async def read_json(request: Request) -> Any:
+    """The request's JSON body: 413 over the limit, 400 when it is not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise TooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise TooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("request body is not valid JSON") from exc
 
 
 def only_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:

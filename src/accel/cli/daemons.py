@@ -23,6 +23,7 @@ from accel.cli.options import (
     positive,
     version_range,
 )
+from accel.internal.auth import TokenMissing, load_token
 from accel.internal.schemas import Kind
 from accel.sockets import adopt, bind, endpoint_of
 
@@ -288,6 +289,13 @@ def conductor(
     default=None,
     help="JSON object: token -> {user_id, project_id, roles}.",
 )
+@option(
+    "--internal-token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The deployment's internal token (else ACCEL_INTERNAL_TOKEN), to ask conductors "
+    "to bind accelerator requests; without one, binds answer 503.",
+)
 @option("--listen-fd", type=int, default=None, hidden=True)
 @option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def api(
@@ -295,6 +303,7 @@ def api(
     database: str,
     auth: str,
     auth_tokens_file: Path | None,
+    internal_token_file: Path | None,
     listen_fd: int | None,
     log_level: str,
 ) -> None:
@@ -322,8 +331,16 @@ def api(
             "For development on this machine only."
         )
     engine = _engine(database)
+    try:
+        internal = load_token(internal_token_file)
+    except TokenMissing as exc:
+        internal = None
+        log.warning("%s: accelerator requests cannot be bound by this api", exc)
     settings = ApiSettings(
-        auth="noauth" if auth == "noauth" else "token", tokens=tokens, tokens_file=auth_tokens_file
+        auth="noauth" if auth == "noauth" else "token",
+        tokens=tokens,
+        tokens_file=auth_tokens_file,
+        internal_token=internal,
     )
     log.info("api listening on http://%s", endpoint_of(sock))
     serve(create_app(engine, settings), sock)

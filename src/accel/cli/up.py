@@ -134,6 +134,7 @@ def up(
             database,
             "--auth",
             "noauth",
+            *common,
         ],
         (api_socket.fileno(),),
     )

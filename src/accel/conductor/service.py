@@ -22,15 +22,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from accel.conductor import agents
+from accel.conductor import agents, allocation
 from accel.conductor.presence import record_conductor
 from accel.conductor.reconcile import store_inventory
 from accel.db.engine import migrate, session_factory
 from accel.db.models import utcnow
-from accel.errors import PeerError
+from accel.errors import PeerError, VersionNotAcceptable
 from accel.internal.client import InternalClient
 from accel.internal.origin import Network, check_origin
-from accel.internal.schemas import AgentHello, HardwareList
+from accel.internal.schemas import AgentHello, ArqChanges, ArqOutcomes, HardwareList
 from accel.internal.server import internal_app, read_body, request_version
 from accel.internal.versions import VersionRange, format_version
 
@@ -86,6 +86,18 @@ class ConductorService:
         if outcome.sync_now:
             self.wake.set()
         return JSONResponse({"status": "registered", "known": outcome.known})
+
+    async def change_arqs(self, request: Request) -> Response:
+        """Binds and unbinds accelerator requests for the api (internal version 1.2)."""
+        if request_version(request) < (1, 2):
+            raise VersionNotAcceptable(
+                "binding needs internal version 1.2", self.settings.versions.supported()
+            )
+        changes = await read_body(request, ArqChanges)
+        outcomes = await anyio.to_thread.run_sync(
+            allocation.apply_changes, self.sessions, changes, utcnow()
+        )
+        return JSONResponse(ArqOutcomes(arqs=outcomes).model_dump(mode="json"))
 
     async def sync_forever(self) -> None:
         semaphore = asyncio.Semaphore(self.settings.max_concurrent_syncs)
@@ -192,7 +204,10 @@ class ConductorService:
                 await self._client.aclose()
                 self.engine.dispose()
 
-        routes = [Route("/v1/hello", self.hello, methods=["POST"])]
+        routes = [
+            Route("/v1/hello", self.hello, methods=["POST"]),
+            Route("/v1/accelerator_requests", self.change_arqs, methods=["POST"]),
+        ]
         return internal_app(
             "conductor",
             routes,

@@ -192,3 +192,45 @@ class Conductor(Base):
     endpoint: Mapped[str] = mapped_column(String(300))
     started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class DeviceProfile(Base):
+    __tablename__ = "device_profiles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    profile_json: Mapped[str] = mapped_column(Text)  # {"groups": [...]}, order kept
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class AcceleratorRequest(Base):
+    """An ARQ: one accelerator asked for by one group of a device profile."""
+
+    __tablename__ = "extended_accelerator_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    project_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="Initial")
+    device_profile_id: Mapped[int] = mapped_column(
+        ForeignKey("device_profiles.id", ondelete="RESTRICT"), index=True
+    )
+    device_profile_group_id: Mapped[int] = mapped_column(Integer)
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    device_rp_uuid: Mapped[str | None] = mapped_column(String(36))
+    instance_uuid: Mapped[str | None] = mapped_column(String(36), index=True)
+    attach_handle_id: Mapped[int | None] = mapped_column(
+        ForeignKey("attach_handles.id", ondelete="SET NULL"), unique=True
+    )
+    deployable_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deployables.id", ondelete="SET NULL")
+    )
+    bind_failure: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+    device_profile: Mapped[DeviceProfile] = relationship()
+    attach_handle: Mapped[AttachHandle | None] = relationship()

@@ -25,6 +25,8 @@ from tenacity import (
 from accel.errors import PeerError
 from accel.internal.schemas import (
     AgentHello,
+    ArqChanges,
+    ArqOutcomes,
     DiscoveryStarted,
     DriverHello,
     HardwareList,
@@ -76,6 +78,12 @@ class InternalClient:
 
     async def agent_hello(self, conductor: str, hello: AgentHello) -> HelloAnswer:
         return await self._call("POST", conductor, "/v1/hello", HelloAnswer, body=hello)
+
+    async def change_arqs(self, conductor: str, changes: ArqChanges) -> ArqOutcomes:
+        """Binds and unbinds accelerator requests (internal version 1.2 and later)."""
+        return await self._call(
+            "POST", conductor, "/v1/accelerator_requests", ArqOutcomes, body=changes
+        )
 
     async def start_discovery(self, peer: str) -> DiscoveryStarted:
         return await self._call("POST", peer, "/v1/discovery", DiscoveryStarted)

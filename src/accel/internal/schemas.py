@@ -12,6 +12,8 @@ History of the minor versions (each component speaks a range, see versions.py):
   discovery it started (``GET /v1/hardware?min_generation=N&wait=S``); an agent's
   hardware answer reports each driver's outcome in ``drivers``; an agent's hello
   names the node in ``name`` and asks for a sync now with ``resync``.
+* 1.2: the conductor binds and unbinds accelerator requests for the api
+  (``POST /v1/accelerator_requests``).
 
 Request bodies are strict (unknown fields are refused); answers read from peers are
 lenient, so a newer peer's additions never break an older reader.
@@ -264,3 +266,30 @@ class HardwareList(LenientBody):
     hardware: list[HardwareEntry]
     generation: int | None = None
     drivers: list[DriverOutcome] | None = None
+
+
+class ArqBinding(StrictBody):
+    """Bind one accelerator request where the caller (Nova) placed it."""
+
+    arq_uuid: UUID
+    hostname: str = Field(min_length=1, max_length=255)
+    device_rp_uuid: UUID
+    instance_uuid: UUID
+    project_id: str | None = Field(default=None, max_length=255)
+
+
+class ArqChanges(StrictBody):
+    bind: list[ArqBinding] = Field(default_factory=list, max_length=1000)
+    unbind: list[UUID] = Field(default_factory=list, max_length=1000)
+    delete: list[UUID] = Field(default_factory=list, max_length=1000)
+
+
+class ArqOutcome(LenientBody):
+    uuid: str
+    state: str
+    reason: str | None = None
+    refused: bool = False  # not found, or in a state that cannot change so
+
+
+class ArqOutcomes(LenientBody):
+    arqs: list[ArqOutcome]

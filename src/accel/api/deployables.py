@@ -1,0 +1,177 @@
+"""``/v2/deployables`` and ``/v2/attributes``: what can be allocated, and its labels.
+
+A deployable is a device's allocatable part (the device itself, or each of its
+VFs); its attributes carry the resource class (``rc``) and traits (``traitN``) that
+Placement schedules on. Shapes follow Cyborg, integer ``device_id`` and
+``deployable_id`` and the JSON-in-a-string ``attributes_list`` included.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Select, delete, select
+from sqlalchemy.orm import Session, selectinload
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from accel.api.devices import timestamp
+from accel.api.openstack import link, public_url
+from accel.api.policy import authorize
+from accel.api.queries import only_params, read_json, reader, valid_uuid, writer
+from accel.db.models import Attribute, Deployable, Device
+from accel.errors import InvalidInput, NotFound
+
+
+def deployable_body(request: Request, deployable: Deployable) -> dict[str, Any]:
+    links = link(request, "deployables", deployable.uuid)
+    links.append(
+        {
+            "href": f"{public_url(request)}/accelerator/deployables/{deployable.uuid}",
+            "rel": "bookmark",
+        }
+    )
+    return {
+        "uuid": deployable.uuid,
+        "parent_id": deployable.parent_id,
+        "root_id": deployable.root_id,
+        "name": deployable.name,
+        "num_accelerators": deployable.num_accelerators,
+        "device_id": deployable.device_id,
+        "rp_uuid": deployable.rp_uuid,
+        "driver_name": deployable.driver_name,
+        "bitstream_id": deployable.bitstream_id,
+        "attributes_list": json.dumps([{a.key: a.value} for a in deployable.attributes]),
+        "created_at": timestamp(deployable.created_at),
+        "updated_at": timestamp(deployable.updated_at),
+        "links": links,
+    }
+
+
+def _present_deployables() -> Select[Deployable]:
+    return (
+        select(Deployable)
+        .join(Device)
+        .where(Device.present.is_(True))
+        .options(selectinload(Deployable.attributes))
+        .order_by(Deployable.id)
+    )
+
+
+async def list_deployables(request: Request) -> Response:
+    authorize(request, "cyborg:deployable:get_all")
+    only_params(request, ("filters",))
+
+    def query(session: Session) -> list[Deployable]:
+        return list(session.scalars(_present_deployables()))
+
+    found = await reader(request).run(query)
+    return JSONResponse({"deployables": [deployable_body(request, d) for d in found]})
+
+
+async def get_deployable(request: Request) -> Response:
+    authorize(request, "cyborg:deployable:get_one")
+    uuid = valid_uuid(request.path_params["uuid"], "deployable uuid")
+
+    def query(session: Session) -> Deployable | None:
+        return session.scalar(_present_deployables().where(Deployable.uuid == uuid))
+
+    deployable = await reader(request).run(query)
+    if deployable is None:
+        raise NotFound(f"Deployable not found with uuid={uuid}")
+    return JSONResponse(deployable_body(request, deployable))
+
+
+def attribute_body(request: Request, attribute: Attribute) -> dict[str, Any]:
+    return {
+        "uuid": attribute.uuid,
+        "deployable_id": attribute.deployable_id,
+        "key": attribute.key,
+        "value": attribute.value,
+        "created_at": timestamp(attribute.created_at),
+        "updated_at": timestamp(attribute.updated_at),
+        "links": link(request, "attributes", attribute.uuid),
+    }
+
+
+async def list_attributes(request: Request) -> Response:
+    authorize(request, "cyborg:attribute:get_all")
+    params = only_params(request, ("deployable_id", "key"))
+    statement = select(Attribute).order_by(Attribute.id)
+    if "deployable_id" in params:
+        if not params["deployable_id"].isdigit():
+            raise InvalidInput("deployable_id must be an integer")
+        statement = statement.where(Attribute.deployable_id == int(params["deployable_id"]))
+    if "key" in params:
+        statement = statement.where(Attribute.key == params["key"])
+
+    def query(session: Session) -> list[Attribute]:
+        return list(session.scalars(statement))
+
+    found = await reader(request).run(query)
+    return JSONResponse({"attributes": [attribute_body(request, a) for a in found]})
+
+
+async def get_attribute(request: Request) -> Response:
+    authorize(request, "cyborg:attribute:get_one")
+    uuid = valid_uuid(request.path_params["uuid"], "attribute uuid")
+
+    def query(session: Session) -> Attribute | None:
+        return session.scalar(select(Attribute).where(Attribute.uuid == uuid))
+
+    attribute = await reader(request).run(query)
+    if attribute is None:
+        raise NotFound(f"Attribute not found with uuid={uuid}")
+    return JSONResponse(attribute_body(request, attribute))
+
+
+async def create_attribute(request: Request) -> Response:
+    authorize(request, "cyborg:attribute:create")
+    body = await read_json(request)
+    if not isinstance(body, dict) or set(body) != {"deployable_id", "key", "value"}:
+        raise InvalidInput('an attribute is {"deployable_id": int, "key": str, "value": str}')
+    deployable_id, key, value = body["deployable_id"], body["key"], body["value"]
+    if isinstance(deployable_id, bool) or not isinstance(deployable_id, int):
+        raise InvalidInput("deployable_id must be an integer")
+    if not (
+        isinstance(key, str)
+        and isinstance(value, str)
+        and 0 < len(key) <= 255
+        and len(value) <= 4096
+    ):
+        raise InvalidInput("key and value must be strings (key 1-255, value up to 4096)")
+
+    def store(session: Session) -> Attribute:
+        if session.get(Deployable, deployable_id) is None:
+            raise NotFound(f"Deployable not found with id={deployable_id}")
+        attribute = Attribute(deployable_id=deployable_id, key=key, value=value)
+        session.add(attribute)
+        session.flush()
+        return attribute
+
+    attribute = await writer(request).run(store)
+    return JSONResponse(attribute_body(request, attribute), status_code=201)
+
+
+async def delete_attribute(request: Request) -> Response:
+    authorize(request, "cyborg:attribute:delete")
+    uuid = valid_uuid(request.path_params["uuid"], "attribute uuid")
+
+    def remove(session: Session) -> None:
+        if not session.execute(delete(Attribute).where(Attribute.uuid == uuid)).rowcount:  # type: ignore[attr-defined]
+            raise NotFound(f"Attribute not found with uuid={uuid}")
+
+    await writer(request).run(remove)
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/v2/deployables", list_deployables, methods=["GET"]),
+    Route("/v2/deployables/{uuid}", get_deployable, methods=["GET"]),
+    Route("/v2/attributes", list_attributes, methods=["GET"]),
+    Route("/v2/attributes", create_attribute, methods=["POST"]),
+    Route("/v2/attributes/{uuid}", get_attribute, methods=["GET"]),
+    Route("/v2/attributes/{uuid}", delete_attribute, methods=["DELETE"]),
+]
