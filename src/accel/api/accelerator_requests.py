@@ -226,5 +226,7 @@ routes = [
     Route("/v2/accelerator_requests", patch_arqs, methods=["PATCH"]),
     Route("/v2/accelerator_requests", delete_arqs, methods=["DELETE"]),
     Route("/v2/accelerator_requests/{uuid}", get_arq, methods=["GET"]),
+    # openstacksdk sends its {uuid: ops} patch to the request's own path.
+    Route("/v2/accelerator_requests/{uuid}", patch_arqs, methods=["PATCH"]),
     Route("/v2/accelerator_requests/{uuid}", delete_arqs, methods=["DELETE"]),
 ]
