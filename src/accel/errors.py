@@ -10,6 +10,7 @@
     ├── TooLarge            a request body over the limit (413)
     ├── Locked              accelerator requests still binding (423)
     ├── Unavailable         no live conductor to do it (503)
+    ├── NotImplementedYet   an action accel does not perform yet (501)
     └── PeerError           another component timed out or answered garbage
 
 Foreign errors (httpx, SQLAlchemy, OSError from sysfs) are translated where they
@@ -93,6 +94,12 @@ class Unavailable(AccelError):
     """No live conductor could do what the api needed done."""
 
     status_code = 503
+
+
+class NotImplementedYet(AccelError):
+    """A Cyborg endpoint whose action accel does not perform yet (it says so: 501)."""
+
+    status_code = 501
 
 
 class PeerError(AccelError):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -14,7 +16,7 @@ from accel.conductor.reconcile import InventoryDiff, store_inventory
 from accel.db.engine import make_engine, migrate, session_factory
 from accel.db.models import Alarm, AttachHandle, Deployable, Device
 from accel.driver.discovery import discover
-from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
+from accel.driver.fake_sysfs import FakeFunction, FakeSysfs, build_from_description
 from accel.errors import PeerError
 from accel.internal.schemas import DriverOutcome, HardwareEntry, HardwareList, Kind
 
@@ -192,3 +194,34 @@ def test_a_silent_agent_goes_down_once_and_comes_back_with_its_alarm_cleared(
     outcome = record_hello(registered, "node1", "127.0.0.1:6671", "1.1", later)
     assert outcome.known and outcome.sync_now
     assert active_alarms(registered) == []
+
+
+def test_a_gpu_with_mdev_types_offers_vgpu_deployables(
+    registered: sessionmaker[Session], tmp_path: Path
+) -> None:
+    tree = build_from_description(
+        Path(__file__).parents[1] / "trees" / "mixed-ai.toml", tmp_path / "mixed"
+    )
+    sync(registered, report(tree, kinds=(Kind.GPU,)), T0)
+    with registered() as session:
+        a100 = session.scalar(select(Device).where(Device.pci_address == "0000:b3:00.0"))
+        assert a100 is not None
+        plans = {d.name: d for d in a100.deployables}
+        small = plans["node1_0000:b3:00.0_nvidia-471"]
+        assert small.num_accelerators == 10 and len(small.attach_handles) == 10
+        assert [(a.key, a.value) for a in small.attributes] == [
+            ("rc", "VGPU"),
+            ("trait0", "CUSTOM_GPU_NVIDIA"),
+            ("trait1", "CUSTOM_NVIDIA_20B5_A100D_4C"),
+        ]
+        handle = small.attach_handles[3]
+        assert handle.attach_type == "MDEV"
+        assert json.loads(handle.attach_info) == {
+            "asked_type": "nvidia-471",
+            "bus": "b3",
+            "device": "00",
+            "domain": "0000",
+            "function": "0",
+            "vgpu_mark": "nvidia-471_3",
+        }
+        assert plans["node1_0000:b3:00.0_nvidia-472"].num_accelerators == 5

@@ -10,7 +10,7 @@ import httpx
 
 from accel.driver.fake_sysfs import FakeSysfs
 from tests.integration.fleet import FAST_AGENT, FAST_CONDUCTOR, FAST_DRIVER, wait_for_devices
-from tests.processes import Cluster, Service
+from tests.processes import Cluster, Service, wait_until
 
 HEADERS = {"OpenStack-API-Version": "accelerator 2.3"}
 
@@ -201,3 +201,36 @@ def test_devices_in_maintenance_are_not_allocated(
         {request["uuid"]: bind_ops(vf["rp_uuid"], str(uuid.uuid4()))},
     )
     assert again.status_code == 409
+
+
+def test_hardware_vanishing_under_an_allocation_raises_an_alarm_naming_the_request(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    api = qat_node(cluster, sqlite_url, gpu_server)
+    create_profile(api, "qat-one", {"resources:CUSTOM_QAT": "1"})
+    [request] = create_arqs(api, "qat-one")
+    vf = qat_vf_deployables(api)["node1_0000:6b:00.3"]
+    call(
+        api,
+        "PATCH",
+        "/v2/accelerator_requests",
+        {request["uuid"]: bind_ops(vf["rp_uuid"], str(uuid.uuid4()))},
+    )
+    assert arq(api, request["uuid"])["state"] == "Bound"
+
+    for address in ("0000:6b:00.0", *(f"0000:6b:00.{n}" for n in range(1, 5))):
+        gpu_server.remove(address)  # the QAT card is pulled, VFs and all
+
+    def alarm_kinds() -> set[str]:
+        alarms = call(api, "GET", "/v2/alarms").json()["alarms"]
+        return {a["kind"] for a in alarms}
+
+    wait_until(
+        lambda: "allocated_hardware_vanished" in alarm_kinds(),
+        "the allocation alarm",
+        on_timeout=cluster.logs(),
+    )
+    alarms = {a["kind"]: a for a in call(api, "GET", "/v2/alarms").json()["alarms"]}
+    assert alarms["allocated_hardware_vanished"]["subject"] == request["uuid"]
+    assert "0000:6b:00.0" in alarms["allocated_hardware_vanished"]["message"]
+    assert "hardware_vanished" in alarms

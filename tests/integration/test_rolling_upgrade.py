@@ -6,7 +6,12 @@ previous release would: no PCI facts in hardware, no generations, no node name.
 
 from __future__ import annotations
 
+import uuid
+
+import httpx
+
 from accel.driver.fake_sysfs import FakeSysfs
+from accel.internal.versions import NEWEST, format_version
 from tests.integration.fleet import (
     FAST_AGENT,
     FAST_CONDUCTOR,
@@ -34,7 +39,7 @@ def test_an_old_driver_under_a_new_agent(
     by_type = {d["type"]: d for d in found}
     assert by_type["GPU"]["vendor"] == "unknown"  # 1.0 carries no PCI facts
     assert by_type["QAT"]["vendor"] == "8086"
-    assert agents(api)["node1"]["internal_version"] == "1.1"
+    assert agents(api)["node1"]["internal_version"] == format_version(NEWEST)
 
 
 def test_an_old_agent_under_a_new_conductor(
@@ -64,3 +69,35 @@ def test_a_new_agent_under_an_old_conductor(
     assert {d["vendor"] for d in found} == {"unknown"}
     assert list(agents(api)) == [agent.endpoint]
     assert {h["acc_status"]["setup_required"] for h in hardware(api)} == {False, True}
+
+
+def test_an_api_asking_an_older_conductor_to_bind_says_why_it_cannot(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR, "--internal-version-max", "1.1")
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
+    wait_for_devices(api, 4, cluster.logs())
+    created = httpx.post(
+        api.url + "/v2/device_profiles",
+        timeout=10,
+        json=[{"name": "gpu", "groups": [{"resources:PGPU": "1"}]}],
+    )
+    assert created.status_code == 201
+    [arq] = httpx.post(
+        api.url + "/v2/accelerator_requests", timeout=10, json={"device_profile_name": "gpu"}
+    ).json()["arqs"]
+    bind = httpx.patch(
+        api.url + "/v2/accelerator_requests",
+        timeout=30,
+        json={
+            arq["uuid"]: [
+                {"op": "add", "path": "/hostname", "value": "node1"},
+                {"op": "add", "path": "/device_rp_uuid", "value": str(uuid.uuid4())},
+                {"op": "add", "path": "/instance_uuid", "value": str(uuid.uuid4())},
+            ]
+        },
+    )
+    assert bind.status_code == 503
+    assert "internal version" in bind.json()["error_message"]

@@ -22,7 +22,7 @@ from accel.api.openstack import link, public_url
 from accel.api.policy import authorize
 from accel.api.queries import only_params, read_json, reader, valid_uuid, writer
 from accel.db.models import Attribute, Deployable, Device
-from accel.errors import InvalidInput, NotFound
+from accel.errors import InvalidInput, NotFound, NotImplementedYet
 
 
 def deployable_body(request: Request, deployable: Deployable) -> dict[str, Any]:
@@ -167,9 +167,30 @@ async def delete_attribute(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def program_deployable(request: Request) -> Response:
+    """Cyborg's FPGA programming: the patch is checked; programming itself is not here yet."""
+    authorize(request, "cyborg:deployable:program")
+    valid_uuid(request.path_params["uuid"], "deployable uuid")
+    patch = await read_json(request)
+    if not (
+        isinstance(patch, list)
+        and len(patch) == 1
+        and isinstance(patch[0], dict)
+        and patch[0].get("path") == "/program"
+        and patch[0].get("op") in ("add", "replace")
+        and isinstance(patch[0].get("value"), list)
+    ):
+        raise InvalidInput(
+            'program with [{"op": "replace", "path": "/program", "value": '
+            '[{"image_uuid": "<uuid>"}]}]'
+        )
+    raise NotImplementedYet("programming FPGAs is not available in this release of accel")
+
+
 routes = [
     Route("/v2/deployables", list_deployables, methods=["GET"]),
     Route("/v2/deployables/{uuid}", get_deployable, methods=["GET"]),
+    Route("/v2/deployables/{uuid}/program", program_deployable, methods=["PATCH"]),
     Route("/v2/attributes", list_attributes, methods=["GET"]),
     Route("/v2/attributes", create_attribute, methods=["POST"]),
     Route("/v2/attributes/{uuid}", get_attribute, methods=["GET"]),

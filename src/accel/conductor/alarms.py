@@ -16,6 +16,8 @@ from accel.db.models import Alarm
 
 AGENT_DOWN = "agent_down"
 HARDWARE_VANISHED = "hardware_vanished"
+# Subject: the accelerator request whose accelerator vanished under it.
+ALLOCATED_HARDWARE_VANISHED = "allocated_hardware_vanished"
 
 
 def raise_alarm(session: Session, kind: str, subject: str, message: str, now: dt.datetime) -> bool:

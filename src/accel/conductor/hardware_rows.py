@@ -2,7 +2,8 @@
 
 Deployables follow OpenStack Cyborg's drivers: a device without VFs is one
 deployable, attached by its own PCI address; a physical function with VFs offers
-one deployable per VF, since each VF is what a workload gets. Each
+one deployable per VF, since each VF is what a workload gets; a GPU that offers
+mediated-device types offers one VGPU deployable per type. Each
 deployable's resource-provider uuid is derived from its name exactly as Cyborg does
 (uuid3 in the DNS namespace), so a Placement tree built from either agrees.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -133,6 +135,8 @@ def plan_deployables(entry: HardwareEntry, hostname: str) -> list[DeployablePlan
         ]
     vendor = VENDOR_TRAIT_NAMES.get(pci.vendor_id, f"VENDOR_{pci.vendor_id.upper()}")
     driver_name = vendor.lower()
+    if kind is Kind.GPU and entry.mdev_types:
+        return _vgpu_deployables(entry, pci, hostname, vendor)
     if entry.virtual_functions:
         return [
             DeployablePlan(
@@ -154,6 +158,40 @@ def plan_deployables(entry: HardwareEntry, hostname: str) -> list[DeployablePlan
             tuple(("PCI", pci_attach_info(function)) for function in functions),
         )
     ]
+
+
+def _vgpu_deployables(
+    entry: HardwareEntry, pci: PciFunctionFacts, hostname: str, vendor: str
+) -> list[DeployablePlan]:
+    """A GPU shared through mediated devices: one VGPU deployable per mdev type, one
+    MDEV attach handle per instance it can hold, marked as Cyborg marks them."""
+    plans = []
+    for mdev in entry.mdev_types:
+        units = (mdev.available_instances or 0) + mdev.instances
+        if units == 0:
+            continue
+        traits = [f"CUSTOM_GPU_{vendor}"]
+        if mdev.name and len(mdev.name.split()) > 1:
+            model = re.sub(r"[^A-Za-z0-9]", "_", mdev.name.split()[1]).upper()
+            traits.append(f"CUSTOM_{vendor}_{pci.product_id.upper()}_{model}")
+        plans.append(
+            DeployablePlan(
+                f"{hostname}_{pci.address}_{mdev.type_id}",
+                units,
+                vendor.lower(),
+                (("rc", "VGPU"), *((f"trait{i}", t) for i, t in enumerate(traits))),
+                tuple(
+                    ("MDEV", mdev_attach_info(pci, mdev.type_id, index)) for index in range(units)
+                ),
+            )
+        )
+    return plans
+
+
+def mdev_attach_info(function: PciFunctionFacts, type_id: str, index: int) -> str:
+    info = json.loads(pci_attach_info(function))
+    info.update({"asked_type": type_id, "vgpu_mark": f"{type_id}_{index}"})
+    return json.dumps(info, sort_keys=True)
 
 
 def _attributes(

@@ -17,9 +17,21 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from accel.conductor.alarms import HARDWARE_VANISHED, clear_alarm, raise_alarm
+from accel.conductor.alarms import (
+    ALLOCATED_HARDWARE_VANISHED,
+    HARDWARE_VANISHED,
+    clear_alarm,
+    raise_alarm,
+)
 from accel.conductor.hardware_rows import DeployablePlan, device_columns, plan_deployables
-from accel.db.models import Agent, AttachHandle, Attribute, Deployable, Device
+from accel.db.models import (
+    AcceleratorRequest,
+    Agent,
+    AttachHandle,
+    Attribute,
+    Deployable,
+    Device,
+)
 from accel.errors import PeerError
 from accel.internal.schemas import HardwareEntry, HardwareList, Kind
 
@@ -106,6 +118,8 @@ def _apply(
             device.present = True
             device.vanished_at = None
             clear_alarm(session, HARDWARE_VANISHED, uuid, now)
+            for holder in _holders(session, device):
+                clear_alarm(session, ALLOCATED_HARDWARE_VANISHED, holder.uuid, now)
             diff.returned.append(uuid)
         elif device.fingerprint == columns["fingerprint"]:
             diff.unchanged += 1
@@ -129,8 +143,39 @@ def _apply(
                 "longer reported by its driver",
                 now,
             )
+            _alarm_for_allocations(session, device, now)
             diff.vanished.append(uuid)
     return diff
+
+
+def _holders(session: Session, device: Device) -> list[AcceleratorRequest]:
+    """The accelerator requests bound to this device's accelerators."""
+    return list(
+        session.scalars(
+            select(AcceleratorRequest)
+            .join(Deployable, AcceleratorRequest.deployable_id == Deployable.id)
+            .where(Deployable.device_id == device.id, AcceleratorRequest.state == "Bound")
+        )
+    )
+
+
+def _alarm_for_allocations(session: Session, device: Device, now: dt.datetime) -> None:
+    """An accelerator that vanished while allocated: each holder gets an alarm by name."""
+    holders = session.scalars(
+        select(AcceleratorRequest)
+        .join(Deployable, AcceleratorRequest.deployable_id == Deployable.id)
+        .where(Deployable.device_id == device.id, AcceleratorRequest.state == "Bound")
+    ).all()
+    for arq in holders:
+        raise_alarm(
+            session,
+            ALLOCATED_HARDWARE_VANISHED,
+            arq.uuid,
+            f"accelerator request {arq.uuid} of instance {arq.instance_uuid} is bound "
+            f"to {device.type} {device.pci_address or device.uuid} on "
+            f"{device.hostname}, which vanished",
+            now,
+        )
 
 
 def _sync_deployables(device: Device, plans: Iterable[DeployablePlan]) -> None:
