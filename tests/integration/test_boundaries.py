@@ -157,3 +157,32 @@ def test_every_component_lists_its_versions_to_anyone(
         assert answer["versions"] == [
             {"id": "v1", "status": "CURRENT", "min_version": "1.0", "max_version": "1.2"}
         ]
+
+
+def test_a_flood_of_hellos_is_cut_off_and_cannot_grow_the_registry(
+    cluster: Cluster, sqlite_url: str, client: httpx.Client
+) -> None:
+    conductor = cluster.conductor(
+        sqlite_url,
+        *FAST_CONDUCTOR,
+        "--max-agents",
+        "2",
+        "--hello-rate",
+        "0.01",
+        "--hello-burst",
+        "4",
+    )
+    api = cluster.api(sqlite_url)
+
+    def hello(name: str) -> int:
+        body = {**GOOD_HELLO, "name": name}
+        return client.post(conductor.url + "/v1/hello", json=body).status_code
+
+    assert [hello("a"), hello("b")] == [200, 200]
+    full = client.post(conductor.url + "/v1/hello", json={**GOOD_HELLO, "name": "c"})
+    assert full.status_code == 429 and "--max-agents" in full.json()["error"]
+    assert hello("a") == 200  # known agents still get through
+    assert hello("a") == 429  # the burst of four is spent
+    assert sorted(agents(api)) == ["a", "b"]
+    # The token never shows in what a component writes.
+    assert all(TOKEN not in service.log() for service in cluster.services)

@@ -26,6 +26,7 @@ from accel.internal.client import InternalClient
 from accel.internal.discovery_http import discovery_started, hardware_response, requested_result
 from accel.internal.discovery_state import DiscoveryState
 from accel.internal.origin import Network, check_origin
+from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import (
     AgentHello,
     DriverHello,
@@ -78,6 +79,8 @@ class AgentService:
         self._discovered_registry_version = -1
         self.heartbeat_now = asyncio.Event()
         self._client: InternalClient | None = None
+        # Drivers are few and local; a flood of hellos is not a driver.
+        self.hello_limiter = RateLimiter(rate=10, burst=50)
 
     @property
     def client(self) -> InternalClient:
@@ -85,8 +88,9 @@ class AgentService:
         return self._client
 
     async def hello(self, request: Request) -> Response:
-        hello = await read_body(request, DriverHello)
         source = request.client.host if request.client else None
+        self.hello_limiter.check(source or "unknown")
+        hello = await read_body(request, DriverHello)
         await check_origin(hello.endpoint, source, self.settings.allowed_driver_networks)
         current = self.drivers.get(hello.type)
         known = current is not None and current.endpoint == hello.endpoint

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from accel.api import accelerator_requests, deployables, device_profiles, devices, fleet
 from accel.api.auth import Authentication, AuthMode, Identity
 from accel.api.openstack import Microversions, error_response, root, v2_root
+from accel.api.policy import RULES
 from accel.api.queries import Reader, Writer
 from accel.db.engine import migrate, session_factory
 from accel.errors import AccelError
@@ -44,6 +45,7 @@ class ApiSettings:
     tokens_file: Path | None = None
     # The deployment's internal token, to ask conductors to bind; None: binds are 503.
     internal_token: str | None = None
+    policy: dict[str, frozenset[str]] = field(default_factory=lambda: dict(RULES))
 
 
 class CatalogPrefix:
@@ -82,6 +84,7 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
         sessions = session_factory(engine)
         app.state.reader = Reader(sessions)
         app.state.writer = Writer(sessions)
+        app.state.policy = settings.policy
         app.state.internal_client = None
         if settings.internal_token is not None:
             app.state.internal_client = InternalClient(settings.internal_token, VersionRange())

@@ -1,12 +1,19 @@
-"""Who may call what: OpenStack Cyborg's default policies, by role.
+"""Who may call what: OpenStack Cyborg's default policies, by role, overridable.
 
 Cyborg checks every rule against the caller's own project, so a project clause
 holds for any project-scoped token; what separates callers is the role. Tenant
 isolation of accelerator requests is a filter on the data (see
 accelerator_requests.visible), not a rule here.
+
+``accel api --policy-file FILE`` overrides rules with a JSON object of rule name to
+check string, in oslo.policy's simplest forms: ``"role:admin or role:member"``,
+``"@"`` (any authenticated caller) or ``"!"`` (nobody).
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from starlette.requests import Request
 
@@ -43,6 +50,41 @@ RULES: dict[str, frozenset[str]] = {
 }
 
 
+def parse_check(rule: str, check: object) -> frozenset[str]:
+    """The roles a check string lets through; ValueError for what accel cannot read."""
+    if not isinstance(check, str):
+        raise ValueError(f"{rule}: the check must be a string")
+    text = check.strip()
+    if text == "@":
+        return ANY_ROLE
+    if text == "!":
+        return frozenset()
+    roles = set()
+    for term in (part.strip() for part in text.split(" or ")):
+        if not term.startswith("role:") or term == "role:":
+            raise ValueError(f"{rule}: {term!r} is not role:NAME, @ or !")
+        roles.add(term.removeprefix("role:"))
+    return frozenset(roles)
+
+
+def load_policy(path: Path | None) -> dict[str, frozenset[str]]:
+    """The default rules, with those in ``path`` (if any) put in their place."""
+    rules = dict(RULES)
+    if path is None:
+        return rules
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read policy file {path}: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ValueError(f"policy file {path} must hold a JSON object")
+    unknown = sorted(set(document) - set(RULES))
+    if unknown:
+        raise ValueError(f"policy file {path}: unknown rule(s) {', '.join(unknown)}")
+    rules.update({rule: parse_check(rule, check) for rule, check in document.items()})
+    return rules
+
+
 def context(request: Request) -> RequestContext:
     found: RequestContext | None = request.scope.get("state", {}).get("context")
     if found is None:
@@ -53,6 +95,7 @@ def context(request: Request) -> RequestContext:
 def authorize(request: Request, rule: str) -> RequestContext:
     """The caller's context, if ``rule`` lets its roles through; 403 otherwise."""
     caller = context(request)
-    if not RULES[rule] & set(caller.identity.roles):
+    rules: dict[str, frozenset[str]] = getattr(request.app.state, "policy", RULES)
+    if not rules[rule] & set(caller.identity.roles):
         raise Forbidden(f"Access was denied to the following resource: {rule}")
     return caller

@@ -222,6 +222,20 @@ def agent(
 @option("--discovery-timeout", type=float, default=30.0, callback=positive)
 @option("--max-concurrent-syncs", type=click.IntRange(1, 10_000), default=32)
 @option(
+    "--max-agents",
+    type=click.IntRange(1),
+    default=100_000,
+    help="Refuse hellos from new agents beyond this many (a flood cannot grow the table).",
+)
+@option(
+    "--hello-rate",
+    type=float,
+    default=100.0,
+    callback=positive,
+    help="Hellos a second each source address may send, after the burst.",
+)
+@option("--hello-burst", type=click.IntRange(1), default=1000)
+@option(
     "--allowed-agent-networks",
     default=None,
     metavar="CIDR[,CIDR...]",
@@ -237,6 +251,9 @@ def conductor(
     resync_interval: float,
     discovery_timeout: float,
     max_concurrent_syncs: int,
+    max_agents: int,
+    hello_rate: float,
+    hello_burst: int,
     allowed_agent_networks: str | None,
     listen_fd: int | None,
     advertise: str | None,
@@ -266,6 +283,9 @@ def conductor(
             resync_interval=resync_interval,
             discovery_timeout=discovery_timeout,
             max_concurrent_syncs=max_concurrent_syncs,
+            max_agents=max_agents,
+            hello_rate=hello_rate,
+            hello_burst=hello_burst,
             allowed_agent_networks=allowed,
         ),
         engine,
@@ -296,6 +316,12 @@ def conductor(
     help="The deployment's internal token (else ACCEL_INTERNAL_TOKEN), to ask conductors "
     "to bind accelerator requests; without one, binds answer 503.",
 )
+@option(
+    "--policy-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="JSON object of rule -> check (role:NAME or ..., @, !) overriding the defaults.",
+)
 @option("--listen-fd", type=int, default=None, hidden=True)
 @option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def api(
@@ -304,12 +330,14 @@ def api(
     auth: str,
     auth_tokens_file: Path | None,
     internal_token_file: Path | None,
+    policy_file: Path | None,
     listen_fd: int | None,
     log_level: str,
 ) -> None:
     """Serve the public REST API from the database."""
     from accel.api.app import ApiSettings, create_app
     from accel.api.auth import Identity, load_tokens
+    from accel.api.policy import load_policy
     from accel.serving import configure_logging, serve
 
     configure_logging("api", log_level)
@@ -336,11 +364,16 @@ def api(
     except TokenMissing as exc:
         internal = None
         log.warning("%s: accelerator requests cannot be bound by this api", exc)
+    try:
+        policy = load_policy(policy_file)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--policy-file") from exc
     settings = ApiSettings(
         auth="noauth" if auth == "noauth" else "token",
         tokens=tokens,
         tokens_file=auth_tokens_file,
         internal_token=internal,
+        policy=policy,
     )
     log.info("api listening on http://%s", endpoint_of(sock))
     serve(create_app(engine, settings), sock)

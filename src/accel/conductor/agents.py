@@ -11,12 +11,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor.alarms import AGENT_DOWN, clear_alarm, raise_alarm
 from accel.db.models import Agent
+from accel.internal.rate_limit import TooManyRequests
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class SyncTarget:
     endpoint: str
 
 
+class RegistryFull(TooManyRequests):
+    """The conductor knows as many agents as it was told to keep."""
+
+
 def record_hello(
     sessions: sessionmaker[Session],
     name: str,
@@ -38,22 +43,32 @@ def record_hello(
     version: str,
     now: dt.datetime,
     resync: bool = False,
+    max_agents: int = 100_000,
 ) -> HelloOutcome:
     """Registers or refreshes an agent; idempotent for a known, healthy agent."""
     for _ in range(2):  # a concurrent first hello of the same agent wins the insert
         try:
             with sessions.begin() as session:
-                return _record_hello(session, name, endpoint, version, now, resync)
+                return _record_hello(session, name, endpoint, version, now, resync, max_agents)
         except IntegrityError:
             continue
     raise RuntimeError(f"could not record the hello of agent {name}")
 
 
 def _record_hello(
-    session: Session, name: str, endpoint: str, version: str, now: dt.datetime, resync: bool
+    session: Session,
+    name: str,
+    endpoint: str,
+    version: str,
+    now: dt.datetime,
+    resync: bool,
+    max_agents: int,
 ) -> HelloOutcome:
     agent = session.scalar(select(Agent).where(Agent.name == name).with_for_update())
     if agent is None:
+        known = session.scalar(select(func.count()).select_from(Agent)) or 0
+        if known >= max_agents:
+            raise RegistryFull(f"this conductor already knows {known} agents (--max-agents)")
         session.add(
             Agent(
                 name=name,

@@ -30,6 +30,7 @@ from accel.db.models import utcnow
 from accel.errors import PeerError, VersionNotAcceptable
 from accel.internal.client import InternalClient
 from accel.internal.origin import Network, check_origin
+from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import AgentHello, ArqChanges, ArqOutcomes, HardwareList
 from accel.internal.server import internal_app, read_body, request_version
 from accel.internal.versions import VersionRange, format_version
@@ -50,6 +51,9 @@ class ConductorSettings:
     sync_retry_after: float = 5.0
     max_concurrent_syncs: int = 32
     allowed_agent_networks: tuple[Network, ...] = ()
+    hello_rate: float = 100.0
+    hello_burst: int = 1000
+    max_agents: int = 100_000
 
 
 class ConductorService:
@@ -61,6 +65,7 @@ class ConductorService:
         self.wake = asyncio.Event()
         self._client: InternalClient | None = None
         self._syncs: set[asyncio.Task[None]] = set()
+        self.hello_limiter = RateLimiter(settings.hello_rate, settings.hello_burst)
 
     @property
     def client(self) -> InternalClient:
@@ -68,8 +73,9 @@ class ConductorService:
         return self._client
 
     async def hello(self, request: Request) -> Response:
-        hello = await read_body(request, AgentHello)
         source = request.client.host if request.client else None
+        self.hello_limiter.check(source or "unknown")
+        hello = await read_body(request, AgentHello)
         await check_origin(hello.endpoint, source, self.settings.allowed_agent_networks)
         name = hello.name or hello.endpoint
         outcome = await anyio.to_thread.run_sync(
@@ -80,6 +86,7 @@ class ConductorService:
             format_version(request_version(request)),
             utcnow(),
             hello.resync,
+            self.settings.max_agents,
         )
         if not outcome.known:
             log.info("agent %s registered at %s", name, hello.endpoint)
