@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from accel.internal.tls import TlsFiles
+
 TOKEN = "integration-test-token-0123456789"
 DEADLINE_SECONDS = 30.0
 Found = TypeVar("Found")
@@ -43,11 +45,12 @@ def wait_until(
         time.sleep(0.05)
 
 
-def internal_client(version: str | None = "1.1") -> httpx.Client:
+def internal_client(version: str | None = "1.1", tls: TlsFiles | None = None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     if version:
         headers["Accel-Internal-Version"] = version
-    return httpx.Client(headers=headers, timeout=10.0)
+    verify = tls.client_context() if tls is not None else True
+    return httpx.Client(headers=headers, timeout=10.0, verify=verify)
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Service:
 
     @property
     def endpoint(self) -> str:
-        return self.url.removeprefix("http://")
+        return self.url.split("://", 1)[-1]
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -100,6 +103,24 @@ class Cluster:
 
     workdir: Path
     services: list[Service] = field(default_factory=list)
+    # With certificates, internal components speak mutual TLS (the api as a client).
+    tls: TlsFiles | None = None
+
+    def _tls_flags(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            "--tls-cert",
+            str(self.tls.cert),
+            "--tls-key",
+            str(self.tls.key),
+            "--tls-ca",
+            str(self.tls.ca),
+        ]
+
+    def _internal_url(self, sock: socket.socket) -> str:
+        url = url_of(sock)
+        return url.replace("http://", "https://") if self.tls is not None else url
 
     def logs(self) -> str:
         return "\n".join(service.log() for service in self.services)
@@ -135,7 +156,9 @@ class Cluster:
             if not service.alive():
                 raise AssertionError(f"{service.name} exited\n{service.log()}")
             try:
-                return httpx.get(service.url + "/", timeout=2.0).status_code == 200
+                verify = self.tls.client_context() if self.tls is not None else True
+                answer = httpx.get(service.url + "/", timeout=2.0, verify=verify)
+                return answer.status_code == 200
             except httpx.HTTPError:
                 return False
 
@@ -156,7 +179,10 @@ class Cluster:
         sock = bound_socket()
         return self._ready(
             self._spawn(
-                "conductor", ["conductor", "--database", database, *flags], sock, url_of(sock)
+                "conductor",
+                ["conductor", "--database", database, *self._tls_flags(), *flags],
+                sock,
+                self._internal_url(sock),
             )
         )
 
@@ -165,7 +191,7 @@ class Cluster:
         return self._ready(
             self._spawn(
                 "api",
-                ["api", "--database", database, "--auth", "noauth", *flags],
+                ["api", "--database", database, "--auth", "noauth", *self._tls_flags(), *flags],
                 sock,
                 url_of(sock),
             )
@@ -178,9 +204,17 @@ class Cluster:
         return self._ready(
             self._spawn(
                 f"agent-{name}",
-                ["agent", "--conductor", ",".join(conductors), "--name", name, *flags],
+                [
+                    "agent",
+                    "--conductor",
+                    ",".join(conductors),
+                    "--name",
+                    name,
+                    *self._tls_flags(),
+                    *flags,
+                ],
                 sock,
-                url_of(sock),
+                self._internal_url(sock),
                 env,
             )
         )
@@ -197,6 +231,7 @@ class Cluster:
                 agent.url,
                 "--sysfs-root",
                 str(sysfs_root),
+                *self._tls_flags(),
                 *flags,
             ],
             None,
@@ -206,13 +241,13 @@ class Cluster:
         def registered() -> str | None:
             if not service.alive():
                 raise AssertionError(f"driver {kind} exited\n{service.log()}")
-            for driver in agent_drivers(agent):
+            for driver in agent_drivers(agent, self.tls):
                 if driver["type"] == kind:
                     return str(driver["endpoint"])
             return None
 
         endpoint = wait_until(registered, f"driver {kind} to register", on_timeout=self.logs())
-        service.url = f"http://{endpoint}"
+        service.url = f"{'https' if self.tls else 'http'}://{endpoint}"
         return service
 
     def discard(self, service: Service) -> None:
@@ -242,9 +277,9 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
-def agent_drivers(agent: Service) -> list[dict[str, Any]]:
+def agent_drivers(agent: Service, tls: TlsFiles | None = None) -> list[dict[str, Any]]:
     try:
-        with internal_client(version=None) as client:  # any agent speaks the seed's 1.0
+        with internal_client(version=None, tls=tls) as client:  # any agent speaks the seed's 1.0
             drivers: list[dict[str, Any]] = client.get(agent.url + "/v1/drivers").json()["drivers"]
     except (httpx.HTTPError, ValueError, KeyError):
         return []

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from accel.internal.tls import TlsFiles
+
 GRACEFUL_SHUTDOWN_SECONDS = 10
 
 
@@ -41,7 +43,7 @@ class _DrainingServer(uvicorn.Server):
             self._captured_signals.clear()
 
 
-def serve(app: ASGIApp, sock: socket.socket) -> None:
+def serve(app: ASGIApp, sock: socket.socket, tls: TlsFiles | None = None) -> None:
     """Serves until SIGTERM or SIGINT, then drains in-flight requests."""
     config = uvicorn.Config(
         app,
@@ -50,5 +52,6 @@ def serve(app: ASGIApp, sock: socket.socket) -> None:
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         server_header=False,
+        **(tls.server_options() if tls is not None else {}),
     )
     _DrainingServer(config).run(sockets=[sock])

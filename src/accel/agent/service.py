@@ -36,6 +36,7 @@ from accel.internal.schemas import (
     Kind,
 )
 from accel.internal.server import internal_app, read_body
+from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class AgentSettings:
     heartbeat_interval: float = 10.0
     driver_timeout: float = 10.0
     allowed_driver_networks: tuple[Network, ...] = ()
+    tls: TlsFiles | None = None
 
 
 @dataclass
@@ -213,6 +215,7 @@ class AgentService:
                 self.settings.token,
                 self.settings.versions,
                 timeout=self.settings.driver_timeout,
+                tls=self.settings.tls,
             )
             heartbeat = asyncio.create_task(self.heartbeat_forever(), name="heartbeat")
             try:

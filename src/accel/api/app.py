@@ -31,6 +31,7 @@ from accel.api.queries import Reader, Writer
 from accel.db.engine import migrate, session_factory
 from accel.errors import AccelError
 from accel.internal.client import InternalClient
+from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class ApiSettings:
     # The deployment's internal token, to ask conductors to bind; None: binds are 503.
     internal_token: str | None = None
     policy: dict[str, frozenset[str]] = field(default_factory=lambda: dict(RULES))
+    # Client certificate material for calling conductors over mutual TLS.
+    tls: TlsFiles | None = None
 
 
 class CatalogPrefix:
@@ -87,7 +90,9 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
         app.state.policy = settings.policy
         app.state.internal_client = None
         if settings.internal_token is not None:
-            app.state.internal_client = InternalClient(settings.internal_token, VersionRange())
+            app.state.internal_client = InternalClient(
+                settings.internal_token, VersionRange(), tls=settings.tls
+            )
         try:
             yield
         finally:

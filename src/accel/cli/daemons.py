@@ -21,6 +21,8 @@ from accel.cli.options import (
     networks,
     option,
     positive,
+    tls_files,
+    tls_options,
     version_range,
 )
 from accel.internal.auth import TokenMissing, load_token
@@ -95,6 +97,9 @@ def driver(
     advertise: str | None,
     internal_token_file: Path | None,
     internal_version_max: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_ca: Path | None,
     log_level: str,
 ) -> None:
     """Discover one kind of hardware on this node and serve it to the agent."""
@@ -106,6 +111,7 @@ def driver(
     configure_logging(f"driver[{kind.value}]", log_level)
     settings_token = internal_token(internal_token_file)
     versions = version_range(internal_version_max)
+    tls = tls_files(tls_cert, tls_key, tls_ca)
     discoverer = Discoverer(
         kind,
         sysfs_root,
@@ -123,6 +129,7 @@ def driver(
             node=node,
             hello_interval=hello_interval,
             timeout=timeout,
+            tls=tls,
         )
     )
     log.info(
@@ -133,7 +140,7 @@ def driver(
         discoverer.names.source or "nowhere",
         "on" if discoverer.nvml else "off",
     )
-    serve(service.app(), sock)
+    serve(service.app(), sock, tls)
 
 
 @click.command()
@@ -165,6 +172,9 @@ def agent(
     advertise: str | None,
     internal_token_file: Path | None,
     internal_version_max: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_ca: Path | None,
     log_level: str,
 ) -> None:
     """Wrangle this node's drivers and report to a conductor."""
@@ -177,6 +187,7 @@ def agent(
         raise click.BadParameter("name at least one conductor", param_hint="--conductor")
     settings_token = internal_token(internal_token_file)
     versions = version_range(internal_version_max)
+    tls = tls_files(tls_cert, tls_key, tls_ca)
     allowed = networks(allowed_driver_networks, "--allowed-driver-networks")
     sock = _socket(listen, listen_fd)
     service = AgentService(
@@ -189,10 +200,11 @@ def agent(
             heartbeat_interval=heartbeat_interval,
             driver_timeout=driver_timeout,
             allowed_driver_networks=allowed,
+            tls=tls,
         )
     )
     log.info("agent %s listening on %s", service.settings.name, service.settings.endpoint)
-    serve(service.app(), sock)
+    serve(service.app(), sock, tls)
 
 
 @click.command()
@@ -259,6 +271,9 @@ def conductor(
     advertise: str | None,
     internal_token_file: Path | None,
     internal_version_max: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_ca: Path | None,
     log_level: str,
 ) -> None:
     """Wrangle all agents and keep the database true."""
@@ -268,6 +283,7 @@ def conductor(
     configure_logging("conductor", log_level)
     settings_token = internal_token(internal_token_file)
     versions = version_range(internal_version_max)
+    tls = tls_files(tls_cert, tls_key, tls_ca)
     allowed = networks(allowed_agent_networks, "--allowed-agent-networks")
     engine = _engine(database)
     sock = _socket(listen, listen_fd)
@@ -286,12 +302,13 @@ def conductor(
             max_agents=max_agents,
             hello_rate=hello_rate,
             hello_burst=hello_burst,
+            tls=tls,
             allowed_agent_networks=allowed,
         ),
         engine,
     )
     log.info("conductor %s listening on %s", service.settings.name, endpoint)
-    serve(service.app(), sock)
+    serve(service.app(), sock, tls)
 
 
 @click.command()
@@ -324,6 +341,7 @@ def conductor(
 )
 @option("--listen-fd", type=int, default=None, hidden=True)
 @option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+@tls_options
 def api(
     listen: str,
     database: str,
@@ -333,6 +351,9 @@ def api(
     policy_file: Path | None,
     listen_fd: int | None,
     log_level: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_ca: Path | None,
 ) -> None:
     """Serve the public REST API from the database."""
     from accel.api.app import ApiSettings, create_app
@@ -374,6 +395,7 @@ def api(
         tokens_file=auth_tokens_file,
         internal_token=internal,
         policy=policy,
+        tls=tls_files(tls_cert, tls_key, tls_ca),
     )
     log.info("api listening on http://%s", endpoint_of(sock))
     serve(create_app(engine, settings), sock)

@@ -13,6 +13,7 @@ import click
 from accel.driver.filters import DeviceFilter
 from accel.internal.auth import TokenMissing, load_token
 from accel.internal.origin import Network, parse_networks
+from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -67,6 +68,7 @@ def internal_options(command: Command) -> Command:
                 hidden=True,
                 help="Speak internal versions up to this one only (as an older release).",
             ),
+            *tls_option_list(),
             option(
                 "--log-level",
                 default="info",
@@ -135,3 +137,36 @@ def device_filter(allow: tuple[str, ...], deny: tuple[str, ...]) -> DeviceFilter
         return DeviceFilter.parse(allow, deny)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--allow/--deny") from exc
+
+
+def tls_option_list() -> list[Callable[[Command], Command]]:
+    file = click.Path(path_type=Path, dir_okay=False)
+    return [
+        option(
+            "--tls-cert",
+            type=file,
+            default=None,
+            help="This component's certificate, for mutual TLS (with --tls-key, --tls-ca).",
+        ),
+        option("--tls-key", type=file, default=None, help="The certificate's private key."),
+        option(
+            "--tls-ca",
+            type=file,
+            default=None,
+            help="The CA that signs every component's certificate.",
+        ),
+    ]
+
+
+def tls_options(command: Command) -> Command:
+    """``--tls-cert``, ``--tls-key``, ``--tls-ca``: mutual TLS with the components."""
+    for decorate in reversed(tls_option_list()):
+        command = decorate(command)
+    return command
+
+
+def tls_files(cert: Path | None, key: Path | None, ca: Path | None) -> TlsFiles | None:
+    try:
+        return TlsFiles.from_options(cert, key, ca)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tls-cert/--tls-key/--tls-ca") from exc

@@ -33,6 +33,7 @@ from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import AgentHello, ArqChanges, ArqOutcomes, HardwareList
 from accel.internal.server import internal_app, read_body, request_version
+from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange, format_version
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class ConductorSettings:
     hello_rate: float = 100.0
     hello_burst: int = 1000
     max_agents: int = 100_000
+    tls: TlsFiles | None = None
 
 
 class ConductorService:
@@ -195,6 +197,7 @@ class ConductorService:
                 self.settings.versions,
                 timeout=self.settings.discovery_timeout,
                 max_connections=1000,
+                tls=self.settings.tls,
             )
             loops = [
                 asyncio.create_task(loop(), name=loop.__name__)

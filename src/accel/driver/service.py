@@ -33,6 +33,7 @@ from accel.internal.discovery_http import (
 from accel.internal.discovery_state import DiscoveryState
 from accel.internal.schemas import DriverHello, HardwareEntry, Kind
 from accel.internal.server import internal_app
+from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class DriverSettings:
     node: str | None = None
     hello_interval: float = 10.0
     timeout: float = 5.0
+    tls: TlsFiles | None = None
 
     @property
     def kind(self) -> Kind:
@@ -106,7 +108,10 @@ class DriverService:
         @asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
             client = InternalClient(
-                self.settings.token, self.settings.versions, timeout=self.settings.timeout
+                self.settings.token,
+                self.settings.versions,
+                timeout=self.settings.timeout,
+                tls=self.settings.tls,
             )
             # Discover once before saying hello, so that even a caller that cannot
             # wait for a discovery (internal API 1.0) never sees an empty first answer.

@@ -32,6 +32,7 @@ from accel.internal.schemas import (
     HardwareList,
     HelloAnswer,
 )
+from accel.internal.tls import TlsFiles
 from accel.internal.versions import HEADER, Version, VersionRange, format_version, parse_version
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,10 @@ Answer = TypeVar("Answer", bound=BaseModel)
 MAX_PEER_VERSIONS = 100_000
 
 
-def base_url(peer: str) -> str:
-    """``http://host:port`` for a peer named either way."""
+def base_url(peer: str, scheme: str = "http") -> str:
+    """``scheme://host:port`` for a peer named either way (a given scheme is kept)."""
     peer = peer.strip().rstrip("/")
-    return peer if "://" in peer else f"http://{peer}"
+    return peer if "://" in peer else f"{scheme}://{peer}"
 
 
 class InternalClient:
@@ -56,14 +57,17 @@ class InternalClient:
         timeout: float = 5.0,
         attempts: int = 2,
         max_connections: int = 100,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.versions = versions
+        self.scheme = "https" if tls is not None else "http"
         self.attempts = attempts
         self._peer_versions: dict[str, Version] = {}
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
             headers={"Authorization": f"Bearer {token}"},
             limits=httpx.Limits(max_connections=max_connections),
+            verify=tls.client_context() if tls is not None else True,
         )
 
     async def aclose(self) -> None:
@@ -71,7 +75,7 @@ class InternalClient:
 
     def peer_version(self, peer: str) -> Version:
         """The version this client speaks to ``peer`` now."""
-        return self._peer_versions.get(base_url(peer), self.versions.maximum)
+        return self._peer_versions.get(base_url(peer, self.scheme), self.versions.maximum)
 
     async def driver_hello(self, agent: str, hello: DriverHello) -> HelloAnswer:
         return await self._call("POST", agent, "/v1/hello", HelloAnswer, body=hello)
@@ -111,7 +115,7 @@ class InternalClient:
         params: dict[str, str] | None = None,
         read_timeout: float | None = None,
     ) -> Answer:
-        url = base_url(peer)
+        url = base_url(peer, self.scheme)
         version = self.peer_version(url)
         for _ in range(2):
             response = await self._send(method, url, path, version, body, params, read_timeout)
