@@ -24,7 +24,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from accel.api import accelerator_requests, deployables, device_profiles, devices, fleet
-from accel.api.auth import Authentication, AuthMode, Identity
+from accel.api.auth import Authentication, AuthMode, Identity, Resolver, tokens_resolver
+from accel.api.keystone import KeystoneValidator
 from accel.api.openstack import Microversions, error_response, root, v2_root
 from accel.api.policy import RULES
 from accel.api.queries import Reader, Writer
@@ -44,6 +45,7 @@ class ApiSettings:
     auth: AuthMode = "token"
     tokens: dict[str, Identity] = field(default_factory=dict)
     tokens_file: Path | None = None
+    keystone_url: str | None = None
     # The deployment's internal token, to ask conductors to bind; None: binds are 503.
     internal_token: str | None = None
     policy: dict[str, frozenset[str]] = field(default_factory=lambda: dict(RULES))
@@ -81,6 +83,16 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
+    keystone = None
+    resolver: Resolver | None = None
+    if settings.auth == "token":
+        resolver = tokens_resolver(settings.tokens)
+    elif settings.auth == "keystone":
+        if settings.keystone_url is None:
+            raise ValueError("--auth keystone needs --keystone-url")
+        keystone = KeystoneValidator(settings.keystone_url)
+        resolver = keystone.identity
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(migrate, engine)
@@ -98,6 +110,8 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
         finally:
             if app.state.internal_client is not None:
                 await app.state.internal_client.aclose()
+            if keystone is not None:
+                await keystone.aclose()
             engine.dispose()
 
     app = Starlette(
@@ -114,4 +128,4 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
         exception_handlers={AccelError: _on_accel_error, HTTPException: _on_http_error},
         lifespan=lifespan,
     )
-    return CatalogPrefix(Microversions(Authentication(app, settings.auth, settings.tokens)))
+    return CatalogPrefix(Microversions(Authentication(app, resolver)))

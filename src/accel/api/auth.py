@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,10 +18,13 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from accel.api.openstack import error_response
+from accel.errors import AccelError
 
 log = logging.getLogger(__name__)
 
-AuthMode = Literal["noauth", "token"]
+AuthMode = Literal["noauth", "token", "keystone"]
+Role = Literal["admin", "manager", "member", "reader", "service"]
+KNOWN_ROLES = frozenset(("admin", "manager", "member", "reader", "service"))
 PUBLIC_PATHS = frozenset(
     {
         "",
@@ -41,7 +45,7 @@ class Identity(BaseModel):
 
     user_id: str
     project_id: str
-    roles: tuple[Literal["admin", "manager", "member", "reader", "service"], ...]
+    roles: tuple[Role, ...]
 
 
 @dataclass(frozen=True)
@@ -70,21 +74,36 @@ def load_tokens(path: Path) -> dict[str, Identity]:
         raise ValueError(f"tokens file {path}: {exc}") from exc
 
 
+Resolver = Callable[[str], Awaitable[Identity | None]]
+
+
+def tokens_resolver(tokens: dict[str, Identity]) -> Resolver:
+    async def resolve(token: str) -> Identity | None:
+        return tokens.get(token)
+
+    return resolve
+
+
 class Authentication:
-    def __init__(self, app: ASGIApp, mode: AuthMode, tokens: dict[str, Identity]) -> None:
+    """Finds who calls (``resolve`` maps a token to an identity); None means noauth."""
+
+    def __init__(self, app: ASGIApp, resolve: Resolver | None) -> None:
         self.app = app
-        self.mode = mode
-        self.tokens = tokens
+        self.resolve = resolve
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.mode == "noauth":
+        if self.resolve is None:
             identity: Identity | None = DEVELOPER
         else:
             token = Headers(scope=scope).get("x-auth-token")
-            identity = self.tokens.get(token) if token else None
+            try:
+                identity = await self.resolve(token) if token else None
+            except AccelError as exc:
+                await error_response(exc.status_code, exc.message)(scope, receive, send)
+                return
         if identity is None:
             await error_response(401, "authentication required: send a valid X-Auth-Token")(
                 scope, receive, send

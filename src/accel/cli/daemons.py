@@ -316,7 +316,7 @@ def conductor(
 @option("--database", default=default_database, metavar="URL")
 @option(
     "--auth",
-    type=click.Choice(["noauth", "token"]),
+    type=click.Choice(["noauth", "token", "keystone"]),
     default="token",
     help="noauth is for development on loopback only.",
 )
@@ -325,6 +325,12 @@ def conductor(
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     help="JSON object: token -> {user_id, project_id, roles}.",
+)
+@option(
+    "--keystone-url",
+    default=None,
+    metavar="URL",
+    help="With --auth keystone: the Identity service, e.g. http://keystone:5000.",
 )
 @option(
     "--internal-token-file",
@@ -347,6 +353,7 @@ def api(
     database: str,
     auth: str,
     auth_tokens_file: Path | None,
+    keystone_url: str | None,
     internal_token_file: Path | None,
     policy_file: Path | None,
     listen_fd: int | None,
@@ -389,8 +396,11 @@ def api(
         policy = load_policy(policy_file)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--policy-file") from exc
+    if auth == "keystone" and not keystone_url:
+        raise click.UsageError("--auth keystone needs --keystone-url")
     settings = ApiSettings(
-        auth="noauth" if auth == "noauth" else "token",
+        auth="keystone" if auth == "keystone" else "noauth" if auth == "noauth" else "token",
+        keystone_url=keystone_url,
         tokens=tokens,
         tokens_file=auth_tokens_file,
         internal_token=internal,

@@ -1,0 +1,86 @@
+"""Validating OpenStack Identity (Keystone) tokens for ``accel api --auth keystone``.
+
+A token is checked with Identity v3's ``GET /v3/auth/tokens``, sending it as both
+the caller (``X-Auth-Token``) and the subject (``X-Subject-Token``): Keystone's
+default policy lets a token's owner validate it, so accel needs no service
+credentials of its own. Answers are cached for a short time in bounded memory;
+the Identity service gets a timeout and one retry, and when it cannot be reached
+the caller gets 503, never a hang. (keystonemiddleware does the same job for WSGI
+apps configured through oslo.config; accel's api is ASGI, so it calls the one
+endpoint itself.)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import httpx
+
+from accel.api.auth import KNOWN_ROLES, Identity
+from accel.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+
+class KeystoneValidator:
+    def __init__(
+        self,
+        auth_url: str,
+        timeout: float = 5.0,
+        cache_seconds: float = 60.0,
+        max_cached: int = 10_000,
+    ) -> None:
+        self.auth_url = auth_url.rstrip("/")
+        self.cache_seconds = cache_seconds
+        self.max_cached = max_cached
+        self._cache: OrderedDict[str, tuple[float, Identity | None]] = OrderedDict()
+        self._http = httpx.AsyncClient(timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def identity(self, token: str) -> Identity | None:
+        """Who the token belongs to, or None if Keystone does not accept it."""
+        now = time.monotonic()
+        cached = self._cache.get(token)
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        found = await self._validate(token)
+        self._cache[token] = (now, found)
+        self._cache.move_to_end(token)
+        while len(self._cache) > self.max_cached:
+            self._cache.popitem(last=False)
+        return found
+
+    async def _validate(self, token: str) -> Identity | None:
+        url = f"{self.auth_url}/v3/auth/tokens"
+        headers = {"X-Auth-Token": token, "X-Subject-Token": token}
+        for attempt in (1, 2):
+            try:
+                response = await self._http.get(url, headers=headers)
+                break
+            except httpx.TransportError as exc:
+                if attempt == 2:
+                    raise Unavailable(
+                        f"the Identity service at {self.auth_url} cannot be reached: {exc}"
+                    ) from exc
+        if response.status_code in (401, 403, 404):
+            return None
+        if response.status_code != 200:
+            raise Unavailable(f"the Identity service answered {response.status_code}")
+        try:
+            return identity_of(response.json()["token"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Unavailable(f"the Identity service answered garbage: {exc}") from exc
+
+
+def identity_of(token: dict[str, Any]) -> Identity | None:
+    """The caller a validated token describes; None unless it is scoped to a project."""
+    project = token.get("project")
+    if not isinstance(project, dict) or "id" not in project:
+        return None  # Cyborg's rules are project-scoped
+    roles = tuple(r["name"] for r in token.get("roles", []) if r.get("name") in KNOWN_ROLES)
+    return Identity(user_id=str(token["user"]["id"]), project_id=str(project["id"]), roles=roles)

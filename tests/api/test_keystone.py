@@ -1,0 +1,118 @@
+"""--auth keystone against a small fake Identity service that the test runs on loopback."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from accel.api.app import ApiSettings, create_app
+from accel.db.engine import make_engine
+from accel.driver.fake_sysfs import FakeSysfs
+from tests.api.test_api import fill
+from tests.processes import bound_socket, wait_until
+
+KEYSTONE_TOKENS: dict[str, dict[str, Any]] = {
+    "admin-token": {
+        "user": {"id": "u-admin"},
+        "project": {"id": "ops"},
+        "roles": [{"name": "admin"}, {"name": "member"}],
+    },
+    "member-token": {
+        "user": {"id": "u-alice"},
+        "project": {"id": "project-a"},
+        "roles": [{"name": "member"}, {"name": "load-balancer_member"}],
+    },
+    "domain-token": {
+        "user": {"id": "u-dom"},
+        "domain": {"id": "default"},
+        "roles": [{"name": "admin"}],
+    },
+}
+
+
+class FakeIdentity:
+    """Identity v3's token validation, and a count of the calls it got."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def validate(self, request: Request) -> Response:
+        self.calls += 1
+        subject = request.headers.get("x-subject-token")
+        if subject != request.headers.get("x-auth-token") or subject not in KEYSTONE_TOKENS:
+            return JSONResponse({"error": {"code": 404}}, status_code=404)
+        return JSONResponse({"token": KEYSTONE_TOKENS[subject]})
+
+
+@pytest.fixture
+def identity() -> Iterator[tuple[str, FakeIdentity]]:
+    fake = FakeIdentity()
+    app = Starlette(routes=[Route("/v3/auth/tokens", fake.validate, methods=["GET"])])
+    sock = bound_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, "the fake Identity service")
+    host, port = sock.getsockname()
+    yield f"http://{host}:{port}", fake
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def api_with(database_url: str, keystone_url: str) -> TestClient:
+    settings = ApiSettings(auth="keystone", keystone_url=keystone_url)
+    return TestClient(create_app(make_engine(database_url), settings))
+
+
+def test_keystone_tokens_become_callers_with_their_roles(
+    identity: tuple[str, FakeIdentity], sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    url, fake = identity
+    fill(sqlite_url, gpu_server)
+    with api_with(sqlite_url, url) as api:
+        assert api.get("/v2/devices").status_code == 401
+        assert api.get("/v2/devices", headers={"X-Auth-Token": "forged"}).status_code == 401
+        assert (
+            len(api.get("/v2/devices", headers={"X-Auth-Token": "admin-token"}).json()["devices"])
+            == 10
+        )
+        member = {"X-Auth-Token": "member-token"}
+        assert api.get("/v2/devices", headers=member).status_code == 403
+        api.post(
+            "/v2/device_profiles",
+            headers={"X-Auth-Token": "admin-token"},
+            json=[{"name": "gpu", "groups": [{"resources:PGPU": "1"}]}],
+        )
+        [arq] = api.post(
+            "/v2/accelerator_requests", headers=member, json={"device_profile_name": "gpu"}
+        ).json()["arqs"]
+        assert arq["project_id"] == "project-a"
+        # A token scoped to a domain, not a project, is no caller for Cyborg's rules.
+        assert (
+            api.get("/v2/device_profiles", headers={"X-Auth-Token": "domain-token"}).status_code
+            == 401
+        )
+        calls = fake.calls
+        for _ in range(5):
+            api.get("/v2/device_profiles", headers=member)
+        assert fake.calls == calls  # answered from the cache
+
+
+def test_an_unreachable_identity_service_is_503_not_a_hang(sqlite_url: str) -> None:
+    sock = bound_socket()
+    host, port = sock.getsockname()
+    sock.close()  # nothing listens there now: connections are refused
+    with api_with(sqlite_url, f"http://{host}:{port}") as api:
+        response = api.get("/v2/devices", headers={"X-Auth-Token": "admin-token"})
+    assert response.status_code == 503
+    assert "Identity service" in response.json()["error_message"]
