@@ -15,7 +15,6 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, selectinload
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from accel.api import conductor_link
 from accel.api.auth import RequestContext
@@ -24,6 +23,7 @@ from accel.api.openstack import link
 from accel.api.patches import bindings_from_patch
 from accel.api.policy import authorize
 from accel.api.queries import only_params, read_json, reader, valid_uuid, writer
+from accel.api.routing import resource
 from accel.db.models import AcceleratorRequest, DeviceProfile
 from accel.errors import Conflict, InvalidInput, Locked, NotFound
 from accel.internal.schemas import ArqChanges
@@ -221,12 +221,13 @@ async def delete_arqs(request: Request) -> Response:
 
 
 routes = [
-    Route("/v2/accelerator_requests", list_arqs, methods=["GET"]),
-    Route("/v2/accelerator_requests", create_arqs, methods=["POST"]),
-    Route("/v2/accelerator_requests", patch_arqs, methods=["PATCH"]),
-    Route("/v2/accelerator_requests", delete_arqs, methods=["DELETE"]),
-    Route("/v2/accelerator_requests/{uuid}", get_arq, methods=["GET"]),
+    resource(
+        "/v2/accelerator_requests",
+        get=list_arqs,
+        post=create_arqs,
+        patch=patch_arqs,
+        delete=delete_arqs,
+    ),
     # openstacksdk sends its {uuid: ops} patch to the request's own path.
-    Route("/v2/accelerator_requests/{uuid}", patch_arqs, methods=["PATCH"]),
-    Route("/v2/accelerator_requests/{uuid}", delete_arqs, methods=["DELETE"]),
+    resource("/v2/accelerator_requests/{uuid}", get=get_arq, patch=patch_arqs, delete=delete_arqs),
 ]

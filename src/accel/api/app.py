@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from accel.api import accelerator_requests, deployables, device_profiles, devices, fleet
 from accel.api.auth import Authentication, AuthMode, Identity, Resolver, tokens_resolver
 from accel.api.keystone import KeystoneValidator
+from accel.api.openapi import openapi
 from accel.api.openstack import Microversions, error_response, root, v2_root
 from accel.api.policy import RULES
 from accel.api.queries import Reader, Writer
@@ -79,7 +80,10 @@ async def _on_accel_error(request: Request, exc: Exception) -> Response:
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, str(exc.detail))
+    response = error_response(exc.status_code, str(exc.detail))
+    # A 405 says which methods would do (RFC 9110 wants the Allow header).
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
@@ -119,6 +123,7 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
             Route("/", root, methods=["GET"]),
             Route("/v2", v2_root, methods=["GET"]),
             Route("/v2/", v2_root, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
             *devices.routes,
             *device_profiles.routes,
             *deployables.routes,

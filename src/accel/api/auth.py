@@ -27,6 +27,7 @@ Role = Literal["admin", "manager", "member", "reader", "service"]
 KNOWN_ROLES = frozenset(("admin", "manager", "member", "reader", "service"))
 PUBLIC_PATHS = frozenset(
     {
+        "/openapi.json",
         "",
         "/",
         "/v2",

@@ -15,12 +15,12 @@ from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session, selectinload
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from accel.api.devices import timestamp
 from accel.api.openstack import link, public_url
 from accel.api.policy import authorize
 from accel.api.queries import only_params, read_json, reader, valid_uuid, writer
+from accel.api.routing import resource
 from accel.db.models import Attribute, Deployable, Device
 from accel.errors import InvalidInput, NotFound, NotImplementedYet
 
@@ -188,11 +188,9 @@ async def program_deployable(request: Request) -> Response:
 
 
 routes = [
-    Route("/v2/deployables", list_deployables, methods=["GET"]),
-    Route("/v2/deployables/{uuid}", get_deployable, methods=["GET"]),
-    Route("/v2/deployables/{uuid}/program", program_deployable, methods=["PATCH"]),
-    Route("/v2/attributes", list_attributes, methods=["GET"]),
-    Route("/v2/attributes", create_attribute, methods=["POST"]),
-    Route("/v2/attributes/{uuid}", get_attribute, methods=["GET"]),
-    Route("/v2/attributes/{uuid}", delete_attribute, methods=["DELETE"]),
+    resource("/v2/deployables", get=list_deployables),
+    resource("/v2/deployables/{uuid}", get=get_deployable),
+    resource("/v2/deployables/{uuid}/program", patch=program_deployable),
+    resource("/v2/attributes", get=list_attributes, post=create_attribute),
+    resource("/v2/attributes/{uuid}", get=get_attribute, delete=delete_attribute),
 ]

@@ -17,12 +17,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from accel.api.devices import timestamp
 from accel.api.openstack import link, microversion
 from accel.api.policy import authorize
 from accel.api.queries import only_params, read_json, reader, writer
+from accel.api.routing import resource
 from accel.db.models import AcceleratorRequest, DeviceProfile
 from accel.errors import (
     Conflict,
@@ -217,9 +217,6 @@ async def delete_profiles(request: Request) -> Response:
 
 
 routes = [
-    Route("/v2/device_profiles", list_profiles, methods=["GET"]),
-    Route("/v2/device_profiles", create_profile, methods=["POST"]),
-    Route("/v2/device_profiles", delete_profiles, methods=["DELETE"]),
-    Route("/v2/device_profiles/{key}", get_profile, methods=["GET"]),
-    Route("/v2/device_profiles/{key}", delete_profiles, methods=["DELETE"]),
+    resource("/v2/device_profiles", get=list_profiles, post=create_profile, delete=delete_profiles),
+    resource("/v2/device_profiles/{key}", get=get_profile, delete=delete_profiles),
 ]

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accel.errors import AccelError, FieldProblem, InvalidInput, VersionNotAcceptable
 from accel.internal.auth import bearer_matches
+from accel.internal.openapi import document
 from accel.internal.versions import HEADER, Version, VersionRange, format_version
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class InternalGate:
         self.versions = versions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in ("/", ""):
+        if scope["type"] != "http" or scope["path"] in ("/", "", "/openapi.json"):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
@@ -108,7 +109,10 @@ async def _on_accel_error(request: Request, exc: Exception) -> Response:
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, str(exc.detail))
+    response = error_response(exc.status_code, str(exc.detail))
+    # A 405 says which methods would do (RFC 9110 wants the Allow header).
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def validation_problems(exc: ValidationError) -> list[FieldProblem]:
@@ -190,8 +194,15 @@ def internal_app(
             }
         )
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document(component))
+
     app = Starlette(
-        routes=[Route("/", root, methods=["GET"]), *routes],
+        routes=[
+            Route("/", root, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            *routes,
+        ],
         exception_handlers={AccelError: _on_accel_error, HTTPException: _on_http_error},
         lifespan=lifespan,
     )
