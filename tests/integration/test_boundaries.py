@@ -94,6 +94,16 @@ def test_a_body_that_is_not_json_is_400(
     assert agents(api) == {}
 
 
+def test_an_oversized_body_is_413(
+    conductor_and_api: tuple[Service, Service], client: httpx.Client
+) -> None:
+    conductor, api = conductor_and_api
+    huge = {**GOOD_HELLO, "name": "n" * (2 << 20)}
+    response = client.post(conductor.url + "/v1/hello", json=huge)
+    assert response.status_code == 413 and "larger than" in response.json()["error"]
+    assert agents(api) == {}
+
+
 def test_a_hello_naming_someone_elses_endpoint_is_refused(
     conductor_and_api: tuple[Service, Service], client: httpx.Client
 ) -> None:

@@ -353,6 +353,7 @@ def api(
     database: str,
     auth: str,
     auth_tokens_file: Path | None,
+    noauth_anywhere: bool,
     keystone_url: str | None,
     internal_token_file: Path | None,
     policy_file: Path | None,
@@ -380,8 +381,11 @@ def api(
     sock = _socket(listen, listen_fd)
     host = sock.getsockname()[0]
     if auth == "noauth":
-        if host not in ("127.0.0.1", "::1", "localhost"):
-            raise click.UsageError("--auth noauth serves loopback only; listen on 127.0.0.1")
+        if host not in ("127.0.0.1", "::1", "localhost") and not noauth_anywhere:
+            raise click.UsageError(
+                "--auth noauth serves loopback only; listen on 127.0.0.1 "
+                "(or force it with --noauth-anywhere)"
+            )
         log.warning(
             "AUTHENTICATION IS OFF (--auth noauth): every caller is admin. "
             "For development on this machine only."

@@ -22,7 +22,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from accel.errors import AccelError, FieldProblem, InvalidInput, VersionNotAcceptable
+from accel.errors import (
+    AccelError,
+    FieldProblem,
+    InvalidInput,
+    TooLarge,
+    VersionNotAcceptable,
+)
 from accel.internal.auth import bearer_matches
 from accel.internal.openapi import document
 from accel.internal.versions import HEADER, Version, VersionRange, format_version
@@ -124,9 +130,12 @@ def validation_problems(exc: ValidationError) -> list[FieldProblem]:
 
 async def read_body(request: Request, model: type[Body]) -> Body:
     """The request's JSON body checked against ``model``, or InvalidInput naming the field."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise TooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
-        raise InvalidInput(f"body is larger than {MAX_BODY_BYTES} bytes")
+        raise TooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
     try:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
