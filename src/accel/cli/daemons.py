@@ -327,6 +327,12 @@ def conductor(
     help="JSON object: token -> {user_id, project_id, roles}.",
 )
 @option(
+    "--noauth-anywhere",
+    is_flag=True,
+    default=False,
+    help="Let --auth noauth listen beyond loopback. Anyone who can connect is admin.",
+)
+@option(
     "--keystone-url",
     default=None,
     metavar="URL",
