@@ -23,13 +23,17 @@ from accel.driver.fake_sysfs import build_gpu_server
 from tests.api.test_api import fill
 from tests.processes import Cluster, Service
 
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 20
 
 
-@pytest.fixture(scope="module")
-def fuzzed_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fuzzed_api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     workdir = tmp_path_factory.mktemp("fuzz")
     database = f"sqlite:///{workdir / 'accel.db'}"
+    if request.param == "postgresql":  # stricter about what text and numbers it stores
+        database = request.getfixturevalue("postgres").new_database()
     fill(database, build_gpu_server(workdir / "node"))
     cluster = Cluster(Path(workdir))
     try:

@@ -21,7 +21,7 @@ from accel.internal.openapi import document
 from tests.integration.fleet import FAST_AGENT, FAST_CONDUCTOR, FAST_DRIVER
 from tests.processes import TOKEN, Cluster, Service
 
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 20
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Accel-Internal-Version": "1.2"}
 
 

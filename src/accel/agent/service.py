@@ -35,7 +35,7 @@ from accel.internal.schemas import (
     HardwareList,
     Kind,
 )
-from accel.internal.server import internal_app, read_body
+from accel.internal.server import internal_app, only_query, read_body
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
 
@@ -92,6 +92,7 @@ class AgentService:
     async def hello(self, request: Request) -> Response:
         source = request.client.host if request.client else None
         self.hello_limiter.check(source or "unknown")
+        only_query(request)
         hello = await read_body(request, DriverHello)
         await check_origin(hello.endpoint, source, self.settings.allowed_driver_networks)
         current = self.drivers.get(hello.type)
@@ -108,6 +109,7 @@ class AgentService:
         return JSONResponse({"status": "registered", "known": known, "node": self.settings.name})
 
     async def list_drivers(self, request: Request) -> Response:
+        only_query(request)
         return JSONResponse(
             {
                 "drivers": [

@@ -82,6 +82,7 @@ def units_per_group(groups: list[dict[str, str]]) -> list[int]:
 
 async def create_arqs(request: Request) -> Response:
     caller = authorize(request, "cyborg:arq:create")
+    only_params(request, ())
     body = await read_json(request)
     if (
         not isinstance(body, dict)
@@ -140,6 +141,7 @@ async def list_arqs(request: Request) -> Response:
 
 async def get_arq(request: Request) -> Response:
     caller = authorize(request, "cyborg:arq:get_one")
+    only_params(request, ())
     uuid = valid_uuid(request.path_params["uuid"], "accelerator request uuid")
 
     def query(session: Session) -> AcceleratorRequest | None:
@@ -153,6 +155,7 @@ async def get_arq(request: Request) -> Response:
 
 async def patch_arqs(request: Request) -> Response:
     caller = authorize(request, "cyborg:arq:update")
+    only_params(request, ())
     changes = bindings_from_patch(request, caller, await read_json(request))
     uuids = {str(b.arq_uuid) for b in changes.bind} | set(map(str, changes.unbind))
     instances = {str(b.instance_uuid) for b in changes.bind}

@@ -24,6 +24,8 @@ from accel.api.routing import resource
 from accel.db.models import Attribute, Deployable, Device
 from accel.errors import InvalidInput, NotFound, NotImplementedYet
 
+MAX_ID = 2**31  # integer keys are 32-bit on PostgreSQL
+
 
 def deployable_body(request: Request, deployable: Deployable) -> dict[str, Any]:
     links = link(request, "deployables", deployable.uuid)
@@ -73,6 +75,7 @@ async def list_deployables(request: Request) -> Response:
 
 async def get_deployable(request: Request) -> Response:
     authorize(request, "cyborg:deployable:get_one")
+    only_params(request, ())
     uuid = valid_uuid(request.path_params["uuid"], "deployable uuid")
 
     def query(session: Session) -> Deployable | None:
@@ -101,7 +104,8 @@ async def list_attributes(request: Request) -> Response:
     params = only_params(request, ("deployable_id", "key"))
     statement = select(Attribute).order_by(Attribute.id)
     if "deployable_id" in params:
-        if not params["deployable_id"].isdigit():
+        text = params["deployable_id"]
+        if not (text.isdigit() and int(text) < MAX_ID):
             raise InvalidInput("deployable_id must be an integer")
         statement = statement.where(Attribute.deployable_id == int(params["deployable_id"]))
     if "key" in params:
@@ -116,6 +120,7 @@ async def list_attributes(request: Request) -> Response:
 
 async def get_attribute(request: Request) -> Response:
     authorize(request, "cyborg:attribute:get_one")
+    only_params(request, ())
     uuid = valid_uuid(request.path_params["uuid"], "attribute uuid")
 
     def query(session: Session) -> Attribute | None:
@@ -129,12 +134,17 @@ async def get_attribute(request: Request) -> Response:
 
 async def create_attribute(request: Request) -> Response:
     authorize(request, "cyborg:attribute:create")
+    only_params(request, ())
     body = await read_json(request)
     if not isinstance(body, dict) or set(body) != {"deployable_id", "key", "value"}:
         raise InvalidInput('an attribute is {"deployable_id": int, "key": str, "value": str}')
     deployable_id, key, value = body["deployable_id"], body["key"], body["value"]
-    if isinstance(deployable_id, bool) or not isinstance(deployable_id, int):
-        raise InvalidInput("deployable_id must be an integer")
+    if (
+        isinstance(deployable_id, bool)
+        or not isinstance(deployable_id, int)
+        or not (0 < deployable_id < MAX_ID)
+    ):
+        raise InvalidInput(f"deployable_id must be an integer from 1 to {MAX_ID - 1}")
     if not (
         isinstance(key, str)
         and isinstance(value, str)
@@ -157,6 +167,7 @@ async def create_attribute(request: Request) -> Response:
 
 async def delete_attribute(request: Request) -> Response:
     authorize(request, "cyborg:attribute:delete")
+    only_params(request, ())
     uuid = valid_uuid(request.path_params["uuid"], "attribute uuid")
 
     def remove(session: Session) -> None:
@@ -170,6 +181,7 @@ async def delete_attribute(request: Request) -> Response:
 async def program_deployable(request: Request) -> Response:
     """Cyborg's FPGA programming: the patch is checked; programming itself is not here yet."""
     authorize(request, "cyborg:deployable:program")
+    only_params(request, ())
     valid_uuid(request.path_params["uuid"], "deployable uuid")
     patch = await read_json(request)
     if not (

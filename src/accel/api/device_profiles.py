@@ -31,6 +31,7 @@ from accel.errors import (
     SupportedRange,
     VersionNotAcceptable,
 )
+from accel.internal.server import refuse_nul
 
 NAME = re.compile(r"^[a-zA-Z0-9-_]+$")
 STANDARD_RESOURCE_CLASSES = frozenset(
@@ -128,7 +129,9 @@ def _is_uuid(text: str) -> bool:
 
 async def get_profile(request: Request) -> Response:
     authorize(request, "cyborg:device_profile:get_one")
+    only_params(request, ())
     key = request.path_params["key"]
+    refuse_nul(key, "device profile")
     by_uuid = _is_uuid(key)
     if not by_uuid and microversion(request) < (2, 2):
         raise VersionNotAcceptable(
@@ -147,6 +150,7 @@ async def get_profile(request: Request) -> Response:
 
 async def create_profile(request: Request) -> Response:
     authorize(request, "cyborg:device_profile:create")
+    only_params(request, ())
     document = await read_json(request)
     if not isinstance(document, list) or len(document) != 1 or not isinstance(document[0], dict):
         raise InvalidInput("Only one device profile allowed per POST request for now.")
@@ -189,6 +193,7 @@ async def delete_profiles(request: Request) -> Response:
     key = request.path_params.get("key")
     params = only_params(request, ("value",))
     text = key if key is not None else params.get("value", "")
+    refuse_nul(text, "device profile")
     keys = [k for k in text.split(",") if k]
     if not keys:
         raise InvalidInput(

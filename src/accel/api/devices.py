@@ -61,6 +61,7 @@ async def list_devices(request: Request) -> Response:
 
 async def get_device(request: Request) -> Response:
     authorize(request, "cyborg:device:get_one")
+    only_params(request, ())
     uuid = valid_uuid(request.path_params["uuid"], "device uuid")
 
     def query(session: Session) -> Device | None:
@@ -88,11 +89,13 @@ async def _set_status(request: Request, status: str) -> Response:
 async def disable_device(request: Request) -> Response:
     """Maintenance: the device stays listed but nothing new is allocated from it."""
     authorize(request, "cyborg:device:disable")
+    only_params(request, ())
     return await _set_status(request, "maintaining")
 
 
 async def enable_device(request: Request) -> Response:
     authorize(request, "cyborg:device:enable")
+    only_params(request, ())
     return await _set_status(request, "enabled")
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from accel.errors import InvalidInput, TooLarge
+from accel.internal.server import refuse_nul
 
 Result = TypeVar("Result")
 
@@ -63,14 +64,18 @@ async def read_json(request: Request) -> Any:
     if len(raw) > MAX_BODY_BYTES:
         raise TooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
     try:
-        return json.loads(raw)
+        document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput("request body is not valid JSON") from exc
+    refuse_nul(document)
+    return document
 
 
 def only_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
     """The query parameters, refusing any this endpoint does not know."""
     allowed = set(allowed)
+    for key, value in request.query_params.items():
+        refuse_nul(value, f"query parameter {key}")
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
         raise InvalidInput(

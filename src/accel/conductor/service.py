@@ -32,7 +32,7 @@ from accel.internal.client import InternalClient
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import AgentHello, ArqChanges, ArqOutcomes, HardwareList
-from accel.internal.server import internal_app, read_body, request_version
+from accel.internal.server import internal_app, only_query, read_body, request_version
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange, format_version
 
@@ -77,6 +77,7 @@ class ConductorService:
     async def hello(self, request: Request) -> Response:
         source = request.client.host if request.client else None
         self.hello_limiter.check(source or "unknown")
+        only_query(request)
         hello = await read_body(request, AgentHello)
         await check_origin(hello.endpoint, source, self.settings.allowed_agent_networks)
         name = hello.name or hello.endpoint
@@ -102,6 +103,7 @@ class ConductorService:
             raise VersionNotAcceptable(
                 "binding needs internal version 1.2", self.settings.versions.supported()
             )
+        only_query(request)
         changes = await read_body(request, ArqChanges)
         outcomes = await anyio.to_thread.run_sync(
             allocation.apply_changes, self.sessions, changes, utcnow()

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from accel.internal.discovery_state import DiscoveryState
 from accel.internal.schemas import DriverOutcome, HardwareEntry
-from accel.internal.server import query_float, query_int, request_version
+from accel.internal.server import only_query, query_float, query_int, request_version
 from accel.internal.versions import Version
 
 MAX_WAIT_SECONDS = 60.0
@@ -19,6 +19,7 @@ Result = TypeVar("Result")
 
 
 def discovery_started(request: Request, generation: int) -> Response:
+    only_query(request)
     body: dict[str, object] = {"status": "IN-PROGRESS"}
     if request_version(request) >= (1, 1):
         body["generation"] = generation
@@ -29,6 +30,7 @@ async def requested_result(
     request: Request, discoveries: DiscoveryState[Result]
 ) -> tuple[Version, int, Result]:
     """The result the caller asked for: at least ``min_generation``, waiting ``wait`` s."""
+    only_query(request, ("min_generation", "wait"))
     wanted = query_int(request, "min_generation", 0, 0, 2**62)
     wait = query_float(request, "wait", 0.0, MAX_WAIT_SECONDS)
     generation, result = await discoveries.wait_for(wanted, wait)

@@ -128,6 +128,20 @@ def validation_problems(exc: ValidationError) -> list[FieldProblem]:
     ]
 
 
+def refuse_nul(document: Any, where: str = "body") -> None:
+    """NUL characters in text are refused: PostgreSQL cannot store them, nobody needs them."""
+    if isinstance(document, str):
+        if "\x00" in document:
+            raise InvalidInput(f"{where} contains a NUL character")
+    elif isinstance(document, dict):
+        for key, value in document.items():
+            refuse_nul(key, where)
+            refuse_nul(value, f"{where}.{key}")
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            refuse_nul(value, f"{where}[{index}]")
+
+
 async def read_body(request: Request, model: type[Body]) -> Body:
     """The request's JSON body checked against ``model``, or InvalidInput naming the field."""
     declared = request.headers.get("content-length", "")
@@ -142,12 +156,20 @@ async def read_body(request: Request, model: type[Body]) -> Body:
         raise InvalidInput("body is not valid JSON") from exc
     if not isinstance(document, dict):
         raise InvalidInput("body must be a JSON object")
+    refuse_nul(document)
     try:
         return model.model_validate(document)
     except ValidationError as exc:
         problems = validation_problems(exc)
         named = ", ".join(p.field for p in problems)
         raise InvalidInput(f"invalid {model.__name__}: {named}", problems) from exc
+
+
+def only_query(request: Request, allowed: tuple[str, ...] = ()) -> None:
+    """Refuses query parameters the endpoint does not know (400 naming them)."""
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        raise InvalidInput(f"unknown query parameter(s): {', '.join(unknown)}")
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
