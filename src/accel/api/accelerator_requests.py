@@ -22,11 +22,12 @@ from accel.api.devices import timestamp
 from accel.api.openstack import link
 from accel.api.patches import bindings_from_patch
 from accel.api.policy import authorize
-from accel.api.queries import only_params, read_json, reader, valid_uuid, writer
+from accel.api.queries import only_params, reader, valid_uuid, writer
 from accel.api.routing import resource
 from accel.db.models import AcceleratorRequest, DeviceProfile
 from accel.errors import Conflict, InvalidInput, Locked, NotFound
 from accel.internal.schemas import ArqChanges
+from accel.internal.server import read_json
 
 RESOLVED = ("Bound", "BindFailed", "Deleting")
 MAX_ARQS_PER_PROFILE = 1000

@@ -19,10 +19,11 @@ from starlette.responses import JSONResponse, Response
 from accel.api.devices import timestamp
 from accel.api.openstack import link, public_url
 from accel.api.policy import authorize
-from accel.api.queries import only_params, read_json, reader, valid_uuid, writer
+from accel.api.queries import only_params, reader, valid_uuid, writer
 from accel.api.routing import resource
 from accel.db.models import Attribute, Deployable, Device
 from accel.errors import InvalidInput, NotFound, NotImplementedYet
+from accel.internal.server import read_json
 
 MAX_ID = 2**31  # integer keys are 32-bit on PostgreSQL
 

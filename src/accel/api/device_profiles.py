@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from accel.api.devices import timestamp
 from accel.api.openstack import link, microversion
 from accel.api.policy import authorize
-from accel.api.queries import only_params, read_json, reader, writer
+from accel.api.queries import only_params, reader, writer
 from accel.api.routing import resource
 from accel.db.models import AcceleratorRequest, DeviceProfile
 from accel.errors import (
@@ -31,7 +31,7 @@ from accel.errors import (
     SupportedRange,
     VersionNotAcceptable,
 )
-from accel.internal.server import refuse_nul
+from accel.internal.server import read_json, refuse_nul
 
 NAME = re.compile(r"^[a-zA-Z0-9-_]+$")
 STANDARD_RESOURCE_CLASSES = frozenset(

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
-from accel.errors import InvalidInput, TooLarge
+from accel.errors import InvalidInput
 from accel.internal.server import refuse_nul
 
 Result = TypeVar("Result")
@@ -50,25 +49,6 @@ def reader(request: Request) -> Reader:
 def writer(request: Request) -> Writer:
     found: Writer = request.app.state.writer
     return found
-
-
-MAX_BODY_BYTES = 1 << 20
-
-
-async def read_json(request: Request) -> Any:
-    """The request's JSON body: 413 over the limit, 400 when it is not JSON."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise TooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise TooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("request body is not valid JSON") from exc
-    refuse_nul(document)
-    return document
 
 
 def only_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:

@@ -142,8 +142,9 @@ def refuse_nul(document: Any, where: str = "body") -> None:
             refuse_nul(value, f"{where}[{index}]")
 
 
-async def read_body(request: Request, model: type[Body]) -> Body:
-    """The request's JSON body checked against ``model``, or InvalidInput naming the field."""
+async def read_json(request: Request) -> Any:
+    """The request's JSON document: 413 over the size limit, 400 when it is not JSON
+    or carries NUL characters. Every body accel takes, public or internal, comes here."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise TooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
@@ -154,9 +155,15 @@ async def read_body(request: Request, model: type[Body]) -> Body:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput("body is not valid JSON") from exc
+    refuse_nul(document)
+    return document
+
+
+async def read_body(request: Request, model: type[Body]) -> Body:
+    """The request's JSON body checked against ``model``, or InvalidInput naming the field."""
+    document = await read_json(request)
     if not isinstance(document, dict):
         raise InvalidInput("body must be a JSON object")
-    refuse_nul(document)
     try:
         return model.model_validate(document)
     except ValidationError as exc:
