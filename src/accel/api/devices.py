@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,6 +22,22 @@ FILTERS = ("type", "vendor", "hostname")
 
 def timestamp(value: dt.datetime | None) -> str | None:
     return None if value is None else value.replace(microsecond=0).isoformat()
+
+
+# What a Cyborg device shows; the raw hardware report (kilobytes each) stays unloaded.
+DEVICE_COLUMNS = (
+    Device.id,
+    Device.uuid,
+    Device.type,
+    Device.vendor,
+    Device.model,
+    Device.std_board_info,
+    Device.vendor_board_info,
+    Device.hostname,
+    Device.status,
+    Device.created_at,
+    Device.updated_at,
+)
 
 
 def device_body(request: Request, device: Device) -> dict[str, Any]:
@@ -48,7 +64,9 @@ async def list_devices(request: Request) -> Response:
     filters = {key: params[key] for key in FILTERS if key in params}
 
     def query(session: Session) -> list[Device]:
-        statement = select(Device).where(Device.present.is_(True))
+        statement = (
+            select(Device).options(load_only(*DEVICE_COLUMNS)).where(Device.present.is_(True))
+        )
         for key, value in filters.items():
             statement = statement.where(getattr(Device, key) == value)
         # Cyborg: ascending id without filters, newest first with them.
@@ -65,7 +83,11 @@ async def get_device(request: Request) -> Response:
     uuid = valid_uuid(request.path_params["uuid"], "device uuid")
 
     def query(session: Session) -> Device | None:
-        return session.scalar(select(Device).where(Device.uuid == uuid, Device.present.is_(True)))
+        return session.scalar(
+            select(Device)
+            .options(load_only(*DEVICE_COLUMNS))
+            .where(Device.uuid == uuid, Device.present.is_(True))
+        )
 
     device = await reader(request).run(query)
     if device is None:
