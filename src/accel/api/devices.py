@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, load_only
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -40,7 +40,14 @@ DEVICE_COLUMNS = (
 )
 
 
-def device_body(request: Request, device: Device) -> dict[str, Any]:
+DeviceRow = Row[
+    tuple[
+        int, str, str, str, str, str | None, str | None, str, str, dt.datetime, dt.datetime | None
+    ]
+]
+
+
+def device_body(request: Request, device: Device | DeviceRow) -> dict[str, Any]:
     body: dict[str, Any] = {
         "uuid": device.uuid,
         "type": device.type,
@@ -63,15 +70,14 @@ async def list_devices(request: Request) -> Response:
     params = only_params(request, (*FILTERS, "filters"))
     filters = {key: params[key] for key in FILTERS if key in params}
 
-    def query(session: Session) -> list[Device]:
-        statement = (
-            select(Device).options(load_only(*DEVICE_COLUMNS)).where(Device.present.is_(True))
-        )
+    def query(session: Session) -> list[DeviceRow]:
+        # Plain rows, not ORM objects: a list of thousands reads several times faster.
+        statement = select(*DEVICE_COLUMNS).where(Device.present.is_(True))
         for key, value in filters.items():
             statement = statement.where(getattr(Device, key) == value)
         # Cyborg: ascending id without filters, newest first with them.
         order = Device.created_at.desc() if filters else Device.id
-        return list(session.scalars(statement.order_by(order, Device.id)))
+        return list(session.execute(statement.order_by(order, Device.id)))
 
     devices = await reader(request).run(query)
     return JSONResponse({"devices": [device_body(request, d) for d in devices]})
