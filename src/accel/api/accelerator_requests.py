@@ -22,7 +22,7 @@ from accel.api.devices import timestamp
 from accel.api.openstack import link
 from accel.api.patches import bindings_from_patch
 from accel.api.policy import authorize
-from accel.api.queries import only_params, reader, valid_uuid, writer
+from accel.api.queries import one_by_uuid, only_params, reader, valid_uuid, writer
 from accel.api.routing import resource
 from accel.db.models import AcceleratorRequest, DeviceProfile
 from accel.errors import Conflict, InvalidInput, Locked, NotFound
@@ -142,15 +142,11 @@ async def list_arqs(request: Request) -> Response:
 
 async def get_arq(request: Request) -> Response:
     caller = authorize(request, "cyborg:arq:get_one")
-    only_params(request, ())
-    uuid = valid_uuid(request.path_params["uuid"], "accelerator request uuid")
-
-    def query(session: Session) -> AcceleratorRequest | None:
-        return session.scalar(visible(caller).where(AcceleratorRequest.uuid == uuid))
-
-    arq = await reader(request).run(query)
-    if arq is None:
-        raise NotFound(f"Accelerator request not found with uuid={uuid}")
+    arq = await one_by_uuid(
+        request,
+        "Accelerator request",
+        lambda uuid: visible(caller).where(AcceleratorRequest.uuid == uuid),
+    )
     return JSONResponse(arq_body(request, arq))
 
 

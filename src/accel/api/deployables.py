@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from accel.api.devices import timestamp
 from accel.api.openstack import link, public_url
 from accel.api.policy import authorize
-from accel.api.queries import only_params, reader, valid_uuid, writer
+from accel.api.queries import one_by_uuid, only_params, reader, valid_uuid, writer
 from accel.api.routing import resource
 from accel.db.models import Attribute, Deployable, Device
 from accel.errors import InvalidInput, NotFound, NotImplementedYet
@@ -76,15 +76,9 @@ async def list_deployables(request: Request) -> Response:
 
 async def get_deployable(request: Request) -> Response:
     authorize(request, "cyborg:deployable:get_one")
-    only_params(request, ())
-    uuid = valid_uuid(request.path_params["uuid"], "deployable uuid")
-
-    def query(session: Session) -> Deployable | None:
-        return session.scalar(_present_deployables().where(Deployable.uuid == uuid))
-
-    deployable = await reader(request).run(query)
-    if deployable is None:
-        raise NotFound(f"Deployable not found with uuid={uuid}")
+    deployable = await one_by_uuid(
+        request, "Deployable", lambda uuid: _present_deployables().where(Deployable.uuid == uuid)
+    )
     return JSONResponse(deployable_body(request, deployable))
 
 
@@ -121,15 +115,9 @@ async def list_attributes(request: Request) -> Response:
 
 async def get_attribute(request: Request) -> Response:
     authorize(request, "cyborg:attribute:get_one")
-    only_params(request, ())
-    uuid = valid_uuid(request.path_params["uuid"], "attribute uuid")
-
-    def query(session: Session) -> Attribute | None:
-        return session.scalar(select(Attribute).where(Attribute.uuid == uuid))
-
-    attribute = await reader(request).run(query)
-    if attribute is None:
-        raise NotFound(f"Attribute not found with uuid={uuid}")
+    attribute = await one_by_uuid(
+        request, "Attribute", lambda uuid: select(Attribute).where(Attribute.uuid == uuid)
+    )
     return JSONResponse(attribute_body(request, attribute))
 
 

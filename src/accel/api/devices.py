@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from accel.api.openstack import link, microversion
 from accel.api.policy import authorize
-from accel.api.queries import only_params, reader, valid_uuid, writer
+from accel.api.queries import one_by_uuid, only_params, reader, valid_uuid, writer
 from accel.db.models import Device
 from accel.errors import NotFound
 
@@ -85,19 +85,15 @@ async def list_devices(request: Request) -> Response:
 
 async def get_device(request: Request) -> Response:
     authorize(request, "cyborg:device:get_one")
-    only_params(request, ())
-    uuid = valid_uuid(request.path_params["uuid"], "device uuid")
-
-    def query(session: Session) -> Device | None:
-        return session.scalar(
+    device = await one_by_uuid(
+        request,
+        "Device",
+        lambda uuid: (
             select(Device)
             .options(load_only(*DEVICE_COLUMNS))
             .where(Device.uuid == uuid, Device.present.is_(True))
-        )
-
-    device = await reader(request).run(query)
-    if device is None:
-        raise NotFound(f"Device not found with uuid={uuid}")
+        ),
+    )
     return JSONResponse(device_body(request, device))
 
 

@@ -7,10 +7,11 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import anyio.to_thread
+from sqlalchemy import Select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
-from accel.errors import InvalidInput
+from accel.errors import InvalidInput, NotFound
 from accel.internal.server import refuse_nul
 
 Result = TypeVar("Result")
@@ -70,3 +71,20 @@ def valid_uuid(text: str, what: str) -> str:
         return str(uuid.UUID(text))
     except ValueError as exc:
         raise InvalidInput(f"{what} {text!r} is not a valid UUID") from exc
+
+
+async def one_by_uuid(
+    request: Request, what: str, select_one: Callable[[str], Select[Result]]
+) -> Result:
+    """The one row the path's uuid names: 400 for a malformed uuid, 404 when none."""
+    only_params(request, ())
+    uuid = valid_uuid(request.path_params["uuid"], f"{what.lower()} uuid")
+
+    def query(session: Session) -> Result | None:
+        found: Result | None = session.scalar(select_one(uuid))
+        return found
+
+    found = await reader(request).run(query)
+    if found is None:
+        raise NotFound(f"{what} not found with uuid={uuid}")
+    return found
