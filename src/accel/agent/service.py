@@ -38,6 +38,7 @@ from accel.internal.schemas import (
 from accel.internal.server import internal_app, only_query, read_body
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
+from accel.metrics import DISCOVERIES, HELLOS
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class AgentService:
         await check_origin(hello.endpoint, source, self.settings.allowed_driver_networks)
         current = self.drivers.get(hello.type)
         known = current is not None and current.endpoint == hello.endpoint
+        HELLOS.labels("agent", "known" if known else "new").inc()
         if known and current is not None:
             current.last_hello = time.time()
         else:
@@ -169,7 +171,9 @@ class AgentService:
         except (PeerError, TimeoutError) as exc:
             reason = str(exc) or f"no answer within {timeout:g}s"
             log.warning("driver %s at %s failed: %s", driver.kind, driver.endpoint, reason)
+            DISCOVERIES.labels("agent", "failed").inc()
             return [], reason
+        DISCOVERIES.labels("agent", "ok").inc()
         entries = [h for h in answer.hardware if h.acc_specs.device_type == driver.kind]
         if len(entries) != len(answer.hardware):
             log.warning("driver %s reported hardware of other kinds; ignored", driver.kind)

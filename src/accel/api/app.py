@@ -28,13 +28,14 @@ from accel.api.auth import Authentication, AuthMode, Identity, Resolver, tokens_
 from accel.api.keystone import KeystoneValidator
 from accel.api.openapi import openapi
 from accel.api.openstack import Microversions, error_response, root, v2_root
-from accel.api.policy import RULES
+from accel.api.policy import RULES, authorize
 from accel.api.queries import Reader, Writer
 from accel.db.engine import migrate, session_factory
 from accel.errors import AccelError
 from accel.internal.client import InternalClient
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
+from accel.metrics import RequestTimer, metrics
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,11 @@ class CatalogPrefix:
                 "root_path": scope.get("root_path", "") + CATALOG_PREFIX,
             }
         await self.app(scope, receive, send)
+
+
+async def fleet_metrics(request: Request) -> Response:
+    authorize(request, "accel:fleet:get")
+    return await metrics(request)
 
 
 async def _on_accel_error(request: Request, exc: Exception) -> Response:
@@ -124,6 +130,7 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
             Route("/v2", v2_root, methods=["GET"]),
             Route("/v2/", v2_root, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/metrics", fleet_metrics, methods=["GET"]),
             *devices.routes,
             *device_profiles.routes,
             *deployables.routes,
@@ -133,4 +140,4 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
         exception_handlers={AccelError: _on_accel_error, HTTPException: _on_http_error},
         lifespan=lifespan,
     )
-    return CatalogPrefix(Microversions(Authentication(app, resolver)))
+    return RequestTimer(CatalogPrefix(Microversions(Authentication(app, resolver))), "api")

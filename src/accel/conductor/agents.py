@@ -147,3 +147,9 @@ def record_sync_failure(
             agent.last_sync_error = error[:2000]
             if agent.next_sync_at is None or agent.next_sync_at <= started:
                 agent.next_sync_at = retry_at
+
+
+def count_by_state(sessions: sessionmaker[Session]) -> dict[str, int]:
+    with sessions() as session:
+        rows = session.execute(select(Agent.state, func.count()).group_by(Agent.state)).all()
+    return {state: count for state, count in rows}

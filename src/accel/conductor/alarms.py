@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from accel.db.models import Alarm
+from accel.metrics import ALARMS_RAISED
 
 AGENT_DOWN = "agent_down"
 HARDWARE_VANISHED = "hardware_vanished"
@@ -36,6 +37,7 @@ def raise_alarm(session: Session, kind: str, subject: str, message: str, now: dt
             )
     except IntegrityError:
         return False
+    ALARMS_RAISED.labels(kind).inc()
     return True
 
 

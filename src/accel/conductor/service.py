@@ -35,6 +35,7 @@ from accel.internal.schemas import AgentHello, ArqChanges, ArqOutcomes, Hardware
 from accel.internal.server import internal_app, only_query, read_body, request_version
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange, format_version
+from accel.metrics import AGENTS, DISCOVERIES, HELLOS, INVENTORY_CHANGES
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class ConductorService:
             hello.resync,
             self.settings.max_agents,
         )
+        HELLOS.labels("conductor", "known" if outcome.known else "new").inc()
         if not outcome.known:
             log.info("agent %s registered at %s", name, hello.endpoint)
         if outcome.sync_now:
@@ -142,9 +144,13 @@ class ConductorService:
                     store_inventory, self.sessions, target.name, report, started, now, next_sync
                 )
                 log.info("synced agent %s: %s", target.name, diff)
+                DISCOVERIES.labels("conductor", "ok").inc()
+                for change in ("added", "changed", "returned", "vanished"):
+                    INVENTORY_CHANGES.labels(change).inc(len(getattr(diff, change)))
         except (PeerError, TimeoutError) as exc:
             reason = str(exc) or "discovery timed out"
             log.warning("sync of agent %s failed, inventory kept: %s", target.name, reason)
+            DISCOVERIES.labels("conductor", "failed").inc()
             retry_at = utcnow() + dt.timedelta(seconds=self.settings.sync_retry_after)
             await anyio.to_thread.run_sync(
                 agents.record_sync_failure, self.sessions, target.name, reason, started, retry_at
@@ -181,6 +187,9 @@ class ConductorService:
     async def announce_forever(self) -> None:
         """Keeps this conductor's record fresh so the api can find a live one."""
         while True:
+            counts = await anyio.to_thread.run_sync(agents.count_by_state, self.sessions)
+            for state in ("UP", "DOWN"):
+                AGENTS.labels(state).set(counts.get(state, 0))
             await anyio.to_thread.run_sync(
                 record_conductor,
                 self.sessions,

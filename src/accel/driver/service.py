@@ -35,6 +35,7 @@ from accel.internal.schemas import DriverHello, HardwareEntry, Kind
 from accel.internal.server import internal_app
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
+from accel.metrics import DISCOVERIES
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ class DriverService:
         self.registered = asyncio.Event()
 
     async def _scan(self) -> list[HardwareEntry]:
-        return await anyio.to_thread.run_sync(self.settings.discoverer.discover, self.node)
+        entries = await anyio.to_thread.run_sync(self.settings.discoverer.discover, self.node)
+        DISCOVERIES.labels("driver", "ok").inc()
+        return entries
 
     async def start_discovery(self, request: Request) -> Response:
         return discovery_started(request, self.discoveries.start(self._scan))

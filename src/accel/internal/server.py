@@ -32,6 +32,7 @@ from accel.errors import (
 from accel.internal.auth import bearer_matches
 from accel.internal.openapi import document
 from accel.internal.versions import HEADER, Version, VersionRange, format_version
+from accel.metrics import RequestTimer, metrics
 
 log = logging.getLogger(__name__)
 
@@ -239,9 +240,10 @@ def internal_app(
         routes=[
             Route("/", root, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             *routes,
         ],
         exception_handlers={AccelError: _on_accel_error, HTTPException: _on_http_error},
         lifespan=lifespan,
     )
-    return InternalGate(app, token, versions)
+    return RequestTimer(InternalGate(app, token, versions), component)

@@ -1,0 +1,75 @@
+"""Prometheus metrics of one accel process, served at ``/metrics`` by every component.
+
+Hellos, discoveries, what each sync changed, agents by state, alarms raised, and
+the latency of every HTTP request served. Each process has its own registry, so a
+test (or an embedding) never mixes two components' numbers.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REGISTRY = CollectorRegistry()
+
+HELLOS = Counter(
+    "accel_hellos",
+    "Hellos received, by whether the sender was new.",
+    ["component", "outcome"],
+    registry=REGISTRY,
+)
+DISCOVERIES = Counter(
+    "accel_discoveries", "Discoveries run, by outcome.", ["component", "outcome"], registry=REGISTRY
+)
+INVENTORY_CHANGES = Counter(
+    "accel_inventory_changes", "Devices a sync wrote, by change.", ["change"], registry=REGISTRY
+)
+AGENTS = Gauge(
+    "accel_agents", "Agents known to the database, by state.", ["state"], registry=REGISTRY
+)
+ALARMS_RAISED = Counter(
+    "accel_alarms_raised", "Alarms raised, by kind.", ["kind"], registry=REGISTRY
+)
+REQUEST_SECONDS = Histogram(
+    "accel_http_request_duration_seconds",
+    "Time to answer an HTTP request.",
+    ["component", "method", "status"],
+    registry=REGISTRY,
+)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+class RequestTimer:
+    """Times every HTTP request the wrapped app answers."""
+
+    def __init__(self, app: ASGIApp, component: str) -> None:
+        self.app = app
+        self.component = component
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, note_status)
+        finally:
+            REQUEST_SECONDS.labels(self.component, scope["method"], str(status)).observe(
+                time.perf_counter() - started
+            )
