@@ -52,3 +52,12 @@ def wait_for_devices(api: Service, count: int, on_timeout: str = "") -> list[dic
         return found if len(found) == count else None
 
     return wait_until(check, f"{count} devices in the API", on_timeout=on_timeout)
+
+
+def bind_ops(rp_uuid: str, instance: str, hostname: str = "node1") -> list[dict[str, str]]:
+    """The JSON-patch ops Nova sends to bind an accelerator request."""
+    return [
+        {"op": "add", "path": "/hostname", "value": hostname},
+        {"op": "add", "path": "/device_rp_uuid", "value": rp_uuid},
+        {"op": "add", "path": "/instance_uuid", "value": instance},
+    ]

@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 
 from accel.driver.fake_sysfs import FakeSysfs
-from tests.integration.fleet import FAST_AGENT, FAST_CONDUCTOR, FAST_DRIVER, wait_for_devices
+from tests.integration.fleet import (
+    FAST_AGENT,
+    FAST_CONDUCTOR,
+    FAST_DRIVER,
+    bind_ops,
+    wait_for_devices,
+)
 from tests.processes import Cluster, Service, wait_until
 
 HEADERS = {"OpenStack-API-Version": "accelerator 2.3"}
@@ -40,14 +46,6 @@ def create_arqs(api: Service, profile: str) -> list[dict[str, Any]]:
     assert response.status_code == 201, response.text
     arqs: list[dict[str, Any]] = response.json()["arqs"]
     return arqs
-
-
-def bind_ops(rp_uuid: str, instance: str) -> list[dict[str, str]]:
-    return [
-        {"op": "add", "path": "/hostname", "value": "node1"},
-        {"op": "add", "path": "/device_rp_uuid", "value": rp_uuid},
-        {"op": "add", "path": "/instance_uuid", "value": instance},
-    ]
 
 
 def qat_vf_deployables(api: Service) -> dict[str, dict[str, Any]]:

@@ -18,6 +18,7 @@ from tests.integration.fleet import (
     FAST_DRIVER,
     agents,
     alarms,
+    bind_ops,
     hardware,
     wait_for_devices,
 )
@@ -92,11 +93,7 @@ def test_an_api_asking_an_older_conductor_to_bind_says_why_it_cannot(
         api.url + "/v2/accelerator_requests",
         timeout=30,
         json={
-            arq["uuid"]: [
-                {"op": "add", "path": "/hostname", "value": "node1"},
-                {"op": "add", "path": "/device_rp_uuid", "value": str(uuid.uuid4())},
-                {"op": "add", "path": "/instance_uuid", "value": str(uuid.uuid4())},
-            ]
+            arq["uuid"]: bind_ops(str(uuid.uuid4()), str(uuid.uuid4())),
         },
     )
     assert bind.status_code == 503

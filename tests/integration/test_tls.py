@@ -16,6 +16,7 @@ from tests.integration.fleet import (
     FAST_CONDUCTOR,
     FAST_DRIVER,
     agents,
+    bind_ops,
     wait_for_devices,
 )
 from tests.processes import TOKEN, Cluster
@@ -62,11 +63,7 @@ def test_every_component_speaks_mutual_tls(
             api.url + "/v2/accelerator_requests",
             timeout=30,
             json={
-                arq["uuid"]: [
-                    {"op": "add", "path": "/hostname", "value": "node1"},
-                    {"op": "add", "path": "/device_rp_uuid", "value": deployable["rp_uuid"]},
-                    {"op": "add", "path": "/instance_uuid", "value": str(uuid.uuid4())},
-                ]
+                arq["uuid"]: bind_ops(deployable["rp_uuid"], str(uuid.uuid4())),
             },
         )
         assert bind.status_code == 202, bind.text

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.datastructures import Headers
@@ -61,14 +61,20 @@ class RequestContext:
 DEVELOPER = Identity(user_id="noauth", project_id="noauth", roles=("admin",))
 
 
-def load_tokens(path: Path) -> dict[str, Identity]:
-    """The tokens file: a JSON object mapping each token to its identity."""
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A configuration file holding one JSON object; ValueError saying what is wrong."""
     try:
         document = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read tokens file {path}: {exc}") from exc
+        raise ValueError(f"cannot read {what} {path}: {exc}") from exc
     if not isinstance(document, dict):
-        raise ValueError(f"tokens file {path} must hold a JSON object")
+        raise ValueError(f"{what} {path} must hold a JSON object")
+    return document
+
+
+def load_tokens(path: Path) -> dict[str, Identity]:
+    """The tokens file: a JSON object mapping each token to its identity."""
+    document = read_json_object(path, "tokens file")
     try:
         return {token: Identity.model_validate(identity) for token, identity in document.items()}
     except ValidationError as exc:

@@ -12,12 +12,11 @@ check string, in oslo.policy's simplest forms: ``"role:admin or role:member"``,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from starlette.requests import Request
 
-from accel.api.auth import RequestContext
+from accel.api.auth import RequestContext, read_json_object
 from accel.errors import Forbidden, Unauthorized
 
 ANY_ROLE = frozenset({"admin", "manager", "member", "reader", "service"})
@@ -72,12 +71,7 @@ def load_policy(path: Path | None) -> dict[str, frozenset[str]]:
     rules = dict(RULES)
     if path is None:
         return rules
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read policy file {path}: {exc}") from exc
-    if not isinstance(document, dict):
-        raise ValueError(f"policy file {path} must hold a JSON object")
+    document = read_json_object(path, "policy file")
     unknown = sorted(set(document) - set(RULES))
     if unknown:
         raise ValueError(f"policy file {path}: unknown rule(s) {', '.join(unknown)}")
