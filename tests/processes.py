@@ -32,16 +32,21 @@ def wait_until(
     check: Callable[[], Found | None],
     what: str,
     timeout: float = DEADLINE_SECONDS,
-    on_timeout: str = "",
+    on_timeout: str | Callable[[], str] = "",
 ) -> Found:
-    """Polls ``check`` until it returns something truthy; a safety net, not a speed test."""
+    """Polls ``check`` until it returns something truthy; a safety net, not a speed test.
+
+    ``on_timeout`` may be a callable, so that logs are read when the wait gives up
+    rather than when it starts.
+    """
     deadline = time.monotonic() + timeout
     while True:
         found = check()
         if found:
             return found
         if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}\n{on_timeout}")
+            detail = on_timeout() if callable(on_timeout) else on_timeout
+            raise AssertionError(f"gave up waiting for {what}\n{detail}")
         time.sleep(0.05)
 
 
@@ -162,7 +167,7 @@ class Cluster:
             except httpx.HTTPError:
                 return False
 
-        wait_until(answers, f"{service.name} to serve", on_timeout=service.log())
+        wait_until(answers, f"{service.name} to serve", on_timeout=service.log)
         return service
 
     def restart(self, service: Service) -> Service:
@@ -246,7 +251,7 @@ class Cluster:
                     return str(driver["endpoint"])
             return None
 
-        endpoint = wait_until(registered, f"driver {kind} to register", on_timeout=self.logs())
+        endpoint = wait_until(registered, f"driver {kind} to register", on_timeout=self.logs)
         service.url = f"{'https' if self.tls else 'http'}://{endpoint}"
         return service
 

@@ -98,6 +98,14 @@ class Supervisor:
                     part.process.kill()
                     part.process.wait()
 
+    def log_tail(self, part: Part, lines: int = 15) -> list[str]:
+        """The last lines that a part wrote, for an operator reading why it failed."""
+        try:
+            text = (self.log_dir / f"{part.name}.log").read_text(errors="replace")
+        except OSError:
+            return []
+        return text.splitlines()[-lines:]
+
     def _write_pids(self) -> None:
         pids = {part.name: part.process.pid for part in self.parts if part.process is not None}
         temporary = self.log_dir.parent / "parts.json.tmp"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -44,7 +45,9 @@ def alarms(api: Service, state: str = "active") -> list[tuple[str, str]]:
     return [(a["kind"], a["subject"]) for a in get(api, "/v2/alarms", state=state)["alarms"]]
 
 
-def wait_for_devices(api: Service, count: int, on_timeout: str = "") -> list[dict[str, Any]]:
+def wait_for_devices(
+    api: Service, count: int, on_timeout: str | Callable[[], str] = ""
+) -> list[dict[str, Any]]:
     """The device list, once it holds ``count`` devices."""
 
     def check() -> list[dict[str, Any]] | None:

@@ -226,7 +226,7 @@ def test_hardware_vanishing_under_an_allocation_raises_an_alarm_naming_the_reque
     wait_until(
         lambda: "allocated_hardware_vanished" in alarm_kinds(),
         "the allocation alarm",
-        on_timeout=cluster.logs(),
+        on_timeout=cluster.logs,
     )
     alarms = {a["kind"]: a for a in call(api, "GET", "/v2/alarms").json()["alarms"]}
     assert alarms["allocated_hardware_vanished"]["subject"] == request["uuid"]

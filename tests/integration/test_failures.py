@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from accel.driver.fake_sysfs import FakeSysfs
+from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from tests.integration.fleet import (
     FAST_DRIVER,
     agents,
@@ -51,7 +51,7 @@ def test_a_hung_driver_is_skipped_and_its_hardware_kept(
         outcomes = {d["type"]: d["state"] for d in agent_report(agent.url)["drivers"]}
         return outcomes == {"GPU": "failed", "QAT": "ok"}
 
-    wait_until(gpu_failed, "the agent to report the GPU driver failed", on_timeout=cluster.logs())
+    wait_until(gpu_failed, "the agent to report the GPU driver failed", on_timeout=cluster.logs)
     wait_for_devices(api, 5, cluster.logs())  # the QAT card vanished; no GPU did
     assert len(devices(api, type="GPU")) == 4
     assert [kind for kind, _ in alarms(api)] == ["hardware_vanished"]
@@ -68,7 +68,7 @@ def test_a_hung_agent_fails_the_sync_and_keeps_the_inventory(
 
     agent.pause()
     error = wait_until(
-        lambda: agents(api)["node1"]["last_sync_error"], "a sync to fail", on_timeout=cluster.logs()
+        lambda: agents(api)["node1"]["last_sync_error"], "a sync to fail", on_timeout=cluster.logs
     )
     assert "timed out" in error or "Timeout" in error
     assert devices(api) == before
@@ -77,3 +77,38 @@ def test_a_hung_agent_fails_the_sync_and_keeps_the_inventory(
     agent.resume()
     wait_until(lambda: agents(api)["node1"]["last_sync_error"] is None, "a good sync again")
     assert devices(api) == before
+
+
+def test_a_sync_with_a_failed_driver_is_retried_soon_not_at_the_next_resync(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    # Without the short retry, the GPU added below would wait an hour to be seen.
+    conductor = cluster.conductor(
+        sqlite_url,
+        "--heartbeat-interval",
+        "0.5",
+        "--agent-down-after",
+        "120",
+        "--resync-interval",
+        "3600",
+        "--sync-retry-after",
+        "0.5",
+    )
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([conductor.url], "node1", *IMPATIENT_AGENT)
+    gpu = cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
+    wait_for_devices(api, 4, cluster.logs)
+
+    gpu.pause()
+    # A new driver registering makes the agent ask for a sync, which the GPU fails.
+    cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
+
+    def gpu_failed() -> bool:
+        outcomes = {d["type"]: d["state"] for d in agent_report(agent.url)["drivers"]}
+        return outcomes == {"GPU": "failed", "QAT": "ok"}
+
+    wait_until(gpu_failed, "a sync in which the GPU driver failed", on_timeout=cluster.logs)
+    gpu_server.add(FakeFunction("0000:e1:00.0", 0x10DE, 0x2331, 0x030200, driver="nvidia"))
+    gpu.resume()
+    wait_for_devices(api, 7, cluster.logs)  # 5 GPUs and 2 QAT cards
+    assert len(devices(api, type="GPU")) == 5

@@ -86,7 +86,7 @@ def test_resync_applies_what_changed_on_the_node(
             and not now["0000:70:00.0"]["acc_status"]["setup_required"]
         )
 
-    wait_until(converged, "the changes to reach the API", on_timeout=cluster.logs())
+    wait_until(converged, "the changes to reach the API", on_timeout=cluster.logs)
     gone = before["0000:b1:00.0"]["uuid"]
     assert alarms(api) == [("hardware_vanished", gone)]
     [vanished] = hardware(api, state="vanished")
@@ -130,7 +130,7 @@ def test_the_agent_fails_over_to_a_conductor_that_answers(
     wait_until(
         lambda: "node1" in agents(api),
         "the agent to reach the third conductor",
-        on_timeout=cluster.logs(),
+        on_timeout=cluster.logs,
     )
     dead.close()
 
@@ -177,7 +177,7 @@ def test_a_restarted_agent_relearns_its_drivers_and_loses_nothing(
     def relearned() -> bool:
         return {d["type"] for d in agent_drivers(agent)} == {"GPU", "QAT"}
 
-    wait_until(relearned, "the drivers to say hello again", on_timeout=cluster.logs())
+    wait_until(relearned, "the drivers to say hello again", on_timeout=cluster.logs)
     wait_until(lambda: agents(api)["node1"]["last_sync_error"] is None, "a sync")
     assert devices(api) == before
     assert alarms(api) == []

@@ -35,6 +35,14 @@ class RunningUp:
         pids: dict[str, int] = json.loads((self.state_dir / "parts.json").read_text())
         return pids
 
+    def explain(self) -> str:
+        """What accel up printed and the end of each part's log."""
+        parts = [
+            f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            for log in sorted((self.state_dir / "logs").glob("*.log"))
+        ]
+        return "".join(self.output) + "\n".join(parts)
+
     def wait_for_line(self, pattern: str) -> re.Match[str]:
         def next_match() -> re.Match[str] | None:
             try:
@@ -47,8 +55,8 @@ class RunningUp:
         return wait_until(
             next_match,
             f"accel up to print {pattern!r}",
-            timeout=60,
-            on_timeout="".join(self.output),
+            timeout=180,
+            on_timeout=self.explain,
         )
 
 

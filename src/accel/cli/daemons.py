@@ -116,7 +116,10 @@ def driver(
         kind,
         sysfs_root,
         device_filter(allow, deny),
-        nvml=load_nvml() if nvml and kind is Kind.GPU else None,
+        # NVML speaks for this machine's GPUs; a fake tree's GPUs are not them.
+        nvml=load_nvml()
+        if nvml and kind is Kind.GPU and sysfs_root.resolve() == Path("/")
+        else None,
     )
     sock = _socket(listen, listen_fd)
     service = DriverService(
@@ -234,6 +237,13 @@ def agent(
 @option("--discovery-timeout", type=float, default=30.0, callback=positive)
 @option("--max-concurrent-syncs", type=click.IntRange(1, 10_000), default=32)
 @option(
+    "--sync-retry-after",
+    type=float,
+    default=5.0,
+    callback=positive,
+    help="Seconds before a failed or partial sync (a driver failed) is tried again.",
+)
+@option(
     "--max-agents",
     type=click.IntRange(1),
     default=100_000,
@@ -262,6 +272,7 @@ def conductor(
     agent_down_after: float | None,
     resync_interval: float,
     discovery_timeout: float,
+    sync_retry_after: float,
     max_concurrent_syncs: int,
     max_agents: int,
     hello_rate: float,
@@ -298,6 +309,7 @@ def conductor(
             agent_down_after=agent_down_after or 3 * heartbeat_interval,
             resync_interval=resync_interval,
             discovery_timeout=discovery_timeout,
+            sync_retry_after=sync_retry_after,
             max_concurrent_syncs=max_concurrent_syncs,
             max_agents=max_agents,
             hello_rate=hello_rate,

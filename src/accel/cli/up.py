@@ -42,12 +42,25 @@ def choose_tree(sysfs_root: Path | None, fallback: Path | None) -> tuple[Path, s
     return Path("/"), f"this machine's own PCI devices ({found})"
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float = READY_TIMEOUT) -> None:
+def _wait(
+    what: str,
+    check: Callable[[], bool],
+    supervisor: Supervisor,
+    timeout: float = READY_TIMEOUT,
+) -> None:
+    """Waits for ``check`` while keeping the parts alive, so a part that dies at start
+    is seen (and restarted) now rather than after a silent timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
+        supervisor.check()
         time.sleep(0.2)
+    for part in supervisor.parts:
+        tail = supervisor.log_tail(part)
+        if tail:
+            click.echo(f"accel up: the last lines of {part.name}'s log:", err=True)
+            click.echo("".join(f"    {line}\n" for line in tail), err=True, nl=False)
     raise click.ClickException(f"timed out after {timeout:g}s waiting for {what}")
 
 
@@ -192,13 +205,19 @@ def up(
     internal = httpx.Client(timeout=2.0, headers={"Authorization": f"Bearer {token}"})
     try:
         supervisor.start(conductor_part)
-        _wait("the conductor", lambda: _answers(internal, conductor_url + "/"))
+        _wait("the conductor", lambda: _answers(internal, conductor_url + "/"), supervisor)
         supervisor.start(api_part)
-        _wait("the api", lambda: _answers(internal, api_url + "/"))
+        _wait("the api", lambda: _answers(internal, api_url + "/"), supervisor)
         for part in (agent_part, *driver_parts):
             supervisor.start(part)
-        _wait("every driver to say hello", lambda: len(_drivers(internal, agent_url)) == len(Kind))
-        _wait("the first sync", lambda: _converged(internal, agent_url, api_url))
+        click.echo(f"accel up: conductor and api answer; {len(Kind)} drivers are starting")
+        _wait(
+            "every driver to say hello",
+            lambda: len(_drivers(internal, agent_url)) == len(Kind),
+            supervisor,
+        )
+        click.echo("accel up: every driver said hello; waiting for the first sync")
+        _wait("the first sync", lambda: _converged(internal, agent_url, api_url), supervisor)
         _report(internal, api_url, state_dir)
         while not stop.wait(0.5):
             supervisor.check()

@@ -139,7 +139,10 @@ class ConductorService:
                 started = utcnow()
                 report = await self._discover(target)
                 now = utcnow()
-                next_sync = now + dt.timedelta(seconds=self.settings.resync_interval)
+                # A driver that failed may have hardware we could not see: look again soon.
+                partial = any(d.state != "ok" for d in report.drivers or [])
+                wait = self.settings.sync_retry_after if partial else self.settings.resync_interval
+                next_sync = now + dt.timedelta(seconds=wait)
                 diff = await anyio.to_thread.run_sync(
                     store_inventory, self.sessions, target.name, report, started, now, next_sync
                 )
