@@ -14,6 +14,8 @@ History of the minor versions (each component speaks a range, see versions.py):
   names the node in ``name`` and asks for a sync now with ``resync``.
 * 1.2: the conductor binds and unbinds accelerator requests for the api
   (``POST /v1/accelerator_requests``).
+* 1.3: the setup call, conductor -> agent -> driver (``POST /v1/setup``,
+  ``GET /v1/setup/{operation}``); its bodies are in setup_schemas.py.
 
 Request bodies are strict (unknown fields are refused); answers read from peers are
 lenient, so a newer peer's additions never break an older reader.

@@ -18,7 +18,7 @@ MAJOR = 1
 Version = tuple[int, int]
 
 OLDEST: Version = (1, 0)
-NEWEST: Version = (1, 2)
+NEWEST: Version = (1, 3)
 
 
 def format_version(version: Version) -> str:
