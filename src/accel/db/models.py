@@ -234,3 +234,43 @@ class AcceleratorRequest(Base):
 
     device_profile: Mapped[DeviceProfile] = relationship()
     attach_handle: Mapped[AttachHandle | None] = relationship()
+
+
+class Operation(Base):
+    """A setup action asked for through the API and run on a node by its driver."""
+
+    __tablename__ = "operations"
+    __table_args__ = (
+        # One unfinished operation per device at a time, whichever api or conductor asks.
+        Index(
+            "uq_operations_active_device",
+            "device_id",
+            unique=True,
+            sqlite_where=text("state IN ('PENDING', 'RUNNING')"),
+            postgresql_where=text("state IN ('PENDING', 'RUNNING')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    device_id: Mapped[int | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="SET NULL"), index=True
+    )
+    device_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    deployable_uuid: Mapped[str | None] = mapped_column(String(36))
+    agent_name: Mapped[str] = mapped_column(String(255))
+    address: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(32))
+    params_json: Mapped[str] = mapped_column(Text)  # the setup action as the API took it
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(16), default="PENDING", index=True)
+    steps_json: Mapped[str] = mapped_column(Text, default="[]")
+    error: Mapped[str | None] = mapped_column(Text)
+    reboot_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    requested_by: Mapped[str | None] = mapped_column(String(255))
+    project_id: Mapped[str | None] = mapped_column(String(255))
+    conductor: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
