@@ -45,6 +45,8 @@ class FakeSysfs:
         (self.sys / "bus/pci/devices").mkdir(parents=True, exist_ok=True)
         (self.sys / "bus/pci/drivers").mkdir(parents=True, exist_ok=True)
         (self.sys / "kernel/iommu_groups").mkdir(parents=True, exist_ok=True)
+        # Write-only in the kernel; setup writes an address here to have it probed.
+        (self.sys / "bus/pci/drivers_probe").touch()
 
     def device_dir(self, address: str) -> Path:
         domain, bus, _ = address.split(":")
@@ -63,6 +65,7 @@ class FakeSysfs:
             "numa_node": str(function.numa_node),
             "enable": "1",
             "uevent": _uevent(function),
+            "driver_override": "(null)",  # as the kernel shows it when none is set
             **function.files,
         }
         if function.local_cpulist is not None:
@@ -118,6 +121,8 @@ class FakeSysfs:
         uevent.write_text("\n".join([f"DRIVER={driver}", *lines]) + "\n")
         driver_dir = self.sys / "bus/pci/drivers" / driver
         driver_dir.mkdir(parents=True, exist_ok=True)
+        for control in ("bind", "unbind"):  # write-only in the kernel
+            (driver_dir / control).touch()
         self._link(driver_dir / address, directory)
         self._link(directory / "driver", driver_dir)
 

@@ -19,14 +19,21 @@ from accel.internal.schemas import GpuFacts, MigInstance
 log = logging.getLogger(__name__)
 
 MIG_ENABLED = 1  # NVML_DEVICE_MIG_ENABLE
+MIG_DISABLED = 0  # NVML_DEVICE_MIG_DISABLE
 MIB = 1 << 20
 Value = TypeVar("Value")
 
 
 class NvmlLibrary(Protocol):
-    """The part of pynvml's module-level API that discovery uses."""
+    """The part of pynvml's module-level API that discovery and MIG setup use.
+
+    Names and arguments are pynvml's own, so the module itself satisfies this.
+    """
 
     NVMLError: type[Exception]
+    NVML_GPU_INSTANCE_PROFILE_COUNT: int
+    NVML_COMPUTE_INSTANCE_PROFILE_COUNT: int
+    NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED: int
 
     def nvmlSystemGetDriverVersion(self) -> str | bytes: ...
     def nvmlDeviceGetHandleByPciBusId(self, bus_id: str) -> Any: ...
@@ -37,6 +44,18 @@ class NvmlLibrary(Protocol):
     def nvmlDeviceGetMigMode(self, handle: Any) -> tuple[int, int]: ...
     def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int: ...
     def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> Any: ...
+
+    # MIG setup (accel.driver.setup.mig); profile infos are pynvml's v2 structures.
+    def nvmlDeviceSetMigMode(self, handle: Any, mode: int) -> int: ...
+    def nvmlDeviceGetGpuInstanceProfileInfo(self, handle: Any, profile: int) -> Any: ...
+    def nvmlDeviceGetGpuInstanceRemainingCapacity(self, handle: Any, profileId: int) -> int: ...
+    def nvmlDeviceCreateGpuInstance(self, handle: Any, profileId: int) -> Any: ...
+    def nvmlGpuInstanceGetInfo(self, gpuInstance: Any) -> Any: ...
+    def nvmlGpuInstanceGetComputeInstanceProfileInfo(
+        self, gpuInstance: Any, profile: int, engProfile: int
+    ) -> Any: ...
+    def nvmlGpuInstanceCreateComputeInstance(self, gpuInstance: Any, profileId: int) -> Any: ...
+    def nvmlGpuInstanceDestroy(self, gpuInstance: Any) -> None: ...
 
 
 def load_nvml() -> NvmlLibrary | None:
@@ -54,7 +73,7 @@ def load_nvml() -> NvmlLibrary | None:
     return library
 
 
-def _text(value: str | bytes) -> str:
+def as_text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -82,11 +101,11 @@ class NvidiaFacts:
         serial = self._ask(lambda: nvml.nvmlDeviceGetSerial(handle))
         driver = self._ask(nvml.nvmlSystemGetDriverVersion)
         return GpuFacts(
-            gpu_uuid=None if uuid is None else _text(uuid),
-            serial=None if serial is None else _text(serial),
+            gpu_uuid=None if uuid is None else as_text(uuid),
+            serial=None if serial is None else as_text(serial),
             memory_total_mib=None if memory is None else int(memory.total) // MIB,
             compute_capability=None if capability is None else "{}.{}".format(*capability),
-            driver_version=None if driver is None else _text(driver),
+            driver_version=None if driver is None else as_text(driver),
             mig_mode=None if mig is None else ("enabled" if mig[0] == MIG_ENABLED else "disabled"),
             mig_instances=self._mig_instances(handle) if mig and mig[0] == MIG_ENABLED else [],
         )
@@ -102,7 +121,7 @@ class NvidiaFacts:
             memory = self._ask(partial(nvml.nvmlDeviceGetMemoryInfo, mig))
             instances.append(
                 MigInstance(
-                    uuid=None if uuid is None else _text(uuid),
+                    uuid=None if uuid is None else as_text(uuid),
                     memory_total_mib=None if memory is None else int(memory.total) // MIB,
                 )
             )
