@@ -110,3 +110,24 @@ class PeerError(AccelError):
     def __init__(self, peer: str, message: str) -> None:
         super().__init__(f"{peer}: {message}")
         self.peer = peer
+
+
+class PeerRefused(PeerError):
+    """A peer understood the call and said no (a 4xx): its reason is the caller's to pass on.
+
+    The status and message are the peer's own, so a component that lets this error
+    through relays, say, a driver's 409 as a 409 with the driver's words rather than
+    a vague 502.
+    """
+
+    def __init__(self, peer: str, status: int, reason: str) -> None:
+        AccelError.__init__(self, reason)
+        self.peer = peer
+        self.status_code = status
+
+
+class PeerTooOld(PeerRefused):
+    """A peer speaks an internal version too old for the call (an upgrade is due)."""
+
+    def __init__(self, peer: str, reason: str) -> None:
+        super().__init__(peer, 409, reason)

@@ -2,8 +2,8 @@
 
 A real api process on a database holding the example GPU server; every operation
 gets a bounded number of generated requests, valid and not. No answer may be a
-5xx other than the documented 501/503 (a bind with no conductor running; FPGA
-programming), and every answer must match the document.
+5xx other than the documented 503 (a bind, a setup or an FPGA programming with no
+conductor running), and every answer must match the document.
 """
 
 from __future__ import annotations

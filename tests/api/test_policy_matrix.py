@@ -1,7 +1,7 @@
 """Every endpoint x every kind of caller -> the status Cyborg's default policies give.
 
 Callers: nobody (no token), a reader and a member of project A, a member of
-project B, and an admin. Endpoints that a conductor carries out (bind, delete)
+project B, and an admin. Endpoints that a conductor carries out (bind, delete, setup)
 answer 503 here once the caller is let through: no conductor runs in these tests,
 which is how a pass through the policy shows.
 """
@@ -122,7 +122,15 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("POST", "/v2/devices/{device}/enable", None, (*ADMIN_ONLY, 200)),
     ("GET", "/v2/deployables", None, (*ADMIN_ONLY, 200)),
     ("GET", "/v2/deployables/{deployable}", None, (*ADMIN_ONLY, 200)),
-    ("PATCH", "/v2/deployables/{deployable}/program", PROGRAM, (*ADMIN_ONLY, 501)),
+    ("PATCH", "/v2/deployables/{deployable}/program", PROGRAM, (*ADMIN_ONLY, 503)),
+    (
+        "POST",
+        "/v2/devices/{device}/setup",
+        {"action": "enable_vfs", "num_vfs": 2},
+        (*ADMIN_ONLY, 503),
+    ),
+    ("GET", "/v2/operations", None, (*ADMIN_ONLY, 200)),
+    ("GET", "/v2/operations/9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", None, (*ADMIN_ONLY, 404)),
     ("GET", "/v2/attributes", None, (*ADMIN_ONLY, 200)),
     ("GET", "/v2/attributes/{attribute}", None, (*ADMIN_ONLY, 200)),
     (

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from accel.agent.setup_relay import SetupRelay
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
 from accel.internal.discovery_http import discovery_started, hardware_response, requested_result
@@ -84,6 +85,7 @@ class AgentService:
         self._client: InternalClient | None = None
         # Drivers are few and local; a flood of hellos is not a driver.
         self.hello_limiter = RateLimiter(rate=10, burst=50)
+        self.setup = SetupRelay(self.drivers.get, lambda: self.client, settings.versions)
 
     @property
     def client(self) -> InternalClient:
@@ -238,6 +240,8 @@ class AgentService:
             Route("/v1/drivers", self.list_drivers, methods=["GET"]),
             Route("/v1/discovery", self.start_discovery, methods=["POST"]),
             Route("/v1/hardware", self.hardware, methods=["GET"]),
+            Route("/v1/setup", self.setup.start, methods=["POST"]),
+            Route("/v1/setup/{operation}", self.setup.progress, methods=["GET"]),
         ]
         return internal_app(
             "agent",

@@ -23,7 +23,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from accel.api import accelerator_requests, deployables, device_profiles, devices, fleet
+from accel.api import (
+    accelerator_requests,
+    deployables,
+    device_profiles,
+    devices,
+    fleet,
+    operations,
+)
 from accel.api.auth import Authentication, AuthMode, Identity, Resolver, tokens_resolver
 from accel.api.keystone import KeystoneValidator
 from accel.api.openapi import openapi
@@ -136,6 +143,7 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
             *deployables.routes,
             *accelerator_requests.routes,
             *fleet.routes,
+            *operations.routes,
         ],
         exception_handlers={AccelError: _on_accel_error, HTTPException: _on_http_error},
         lifespan=lifespan,

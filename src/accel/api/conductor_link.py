@@ -1,4 +1,4 @@
-"""How the api reaches a conductor for what only a conductor may do (binds).
+"""How the api reaches a conductor for what only a conductor may do (binds, setup).
 
 No flag names a conductor: each records its endpoint in the database and keeps it
 fresh; the api tries the freshest ones in turn, each call with a timeout.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,13 +17,15 @@ from starlette.requests import Request
 
 from accel.api.queries import reader
 from accel.db.models import Conductor, utcnow
-from accel.errors import PeerError, Unavailable
+from accel.errors import PeerError, PeerRefused, PeerTooOld, Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.schemas import ArqChanges, ArqOutcome
+from accel.internal.setup_schemas import OperationRequest, OperationView
 
 log = logging.getLogger(__name__)
 
 LIVE_WITHIN = dt.timedelta(seconds=60)
+Answer = TypeVar("Answer")
 
 
 def live_conductors(session: Session) -> list[str]:
@@ -34,12 +38,20 @@ def live_conductors(session: Session) -> list[str]:
     )
 
 
-async def change_arqs(request: Request, changes: ArqChanges) -> list[ArqOutcome]:
+async def ask_conductor(
+    request: Request, what: str, call: Callable[[InternalClient, str], Awaitable[Answer]]
+) -> Answer:
+    """``call`` on the freshest live conductor that answers; a refusal is an answer.
+
+    A conductor that cannot be reached, or is too old for the call, is passed over
+    for the next; one that refuses (a 4xx) speaks for all of them, and its status
+    and reason reach the caller.
+    """
     client: InternalClient | None = request.app.state.internal_client
     if client is None:
         raise Unavailable(
             "this api has no internal token (--internal-token-file or "
-            "ACCEL_INTERNAL_TOKEN), so it cannot ask a conductor to bind"
+            f"ACCEL_INTERNAL_TOKEN), so it cannot ask a conductor to {what}"
         )
     endpoints = await reader(request).run(live_conductors)
     if not endpoints:
@@ -47,8 +59,26 @@ async def change_arqs(request: Request, changes: ArqChanges) -> list[ArqOutcome]
     failures = []
     for endpoint in endpoints:
         try:
-            return (await client.change_arqs(endpoint, changes)).arqs
+            return await call(client, endpoint)
+        except PeerTooOld as exc:
+            failures.append(exc.message)
+        except PeerRefused:
+            raise
         except PeerError as exc:
-            log.warning("conductor %s could not bind: %s", endpoint, exc)
+            log.warning("conductor %s could not %s: %s", endpoint, what, exc)
             failures.append(str(exc))
-    raise Unavailable("no conductor could bind: " + "; ".join(failures))
+    raise Unavailable(f"no conductor could {what}: " + "; ".join(failures))
+
+
+async def change_arqs(request: Request, changes: ArqChanges) -> list[ArqOutcome]:
+    async def bind(client: InternalClient, endpoint: str) -> list[ArqOutcome]:
+        return (await client.change_arqs(endpoint, changes)).arqs
+
+    return await ask_conductor(request, "bind", bind)
+
+
+async def request_operation(request: Request, asked: OperationRequest) -> OperationView:
+    async def start(client: InternalClient, endpoint: str) -> OperationView:
+        return await client.request_operation(endpoint, asked)
+
+    return await ask_conductor(request, "start a setup operation", start)

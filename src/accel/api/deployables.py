@@ -22,7 +22,7 @@ from accel.api.policy import authorize
 from accel.api.queries import one_by_uuid, only_params, reader, valid_uuid, writer
 from accel.api.routing import resource
 from accel.db.models import Attribute, Deployable, Device
-from accel.errors import InvalidInput, NotFound, NotImplementedYet
+from accel.errors import InvalidInput, NotFound
 from accel.internal.server import read_json
 
 MAX_ID = 2**31  # integer keys are 32-bit on PostgreSQL
@@ -167,31 +167,9 @@ async def delete_attribute(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def program_deployable(request: Request) -> Response:
-    """Cyborg's FPGA programming: the patch is checked; programming itself is not here yet."""
-    authorize(request, "cyborg:deployable:program")
-    only_params(request, ())
-    valid_uuid(request.path_params["uuid"], "deployable uuid")
-    patch = await read_json(request)
-    if not (
-        isinstance(patch, list)
-        and len(patch) == 1
-        and isinstance(patch[0], dict)
-        and patch[0].get("path") == "/program"
-        and patch[0].get("op") in ("add", "replace")
-        and isinstance(patch[0].get("value"), list)
-    ):
-        raise InvalidInput(
-            'program with [{"op": "replace", "path": "/program", "value": '
-            '[{"image_uuid": "<uuid>"}]}]'
-        )
-    raise NotImplementedYet("programming FPGAs is not available in this release of accel")
-
-
 routes = [
     resource("/v2/deployables", get=list_deployables),
     resource("/v2/deployables/{uuid}", get=get_deployable),
-    resource("/v2/deployables/{uuid}/program", patch=program_deployable),
     resource("/v2/attributes", get=list_attributes, post=create_attribute),
     resource("/v2/attributes/{uuid}", get=get_attribute, delete=delete_attribute),
 ]

@@ -148,6 +148,39 @@ class Alarms(Shape):
     alarms: list[Alarm]
 
 
+class Operation(Shape):
+    uuid: str
+    device_uuid: str
+    deployable_uuid: str | None
+    hostname: str
+    address: str
+    kind: str
+    action: str
+    params: dict[str, Any]
+    dry_run: bool
+    state: str
+    steps: list[str]
+    error: str | None
+    reboot_required: bool
+    requested_by: str | None
+    created_at: str
+    updated_at: str | None
+    finished_at: str | None
+    links: list[Link]
+
+
+class OneOperation(Shape):
+    operation: Operation
+
+
+class Operations(Shape):
+    operations: list[Operation]
+
+
+class ProgrammedDeployable(Deployable):
+    operation: Operation
+
+
 class Hardware(Shape):
     hardware: list[dict[str, Any]]
 
@@ -164,6 +197,10 @@ class NewRequests(Shape):
 
 MODELS: list[type[BaseModel]] = [
     Link,
+    Operation,
+    OneOperation,
+    Operations,
+    ProgrammedDeployable,
     Device,
     Deployable,
     Attribute,
@@ -272,8 +309,15 @@ def document() -> dict[str, Any]:
         "/v2/deployables": {"get": _operation("200", Deployables)},
         "/v2/deployables/{uuid}": {"get": _operation("200", Deployable, [UUID_PATH])},
         "/v2/deployables/{uuid}/program": {
-            "patch": _operation("200", Deployable, [UUID_PATH], program_body)
+            "patch": _operation("202", ProgrammedDeployable, [UUID_PATH], program_body)
         },
+        "/v2/devices/{uuid}/setup": {
+            "post": _operation("202", OneOperation, [UUID_PATH], {"type": "object"})
+        },
+        "/v2/operations": {
+            "get": _operation("200", Operations, _query("state", "device_uuid", "hostname"))
+        },
+        "/v2/operations/{uuid}": {"get": _operation("200", OneOperation, [UUID_PATH])},
         "/v2/attributes": {
             "get": _operation("200", Attributes, _query("deployable_id", "key")),
             "post": _operation("201", Attribute, body=_ref(NewAttribute)),

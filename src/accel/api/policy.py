@@ -46,6 +46,8 @@ RULES: dict[str, frozenset[str]] = {
     "cyborg:attribute:create": ADMIN,
     "cyborg:attribute:delete": ADMIN,
     "accel:fleet:get": MANAGER_OR_ADMIN,
+    "accel:operation:create": ADMIN,
+    "accel:operation:get": MANAGER_OR_ADMIN,
 }
 
 

@@ -80,6 +80,14 @@ def request_version(request: Request) -> Version:
     return version
 
 
+def require_version(request: Request, version: Version, what: str, versions: VersionRange) -> None:
+    """Refuses (406, with the range spoken) a call made in a version too old for it."""
+    if request_version(request) < version:
+        raise VersionNotAcceptable(
+            f"{what} needs internal version {format_version(version)}", versions.supported()
+        )
+
+
 def error_response(
     status: int, message: str, problems: Sequence[FieldProblem] = (), **extra: Any
 ) -> JSONResponse:

@@ -13,7 +13,8 @@ bitstreams may come from, is the driver's configuration, not the caller's.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import Field
@@ -89,3 +90,36 @@ class SetupProgress(LenientBody):
     steps: list[str] = Field(default_factory=list)  # done, or for a dry run: to be done
     error: str | None = None
     reboot_required: bool = False
+
+
+class OperationRequest(StrictBody):
+    """What the api asks a conductor (``POST /v1/operations``): set up one device."""
+
+    device_uuid: UUID
+    deployable_uuid: UUID | None = None
+    setup: SetupAction
+    dry_run: bool = False
+    requested_by: str | None = Field(default=None, max_length=255)
+    project_id: str | None = Field(default=None, max_length=255)
+
+
+class OperationView(LenientBody):
+    """An operation as the public API shows it (``GET /v2/operations/{uuid}``)."""
+
+    uuid: UUID
+    device_uuid: UUID
+    deployable_uuid: UUID | None = None
+    hostname: str
+    address: str
+    kind: Kind
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    dry_run: bool = False
+    state: OperationState
+    steps: list[str] = Field(default_factory=list)
+    error: str | None = None
+    reboot_required: bool = False
+    requested_by: str | None = None
+    created_at: datetime
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None

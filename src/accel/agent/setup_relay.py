@@ -1,0 +1,74 @@
+"""The agent's part of the setup call: hand it to the driver that owns the hardware.
+
+The agent runs nothing itself; it picks the node's driver of the call's kind, passes
+the call on and remembers which driver holds each operation, so that progress can
+be asked of the agent as well. A driver's refusal (400, 404, 409) is relayed with
+its own status and words.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Protocol
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from accel.errors import NotFound
+from accel.internal.client import InternalClient
+from accel.internal.schemas import Kind
+from accel.internal.server import only_query, read_body, require_version
+from accel.internal.setup_schemas import SETUP_VERSION, SetupCall
+from accel.internal.versions import VersionRange
+
+MAX_REMEMBERED = 10_000
+
+
+class Registered(Protocol):
+    @property
+    def endpoint(self) -> str: ...
+
+
+class SetupRelay:
+    def __init__(
+        self,
+        drivers: Callable[[Kind], Registered | None],
+        client: Callable[[], InternalClient],
+        versions: VersionRange,
+    ) -> None:
+        self._drivers = drivers
+        self._client = client
+        self._versions = versions
+        self._holders: OrderedDict[str, Kind] = OrderedDict()
+
+    async def start(self, request: Request) -> Response:
+        require_version(request, SETUP_VERSION, "setup", self._versions)
+        only_query(request)
+        call = await read_body(request, SetupCall)
+        driver = self._driver(call.kind)
+        progress = await self._client().setup(driver.endpoint, call)
+        self._remember(str(call.operation), call.kind)
+        return JSONResponse(progress.model_dump(mode="json"), status_code=202)
+
+    async def progress(self, request: Request) -> Response:
+        require_version(request, SETUP_VERSION, "setup", self._versions)
+        only_query(request)
+        operation = request.path_params["operation"]
+        kind = self._holders.get(operation)
+        if kind is None:
+            raise NotFound(f"this node runs no setup operation {operation}")
+        progress = await self._client().setup_progress(self._driver(kind).endpoint, operation)
+        return JSONResponse(progress.model_dump(mode="json"))
+
+    def _driver(self, kind: Kind) -> Registered:
+        driver = self._drivers(kind)
+        if driver is None:
+            raise NotFound(f"this node has no {kind.value} driver registered")
+        return driver
+
+    def _remember(self, operation: str, kind: Kind) -> None:
+        self._holders[operation] = kind
+        self._holders.move_to_end(operation)
+        while len(self._holders) > MAX_REMEMBERED:
+            self._holders.popitem(last=False)

@@ -1,0 +1,126 @@
+"""The conductor's part of the setup call: accept an operation, then see it through.
+
+The api asks ``POST /v1/operations``; the operation is stored PENDING and this
+conductor's loop sends it to the node's agent, which hands it to the driver, and
+then polls its progress until it is final, writing each step to the database. The
+loop is driven by the database, not by memory: a restarted conductor picks up its
+unfinished operations, and a live conductor takes over those of a dead one. A node
+that stays unreachable costs the operation its ``setup_timeout``, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+
+import anyio
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from accel.conductor import operations
+from accel.db.models import utcnow
+from accel.errors import PeerError, PeerRefused
+from accel.internal.client import InternalClient
+from accel.internal.server import only_query, read_body, require_version
+from accel.internal.setup_schemas import SETUP_VERSION, OperationRequest
+from accel.internal.versions import VersionRange
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SetupSettings:
+    conductor: str
+    versions: VersionRange
+    poll_interval: float = 0.5
+    # A node silent for this long fails the operation rather than keep it forever.
+    unreachable_for: float = 300.0
+    # A conductor not reporting in for this long has its operations taken over.
+    conductor_silent_after: float = 60.0
+
+
+class SetupRunner:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        client: Callable[[], InternalClient],
+        settings: SetupSettings,
+    ) -> None:
+        self.sessions = sessions
+        self.client = client
+        self.settings = settings
+        self.wake = asyncio.Event()
+        self._unreachable_since: dict[str, dt.datetime] = {}
+
+    async def accept(self, request: Request) -> Response:
+        """``POST /v1/operations``: the api's request, stored and answered 202."""
+        require_version(request, SETUP_VERSION, "setup", self.settings.versions)
+        only_query(request)
+        asked = await read_body(request, OperationRequest)
+        view = await anyio.to_thread.run_sync(
+            operations.accept, self.sessions, asked, self.settings.conductor, utcnow()
+        )
+        log.info("operation %s: %s on %s", view.uuid, view.action, view.device_uuid)
+        self.wake.set()
+        return JSONResponse(view.model_dump(mode="json"), status_code=202)
+
+    async def drive_forever(self) -> None:
+        while True:
+            silent_before = utcnow() - dt.timedelta(seconds=self.settings.conductor_silent_after)
+            work = await anyio.to_thread.run_sync(
+                operations.unfinished, self.sessions, self.settings.conductor, silent_before
+            )
+            await asyncio.gather(*(self._step(item) for item in work))
+            self.wake.clear()
+            with suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.poll_interval):
+                    await self.wake.wait()
+
+    async def _step(self, work: operations.OperationWork) -> None:
+        """One step of one operation: send it, or ask how it goes."""
+        client = self.client()
+        try:
+            if work.state == "PENDING":
+                progress = await client.setup(work.agent_endpoint, work.call)
+            else:
+                try:
+                    progress = await client.setup_progress(work.agent_endpoint, work.uuid)
+                except PeerRefused as refused:
+                    if refused.status_code != 404:
+                        raise
+                    # The node restarted and forgot it; a driver runs an operation once,
+                    # so sending it again resumes rather than repeats finished work.
+                    progress = await client.setup(work.agent_endpoint, work.call)
+        except PeerRefused as refused:
+            log.warning("operation %s refused by the node: %s", work.uuid, refused.message)
+            await self._fail(work.uuid, refused.message)
+            return
+        except PeerError as exc:
+            await self._unreachable(work, exc)
+            return
+        self._unreachable_since.pop(work.uuid, None)
+        await anyio.to_thread.run_sync(
+            operations.record_progress, self.sessions, progress, utcnow()
+        )
+        if progress.state in ("DONE", "FAILED"):
+            log.info("operation %s %s", work.uuid, progress.state)
+
+    async def _unreachable(self, work: operations.OperationWork, exc: PeerError) -> None:
+        now = utcnow()
+        since = self._unreachable_since.setdefault(work.uuid, now)
+        if (now - since).total_seconds() < self.settings.unreachable_for:
+            log.warning("operation %s: node unreachable, will retry: %s", work.uuid, exc)
+            return
+        await self._fail(
+            work.uuid,
+            f"the node did not answer for {self.settings.unreachable_for:g}s: {exc.message}",
+        )
+
+    async def _fail(self, uuid: str, reason: str) -> None:
+        self._unreachable_since.pop(uuid, None)
+        await anyio.to_thread.run_sync(operations.fail, self.sessions, uuid, reason, utcnow())
