@@ -18,9 +18,10 @@ from accel import __version__
 from accel.cli.daemons import agent, api, conductor, driver
 from accel.cli.discover import discover
 from accel.cli.operator import agents, alarms, hardware
+from accel.cli.sim import sim
 from accel.cli.up import up
 
-COMMANDS = ("driver", "agent", "conductor", "api", "up", "discover")
+COMMANDS = ("driver", "agent", "conductor", "api", "up", "discover", "sim")
 
 
 def _default_map(path: Path) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def cli(ctx: click.Context, config: Path | None) -> None:
         ctx.default_map = _default_map(config)
 
 
-for command in (driver, agent, conductor, api, up, discover, agents, hardware, alarms):
+for command in (driver, agent, conductor, api, up, discover, sim, agents, hardware, alarms):
     cli.add_command(command)
 
 

@@ -1,0 +1,91 @@
+"""``accel sim`` as a real process against a real conductor and api: every simulated
+node's hardware reaches the public API, exactly as the generated trees hold it."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from accel.driver.discovery import Discoverer
+from accel.sim.plan import build_templates, plan_fleet
+from tests.integration.fleet import agents, get, wait_for_devices
+from tests.processes import Cluster, wait_until
+
+NODES = 20
+DEVICES_PER_NODE = 8
+SEED = 7
+
+
+def test_every_simulated_node_reaches_the_api(
+    cluster: Cluster, sqlite_url: str, tmp_path: Path
+) -> None:
+    conductor = cluster.conductor(sqlite_url)
+    api = cluster.api(sqlite_url)
+    manifest_path = tmp_path / "manifest.json"
+    sim = cluster._spawn(
+        "sim",
+        [
+            "sim",
+            "--conductor",
+            conductor.url,
+            "--nodes",
+            str(NODES),
+            "--devices-per-node",
+            str(DEVICES_PER_NODE),
+            "--seed",
+            str(SEED),
+            "--tree-dir",
+            str(tmp_path / "trees"),
+            "--manifest",
+            str(manifest_path),
+        ],
+        None,
+        "",
+    )
+    devices = wait_for_devices(api, NODES * DEVICES_PER_NODE, on_timeout=cluster.logs)
+
+    # What the API lists is what discovery finds in each node's generated tree,
+    # computed here from the plan alone.
+    plans = plan_fleet(NODES, DEVICES_PER_NODE, SEED)
+    templates = build_templates(tmp_path / "expected-trees", plans)
+    expected: dict[str, tuple[str, str]] = {}
+    for plan in plans:
+        assert plan.total == DEVICES_PER_NODE
+        for kind, count in plan.devices.items():
+            found = Discoverer(kind, templates[(kind, count)]).discover(plan.name)
+            assert len(found) == count
+            expected.update({str(entry.uuid): (plan.name, kind.value) for entry in found})
+    listed = {d["uuid"]: (d["hostname"], d["type"]) for d in devices}
+    assert listed == expected
+    assert len({plan.name for plan in plans}) == NODES
+    assert len({kind for plan in plans for kind in plan.devices}) > 1  # a mixed fleet
+
+    # One deployable per card, every node an UP agent at its own port.
+    deployables = get(api, "/v2/deployables")["deployables"]
+    assert len(deployables) == NODES * DEVICES_PER_NODE
+    known = agents(api)
+    assert set(known) == {plan.name for plan in plans}
+    assert all(agent["state"] == "UP" for agent in known.values())
+    assert len({agent["endpoint"] for agent in known.values()}) == NODES
+
+    manifest: dict[str, Any] = wait_until(
+        lambda: json.loads(manifest_path.read_text()) if manifest_path.exists() else None,
+        "the simulator's manifest",
+        on_timeout=cluster.logs,
+    )
+    by_node = Counter(hostname for hostname, _ in listed.values())
+    for node in manifest["nodes"]:
+        assert node["endpoint"] == known[node["name"]]["endpoint"]
+        uuids = [u for found in node["hardware"].values() for u in found]
+        assert by_node[node["name"]] == len(uuids) == DEVICES_PER_NODE
+        assert all(
+            listed[u] == (node["name"], kind)
+            for kind, found in node["hardware"].items()
+            for u in found
+        )
+
+    sim.process.send_signal(signal.SIGTERM)
+    assert sim.process.wait(30) == 0
