@@ -24,7 +24,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from accel.errors import PeerError
+from accel.errors import PeerError, PeerRefused, PeerTooOld
 from accel.internal.schemas import (
     AgentHello,
     ArqChanges,
@@ -33,6 +33,13 @@ from accel.internal.schemas import (
     DriverHello,
     HardwareList,
     HelloAnswer,
+)
+from accel.internal.setup_schemas import (
+    SETUP_VERSION,
+    OperationRequest,
+    OperationView,
+    SetupCall,
+    SetupProgress,
 )
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import HEADER, Version, VersionRange, format_version, parse_version
@@ -99,6 +106,47 @@ class InternalClient:
             "POST", conductor, "/v1/accelerator_requests", ArqOutcomes, body=changes
         )
 
+    async def setup(self, peer: str, call: SetupCall) -> SetupProgress:
+        """Asks an agent or driver to run a setup action (internal version 1.3)."""
+        await self._needs(peer, SETUP_VERSION, "setup")
+        return await self._call("POST", peer, "/v1/setup", SetupProgress, body=call)
+
+    async def setup_progress(self, peer: str, operation: str) -> SetupProgress:
+        await self._needs(peer, SETUP_VERSION, "setup")
+        return await self._call("GET", peer, f"/v1/setup/{operation}", SetupProgress)
+
+    async def request_operation(self, conductor: str, request: OperationRequest) -> OperationView:
+        """Asks a conductor to start a setup operation for the api (1.3)."""
+        await self._needs(conductor, SETUP_VERSION, "setup")
+        return await self._call("POST", conductor, "/v1/operations", OperationView, body=request)
+
+    async def _needs(self, peer: str, version: Version, what: str) -> None:
+        """Refuses clearly when ``peer`` is known to be too old for ``what``.
+
+        A peer we have not met yet is first asked who it is, so that an older release
+        is told apart from a route that is simply missing.
+        """
+        url = base_url(peer, self.scheme)
+        if url not in self._peer_versions:
+            await self._learn_version(url)
+        spoken = self.peer_version(url)
+        if spoken < version:
+            raise PeerTooOld(
+                url,
+                f"{url} speaks internal version {format_version(spoken)}, too old for "
+                f"{what} (which needs {format_version(version)}): upgrade it",
+            )
+
+    async def _learn_version(self, url: str) -> None:
+        try:
+            response = await self._send("GET", url, "/", self.versions.maximum, None, None, None)
+            maximum = parse_version(str(response.json()["versions"][0]["max_version"]))
+        except (PeerError, ValueError, KeyError, IndexError, TypeError):
+            return  # the call itself will say what is wrong
+        common = self.versions.common_with(maximum)
+        if common is not None and common < self.versions.maximum:
+            self._peer_versions[url] = common
+
     async def start_discovery(self, peer: str) -> DiscoveryStarted:
         return await self._call("POST", peer, "/v1/discovery", DiscoveryStarted)
 
@@ -135,6 +183,8 @@ class InternalClient:
             if downgraded is None:
                 raise PeerError(url, f"speaks no internal version we speak: {response.text[:200]}")
             version = downgraded
+        if 400 <= response.status_code < 500:
+            raise PeerRefused(url, response.status_code, _reason(response))
         if response.status_code >= 400:
             raise PeerError(
                 url, f"{method} {path} answered {response.status_code}: {response.text[:200]}"
@@ -200,6 +250,19 @@ class InternalClient:
             format_version(common),
         )
         return common
+
+
+def _reason(response: httpx.Response) -> str:
+    """The message a refusing peer gave, however its error body is shaped."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict):
+        for key in ("error", "detail", "message"):
+            if isinstance(body.get(key), str):
+                return str(body[key])
+    return response.text[:500]
 
 
 def _wire_body(body: BaseModel, version: Version) -> dict[str, Any]:
