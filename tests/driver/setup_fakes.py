@@ -113,7 +113,7 @@ class MigNvml:
     ``reset_needed``: a mode change stays pending, as on a GPU in use.
     """
 
-    NVMLError = NVMLError
+    NVMLError: type[Exception] = NVMLError
     NVML_GPU_INSTANCE_PROFILE_COUNT = 14
     NVML_COMPUTE_INSTANCE_PROFILE_COUNT = 8
     NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED = 0
@@ -148,8 +148,8 @@ class MigNvml:
     def nvmlDeviceGetCudaComputeCapability(self, handle: object) -> tuple[int, int]:
         return (9, 0)
 
-    def nvmlDeviceGetMigMode(self, handle: object) -> list[int]:
-        return [self.current, self.pending]
+    def nvmlDeviceGetMigMode(self, handle: object) -> tuple[int, int]:
+        return (self.current, self.pending)
 
     def nvmlDeviceGetMaxMigDeviceCount(self, handle: object) -> int:
         return 0
