@@ -35,6 +35,13 @@ AGENTS = Gauge(
 ALARMS_RAISED = Counter(
     "accel_alarms_raised", "Alarms raised, by kind.", ["kind"], registry=REGISTRY
 )
+SYNC_LEASES = Counter(
+    "accel_sync_leases",
+    "Sync leases a conductor claimed, took over from a conductor that stopped renewing "
+    "them, or lost to another while its sync ran.",
+    ["outcome"],
+    registry=REGISTRY,
+)
 REQUEST_SECONDS = Histogram(
     "accel_http_request_duration_seconds",
     "Time to answer an HTTP request.",

@@ -258,6 +258,14 @@ def agent(
 )
 @option("--hello-burst", type=click.IntRange(1), default=1000)
 @option(
+    "--sync-lease",
+    type=float,
+    default=None,
+    callback=positive,
+    help="Seconds an agent's sync stays this conductor's unrenewed; after that another "
+    "conductor takes it over [default: 3 heartbeat intervals].",
+)
+@option(
     "--allowed-agent-networks",
     default=None,
     metavar="CIDR[,CIDR...]",
@@ -277,6 +285,7 @@ def conductor(
     max_agents: int,
     hello_rate: float,
     hello_burst: int,
+    sync_lease: float | None,
     allowed_agent_networks: str | None,
     listen_fd: int | None,
     advertise: str | None,
@@ -314,6 +323,7 @@ def conductor(
             max_agents=max_agents,
             hello_rate=hello_rate,
             hello_burst=hello_burst,
+            sync_lease=sync_lease,
             tls=tls,
             allowed_agent_networks=allowed,
         ),

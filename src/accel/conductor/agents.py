@@ -11,11 +11,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor.alarms import AGENT_DOWN, clear_alarm, raise_alarm
+from accel.conductor.leases import check_and_release
 from accel.db.models import Agent
 from accel.internal.rate_limit import TooManyRequests
 
@@ -24,12 +25,6 @@ from accel.internal.rate_limit import TooManyRequests
 class HelloOutcome:
     known: bool
     sync_now: bool
-
-
-@dataclass(frozen=True)
-class SyncTarget:
-    name: str
-    endpoint: str
 
 
 class RegistryFull(TooManyRequests):
@@ -99,38 +94,42 @@ def _record_hello(
 def mark_silent_agents_down(
     sessions: sessionmaker[Session], now: dt.datetime, down_after: float
 ) -> list[str]:
-    """Agents silent for ``down_after`` seconds go DOWN, each with one alarm."""
+    """Agents silent for ``down_after`` seconds go DOWN, each with one alarm.
+
+    Several conductors sweep the same table: an agent goes DOWN in the sweep whose
+    conditional UPDATE changed its row, and only that sweep raises its alarm.
+    """
     deadline = now - dt.timedelta(seconds=down_after)
+    silent_now = and_(Agent.state == "UP", Agent.last_seen < deadline)
     with sessions.begin() as session:
-        silent = session.scalars(
-            select(Agent)
-            .where(Agent.state == "UP", Agent.last_seen < deadline)
+        # PostgreSQL: rows another sweep holds are skipped, not waited for.
+        silent = session.execute(
+            select(Agent.id, Agent.name, Agent.endpoint, Agent.last_seen)
+            .where(silent_now)
+            .order_by(Agent.id)
             .with_for_update(skip_locked=True)
         ).all()
-        for agent in silent:
-            agent.state = "DOWN"
+        down = []
+        for agent_id, name, endpoint, last_seen in silent:
+            # SQLite locks nothing on read: the UPDATE's WHERE decides who won.
+            changed = session.execute(
+                update(Agent)
+                .where(Agent.id == agent_id, silent_now)
+                .values(state="DOWN")
+                .execution_options(synchronize_session=False)
+            )
+            if not changed.rowcount:  # type: ignore[attr-defined]
+                continue
             raise_alarm(
                 session,
                 AGENT_DOWN,
-                agent.name,
-                f"agent {agent.name} at {agent.endpoint} sent no heartbeat for "
-                f"{down_after:g}s (last at {agent.last_seen.isoformat()})",
+                name,
+                f"agent {name} at {endpoint} sent no heartbeat for "
+                f"{down_after:g}s (last at {last_seen.isoformat()})",
                 now,
             )
-        return [agent.name for agent in silent]
-
-
-def agents_due_for_sync(
-    sessions: sessionmaker[Session], now: dt.datetime, limit: int
-) -> list[SyncTarget]:
-    with sessions() as session:
-        rows = session.execute(
-            select(Agent.name, Agent.endpoint)
-            .where(Agent.state == "UP", Agent.next_sync_at <= now)
-            .order_by(Agent.next_sync_at)
-            .limit(limit)
-        ).all()
-    return [SyncTarget(name, endpoint) for name, endpoint in rows]
+            down.append(name)
+        return down
 
 
 def record_sync_failure(
@@ -139,11 +138,16 @@ def record_sync_failure(
     error: str,
     started: dt.datetime,
     retry_at: dt.datetime,
+    owner: str | None = None,
 ) -> None:
-    """Keeps the inventory as it was and retries soon, unless a sync was asked for since."""
+    """Keeps the inventory as it was and retries soon, unless a sync was asked for since.
+
+    With ``owner``, only while that conductor holds the sync lease, which it gives back.
+    """
     with sessions.begin() as session:
-        agent = session.scalar(select(Agent).where(Agent.name == name))
+        agent = session.scalar(select(Agent).where(Agent.name == name).with_for_update())
         if agent is not None:
+            check_and_release(agent, owner)
             agent.last_sync_error = error[:2000]
             if agent.next_sync_at is None or agent.next_sync_at <= started:
                 agent.next_sync_at = retry_at

@@ -1,4 +1,9 @@
-"""Each conductor's record of itself, so the api finds a live conductor without a flag."""
+"""Each conductor's record of itself, so the api finds a live conductor without a flag.
+
+The record says until when it stays true without news (``alive_until``, a few of the
+conductor's heartbeats ahead), so ``accel conductors list`` can tell a dead conductor
+from a live one without knowing each conductor's flags.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,39 @@ from accel.db.models import Conductor
 
 
 def record_conductor(
-    sessions: sessionmaker[Session], name: str, endpoint: str, now: dt.datetime
+    sessions: sessionmaker[Session],
+    name: str,
+    endpoint: str,
+    now: dt.datetime,
+    alive_until: dt.datetime | None = None,
 ) -> None:
     try:
         with sessions.begin() as session:
             conductor = session.scalar(select(Conductor).where(Conductor.name == name))
             if conductor is None:
-                session.add(Conductor(name=name, endpoint=endpoint, started_at=now, last_seen=now))
+                session.add(
+                    Conductor(
+                        name=name,
+                        endpoint=endpoint,
+                        started_at=now,
+                        last_seen=now,
+                        alive_until=alive_until,
+                    )
+                )
             else:
                 conductor.endpoint = endpoint
                 conductor.last_seen = now
+                conductor.alive_until = alive_until
     except IntegrityError:
         pass  # another process of the same name inserted it first; next round updates
+
+
+def record_start(
+    sessions: sessionmaker[Session], name: str, endpoint: str, now: dt.datetime
+) -> None:
+    """A (re)started conductor: its start time is now, whatever an earlier life wrote."""
+    record_conductor(sessions, name, endpoint, now)
+    with sessions.begin() as session:
+        conductor = session.scalar(select(Conductor).where(Conductor.name == name))
+        if conductor is not None:
+            conductor.started_at = now

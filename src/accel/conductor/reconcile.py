@@ -24,6 +24,7 @@ from accel.conductor.alarms import (
     raise_alarm,
 )
 from accel.conductor.hardware_rows import DeployablePlan, device_columns, plan_deployables
+from accel.conductor.leases import check_and_release
 from accel.db.models import (
     AcceleratorRequest,
     Agent,
@@ -69,8 +70,13 @@ def store_inventory(
     started: dt.datetime,
     now: dt.datetime,
     next_sync_at: dt.datetime,
+    owner: str | None = None,
 ) -> InventoryDiff:
-    """Stores a sync that began at ``started``; a sync asked for since then stays due."""
+    """Stores a sync that began at ``started``; a sync asked for since then stays due.
+
+    With ``owner``, only while that conductor still holds the agent's sync lease
+    (else ``LeaseLost`` and nothing written), and the lease is given back.
+    """
     reported = {str(entry.uuid): entry for entry in report.hardware}
     if len(reported) != len(report.hardware):
         raise PeerError(agent_name, "reported the same hardware uuid twice")
@@ -78,6 +84,7 @@ def store_inventory(
         agent = session.scalar(select(Agent).where(Agent.name == agent_name).with_for_update())
         if agent is None:
             raise PeerError(agent_name, "is not a registered agent")
+        check_and_release(agent, owner)
         diff = _apply(session, agent, reported, vouched_kinds(report), now)
         agent.last_synced_at = now
         if agent.next_sync_at is None or agent.next_sync_at <= started:

@@ -1,8 +1,8 @@
 """The conductor's HTTP service and its loops: hellos in; syncs, liveness sweeps out.
 
-Every sync asks an agent to discover, waits for that discovery, and writes the
-difference into the database. A failed or garbled discovery changes nothing in the
-inventory and is retried sooner than the normal resync interval.
+Syncs run under leases shared by every conductor on the database (``syncing``,
+``leases``). Each loop outlives a database that is away for a while: a round that
+fails is logged and the next one tries again.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,18 +25,18 @@ from starlette.types import ASGIApp
 
 from accel.conductor import agents, allocation
 from accel.conductor.presence import record_conductor
-from accel.conductor.reconcile import store_inventory
+from accel.conductor.syncing import SyncLoop
 from accel.db.engine import migrate, session_factory
 from accel.db.models import utcnow
-from accel.errors import PeerError, VersionNotAcceptable
+from accel.errors import Unavailable, VersionNotAcceptable
 from accel.internal.client import InternalClient
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
-from accel.internal.schemas import AgentHello, ArqChanges, ArqOutcomes, HardwareList
+from accel.internal.schemas import AgentHello, ArqChanges, ArqOutcomes
 from accel.internal.server import internal_app, only_query, read_body, request_version
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange, format_version
-from accel.metrics import AGENTS, DISCOVERIES, HELLOS, INVENTORY_CHANGES
+from accel.metrics import AGENTS, HELLOS
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class ConductorSettings:
     hello_burst: int = 1000
     max_agents: int = 100_000
     tls: TlsFiles | None = None
+    # Seconds a sync lease lasts unrenewed; None: three heartbeat intervals.
+    sync_lease: float | None = None
 
 
 class ConductorService:
@@ -64,10 +67,9 @@ class ConductorService:
         self.settings = settings
         self.engine = engine
         self.sessions = session_factory(engine)
-        self.in_flight: set[str] = set()
         self.wake = asyncio.Event()
+        self.syncs = SyncLoop(settings, self.sessions, lambda: self.client, self.wake)
         self._client: InternalClient | None = None
-        self._syncs: set[asyncio.Task[None]] = set()
         self.hello_limiter = RateLimiter(settings.hello_rate, settings.hello_burst)
 
     @property
@@ -82,16 +84,19 @@ class ConductorService:
         hello = await read_body(request, AgentHello)
         await check_origin(hello.endpoint, source, self.settings.allowed_agent_networks)
         name = hello.name or hello.endpoint
-        outcome = await anyio.to_thread.run_sync(
-            agents.record_hello,
-            self.sessions,
-            name,
-            hello.endpoint,
-            format_version(request_version(request)),
-            utcnow(),
-            hello.resync,
-            self.settings.max_agents,
-        )
+        try:
+            outcome = await anyio.to_thread.run_sync(
+                agents.record_hello,
+                self.sessions,
+                name,
+                hello.endpoint,
+                format_version(request_version(request)),
+                utcnow(),
+                hello.resync,
+                self.settings.max_agents,
+            )
+        except OperationalError as exc:  # the database is away: the agent tries again
+            raise Unavailable(f"the conductor's database is unavailable: {exc}") from exc
         HELLOS.labels("conductor", "known" if outcome.known else "new").inc()
         if not outcome.known:
             log.info("agent %s registered at %s", name, hello.endpoint)
@@ -113,74 +118,21 @@ class ConductorService:
         return JSONResponse(ArqOutcomes(arqs=outcomes).model_dump(mode="json"))
 
     async def sync_forever(self) -> None:
-        semaphore = asyncio.Semaphore(self.settings.max_concurrent_syncs)
-        while True:
-            due = await anyio.to_thread.run_sync(
-                agents.agents_due_for_sync,
-                self.sessions,
-                utcnow(),
-                self.settings.max_concurrent_syncs * 4,
-            )
-            for target in due:
-                if target.name not in self.in_flight:
-                    self.in_flight.add(target.name)
-                    task = asyncio.create_task(self.sync_agent(target, semaphore))
-                    self._syncs.add(task)
-                    task.add_done_callback(self._syncs.discard)
-            self.wake.clear()
-            with suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self.wake.wait()
-
-    async def sync_agent(self, target: agents.SyncTarget, semaphore: asyncio.Semaphore) -> None:
-        started = utcnow()
-        try:
-            async with semaphore:
-                started = utcnow()
-                report = await self._discover(target)
-                now = utcnow()
-                # A driver that failed may have hardware we could not see: look again soon.
-                partial = any(d.state != "ok" for d in report.drivers or [])
-                wait = self.settings.sync_retry_after if partial else self.settings.resync_interval
-                next_sync = now + dt.timedelta(seconds=wait)
-                diff = await anyio.to_thread.run_sync(
-                    store_inventory, self.sessions, target.name, report, started, now, next_sync
-                )
-                log.info("synced agent %s: %s", target.name, diff)
-                DISCOVERIES.labels("conductor", "ok").inc()
-                for change in ("added", "changed", "returned", "vanished"):
-                    INVENTORY_CHANGES.labels(change).inc(len(getattr(diff, change)))
-        except (PeerError, TimeoutError) as exc:
-            reason = str(exc) or "discovery timed out"
-            log.warning("sync of agent %s failed, inventory kept: %s", target.name, reason)
-            DISCOVERIES.labels("conductor", "failed").inc()
-            retry_at = utcnow() + dt.timedelta(seconds=self.settings.sync_retry_after)
-            await anyio.to_thread.run_sync(
-                agents.record_sync_failure, self.sessions, target.name, reason, started, retry_at
-            )
-        finally:
-            self.in_flight.discard(target.name)
-
-    async def _discover(self, target: agents.SyncTarget) -> HardwareList:
-        timeout = self.settings.discovery_timeout
-        async with asyncio.timeout(timeout):
-            started = await self.client.start_discovery(target.endpoint)
-            if started.generation is None:
-                return await self.client.hardware(target.endpoint)
-            report = await self.client.hardware(target.endpoint, started.generation, timeout)
-            if (report.generation or 0) < started.generation:
-                raise PeerError(target.endpoint, "discovery did not complete")
-            return report
+        await self.syncs.run()
 
     async def sweep_forever(self) -> None:
         interval = max(0.2, min(1.0, self.settings.agent_down_after / 4))
         while True:
-            down = await anyio.to_thread.run_sync(
-                agents.mark_silent_agents_down,
-                self.sessions,
-                utcnow(),
-                self.settings.agent_down_after,
-            )
+            try:
+                down = await anyio.to_thread.run_sync(
+                    agents.mark_silent_agents_down,
+                    self.sessions,
+                    utcnow(),
+                    self.settings.agent_down_after,
+                )
+            except SQLAlchemyError as exc:
+                log.warning("liveness sweep skipped, database error: %s", exc)
+                down = []
             for name in down:
                 log.warning(
                     "agent %s is DOWN: no heartbeat for %gs", name, self.settings.agent_down_after
@@ -189,18 +141,24 @@ class ConductorService:
 
     async def announce_forever(self) -> None:
         """Keeps this conductor's record fresh so the api can find a live one."""
+        interval = self.settings.heartbeat_interval
         while True:
-            counts = await anyio.to_thread.run_sync(agents.count_by_state, self.sessions)
-            for state in ("UP", "DOWN"):
-                AGENTS.labels(state).set(counts.get(state, 0))
-            await anyio.to_thread.run_sync(
-                record_conductor,
-                self.sessions,
-                self.settings.name,
-                self.settings.endpoint,
-                utcnow(),
-            )
-            await asyncio.sleep(self.settings.heartbeat_interval)
+            now = utcnow()
+            try:
+                counts = await anyio.to_thread.run_sync(agents.count_by_state, self.sessions)
+                for state in ("UP", "DOWN"):
+                    AGENTS.labels(state).set(counts.get(state, 0))
+                await anyio.to_thread.run_sync(
+                    record_conductor,
+                    self.sessions,
+                    self.settings.name,
+                    self.settings.endpoint,
+                    now,
+                    now + dt.timedelta(seconds=max(3 * interval, self.syncs.lease_seconds)),
+                )
+            except SQLAlchemyError as exc:
+                log.warning("could not record this conductor's presence: %s", exc)
+            await asyncio.sleep(interval)
 
     def app(self) -> ASGIApp:
         @asynccontextmanager
@@ -215,16 +173,22 @@ class ConductorService:
             )
             loops = [
                 asyncio.create_task(loop(), name=loop.__name__)
-                for loop in (self.sync_forever, self.sweep_forever, self.announce_forever)
+                for loop in (
+                    self.sync_forever,
+                    self.syncs.renew_forever,
+                    self.sweep_forever,
+                    self.announce_forever,
+                )
             ]
             try:
                 yield
             finally:
-                for task in [*loops, *self._syncs]:
+                for task in loops:
                     task.cancel()
-                for task in [*loops, *self._syncs]:
+                for task in loops:
                     with suppress(asyncio.CancelledError):
                         await task
+                await self.syncs.stop()  # others may take this conductor's agents now
                 await self._client.aclose()
                 self.engine.dispose()
 

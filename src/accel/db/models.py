@@ -77,6 +77,10 @@ class Agent(Timestamps, Base):
     last_synced_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     next_sync_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, index=True)
     last_sync_error: Mapped[str | None] = mapped_column(Text)
+    # The sync lease: the conductor running this agent's sync, until the lease expires
+    # unrenewed (its holder died) and another conductor may take the sync over.
+    sync_owner: Mapped[str | None] = mapped_column(String(255), index=True)
+    sync_lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     devices: Mapped[list[Device]] = relationship(back_populates="agent")
 
@@ -192,6 +196,9 @@ class Conductor(Base):
     endpoint: Mapped[str] = mapped_column(String(300))
     started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Each conductor says how long its record stays true without news (a few of its
+    # heartbeats), so readers need not know its flags to tell whether it is alive.
+    alive_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class DeviceProfile(Base):

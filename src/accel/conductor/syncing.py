@@ -1,0 +1,196 @@
+"""The conductor's sync loop: claim due agents' sync leases, run the syncs, renew.
+
+Every sync asks an agent to discover, waits for that discovery, and writes the
+difference into the database. A failed or garbled discovery changes nothing in the
+inventory and is retried sooner than the normal resync interval.
+
+Several conductors share one database: each sync runs under a lease (see
+``leases``), so each agent is synced by one conductor at a time and a dead
+conductor's agents are taken over when its leases expire. A conductor claims only as
+many agents as it has free sync slots, so no conductor hoards work it cannot start.
+A database that is down for a while (a PostgreSQL restart) costs rounds, not the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from accel.conductor import agents, leases
+from accel.conductor.reconcile import store_inventory
+from accel.db.models import utcnow
+from accel.errors import PeerError
+from accel.internal.client import InternalClient
+from accel.internal.schemas import HardwareList
+from accel.metrics import DISCOVERIES, INVENTORY_CHANGES, SYNC_LEASES
+
+if TYPE_CHECKING:
+    from accel.conductor.service import ConductorSettings
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# How often an idle conductor looks for due agents when no hello woke it.
+POLL_SECONDS = 1.0
+
+
+class SyncLoop:
+    def __init__(
+        self,
+        settings: ConductorSettings,
+        sessions: sessionmaker[Session],
+        client: Callable[[], InternalClient],
+        wake: asyncio.Event,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.client = client
+        self.wake = wake
+        self.owner = settings.name
+        self.running: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.settings.sync_lease or 3 * self.settings.heartbeat_interval
+
+    async def run(self) -> None:
+        """Claims and starts syncs until cancelled."""
+        released = await self._database(leases.release_all, self.sessions, self.owner)
+        if released:
+            log.info("gave back %d sync leases an earlier run of %s held", released, self.owner)
+        while True:
+            free = self.settings.max_concurrent_syncs - len(self.running)
+            claims = await self._database(
+                leases.claim_due_agents,
+                self.sessions,
+                self.owner,
+                utcnow(),
+                self.lease_seconds,
+                free,
+            )
+            for claim in claims or []:
+                self._start(claim)
+            self.wake.clear()
+            with suppress(TimeoutError):
+                async with asyncio.timeout(POLL_SECONDS):
+                    await self.wake.wait()
+
+    def _start(self, claim: leases.Claim) -> None:
+        SYNC_LEASES.labels("claimed").inc()
+        if claim.taken_from is not None:
+            SYNC_LEASES.labels("taken_over").inc()
+            log.warning(
+                "took over the sync of agent %s: the lease of conductor %s expired",
+                claim.name,
+                claim.taken_from,
+            )
+        task = asyncio.create_task(self.sync_agent(claim), name=f"sync {claim.name}")
+        self.running[claim.name] = task
+
+    async def renew_forever(self) -> None:
+        """Renews the leases of running syncs; a sync whose lease is gone is dropped."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            running = dict(self.running)
+            held = await self._database(
+                leases.renew_leases,
+                self.sessions,
+                self.owner,
+                list(running),
+                utcnow(),
+                self.lease_seconds,
+            )
+            if held is None:
+                continue  # the database is away: the write at the end will check again
+            for name, task in running.items():
+                if name not in held and self.running.get(name) is task and not task.done():
+                    log.warning("lost the sync lease of agent %s; dropping its sync", name)
+                    SYNC_LEASES.labels("lost").inc()
+                    task.cancel()
+
+    async def stop(self) -> None:
+        """Cancels running syncs and gives their leases back for others to take now."""
+        tasks = list(self.running.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        with suppress(SQLAlchemyError):
+            await anyio.to_thread.run_sync(leases.release_all, self.sessions, self.owner)
+
+    async def sync_agent(self, claim: leases.Claim) -> None:
+        started = utcnow()
+        try:
+            report = await self._discover(claim)
+            now = utcnow()
+            # A driver that failed may have hardware we could not see: look again soon.
+            partial = any(d.state != "ok" for d in report.drivers or [])
+            wait = self.settings.sync_retry_after if partial else self.settings.resync_interval
+            diff = await anyio.to_thread.run_sync(
+                store_inventory,
+                self.sessions,
+                claim.name,
+                report,
+                started,
+                now,
+                now + dt.timedelta(seconds=wait),
+                self.owner,
+            )
+            log.info("synced agent %s: %s", claim.name, diff)
+            DISCOVERIES.labels("conductor", "ok").inc()
+            for change in ("added", "changed", "returned", "vanished"):
+                INVENTORY_CHANGES.labels(change).inc(len(getattr(diff, change)))
+        except (PeerError, TimeoutError) as exc:
+            reason = str(exc) or "discovery timed out"
+            log.warning("sync of agent %s failed, inventory kept: %s", claim.name, reason)
+            DISCOVERIES.labels("conductor", "failed").inc()
+            retry_at = utcnow() + dt.timedelta(seconds=self.settings.sync_retry_after)
+            with suppress(leases.LeaseLost):
+                await self._database(
+                    agents.record_sync_failure,
+                    self.sessions,
+                    claim.name,
+                    reason,
+                    started,
+                    retry_at,
+                    self.owner,
+                )
+        except leases.LeaseLost as exc:
+            SYNC_LEASES.labels("lost").inc()
+            log.warning("sync of agent %s dropped, nothing written: %s", claim.name, exc)
+        except SQLAlchemyError as exc:
+            # The lease expires unrenewed and the sync is tried again, here or elsewhere.
+            log.warning("sync of agent %s not written, database error: %s", claim.name, exc)
+        finally:
+            if self.running.get(claim.name) is asyncio.current_task():
+                del self.running[claim.name]
+
+    async def _discover(self, claim: leases.Claim) -> HardwareList:
+        timeout = self.settings.discovery_timeout
+        client = self.client()
+        async with asyncio.timeout(timeout):
+            started = await client.start_discovery(claim.endpoint)
+            if started.generation is None:
+                return await client.hardware(claim.endpoint)
+            report = await client.hardware(claim.endpoint, started.generation, timeout)
+            if (report.generation or 0) < started.generation:
+                raise PeerError(claim.endpoint, "discovery did not complete")
+            return report
+
+    async def _database(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | None:
+        """Runs a database call in a thread; None (logged) if the database failed."""
+        try:
+            return await anyio.to_thread.run_sync(lambda: call(*args, **kwargs))
+        except SQLAlchemyError as exc:
+            log.warning("database unavailable for %s: %s", call.__name__, exc)
+            return None
