@@ -1,0 +1,145 @@
+"""Setup end to end: the public API asks, the conductor drives, the driver acts on sysfs.
+
+Real processes on loopback; the node is a fake sysfs tree, so the test plays the
+kernel's part only where a real kernel would (creating VF links after a write).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from accel.driver.fake_sysfs import FakeSysfs
+from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, get, hardware
+from tests.processes import Cluster, Service, wait_until
+
+# Resyncs an hour apart: hardware that changes after setup shows only if setup resyncs.
+SLOW_RESYNC_CONDUCTOR = ("--heartbeat-interval", "0.5", "--resync-interval", "3600")
+IDLE_QAT = "0000:70:00.0"  # a QAT PF with 16 possible VFs and none enabled
+
+
+def qat_hardware(api: Service, address: str) -> dict[str, Any]:
+    [found] = [h for h in hardware(api) if h["pci"]["address"] == address]
+    return found
+
+
+def node(cluster: Cluster, sqlite_url: str, tree: FakeSysfs, *driver_flags: str) -> Service:
+    conductor = cluster.conductor(sqlite_url, *SLOW_RESYNC_CONDUCTOR)
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    cluster.driver("QAT", agent, tree.root, *FAST_DRIVER, *driver_flags)
+    wait_until(lambda: len(hardware(api)) == 2, "both QAT cards in the API")
+    return api
+
+
+def setup(api: Service, device: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{api.url}/v2/devices/{device}/setup", json=body, timeout=30)
+
+
+def finished(api: Service, operation: str) -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
+        found: dict[str, Any] = get(api, f"/v2/operations/{operation}")["operation"]
+        return found if found["state"] in ("DONE", "FAILED") else None
+
+    return wait_until(final, f"operation {operation} to finish")
+
+
+def test_enabling_vfs_writes_sysfs_and_the_change_reaches_the_api(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    api = node(cluster, sqlite_url, gpu_server)
+    before = qat_hardware(api, IDLE_QAT)
+    assert before["acc_status"]["setup_required"] is True
+
+    answer = setup(api, before["uuid"], {"action": "enable_vfs", "num_vfs": 4})
+    assert answer.status_code == 202, answer.text
+    operation = answer.json()["operation"]
+    assert answer.headers["location"] == f"/v2/operations/{operation['uuid']}"
+    assert (operation["device_uuid"], operation["action"]) == (before["uuid"], "enable_vfs")
+
+    done = finished(api, operation["uuid"])
+    assert done["state"] == "DONE", done
+    assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "4"
+    assert done["reboot_required"] is False and done["steps"]
+    # The conductor resynced the node at once: the new count is in the inventory.
+    wait_until(lambda: qat_hardware(api, IDLE_QAT)["sriov"]["num_vfs"] == 4, "the new VF count")
+    listed = get(api, "/v2/operations", device_uuid=before["uuid"])["operations"]
+    assert [o["uuid"] for o in listed] == [operation["uuid"]]
+
+
+def test_a_dry_run_says_what_it_would_do_and_changes_nothing(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    api = node(cluster, sqlite_url, gpu_server)
+    device = qat_hardware(api, IDLE_QAT)["uuid"]
+    answer = setup(api, device, {"action": "enable_vfs", "num_vfs": 8, "dry_run": True})
+    assert answer.status_code == 202, answer.text
+    done = finished(api, answer.json()["operation"]["uuid"])
+    assert (done["state"], done["dry_run"]) == ("DONE", True)
+    assert any("sriov_numvfs" in step for step in done["steps"]), done["steps"]
+    assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "0"
+
+
+def test_bad_requests_are_refused_with_a_reason_and_store_nothing(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    api = node(cluster, sqlite_url, gpu_server)
+    device = qat_hardware(api, IDLE_QAT)["uuid"]
+
+    too_many = setup(api, device, {"action": "enable_vfs", "num_vfs": 17})
+    assert too_many.status_code == 400
+    assert "sriov_totalvfs" in too_many.json()["error_message"]
+    wrong_kind = setup(api, device, {"action": "mig_mode", "enabled": True})
+    assert wrong_kind.status_code == 400
+    assert "QAT" in wrong_kind.json()["error_message"]
+    unknown = setup(api, device, {"action": "format_disk"})
+    assert unknown.status_code == 400
+    missing = setup(api, "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", {"action": "enable_vfs"})
+    assert missing.status_code == 400  # num_vfs is required before any lookup
+    nowhere = setup(
+        api, "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", {"action": "enable_vfs", "num_vfs": 1}
+    )
+    assert nowhere.status_code == 404
+
+    assert get(api, "/v2/operations")["operations"] == []
+    assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "0"
+
+
+def test_a_second_operation_on_a_busy_device_is_a_conflict(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    conductor = cluster.conductor(sqlite_url, *SLOW_RESYNC_CONDUCTOR)
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    driver = cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
+    wait_until(lambda: len(hardware(api)) == 2, "both QAT cards in the API")
+    device = qat_hardware(api, IDLE_QAT)["uuid"]
+
+    driver.pause()  # the first operation cannot finish while the driver is stopped
+    first = setup(api, device, {"action": "enable_vfs", "num_vfs": 2})
+    assert first.status_code == 202
+    second = setup(api, device, {"action": "enable_vfs", "num_vfs": 3})
+    assert second.status_code == 409
+    assert first.json()["operation"]["uuid"] in second.json()["error_message"]
+
+    driver.resume()
+    assert finished(api, first.json()["operation"]["uuid"])["state"] == "DONE"
+    third = setup(api, device, {"action": "enable_vfs", "num_vfs": 3})
+    assert third.status_code == 202
+    assert finished(api, third.json()["operation"]["uuid"])["state"] == "DONE"
+    # 2 -> 3 goes through 0, as the kernel requires.
+    assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "3"
+
+
+def test_a_driver_too_old_for_setup_fails_the_operation_and_says_why(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    api = node(cluster, sqlite_url, gpu_server, "--internal-version-max", "1.2")
+    device = qat_hardware(api, IDLE_QAT)["uuid"]
+    answer = setup(api, device, {"action": "enable_vfs", "num_vfs": 2})
+    assert answer.status_code == 202
+    done = finished(api, answer.json()["operation"]["uuid"])
+    assert done["state"] == "FAILED"
+    assert "1.2" in done["error"] and "1.3" in done["error"], done["error"]
+    assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "0"
