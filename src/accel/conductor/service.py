@@ -25,15 +25,22 @@ from starlette.types import ASGIApp
 
 from accel.conductor import agents, allocation
 from accel.conductor.presence import record_conductor
+from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.syncing import SyncLoop
 from accel.db.engine import migrate, session_factory
 from accel.db.models import utcnow
-from accel.errors import Unavailable, VersionNotAcceptable
+from accel.errors import Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import AgentHello, ArqChanges, ArqOutcomes
-from accel.internal.server import internal_app, only_query, read_body, request_version
+from accel.internal.server import (
+    internal_app,
+    only_query,
+    read_body,
+    request_version,
+    require_version,
+)
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange, format_version
 from accel.metrics import AGENTS, HELLOS
@@ -70,6 +77,11 @@ class ConductorService:
         self.wake = asyncio.Event()
         self.syncs = SyncLoop(settings, self.sessions, lambda: self.client, self.wake)
         self._client: InternalClient | None = None
+        self.setup = SetupRunner(
+            self.sessions,
+            lambda: self.client,
+            SetupSettings(conductor=settings.name, versions=settings.versions),
+        )
         self.hello_limiter = RateLimiter(settings.hello_rate, settings.hello_burst)
 
     @property
@@ -106,10 +118,7 @@ class ConductorService:
 
     async def change_arqs(self, request: Request) -> Response:
         """Binds and unbinds accelerator requests for the api (internal version 1.2)."""
-        if request_version(request) < (1, 2):
-            raise VersionNotAcceptable(
-                "binding needs internal version 1.2", self.settings.versions.supported()
-            )
+        require_version(request, (1, 2), "binding", self.settings.versions)
         only_query(request)
         changes = await read_body(request, ArqChanges)
         outcomes = await anyio.to_thread.run_sync(
@@ -178,6 +187,7 @@ class ConductorService:
                     self.syncs.renew_forever,
                     self.sweep_forever,
                     self.announce_forever,
+                    self.setup.drive_forever,
                 )
             ]
             try:
@@ -195,6 +205,7 @@ class ConductorService:
         routes = [
             Route("/v1/hello", self.hello, methods=["POST"]),
             Route("/v1/accelerator_requests", self.change_arqs, methods=["POST"]),
+            Route("/v1/operations", self.setup.accept, methods=["POST"]),
         ]
         return internal_app(
             "conductor",
