@@ -1,8 +1,14 @@
-"""The driver's HTTP service: discovery on request, the last result, hello to the agent.
+"""The driver's HTTP service: discovery on request, the last result, hello to the agent,
+and setup of the hardware it discovered.
 
 ``POST /v1/discovery`` starts a scan in a worker thread and answers 202 at once; a
 second POST while one runs joins it. ``GET /v1/hardware`` answers the last completed
 scan; a caller that started one may wait for it with ``min_generation`` and ``wait``.
+
+``POST /v1/setup`` (internal version 1.3) checks a setup call at once (400 when it
+cannot be done here, 404 for a device this driver does not discover, 409 while
+another operation works on the device) and runs it in the background, answering 202
+with its progress; ``GET /v1/setup/{operation}`` answers where it stands.
 """
 
 from __future__ import annotations
@@ -12,17 +18,19 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from uuid import UUID
 
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.driver.discovery import Discoverer
-from accel.errors import PeerError
+from accel.driver.setup import OperationRegistry, SetupConfig, plan_setup
+from accel.errors import PeerError, VersionNotAcceptable
 from accel.internal.client import InternalClient
 from accel.internal.discovery_http import (
     MAX_WAIT_SECONDS,
@@ -32,9 +40,10 @@ from accel.internal.discovery_http import (
 )
 from accel.internal.discovery_state import DiscoveryState
 from accel.internal.schemas import DriverHello, HardwareEntry, Kind
-from accel.internal.server import internal_app
+from accel.internal.server import internal_app, only_query, read_body, request_version
+from accel.internal.setup_schemas import SETUP_VERSION, SetupCall, SetupProgress
 from accel.internal.tls import TlsFiles
-from accel.internal.versions import VersionRange
+from accel.internal.versions import VersionRange, format_version
 from accel.metrics import DISCOVERIES
 
 log = logging.getLogger(__name__)
@@ -51,6 +60,7 @@ class DriverSettings:
     hello_interval: float = 10.0
     timeout: float = 5.0
     tls: TlsFiles | None = None
+    setup: SetupConfig = field(default_factory=SetupConfig)
 
     @property
     def kind(self) -> Kind:
@@ -65,6 +75,7 @@ class DriverService:
         self.node = settings.node or socket.gethostname()
         self.discoveries: DiscoveryState[list[HardwareEntry]] = DiscoveryState([])
         self.registered = asyncio.Event()
+        self.operations = OperationRegistry(self._rediscover)
 
     async def _scan(self) -> list[HardwareEntry]:
         entries = await anyio.to_thread.run_sync(self.settings.discoverer.discover, self.node)
@@ -77,6 +88,46 @@ class DriverService:
     async def hardware(self, request: Request) -> Response:
         version, generation, entries = await requested_result(request, self.discoveries)
         return hardware_response(version, generation, entries)
+
+    async def _rediscover(self) -> None:
+        """A fresh scan after setup changed the hardware, awaited so it is seen at once.
+
+        Not joined with a scan already running: that one may have read the old state.
+        """
+        generation = self.discoveries.start(self._scan, join=False)
+        await self.discoveries.wait_for(generation, MAX_WAIT_SECONDS)
+
+    def _require_setup_version(self, request: Request) -> None:
+        if request_version(request) < SETUP_VERSION:
+            raise VersionNotAcceptable(
+                f"setup needs internal version {format_version(SETUP_VERSION)}",
+                self.settings.versions.supported(),
+            )
+
+    async def start_setup(self, request: Request) -> Response:
+        self._require_setup_version(request)
+        only_query(request)
+        call = await read_body(request, SetupCall)
+        progress = self.operations.known(call)
+        if progress is None:
+            if not call.dry_run:
+                # Before planning, which would read a device mid-change.
+                self.operations.check_free(call.address)
+            plan = await anyio.to_thread.run_sync(
+                plan_setup,
+                call,
+                self.settings.discoverer,
+                self.settings.setup,
+                self.discoveries.result,
+            )
+            progress = self.operations.start(call, plan)
+        return _progress_response(progress, 202)
+
+    async def setup_progress(self, request: Request) -> Response:
+        self._require_setup_version(request)
+        only_query(request)
+        operation: UUID = request.path_params["operation"]
+        return _progress_response(self.operations.progress(operation), 200)
 
     async def hello_forever(self, client: InternalClient) -> None:
         """Says hello at start, retrying with backoff, then again every interval.
@@ -127,12 +178,15 @@ class DriverService:
                 hello.cancel()
                 with suppress(asyncio.CancelledError):
                     await hello
+                await self.operations.close()
                 await self.discoveries.close()
                 await client.aclose()
 
         routes = [
             Route("/v1/discovery", self.start_discovery, methods=["POST"]),
             Route("/v1/hardware", self.hardware, methods=["GET"]),
+            Route("/v1/setup", self.start_setup, methods=["POST"]),
+            Route("/v1/setup/{operation:uuid}", self.setup_progress, methods=["GET"]),
         ]
         return internal_app(
             "driver",
@@ -142,3 +196,7 @@ class DriverService:
             lifespan,
             extra_root={"kind": self.settings.kind.value},
         )
+
+
+def _progress_response(progress: SetupProgress, status: int) -> Response:
+    return JSONResponse(progress.model_dump(mode="json"), status_code=status)
