@@ -6,6 +6,9 @@ kernel's part only where a real kernel would (creating VF links after a write).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -143,3 +146,33 @@ def test_a_driver_too_old_for_setup_fails_the_operation_and_says_why(
     assert done["state"] == "FAILED"
     assert "1.2" in done["error"] and "1.3" in done["error"], done["error"]
     assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "0"
+
+
+def accel(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "accel", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_cli_runs_an_action_follows_it_and_lists_it(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    api = node(cluster, sqlite_url, gpu_server)
+    device = qat_hardware(api, IDLE_QAT)["uuid"]
+
+    ran = accel("setup", device, "--enable-vfs", "6", "--api-url", api.url, "--json")
+    assert ran.returncode == 0, ran.stderr
+    operation = json.loads(ran.stdout)
+    assert (operation["state"], operation["params"]["num_vfs"]) == ("DONE", 6)
+    assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "6"
+
+    listed = accel("operations", "list", "--api-url", api.url, "--json")
+    assert [o["uuid"] for o in json.loads(listed.stdout)] == [operation["uuid"]]
+    refused = accel("setup", device, "--enable-vfs", "99", "--api-url", api.url)
+    assert refused.returncode == 1 and "sriov_totalvfs" in refused.stderr
+    two = accel("setup", device, "--enable-vfs", "1", "--mig", "on", "--api-url", api.url)
+    assert two.returncode == 2 and "exactly one action" in two.stderr

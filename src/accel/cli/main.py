@@ -17,7 +17,8 @@ import click
 from accel import __version__
 from accel.cli.daemons import agent, api, conductor, driver
 from accel.cli.discover import discover
-from accel.cli.operator import agents, alarms, hardware
+from accel.cli.operations import operations, setup
+from accel.cli.operator import agents, alarms, conductors, hardware
 from accel.cli.sim import sim
 from accel.cli.up import up
 
@@ -58,7 +59,21 @@ def cli(ctx: click.Context, config: Path | None) -> None:
         ctx.default_map = _default_map(config)
 
 
-for command in (driver, agent, conductor, api, up, discover, sim, agents, hardware, alarms):
+for command in (
+    driver,
+    agent,
+    conductor,
+    api,
+    up,
+    discover,
+    sim,
+    agents,
+    conductors,
+    hardware,
+    alarms,
+    setup,
+    operations,
+):
     cli.add_command(command)
 
 

@@ -42,8 +42,14 @@ def api_options(command: Command) -> Command:
 
 
 def fetch(
-    api_url: str, token_file: Path | None, path: str, params: dict[str, str] | None = None
+    api_url: str,
+    token_file: Path | None,
+    path: str,
+    params: dict[str, str] | None = None,
+    method: str = "GET",
+    body: Any = None,
 ) -> Any:
+    """The public API's JSON answer, or a ClickException saying what went wrong."""
     import httpx  # here, not at the top: accel discover needs no HTTP client
 
     token = token_file.read_text().strip() if token_file else os.environ.get("ACCEL_API_TOKEN")
@@ -51,8 +57,13 @@ def fetch(
     if token:
         headers["X-Auth-Token"] = token
     try:
-        response = httpx.get(
-            api_url.rstrip("/") + path, params=params, headers=headers, timeout=10.0
+        response = httpx.request(
+            method,
+            api_url.rstrip("/") + path,
+            params=params,
+            json=body,
+            headers=headers,
+            timeout=10.0,
         )
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the API at {api_url}: {exc}") from exc
@@ -148,6 +159,36 @@ def agents_list(api_url: str, token_file: Path | None, as_json: bool) -> None:
         [
             [a["name"], a["endpoint"], a["state"], a["last_seen"], a["last_synced_at"]]
             for a in found
+        ],
+    )
+
+
+@click.group()
+def conductors() -> None:
+    """The fleet's conductors."""
+
+
+@conductors.command("list")
+@api_options
+def conductors_list(api_url: str, token_file: Path | None, as_json: bool) -> None:
+    """Every conductor, alive or not, and the agents whose syncs it holds or ran last."""
+    found = fetch(api_url, token_file, "/v2/conductors")["conductors"]
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    print_table(
+        "conductors",
+        ("name", "endpoint", "alive", "last seen", "syncing now", "synced last"),
+        [
+            [
+                c["name"],
+                c["endpoint"],
+                "yes" if c["alive"] else "NO",
+                c["last_seen"],
+                ", ".join(c["sync_leases"]) or "-",
+                len(c["synced_agents"]),
+            ]
+            for c in found
         ],
     )
 
