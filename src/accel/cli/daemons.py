@@ -64,6 +64,19 @@ def _kind(ctx: click.Context, param: click.Parameter, value: str) -> Kind:
         ) from exc
 
 
+def _program_tool(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, ...] | None:
+    from accel.driver.setup.fpga import parse_tool_template
+
+    if value is None or not value.strip():
+        return None
+    try:
+        return parse_tool_template(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @click.command()
 @option("--kind", required=True, callback=_kind, help="GPU, FPGA, QAT, NIC or AICHIP.")
 @option(
@@ -81,6 +94,27 @@ def _kind(ctx: click.Context, param: click.Parameter, value: str) -> Kind:
 @option("--timeout", type=float, default=5.0, callback=positive)
 @device_filter_options
 @option("--nvml/--no-nvml", default=True, help="Ask NVIDIA's NVML about GPUs, where present.")
+@option(
+    "--fpga-program-tool",
+    default=None,
+    callback=_program_tool,
+    metavar="COMMAND",
+    help="How FPGA setup loads a bitstream: a command (split like a shell, never run by "
+    "one) with {address}, {bus} and {bitstream}, e.g. 'fpgaconf -B 0x{bus} {bitstream}'.",
+)
+@option(
+    "--bitstream-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The only folder FPGA setup loads bitstreams from.",
+)
+@option(
+    "--setup-timeout",
+    type=float,
+    default=600.0,
+    callback=positive,
+    help="Seconds a setup tool (FPGA programming) may run before it is killed.",
+)
 @internal_options
 def driver(
     kind: Kind,
@@ -93,6 +127,9 @@ def driver(
     allow: tuple[str, ...],
     deny: tuple[str, ...],
     nvml: bool,
+    fpga_program_tool: tuple[str, ...] | None,
+    bitstream_dir: Path | None,
+    setup_timeout: float,
     listen_fd: int | None,
     advertise: str | None,
     internal_token_file: Path | None,
@@ -106,6 +143,7 @@ def driver(
     from accel.driver.discovery import Discoverer
     from accel.driver.nvml import load_nvml
     from accel.driver.service import DriverService, DriverSettings
+    from accel.driver.setup import SetupConfig
     from accel.serving import configure_logging, serve
 
     configure_logging(f"driver[{kind.value}]", log_level)
@@ -133,6 +171,11 @@ def driver(
             hello_interval=hello_interval,
             timeout=timeout,
             tls=tls,
+            setup=SetupConfig(
+                program_tool=fpga_program_tool,
+                bitstream_dir=bitstream_dir,
+                timeout=setup_timeout,
+            ),
         )
     )
     log.info(
@@ -143,6 +186,8 @@ def driver(
         discoverer.names.source or "nowhere",
         "on" if discoverer.nvml else "off",
     )
+    if kind is Kind.FPGA and (fpga_program_tool is None or bitstream_dir is None):
+        log.info("FPGA programming is off: it needs --fpga-program-tool and --bitstream-dir")
     serve(service.app(), sock, tls)
 
 
