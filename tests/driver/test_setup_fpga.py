@@ -92,6 +92,18 @@ def test_arguments_are_never_read_by_a_shell(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_the_tool_never_sees_the_internal_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ACCEL_INTERNAL_TOKEN", "the-deployment-secret-0123456789")
+    monkeypatch.setenv("VENDOR_SETTING", "kept")
+    seen = tmp_path / "environment"
+    tool = script(tmp_path / "tool", f"env > {seen}\n")
+    run(program(config(f"{tool} {{bitstream}}", bitstreams(tmp_path))))
+    assert "VENDOR_SETTING=kept" in seen.read_text()
+    assert "the-deployment-secret" not in seen.read_text()
+
+
 def test_a_tool_that_fails_fails_the_operation_with_its_output(tmp_path: Path) -> None:
     tool = script(
         tmp_path / "tool", "echo checking image\necho 'error: bad image magic' >&2\nexit 3\n"

@@ -8,7 +8,8 @@ bitstream's full path), e.g. ``xbmgmt program --device {address} --base --image
 The caller names only a bitstream file, which must be a regular file inside
 ``--bitstream-dir`` once every symlink is resolved.
 
-The tool runs as a subprocess in its own session, with a timeout (``--setup-timeout``)
+The tool runs as a subprocess in its own session, without accel's ``ACCEL_*``
+environment (the internal token among it), with a timeout (``--setup-timeout``)
 after which it and its children are killed; the tail of its output goes into the
 operation's error when it fails.
 """
@@ -76,7 +77,11 @@ def bitstream_path(folder: Path, name: str) -> Path:
         raise InvalidInput(f"there is no bitstream {name} in {root}") from exc
     if not resolved.is_relative_to(root):
         raise InvalidInput(f"bitstream {name} leads outside the bitstream folder {root}")
-    if not stat.S_ISREG(resolved.stat().st_mode):
+    try:
+        mode = resolved.stat().st_mode
+    except OSError as exc:
+        raise InvalidInput(f"cannot read bitstream {name} in {root}: {exc}") from exc
+    if not stat.S_ISREG(mode):
         raise InvalidInput(f"bitstream {name} in {root} is not a regular file")
     return resolved
 
@@ -126,6 +131,7 @@ async def run_tool(argv: list[str], time_limit: float) -> tuple[int, str]:
             stderr=asyncio.subprocess.STDOUT,
             # Its own process group, so that a timeout kills whatever it started too.
             start_new_session=True,
+            env=tool_environment(),
         )
     except OSError as exc:
         raise SetupFailed(f"cannot start {argv[0]}: {exc}") from exc
@@ -145,6 +151,12 @@ async def run_tool(argv: list[str], time_limit: float) -> tuple[int, str]:
         _kill(process)
         raise
     return code, _text(tail)
+
+
+def tool_environment() -> dict[str, str]:
+    """The driver's environment without accel's own settings: ACCEL_INTERNAL_TOKEN is
+    the deployment's secret, and a vendor's tool has no business reading it."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("ACCEL_")}
 
 
 async def _drain(process: asyncio.subprocess.Process, tail: deque[bytes]) -> None:
