@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -176,3 +177,54 @@ def test_the_cli_runs_an_action_follows_it_and_lists_it(
     assert refused.returncode == 1 and "sriov_totalvfs" in refused.stderr
     two = accel("setup", device, "--enable-vfs", "1", "--mig", "on", "--api-url", api.url)
     assert two.returncode == 2 and "exactly one action" in two.stderr
+
+
+FPGA = "0000:86:00.0"
+# Stands in for fpgaconf or xbmgmt: records what it was asked to load, where.
+PROGRAM_TOOL = """#!/bin/sh
+echo "loading $2 onto $1"
+if [ "$(basename "$2")" = broken.gbs ]; then echo "bitstream CRC mismatch" >&2; exit 3; fi
+printf '%s %s\\n' "$1" "$2" > MARKER
+"""
+
+
+def test_cyborgs_program_call_runs_the_configured_tool_on_the_fpga(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs, tmp_path: Path
+) -> None:
+    bitstreams = tmp_path / "bitstreams"
+    bitstreams.mkdir()
+    (bitstreams / "nlb0.gbs").write_bytes(b"\x00bitstream")
+    (bitstreams / "broken.gbs").write_bytes(b"\x00broken")
+    tool = tmp_path / "program-fpga"
+    marker = tmp_path / "programmed"
+    tool.write_text(PROGRAM_TOOL.replace("MARKER", str(marker)))
+    tool.chmod(0o755)
+
+    conductor = cluster.conductor(sqlite_url, *SLOW_RESYNC_CONDUCTOR)
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    tool_flags = ("--fpga-program-tool", f"{tool} {{address}} {{bitstream}}")
+    folder_flags = ("--bitstream-dir", str(bitstreams))
+    cluster.driver("FPGA", agent, gpu_server.root, *FAST_DRIVER, *tool_flags, *folder_flags)
+    [deployable] = wait_until(
+        lambda: get(api, "/v2/deployables")["deployables"] or None, "the FPGA's deployable"
+    )
+    program = f"{api.url}/v2/deployables/{deployable['uuid']}/program"
+
+    def patch(image: str) -> httpx.Response:
+        ops = [{"op": "replace", "path": "/program", "value": [{"image_uuid": image}]}]
+        return httpx.patch(program, json=ops, timeout=30)
+
+    answer = patch("nlb0.gbs")
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["uuid"] == deployable["uuid"]  # Cyborg's deployable, plus...
+    done = finished(api, answer.json()["operation"]["uuid"])  # ...the operation to follow
+    assert (done["state"], done["action"], done["address"]) == ("DONE", "program", FPGA), done
+    assert marker.read_text().split() == [FPGA, str(bitstreams / "nlb0.gbs")]
+
+    broken = finished(api, patch("broken.gbs").json()["operation"]["uuid"])
+    assert broken["state"] == "FAILED"
+    assert "CRC mismatch" in broken["error"], broken["error"]
+    missing = finished(api, patch("absent.gbs").json()["operation"]["uuid"])
+    assert missing["state"] == "FAILED" and "absent.gbs" in missing["error"]
+    assert patch("../../etc/passwd").status_code == 400
