@@ -14,13 +14,16 @@ from typing import Any
 
 import httpx
 
-from accel.driver.fake_sysfs import FakeSysfs
+from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, get, hardware
 from tests.processes import Cluster, Service, wait_until
 
 # Resyncs an hour apart: hardware that changes after setup shows only if setup resyncs.
 SLOW_RESYNC_CONDUCTOR = ("--heartbeat-interval", "0.5", "--resync-interval", "3600")
 IDLE_QAT = "0000:70:00.0"  # a QAT PF with 16 possible VFs and none enabled
+IDLE_QAT_PF = FakeFunction(
+    IDLE_QAT, 0x8086, 0x4940, 0x0B4000, numa_node=1, driver="4xxx", iommu_group=41
+)
 
 
 def qat_hardware(api: Service, address: str) -> dict[str, Any]:
@@ -61,6 +64,7 @@ def test_enabling_vfs_writes_sysfs_and_the_change_reaches_the_api(
     operation = answer.json()["operation"]
     assert answer.headers["location"] == f"/v2/operations/{operation['uuid']}"
     assert (operation["device_uuid"], operation["action"]) == (before["uuid"], "enable_vfs")
+    assert operation["requested_by"]  # who asked is kept with what was asked
 
     done = finished(api, operation["uuid"])
     assert done["state"] == "DONE", done
@@ -68,8 +72,28 @@ def test_enabling_vfs_writes_sysfs_and_the_change_reaches_the_api(
     assert done["reboot_required"] is False and done["steps"]
     # The conductor resynced the node at once: the new count is in the inventory.
     wait_until(lambda: qat_hardware(api, IDLE_QAT)["sriov"]["num_vfs"] == 4, "the new VF count")
+
+    # The kernel's part: the write creates the VFs. Then bind them to vfio-pci, which
+    # leaves the count alone and so changes nothing but the VFs' drivers.
+    vfs = [f"0000:70:00.{n}" for n in range(1, 5)]
+    gpu_server.add_virtual_functions(IDLE_QAT_PF, 0x4941, vfs, driver="4xxx_vf")
+    answer = setup(api, before["uuid"], {"action": "enable_vfs", "num_vfs": 4, "bind_vfio": True})
+    assert answer.status_code == 202, answer.text
+    assert finished(api, answer.json()["operation"]["uuid"])["state"] == "DONE"
+    for vf in vfs:
+        assert (gpu_server.device_dir(vf) / "driver_override").read_text().strip() == "vfio-pci"
+    assert (gpu_server.sys / "bus/pci/drivers/4xxx_vf/unbind").read_text().strip() == vfs[-1]
+    assert (gpu_server.sys / "bus/pci/drivers_probe").read_text().strip() == vfs[-1]
+    # The second operation's resync saw the VFs: each is now its own deployable.
+    wait_until(
+        lambda: len(qat_hardware(api, IDLE_QAT).get("virtual_functions") or []) == 4,
+        "the new VFs in the inventory",
+    )
+    names = {d["name"] for d in get(api, "/v2/deployables")["deployables"]}
+    assert {f"node1_{vf}" for vf in vfs} <= names
+
     listed = get(api, "/v2/operations", device_uuid=before["uuid"])["operations"]
-    assert [o["uuid"] for o in listed] == [operation["uuid"]]
+    assert len(listed) == 2 and listed[-1]["uuid"] == operation["uuid"]
 
 
 def test_a_dry_run_says_what_it_would_do_and_changes_nothing(

@@ -65,7 +65,17 @@ class SetupRunner:
         view = await anyio.to_thread.run_sync(
             operations.accept, self.sessions, asked, self.settings.conductor, utcnow()
         )
-        log.info("operation %s: %s on %s", view.uuid, view.action, view.device_uuid)
+        log.info(
+            "operation %s: %s%s on device %s (%s on %s), asked by %s of project %s",
+            view.uuid,
+            view.action,
+            " (dry run)" if view.dry_run else "",
+            view.device_uuid,
+            view.address,
+            view.hostname,
+            asked.requested_by or "an unnamed caller",
+            asked.project_id or "-",
+        )
         self.wake.set()
         return JSONResponse(view.model_dump(mode="json"), status_code=202)
 
