@@ -71,7 +71,19 @@ class ThrowawayPostgres:
         )
 
     def restart(self) -> None:
-        self.run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "restart")
+        """Stops the server (closing every connection) and starts it with its options."""
+        # -l: the new server must not inherit our pipes, or run() would wait for it.
+        self.run(
+            "pg_ctl",
+            "-D",
+            str(self.folder / "data"),
+            "-l",
+            str(self.folder / "server.log"),
+            "-m",
+            "fast",
+            "-w",
+            "restart",
+        )
 
 
 @contextmanager

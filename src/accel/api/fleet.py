@@ -1,20 +1,22 @@
-"""accel's own endpoints beside Cyborg's: agents, alarms, and hardware with its history."""
+"""accel's own endpoints beside Cyborg's: agents, conductors, alarms, and hardware with
+its history."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from accel.api.conductor_link import LIVE_WITHIN
 from accel.api.devices import timestamp
 from accel.api.policy import authorize
 from accel.api.queries import only_params, reader
-from accel.db.models import Agent, Alarm, Device
+from accel.db.models import Agent, Alarm, Conductor, Device, utcnow
 from accel.errors import InvalidInput
 
 
@@ -50,6 +52,43 @@ async def list_agents(request: Request) -> Response:
             ]
         }
     )
+
+
+async def list_conductors(request: Request) -> Response:
+    """Each conductor that ever reported in, whether it is alive, the agents whose syncs
+    it holds right now (a lease lasts while a sync runs) and those it synced last."""
+    authorize(request, "accel:fleet:get")
+    only_params(request, ())
+
+    def query(session: Session) -> list[dict[str, Any]]:
+        now = utcnow()
+        held: dict[str, list[str]] = {}
+        synced: dict[str, list[str]] = {}
+        for owner, last_by, name, until in session.execute(
+            select(Agent.sync_owner, Agent.last_synced_by, Agent.name, Agent.sync_lease_until)
+            .where(or_(Agent.sync_owner.is_not(None), Agent.last_synced_by.is_not(None)))
+            .order_by(Agent.name)
+        ):
+            if owner is not None and until is not None and until >= now:
+                held.setdefault(owner, []).append(name)
+            if last_by is not None:
+                synced.setdefault(last_by, []).append(name)
+        return [
+            {
+                "name": conductor.name,
+                "endpoint": conductor.endpoint,
+                "started_at": timestamp(conductor.started_at),
+                "last_seen": timestamp(conductor.last_seen),
+                "alive_until": timestamp(conductor.alive_until),
+                # A record from before alive_until existed: the api's own rule for binds.
+                "alive": (conductor.alive_until or conductor.last_seen + LIVE_WITHIN) >= now,
+                "sync_leases": held.get(conductor.name, []),
+                "synced_agents": synced.get(conductor.name, []),
+            }
+            for conductor in session.scalars(select(Conductor).order_by(Conductor.name))
+        ]
+
+    return JSONResponse({"conductors": await reader(request).run(query)})
 
 
 async def list_alarms(request: Request) -> Response:
@@ -121,6 +160,7 @@ async def list_hardware(request: Request) -> Response:
 
 routes = [
     Route("/v2/agents", list_agents, methods=["GET"]),
+    Route("/v2/conductors", list_conductors, methods=["GET"]),
     Route("/v2/alarms", list_alarms, methods=["GET"]),
     Route("/v2/hardware", list_hardware, methods=["GET"]),
 ]

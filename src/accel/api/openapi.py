@@ -185,6 +185,21 @@ class Hardware(Shape):
     hardware: list[dict[str, Any]]
 
 
+class Conductor(Shape):
+    name: str
+    endpoint: str
+    started_at: str | None
+    last_seen: str | None
+    alive_until: str | None
+    alive: bool
+    sync_leases: list[str]
+    synced_agents: list[str]
+
+
+class Conductors(Shape):
+    conductors: list[Conductor]
+
+
 class NewAttribute(Shape):
     deployable_id: int
     key: str = Field(min_length=1, max_length=255)
@@ -217,6 +232,8 @@ MODELS: list[type[BaseModel]] = [
     Agents,
     Alarms,
     Hardware,
+    Conductor,
+    Conductors,
     NewAttribute,
     NewRequests,
 ]
@@ -349,6 +366,7 @@ def document() -> dict[str, Any]:
         "/v2/hardware": {"get": _operation("200", Hardware, _query("state", "type", "node"))},
         "/v2/agents": {"get": _operation("200", Agents)},
         "/v2/alarms": {"get": _operation("200", Alarms, _query("state"))},
+        "/v2/conductors": {"get": _operation("200", Conductors)},
     }
     return {
         "openapi": "3.0.3",

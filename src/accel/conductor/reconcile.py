@@ -85,6 +85,7 @@ def store_inventory(
         if agent is None:
             raise PeerError(agent_name, "is not a registered agent")
         check_and_release(agent, owner)
+        agent.last_synced_by = owner or agent.last_synced_by
         diff = _apply(session, agent, reported, vouched_kinds(report), now)
         agent.last_synced_at = now
         if agent.next_sync_at is None or agent.next_sync_at <= started:

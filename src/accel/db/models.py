@@ -81,6 +81,7 @@ class Agent(Timestamps, Base):
     # unrenewed (its holder died) and another conductor may take the sync over.
     sync_owner: Mapped[str | None] = mapped_column(String(255), index=True)
     sync_lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    last_synced_by: Mapped[str | None] = mapped_column(String(255))  # a conductor's name
 
     devices: Mapped[list[Device]] = relationship(back_populates="agent")
 
