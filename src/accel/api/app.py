@@ -32,6 +32,8 @@ from accel.api import (
     operations,
 )
 from accel.api.auth import Authentication, AuthMode, Identity, Resolver, tokens_resolver
+from accel.api.cache import GenerationWatch, ResponseCache
+from accel.api.fast_reads import CachedReads
 from accel.api.keystone import KeystoneValidator
 from accel.api.openapi import openapi
 from accel.api.openstack import Microversions, error_response, root, v2_root
@@ -110,6 +112,9 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
         keystone = KeystoneValidator(settings.keystone_url)
         resolver = keystone.identity
 
+    # Rendered answers for the hottest reads, served before routing once rendered.
+    cache = ResponseCache()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(migrate, engine)
@@ -117,6 +122,9 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
         app.state.reader = Reader(sessions)
         app.state.writer = Writer(sessions)
         app.state.policy = settings.policy
+        watch = GenerationWatch(engine)
+        cache.watch = watch
+        app.state.cache = cache
         app.state.internal_client = None
         if settings.internal_token is not None:
             app.state.internal_client = InternalClient(
@@ -129,6 +137,7 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
                 await app.state.internal_client.aclose()
             if keystone is not None:
                 await keystone.aclose()
+            watch.close()
             engine.dispose()
 
     app = Starlette(
@@ -148,4 +157,9 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
         exception_handlers={AccelError: _on_accel_error, HTTPException: _on_http_error},
         lifespan=lifespan,
     )
-    return RequestTimer(CatalogPrefix(Microversions(Authentication(app, resolver))), "api")
+    return RequestTimer(
+        CatalogPrefix(
+            Microversions(Authentication(CachedReads(app, cache, settings.policy), resolver))
+        ),
+        "api",
+    )

@@ -8,14 +8,16 @@ Placement schedules on. Shapes follow Cyborg, integer ``device_id`` and
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session, selectinload
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from accel.api.cache import cache, json_bytes
 from accel.api.devices import timestamp
 from accel.api.openstack import link, public_url
 from accel.api.policy import authorize
@@ -29,6 +31,28 @@ MAX_ID = 2**31  # integer keys are 32-bit on PostgreSQL
 
 
 def deployable_body(request: Request, deployable: Deployable) -> dict[str, Any]:
+    return _body(request, deployable, [(a.key, a.value) for a in deployable.attributes])
+
+
+class DeployableFields(Protocol):
+    """A Deployable, or a row of its columns: what a deployable's body shows."""
+
+    uuid: str
+    parent_id: int | None
+    root_id: int | None
+    name: str
+    num_accelerators: int
+    device_id: int
+    rp_uuid: str | None
+    driver_name: str | None
+    bitstream_id: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime | None
+
+
+def _body(
+    request: Request, deployable: DeployableFields, attributes: list[tuple[str, str]]
+) -> dict[str, Any]:
     links = link(request, "deployables", deployable.uuid)
     links.append(
         {
@@ -46,11 +70,29 @@ def deployable_body(request: Request, deployable: Deployable) -> dict[str, Any]:
         "rp_uuid": deployable.rp_uuid,
         "driver_name": deployable.driver_name,
         "bitstream_id": deployable.bitstream_id,
-        "attributes_list": json.dumps([{a.key: a.value} for a in deployable.attributes]),
+        "attributes_list": json.dumps([{key: value} for key, value in attributes]),
         "created_at": timestamp(deployable.created_at),
         "updated_at": timestamp(deployable.updated_at),
         "links": links,
     }
+
+
+# The list reads plain rows in two queries (deployables, then all their attributes)
+# instead of ORM objects: several times faster for thousands of deployables.
+DEPLOYABLE_COLUMNS = (
+    Deployable.id,
+    Deployable.uuid,
+    Deployable.parent_id,
+    Deployable.root_id,
+    Deployable.name,
+    Deployable.num_accelerators,
+    Deployable.device_id,
+    Deployable.rp_uuid,
+    Deployable.driver_name,
+    Deployable.bitstream_id,
+    Deployable.created_at,
+    Deployable.updated_at,
+)
 
 
 def _present_deployables() -> Select[Deployable]:
@@ -67,11 +109,29 @@ async def list_deployables(request: Request) -> Response:
     authorize(request, "cyborg:deployable:get_all")
     only_params(request, ("filters",))
 
-    def query(session: Session) -> list[Deployable]:
-        return list(session.scalars(_present_deployables()))
+    def query(session: Session) -> list[tuple[Any, list[tuple[str, str]]]]:
+        rows = session.execute(
+            select(*DEPLOYABLE_COLUMNS)
+            .join(Device)
+            .where(Device.present.is_(True))
+            .order_by(Deployable.id)
+        ).all()
+        attributes: dict[int, list[tuple[str, str]]] = {}
+        for deployable_id, key, value in session.execute(
+            select(Attribute.deployable_id, Attribute.key, Attribute.value)
+            .join(Deployable)
+            .join(Device)
+            .where(Device.present.is_(True))
+            .order_by(Attribute.id)
+        ):
+            attributes.setdefault(deployable_id, []).append((key, value))
+        return [(row, attributes.get(row.id, [])) for row in rows]
 
-    found = await reader(request).run(query)
-    return JSONResponse({"deployables": [deployable_body(request, d) for d in found]})
+    async def render() -> bytes:
+        found = await reader(request).run(query)
+        return json_bytes({"deployables": [_body(request, row, pairs) for row, pairs in found]})
+
+    return await cache(request).respond(request, render)
 
 
 async def get_deployable(request: Request) -> Response:

@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, load_only
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from accel.api.cache import cache, json_bytes
 from accel.api.openstack import link, microversion
 from accel.api.policy import authorize
 from accel.api.queries import one_by_uuid, only_params, reader, valid_uuid, writer
@@ -79,22 +80,29 @@ async def list_devices(request: Request) -> Response:
         order = Device.created_at.desc() if filters else Device.id
         return list(session.execute(statement.order_by(order, Device.id)))
 
-    devices = await reader(request).run(query)
-    return JSONResponse({"devices": [device_body(request, d) for d in devices]})
+    async def render() -> bytes:
+        devices = await reader(request).run(query)
+        return json_bytes({"devices": [device_body(request, d) for d in devices]})
+
+    return await cache(request).respond(request, render)
 
 
 async def get_device(request: Request) -> Response:
     authorize(request, "cyborg:device:get_one")
-    device = await one_by_uuid(
-        request,
-        "Device",
-        lambda uuid: (
-            select(Device)
-            .options(load_only(*DEVICE_COLUMNS))
-            .where(Device.uuid == uuid, Device.present.is_(True))
-        ),
-    )
-    return JSONResponse(device_body(request, device))
+
+    async def render() -> bytes:
+        device = await one_by_uuid(
+            request,
+            "Device",
+            lambda uuid: (
+                select(Device)
+                .options(load_only(*DEVICE_COLUMNS))
+                .where(Device.uuid == uuid, Device.present.is_(True))
+            ),
+        )
+        return json_bytes(device_body(request, device))
+
+    return await cache(request).respond(request, render)
 
 
 async def _set_status(request: Request, status: str) -> Response:

@@ -18,6 +18,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from accel.db.generation import watch_inventory
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -59,7 +61,8 @@ def _sqlite_pragmas(connection: Any, record: Any) -> None:
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    """Sessions for ``engine``; their inventory writes bump the inventory generation."""
+    return watch_inventory(sessionmaker(engine, expire_on_commit=False))
 
 
 def migrate(engine: Engine) -> None:

@@ -1,0 +1,213 @@
+"""Rendered answers for the api's hottest reads, true as of the inventory generation.
+
+A cached read costs one integer read (the generation, see accel.db.generation) and a
+dictionary look-up instead of a query, thousands of objects and their JSON. Every
+entry is labelled with the generation it was rendered under, and the generation is
+read after the request arrived, so a change committed before a request is always in
+its answer. Keys hold everything an answer depends on (path, query, microversion,
+the host the links name); who asks is checked before the cache is consulted, and no
+cached answer depends on who asks. Answers carry an ETag (a hash of the body), so a
+client that sends If-None-Match gets 304 while the content is the same, even across
+generations that changed something else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+from sqlalchemy import Engine, text
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Scope
+
+from accel.db.generation import GENERATION_SQL
+
+MAX_CACHED_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Rendered:
+    generation: int
+    etag: str
+    body: bytes
+
+
+class GenerationWatch:
+    """Reads the inventory generation, fresh for every caller.
+
+    SQLite answers from a connection of its own in microseconds, on the event loop.
+    A server database is read in a worker thread, and callers share reads: whoever
+    arrives while a read runs waits for the next one, which starts after it arrived.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sqlite: sqlite3.Connection | None = None
+        if engine.dialect.name == "sqlite":
+            raw = engine.raw_connection().driver_connection
+            assert isinstance(raw, sqlite3.Connection)
+            raw.isolation_level = None  # autocommit: every read sees the last commit
+            self._sqlite = raw
+        self._next: asyncio.Future[int] | None = None
+        self._reading = False
+
+    async def current(self) -> int:
+        if self._sqlite is not None:
+            row = self._sqlite.execute(GENERATION_SQL).fetchone()
+            return int(row[0]) if row else 0
+        future = self._next
+        if future is None:
+            future = self._next = asyncio.get_running_loop().create_future()
+            if not self._reading:
+                self._start_read()
+        return await asyncio.shield(future)
+
+    def _start_read(self) -> None:
+        future, self._next = self._next, None
+        assert future is not None
+        self._reading = True
+        asyncio.get_running_loop().create_task(self._read_into(future))
+
+    async def _read_into(self, future: asyncio.Future[int]) -> None:
+        try:
+            value = await anyio.to_thread.run_sync(self._read_blocking)
+        except Exception as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+        finally:
+            self._reading = False
+            if self._next is not None:
+                self._start_read()
+
+    def _read_blocking(self) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.scalar(text(GENERATION_SQL)) or 0)
+
+    def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def not_modified(header: str | None, etag: str) -> bool:
+    """If-None-Match names this ETag (weak comparison, as RFC 9110 asks for GET)."""
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+def request_key(scope: Scope) -> Hashable:
+    """Everything a cached answer depends on, read straight from the request: the
+    path and raw query (only valid requests are ever stored), the scheme and host
+    its links name, and the microversion."""
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    server = scope.get("server")
+    return (
+        scope["path"],
+        scope["query_string"],
+        scope.get("scheme"),
+        host,
+        tuple(server) if server else None,
+        scope.get("state", {}).get("microversion"),
+    )
+
+
+class ResponseCache:
+    """Rendered JSON bodies by request key, the least recently used dropped beyond a
+    byte budget. ``watch`` is attached when the app starts (it needs the database)."""
+
+    def __init__(self, max_bytes: int = MAX_CACHED_BYTES) -> None:
+        self.watch: GenerationWatch | None = None
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, Rendered] = OrderedDict()
+        self._bytes = 0
+        # One rendering per key and generation at a time; others wait for it.
+        self._rendering: dict[tuple[Hashable, int], asyncio.Future[Rendered]] = {}
+
+    async def _generation(self) -> int:
+        assert self.watch is not None, "the cache is watched while the app serves"
+        return await self.watch.current()
+
+    async def fresh(self, key: Hashable) -> Rendered | None:
+        """The entry for ``key`` if it is true as of now, else None."""
+        entry = self._entries.get(key)
+        if entry is None or entry.generation != await self._generation():
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    async def respond(self, request: Request, render: Callable[[], Awaitable[bytes]]) -> Response:
+        """The cached answer to ``request``, rendered by ``render`` when stale or missing."""
+        key = request_key(request.scope)
+        generation = await self._generation()
+        entry = self._entries.get(key)
+        if entry is not None and entry.generation == generation:
+            self._entries.move_to_end(key)
+        else:
+            entry = await self._render(key, generation, render)
+        headers = {"ETag": entry.etag}
+        if not_modified(request.headers.get("if-none-match"), entry.etag):
+            return Response(status_code=304, headers=headers)
+        return Response(entry.body, media_type="application/json", headers=headers)
+
+    async def _render(
+        self, key: Hashable, generation: int, render: Callable[[], Awaitable[bytes]]
+    ) -> Rendered:
+        running = self._rendering.get((key, generation))
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[Rendered] = asyncio.get_running_loop().create_future()
+        self._rendering[(key, generation)] = future
+        try:
+            body = await render()
+            entry = Rendered(generation, etag_of(body), body)
+            self._store(key, entry)
+            future.set_result(entry)
+            return entry
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # marked as retrieved: nobody else may be waiting
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            del self._rendering[(key, generation)]
+
+    def _store(self, key: Hashable, entry: Rendered) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old.body)
+        if len(entry.body) > self.max_bytes:
+            return
+        self._entries[key] = entry
+        self._bytes += len(entry.body)
+        while self._bytes > self.max_bytes:
+            _, dropped = self._entries.popitem(last=False)
+            self._bytes -= len(dropped.body)
+
+
+def cache(request: Request) -> ResponseCache:
+    found: ResponseCache = request.app.state.cache
+    return found
+
+
+def json_bytes(document: Any) -> bytes:
+    """JSON exactly as Starlette's JSONResponse writes it, so cached bodies are the same."""
+    return json.dumps(
+        document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
