@@ -1,6 +1,8 @@
-"""accel's benchmarks: discovery and the public API, measured here, appended to a file.
+"""accel's benchmarks, measured here and appended to a file: discovery, the public API
+beside a minimal ASGI app on the same stack (bench.api), and fleet convergence and
+resync with ``accel sim`` on SQLite and PostgreSQL (bench.fleet).
 
-    python -m bench.run [--append docs/benchmarks.md]
+    python -m bench.run [--append docs/benchmarks.md] [--fleet 100,1000,5000]
 
 Every loop is bounded by a request count; all traffic stays on loopback.
 """
@@ -8,7 +10,6 @@ Every loop is bounded by a request count; all traffic stays on loopback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import os
 import platform
@@ -19,19 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
-from accel.conductor.agents import record_hello
-from accel.conductor.reconcile import store_inventory
-from accel.db.engine import make_engine, migrate, session_factory
 from accel.driver.discovery import discover
-from accel.driver.fake_sysfs import FakeFunction, FakeSysfs, build_gpu_server
-from accel.internal.schemas import DriverOutcome, HardwareList, Kind
-from tests.processes import Cluster
+from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
+from accel.internal.schemas import Kind
+from bench.api import bench_api
+from bench.fleet import bench_fleet
+from tests.postgres import server_binaries, throwaway_postgres
 
 NICS = 100
 VFS_PER_NIC = 8
-NODES = 100
 
 
 def build_wide_tree(root: Path) -> int:
@@ -73,91 +70,64 @@ def bench_discovery(workdir: Path) -> list[str]:
     ]
 
 
-def fill_database(url: str, workdir: Path) -> list[str]:
-    tree = build_gpu_server(workdir / "node")
-    engine = make_engine(url)
-    migrate(engine)
-    sessions = session_factory(engine)
-    now = dt.datetime.now(dt.UTC)
-    uuids: list[str] = []
-    for index in range(NODES):
-        name = f"node{index:04d}"
-        record_hello(sessions, name, f"127.0.0.1:{7000 + index}", "1.1", now)
-        report = HardwareList(
-            hardware=[h for kind in Kind for h in discover(kind, tree.root, name)],
-            drivers=[DriverOutcome(type=kind, endpoint="x:1", state="ok") for kind in Kind],
-        )
-        store_inventory(sessions, name, report, now, now, now)
-        uuids.extend(str(h.uuid) for h in report.hardware)
-    engine.dispose()
-    return uuids
-
-
-async def load(url: str, paths: list[str], connections: int) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    queue = list(reversed(paths))
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        while queue:
-            path = queue.pop()
-            started = time.perf_counter()
-            response = await client.get(path)
-            latencies.append(time.perf_counter() - started)
-            response.raise_for_status()
-
-    limits = httpx.Limits(max_connections=connections)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(connections)))
-        elapsed = time.perf_counter() - started
-    return len(paths) / elapsed, latencies
-
-
-def bench_api(workdir: Path) -> list[str]:
-    database = f"sqlite:///{workdir / 'api.db'}"
-    uuids = fill_database(database, workdir)
-    cluster = Cluster(workdir)
+def bench_fleets(workdir: Path, sizes: list[int], postgres: bool) -> list[str]:
     rows = []
-    try:
-        api = cluster.api(database, "--log-level", "warning")
-        cases = [
-            ("GET /v2/devices", ["/v2/devices"] * 200),
-            ("GET /v2/devices/{uuid}", [f"/v2/devices/{u}" for u in uuids] * 2),
-            ("GET /v2/hardware", ["/v2/hardware"] * 100),
-        ]
-        for name, paths in cases:
-            rate, latencies = asyncio.run(load(api.url, paths, 4))
-            latencies.sort()
-            p50 = latencies[len(latencies) // 2] * 1000
-            p99 = latencies[int(len(latencies) * 0.99)] * 1000
-            rows.append(
-                f"| {name}, {len(uuids)} devices, 4 connections, {len(paths)} requests "
-                f"| {rate:.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms |"
-            )
-    finally:
-        cluster.stop_all()
+    for nodes in sizes:
+        rows += bench_fleet(
+            workdir, "SQLite", f"sqlite:///{workdir / f'fleet-{nodes}.db'}", nodes
+        ).rows()
+    if postgres and server_binaries() is not None:
+        with throwaway_postgres() as server:
+            for nodes in sizes:
+                rows += bench_fleet(workdir, "PostgreSQL", server.new_database(), nodes).rows()
     return rows
+
+
+def load_average() -> str:
+    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--append", type=Path, default=None)
+    parser.add_argument(
+        "--fleet", default="100,1000", help="Simulated fleet sizes (nodes x 8 devices)."
+    )
+    parser.add_argument("--no-postgres", action="store_true", help="Fleets on SQLite only.")
+    parser.add_argument(
+        "--api-nodes", default="100", help="API database sizes, in nodes of 10 devices."
+    )
+    parser.add_argument("--only", choices=["discovery", "api", "fleet"], default=None)
     args = parser.parse_args()
+    started = dt.datetime.now(dt.UTC)
+    load_before = load_average()
+    rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="accel-bench-") as folder:
         workdir = Path(folder)
-        rows = bench_discovery(workdir) + bench_api(workdir)
+        if args.only in (None, "discovery"):
+            rows += bench_discovery(workdir)
+        if args.only in (None, "api"):
+            for nodes in (int(n) for n in args.api_nodes.split(",") if n):
+                rows += bench_api(workdir, nodes)
+        if args.only in (None, "fleet"):
+            sizes = [int(n) for n in args.fleet.split(",") if n]
+            rows += bench_fleets(workdir, sizes, not args.no_postgres)
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, {platform.platform()}"
     )
+    command = "python -m bench.run " + " ".join(sys.argv[1:])
     section = "\n".join(
         [
-            f"## {dt.date.today().isoformat()}: `make bench` (python -m bench.run)",
+            f"## {started:%Y-%m-%d %H:%M} UTC: `{command.strip()}`",
             "",
-            f"Machine: {machine}. One api worker (uvicorn), SQLite, client on the same machine.",
+            f"Machine: {machine}. One api worker (uvicorn), SQLite unless named; "
+            "PostgreSQL is a throwaway server with fsync off; load generator and "
+            f"simulator on the same machine. Load average before / after: {load_before} "
+            f"and {load_average()} (1, 5, 15 min).",
             "",
-            "| what | result |",
-            "|---|---|",
+            "| what | result | profile: busiest functions (own samples, idle left out) |",
+            "|---|---|---|",
             *rows,
             "",
         ]

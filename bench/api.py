@@ -1,0 +1,156 @@
+"""The public API under load: req/s and latency per endpoint, beside the ceiling.
+
+One api process (one uvicorn worker) on a SQLite database filled by the conductor's
+own code, the load from bench.load in this process on the same machine. Each
+endpoint is measured warm (its answer cached), at 4 and at 32 connections, with a
+py-spy profile of the api during the 4-connection run; the first answer after an
+inventory change (a cache miss) is timed on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import update
+
+from accel.conductor.agents import record_hello
+from accel.conductor.reconcile import store_inventory
+from accel.db.engine import make_engine, migrate, session_factory
+from accel.db.models import Device
+from accel.driver.discovery import discover
+from accel.driver.fake_sysfs import build_gpu_server
+from accel.internal.schemas import DriverOutcome, HardwareList, Kind
+from bench.load import LoadResult, call, run_load
+from bench.profile import Profile
+from tests.processes import Cluster, bound_socket, url_of, wait_until
+
+CONNECTIONS = (4, 32)
+
+
+def fill_database(url: str, workdir: Path, nodes: int) -> list[str]:
+    """``nodes`` copies of the example GPU server (10 devices each), as a conductor
+    stores them; returns the device uuids."""
+    tree = build_gpu_server(workdir / "node")
+    engine = make_engine(url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    now = dt.datetime.now(dt.UTC)
+    uuids: list[str] = []
+    for index in range(nodes):
+        name = f"node{index:05d}"
+        record_hello(sessions, name, f"127.0.0.1:{7000 + index % 50000}", "1.1", now)
+        report = HardwareList(
+            hardware=[h for kind in Kind for h in discover(kind, tree.root, name)],
+            drivers=[DriverOutcome(type=kind, endpoint="x:1", state="ok") for kind in Kind],
+        )
+        store_inventory(sessions, name, report, now, now, now)
+        uuids.extend(str(h.uuid) for h in report.hardware)
+    engine.dispose()
+    return uuids
+
+
+def touch_inventory(url: str, uuid: str) -> None:
+    """An inventory change, as any writer makes it: the generation moves."""
+    engine = make_engine(url)
+    try:
+        with session_factory(engine).begin() as session:
+            session.execute(update(Device).where(Device.uuid == uuid).values(status="enabled"))
+    finally:
+        engine.dispose()
+
+
+def _row(name: str, result: LoadResult, connections: int, profile: str = "") -> str:
+    failed = sum(n for status, n in result.statuses.items() if status >= 400)
+    note = f" ({failed} failed)" if failed else ""
+    top = f" | {profile}" if profile else " | "
+    return f"| {name}, {connections} conn | {result.summary()}{note}{top} |"
+
+
+def _measure(url: str, pid: int, name: str, paths: list[str]) -> list[str]:
+    asyncio.run(run_load(url, list(dict.fromkeys(paths)), 4))  # every answer cached
+    rows = []
+    for connections in CONNECTIONS:
+        profile = Profile(pid) if connections == CONNECTIONS[0] else None
+        if profile is not None:
+            profile.start()
+            time.sleep(0.5)  # py-spy attaches
+        result = asyncio.run(run_load(url, paths, connections))
+        top = ""
+        if profile is not None:
+            profile.stop()
+            top = profile.top()
+        rows.append(_row(name, result, connections, top))
+    return rows
+
+
+def _start_ceiling(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    sock = bound_socket()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.ceiling", "--listen-fd", str(sock.fileno())],
+        pass_fds=(sock.fileno(),),
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "ceiling.log", "wb"),  # noqa: SIM115 - the child keeps it
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    url = url_of(sock)
+    wait_until(lambda: asyncio.run(call(url, "GET", "/ok"))[0] == 200, "the ceiling app")
+    sock.close()
+    return process, url
+
+
+def _first_answer_ms(url: str, database: str, path: str, uuid: str) -> float:
+    touch_inventory(database, uuid)
+    started = time.perf_counter()
+    status, _ = asyncio.run(call(url, "GET", path))
+    assert status == 200, status
+    return (time.perf_counter() - started) * 1000
+
+
+def bench_api(workdir: Path, nodes: int, scale: float = 1.0) -> list[str]:
+    """Rows of the results table for a database of ``nodes`` x 10 devices."""
+    database = f"sqlite:///{workdir / f'api-{nodes}.db'}"
+    uuids = fill_database(database, workdir, nodes)
+    count = len(uuids)
+    cluster = Cluster(workdir)
+    ceiling, ceiling_url = _start_ceiling(workdir)
+    rows = []
+    try:
+        api = cluster.api(database, "--log-level", "warning")
+        pid = api.process.pid
+        rows += _measure(
+            ceiling_url,
+            ceiling.pid,
+            "ceiling: minimal ASGI app, GET /ok",
+            ["/ok"] * int(20000 * scale),
+        )
+        one = [f"/v2/devices/{u}" for u in uuids] * max(1, int(20000 * scale) // count)
+        cases = [
+            (f"GET /v2/devices/{{uuid}}, {count} devices", one),
+            (
+                f"GET /v2/devices, {count} devices",
+                ["/v2/devices"] * int(2000 * scale * 1000 / count),
+            ),
+            (
+                f"GET /v2/deployables, {count} devices",
+                ["/v2/deployables"] * int(1000 * scale * 1000 / count),
+            ),
+        ]
+        for name, paths in cases:
+            rows += _measure(api.url, pid, name, paths)
+        for path in ("/v2/devices", "/v2/deployables", f"/v2/devices/{uuids[0]}"):
+            ms = _first_answer_ms(api.url, database, path, uuids[0])
+            shown = path.replace(uuids[0], "{uuid}")
+            rows.append(
+                f"| GET {shown}, {count} devices, first answer after a change | {ms:.1f} ms | |"
+            )
+    finally:
+        cluster.stop_all()
+        ceiling.terminate()
+        ceiling.wait(15)
+    return rows

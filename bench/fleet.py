@@ -1,0 +1,201 @@
+"""Fleet convergence with ``accel sim``: first hello to all hardware in the database,
+then a resync of the whole fleet with 1% of the hardware changed.
+
+The simulator starts first, against a conductor port where nothing listens yet, so
+every node is up (drivers registered, hardware discovered) before the clock starts;
+its agents retry their hello each second. Then the conductor starts on that port.
+Convergence is the time from the first agent row (the first hello, by the
+conductor's clock) until the database holds every device. Then SIGUSR1 makes the
+simulator change 1% of the hardware, and the next periodic resync is timed from its
+first sync to its last, with the CPU seconds the conductor spent meanwhile (its
+heartbeat work included).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+
+from accel.db.engine import make_engine, migrate
+from accel.db.models import Agent, Device
+from bench.profile import Profile
+from tests.processes import TOKEN, wait_until
+
+RESYNC_INTERVAL = 30.0
+
+
+@dataclass(frozen=True)
+class FleetResult:
+    backend: str
+    nodes: int
+    devices: int
+    converged_s: float
+    resync_s: float
+    changed: int
+    conductor_cpu_s: float
+    conductor_rss_mib: float
+    sim_rss_mib: float
+    conductor_profile: str
+    sim_profile: str
+
+    def rows(self) -> list[str]:
+        what = f"{self.nodes} nodes x 8 devices ({self.devices}), {self.backend}"
+        return [
+            f"| fleet convergence, {what} | {self.converged_s:.1f} s "
+            f"| conductor: {self.conductor_profile}; sim: {self.sim_profile} |",
+            f"| resync of the whole fleet, {self.changed} devices changed (1%), {what} "
+            f"| {self.resync_s:.1f} s, conductor CPU {self.conductor_cpu_s:.2f} s | |",
+            f"| resident memory, {what} | conductor {self.conductor_rss_mib:.0f} MiB, "
+            f"sim {self.sim_rss_mib:.0f} MiB | |",
+        ]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _present(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.scalar(select(func.count()).where(Device.present.is_(True))) or 0
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "accel", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "ACCEL_INTERNAL_TOKEN": TOKEN},
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> FleetResult:
+    port = _free_port()
+    manifest = workdir / f"manifest-{backend}-{nodes}.json"
+    log = workdir / f"fleet-{backend}-{nodes}.log"
+    sim = _spawn(
+        [
+            *("sim", "--conductor", f"http://127.0.0.1:{port}", "--nodes", str(nodes)),
+            *("--seed", "1", "--manifest", str(manifest), "--tree-dir", str(workdir / "trees")),
+        ],
+        log,
+    )
+    conductor: subprocess.Popen[bytes] | None = None
+    engine = make_engine(database)
+    migrate(engine)
+    try:
+        wait_until(
+            manifest.exists, "the simulator to be up", timeout=1800, on_timeout=log.read_text
+        )
+        devices = sum(
+            len(uuids)
+            for node in json.loads(manifest.read_text())["nodes"]
+            for uuids in node["hardware"].values()
+        )
+        conductor = _spawn(
+            [
+                *("conductor", "--listen", f"127.0.0.1:{port}", "--database", database),
+                *("--resync-interval", str(RESYNC_INTERVAL), "--log-level", "warning"),
+                # Every simulated agent says hello from 127.0.0.1.
+                *("--hello-rate", "100000", "--hello-burst", "100000"),
+            ],
+            log,
+        )
+        conductor_profile, sim_profile = Profile(conductor.pid), Profile(sim.pid)
+        conductor_profile.start()
+        sim_profile.start()
+        wait_until(
+            lambda: _present(engine) >= devices,
+            "convergence",
+            timeout=1800,
+            on_timeout=log.read_text,
+        )
+        conductor_profile.stop()
+        sim_profile.stop()
+        done = dt.datetime.now(dt.UTC)
+        with engine.connect() as connection:
+            first_hello = connection.scalar(select(func.min(Agent.created_at)))
+        assert first_hello is not None
+        converged = (done - first_hello).total_seconds()
+
+        # Let the convergence finish its stragglers, then change 1% and time a resync.
+        time.sleep(2)
+        changed_at = dt.datetime.now(dt.UTC)
+        sim.send_signal(signal.SIGUSR1)
+
+        def synced_since_change() -> int:
+            with engine.connect() as connection:
+                return (
+                    connection.scalar(
+                        select(func.count()).where(Agent.last_synced_at >= changed_at)
+                    )
+                    or 0
+                )
+
+        # The CPU clock starts with the resync round, not with the quiet wait for it.
+        wait_until(synced_since_change, "the resync to begin", timeout=RESYNC_INTERVAL * 10)
+        cpu_before = _cpu_seconds(conductor.pid)
+        wait_until(
+            lambda: synced_since_change() == nodes, "the resync", timeout=RESYNC_INTERVAL * 10
+        )
+        cpu = _cpu_seconds(conductor.pid) - cpu_before
+        with engine.connect() as connection:
+            first, last = connection.execute(
+                select(func.min(Agent.last_synced_at), func.max(Agent.last_synced_at))
+            ).one()
+            assert first is not None and last is not None
+            changed = connection.scalar(select(func.count()).where(Device.updated_at > changed_at))
+        return FleetResult(
+            backend,
+            nodes,
+            devices,
+            converged,
+            (last - first).total_seconds(),
+            changed or 0,
+            cpu,
+            _rss_mib(conductor.pid),
+            _rss_mib(sim.pid),
+            conductor_profile.top(),
+            sim_profile.top(),
+        )
+    finally:
+        engine.dispose()
+        _stop(sim)
+        if conductor is not None:
+            _stop(conductor)

@@ -1,0 +1,102 @@
+"""A small HTTP/1.1 load generator: keep-alive connections on raw asyncio streams.
+
+httpx spends more CPU per request than the api under test, so it would measure
+itself; this client only writes a prepared request and reads the status line,
+headers and Content-Length bytes back, which one core does tens of thousands of
+times a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    seconds: float
+    latencies: list[float]
+    statuses: dict[int, int]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, share: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+    def summary(self) -> str:
+        return (
+            f"{self.rate:,.0f} req/s, p50 {self.percentile(0.5) * 1000:.2f} ms, "
+            f"p99 {self.percentile(0.99) * 1000:.2f} ms"
+        )
+
+
+def _request(host: str, method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+async def run_load(
+    url: str,
+    paths: list[str],
+    connections: int,
+    headers: dict[str, str] | None = None,
+) -> LoadResult:
+    """GETs every path once, spread over ``connections`` keep-alive connections."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    prepared = [_request(parts.netloc, "GET", path, headers or {}, b"") for path in paths]
+    queue = list(reversed(prepared))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while queue:
+                request = queue.pop()
+                started = time.perf_counter()
+                writer.write(request)
+                status, _ = await _read_response(reader)
+                latencies.append(time.perf_counter() - started)
+                statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return LoadResult(len(prepared), time.perf_counter() - started, latencies, statuses)
+
+
+async def call(
+    url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """One request on a fresh connection (for set-up steps and paired calls)."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+    try:
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        writer.write(_request(parts.netloc, method, path, all_headers, body))
+        return await _read_response(reader)
+    finally:
+        writer.close()
