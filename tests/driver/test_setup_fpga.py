@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,9 @@ import pytest
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.driver.setup.common import Plan, Progress, SetupConfig, SetupFailed
 from accel.driver.setup.fpga import parse_tool_template, plan_program
+from accel.driver.setup.registry import OperationRegistry
 from accel.errors import InvalidInput
-from accel.internal.setup_schemas import ProgramFpga
+from accel.internal.setup_schemas import ProgramFpga, SetupCall
 
 PAC = "0000:86:00.0"
 AFU_ID = "d8424dc4-a4a3-c413-f89e-433683f9040b"
@@ -123,6 +126,41 @@ def test_a_tool_past_its_time_limit_is_killed(tmp_path: Path) -> None:
     assert failed.value.message.endswith("started")
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+
+def test_a_driver_that_stops_kills_the_tool_it_runs(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    tool = script(
+        tmp_path / "tool",
+        f"echo $$ > {pid_file}.new\nmv {pid_file}.new {pid_file}\nexec sleep 600\n",
+    )
+    plan = program(config(f"{tool} {{bitstream}}", bitstreams(tmp_path)))
+    call = SetupCall.model_validate(
+        {
+            "operation": str(uuid.uuid4()),
+            "kind": "FPGA",
+            "address": PAC,
+            "setup": {"action": "program", "bitstream": "nlb0.gbs"},
+        }
+    )
+
+    async def scenario() -> int:
+        async def rediscover() -> None:
+            return None
+
+        registry = OperationRegistry(rediscover)
+        registry.start(call, plan)
+        deadline = time.monotonic() + 30
+        while not pid_file.exists():
+            assert time.monotonic() < deadline, "the tool never started"
+            await asyncio.sleep(0.02)
+        assert registry.progress(call.operation).state == "RUNNING"
+        await registry.close()
+        return int(pid_file.read_text())
+
+    pid = asyncio.run(scenario())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 def test_a_bitstream_must_be_a_regular_file_inside_the_folder(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from accel.internal.setup_schemas import ProgramFpga
 PLACEHOLDERS = ("address", "bus", "bitstream")
 OUTPUT_TAIL_BYTES = 4096
 ERROR_TAIL_CHARS = 2000
+KILL_GRACE_SECONDS = 5.0
 
 
 def parse_tool_template(text: str) -> tuple[str, ...]:
@@ -142,13 +143,14 @@ async def run_tool(argv: list[str], time_limit: float) -> tuple[int, str]:
             code = await process.wait()
     except TimeoutError as exc:
         _kill(process)
-        await process.wait()
+        await _finish(process, tail)
         raise SetupFailed(
             f"{shlex.join(argv)} did not finish within {time_limit:g} s and was killed; "
             f"its output ended with:\n{_text(tail)}"
         ) from exc
     except BaseException:  # cancelled (the driver is stopping): leave nothing running
         _kill(process)
+        await _finish(process, tail)
         raise
     return code, _text(tail)
 
@@ -168,6 +170,15 @@ async def _drain(process: asyncio.subprocess.Process, tail: deque[bytes]) -> Non
         kept += len(chunk)
         while kept - len(tail[0]) >= OUTPUT_TAIL_BYTES:
             kept -= len(tail.popleft())
+
+
+async def _finish(process: asyncio.subprocess.Process, tail: deque[bytes]) -> None:
+    """After a kill: reads the pipe to its end and reaps the process, so neither is left
+    open; bounded, in case something escaped the process group and holds the pipe."""
+    with suppress(TimeoutError):
+        async with asyncio.timeout(KILL_GRACE_SECONDS):
+            await _drain(process, tail)
+            await process.wait()
 
 
 def _text(tail: deque[bytes]) -> str:
