@@ -21,7 +21,9 @@ def bind(listen: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    sock.set_inheritable(True)
+    # Not inheritable: a child is handed it only by name (Popen's pass_fds). A tool the
+    # component runs (an FPGA programmer) that held it would keep the port answering,
+    # unserved, after the component died.
     return sock
 
 
@@ -36,8 +38,11 @@ def _split_listen(listen: str) -> tuple[str, int]:
 
 
 def adopt(fd: int) -> socket.socket:
-    """A listening socket inherited from the process that started us."""
-    return socket.socket(fileno=fd)
+    """A listening socket inherited from the process that started us, kept from our own
+    children (see ``bind``)."""
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
+    return sock
 
 
 def endpoint_of(sock: socket.socket, advertise: str | None = None) -> str:

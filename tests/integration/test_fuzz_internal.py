@@ -22,7 +22,7 @@ from tests.integration.fleet import FAST_AGENT, FAST_CONDUCTOR, FAST_DRIVER
 from tests.processes import TOKEN, Cluster, Service
 
 MAX_EXAMPLES = 20
-AUTH = {"Authorization": f"Bearer {TOKEN}", "Accel-Internal-Version": "1.2"}
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Accel-Internal-Version": "1.3"}
 
 
 @pytest.fixture(scope="module")

@@ -252,3 +252,51 @@ def test_cyborgs_program_call_runs_the_configured_tool_on_the_fpga(
     missing = finished(api, patch("absent.gbs").json()["operation"]["uuid"])
     assert missing["state"] == "FAILED" and "absent.gbs" in missing["error"]
     assert patch("../../etc/passwd").status_code == 400
+
+
+# Stands in for a slow programming tool: counts its runs, then waits to be released.
+WAITING_TOOL = """#!/bin/sh
+echo "$1" >> RUNS
+i=0
+while [ ! -e RELEASE ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+"""
+
+
+def test_an_operation_survives_its_driver_being_killed(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs, tmp_path: Path
+) -> None:
+    bitstreams = tmp_path / "bitstreams"
+    bitstreams.mkdir()
+    (bitstreams / "nlb0.gbs").write_bytes(b"\x00bitstream")
+    runs, release = tmp_path / "runs", tmp_path / "release"
+    tool = tmp_path / "program-fpga"
+    tool.write_text(WAITING_TOOL.replace("RUNS", str(runs)).replace("RELEASE", str(release)))
+    tool.chmod(0o755)
+    flags = (
+        *FAST_DRIVER,
+        "--fpga-program-tool",
+        f"{tool} {{address}} {{bitstream}}",
+        "--bitstream-dir",
+        str(bitstreams),
+    )
+    conductor = cluster.conductor(sqlite_url, *SLOW_RESYNC_CONDUCTOR)
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    driver = cluster.driver("FPGA", agent, gpu_server.root, *flags)
+    [device] = wait_until(lambda: hardware(api) or None, "the FPGA in the API")
+
+    answer = setup(api, device["uuid"], {"action": "program", "bitstream": "nlb0.gbs"})
+    assert answer.status_code == 202, answer.text
+    operation = answer.json()["operation"]["uuid"]
+
+    def runs_seen(count: int) -> bool:
+        return runs.exists() and len(runs.read_text().splitlines()) == count
+
+    wait_until(lambda: runs_seen(1), "the tool to start")
+    driver.kill()  # kill -9 mid-programming: the driver forgets the operation
+    cluster.driver("FPGA", agent, gpu_server.root, *flags)
+    wait_until(lambda: runs_seen(2), "the conductor to send the operation again")
+    release.touch()
+    done = finished(api, operation)
+    assert done["state"] == "DONE", done
+    assert [o["uuid"] for o in get(api, "/v2/operations")["operations"]] == [operation]

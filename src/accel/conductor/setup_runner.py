@@ -32,6 +32,9 @@ from accel.internal.versions import VersionRange
 
 log = logging.getLogger(__name__)
 
+# A node that forgets an operation this often (a driver crashing on it) fails it.
+MAX_RESENDS = 3
+
 
 @dataclass(frozen=True)
 class SetupSettings:
@@ -56,6 +59,7 @@ class SetupRunner:
         self.settings = settings
         self.wake = asyncio.Event()
         self._unreachable_since: dict[str, dt.datetime] = {}
+        self._resends: dict[str, int] = {}
 
     async def accept(self, request: Request) -> Response:
         """``POST /v1/operations``: the api's request, stored and answered 202."""
@@ -103,8 +107,17 @@ class SetupRunner:
                 except PeerRefused as refused:
                     if refused.status_code != 404:
                         raise
-                    # The node restarted and forgot it; a driver runs an operation once,
-                    # so sending it again resumes rather than repeats finished work.
+                    # The node restarted and forgot it: run it again (sysfs writes and
+                    # programming are safe to repeat), a bounded number of times.
+                    resent = self._resends.get(work.uuid, 0) + 1
+                    if resent > MAX_RESENDS:
+                        await self._fail(
+                            work.uuid,
+                            f"the node lost the operation {MAX_RESENDS} times "
+                            "(its driver keeps restarting?)",
+                        )
+                        return
+                    self._resends[work.uuid] = resent
                     progress = await client.setup(work.agent_endpoint, work.call)
         except PeerRefused as refused:
             log.warning("operation %s refused by the node: %s", work.uuid, refused.message)
@@ -118,6 +131,7 @@ class SetupRunner:
             operations.record_progress, self.sessions, progress, utcnow()
         )
         if progress.state in ("DONE", "FAILED"):
+            self._forget(work.uuid)
             log.info("operation %s %s", work.uuid, progress.state)
 
     async def _unreachable(self, work: operations.OperationWork, exc: PeerError) -> None:
@@ -131,6 +145,10 @@ class SetupRunner:
             f"the node did not answer for {self.settings.unreachable_for:g}s: {exc.message}",
         )
 
-    async def _fail(self, uuid: str, reason: str) -> None:
+    def _forget(self, uuid: str) -> None:
         self._unreachable_since.pop(uuid, None)
+        self._resends.pop(uuid, None)
+
+    async def _fail(self, uuid: str, reason: str) -> None:
+        self._forget(uuid)
         await anyio.to_thread.run_sync(operations.fail, self.sessions, uuid, reason, utcnow())

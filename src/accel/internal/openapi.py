@@ -8,13 +8,18 @@ from typing import Any
 from pydantic import BaseModel
 
 from accel.internal.schemas import AgentHello, ArqChanges, DriverHello
+from accel.internal.setup_schemas import OperationRequest, SetupCall
 
 ERRORS = ("400", "401", "403", "406", "413", "429")
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _operation(
-    status: str, body: type[BaseModel] | None = None, query: tuple[str, ...] = ()
+    status: str,
+    body: type[BaseModel] | None = None,
+    query: tuple[str, ...] = (),
+    path: tuple[str, ...] = (),
+    errors: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     error = {
         "description": "error",
@@ -31,11 +36,17 @@ def _operation(
     operation: dict[str, Any] = {
         "security": BEARER,
         "parameters": [
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-            for name in query
+            *(
+                {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                for name in query
+            ),
+            *(
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in path
+            ),
         ],
         "responses": {
-            **dict.fromkeys(ERRORS, error),
+            **dict.fromkeys((*ERRORS, *errors), error),
             status: {
                 "description": "success",
                 "content": {"application/json": {"schema": {"type": "object"}}},
@@ -58,23 +69,30 @@ DISCOVERY = {
     "/v1/discovery": {"post": _operation("202")},
     "/v1/hardware": {"get": _operation("200", query=("min_generation", "wait"))},
 }
+# A setup may be refused by the node (404: no such function or driver; 409: busy).
+SETUP = {
+    "/v1/setup": {"post": _operation("202", SetupCall, errors=("404", "409"))},
+    "/v1/setup/{operation}": {"get": _operation("200", path=("operation",), errors=("404",))},
+}
 PATHS: dict[str, dict[str, Any]] = {
-    "driver": DISCOVERY,
+    "driver": {**DISCOVERY, **SETUP},
     "agent": {
         **DISCOVERY,
+        **SETUP,
         "/v1/hello": {"post": _operation("200", DriverHello)},
         "/v1/drivers": {"get": _operation("200")},
     },
     "conductor": {
         "/v1/hello": {"post": _operation("200", AgentHello)},
         "/v1/accelerator_requests": {"post": _operation("200", ArqChanges)},
+        "/v1/operations": {"post": _operation("202", OperationRequest, errors=("404", "409"))},
     },
 }
 
 
 def document(component: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in (AgentHello, ArqChanges, DriverHello):
+    for model in (AgentHello, ArqChanges, DriverHello, SetupCall, OperationRequest):
         schemas.update(
             model.model_json_schema(ref_template="#/components/schemas/{model}").get("$defs", {})
         )
