@@ -55,6 +55,12 @@ log = logging.getLogger(__name__)
 @option("--hello-interval", type=float, default=10.0, callback=positive)
 @option("--driver-timeout", type=float, default=10.0, callback=positive)
 @option(
+    "--release-rate",
+    type=click.FloatRange(0.0),
+    default=200.0,
+    help="Nodes a second that start saying hello once all are up (0: all at once).",
+)
+@option(
     "--change-share",
     type=click.FloatRange(0.0, 1.0),
     default=0.01,
@@ -78,6 +84,7 @@ def sim(
     heartbeat_interval: float,
     hello_interval: float,
     driver_timeout: float,
+    release_rate: float,
     change_share: float,
     internal_token_file: Path | None,
     log_level: str,
@@ -105,10 +112,12 @@ def sim(
             hello_interval=hello_interval,
             driver_timeout=driver_timeout,
         )
-        _run(_serve(Fleet(settings), manifest, change_share))
+        _run(_serve(Fleet(settings), manifest, change_share, release_rate))
 
 
-async def _serve(fleet: Fleet, manifest: Path | None, change_share: float) -> None:
+async def _serve(
+    fleet: Fleet, manifest: Path | None, change_share: float, release_rate: float
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     changes = 0
@@ -126,6 +135,7 @@ async def _serve(fleet: Fleet, manifest: Path | None, change_share: float) -> No
     try:
         await fleet.start()
         await fleet.wait_ready()
+        await fleet.release(release_rate)
         if manifest is not None:
             fleet.write_manifest(manifest)
         total = sum(plan.total for plan in fleet.plans)

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 Answer = TypeVar("Answer", bound=BaseModel)
 MAX_PEER_VERSIONS = 100_000
+MAX_IDLE_CONNECTIONS = 32
 
 
 @functools.cache
@@ -83,7 +84,13 @@ class InternalClient:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
             headers={"Authorization": f"Bearer {token}"},
-            limits=httpx.Limits(max_connections=max_connections),
+            # Idle connections kept few: httpcore scans its whole pool (quadratically)
+            # on every request, which with a conductor's thousand agents cost more
+            # CPU than the syncs themselves.
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=min(max_connections, MAX_IDLE_CONNECTIONS),
+            ),
             verify=tls.client_context() if tls is not None else _system_trust(),
         )
 

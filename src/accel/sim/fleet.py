@@ -4,13 +4,18 @@ Every node is an ``AgentService`` and one ``DriverService`` per kind it has, exa
 as ``accel agent`` and ``accel driver`` run them, only sharing one process and event
 loop: hellos, discovery, heartbeats and failover are the real code over real HTTP on
 loopback. Drivers start first, so that their hellos wait in the agent's listening
-queue and most agents know their drivers before their first hello to a conductor.
+queue. Agents start with no conductor to greet; once every node is up (each agent
+knows all its drivers) ``release`` hands them their conductors and they all say
+hello at once, as a fleet does when its network comes back: the conductor sees the
+whole fleet arrive, and thousands of starting nodes do not flood it (or the
+simulator's own event loop) with retries in the meantime.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import logging
 import random
@@ -19,16 +24,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
+
 from accel.agent.service import AgentService, AgentSettings
-from accel.driver.discovery import Discoverer
 from accel.driver.service import DriverService, DriverSettings
 from accel.internal.schemas import Kind
 from accel.internal.versions import VersionRange
-from accel.sim.plan import NodePlan, build_template, build_templates, plan_fleet
+from accel.sim.plan import (
+    NodePlan,
+    TemplateDiscoverer,
+    build_template,
+    build_templates,
+    plan_fleet,
+)
 from accel.sim.servers import ServerGroup
 from accel.sockets import bind, endpoint_of
 
 log = logging.getLogger(__name__)
+
+DISCOVERY_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -91,13 +105,25 @@ class Fleet:
 
     async def start(self) -> None:
         templates = build_templates(self.settings.tree_dir, self.plans)
+        # Discoveries run in worker threads; a few at a time leave the event loop,
+        # which serves every node, its share of the interpreter.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = DISCOVERY_THREADS
         gate = asyncio.Semaphore(self.settings.start_concurrency)
 
         async def start_one(plan: NodePlan) -> None:
             async with gate:
                 await self._start_node(plan, templates)
 
-        await asyncio.gather(*(start_one(plan) for plan in self.plans))
+        # Thousands of servers make millions of long-lived objects; a full garbage
+        # collection over them stalls the event loop for seconds (requests time out).
+        # They are frozen out of collection once built, and collections made rarer.
+        gc.disable()
+        try:
+            await asyncio.gather(*(start_one(plan) for plan in self.plans))
+        finally:
+            gc.freeze()
+            gc.set_threshold(50_000, 50, 1000)
+            gc.enable()
 
     async def _start_node(self, plan: NodePlan, templates: dict[tuple[Kind, int], Path]) -> None:
         settings = self.settings
@@ -105,7 +131,7 @@ class Fleet:
         agent = AgentService(
             AgentSettings(
                 name=plan.name,
-                conductors=settings.conductors,
+                conductors=(),  # until release()
                 endpoint=endpoint_of(agent_sock),
                 token=settings.token,
                 versions=settings.versions,
@@ -118,7 +144,7 @@ class Fleet:
             sock = bind("127.0.0.1:0")
             driver = DriverService(
                 DriverSettings(
-                    discoverer=Discoverer(kind, templates[(kind, count)]),
+                    discoverer=TemplateDiscoverer(kind, templates[(kind, count)]),
                     agent=f"http://{agent.settings.endpoint}",
                     endpoint=endpoint_of(sock),
                     token=settings.token,
@@ -138,6 +164,21 @@ class Fleet:
             if all(node.ready for node in self.nodes):
                 return
             await asyncio.sleep(0.1)
+
+    async def release(self, per_second: float = 0) -> None:
+        """Every agent says hello to its conductors, and heartbeats from then on: all at
+        once, or ``per_second`` of them each second. One process plays every node, so
+        its event loop, not the conductor, limits how many hellos and syncs go through
+        at once; past that, requests time out and retries pile on."""
+        batch = len(self.nodes) if per_second <= 0 else max(1, round(per_second / 10))
+        for start in range(0, len(self.nodes), batch):
+            for node in self.nodes[start : start + batch]:
+                node.agent.settings = dataclasses.replace(
+                    node.agent.settings, conductors=self.settings.conductors
+                )
+                node.agent.heartbeat_now.set()
+            if start + batch < len(self.nodes):
+                await asyncio.sleep(0.1)
 
     def manifest(self) -> dict[str, Any]:
         nodes = sorted(self.nodes, key=lambda node: node.plan.name)
@@ -162,11 +203,13 @@ class Fleet:
         for node in rng.sample(self.nodes, min(count, len(self.nodes))):
             kind, service = next(iter(node.drivers.items()))
             discoverer = service.settings.discoverer
+            assert isinstance(discoverer, TemplateDiscoverer)
             root = build_template(
                 self.settings.tree_dir / "changed", kind, node.plan.devices[kind], rebind=True
             )
             service.settings = dataclasses.replace(
-                service.settings, discoverer=dataclasses.replace(discoverer, sysfs_root=root)
+                service.settings,
+                discoverer=dataclasses.replace(discoverer, sysfs_root=root, memory={}),
             )
             changed.append(node.plan.name)
         return changed

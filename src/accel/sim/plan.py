@@ -9,11 +9,12 @@ serves any number of nodes, each with its own hardware.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from accel.driver.discovery import Discoverer
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
-from accel.internal.schemas import Kind
+from accel.internal.schemas import HardwareEntry, Kind
 
 # One card per kind, as discovery recognises it: (vendor, device, class, kernel driver).
 CARDS: dict[Kind, tuple[int, int, int, str]] = {
@@ -90,3 +91,22 @@ def build_templates(base: Path, plans: list[NodePlan]) -> dict[tuple[Kind, int],
     """Every template the plan needs, keyed by (kind, count)."""
     shapes = {(kind, count) for plan in plans for kind, count in plan.devices.items()}
     return {shape: build_template(base, *shape) for shape in sorted(shapes, key=str)}
+
+
+@dataclass(frozen=True)
+class TemplateDiscoverer(Discoverer):
+    """Discovery of a template tree, read for real once per node and remembered.
+
+    A template never changes on disk (the simulator changes a node's hardware by
+    pointing its driver at another tree, with a fresh memory), so a later discovery
+    would read the same files to the same answer. Without this, a thousand nodes'
+    resyncs would re-read a thousand trees in one process and measure the simulator.
+    """
+
+    memory: dict[str, list[HardwareEntry]] = field(default_factory=dict, compare=False, repr=False)
+
+    def discover(self, node: str) -> list[HardwareEntry]:
+        found = self.memory.get(node)
+        if found is None:
+            found = self.memory[node] = super().discover(node)
+        return found
