@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from accel.internal.schemas import Kind
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, get
 from tests.integration.truth import Node, make_nodes, start_node, wait_for_truth
 from tests.postgres import ThrowawayPostgres
-from tests.processes import Cluster, Service, wait_until
+from tests.processes import Cluster, Service, internal_client, wait_until
 
 # A dead conductor's socket stays open in the test (to restart it on the same address),
 # so an agent's hello to it times out (--driver-timeout) before the agent fails over:
@@ -47,6 +48,13 @@ FLEET_CONDUCTOR = (
 
 def conductors(api: Service) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in get(api, "/v2/conductors")["conductors"]}
+
+
+def lease_metric(conductor: Service, outcome: str) -> float:
+    with internal_client() as client:
+        text = client.get(conductor.url + "/metrics").text
+    found = re.search(rf'^accel_sync_leases_total{{outcome="{outcome}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def new_gpu(node: Node, bus: int) -> str:
@@ -128,10 +136,13 @@ def test_a_conductor_killed_holding_a_sync_lease_is_taken_over(
     wait_for_truth(api, nodes, cluster, {pulled})
     listed = conductors(api)
     assert target.name in listed[survivor.endpoint]["synced_agents"]
+    assert lease_metric(survivor, "taken_over") >= 1
     wait_until(lambda: not conductors(api)[victim.endpoint]["alive"], "the victim shown dead")
 
     cluster.restart(victim)  # same name: it gives back nothing stale, takes work again
     wait_until(lambda: conductors(api)[victim.endpoint]["alive"], "the victim alive again")
+    restarted = conductors(api)[victim.endpoint]["started_at"]
+    assert restarted > listed[victim.endpoint]["started_at"]
     cli = subprocess.run(
         [sys.executable, "-m", "accel", "conductors", "list", "--json", "--api-url", api.url],
         capture_output=True,

@@ -22,7 +22,9 @@ def record_conductor(
     endpoint: str,
     now: dt.datetime,
     alive_until: dt.datetime | None = None,
+    starting: bool = False,
 ) -> None:
+    """Creates or refreshes a conductor's record; ``starting``: it (re)started now."""
     try:
         with sessions.begin() as session:
             conductor = session.scalar(select(Conductor).where(Conductor.name == name))
@@ -40,16 +42,7 @@ def record_conductor(
                 conductor.endpoint = endpoint
                 conductor.last_seen = now
                 conductor.alive_until = alive_until
+                if starting:  # a conductor restarted under an earlier life's name
+                    conductor.started_at = now
     except IntegrityError:
         pass  # another process of the same name inserted it first; next round updates
-
-
-def record_start(
-    sessions: sessionmaker[Session], name: str, endpoint: str, now: dt.datetime
-) -> None:
-    """A (re)started conductor: its start time is now, whatever an earlier life wrote."""
-    record_conductor(sessions, name, endpoint, now)
-    with sessions.begin() as session:
-        conductor = session.scalar(select(Conductor).where(Conductor.name == name))
-        if conductor is not None:
-            conductor.started_at = now

@@ -151,6 +151,7 @@ class ConductorService:
     async def announce_forever(self) -> None:
         """Keeps this conductor's record fresh so the api can find a live one."""
         interval = self.settings.heartbeat_interval
+        started = True
         while True:
             now = utcnow()
             try:
@@ -164,7 +165,9 @@ class ConductorService:
                     self.settings.endpoint,
                     now,
                     now + dt.timedelta(seconds=max(3 * interval, self.syncs.lease_seconds)),
+                    started,
                 )
+                started = False
             except SQLAlchemyError as exc:
                 log.warning("could not record this conductor's presence: %s", exc)
             await asyncio.sleep(interval)
