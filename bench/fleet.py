@@ -54,6 +54,8 @@ class FleetResult:
     sim_rss_mib: float
     conductor_profile: str
     sim_profile: str
+    # CPU seconds each process spent from the release of the hellos to convergence.
+    converge_cpu: tuple[float, float] = (0.0, 0.0)
 
     def rows(self) -> list[str]:
         what = f"{self.nodes} nodes x 8 devices ({self.devices}), {self.backend}"
@@ -66,7 +68,9 @@ class FleetResult:
                 f"sim {self.sim_rss_mib:.0f} MiB | |",
             ]
         return [
-            f"| fleet convergence, {what} | {self.converged_s:.1f} s | {profiles} |",
+            f"| fleet convergence, {what} | {self.converged_s:.1f} s (CPU meanwhile: "
+            f"conductor {self.converge_cpu[0]:.1f} s, sim {self.converge_cpu[1]:.1f} s) "
+            f"| {profiles} |",
             f"| resync of the whole fleet, {self.changed} devices changed (1%), {what} "
             f"| {self.resync_s:.1f} s, conductor CPU {self.conductor_cpu_s:.2f} s | |",
             f"| resident memory, {what} | conductor {self.conductor_rss_mib:.0f} MiB, "
@@ -178,7 +182,12 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
         conductor_profile, sim_profile = Profile(conductor.pid), Profile(sim.pid)
         conductor_profile.start()
         sim_profile.start()
+        cpu_at_release = (_cpu_seconds(conductor.pid), _cpu_seconds(sim.pid))
         converged_in = _within(lambda: _present(engine) >= devices, CONVERGENCE_LIMIT)
+        converge_cpu = (
+            _cpu_seconds(conductor.pid) - cpu_at_release[0],
+            _cpu_seconds(sim.pid) - cpu_at_release[1],
+        )
         conductor_profile.stop()
         sim_profile.stop()
         if converged_in is None:
@@ -242,6 +251,7 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
             _rss_mib(sim.pid),
             conductor_profile.top(),
             sim_profile.top(),
+            converge_cpu,
         )
     finally:
         engine.dispose()

@@ -95,7 +95,7 @@ def main() -> int:
     )
     parser.add_argument("--no-postgres", action="store_true", help="Fleets on SQLite only.")
     parser.add_argument(
-        "--api-nodes", default="100", help="API database sizes, in nodes of 10 devices."
+        "--api-nodes", default="100,1000", help="API database sizes, in nodes of 10 devices."
     )
     parser.add_argument("--only", choices=["discovery", "api", "fleet"], default=None)
     args = parser.parse_args()

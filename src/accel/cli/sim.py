@@ -135,9 +135,9 @@ async def _serve(
     try:
         await fleet.start()
         await fleet.wait_ready()
-        await fleet.release(release_rate)
         if manifest is not None:
-            fleet.write_manifest(manifest)
+            fleet.write_manifest(manifest)  # written first: it announces the release
+        await fleet.release(release_rate)
         total = sum(plan.total for plan in fleet.plans)
         print(
             f"sim: {len(fleet.nodes)} nodes, {total} devices, up in "
