@@ -25,6 +25,7 @@ from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction
 from accel.internal.schemas import Kind
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, get
+from tests.integration.fleet import agents as get_agents
 from tests.integration.truth import Node, make_nodes, start_node, wait_for_truth
 from tests.postgres import ThrowawayPostgres
 from tests.processes import Cluster, Service, internal_client, wait_until
@@ -218,3 +219,33 @@ def test_postgresql_restarts_under_a_running_conductor_and_api(
     pulled = pull_gpu(node, "0000:b1:00.0")  # the conductor must still sync and write
     wait_for_truth(api, [node], cluster, {pulled})
     assert conductor.alive() and api.alive()
+
+
+def alarms_raised(conductor: Service, kind: str) -> float:
+    with internal_client() as client:
+        text = client.get(conductor.url + "/metrics").text
+    found = re.search(rf'^accel_alarms_raised_total{{kind="{kind}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_two_conductors_sweeping_raise_each_agent_down_alarm_once(
+    cluster: Cluster, postgres: ThrowawayPostgres
+) -> None:
+    database = postgres.new_database()
+    quick = ("--heartbeat-interval", "0.5", "--agent-down-after", "1", "--resync-interval", "60")
+    pair = [cluster.conductor(database, *quick) for _ in range(2)]
+    api = cluster.api(database)
+    names = [f"node{i}" for i in range(4)]
+    nodes = [cluster.agent([c.url for c in pair], name, *FAST_AGENT) for name in names]
+    wait_until(lambda: sorted(get_agents(api)) == names, "every agent registered")
+
+    for agent in nodes:
+        agent.kill()  # both conductors' sweeps now race to mark them DOWN
+    wait_until(
+        lambda: {a["state"] for a in get_agents(api).values()} == {"DOWN"},
+        "every agent DOWN",
+        on_timeout=cluster.logs,
+    )
+    raised = [(a["kind"], a["subject"]) for a in get(api, "/v2/alarms", state="all")["alarms"]]
+    assert sorted(raised) == [("agent_down", name) for name in names]
+    assert sum(alarms_raised(c, "agent_down") for c in pair) == len(names)
