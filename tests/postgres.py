@@ -70,8 +70,12 @@ class ThrowawayPostgres:
             timeout=120,
         )
 
-    def restart(self) -> None:
-        """Stops the server (closing every connection) and starts it with its options."""
+    def restart(self, mode: str = "fast") -> None:
+        """Stops the server (closing every connection) and starts it with its options.
+
+        ``immediate`` stops it as if it had died: no shutdown checkpoint, every backend
+        killed at once, crash recovery at the start.
+        """
         # -l: the new server must not inherit our pipes, or run() would wait for it.
         self.run(
             "pg_ctl",
@@ -80,7 +84,7 @@ class ThrowawayPostgres:
             "-l",
             str(self.folder / "server.log"),
             "-m",
-            "fast",
+            mode,
             "-w",
             "restart",
         )

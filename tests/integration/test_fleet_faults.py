@@ -216,9 +216,24 @@ def test_postgresql_restarts_under_a_running_conductor_and_api(
     assert answer.status_code == 200, answer.text
     assert len(answer.json()["hardware"]) == len(node.truth())
 
-    pulled = pull_gpu(node, "0000:b1:00.0")  # the conductor must still sync and write
-    wait_for_truth(api, [node], cluster, {pulled})
-    assert conductor.alive() and api.alive()
+    pulled = {pull_gpu(node, "0000:b1:00.0")}  # the conductor must still sync and write
+    wait_for_truth(api, [node], cluster, pulled)
+
+    # The database dies (immediate stop: no checkpoint, backends killed, crash
+    # recovery) at the moment the conductor starts the resync that sees a change.
+    holding = wait_until(
+        lambda: node.name in {a for c in conductors(api).values() for a in c["sync_leases"]},
+        "a resync under way",
+    )
+    assert holding
+    pulled.add(pull_gpu(node, "0000:ca:00.0"))
+    postgres.restart(mode="immediate")
+    wait_for_truth(api, [node], cluster, pulled)
+    # Both stop cleanly, and no loop died of the outage: a loop that did leaves its
+    # traceback in the log when the process shuts down.
+    for process in (conductor, api):
+        assert process.stop() == 0, process.log()
+        assert "Traceback" not in process.log_path.read_text(), process.log()
 
 
 def alarms_raised(conductor: Service, kind: str) -> float:

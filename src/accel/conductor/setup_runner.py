@@ -18,6 +18,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 import anyio
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -86,10 +87,13 @@ class SetupRunner:
     async def drive_forever(self) -> None:
         while True:
             silent_before = utcnow() - dt.timedelta(seconds=self.settings.conductor_silent_after)
-            work = await anyio.to_thread.run_sync(
-                operations.unfinished, self.sessions, self.settings.conductor, silent_before
-            )
-            await asyncio.gather(*(self._step(item) for item in work))
+            try:
+                work = await anyio.to_thread.run_sync(
+                    operations.unfinished, self.sessions, self.settings.conductor, silent_before
+                )
+                await asyncio.gather(*(self._step(item) for item in work))
+            except SQLAlchemyError as exc:  # the database is away: the next round retries
+                log.warning("setup operations not driven this round, database error: %s", exc)
             self.wake.clear()
             with suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.poll_interval):
