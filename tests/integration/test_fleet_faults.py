@@ -24,7 +24,7 @@ import httpx
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction
 from accel.internal.schemas import Kind
-from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, get
+from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, get, hardware
 from tests.integration.fleet import agents as get_agents
 from tests.integration.truth import Node, make_nodes, start_node, wait_for_truth
 from tests.postgres import ThrowawayPostgres
@@ -108,7 +108,8 @@ def restart_agent(cluster: Cluster, node: Node) -> None:
 def test_a_conductor_killed_holding_a_sync_lease_is_taken_over(
     cluster: Cluster, postgres: ThrowawayPostgres, tmp_path: Path
 ) -> None:
-    pair, api, nodes = start_fleet(cluster, postgres.new_database(), tmp_path)
+    database = postgres.new_database()
+    pair, api, nodes = start_fleet(cluster, database, tmp_path)
     listed = conductors(api)
     assert sorted(listed) == sorted(c.endpoint for c in pair)
     assert all(c["alive"] for c in listed.values())
@@ -153,6 +154,9 @@ def test_a_conductor_killed_holding_a_sync_lease_is_taken_over(
     )
     assert sorted(c["name"] for c in json.loads(cli.stdout)) == sorted(listed)
     wait_for_truth(api, nodes, cluster, {pulled})
+    replica = cluster.api(database)  # api replicas serve the same data
+    assert hardware(replica, "all") == hardware(api, "all")
+    assert get(replica, "/v2/alarms", state="all") == get(api, "/v2/alarms", state="all")
 
 
 def test_kill_nine_a_driver_an_agent_and_a_random_part(
