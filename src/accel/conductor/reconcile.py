@@ -23,7 +23,12 @@ from accel.conductor.alarms import (
     clear_alarm,
     raise_alarm,
 )
-from accel.conductor.hardware_rows import DeployablePlan, device_columns, plan_deployables
+from accel.conductor.hardware_rows import (
+    DeployablePlan,
+    device_columns,
+    fingerprint,
+    plan_deployables,
+)
 from accel.conductor.leases import check_and_release
 from accel.db.models import (
     AcceleratorRequest,
@@ -101,6 +106,9 @@ def _apply(
     vouched: set[Kind],
     now: dt.datetime,
 ) -> InventoryDiff:
+    unchanged = _count_if_unchanged(session, agent, reported, vouched)
+    if unchanged is not None:
+        return InventoryDiff(unchanged=unchanged)
     diff = InventoryDiff()
     stored = {
         device.uuid: device
@@ -154,6 +162,33 @@ def _apply(
             _alarm_for_allocations(session, device, now)
             diff.vanished.append(uuid)
     return diff
+
+
+def _count_if_unchanged(
+    session: Session, agent: Agent, reported: dict[str, HardwareEntry], vouched: set[Kind]
+) -> int | None:
+    """How many devices the report holds, when it changes nothing stored; else None.
+
+    Most syncs change nothing. Comparing fingerprints from one narrow query spares
+    them loading every device with its deployables, attributes and attach handles
+    as objects (most of a resync's cost at fleet scale, by the conductor's profile).
+    """
+    stored = {
+        uuid: (stored_fingerprint, present, kind)
+        for uuid, stored_fingerprint, present, kind in session.execute(
+            select(Device.uuid, Device.fingerprint, Device.present, Device.type).where(
+                Device.agent_id == agent.id
+            )
+        )
+    }
+    for uuid, entry in reported.items():
+        found = stored.get(uuid)
+        if found is None or not found[1] or found[0] != fingerprint(entry):
+            return None
+    for uuid, (_, present, kind) in stored.items():
+        if present and uuid not in reported and Kind(kind) in vouched:
+            return None
+    return len(reported)
 
 
 def _holders(session: Session, device: Device) -> list[AcceleratorRequest]:
