@@ -155,3 +155,14 @@ def test_roles_are_checked_before_the_cache(api: TestClient, found: HardwareList
         assert api.get(path).status_code == 200  # now cached
         assert api.get(path, headers={"X-Auth-Token": "member"}).status_code == 403
         assert api.get(path, headers={"X-Auth-Token": "stranger"}).status_code == 401
+
+
+def test_the_generation_survives_the_pool_closing_its_connections(database_url: str) -> None:
+    """The generation is read on a connection the engine's pool cannot close."""
+    engine = make_engine(database_url)
+    app = create_app(engine, ApiSettings(auth="token", tokens=TOKENS))
+    with TestClient(app, headers={"X-Auth-Token": "admin"}) as client:
+        assert client.get("/v2/devices").status_code == 200
+        engine.pool.dispose()  # as the pool does with surplus connections under load
+        assert client.get("/v2/devices").status_code == 200
+        assert client.get("/v2/devices").status_code == 200

@@ -51,11 +51,14 @@ class GenerationWatch:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sqlite: sqlite3.Connection | None = None
-        if engine.dialect.name == "sqlite":
-            raw = engine.raw_connection().driver_connection
-            assert isinstance(raw, sqlite3.Connection)
-            raw.isolation_level = None  # autocommit: every read sees the last commit
-            self._sqlite = raw
+        database = engine.url.database
+        if engine.dialect.name == "sqlite" and database and database != ":memory:":
+            # A connection of its own, outside the engine's pool (which closes the
+            # connections it lends once they come back); autocommit, so every read
+            # sees the last commit. WAL readers never wait for writers.
+            self._sqlite = sqlite3.connect(
+                database, isolation_level=None, check_same_thread=False, timeout=1.0
+            )
         self._next: asyncio.Future[int] | None = None
         self._reading = False
 
