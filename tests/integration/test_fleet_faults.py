@@ -268,3 +268,25 @@ def test_two_conductors_sweeping_raise_each_agent_down_alarm_once(
     raised = [(a["kind"], a["subject"]) for a in get(api, "/v2/alarms", state="all")["alarms"]]
     assert sorted(raised) == [("agent_down", name) for name in names]
     assert sum(alarms_raised(c, "agent_down") for c in pair) == len(names)
+
+
+def test_a_conductor_stopped_cleanly_gives_its_sync_leases_back(
+    cluster: Cluster, postgres: ThrowawayPostgres
+) -> None:
+    database = postgres.new_database()
+    # Leases long enough that only the clean stop can have freed one within the test.
+    # A paused agent stays UP (a long --agent-down-after), so its syncs are claimed.
+    patient = ("--sync-lease", "600", "--discovery-timeout", "60", "--agent-down-after", "600")
+    conductor = cluster.conductor(database, *patient, "--resync-interval", "1")
+    api = cluster.api(database)
+    agent = cluster.agent([conductor.url], "node0", *FAST_AGENT)
+    wait_until(lambda: get_agents(api).get("node0", {}).get("last_synced_at"), "a first sync")
+    agent.pause()  # the next sync of node0 hangs, holding its lease
+
+    def holding() -> bool:
+        return conductors(api).get(conductor.endpoint, {}).get("sync_leases") == ["node0"]
+
+    wait_until(holding, "the conductor to hold node0's sync lease", on_timeout=cluster.logs)
+    assert conductor.stop() == 0
+    assert conductors(api)[conductor.endpoint]["sync_leases"] == []
+    agent.resume()
