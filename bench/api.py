@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from accel.db.models import Device
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import build_gpu_server
 from accel.internal.schemas import DriverOutcome, HardwareList, Kind
-from bench.load import LoadResult, call, run_load
+from bench.load import LoadResult, call, run_load, run_pairs
 from bench.profile import Profile
 from tests.processes import Cluster, bound_socket, url_of, wait_until
 
@@ -89,6 +90,36 @@ def _measure(url: str, pid: int, name: str, paths: list[str]) -> list[str]:
     return rows
 
 
+def _arq_pairs(url: str, pid: int, count: int, pairs: int) -> list[str]:
+    """Accelerator requests created and deleted in pairs (Nova's flow without the bind)."""
+    profile = json.dumps([{"name": "bench-gpu", "groups": [{"resources:PGPU": "1"}]}])
+    status, _ = asyncio.run(call(url, "POST", "/v2/device_profiles", profile.encode()))
+    assert status == 201, status
+    create = ("/v2/accelerator_requests", json.dumps({"device_profile_name": "bench-gpu"}).encode())
+
+    def delete_path(body: bytes) -> str:
+        uuids = ",".join(arq["uuid"] for arq in json.loads(body)["arqs"])
+        return f"/v2/accelerator_requests?arqs={uuids}"
+
+    rows = []
+    for connections in CONNECTIONS:
+        profile_run = Profile(pid) if connections == CONNECTIONS[0] else None
+        if profile_run is not None:
+            profile_run.start()
+            time.sleep(0.5)
+        result = asyncio.run(run_pairs(url, pairs, connections, create, delete_path))
+        top = ""
+        if profile_run is not None:
+            profile_run.stop()
+            top = profile_run.top()
+        rows.append(
+            _row(f"ARQ create+delete pairs, {count} devices", result, connections, top).replace(
+                "req/s", "pairs/s"
+            )
+        )
+    return rows
+
+
 def _start_ceiling(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     sock = bound_socket()
     process = subprocess.Popen(
@@ -121,6 +152,8 @@ def bench_api(workdir: Path, nodes: int, scale: float = 1.0) -> list[str]:
     ceiling, ceiling_url = _start_ceiling(workdir)
     rows = []
     try:
+        # A conductor on the same database: deleting an ARQ asks one to unbind it.
+        cluster.conductor(database, "--log-level", "warning")
         api = cluster.api(database, "--log-level", "warning")
         pid = api.process.pid
         rows += _measure(
@@ -143,6 +176,7 @@ def bench_api(workdir: Path, nodes: int, scale: float = 1.0) -> list[str]:
         ]
         for name, paths in cases:
             rows += _measure(api.url, pid, name, paths)
+        rows += _arq_pairs(api.url, pid, count, int(2000 * scale))
         for path in ("/v2/devices", "/v2/deployables", f"/v2/devices/{uuids[0]}"):
             ms = _first_answer_ms(api.url, database, path, uuids[0])
             shown = path.replace(uuids[0], "{uuid}")

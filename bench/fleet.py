@@ -56,6 +56,7 @@ class FleetResult:
     sim_profile: str
     # CPU seconds each process spent from the release of the hellos to convergence.
     converge_cpu: tuple[float, float] = (0.0, 0.0)
+    resync_profile: str = ""
 
     def rows(self) -> list[str]:
         what = f"{self.nodes} nodes x 8 devices ({self.devices}), {self.backend}"
@@ -72,7 +73,8 @@ class FleetResult:
             f"conductor {self.converge_cpu[0]:.1f} s, sim {self.converge_cpu[1]:.1f} s) "
             f"| {profiles} |",
             f"| resync of the whole fleet, {self.changed} devices changed (1%), {what} "
-            f"| {self.resync_s:.1f} s, conductor CPU {self.conductor_cpu_s:.2f} s | |",
+            f"| {self.resync_s:.1f} s, conductor CPU {self.conductor_cpu_s:.2f} s "
+            f"| conductor: {self.resync_profile} |",
             f"| resident memory, {what} | conductor {self.conductor_rss_mib:.0f} MiB, "
             f"sim {self.sim_rss_mib:.0f} MiB | |",
         ]
@@ -228,10 +230,13 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
         # The CPU clock starts with the resync round, not with the quiet wait for it.
         wait_until(synced_since_change, "the resync to begin", timeout=RESYNC_INTERVAL * 10)
         cpu_before = _cpu_seconds(conductor.pid)
+        resync_profile = Profile(conductor.pid)
+        resync_profile.start()
         wait_until(
             lambda: synced_since_change() == nodes, "the resync", timeout=RESYNC_INTERVAL * 10
         )
         cpu = _cpu_seconds(conductor.pid) - cpu_before
+        resync_profile.stop()
         with engine.connect() as connection:
             first, last = connection.execute(
                 select(func.min(Agent.last_synced_at), func.max(Agent.last_synced_at))
@@ -252,6 +257,7 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
             conductor_profile.top(),
             sim_profile.top(),
             converge_cpu,
+            resync_profile.top(),
         )
     finally:
         engine.dispose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -36,7 +37,7 @@ class LoadResult:
         )
 
 
-def _request(host: str, method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+def prepare(host: str, method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     if body or method in ("POST", "PUT", "PATCH"):
@@ -44,7 +45,7 @@ def _request(host: str, method: str, path: str, headers: dict[str, str], body: b
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     length = 0
@@ -65,7 +66,7 @@ async def run_load(
     """GETs every path once, spread over ``connections`` keep-alive connections."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    prepared = [_request(parts.netloc, "GET", path, headers or {}, b"") for path in paths]
+    prepared = [prepare(parts.netloc, "GET", path, headers or {}, b"") for path in paths]
     queue = list(reversed(prepared))
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -77,7 +78,7 @@ async def run_load(
                 request = queue.pop()
                 started = time.perf_counter()
                 writer.write(request)
-                status, _ = await _read_response(reader)
+                status, _ = await read_response(reader)
                 latencies.append(time.perf_counter() - started)
                 statuses[status] = statuses.get(status, 0) + 1
         finally:
@@ -96,7 +97,46 @@ async def call(
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
     try:
         all_headers = {"Content-Type": "application/json", **(headers or {})}
-        writer.write(_request(parts.netloc, method, path, all_headers, body))
-        return await _read_response(reader)
+        writer.write(prepare(parts.netloc, method, path, all_headers, body))
+        return await read_response(reader)
     finally:
         writer.close()
+
+
+async def run_pairs(
+    url: str,
+    pairs: int,
+    connections: int,
+    create: tuple[str, bytes],
+    delete_path: Callable[[bytes], str],
+) -> LoadResult:
+    """``pairs`` create-then-delete pairs: POST ``create`` (path, JSON body), then DELETE
+    the path ``delete_path`` makes of the answer. A pair's latency is both calls."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    headers = {"Content-Type": "application/json"}
+    post = prepare(parts.netloc, "POST", create[0], headers, create[1])
+    remaining = [pairs]
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                started = time.perf_counter()
+                writer.write(post)
+                status, body = await read_response(reader)
+                statuses[status] = statuses.get(status, 0) + 1
+                if status < 300:
+                    writer.write(prepare(parts.netloc, "DELETE", delete_path(body), {}, b""))
+                    status, _ = await read_response(reader)
+                    statuses[status] = statuses.get(status, 0) + 1
+                latencies.append(time.perf_counter() - started)
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return LoadResult(pairs, time.perf_counter() - started, latencies, statuses)
