@@ -15,8 +15,9 @@ from typing import Any
 import click
 
 from accel import __version__
-from accel.cli.daemons import agent, api, conductor, driver
 from accel.cli.discover import discover
+from accel.cli.fleet_daemons import api, conductor
+from accel.cli.node_daemons import agent, driver
 from accel.cli.operations import operations, setup
 from accel.cli.operator import agents, alarms, conductors, hardware
 from accel.cli.sim import sim

@@ -4,6 +4,7 @@ and a key of the same name from the config file's section for its command."""
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from accel.internal.auth import TokenMissing, load_token
 from accel.internal.origin import Network, parse_networks
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
+from accel.sockets import adopt, bind
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -170,3 +172,15 @@ def tls_files(cert: Path | None, key: Path | None, ca: Path | None) -> TlsFiles 
         return TlsFiles.from_options(cert, key, ca)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--tls-cert/--tls-key/--tls-ca") from exc
+
+
+def listen_socket(listen: str, listen_fd: int | None) -> socket.socket:
+    """The socket a daemon serves on: inherited (``--listen-fd``) or bound now."""
+    if listen_fd is not None:
+        return adopt(listen_fd)
+    try:
+        return bind(listen)
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(
+            f"cannot listen on {listen}: {exc}", param_hint="--listen"
+        ) from exc

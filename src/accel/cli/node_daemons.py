@@ -1,0 +1,226 @@
+"""``accel driver`` and ``accel agent``: the daemons that run on every node."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+import click
+
+from accel.cli.options import (
+    device_filter,
+    device_filter_options,
+    internal_options,
+    internal_token,
+    listen_socket,
+    networks,
+    option,
+    positive,
+    tls_files,
+    version_range,
+)
+from accel.internal.schemas import Kind
+from accel.sockets import endpoint_of
+
+log = logging.getLogger(__name__)
+
+
+def _kind(ctx: click.Context, param: click.Parameter, value: str) -> Kind:
+    try:
+        return Kind.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{value!r} is not one of {', '.join(k.value for k in Kind)}"
+        ) from exc
+
+
+def _program_tool(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, ...] | None:
+    from accel.driver.setup.fpga import parse_tool_template
+
+    if value is None or not value.strip():
+        return None
+    try:
+        return parse_tool_template(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@click.command()
+@option("--kind", required=True, callback=_kind, help="GPU, FPGA, QAT, NIC or AICHIP.")
+@option(
+    "--agent", required=True, metavar="URL", help="The node's agent, e.g. http://127.0.0.1:6671."
+)
+@option("--listen", default="127.0.0.1:0", metavar="HOST:PORT", help="Port 0 picks a free port.")
+@option(
+    "--sysfs-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/"),
+    help="Where discovery reads sys/bus/pci/devices.",
+)
+@option("--node", default=None, help="Node name for hardware uuids (default: the agent's).")
+@option("--hello-interval", type=float, default=10.0, callback=positive)
+@option("--timeout", type=float, default=5.0, callback=positive)
+@device_filter_options
+@option("--nvml/--no-nvml", default=True, help="Ask NVIDIA's NVML about GPUs, where present.")
+@option(
+    "--fpga-program-tool",
+    default=None,
+    callback=_program_tool,
+    metavar="COMMAND",
+    help="How FPGA setup loads a bitstream: a command (split like a shell, never run by "
+    "one) with {address}, {bus} and {bitstream}, e.g. 'fpgaconf -B 0x{bus} {bitstream}'.",
+)
+@option(
+    "--bitstream-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The only folder FPGA setup loads bitstreams from.",
+)
+@option(
+    "--setup-timeout",
+    type=float,
+    default=600.0,
+    callback=positive,
+    help="Seconds a setup tool (FPGA programming) may run before it is killed.",
+)
+@internal_options
+def driver(
+    kind: Kind,
+    agent: str,
+    listen: str,
+    sysfs_root: Path,
+    node: str | None,
+    hello_interval: float,
+    timeout: float,
+    allow: tuple[str, ...],
+    deny: tuple[str, ...],
+    nvml: bool,
+    fpga_program_tool: tuple[str, ...] | None,
+    bitstream_dir: Path | None,
+    setup_timeout: float,
+    listen_fd: int | None,
+    advertise: str | None,
+    internal_token_file: Path | None,
+    internal_version_max: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_ca: Path | None,
+    log_level: str,
+) -> None:
+    """Discover one kind of hardware on this node and serve it to the agent."""
+    from accel.driver.discovery import Discoverer
+    from accel.driver.nvml import load_nvml
+    from accel.driver.service import DriverService, DriverSettings
+    from accel.driver.setup import SetupConfig
+    from accel.serving import configure_logging, serve
+
+    configure_logging(f"driver[{kind.value}]", log_level)
+    settings_token = internal_token(internal_token_file)
+    versions = version_range(internal_version_max)
+    tls = tls_files(tls_cert, tls_key, tls_ca)
+    discoverer = Discoverer(
+        kind,
+        sysfs_root,
+        device_filter(allow, deny),
+        # NVML speaks for this machine's GPUs; a fake tree's GPUs are not them.
+        nvml=load_nvml()
+        if nvml and kind is Kind.GPU and sysfs_root.resolve() == Path("/")
+        else None,
+    )
+    sock = listen_socket(listen, listen_fd)
+    service = DriverService(
+        DriverSettings(
+            discoverer=discoverer,
+            agent=agent,
+            endpoint=endpoint_of(sock, advertise),
+            token=settings_token,
+            versions=versions,
+            node=node,
+            hello_interval=hello_interval,
+            timeout=timeout,
+            tls=tls,
+            setup=SetupConfig(
+                program_tool=fpga_program_tool,
+                bitstream_dir=bitstream_dir,
+                timeout=setup_timeout,
+            ),
+        )
+    )
+    log.info(
+        "%s driver listening on %s, reading %s (names from %s, NVML %s)",
+        kind.value,
+        service.settings.endpoint,
+        sysfs_root,
+        discoverer.names.source or "nowhere",
+        "on" if discoverer.nvml else "off",
+    )
+    if kind is Kind.FPGA and (fpga_program_tool is None or bitstream_dir is None):
+        log.info("FPGA programming is off: it needs --fpga-program-tool and --bitstream-dir")
+    serve(service.app(), sock, tls)
+
+
+@click.command()
+@option(
+    "--conductor",
+    required=True,
+    metavar="URL[,URL...]",
+    help="Conductors in order of preference; the agent fails over between them.",
+)
+@option("--listen", default="0.0.0.0:6671", metavar="HOST:PORT")
+@option("--name", default=None, help="This node's name (default: the hostname).")
+@option("--heartbeat-interval", type=float, default=10.0, callback=positive)
+@option("--driver-timeout", type=float, default=10.0, callback=positive)
+@option(
+    "--allowed-driver-networks",
+    default=None,
+    metavar="CIDR[,CIDR...]",
+    help="Networks drivers may announce besides their own address.",
+)
+@internal_options
+def agent(
+    conductor: str,
+    listen: str,
+    name: str | None,
+    heartbeat_interval: float,
+    driver_timeout: float,
+    allowed_driver_networks: str | None,
+    listen_fd: int | None,
+    advertise: str | None,
+    internal_token_file: Path | None,
+    internal_version_max: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_ca: Path | None,
+    log_level: str,
+) -> None:
+    """Wrangle this node's drivers and report to a conductor."""
+    from accel.agent.service import AgentService, AgentSettings
+    from accel.serving import configure_logging, serve
+
+    configure_logging("agent", log_level)
+    conductors = tuple(part.strip() for part in conductor.split(",") if part.strip())
+    if not conductors:
+        raise click.BadParameter("name at least one conductor", param_hint="--conductor")
+    settings_token = internal_token(internal_token_file)
+    versions = version_range(internal_version_max)
+    tls = tls_files(tls_cert, tls_key, tls_ca)
+    allowed = networks(allowed_driver_networks, "--allowed-driver-networks")
+    sock = listen_socket(listen, listen_fd)
+    service = AgentService(
+        AgentSettings(
+            name=name or socket.gethostname(),
+            conductors=conductors,
+            endpoint=endpoint_of(sock, advertise),
+            token=settings_token,
+            versions=versions,
+            heartbeat_interval=heartbeat_interval,
+            driver_timeout=driver_timeout,
+            allowed_driver_networks=allowed,
+            tls=tls,
+        )
+    )
+    log.info("agent %s listening on %s", service.settings.name, service.settings.endpoint)
+    serve(service.app(), sock, tls)
