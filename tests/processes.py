@@ -28,6 +28,21 @@ DEADLINE_SECONDS = 30.0
 Found = TypeVar("Found")
 
 
+def run_accel(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """``accel ARGS`` as a user runs it, without this machine's ACCEL_* settings."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "accel", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**environment, **(env or {})},
+    )
+
+
 def wait_until(
     check: Callable[[], Found | None],
     what: str,

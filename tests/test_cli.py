@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from accel.driver.fake_sysfs import FakeSysfs
-from tests.processes import Cluster
-
-
-def accel(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
-    return subprocess.run(
-        [sys.executable, "-m", "accel", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**environment, **(env or {})},
-    )
+from tests.processes import Cluster, run_accel
 
 
 def found_addresses(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -32,17 +18,19 @@ def found_addresses(result: subprocess.CompletedProcess[str]) -> list[str]:
 def test_discover_reads_flags_environment_and_config_file(
     tmp_path: Path, gpu_server: FakeSysfs
 ) -> None:
-    by_flag = accel("discover", "--sysfs-root", str(gpu_server.root), "--kind", "fpga", "--json")
+    by_flag = run_accel(
+        "discover", "--sysfs-root", str(gpu_server.root), "--kind", "fpga", "--json"
+    )
     assert found_addresses(by_flag) == ["0000:86:00.0"]
 
-    by_env = accel(
+    by_env = run_accel(
         "discover", "--kind", "FPGA", "--json", env={"ACCEL_SYSFS_ROOT": str(gpu_server.root)}
     )
     assert found_addresses(by_env) == ["0000:86:00.0"]
 
     config = tmp_path / "accel.toml"
     config.write_text(f'[discover]\nsysfs-root = "{gpu_server.root}"\n')
-    by_file = accel("--config", str(config), "discover", "--kind", "FPGA", "--json")
+    by_file = run_accel("--config", str(config), "discover", "--kind", "FPGA", "--json")
     assert found_addresses(by_file) == ["0000:86:00.0"]
 
     # The command line beats the environment, which beats the file.
@@ -50,13 +38,13 @@ def test_discover_reads_flags_environment_and_config_file(
     FakeSysfs(empty)
     assert (
         found_addresses(
-            accel("--config", str(config), "discover", "--sysfs-root", str(empty), "--json")
+            run_accel("--config", str(config), "discover", "--sysfs-root", str(empty), "--json")
         )
         == []
     )
     assert (
         found_addresses(
-            accel(
+            run_accel(
                 "--config", str(config), "discover", "--json", env={"ACCEL_SYSFS_ROOT": str(empty)}
             )
         )
@@ -67,26 +55,26 @@ def test_discover_reads_flags_environment_and_config_file(
 def test_a_config_file_with_an_unknown_section_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "accel.toml"
     config.write_text("[conductr]\nresync-interval = 5\n")
-    result = accel("--config", str(config), "discover")
+    result = run_accel("--config", str(config), "discover")
     assert result.returncode == 2 and "conductr" in result.stderr
 
 
 def test_internal_services_refuse_to_start_without_a_token(tmp_path: Path) -> None:
-    result = accel(
+    result = run_accel(
         "conductor", "--listen", "127.0.0.1:0", "--database", f"sqlite:///{tmp_path / 'a.db'}"
     )
     assert result.returncode == 2
     assert "ACCEL_INTERNAL_TOKEN" in result.stderr
-    short = accel(
+    short = run_accel(
         "agent", "--conductor", "http://127.0.0.1:1", env={"ACCEL_INTERNAL_TOKEN": "short"}
     )
     assert short.returncode == 2 and "shorter than" in short.stderr
 
 
 def test_bad_flags_are_named(tmp_path: Path) -> None:
-    result = accel("driver", "--kind", "TPU", "--agent", "http://127.0.0.1:1")
+    result = run_accel("driver", "--kind", "TPU", "--agent", "http://127.0.0.1:1")
     assert result.returncode == 2 and "TPU" in result.stderr
-    result = accel(
+    result = run_accel(
         "conductor",
         "--database",
         "mysql://x/y",
@@ -98,7 +86,7 @@ def test_bad_flags_are_named(tmp_path: Path) -> None:
 
 
 def test_noauth_will_not_listen_beyond_loopback(tmp_path: Path) -> None:
-    result = accel(
+    result = run_accel(
         "api",
         "--auth",
         "noauth",
@@ -118,18 +106,18 @@ def test_a_component_drains_and_exits_cleanly_on_sigterm(cluster: Cluster, sqlit
 
 def test_discover_applies_allow_and_deny_lists(gpu_server: FakeSysfs) -> None:
     root = str(gpu_server.root)
-    denied = accel(
+    denied = run_accel(
         "discover", "--sysfs-root", root, "--kind", "GPU", "--json", "--deny", "address=0000:b1:*"
     )
     assert found_addresses(denied) == ["0000:17:00.0", "0000:31:00.0", "0000:ca:00.0"]
-    allowed = accel("discover", "--sysfs-root", root, "--json", "--allow", "class=0b40")
+    allowed = run_accel("discover", "--sysfs-root", root, "--json", "--allow", "class=0b40")
     assert found_addresses(allowed) == ["0000:6b:00.0", "0000:70:00.0"]
-    refused = accel("discover", "--sysfs-root", root, "--allow", "nvidia")
+    refused = run_accel("discover", "--sysfs-root", root, "--allow", "nvidia")
     assert refused.returncode == 2 and "nvidia" in refused.stderr
 
 
 def test_discover_prints_a_table_an_operator_reads(gpu_server: FakeSysfs) -> None:
-    table = accel(
+    table = run_accel(
         "discover",
         "--sysfs-root",
         str(gpu_server.root),

@@ -7,8 +7,6 @@ kernel's part only where a real kernel would (creating VF links after a write).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import httpx
 
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, get, hardware
-from tests.processes import Cluster, Service, wait_until
+from tests.processes import Cluster, Service, run_accel, wait_until
 
 # Resyncs an hour apart: hardware that changes after setup shows only if setup resyncs.
 SLOW_RESYNC_CONDUCTOR = ("--heartbeat-interval", "0.5", "--resync-interval", "3600")
@@ -173,33 +171,23 @@ def test_a_driver_too_old_for_setup_fails_the_operation_and_says_why(
     assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "0"
 
 
-def accel(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "accel", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_the_cli_runs_an_action_follows_it_and_lists_it(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
     api = node(cluster, sqlite_url, gpu_server)
     device = qat_hardware(api, IDLE_QAT)["uuid"]
 
-    ran = accel("setup", device, "--enable-vfs", "6", "--api-url", api.url, "--json")
+    ran = run_accel("setup", device, "--enable-vfs", "6", "--api-url", api.url, "--json")
     assert ran.returncode == 0, ran.stderr
     operation = json.loads(ran.stdout)
     assert (operation["state"], operation["params"]["num_vfs"]) == ("DONE", 6)
     assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "6"
 
-    listed = accel("operations", "list", "--api-url", api.url, "--json")
+    listed = run_accel("operations", "list", "--api-url", api.url, "--json")
     assert [o["uuid"] for o in json.loads(listed.stdout)] == [operation["uuid"]]
-    refused = accel("setup", device, "--enable-vfs", "99", "--api-url", api.url)
+    refused = run_accel("setup", device, "--enable-vfs", "99", "--api-url", api.url)
     assert refused.returncode == 1 and "sriov_totalvfs" in refused.stderr
-    two = accel("setup", device, "--enable-vfs", "1", "--mig", "on", "--api-url", api.url)
+    two = run_accel("setup", device, "--enable-vfs", "1", "--mig", "on", "--api-url", api.url)
     assert two.returncode == 2 and "exactly one action" in two.stderr
 
 
@@ -212,24 +200,34 @@ printf '%s %s\\n' "$1" "$2" > MARKER
 """
 
 
+def fpga_driver_flags(tmp_path: Path, tool_script: str, *bitstreams: str) -> tuple[str, ...]:
+    """An FPGA driver's flags: ``tool_script`` as its tool, a folder with ``bitstreams``."""
+    folder = tmp_path / "bitstreams"
+    folder.mkdir()
+    for name in bitstreams:
+        (folder / name).write_bytes(b"\x00" + name.encode())
+    tool = tmp_path / "program-fpga"
+    tool.write_text(tool_script)
+    tool.chmod(0o755)
+    return (
+        *FAST_DRIVER,
+        "--fpga-program-tool",
+        f"{tool} {{address}} {{bitstream}}",
+        "--bitstream-dir",
+        str(folder),
+    )
+
+
 def test_cyborgs_program_call_runs_the_configured_tool_on_the_fpga(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs, tmp_path: Path
 ) -> None:
-    bitstreams = tmp_path / "bitstreams"
-    bitstreams.mkdir()
-    (bitstreams / "nlb0.gbs").write_bytes(b"\x00bitstream")
-    (bitstreams / "broken.gbs").write_bytes(b"\x00broken")
-    tool = tmp_path / "program-fpga"
     marker = tmp_path / "programmed"
-    tool.write_text(PROGRAM_TOOL.replace("MARKER", str(marker)))
-    tool.chmod(0o755)
-
+    script = PROGRAM_TOOL.replace("MARKER", str(marker))
+    flags = fpga_driver_flags(tmp_path, script, "nlb0.gbs", "broken.gbs")
     conductor = cluster.conductor(sqlite_url, *SLOW_RESYNC_CONDUCTOR)
     api = cluster.api(sqlite_url)
     agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    tool_flags = ("--fpga-program-tool", f"{tool} {{address}} {{bitstream}}")
-    folder_flags = ("--bitstream-dir", str(bitstreams))
-    cluster.driver("FPGA", agent, gpu_server.root, *FAST_DRIVER, *tool_flags, *folder_flags)
+    cluster.driver("FPGA", agent, gpu_server.root, *flags)
     [deployable] = wait_until(
         lambda: get(api, "/v2/deployables")["deployables"] or None, "the FPGA's deployable"
     )
@@ -244,7 +242,7 @@ def test_cyborgs_program_call_runs_the_configured_tool_on_the_fpga(
     assert answer.json()["uuid"] == deployable["uuid"]  # Cyborg's deployable, plus...
     done = finished(api, answer.json()["operation"]["uuid"])  # ...the operation to follow
     assert (done["state"], done["action"], done["address"]) == ("DONE", "program", FPGA), done
-    assert marker.read_text().split() == [FPGA, str(bitstreams / "nlb0.gbs")]
+    assert marker.read_text().split() == [FPGA, str(tmp_path / "bitstreams" / "nlb0.gbs")]
 
     broken = finished(api, patch("broken.gbs").json()["operation"]["uuid"])
     assert broken["state"] == "FAILED"
@@ -265,20 +263,9 @@ while [ ! -e RELEASE ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 def test_an_operation_survives_its_driver_being_killed(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs, tmp_path: Path
 ) -> None:
-    bitstreams = tmp_path / "bitstreams"
-    bitstreams.mkdir()
-    (bitstreams / "nlb0.gbs").write_bytes(b"\x00bitstream")
     runs, release = tmp_path / "runs", tmp_path / "release"
-    tool = tmp_path / "program-fpga"
-    tool.write_text(WAITING_TOOL.replace("RUNS", str(runs)).replace("RELEASE", str(release)))
-    tool.chmod(0o755)
-    flags = (
-        *FAST_DRIVER,
-        "--fpga-program-tool",
-        f"{tool} {{address}} {{bitstream}}",
-        "--bitstream-dir",
-        str(bitstreams),
-    )
+    script = WAITING_TOOL.replace("RUNS", str(runs)).replace("RELEASE", str(release))
+    flags = fpga_driver_flags(tmp_path, script, "nlb0.gbs")
     conductor = cluster.conductor(sqlite_url, *SLOW_RESYNC_CONDUCTOR)
     api = cluster.api(sqlite_url)
     agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)

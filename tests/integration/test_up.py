@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import wait_until
+from tests.processes import run_accel, wait_until
 
 EXAMPLE_TREE = Path(__file__).parents[2] / "examples" / "gpu-server"
 
@@ -58,16 +58,6 @@ class RunningUp:
             timeout=180,
             on_timeout=self.explain,
         )
-
-
-def accel(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "accel", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -147,11 +137,11 @@ def test_up_serves_the_example_tree_restarts_a_dead_part_and_stops_cleanly(
     stack.api_url = stack.wait_for_line(r"the API is at (http://\S+)").group(1)
     assert any("found 10 devices" in line for line in stack.output)
 
-    listed = accel("hardware", "list", "--api-url", stack.api_url, "--json")
+    listed = run_accel("hardware", "list", "--api-url", stack.api_url, "--json")
     assert listed.returncode == 0, listed.stderr
     hardware = json.loads(listed.stdout)
     assert len(hardware) == 10 and {h["node"] for h in hardware} == {"demo"}
-    table = accel("agents", "list", "--api-url", stack.api_url)
+    table = run_accel("agents", "list", "--api-url", stack.api_url)
     assert "demo" in table.stdout and "UP" in table.stdout
 
     first_agent = stack.pids()["agent"]
@@ -177,6 +167,6 @@ def _agent(stack: RunningUp) -> dict[str, str]:
 
 
 def test_operator_commands_explain_an_unreachable_api() -> None:
-    result = accel("alarms", "list", "--api-url", "http://127.0.0.1:9")
+    result = run_accel("alarms", "list", "--api-url", "http://127.0.0.1:9")
     assert result.returncode == 1
     assert "cannot reach the API at http://127.0.0.1:9" in result.stderr
