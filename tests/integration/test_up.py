@@ -55,7 +55,7 @@ class RunningUp:
         return wait_until(
             next_match,
             f"accel up to print {pattern!r}",
-            timeout=180,
+            timeout=90,  # under pytest-timeout, so that the logs are shown
             on_timeout=self.explain,
         )
 

@@ -77,7 +77,10 @@ class AgentService:
             HardwareList(hardware=[], drivers=[])
         )
         self.conductor_index = 0
-        self.resync_wanted = False
+        # Counted, not flagged: a registration while a hello is in flight must not be
+        # cleared by that hello's answer (it asked for less than is wanted now).
+        self.resyncs_wanted = 0
+        self.resyncs_asked = 0
         # Bumped on every registration; a discovery older than that is stale.
         self.registry_version = 0
         self._discovered_registry_version = -1
@@ -108,7 +111,7 @@ class AgentService:
             self.registry_version += 1
             log.info("driver %s registered at %s", hello.type, hello.endpoint)
             # The node's inventory may have grown: ask the conductor for a sync now.
-            self.resync_wanted = True
+            self.resyncs_wanted += 1
             self.heartbeat_now.set()
         return JSONResponse({"status": "registered", "known": known, "node": self.settings.name})
 
@@ -196,7 +199,8 @@ class AgentService:
                     await self.heartbeat_now.wait()
 
     async def _hello_some_conductor(self) -> bool:
-        resync = self.resync_wanted
+        wanted = self.resyncs_wanted
+        resync = wanted > self.resyncs_asked
         hello = AgentHello(
             status="READY", endpoint=self.settings.endpoint, name=self.settings.name, resync=resync
         )
@@ -211,8 +215,7 @@ class AgentService:
             if index != self.conductor_index:
                 log.info("now reporting to conductor %s", conductors[index])
                 self.conductor_index = index
-            if resync:
-                self.resync_wanted = False
+            self.resyncs_asked = max(self.resyncs_asked, wanted)
             return True
         return False
 
