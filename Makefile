@@ -27,7 +27,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses=4
 
 # Debian packages the tests need: a PostgreSQL server (the tests start a throwaway
 # one) and the PCI id database (names for discovery). Installed where missing.
