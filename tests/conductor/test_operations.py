@@ -11,16 +11,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import operations
-from accel.conductor.agents import record_hello
 from accel.conductor.presence import record_conductor
-from accel.conductor.reconcile import store_inventory
-from accel.db.engine import make_engine, migrate, session_factory
+from accel.db.engine import make_engine, session_factory
 from accel.db.models import Agent, AttachHandle, Deployable, Device, Operation
-from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.errors import Conflict, InvalidInput, NotFound
-from accel.internal.schemas import DriverOutcome, HardwareList, Kind
+from accel.internal.schemas import Kind
 from accel.internal.setup_schemas import OperationRequest, SetupProgress
+from tests.api.test_api import fill
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 IDLE_QAT = "0000:70:00.0"
@@ -28,16 +26,9 @@ IDLE_QAT = "0000:70:00.0"
 
 @pytest.fixture
 def sessions(database_url: str, gpu_server: FakeSysfs) -> Iterator[sessionmaker[Session]]:
+    fill(database_url, gpu_server)  # node1 says hello and reports the GPU server
     engine = make_engine(database_url)
-    migrate(engine)
-    sessions = session_factory(engine)
-    record_hello(sessions, "node1", "127.0.0.1:6671", "1.3", T0)
-    found = HardwareList(
-        hardware=[h for kind in Kind for h in discover(kind, gpu_server.root, "node1")],
-        drivers=[DriverOutcome(type=kind, endpoint="x:1", state="ok") for kind in Kind],
-    )
-    store_inventory(sessions, "node1", found, T0, T0, T0)
-    yield sessions
+    yield session_factory(engine)
     engine.dispose()
 
 

@@ -143,15 +143,15 @@ def unfinished(
     """Operations this conductor drives, taking over those of conductors gone silent."""
     with sessions.begin() as session:
         silent = select(Conductor.name).where(Conductor.last_seen < live_after)
-        session.execute(
-            update(Operation)
-            .where(
-                Operation.state.in_(("PENDING", "RUNNING")),
-                Operation.conductor != conductor,
-                or_(Operation.conductor.in_(silent), Operation.conductor.is_(None)),
-            )
-            .values(conductor=conductor)
+        orphaned = (
+            Operation.state.in_(("PENDING", "RUNNING")),
+            Operation.conductor != conductor,
+            or_(Operation.conductor.in_(silent), Operation.conductor.is_(None)),
         )
+        # Looked for before the UPDATE: this runs twice a second, and on SQLite even
+        # an UPDATE that changes nothing takes the write lock that syncs wait for.
+        if session.scalar(select(exists().where(*orphaned))):
+            session.execute(update(Operation).where(*orphaned).values(conductor=conductor))
         rows = session.execute(
             select(Operation, Agent.endpoint)
             .join(Agent, Agent.name == Operation.agent_name)

@@ -151,7 +151,10 @@ class InternalClient:
         except (PeerError, ValueError, KeyError, IndexError, TypeError):
             return  # the call itself will say what is wrong
         common = self.versions.common_with(maximum)
-        if common is not None and common < self.versions.maximum:
+        if common is not None:
+            # Remembered even at our newest, so that the peer is asked only once.
+            if len(self._peer_versions) >= MAX_PEER_VERSIONS:
+                self._peer_versions.clear()
             self._peer_versions[url] = common
 
     async def start_discovery(self, peer: str) -> DiscoveryStarted:
