@@ -9,6 +9,7 @@ a sync, as does a first hello or one from a new endpoint.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import and_, func, select, update
@@ -31,6 +32,15 @@ class RegistryFull(TooManyRequests):
     """The conductor knows as many agents as it was told to keep."""
 
 
+@dataclass(frozen=True)
+class Hello:
+    name: str
+    endpoint: str
+    version: str
+    now: dt.datetime
+    resync: bool = False
+
+
 def record_hello(
     sessions: sessionmaker[Session],
     name: str,
@@ -41,53 +51,81 @@ def record_hello(
     max_agents: int = 100_000,
 ) -> HelloOutcome:
     """Registers or refreshes an agent; idempotent for a known, healthy agent."""
-    for _ in range(2):  # a concurrent first hello of the same agent wins the insert
+    (outcome,) = record_hellos(sessions, [Hello(name, endpoint, version, now, resync)], max_agents)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def record_hellos(
+    sessions: sessionmaker[Session], hellos: Sequence[Hello], max_agents: int = 100_000
+) -> list[HelloOutcome | Exception]:
+    """Records several agents' hellos in one transaction; each one's outcome."""
+    for attempt in range(2):
         try:
             with sessions.begin() as session:
-                return _record_hello(session, name, endpoint, version, now, resync, max_agents)
+                return _record_hellos(session, hellos, max_agents)
         except IntegrityError:
-            continue
-    raise RuntimeError(f"could not record the hello of agent {name}")
+            # Another conductor registered one of these agents meanwhile: the next
+            # attempt finds it registered.
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
 
 
-def _record_hello(
-    session: Session,
-    name: str,
-    endpoint: str,
-    version: str,
-    now: dt.datetime,
-    resync: bool,
-    max_agents: int,
-) -> HelloOutcome:
-    agent = session.scalar(select(Agent).where(Agent.name == name).with_for_update())
-    if agent is None:
-        known = session.scalar(select(func.count()).select_from(Agent)) or 0
-        if known >= max_agents:
-            raise RegistryFull(f"this conductor already knows {known} agents (--max-agents)")
-        session.add(
-            Agent(
-                name=name,
-                endpoint=endpoint,
-                state="UP",
-                internal_version=version,
-                last_seen=now,
-                next_sync_at=now,
-            )
+def _record_hellos(
+    session: Session, hellos: Sequence[Hello], max_agents: int
+) -> list[HelloOutcome | Exception]:
+    names = sorted({hello.name for hello in hellos})
+    # Locked in id order, as every batch of the conductor's does: no deadlock.
+    agents = {
+        agent.name: agent
+        for agent in session.scalars(
+            select(Agent).where(Agent.name.in_(names)).order_by(Agent.id).with_for_update()
         )
-        session.flush()
-        return HelloOutcome(known=False, sync_now=True)
+    }
+    known: int | None = None
+    outcomes: list[HelloOutcome | Exception] = []
+    for hello in hellos:
+        agent = agents.get(hello.name)
+        if agent is not None:
+            outcomes.append(_refresh(session, agent, hello))
+            continue
+        if known is None:
+            known = session.scalar(select(func.count()).select_from(Agent)) or 0
+        if known >= max_agents:
+            outcomes.append(
+                RegistryFull(f"this conductor already knows {known} agents (--max-agents)")
+            )
+            continue
+        agents[hello.name] = Agent(
+            name=hello.name,
+            endpoint=hello.endpoint,
+            state="UP",
+            internal_version=hello.version,
+            last_seen=hello.now,
+            next_sync_at=hello.now,
+        )
+        session.add(agents[hello.name])
+        known += 1
+        outcomes.append(HelloOutcome(known=False, sync_now=True))
+    session.flush()
+    return outcomes
+
+
+def _refresh(session: Session, agent: Agent, hello: Hello) -> HelloOutcome:
     came_back = agent.state != "UP"
-    moved = agent.endpoint != endpoint
-    agent.last_seen = now
-    agent.internal_version = version
+    moved = agent.endpoint != hello.endpoint
+    agent.last_seen = hello.now
+    agent.internal_version = hello.version
     if came_back:
         agent.state = "UP"
-        clear_alarm(session, AGENT_DOWN, name, now)
+        clear_alarm(session, AGENT_DOWN, agent.name, hello.now)
     if moved:
-        agent.endpoint = endpoint
-    sync_now = came_back or moved or resync
+        agent.endpoint = hello.endpoint
+    sync_now = came_back or moved or hello.resync
     if sync_now:
-        agent.next_sync_at = now
+        agent.next_sync_at = hello.now
     return HelloOutcome(known=True, sync_now=sync_now)
 
 

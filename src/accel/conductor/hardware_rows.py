@@ -96,6 +96,7 @@ def device_columns(entry: HardwareEntry, hostname: str) -> dict[str, Any]:
             }.items()
             if value is not None
         }
+    hardware = canonical_json(entry)
     return {
         "type": entry.acc_specs.device_type.value,
         "vendor": pci.vendor_id if pci else "unknown",
@@ -106,8 +107,8 @@ def device_columns(entry: HardwareEntry, hostname: str) -> dict[str, Any]:
         "pci_address": pci.address if pci else None,
         "setup_required": entry.acc_status.setup_required,
         "reboot_required": entry.acc_status.reboot_required,
-        "hardware": canonical_json(entry),
-        "fingerprint": fingerprint(entry),
+        "hardware": hardware,
+        "fingerprint": hashlib.sha256(hardware.encode()).hexdigest(),
     }
 
 

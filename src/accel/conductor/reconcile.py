@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -23,13 +24,14 @@ from accel.conductor.alarms import (
     clear_alarm,
     raise_alarm,
 )
+from accel.conductor.first_inventory import FirstInventory, insert_first_inventories
 from accel.conductor.hardware_rows import (
     DeployablePlan,
     device_columns,
     fingerprint,
     plan_deployables,
 )
-from accel.conductor.leases import check_and_release
+from accel.conductor.leases import LeaseLost, check_and_release
 from accel.db.models import (
     AcceleratorRequest,
     Agent,
@@ -42,6 +44,12 @@ from accel.errors import PeerError
 from accel.internal.schemas import HardwareEntry, HardwareList, Kind
 
 log = logging.getLogger(__name__)
+
+
+class StoredDevice(NamedTuple):
+    fingerprint: str
+    present: bool
+    kind: str
 
 
 @dataclass
@@ -68,6 +76,19 @@ def vouched_kinds(report: HardwareList) -> set[Kind]:
     return {entry.acc_specs.device_type for entry in report.hardware}
 
 
+@dataclass(frozen=True)
+class FinishedSync:
+    """One agent's discovery, to be stored: began at ``started``, read at ``now``."""
+
+    agent_name: str
+    report: HardwareList
+    started: dt.datetime
+    now: dt.datetime
+    next_sync_at: dt.datetime
+    # The conductor whose sync lease must still be held; None outside the sync loop.
+    owner: str | None = None
+
+
 def store_inventory(
     sessions: sessionmaker[Session],
     agent_name: str,
@@ -77,57 +98,133 @@ def store_inventory(
     next_sync_at: dt.datetime,
     owner: str | None = None,
 ) -> InventoryDiff:
-    """Stores a sync that began at ``started``; a sync asked for since then stays due.
+    """Stores one sync; see ``store_inventories``."""
+    sync = FinishedSync(agent_name, report, started, now, next_sync_at, owner)
+    (outcome,) = store_inventories(sessions, [sync])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
-    With ``owner``, only while that conductor still holds the agent's sync lease
-    (else ``LeaseLost`` and nothing written), and the lease is given back.
+
+def store_inventories(
+    sessions: sessionmaker[Session], syncs: Sequence[FinishedSync]
+) -> list[InventoryDiff | Exception]:
+    """Stores several agents' syncs in one transaction; each one's diff, or its error.
+
+    A sync asked for since a sync began stays due. A sync with an ``owner`` is written
+    only while that conductor still holds the agent's sync lease (else ``LeaseLost``
+    in its place, and nothing of it written), and the lease is given back.
     """
-    reported = {str(entry.uuid): entry for entry in report.hardware}
-    if len(reported) != len(report.hardware):
-        raise PeerError(agent_name, "reported the same hardware uuid twice")
+    names = [sync.agent_name for sync in syncs]
+    for index, name in enumerate(names):
+        if name in names[:index]:  # a later sync of one agent sees the earlier one's rows
+            return [
+                *store_inventories(sessions, syncs[:index]),
+                *store_inventories(sessions, syncs[index:]),
+            ]
+    outcomes: list[InventoryDiff | Exception] = []
     with sessions.begin() as session:
-        agent = session.scalar(select(Agent).where(Agent.name == agent_name).with_for_update())
-        if agent is None:
-            raise PeerError(agent_name, "is not a registered agent")
-        check_and_release(agent, owner)
-        agent.last_synced_by = owner or agent.last_synced_by
-        diff = _apply(session, agent, reported, vouched_kinds(report), now)
-        agent.last_synced_at = now
-        if agent.next_sync_at is None or agent.next_sync_at <= started:
-            agent.next_sync_at = next_sync_at
-        agent.last_sync_error = None
-    return diff
+        # Locked in id order, as every batch of the conductor's does: no deadlock.
+        agents = {
+            agent.name: agent
+            for agent in session.scalars(
+                select(Agent).where(Agent.name.in_(names)).order_by(Agent.id).with_for_update()
+            )
+        }
+        stored = _stored_fingerprints(session, [agent.id for agent in agents.values()])
+        changing: list[tuple[int, Agent, FinishedSync, dict[str, HardwareEntry]]] = []
+        for sync in syncs:
+            try:
+                agent = agents.get(sync.agent_name)
+                if agent is None:
+                    raise PeerError(sync.agent_name, "is not a registered agent")
+                reported = _reported(agent, sync)
+                vouched = vouched_kinds(sync.report)
+                _bookkeep(agent, sync)
+                if _changes_nothing(stored[agent.id], reported, vouched):
+                    outcomes.append(InventoryDiff(unchanged=len(reported)))
+                    continue
+                changing.append((len(outcomes), agent, sync, reported))
+                outcomes.append(InventoryDiff())
+            except (PeerError, LeaseLost) as exc:
+                outcomes.append(exc)
+        # Agents with nothing stored yet (a fleet coming up) are inserted in bulk.
+        first = [entry for entry in changing if not stored[entry[1].id]]
+        insert_first_inventories(
+            session,
+            [
+                FirstInventory(agent.id, agent.name, reported, sync.now)
+                for _, agent, sync, reported in first
+            ],
+        )
+        for index, _, _, reported in first:
+            outcomes[index] = InventoryDiff(added=list(reported))
+        later = [entry for entry in changing if stored[entry[1].id]]
+        devices = _load_devices(session, [agent.id for _, agent, _, _ in later])
+        # One flush at the commit: inserts of the whole batch go out together.
+        with session.no_autoflush:
+            for index, agent, sync, reported in later:
+                outcomes[index] = _apply(
+                    session,
+                    agent,
+                    devices.get(agent.id, {}),
+                    reported,
+                    vouched_kinds(sync.report),
+                    sync.now,
+                )
+    return outcomes
+
+
+def _reported(agent: Agent, sync: FinishedSync) -> dict[str, HardwareEntry]:
+    reported = {str(entry.uuid): entry for entry in sync.report.hardware}
+    if len(reported) != len(sync.report.hardware):
+        raise PeerError(agent.name, "reported the same hardware uuid twice")
+    return reported
+
+
+def _bookkeep(agent: Agent, sync: FinishedSync) -> None:
+    """The agent's lease is given back and its sync recorded (``LeaseLost`` if not its)."""
+    check_and_release(agent, sync.owner)
+    agent.last_synced_by = sync.owner or agent.last_synced_by
+    agent.last_synced_at = sync.now
+    if agent.next_sync_at is None or agent.next_sync_at <= sync.started:
+        agent.next_sync_at = sync.next_sync_at
+    agent.last_sync_error = None
+
+
+def _load_devices(session: Session, agent_ids: list[int]) -> dict[int, dict[str, Device]]:
+    """The stored devices of agents whose hardware changed, with their deployables."""
+    devices: dict[int, dict[str, Device]] = {}
+    if not agent_ids:
+        return devices
+    for device in session.scalars(
+        select(Device)
+        .where(Device.agent_id.in_(agent_ids))
+        .options(
+            selectinload(Device.deployables).selectinload(Deployable.attributes),
+            selectinload(Device.deployables).selectinload(Deployable.attach_handles),
+        )
+    ):
+        devices.setdefault(device.agent_id, {})[device.uuid] = device
+    return devices
 
 
 def _apply(
     session: Session,
     agent: Agent,
+    stored: dict[str, Device],
     reported: dict[str, HardwareEntry],
     vouched: set[Kind],
     now: dt.datetime,
 ) -> InventoryDiff:
-    unchanged = _count_if_unchanged(session, agent, reported, vouched)
-    if unchanged is not None:
-        return InventoryDiff(unchanged=unchanged)
     diff = InventoryDiff()
-    stored = {
-        device.uuid: device
-        for device in session.scalars(
-            select(Device)
-            .where(Device.agent_id == agent.id)
-            .options(
-                selectinload(Device.deployables).selectinload(Deployable.attributes),
-                selectinload(Device.deployables).selectinload(Deployable.attach_handles),
-            )
-        )
-    }
     for uuid, entry in reported.items():
         columns = device_columns(entry, agent.name)
         device = stored.get(uuid)
         if device is None:
             device = Device(uuid=uuid, agent_id=agent.id, present=True, created_at=now, **columns)
             session.add(device)
-            _sync_deployables(device, plan_deployables(entry, agent.name))
+            _sync_deployables(device, plan_deployables(entry, agent.name), now)
             diff.added.append(uuid)
             continue
         if not device.present:
@@ -146,7 +243,7 @@ def _apply(
             if getattr(device, name) != value:
                 setattr(device, name, value)
         device.updated_at = now
-        _sync_deployables(device, plan_deployables(entry, agent.name))
+        _sync_deployables(device, plan_deployables(entry, agent.name), now)
     for uuid, device in stored.items():
         if device.present and uuid not in reported and Kind(device.type) in vouched:
             device.present = False
@@ -164,31 +261,39 @@ def _apply(
     return diff
 
 
-def _count_if_unchanged(
-    session: Session, agent: Agent, reported: dict[str, HardwareEntry], vouched: set[Kind]
-) -> int | None:
-    """How many devices the report holds, when it changes nothing stored; else None.
+def _stored_fingerprints(
+    session: Session, agent_ids: list[int]
+) -> dict[int, dict[str, StoredDevice]]:
+    """Per agent, its stored devices' fingerprints, from one narrow query.
 
-    Most syncs change nothing. Comparing fingerprints from one narrow query spares
-    them loading every device with its deployables, attributes and attach handles
-    as objects (most of a resync's cost at fleet scale, by the conductor's profile).
+    Most syncs change nothing; comparing fingerprints spares them loading every
+    device with its deployables, attributes and attach handles as objects (most of
+    a resync's cost at fleet scale, by the conductor's profile).
     """
-    stored = {
-        uuid: (stored_fingerprint, present, kind)
-        for uuid, stored_fingerprint, present, kind in session.execute(
-            select(Device.uuid, Device.fingerprint, Device.present, Device.type).where(
-                Device.agent_id == agent.id
-            )
+    stored: dict[int, dict[str, StoredDevice]] = {agent_id: {} for agent_id in agent_ids}
+    if not agent_ids:
+        return stored
+    rows = session.execute(
+        select(Device.agent_id, Device.uuid, Device.fingerprint, Device.present, Device.type).where(
+            Device.agent_id.in_(agent_ids)
         )
-    }
+    )
+    for agent_id, uuid, stored_fingerprint, present, kind in rows:
+        stored[agent_id][uuid] = StoredDevice(stored_fingerprint, present, kind)
+    return stored
+
+
+def _changes_nothing(
+    stored: dict[str, StoredDevice], reported: dict[str, HardwareEntry], vouched: set[Kind]
+) -> bool:
     for uuid, entry in reported.items():
         found = stored.get(uuid)
-        if found is None or not found[1] or found[0] != fingerprint(entry):
-            return None
-    for uuid, (_, present, kind) in stored.items():
-        if present and uuid not in reported and Kind(kind) in vouched:
-            return None
-    return len(reported)
+        if found is None or not found.present or found.fingerprint != fingerprint(entry):
+            return False
+    return not any(
+        device.present and uuid not in reported and Kind(device.kind) in vouched
+        for uuid, device in stored.items()
+    )
 
 
 def _holders(session: Session, device: Device) -> list[AcceleratorRequest]:
@@ -221,7 +326,7 @@ def _alarm_for_allocations(session: Session, device: Device, now: dt.datetime) -
         )
 
 
-def _sync_deployables(device: Device, plans: Iterable[DeployablePlan]) -> None:
+def _sync_deployables(device: Device, plans: Iterable[DeployablePlan], now: dt.datetime) -> None:
     """Brings the device's deployables to ``plans``, keeping rows whose name survives."""
     wanted = {plan.name: plan for plan in plans}
     for stale in [d for d in device.deployables if d.name not in wanted]:
@@ -230,16 +335,20 @@ def _sync_deployables(device: Device, plans: Iterable[DeployablePlan]) -> None:
     for name, plan in wanted.items():
         deployable = existing.get(name)
         if deployable is None:
-            deployable = Deployable(name=name, rp_uuid=plan.rp_uuid)
+            deployable = Deployable(name=name, rp_uuid=plan.rp_uuid, created_at=now)
             device.deployables.append(deployable)
         deployable.num_accelerators = plan.num_accelerators
         deployable.driver_name = plan.driver_name
         if [(a.key, a.value) for a in deployable.attributes] != list(plan.attributes):
-            deployable.attributes = [Attribute(key=k, value=v) for k, v in plan.attributes]
-        _sync_attach_handles(deployable, plan.attach_handles)
+            deployable.attributes = [
+                Attribute(key=k, value=v, created_at=now) for k, v in plan.attributes
+            ]
+        _sync_attach_handles(deployable, plan.attach_handles, now)
 
 
-def _sync_attach_handles(deployable: Deployable, wanted: tuple[tuple[str, str], ...]) -> None:
+def _sync_attach_handles(
+    deployable: Deployable, wanted: tuple[tuple[str, str], ...], now: dt.datetime
+) -> None:
     # Keyed by attach_info, like Cyborg: a surviving handle keeps its in_use flag.
     existing = {handle.attach_info: handle for handle in deployable.attach_handles}
     wanted_infos = {info for _, info in wanted}
@@ -250,7 +359,9 @@ def _sync_attach_handles(deployable: Deployable, wanted: tuple[tuple[str, str], 
         handle = existing.get(info)
         if handle is None:
             deployable.attach_handles.append(
-                AttachHandle(attach_type=attach_type, attach_info=info, in_use=False)
+                AttachHandle(
+                    attach_type=attach_type, attach_info=info, in_use=False, created_at=now
+                )
             )
         elif handle.attach_type != attach_type:
             handle.attach_type = attach_type

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.conductor import agents, allocation
+from accel.conductor.batching import GroupWriter
 from accel.conductor.presence import record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.syncing import SyncLoop
@@ -83,6 +84,10 @@ class ConductorService:
             SetupSettings(conductor=settings.name, versions=settings.versions),
         )
         self.hello_limiter = RateLimiter(settings.hello_rate, settings.hello_burst)
+        # Heartbeats are many and tiny: recorded many agents to a transaction.
+        self.hellos: GroupWriter[agents.Hello, agents.HelloOutcome] = GroupWriter(
+            "hellos", lambda batch: agents.record_hellos(self.sessions, batch, settings.max_agents)
+        )
 
     @property
     def client(self) -> InternalClient:
@@ -97,15 +102,14 @@ class ConductorService:
         await check_origin(hello.endpoint, source, self.settings.allowed_agent_networks)
         name = hello.name or hello.endpoint
         try:
-            outcome = await anyio.to_thread.run_sync(
-                agents.record_hello,
-                self.sessions,
-                name,
-                hello.endpoint,
-                format_version(request_version(request)),
-                utcnow(),
-                hello.resync,
-                self.settings.max_agents,
+            outcome = await self.hellos.submit(
+                agents.Hello(
+                    name,
+                    hello.endpoint,
+                    format_version(request_version(request)),
+                    utcnow(),
+                    hello.resync,
+                )
             )
         except OperationalError as exc:  # the database is away: the agent tries again
             raise Unavailable(f"the conductor's database is unavailable: {exc}") from exc
@@ -180,7 +184,6 @@ class ConductorService:
                 self.settings.token,
                 self.settings.versions,
                 timeout=self.settings.discovery_timeout,
-                max_connections=1000,
                 tls=self.settings.tls,
             )
             loops = [
@@ -202,6 +205,7 @@ class ConductorService:
                     with suppress(asyncio.CancelledError):
                         await task
                 await self.syncs.stop()  # others may take this conductor's agents now
+                await self.hellos.aclose()
                 await self._client.aclose()
                 self.engine.dispose()
 

@@ -25,7 +25,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import agents, leases
-from accel.conductor.reconcile import store_inventory
+from accel.conductor.batching import GroupWriter
+from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
 from accel.db.models import utcnow
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
@@ -57,6 +58,10 @@ class SyncLoop:
         self.wake = wake
         self.owner = settings.name
         self.running: dict[str, asyncio.Task[None]] = {}
+        # Finished discoveries are stored many agents to a transaction.
+        self.store: GroupWriter[FinishedSync, InventoryDiff] = GroupWriter(
+            "inventory", lambda syncs: store_inventories(sessions, syncs)
+        )
 
     @property
     def lease_seconds(self) -> float:
@@ -125,6 +130,7 @@ class SyncLoop:
         for task in tasks:
             with suppress(asyncio.CancelledError):
                 await task
+        await self.store.aclose()
         with suppress(SQLAlchemyError):
             await anyio.to_thread.run_sync(leases.release_all, self.sessions, self.owner)
 
@@ -136,15 +142,10 @@ class SyncLoop:
             # A driver that failed may have hardware we could not see: look again soon.
             partial = any(d.state != "ok" for d in report.drivers or [])
             wait = self.settings.sync_retry_after if partial else self.settings.resync_interval
-            diff = await anyio.to_thread.run_sync(
-                store_inventory,
-                self.sessions,
-                claim.name,
-                report,
-                started,
-                now,
-                now + dt.timedelta(seconds=wait),
-                self.owner,
+            diff = await self.store.submit(
+                FinishedSync(
+                    claim.name, report, started, now, now + dt.timedelta(seconds=wait), self.owner
+                )
             )
             log.info("synced agent %s: %s", claim.name, diff)
             DISCOVERIES.labels("conductor", "ok").inc()

@@ -1,0 +1,111 @@
+"""Group commit: many callers' small writes made in one database transaction.
+
+At fleet scale most of the conductor's writes are tiny and many: a heartbeat, a sync
+that changed nothing. One transaction each made the commit, the row locks and the
+hop to a worker thread the conductor's main cost (its profile at 1,000 agents). A
+``GroupWriter`` queues its callers' items and one task writes whatever has gathered,
+up to ``max_batch`` items, in one call of ``write_batch`` (one transaction) while the
+next batch gathers. Each caller gets its own item's outcome: ``write_batch`` returns
+an exception in an item's place for a failure that is that item's alone (a lost
+lease). A batch that fails as a whole on a constraint is written again item by item,
+so that one bad item fails only its own caller; any other failure (the database is
+away) fails every caller of the batch, as it would have failed each of them alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from typing import Generic, TypeVar
+
+import anyio.to_thread
+from sqlalchemy.exc import IntegrityError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+WriteBatch = Callable[[list[T]], Sequence["R | Exception"]]
+
+
+class GroupWriter(Generic[T, R]):
+    def __init__(self, name: str, write_batch: WriteBatch[T, R], max_batch: int = 256) -> None:
+        self.name = name
+        self.write_batch = write_batch
+        self.max_batch = max_batch
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._writing: list[asyncio.Future[R]] = []
+        self._closed = False
+
+    async def submit(self, item: T) -> R:
+        """Writes ``item`` with whatever else is waiting; its outcome, or its error."""
+        if self._closed:
+            raise RuntimeError(f"the {self.name} writer is closed")
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"group writer {self.name}")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        self._ready.set()
+        return await future
+
+    async def aclose(self) -> None:
+        """Stops writing; callers still waiting are cancelled."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        for future in [*self._writing, *(future for _, future in self._queue)]:
+            future.cancel()
+        self._queue.clear()
+
+    async def _run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._queue:
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                # A caller that gave up (a sync cancelled on losing its lease) is dropped.
+                batch = [(item, future) for item, future in batch if not future.done()]
+                if batch:
+                    self._writing = [future for _, future in batch]
+                    await self._write(batch)
+                    self._writing = []
+
+    async def _write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        items = [item for item, _ in batch]
+        try:
+            outcomes = await anyio.to_thread.run_sync(self.write_batch, items)
+        except IntegrityError as exc:
+            if len(batch) == 1:
+                outcomes = [exc]
+            else:
+                log.info(
+                    "%s: a batch of %d hit %s; writing it item by item",
+                    self.name,
+                    len(batch),
+                    exc.orig,
+                )
+                outcomes = [await self._write_alone(item) for item in items]
+        except Exception as exc:  # handed to every caller of the batch
+            outcomes = [exc] * len(batch)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    async def _write_alone(self, item: T) -> R | Exception:
+        try:
+            (outcome,) = await anyio.to_thread.run_sync(self.write_batch, [item])
+        except Exception as exc:  # this item's own failure
+            return exc
+        return outcome

@@ -1,0 +1,107 @@
+"""An agent's first inventory, written with a few bulk INSERTs instead of objects.
+
+When a fleet comes up every agent's first sync adds all of its hardware: devices,
+their deployables, and those deployables' attributes and attach handles. Built as
+ORM objects, the unit of work's bookkeeping was half of the conductor's CPU while a
+thousand nodes converged (its profile). Here the rows of a whole batch of agents go
+out as one multi-row INSERT per table, each returning the ids the next one needs.
+The rows are the ones ``reconcile`` would have built: the same columns from
+``hardware_rows``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from accel.conductor.hardware_rows import DeployablePlan, device_columns, plan_deployables
+from accel.db.models import AttachHandle, Attribute, Deployable, Device
+from accel.internal.schemas import HardwareEntry
+
+
+@dataclass(frozen=True)
+class FirstInventory:
+    agent_id: int
+    hostname: str
+    reported: dict[str, HardwareEntry]
+    now: dt.datetime
+
+
+def insert_first_inventories(session: Session, inventories: Sequence[FirstInventory]) -> None:
+    """Inserts every reported device of agents that have none stored yet."""
+    device_rows: list[dict[str, Any]] = []
+    plans: dict[str, list[DeployablePlan]] = {}
+    created: dict[str, dt.datetime] = {}
+    for inventory in inventories:
+        for uuid, entry in inventory.reported.items():
+            columns = device_columns(entry, inventory.hostname)
+            device_rows.append(
+                {
+                    **columns,
+                    "uuid": uuid,
+                    "agent_id": inventory.agent_id,
+                    "present": True,
+                    "status": "enabled",
+                    "created_at": inventory.now,
+                }
+            )
+            # By name, as reconcile keeps them: one deployable per name.
+            by_name = {plan.name: plan for plan in plan_deployables(entry, inventory.hostname)}
+            plans[uuid] = list(by_name.values())
+            created[uuid] = inventory.now
+    if not device_rows:
+        return
+    device_ids = dict(
+        session.execute(insert(Device).returning(Device.uuid, Device.id), device_rows).all()
+    )
+    wanted = [
+        (device_ids[uuid], plan, created[uuid])
+        for uuid, device_plans in plans.items()
+        for plan in device_plans
+    ]
+    if not wanted:
+        return
+    deployable_ids = {
+        (device_id, name): deployable_id
+        for deployable_id, device_id, name in session.execute(
+            insert(Deployable).returning(Deployable.id, Deployable.device_id, Deployable.name),
+            [
+                {
+                    "device_id": device_id,
+                    "name": plan.name,
+                    "num_accelerators": plan.num_accelerators,
+                    "rp_uuid": plan.rp_uuid,
+                    "driver_name": plan.driver_name,
+                    "created_at": now,
+                }
+                for device_id, plan, now in wanted
+            ],
+        ).all()
+    }
+    attributes = []
+    handles = []
+    for device_id, plan, now in wanted:
+        deployable_id = deployable_ids[(device_id, plan.name)]
+        attributes += [
+            {"deployable_id": deployable_id, "key": key, "value": value, "created_at": now}
+            for key, value in plan.attributes
+        ]
+        handles += [
+            {
+                "deployable_id": deployable_id,
+                "attach_type": attach_type,
+                "attach_info": info,
+                "in_use": False,
+                "created_at": now,
+            }
+            for attach_type, info in plan.attach_handles
+        ]
+    if attributes:
+        session.execute(insert(Attribute), attributes)
+    if handles:
+        session.execute(insert(AttachHandle), handles)

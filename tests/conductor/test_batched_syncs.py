@@ -1,0 +1,176 @@
+"""Syncs stored many agents to a transaction: the same rows as one by one, and each
+sync's failure its own."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from accel.conductor import reconcile
+from accel.conductor.agents import Hello, record_hello, record_hellos
+from accel.conductor.leases import LeaseLost
+from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
+from accel.db.engine import make_engine, migrate, session_factory
+from accel.db.models import Agent, AttachHandle, Attribute, Deployable, Device
+from accel.driver.discovery import discover
+from accel.driver.fake_sysfs import build_gpu_server
+from accel.errors import PeerError
+from accel.internal.schemas import DriverOutcome, HardwareEntry, HardwareList, Kind
+
+T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+LATER = T0 + dt.timedelta(minutes=1)
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def node_report(root: Path, node: str) -> HardwareList:
+    tree = build_gpu_server(root)
+    hardware: list[HardwareEntry] = []
+    for kind in Kind:
+        hardware.extend(discover(kind, tree.root, node))
+    outcomes = [DriverOutcome(type=kind, endpoint="x:1", state="ok") for kind in Kind]
+    return HardwareList(hardware=hardware, drivers=outcomes)
+
+
+def finished(node: str, report: HardwareList, owner: str | None = None) -> FinishedSync:
+    return FinishedSync(node, report, T0, T0, LATER, owner)
+
+
+def snapshot(sessions: sessionmaker[Session]) -> dict[str, Any]:
+    """Every device as rows, without the ids and generated uuids two databases differ in."""
+    with sessions() as session:
+        devices = {}
+        for device in session.scalars(select(Device).order_by(Device.uuid)):
+            deployables = []
+            for deployable in sorted(device.deployables, key=lambda d: d.name):
+                deployables.append(
+                    (
+                        deployable.name,
+                        deployable.num_accelerators,
+                        deployable.rp_uuid,
+                        deployable.driver_name,
+                        deployable.created_at,
+                        [(a.key, a.value) for a in deployable.attributes],
+                        [
+                            (h.attach_type, h.attach_info, h.in_use)
+                            for h in deployable.attach_handles
+                        ],
+                    )
+                )
+            columns = {
+                column.name: getattr(device, column.name)
+                for column in Device.__table__.columns
+                if column.name not in ("id", "agent_id")
+            }
+            devices[device.uuid] = (columns, deployables)
+        return devices
+
+
+def test_first_inventories_in_bulk_are_the_rows_the_object_path_writes(
+    sessions: sessionmaker[Session], sqlite_url: str, tmp_path: Path
+) -> None:
+    reports = {node: node_report(tmp_path / node, node) for node in ("node1", "node2")}
+    for node in reports:
+        record_hello(sessions, node, f"127.0.0.1:{6671 + len(node)}", "1.3", T0)
+    outcomes = store_inventories(sessions, [finished(node, r) for node, r in reports.items()])
+    assert [len(o.added) for o in outcomes if isinstance(o, InventoryDiff)] == [10, 10]
+
+    # The same reports through the object path, into a database of their own.
+    other_engine = make_engine(sqlite_url.replace("accel.db", "objects.db"))
+    migrate(other_engine)
+    other = session_factory(other_engine)
+    try:
+        with other.begin() as session:
+            for node, report in reports.items():
+                agent = Agent(name=node, endpoint="x:1", state="UP", last_seen=T0)
+                session.add(agent)
+                session.flush()
+                reported = {str(entry.uuid): entry for entry in report.hardware}
+                reconcile._apply(session, agent, {}, reported, set(Kind), T0)
+        bulk, objects = snapshot(sessions), snapshot(other)
+    finally:
+        other_engine.dispose()
+    assert len(bulk) == 20
+    assert bulk == objects
+    with sessions() as session:
+        assert session.scalar(select(Attribute).limit(1)) is not None
+        assert session.scalar(select(AttachHandle).limit(1)) is not None
+
+
+def test_one_sync_failing_in_a_batch_leaves_the_others_written(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    for node in ("node1", "node2", "node3"):
+        record_hello(sessions, node, f"127.0.0.1:{6671 + len(node)}", "1.3", T0)
+    with sessions.begin() as session:  # node2's sync lease is another conductor's
+        for agent in session.scalars(select(Agent)):
+            agent.sync_owner = "elsewhere" if agent.name == "node2" else "here"
+    outcomes = store_inventories(
+        sessions,
+        [
+            finished("node1", node_report(tmp_path / "1", "node1"), "here"),
+            finished("node2", node_report(tmp_path / "2", "node2"), "here"),
+            finished("ghost", node_report(tmp_path / "g", "ghost"), "here"),
+            finished("node3", node_report(tmp_path / "3", "node3"), "here"),
+        ],
+    )
+    assert isinstance(outcomes[1], LeaseLost)
+    assert isinstance(outcomes[2], PeerError)
+    assert [len(o.added) for o in (outcomes[0], outcomes[3]) if isinstance(o, InventoryDiff)] == [
+        10,
+        10,
+    ]
+    with sessions() as session:
+        hosts = sorted(set(session.scalars(select(Device.hostname))))
+        owners = dict(session.execute(select(Agent.name, Agent.sync_owner)).all())
+    assert hosts == ["node1", "node3"]
+    # Written syncs gave their leases back; the lost one is still its holder's.
+    assert owners == {"node1": None, "node2": "elsewhere", "node3": None}
+
+
+def test_a_second_sync_of_one_agent_in_a_batch_sees_the_first(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    record_hello(sessions, "node1", "127.0.0.1:6671", "1.3", T0)
+    full = node_report(tmp_path / "n", "node1")
+    fewer = HardwareList(hardware=full.hardware[:-1], drivers=full.drivers)
+    first, second, third = store_inventories(
+        sessions, [finished("node1", full), finished("node1", fewer), finished("node1", full)]
+    )
+    assert isinstance(first, InventoryDiff) and len(first.added) == 10
+    assert isinstance(second, InventoryDiff) and len(second.vanished) == 1
+    assert isinstance(third, InventoryDiff) and len(third.returned) == 1
+    with sessions() as session:
+        assert session.scalar(select(Deployable).limit(1)) is not None
+
+
+def test_hellos_in_one_batch_register_each_agent_once(
+    sessions: sessionmaker[Session],
+) -> None:
+    outcomes = record_hellos(
+        sessions,
+        [
+            Hello("node1", "127.0.0.1:1", "1.3", T0),
+            Hello("node2", "127.0.0.1:2", "1.3", T0),
+            Hello("node1", "127.0.0.1:1", "1.3", LATER),
+            Hello("node3", "127.0.0.1:3", "1.3", T0),
+        ],
+        max_agents=2,
+    )
+    known = [getattr(outcome, "known", None) for outcome in outcomes]
+    assert known == [False, False, True, None]  # node3: past --max-agents
+    with sessions() as session:
+        rows = dict(session.execute(select(Agent.name, Agent.last_seen)).all())
+    assert rows == {"node1": LATER, "node2": T0}

@@ -1,0 +1,117 @@
+"""GroupWriter: callers' writes gathered into shared transactions, outcomes kept apart."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from accel.conductor.batching import GroupWriter
+
+metadata = MetaData()
+names = Table(
+    "names", metadata, Column("id", Integer, primary_key=True), Column("name", String, unique=True)
+)
+
+
+class Names:
+    """A table with a unique column, written a batch to a transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.engine = create_engine(f"sqlite:///{path}")
+        metadata.create_all(self.engine)
+        self.batches: list[list[str]] = []
+
+    def write(self, batch: list[str]) -> list[int | Exception]:
+        self.batches.append(batch)
+        outcomes: list[int | Exception] = []
+        with self.engine.begin() as connection:
+            for name in batch:
+                if name.startswith("bad"):  # refused alone, the batch goes on
+                    outcomes.append(ValueError(f"{name} is refused"))
+                    continue
+                outcomes.append(
+                    connection.execute(
+                        insert(names).values(name=name).returning(names.c.id)
+                    ).scalar_one()
+                )
+        return outcomes
+
+    def stored(self) -> list[str]:
+        with self.engine.connect() as connection:
+            return sorted(connection.scalars(select(names.c.name)))
+
+
+async def submit_all(writer: GroupWriter[str, int], items: list[str]) -> list[int | BaseException]:
+    return await asyncio.gather(*(writer.submit(item) for item in items), return_exceptions=True)
+
+
+def test_concurrent_callers_share_transactions_and_get_their_own_outcomes(tmp_path: Path) -> None:
+    table = Names(tmp_path / "names.db")
+
+    async def scenario() -> list[int | BaseException]:
+        writer = GroupWriter("names", table.write, max_batch=4)
+        try:
+            return await submit_all(writer, [f"n{i}" for i in range(5)] + ["bad1"])
+        finally:
+            await writer.aclose()
+
+    outcomes = asyncio.run(scenario())
+    assert [len(batch) for batch in table.batches] == [4, 2]  # gathered, at most max_batch
+    assert isinstance(outcomes[5], ValueError)
+    assert sorted(o for o in outcomes[:5] if isinstance(o, int)) == [1, 2, 3, 4, 5]
+    assert table.stored() == [f"n{i}" for i in range(5)]
+
+
+def test_a_constraint_failure_is_retried_item_by_item_and_fails_only_its_caller(
+    tmp_path: Path,
+) -> None:
+    table = Names(tmp_path / "names.db")
+
+    async def scenario() -> list[int | BaseException]:
+        writer = GroupWriter("names", table.write)
+        try:
+            await writer.submit("taken")
+            return await submit_all(writer, ["a", "taken", "b"])
+        finally:
+            await writer.aclose()
+
+    outcomes = asyncio.run(scenario())
+    assert isinstance(outcomes[1], IntegrityError)
+    assert all(isinstance(o, int) for o in (outcomes[0], outcomes[2]))
+    assert table.batches[1:] == [["a", "taken", "b"], ["a"], ["taken"], ["b"]]
+    assert table.stored() == ["a", "b", "taken"]
+
+
+def test_a_failure_of_the_whole_batch_reaches_every_caller() -> None:
+    def database_away(batch: list[str]) -> list[int | Exception]:
+        raise OperationalError("BEGIN", {}, ConnectionRefusedError("connection refused"))
+
+    async def scenario() -> list[int | BaseException]:
+        writer: GroupWriter[str, int] = GroupWriter("names", database_away)
+        try:
+            return await submit_all(writer, ["a", "b"])
+        finally:
+            await writer.aclose()
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, OperationalError) for o in outcomes)
+
+
+def test_closing_cancels_callers_still_waiting(tmp_path: Path) -> None:
+    table = Names(tmp_path / "names.db")
+
+    async def scenario() -> None:
+        writer = GroupWriter("names", table.write)
+        waiting = asyncio.ensure_future(writer.submit("late"))
+        await asyncio.sleep(0)  # queued; the writer has not run yet
+        await writer.aclose()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        with pytest.raises(RuntimeError, match="closed"):
+            await writer.submit("later still")
+
+    asyncio.run(scenario())
