@@ -25,6 +25,7 @@ from tenacity import (
 )
 
 from accel.errors import PeerError, PeerRefused, PeerTooOld
+from accel.internal.peer_pools import PeerPools
 from accel.internal.schemas import (
     AgentHello,
     ArqChanges,
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 
 Answer = TypeVar("Answer", bound=BaseModel)
 MAX_PEER_VERSIONS = 100_000
-MAX_IDLE_CONNECTIONS = 32
 
 
 @functools.cache
@@ -74,7 +74,7 @@ class InternalClient:
         versions: VersionRange,
         timeout: float = 5.0,
         attempts: int = 2,
-        max_connections: int = 100,
+        connections_per_peer: int = 8,
         tls: TlsFiles | None = None,
     ) -> None:
         self.versions = versions
@@ -84,14 +84,10 @@ class InternalClient:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
             headers={"Authorization": f"Bearer {token}"},
-            # Idle connections kept few: httpcore scans its whole pool (quadratically)
-            # on every request, which with a conductor's thousand agents cost more
-            # CPU than the syncs themselves.
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=min(max_connections, MAX_IDLE_CONNECTIONS),
+            transport=PeerPools(
+                tls.client_context() if tls is not None else _system_trust(),
+                connections_per_peer=connections_per_peer,
             ),
-            verify=tls.client_context() if tls is not None else _system_trust(),
         )
 
     async def aclose(self) -> None:

@@ -1,0 +1,90 @@
+"""PeerPools: a pool per peer, each request served by its own peer's connections."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from accel.internal.client import InternalClient
+from accel.internal.peer_pools import PeerPools
+from accel.internal.versions import VersionRange
+from accel.sim.servers import ServerGroup
+from accel.sockets import bind, endpoint_of
+
+
+def peer_app(name: str) -> Starlette:
+    async def who(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(f"{name} via {request.client.port if request.client else 0}")
+
+    return Starlette(routes=[Route("/", who)])
+
+
+async def serve_peers(group: ServerGroup, count: int) -> list[str]:
+    endpoints = []
+    for index in range(count):
+        sock = bind("127.0.0.1:0")
+        await group.start(peer_app(f"peer{index}"), sock)
+        endpoints.append(f"http://{endpoint_of(sock)}/")
+    return endpoints
+
+
+def test_each_peer_is_answered_over_its_own_kept_alive_connection() -> None:
+    async def scenario() -> None:
+        group = ServerGroup()
+        peers = await serve_peers(group, 3)
+        pools = PeerPools(httpx.create_ssl_context())
+        try:
+            async with httpx.AsyncClient(transport=pools) as client:
+                first = [(await client.get(peer)).text for peer in peers]
+                again = [(await client.get(peer)).text for peer in peers]
+                assert len(pools) == 3
+            assert [text.split(" ")[0] for text in first] == ["peer0", "peer1", "peer2"]
+            # Same client port the second time: the connection was kept and reused.
+            assert again == first
+            assert len(pools) == 0  # closed with the client
+        finally:
+            await group.stop()
+
+    asyncio.run(scenario())
+
+
+def test_least_recently_used_peers_are_let_go_past_the_limit() -> None:
+    async def scenario() -> None:
+        group = ServerGroup()
+        peers = await serve_peers(group, 3)
+        pools = PeerPools(httpx.create_ssl_context(), max_peers=2)
+        try:
+            async with httpx.AsyncClient(transport=pools) as client:
+                for peer in peers:
+                    assert (await client.get(peer)).status_code == 200
+                assert len(pools) == 2
+                # The evicted peer is reached again, over a new connection.
+                assert (await client.get(peers[0])).text.startswith("peer0")
+                assert len(pools) == 2
+        finally:
+            await group.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_internal_client_keeps_one_pool_per_peer() -> None:
+    async def scenario() -> None:
+        group = ServerGroup()
+        peers = await serve_peers(group, 2)
+        client = InternalClient("token", VersionRange())
+        try:
+            for peer in peers * 2:
+                await client._http.get(peer)
+            transport = client._http._transport
+            assert isinstance(transport, PeerPools)
+            assert len(transport) == 2
+        finally:
+            await client.aclose()
+            await group.stop()
+
+    asyncio.run(scenario())
