@@ -204,8 +204,8 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
                 0.0,
                 _rss_mib(conductor.pid),
                 _rss_mib(sim.pid),
-                conductor_profile.top(),
-                sim_profile.top(),
+                _summary(conductor_profile),
+                _summary(sim_profile),
             )
         done = dt.datetime.now(dt.UTC)
         with engine.connect() as connection:
@@ -254,13 +254,17 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
             cpu,
             _rss_mib(conductor.pid),
             _rss_mib(sim.pid),
-            conductor_profile.top(),
-            sim_profile.top(),
+            _summary(conductor_profile),
+            _summary(sim_profile),
             converge_cpu,
-            resync_profile.top(),
+            _summary(resync_profile),
         )
     finally:
         engine.dispose()
         if sim is not None:
             _stop(sim)
         _stop(conductor)
+
+
+def _summary(profile: Profile) -> str:
+    return f"own: {profile.top()}; accel's, inclusive: {profile.top_inclusive()}"

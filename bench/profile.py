@@ -56,22 +56,50 @@ class Profile:
             self._process.kill()
             self._process.wait()
 
-    def top(self, count: int = 5) -> str:
-        """``function (file:line) share%, ...`` for the busiest functions, or ''."""
+    def _stacks(self) -> list[tuple[list[str], int]]:
+        """The busy samples: each stack (outermost first) and how many times it was seen."""
         if not self.output.exists():
-            return ""
-        own: collections.Counter[str] = collections.Counter()
+            return []
+        stacks = []
         for line in self.output.read_text().splitlines():
             stack, _, samples = line.rpartition(" ")
             if not samples.isdigit() or not stack:
                 continue
-            leaf = stack.split(";")[-1]
-            if any(marker in leaf for marker in IDLE):
+            frames = stack.split(";")
+            if any(marker in frames[-1] for marker in IDLE):
                 continue
-            own[leaf] += int(samples)
-        total = sum(own.values()) or 1
-        self._folder.cleanup()
-        return ", ".join(
-            f"{name.replace(' (', ' ').rstrip(')')} {100 * n / total:.0f}%"
-            for name, n in own.most_common(count)
-        )
+            stacks.append((frames, int(samples)))
+        return stacks
+
+    def top(self, count: int = 5) -> str:
+        """``function (file:line) share%, ...`` for the busiest functions, or ''."""
+        own: collections.Counter[str] = collections.Counter()
+        for frames, samples in self._stacks():
+            own[frames[-1]] += samples
+        return _shares(own, sum(own.values()), count)
+
+    def top_inclusive(self, within: str = "accel/", count: int = 8) -> str:
+        """The functions of ``within`` with the most samples including their callees:
+        where a component's time goes, not only which leaf burns it."""
+        stacks = self._stacks()
+        total = sum(samples for _, samples in stacks)
+        inclusive: collections.Counter[str] = collections.Counter()
+        for frames, samples in stacks:
+            # A function counted once per sample, however deep its recursion.
+            seen = {_function(frame) for frame in frames if within in frame}
+            for function in seen:
+                inclusive[function] += samples
+        return _shares(inclusive, total, count)
+
+
+def _function(frame: str) -> str:
+    """``name (path:line)`` without the line: one entry per function."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rpartition(':')[0]})"
+
+
+def _shares(counts: collections.Counter[str], total: int, count: int) -> str:
+    return ", ".join(
+        f"{name.replace(' (', ' ').rstrip(')')} {100 * n / (total or 1):.0f}%"
+        for name, n in counts.most_common(count)
+    )
