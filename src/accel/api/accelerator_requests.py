@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session, selectinload
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,6 +30,8 @@ from accel.internal.schemas import ArqChanges
 from accel.internal.server import read_json
 
 RESOLVED = ("Bound", "BindFailed", "Deleting")
+# Requests with no accelerator: the api deletes them without asking a conductor.
+HOLDING_NOTHING = ("Initial", "Unbound")
 MAX_ARQS_PER_PROFILE = 1000
 
 
@@ -208,12 +210,30 @@ async def delete_arqs(request: Request) -> Response:
         wanted = []
         statement = visible(caller).where(AcceleratorRequest.instance_uuid == params["instance"])
 
-    def query(session: Session) -> list[str]:
-        return [arq.uuid for arq in session.scalars(statement)]
+    def delete_unbound(session: Session) -> tuple[list[str], list[str]]:
+        """Deletes the requests that hold nothing; the found ones, and those deleted."""
+        found = list(session.scalars(statement.with_only_columns(AcceleratorRequest.uuid)))
+        if not found:
+            return found, []
+        # The state test is repeated in the DELETE: a bind the conductor starts
+        # meanwhile takes the row first (Initial -> BindStarted) and is left to it.
+        deleted = session.scalars(
+            delete(AcceleratorRequest)
+            .where(
+                AcceleratorRequest.uuid.in_(found),
+                AcceleratorRequest.state.in_(HOLDING_NOTHING),
+                AcceleratorRequest.attach_handle_id.is_(None),
+            )
+            .returning(AcceleratorRequest.uuid)
+            .execution_options(synchronize_session=False)
+        ).all()
+        return found, list(deleted)
 
-    found = await reader(request).run(query)
-    if found:
-        await conductor_link.change_arqs(request, ArqChanges.model_validate({"delete": found}))
+    found, deleted = await writer(request).run(delete_unbound)
+    # A request bound or binding has an accelerator to free: the conductor unbinds it.
+    bound = [uuid for uuid in found if uuid not in set(deleted)]
+    if bound:
+        await conductor_link.change_arqs(request, ArqChanges.model_validate({"delete": bound}))
     missing = sorted(set(wanted) - set(found))
     if missing:  # the others are gone; as in Cyborg, the missing ones are reported after
         raise NotFound(f"Accelerator request not found with uuid={missing[0]}")
