@@ -30,6 +30,7 @@ from sqlalchemy import Engine, func, select
 
 from accel.db.engine import make_engine, migrate
 from accel.db.models import Agent, Device
+from bench.procfs import cpu_seconds, rss_mib
 from bench.profile import Profile
 from tests.processes import TOKEN, wait_until
 
@@ -38,6 +39,9 @@ CONVERGENCE_LIMIT = 300.0
 # Heartbeats every 30 s (a large fleet's setting): one process plays every node,
 # and at 10 s the heartbeats alone would take much of its core at 1,000 nodes.
 HEARTBEAT = ("--heartbeat-interval", "30")
+# Hellos released per second by the simulator, and syncs the conductor runs at once.
+RELEASE_RATE = 1000
+CONCURRENT_SYNCS = 256
 
 
 @dataclass(frozen=True)
@@ -85,18 +89,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _present(engine: Engine) -> int:
@@ -154,6 +146,7 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
             *("--resync-interval", str(RESYNC_INTERVAL), "--log-level", "warning"),
             # Every simulated agent says hello from 127.0.0.1.
             *("--hello-rate", "100000", "--hello-burst", "100000"),
+            *("--max-concurrent-syncs", str(CONCURRENT_SYNCS)),
             *HEARTBEAT,
         ],
         log,
@@ -169,7 +162,7 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
                 *("--seed", "1", "--manifest", str(manifest)),
                 *("--tree-dir", str(workdir / "trees")),
                 *HEARTBEAT,
-                *("--hello-interval", "60", "--release-rate", "100"),
+                *("--hello-interval", "60", "--release-rate", str(RELEASE_RATE)),
             ],
             log,
         )
@@ -184,11 +177,11 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
         conductor_profile, sim_profile = Profile(conductor.pid), Profile(sim.pid)
         conductor_profile.start()
         sim_profile.start()
-        cpu_at_release = (_cpu_seconds(conductor.pid), _cpu_seconds(sim.pid))
+        cpu_at_release = (cpu_seconds(conductor.pid), cpu_seconds(sim.pid))
         converged_in = _within(lambda: _present(engine) >= devices, CONVERGENCE_LIMIT)
         converge_cpu = (
-            _cpu_seconds(conductor.pid) - cpu_at_release[0],
-            _cpu_seconds(sim.pid) - cpu_at_release[1],
+            cpu_seconds(conductor.pid) - cpu_at_release[0],
+            cpu_seconds(sim.pid) - cpu_at_release[1],
         )
         conductor_profile.stop()
         sim_profile.stop()
@@ -202,8 +195,8 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
                 0.0,
                 0,
                 0.0,
-                _rss_mib(conductor.pid),
-                _rss_mib(sim.pid),
+                rss_mib(conductor.pid),
+                rss_mib(sim.pid),
                 _summary(conductor_profile),
                 _summary(sim_profile),
             )
@@ -229,13 +222,13 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
 
         # The CPU clock starts with the resync round, not with the quiet wait for it.
         wait_until(synced_since_change, "the resync to begin", timeout=RESYNC_INTERVAL * 10)
-        cpu_before = _cpu_seconds(conductor.pid)
+        cpu_before = cpu_seconds(conductor.pid)
         resync_profile = Profile(conductor.pid)
         resync_profile.start()
         wait_until(
             lambda: synced_since_change() == nodes, "the resync", timeout=RESYNC_INTERVAL * 10
         )
-        cpu = _cpu_seconds(conductor.pid) - cpu_before
+        cpu = cpu_seconds(conductor.pid) - cpu_before
         resync_profile.stop()
         with engine.connect() as connection:
             first, last = connection.execute(
@@ -252,8 +245,8 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
             (last - first).total_seconds(),
             changed or 0,
             cpu,
-            _rss_mib(conductor.pid),
-            _rss_mib(sim.pid),
+            rss_mib(conductor.pid),
+            rss_mib(sim.pid),
             _summary(conductor_profile),
             _summary(sim_profile),
             converge_cpu,

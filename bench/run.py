@@ -25,6 +25,7 @@ from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from accel.internal.schemas import Kind
 from bench.api import bench_api
 from bench.fleet import bench_fleet
+from bench.memory import bench_memory
 from tests.postgres import server_binaries, throwaway_postgres
 
 NICS = 100
@@ -97,7 +98,7 @@ def main() -> int:
     parser.add_argument(
         "--api-nodes", default="100,1000", help="API database sizes, in nodes of 10 devices."
     )
-    parser.add_argument("--only", choices=["discovery", "api", "fleet"], default=None)
+    parser.add_argument("--only", choices=["discovery", "memory", "api", "fleet"], default=None)
     args = parser.parse_args()
     started = dt.datetime.now(dt.UTC)
     load_before = load_average()
@@ -106,6 +107,9 @@ def main() -> int:
         workdir = Path(folder)
         if args.only in (None, "discovery"):
             rows += bench_discovery(workdir)
+        if args.only in (None, "memory"):
+            wide = workdir / "wide-node"
+            rows += bench_memory(workdir, wide, build_wide_tree(wide))
         if args.only in (None, "api"):
             for nodes in (int(n) for n in args.api_nodes.split(",") if n):
                 rows += bench_api(workdir, nodes)
