@@ -42,6 +42,8 @@ HEARTBEAT = ("--heartbeat-interval", "30")
 # Hellos released per second by the simulator, and syncs the conductor runs at once.
 RELEASE_RATE = 1000
 CONCURRENT_SYNCS = 256
+# Nodes one simulator process plays (this machine allows 20,000 descriptors a process).
+NODES_PER_SIM = 2000
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> FleetResult:
     port = _free_port()
-    manifest = workdir / f"manifest-{backend}-{nodes}.json"
     log = workdir / f"fleet-{backend}-{nodes}.log"
     engine = make_engine(database)
     migrate(engine)
@@ -151,40 +152,61 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
         ],
         log,
     )
-    sim: subprocess.Popen[bytes] | None = None
+    sims: list[subprocess.Popen[bytes]] = []
     try:
         wait_until(
             lambda: _answers(f"http://127.0.0.1:{port}/"), "the conductor", on_timeout=log.read_text
         )
-        sim = _spawn(
-            [
-                *("sim", "--conductor", f"http://127.0.0.1:{port}", "--nodes", str(nodes)),
-                *("--seed", "1", "--manifest", str(manifest)),
-                *("--tree-dir", str(workdir / "trees")),
-                *HEARTBEAT,
-                *("--hello-interval", "60", "--release-rate", str(RELEASE_RATE)),
-            ],
-            log,
-        )
-        wait_until(
-            manifest.exists, "the simulator to be up", timeout=1800, on_timeout=log.read_text
-        )
+        # One simulator process holds a few sockets per node: past NODES_PER_SIM the
+        # fleet is split over several processes, each within the descriptor limit.
+        shares = [NODES_PER_SIM] * (nodes // NODES_PER_SIM)
+        if nodes % NODES_PER_SIM:
+            shares.append(nodes % NODES_PER_SIM)
+        manifests = [workdir / f"manifest-{backend}-{nodes}-{i}.json" for i in range(len(shares))]
+        for index, (share, manifest) in enumerate(zip(shares, manifests, strict=True)):
+            sims.append(
+                _spawn(
+                    [
+                        *("sim", "--conductor", f"http://127.0.0.1:{port}"),
+                        *("--nodes", str(share), "--name-prefix", f"sim{index}-"),
+                        *("--seed", str(index + 1), "--manifest", str(manifest)),
+                        *("--tree-dir", str(workdir / f"trees-{index}")),
+                        *HEARTBEAT,
+                        *("--hello-interval", "60", "--release-rate", str(RELEASE_RATE)),
+                        "--release-on-signal",
+                    ],
+                    log,
+                )
+            )
+        for manifest in manifests:
+            wait_until(
+                manifest.exists, "the simulator to be up", timeout=1800, on_timeout=log.read_text
+            )
         devices = sum(
             len(uuids)
+            for manifest in manifests
             for node in json.loads(manifest.read_text())["nodes"]
             for uuids in node["hardware"].values()
         )
-        conductor_profile, sim_profile = Profile(conductor.pid), Profile(sim.pid)
+
+        for sim in sims:  # every simulator's fleet says hello at once
+            sim.send_signal(signal.SIGUSR2)
+
+        def sims_cpu() -> float:
+            return sum(cpu_seconds(sim.pid) for sim in sims)
+
+        conductor_profile, sim_profile = Profile(conductor.pid), Profile(sims[0].pid)
         conductor_profile.start()
         sim_profile.start()
-        cpu_at_release = (cpu_seconds(conductor.pid), cpu_seconds(sim.pid))
+        cpu_at_release = (cpu_seconds(conductor.pid), sims_cpu())
         converged_in = _within(lambda: _present(engine) >= devices, CONVERGENCE_LIMIT)
         converge_cpu = (
             cpu_seconds(conductor.pid) - cpu_at_release[0],
-            cpu_seconds(sim.pid) - cpu_at_release[1],
+            sims_cpu() - cpu_at_release[1],
         )
         conductor_profile.stop()
         sim_profile.stop()
+        sims_rss = sum(rss_mib(sim.pid) for sim in sims)
         if converged_in is None:
             return FleetResult(
                 backend,
@@ -196,7 +218,7 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
                 0,
                 0.0,
                 rss_mib(conductor.pid),
-                rss_mib(sim.pid),
+                sims_rss,
                 _summary(conductor_profile),
                 _summary(sim_profile),
             )
@@ -209,7 +231,8 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
         # Let the convergence finish its stragglers, then change 1% and time a resync.
         time.sleep(2)
         changed_at = dt.datetime.now(dt.UTC)
-        sim.send_signal(signal.SIGUSR1)
+        for sim in sims:
+            sim.send_signal(signal.SIGUSR1)
 
         def synced_since_change() -> int:
             with engine.connect() as connection:
@@ -246,7 +269,7 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
             changed or 0,
             cpu,
             rss_mib(conductor.pid),
-            rss_mib(sim.pid),
+            sum(rss_mib(sim.pid) for sim in sims),
             _summary(conductor_profile),
             _summary(sim_profile),
             converge_cpu,
@@ -254,7 +277,7 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
         )
     finally:
         engine.dispose()
-        if sim is not None:
+        for sim in sims:
             _stop(sim)
         _stop(conductor)
 

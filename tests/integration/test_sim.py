@@ -89,3 +89,29 @@ def test_every_simulated_node_reaches_the_api(
 
     sim.process.send_signal(signal.SIGTERM)
     assert sim.process.wait(30) == 0
+
+
+def test_a_held_fleet_says_hello_only_when_released(
+    cluster: Cluster, sqlite_url: str, tmp_path: Path
+) -> None:
+    conductor = cluster.conductor(sqlite_url)
+    api = cluster.api(sqlite_url)
+    manifest_path = tmp_path / "manifest.json"
+    sim = cluster._spawn(
+        "sim",
+        [
+            *("sim", "--conductor", conductor.url, "--nodes", "3", "--seed", str(SEED)),
+            *("--tree-dir", str(tmp_path / "trees"), "--manifest", str(manifest_path)),
+            "--release-on-signal",
+        ],
+        None,
+        "",
+    )
+    wait_until(manifest_path.exists, "the simulator's manifest", on_timeout=cluster.logs)
+    # Every node is up, and until released none has a conductor to greet.
+    assert agents(api) == {}
+    sim.process.send_signal(signal.SIGUSR2)
+    wait_for_devices(api, 3 * DEVICES_PER_NODE, on_timeout=cluster.logs)
+    assert len(agents(api)) == 3
+    sim.process.send_signal(signal.SIGTERM)
+    assert sim.process.wait(30) == 0

@@ -61,6 +61,12 @@ log = logging.getLogger(__name__)
     help="Nodes a second that start saying hello once all are up (0: all at once).",
 )
 @option(
+    "--release-on-signal",
+    is_flag=True,
+    help="Once all are up, wait for SIGUSR2 before saying hello (to start several "
+    "simulators' fleets together).",
+)
+@option(
     "--change-share",
     type=click.FloatRange(0.0, 1.0),
     default=0.01,
@@ -85,6 +91,7 @@ def sim(
     hello_interval: float,
     driver_timeout: float,
     release_rate: float,
+    release_on_signal: bool,
     change_share: float,
     internal_token_file: Path | None,
     log_level: str,
@@ -112,14 +119,19 @@ def sim(
             hello_interval=hello_interval,
             driver_timeout=driver_timeout,
         )
-        _run(_serve(Fleet(settings), manifest, change_share, release_rate))
+        _run(_serve(Fleet(settings), manifest, change_share, release_rate, release_on_signal))
 
 
 async def _serve(
-    fleet: Fleet, manifest: Path | None, change_share: float, release_rate: float
+    fleet: Fleet,
+    manifest: Path | None,
+    change_share: float,
+    release_rate: float,
+    release_on_signal: bool = False,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    go = asyncio.Event()
     changes = 0
 
     def change() -> None:
@@ -131,12 +143,15 @@ async def _serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, change)
+    loop.add_signal_handler(signal.SIGUSR2, go.set)
     started = time.monotonic()
     try:
         await fleet.start()
         await fleet.wait_ready()
         if manifest is not None:
             fleet.write_manifest(manifest)  # written first: it announces the release
+        if release_on_signal:
+            await go.wait()
         await fleet.release(release_rate)
         total = sum(plan.total for plan in fleet.plans)
         print(
