@@ -43,6 +43,27 @@ def test_an_old_driver_under_a_new_agent(
     assert agents(api)["node1"]["internal_version"] == format_version(NEWEST)
 
 
+def test_peers_before_one_call_discovery_are_started_then_polled(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    # 1.3 knows no POST /v1/discovery?wait: the new conductor and agent fall back to
+    # starting a discovery and polling for its generation.
+    before = ("--internal-version-max", "1.3")
+    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR)
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT, *before)
+    cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER, *before)
+    new_agent = cluster.agent([conductor.url], "node2", *FAST_AGENT)
+    cluster.driver("QAT", new_agent, gpu_server.root, *FAST_DRIVER, *before)
+
+    found = wait_for_devices(api, 6, cluster.logs())
+    assert {(d["hostname"], d["type"]) for d in found} == {("node1", "GPU"), ("node2", "QAT")}
+    assert all(d["vendor"] != "unknown" for d in found)  # 1.3 carries PCI facts
+    known = agents(api)
+    assert known["node1"]["internal_version"] == "1.3"
+    assert known["node2"]["internal_version"] == format_version(NEWEST)
+
+
 def test_an_old_agent_under_a_new_conductor(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp
 from accel.agent.setup_relay import SetupRelay
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
-from accel.internal.discovery_http import discovery_started, hardware_response, requested_result
+from accel.internal.discovery_http import discovery_answer, hardware_response, requested_result
 from accel.internal.discovery_state import DiscoveryState
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
@@ -133,7 +133,14 @@ class AgentService:
 
     async def start_discovery(self, request: Request) -> Response:
         current = self._discovered_registry_version == self.registry_version
-        return discovery_started(request, self.discoveries.start(self._discover_all, join=current))
+        return await discovery_answer(
+            request,
+            self.discoveries,
+            lambda: self.discoveries.start(self._discover_all, join=current),
+            lambda version, generation, found: hardware_response(
+                version, generation, found.hardware, found.drivers or []
+            ),
+        )
 
     async def hardware(self, request: Request) -> Response:
         version, generation, found = await requested_result(request, self.discoveries)
@@ -163,16 +170,7 @@ class AgentService:
         timeout = self.settings.driver_timeout
         try:
             async with asyncio.timeout(timeout):
-                started = await self.client.start_discovery(driver.endpoint)
-                if started.generation is None:
-                    # A 1.0 driver cannot be waited on; its latest result is the best.
-                    answer = await self.client.hardware(driver.endpoint)
-                else:
-                    answer = await self.client.hardware(
-                        driver.endpoint, started.generation, wait=timeout
-                    )
-                    if (answer.generation or 0) < started.generation:
-                        raise PeerError(driver.endpoint, "discovery did not complete")
+                answer = await self.client.discover(driver.endpoint, wait=timeout)
         except (PeerError, TimeoutError) as exc:
             reason = str(exc) or f"no answer within {timeout:g}s"
             log.warning("driver %s at %s failed: %s", driver.kind, driver.endpoint, reason)

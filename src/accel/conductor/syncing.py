@@ -178,15 +178,8 @@ class SyncLoop:
 
     async def _discover(self, claim: leases.Claim) -> HardwareList:
         timeout = self.settings.discovery_timeout
-        client = self.client()
         async with asyncio.timeout(timeout):
-            started = await client.start_discovery(claim.endpoint)
-            if started.generation is None:
-                return await client.hardware(claim.endpoint)
-            report = await client.hardware(claim.endpoint, started.generation, timeout)
-            if (report.generation or 0) < started.generation:
-                raise PeerError(claim.endpoint, "discovery did not complete")
-            return report
+            return await self.client().discover(claim.endpoint, wait=timeout)
 
     async def _database(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | None:
         """Runs a database call in a thread; None (logged) if the database failed."""

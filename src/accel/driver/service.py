@@ -34,7 +34,7 @@ from accel.errors import PeerError, VersionNotAcceptable
 from accel.internal.client import InternalClient
 from accel.internal.discovery_http import (
     MAX_WAIT_SECONDS,
-    discovery_started,
+    discovery_answer,
     hardware_response,
     requested_result,
 )
@@ -83,7 +83,9 @@ class DriverService:
         return entries
 
     async def start_discovery(self, request: Request) -> Response:
-        return discovery_started(request, self.discoveries.start(self._scan))
+        return await discovery_answer(
+            request, self.discoveries, lambda: self.discoveries.start(self._scan), hardware_response
+        )
 
     async def hardware(self, request: Request) -> Response:
         version, generation, entries = await requested_result(request, self.discoveries)

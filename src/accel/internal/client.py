@@ -43,7 +43,14 @@ from accel.internal.setup_schemas import (
     SetupProgress,
 )
 from accel.internal.tls import TlsFiles
-from accel.internal.versions import HEADER, Version, VersionRange, format_version, parse_version
+from accel.internal.versions import (
+    DISCOVERY_WAIT_VERSION,
+    HEADER,
+    Version,
+    VersionRange,
+    format_version,
+    parse_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +176,37 @@ class InternalClient:
             "GET", peer, "/v1/hardware", HardwareList, params=params, read_timeout=timeout
         )
 
+    async def discover(self, peer: str, wait: float) -> HardwareList:
+        """A fresh discovery's result from a driver or agent, waiting up to ``wait`` s.
+
+        From internal version 1.4 a peer starts the discovery and answers with its
+        result in one call; an older one is asked to start, then polled (a 1.0 peer,
+        which cannot be waited on, gives its latest result). A discovery that did not
+        complete in time is a PeerError.
+        """
+        url = base_url(peer, self.scheme)
+        if url not in self._peer_versions:
+            await self._learn_version(url)
+        if self.peer_version(url) >= DISCOVERY_WAIT_VERSION:
+            response = await self._exchange(
+                "POST",
+                url,
+                "/v1/discovery",
+                params={"wait": f"{wait:g}"},
+                read_timeout=(self._http.timeout.read or 5.0) + wait,
+            )
+            if response.status_code == 200:
+                return _parse(response, HardwareList, "POST /v1/discovery")
+            started = _parse(response, DiscoveryStarted, "POST /v1/discovery")
+            raise PeerError(url, f"discovery {started.generation} did not complete in {wait:g}s")
+        started = await self.start_discovery(url)
+        if started.generation is None:
+            return await self.hardware(url)
+        report = await self.hardware(url, started.generation, wait)
+        if (report.generation or 0) < started.generation:
+            raise PeerError(url, "discovery did not complete")
+        return report
+
     async def _call(
         self,
         method: str,
@@ -179,6 +217,19 @@ class InternalClient:
         params: dict[str, str] | None = None,
         read_timeout: float | None = None,
     ) -> Answer:
+        response = await self._exchange(method, peer, path, body, params, read_timeout)
+        return _parse(response, answer, f"{method} {path}")
+
+    async def _exchange(
+        self,
+        method: str,
+        peer: str,
+        path: str,
+        body: BaseModel | None = None,
+        params: dict[str, str] | None = None,
+        read_timeout: float | None = None,
+    ) -> httpx.Response:
+        """A successful (2xx or 3xx) answer, at the newest version both sides speak."""
         url = base_url(peer, self.scheme)
         version = self.peer_version(url)
         for _ in range(2):
@@ -195,10 +246,7 @@ class InternalClient:
             raise PeerError(
                 url, f"{method} {path} answered {response.status_code}: {response.text[:200]}"
             )
-        try:
-            return answer.model_validate(response.json())
-        except (ValueError, ValidationError) as exc:
-            raise PeerError(url, f"{method} {path} answered garbage: {exc}") from exc
+        return response
 
     async def _send(
         self,
@@ -256,6 +304,13 @@ class InternalClient:
             format_version(common),
         )
         return common
+
+
+def _parse(response: httpx.Response, answer: type[Answer], what: str) -> Answer:
+    try:
+        return answer.model_validate(response.json())
+    except (ValueError, ValidationError) as exc:
+        raise PeerError(str(response.request.url), f"{what} answered garbage: {exc}") from exc
 
 
 def _reason(response: httpx.Response) -> str:

@@ -3,7 +3,7 @@ agents serve alike: the same bodies, the same versions, the same long poll."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -12,16 +12,38 @@ from starlette.responses import JSONResponse, Response
 from accel.internal.discovery_state import DiscoveryState
 from accel.internal.schemas import DriverOutcome, HardwareEntry
 from accel.internal.server import only_query, query_float, query_int, request_version
-from accel.internal.versions import Version
+from accel.internal.versions import DISCOVERY_WAIT_VERSION, Version
 
 MAX_WAIT_SECONDS = 60.0
 Result = TypeVar("Result")
 
 
-def discovery_started(request: Request, generation: int) -> Response:
-    only_query(request)
+async def discovery_answer(
+    request: Request,
+    discoveries: DiscoveryState[Result],
+    start: Callable[[], int],
+    answer: Callable[[Version, int, Result], Response],
+) -> Response:
+    """``POST /v1/discovery``: starts (or joins) a discovery. From version 1.4 a
+    ``wait`` of up to ``MAX_WAIT_SECONDS`` answers 200 with its result once it
+    completes (``answer``), or 202 as before if it did not within the wait."""
+    version = request_version(request)
+    if version < DISCOVERY_WAIT_VERSION:
+        only_query(request)
+        return discovery_started(version, start())
+    only_query(request, ("wait",))
+    wait = query_float(request, "wait", 0.0, MAX_WAIT_SECONDS)
+    generation = start()
+    if wait > 0:
+        finished, result = await discoveries.wait_for(generation, wait)
+        if finished >= generation:
+            return answer(version, finished, result)
+    return discovery_started(version, generation)
+
+
+def discovery_started(version: Version, generation: int) -> Response:
     body: dict[str, object] = {"status": "IN-PROGRESS"}
-    if request_version(request) >= (1, 1):
+    if version >= (1, 1):
         body["generation"] = generation
     return JSONResponse(body, status_code=202)
 

@@ -18,7 +18,9 @@ MAJOR = 1
 Version = tuple[int, int]
 
 OLDEST: Version = (1, 0)
-NEWEST: Version = (1, 3)
+NEWEST: Version = (1, 4)
+# Starting a discovery and answering with its result in one call.
+DISCOVERY_WAIT_VERSION: Version = (1, 4)
 
 
 def format_version(version: Version) -> str:
