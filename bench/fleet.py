@@ -163,6 +163,7 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
         if nodes % NODES_PER_SIM:
             shares.append(nodes % NODES_PER_SIM)
         manifests = [workdir / f"manifest-{backend}-{nodes}-{i}.json" for i in range(len(shares))]
+        # Started one after another: several starting at once starve each other.
         for index, (share, manifest) in enumerate(zip(shares, manifests, strict=True)):
             sims.append(
                 _spawn(
@@ -178,7 +179,6 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
                     log,
                 )
             )
-        for manifest in manifests:
             wait_until(
                 manifest.exists, "the simulator to be up", timeout=1800, on_timeout=log.read_text
             )
