@@ -25,6 +25,7 @@ from accel.internal.schemas import DriverOutcome, HardwareEntry, HardwareList, K
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 LATER = T0 + dt.timedelta(minutes=1)
+LATER_STEP = dt.timedelta(minutes=1)
 
 
 @pytest.fixture
@@ -174,3 +175,44 @@ def test_hellos_in_one_batch_register_each_agent_once(
     with sessions() as session:
         rows = dict(session.execute(select(Agent.name, Agent.last_seen)).all())
     assert rows == {"node1": LATER, "node2": T0}
+
+
+def test_a_304_changes_nothing_while_the_stored_etag_is_the_one_sent(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    record_hello(sessions, "node1", "127.0.0.1:6671", "1.4", T0)
+    report = node_report(tmp_path / "n", "node1")
+    full = FinishedSync("node1", report, T0, T0, LATER, etag='"a"')
+    [added] = store_inventories(sessions, [full])
+    assert isinstance(added, InventoryDiff) and len(added.added) == 10
+
+    unchanged = FinishedSync("node1", None, LATER, LATER, LATER + LATER_STEP, etag='"a"')
+    (diff,) = store_inventories(sessions, [unchanged])
+    assert diff == InventoryDiff(unchanged=10)
+    with sessions() as session:
+        agent = session.scalars(select(Agent)).one()
+        assert (agent.inventory_etag, agent.next_sync_at) == ('"a"', LATER + LATER_STEP)
+
+    # Another conductor stored a newer report meanwhile: a 304 for the old ETag
+    # proves nothing, so the agent is synced again at once, in full.
+    stale = FinishedSync("node1", None, LATER, LATER, LATER + LATER_STEP, etag='"old"')
+    assert store_inventories(sessions, [stale]) == [InventoryDiff()]
+    with sessions() as session:
+        agent = session.scalars(select(Agent)).one()
+        assert (agent.inventory_etag, agent.next_sync_at) == (None, LATER)
+
+
+def test_a_partial_report_is_never_matched_by_etag(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    record_hello(sessions, "node1", "127.0.0.1:6671", "1.4", T0)
+    report = node_report(tmp_path / "n", "node1")
+    assert report.drivers is not None
+    failed = DriverOutcome(type=Kind.GPU, endpoint="x:1", state="failed")
+    partial = HardwareList(
+        hardware=[h for h in report.hardware if h.acc_specs.device_type != Kind.GPU],
+        drivers=[failed, *(d for d in report.drivers if d.type != Kind.GPU)],
+    )
+    store_inventories(sessions, [FinishedSync("node1", partial, T0, T0, LATER, etag='"p"')])
+    with sessions() as session:
+        assert session.scalars(select(Agent.inventory_etag)).one() is None

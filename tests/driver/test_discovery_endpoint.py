@@ -80,3 +80,28 @@ def test_a_wait_out_of_range_is_refused_by_name(gpu_driver: TestClient, wait: st
     refused = gpu_driver.post(f"/v1/discovery?wait={wait}", headers=headers("1.4"))
     assert refused.status_code == 400
     assert "wait" in refused.json()["error"]
+
+
+def test_an_unchanged_result_is_304_for_its_etag_and_a_change_is_not(
+    gpu_driver: TestClient, gpu_server: FakeSysfs
+) -> None:
+    first = gpu_driver.post("/v1/discovery?wait=10", headers=headers("1.4"))
+    etag = first.headers["ETag"]
+    conditional = {**headers("1.4"), "If-None-Match": etag}
+
+    again = gpu_driver.post("/v1/discovery?wait=10", headers=conditional)
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["ETag"] == etag  # a new generation, the same content
+    polled = gpu_driver.get("/v1/hardware", headers=conditional)
+    assert polled.status_code == 304
+
+    gpu_server.remove("0000:b1:00.0")
+    changed = gpu_driver.post("/v1/discovery?wait=10", headers=conditional)
+    assert changed.status_code == 200
+    assert changed.headers["ETag"] != etag
+    assert "0000:b1:00.0" not in gpu_addresses(changed.json())
+
+
+def test_before_1_4_there_is_no_etag(gpu_driver: TestClient) -> None:
+    answer = gpu_driver.get("/v1/hardware", headers={**headers("1.3"), "If-None-Match": "*"})
+    assert answer.status_code == 200 and "ETag" not in answer.headers

@@ -44,6 +44,17 @@ def test_metrics_count_hellos_discoveries_changes_agents_and_requests(
     assert found[("accel_inventory_changes_total", (("change", "added"),))] == 4
     assert found[("accel_discoveries_total", (("component", "conductor"), ("outcome", "ok")))] >= 1
 
+    # Resyncs of a node whose hardware did not change are answered 304 for the
+    # stored report's ETag (internal 1.4): counted apart, nothing written again.
+    unchanged = ("accel_discoveries_total", (("component", "conductor"), ("outcome", "unchanged")))
+
+    def resynced_unchanged() -> Samples | None:
+        now = samples(conductor, AUTH)
+        return now if now.get(unchanged, 0) >= 2 else None
+
+    resynced = wait_until(resynced_unchanged, "resyncs answered 304", on_timeout=cluster.logs)
+    assert resynced[("accel_inventory_changes_total", (("change", "added"),))] == 4
+
     at_agent = samples(agent, AUTH)
     assert at_agent[("accel_hellos_total", (("component", "agent"), ("outcome", "new")))] == 1
     at_driver = samples(driver, AUTH)

@@ -138,13 +138,23 @@ class AgentService:
             self.discoveries,
             lambda: self.discoveries.start(self._discover_all, join=current),
             lambda version, generation, found: hardware_response(
-                version, generation, found.hardware, found.drivers or []
+                version,
+                generation,
+                found.hardware,
+                found.drivers or [],
+                request.headers.get("if-none-match"),
             ),
         )
 
     async def hardware(self, request: Request) -> Response:
         version, generation, found = await requested_result(request, self.discoveries)
-        return hardware_response(version, generation, found.hardware, found.drivers or [])
+        return hardware_response(
+            version,
+            generation,
+            found.hardware,
+            found.drivers or [],
+            request.headers.get("if-none-match"),
+        )
 
     async def _discover_all(self) -> HardwareList:
         self._discovered_registry_version = self.registry_version

@@ -32,6 +32,8 @@ class Claim:
     endpoint: str
     # The conductor whose expired lease this claim took over, if any.
     taken_from: str | None = None
+    # The ETag of the agent's last stored report, if its agent gave one.
+    inventory_etag: str | None = None
 
 
 def _free(now: dt.datetime) -> ColumnElement[bool]:
@@ -75,10 +77,10 @@ def claim_due_agents(
             update(Agent)
             .where(Agent.id.in_(candidates), due)
             .values(sync_owner=owner, sync_lease_until=now + dt.timedelta(seconds=lease_seconds))
-            .returning(Agent.name, Agent.endpoint)
+            .returning(Agent.name, Agent.endpoint, Agent.inventory_etag)
             .execution_options(synchronize_session=False)
         ).all()
-    return [Claim(name, endpoint, expired.get(name)) for name, endpoint in rows]
+    return [Claim(name, endpoint, expired.get(name), etag) for name, endpoint, etag in rows]
 
 
 def renew_leases(

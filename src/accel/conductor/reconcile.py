@@ -81,12 +81,15 @@ class FinishedSync:
     """One agent's discovery, to be stored: began at ``started``, read at ``now``."""
 
     agent_name: str
-    report: HardwareList
+    # None: the agent answered 304, its content unchanged since the ``etag`` sent.
+    report: HardwareList | None
     started: dt.datetime
     now: dt.datetime
     next_sync_at: dt.datetime
     # The conductor whose sync lease must still be held; None outside the sync loop.
     owner: str | None = None
+    # The ETag of the report's content (1.4 agents), sent with the next resync.
+    etag: str | None = None
 
 
 def store_inventory(
@@ -132,19 +135,24 @@ def store_inventories(
             )
         }
         stored = _stored_fingerprints(session, [agent.id for agent in agents.values()])
-        changing: list[tuple[int, Agent, FinishedSync, dict[str, HardwareEntry]]] = []
+        changing: list[tuple[int, Agent, HardwareList, dt.datetime, dict[str, HardwareEntry]]] = []
         for sync in syncs:
             try:
                 agent = agents.get(sync.agent_name)
                 if agent is None:
                     raise PeerError(sync.agent_name, "is not a registered agent")
-                reported = _reported(agent, sync)
+                if sync.report is None:
+                    outcomes.append(_store_unchanged(agent, sync, stored[agent.id]))
+                    continue
+                reported = _reported(agent, sync.report)
                 vouched = vouched_kinds(sync.report)
                 _bookkeep(agent, sync)
+                # A partial report is never matched by ETag: its next sync is in full.
+                agent.inventory_etag = sync.etag if sync.report.complete else None
                 if _changes_nothing(stored[agent.id], reported, vouched):
                     outcomes.append(InventoryDiff(unchanged=len(reported)))
                     continue
-                changing.append((len(outcomes), agent, sync, reported))
+                changing.append((len(outcomes), agent, sync.report, sync.now, reported))
                 outcomes.append(InventoryDiff())
             except (PeerError, LeaseLost) as exc:
                 outcomes.append(exc)
@@ -153,33 +161,42 @@ def store_inventories(
         insert_first_inventories(
             session,
             [
-                FirstInventory(agent.id, agent.name, reported, sync.now)
-                for _, agent, sync, reported in first
+                FirstInventory(agent.id, agent.name, reported, now)
+                for _, agent, _, now, reported in first
             ],
         )
-        for index, _, _, reported in first:
+        for index, _, _, _, reported in first:
             outcomes[index] = InventoryDiff(added=list(reported))
         later = [entry for entry in changing if stored[entry[1].id]]
-        devices = _load_devices(session, [agent.id for _, agent, _, _ in later])
+        devices = _load_devices(session, [agent.id for _, agent, _, _, _ in later])
         # One flush at the commit: inserts of the whole batch go out together.
         with session.no_autoflush:
-            for index, agent, sync, reported in later:
+            for index, agent, report, now, reported in later:
                 outcomes[index] = _apply(
-                    session,
-                    agent,
-                    devices.get(agent.id, {}),
-                    reported,
-                    vouched_kinds(sync.report),
-                    sync.now,
+                    session, agent, devices.get(agent.id, {}), reported, vouched_kinds(report), now
                 )
     return outcomes
 
 
-def _reported(agent: Agent, sync: FinishedSync) -> dict[str, HardwareEntry]:
-    reported = {str(entry.uuid): entry for entry in sync.report.hardware}
-    if len(reported) != len(sync.report.hardware):
+def _reported(agent: Agent, report: HardwareList) -> dict[str, HardwareEntry]:
+    reported = {str(entry.uuid): entry for entry in report.hardware}
+    if len(reported) != len(report.hardware):
         raise PeerError(agent.name, "reported the same hardware uuid twice")
     return reported
+
+
+def _store_unchanged(
+    agent: Agent, sync: FinishedSync, stored: dict[str, StoredDevice]
+) -> InventoryDiff:
+    """A 304: the agent's content still has the ETag this conductor sent. Only if that
+    is still the ETag stored (no other conductor stored a newer report meanwhile) is
+    nothing to change; else the agent is synced again, in full, at once."""
+    _bookkeep(agent, sync)
+    if sync.etag is None or agent.inventory_etag != sync.etag:
+        agent.next_sync_at = sync.now
+        agent.inventory_etag = None
+        return InventoryDiff()
+    return InventoryDiff(unchanged=sum(device.present for device in stored.values()))
 
 
 def _bookkeep(agent: Agent, sync: FinishedSync) -> None:

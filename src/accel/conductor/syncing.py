@@ -29,8 +29,7 @@ from accel.conductor.batching import GroupWriter
 from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
 from accel.db.models import utcnow
 from accel.errors import PeerError
-from accel.internal.client import InternalClient
-from accel.internal.schemas import HardwareList
+from accel.internal.client import Discovery, InternalClient
 from accel.metrics import DISCOVERIES, INVENTORY_CHANGES, SYNC_LEASES
 
 if TYPE_CHECKING:
@@ -137,18 +136,24 @@ class SyncLoop:
     async def sync_agent(self, claim: leases.Claim) -> None:
         started = utcnow()
         try:
-            report = await self._discover(claim)
+            found = await self._discover(claim)
             now = utcnow()
             # A driver that failed may have hardware we could not see: look again soon.
-            partial = any(d.state != "ok" for d in report.drivers or [])
+            partial = found.report is not None and not found.report.complete
             wait = self.settings.sync_retry_after if partial else self.settings.resync_interval
             diff = await self.store.submit(
                 FinishedSync(
-                    claim.name, report, started, now, now + dt.timedelta(seconds=wait), self.owner
+                    claim.name,
+                    found.report,
+                    started,
+                    now,
+                    now + dt.timedelta(seconds=wait),
+                    self.owner,
+                    found.etag,
                 )
             )
             log.info("synced agent %s: %s", claim.name, diff)
-            DISCOVERIES.labels("conductor", "ok").inc()
+            DISCOVERIES.labels("conductor", "ok" if found.report else "unchanged").inc()
             for change in ("added", "changed", "returned", "vanished"):
                 INVENTORY_CHANGES.labels(change).inc(len(getattr(diff, change)))
         except (PeerError, TimeoutError) as exc:
@@ -176,10 +181,12 @@ class SyncLoop:
             if self.running.get(claim.name) is asyncio.current_task():
                 del self.running[claim.name]
 
-    async def _discover(self, claim: leases.Claim) -> HardwareList:
+    async def _discover(self, claim: leases.Claim) -> Discovery:
         timeout = self.settings.discovery_timeout
         async with asyncio.timeout(timeout):
-            return await self.client().discover(claim.endpoint, wait=timeout)
+            return await self.client().discover_if_changed(
+                claim.endpoint, timeout, claim.inventory_etag
+            )
 
     async def _database(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | None:
         """Runs a database call in a thread; None (logged) if the database failed."""

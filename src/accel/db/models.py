@@ -82,6 +82,9 @@ class Agent(Timestamps, Base):
     sync_owner: Mapped[str | None] = mapped_column(String(255), index=True)
     sync_lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     last_synced_by: Mapped[str | None] = mapped_column(String(255))  # a conductor's name
+    # The ETag (internal 1.4) of the last report stored: a resync sends it, and an
+    # agent whose hardware still matches answers 304 instead of the whole report.
+    inventory_etag: Mapped[str | None] = mapped_column(String(80))
 
     devices: Mapped[list[Device]] = relationship(back_populates="agent")
 

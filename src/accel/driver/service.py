@@ -84,12 +84,19 @@ class DriverService:
 
     async def start_discovery(self, request: Request) -> Response:
         return await discovery_answer(
-            request, self.discoveries, lambda: self.discoveries.start(self._scan), hardware_response
+            request,
+            self.discoveries,
+            lambda: self.discoveries.start(self._scan),
+            lambda version, generation, entries: hardware_response(
+                version, generation, entries, None, request.headers.get("if-none-match")
+            ),
         )
 
     async def hardware(self, request: Request) -> Response:
         version, generation, entries = await requested_result(request, self.discoveries)
-        return hardware_response(version, generation, entries)
+        return hardware_response(
+            version, generation, entries, None, request.headers.get("if-none-match")
+        )
 
     async def _rediscover(self) -> None:
         """A fresh scan after setup changed the hardware, awaited so it is seen at once.

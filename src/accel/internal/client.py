@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import ssl
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -70,6 +71,15 @@ def base_url(peer: str, scheme: str = "http") -> str:
     """``scheme://host:port`` for a peer named either way (a given scheme is kept)."""
     peer = peer.strip().rstrip("/")
     return peer if "://" in peer else f"{scheme}://{peer}"
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """A peer's discovery: its report, or None when unchanged since the ETag sent."""
+
+    report: HardwareList | None
+    # The ETag of the report's content (1.4 peers), to send next time.
+    etag: str | None
 
 
 class InternalClient:
@@ -177,7 +187,16 @@ class InternalClient:
         )
 
     async def discover(self, peer: str, wait: float) -> HardwareList:
-        """A fresh discovery's result from a driver or agent, waiting up to ``wait`` s.
+        """A fresh discovery's result from a driver or agent, waiting up to ``wait`` s."""
+        found = await self.discover_if_changed(peer, wait)
+        assert found.report is not None, "asked without an ETag: never unchanged"
+        return found.report
+
+    async def discover_if_changed(
+        self, peer: str, wait: float, etag: str | None = None
+    ) -> Discovery:
+        """A fresh discovery from a driver or agent; no report if its content still has
+        ``etag``, the ETag of the last report the caller stored.
 
         From internal version 1.4 a peer starts the discovery and answers with its
         result in one call; an older one is asked to start, then polled (a 1.0 peer,
@@ -194,18 +213,22 @@ class InternalClient:
                 "/v1/discovery",
                 params={"wait": f"{wait:g}"},
                 read_timeout=(self._http.timeout.read or 5.0) + wait,
+                headers={"If-None-Match": etag} if etag else None,
             )
+            answered = response.headers.get("ETag")
+            if response.status_code == 304 and etag is not None and answered == etag:
+                return Discovery(None, etag)
             if response.status_code == 200:
-                return _parse(response, HardwareList, "POST /v1/discovery")
+                return Discovery(_parse(response, HardwareList, "POST /v1/discovery"), answered)
             started = _parse(response, DiscoveryStarted, "POST /v1/discovery")
             raise PeerError(url, f"discovery {started.generation} did not complete in {wait:g}s")
         started = await self.start_discovery(url)
         if started.generation is None:
-            return await self.hardware(url)
+            return Discovery(await self.hardware(url), None)
         report = await self.hardware(url, started.generation, wait)
         if (report.generation or 0) < started.generation:
             raise PeerError(url, "discovery did not complete")
-        return report
+        return Discovery(report, None)
 
     async def _call(
         self,
@@ -228,12 +251,15 @@ class InternalClient:
         body: BaseModel | None = None,
         params: dict[str, str] | None = None,
         read_timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """A successful (2xx or 3xx) answer, at the newest version both sides speak."""
         url = base_url(peer, self.scheme)
         version = self.peer_version(url)
         for _ in range(2):
-            response = await self._send(method, url, path, version, body, params, read_timeout)
+            response = await self._send(
+                method, url, path, version, body, params, read_timeout, headers
+            )
             if response.status_code != 406:
                 break
             downgraded = self._downgrade(url, version, response)
@@ -257,8 +283,9 @@ class InternalClient:
         body: BaseModel | None,
         params: dict[str, str] | None,
         read_timeout: float | None,
+        extra_headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        headers = {HEADER: format_version(version)}
+        headers = {HEADER: format_version(version), **(extra_headers or {})}
         content = None
         if body is not None:
             content = json.dumps(_wire_body(body, version))

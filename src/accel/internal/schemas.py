@@ -269,6 +269,11 @@ class HardwareList(LenientBody):
     generation: int | None = None
     drivers: list[DriverOutcome] | None = None
 
+    @property
+    def complete(self) -> bool:
+        """No driver failed: every kind the node has is in the report."""
+        return all(outcome.state == "ok" for outcome in self.drivers or [])
+
 
 class ArqBinding(StrictBody):
     """Bind one accelerator request where the caller (Nova) placed it."""
