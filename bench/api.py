@@ -27,6 +27,8 @@ from accel.db.models import Device
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import build_gpu_server
 from accel.internal.schemas import DriverOutcome, HardwareList, Kind
+from bench.cyborg import PROFILE_NAME as CYBORG_PROFILE
+from bench.cyborg import CyborgUnavailable, cyborg_api
 from bench.load import LoadResult, call, run_load, run_pairs
 from bench.profile import Profile
 from tests.processes import Cluster, bound_socket, url_of, wait_until
@@ -97,17 +99,13 @@ def _arq_pairs(url: str, pid: int, count: int, pairs: int) -> list[str]:
     assert status == 201, status
     create = ("/v2/accelerator_requests", json.dumps({"device_profile_name": "bench-gpu"}).encode())
 
-    def delete_path(body: bytes) -> str:
-        uuids = ",".join(arq["uuid"] for arq in json.loads(body)["arqs"])
-        return f"/v2/accelerator_requests?arqs={uuids}"
-
     rows = []
     for connections in CONNECTIONS:
         profile_run = Profile(pid) if connections == CONNECTIONS[0] else None
         if profile_run is not None:
             profile_run.start()
             time.sleep(0.5)
-        result = asyncio.run(run_pairs(url, pairs, connections, create, delete_path))
+        result = asyncio.run(run_pairs(url, pairs, connections, create, _delete_path))
         top = ""
         if profile_run is not None:
             profile_run.stop()
@@ -143,7 +141,43 @@ def _first_answer_ms(url: str, database: str, path: str, uuid: str) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def bench_api(workdir: Path, nodes: int, scale: float = 1.0) -> list[str]:
+def bench_cyborg(workdir: Path, database: Path, uuids: list[str]) -> list[str]:
+    """The same reads and ARQ pairs against OpenStack Cyborg's own API server on the
+    same inventory, at 4 connections, with fewer requests (it is two orders slower)."""
+    count = len(uuids)
+    try:
+        with cyborg_api(workdir / "cyborg", database) as cyborg:
+            url, version = cyborg.url, cyborg.version
+            rows = []
+            for name, paths in (
+                (f"GET /v2/devices/{{uuid}}, {count} devices", [f"/v2/devices/{u}" for u in uuids]),
+                (f"GET /v2/devices, {count} devices", ["/v2/devices"] * 20),
+                (f"GET /v2/deployables, {count} devices", ["/v2/deployables"] * 4),
+                ("GET /v2/device_profiles", ["/v2/device_profiles"] * 500),
+            ):
+                result = asyncio.run(run_load(url, paths, CONNECTIONS[0]))
+                rows.append(_row(f"Cyborg {version}: {name}", result, CONNECTIONS[0]))
+            create = (
+                "/v2/accelerator_requests",
+                json.dumps({"device_profile_name": CYBORG_PROFILE}).encode(),
+            )
+            result = asyncio.run(run_pairs(url, 100, CONNECTIONS[0], create, _delete_path))
+            rows.append(
+                _row(
+                    f"Cyborg {version}: ARQ create+delete pairs, {count} devices", result, 4
+                ).replace("req/s", "pairs/s")
+            )
+            return rows
+    except CyborgUnavailable as exc:
+        return [f"| OpenStack Cyborg | not measured: {exc} | |"]
+
+
+def _delete_path(body: bytes) -> str:
+    uuids = ",".join(arq["uuid"] for arq in json.loads(body)["arqs"])
+    return f"/v2/accelerator_requests?arqs={uuids}"
+
+
+def bench_api(workdir: Path, nodes: int, scale: float = 1.0, cyborg: bool = False) -> list[str]:
     """Rows of the results table for a database of ``nodes`` x 10 devices."""
     database = f"sqlite:///{workdir / f'api-{nodes}.db'}"
     uuids = fill_database(database, workdir, nodes)
@@ -187,4 +221,6 @@ def bench_api(workdir: Path, nodes: int, scale: float = 1.0) -> list[str]:
         cluster.stop_all()
         ceiling.terminate()
         ceiling.wait(15)
+    if cyborg:
+        rows += bench_cyborg(workdir, workdir / f"api-{nodes}.db", uuids)
     return rows

@@ -46,15 +46,50 @@ def prepare(host: str, method: str, path: str, headers: dict[str, str], body: by
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    status, body, _ = await read_response_and_close(reader)
+    return status, body
+
+
+async def read_response_and_close(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """Status, body, and whether the server closes the connection after it."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     length = 0
+    closes = False
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             length = int(value)
+        elif name == b"connection" and value.strip().lower() == b"close":
+            closes = True
     body = await reader.readexactly(length) if length else b""
-    return status, body
+    return status, body, closes
+
+
+class Connection:
+    """A keep-alive connection that opens again when the server closed it (a gunicorn
+    sync worker closes after every answer; the reconnect is part of the latency)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._streams
+        writer.write(request)
+        status, body, closes = await read_response_and_close(reader)
+        if closes:
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
 
 
 async def run_load(
@@ -72,17 +107,16 @@ async def run_load(
     statuses: dict[int, int] = {}
 
     async def worker() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
+        connection = Connection(host, port)
         try:
             while queue:
                 request = queue.pop()
                 started = time.perf_counter()
-                writer.write(request)
-                status, _ = await read_response(reader)
+                status, _ = await connection.exchange(request)
                 latencies.append(time.perf_counter() - started)
                 statuses[status] = statuses.get(status, 0) + 1
         finally:
-            writer.close()
+            connection.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(connections)))
@@ -121,21 +155,20 @@ async def run_pairs(
     statuses: dict[int, int] = {}
 
     async def worker() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
+        connection = Connection(host, port)
         try:
             while remaining[0] > 0:
                 remaining[0] -= 1
                 started = time.perf_counter()
-                writer.write(post)
-                status, body = await read_response(reader)
+                status, body = await connection.exchange(post)
                 statuses[status] = statuses.get(status, 0) + 1
                 if status < 300:
-                    writer.write(prepare(parts.netloc, "DELETE", delete_path(body), {}, b""))
-                    status, _ = await read_response(reader)
+                    delete = prepare(parts.netloc, "DELETE", delete_path(body), {}, b"")
+                    status, _ = await connection.exchange(delete)
                     statuses[status] = statuses.get(status, 0) + 1
                 latencies.append(time.perf_counter() - started)
         finally:
-            writer.close()
+            connection.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(connections)))
