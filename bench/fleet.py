@@ -173,7 +173,9 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
                         *("--seed", str(index + 1), "--manifest", str(manifest)),
                         *("--tree-dir", str(workdir / f"trees-{index}")),
                         *HEARTBEAT,
-                        *("--hello-interval", "60", "--release-rate", str(RELEASE_RATE)),
+                        # The fleet as a whole says hello at RELEASE_RATE a second.
+                        *("--hello-interval", "60"),
+                        *("--release-rate", str(RELEASE_RATE / len(shares))),
                         "--release-on-signal",
                     ],
                     log,
