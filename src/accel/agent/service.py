@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -63,6 +64,20 @@ class RegisteredDriver:
     endpoint: str
     registered_at: float = field(default_factory=time.time)
     last_hello: float = field(default_factory=time.time)
+
+
+def hello_pause(heartbeat_interval: float, failures: int) -> float:
+    """Seconds until the next hello after ``failures`` unanswered rounds in a row.
+
+    Unanswered hellos are retried soon, then less and less often (up to the
+    heartbeat interval), each agent at a random point of its window: a fleet whose
+    conductors were away must not come back all at once, every second, and keep
+    them overloaded (5,000 simulated agents did exactly that).
+    """
+    if failures == 0:
+        return heartbeat_interval
+    window = min(heartbeat_interval, 0.5 * 2 ** min(failures, 16))
+    return random.uniform(window / 2, window)
 
 
 class AgentService:
@@ -194,14 +209,12 @@ class AgentService:
 
     async def heartbeat_forever(self) -> None:
         """Says hello to a conductor now and every heartbeat interval, failing over."""
+        failures = 0
         while True:
             self.heartbeat_now.clear()
             answered = await self._hello_some_conductor()
-            pause = (
-                self.settings.heartbeat_interval
-                if answered
-                else min(1.0, self.settings.heartbeat_interval)
-            )
+            failures = 0 if answered else failures + 1
+            pause = hello_pause(self.settings.heartbeat_interval, failures)
             with suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await self.heartbeat_now.wait()
