@@ -136,7 +136,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> FleetResult:
+def bench_fleet(
+    workdir: Path, backend: str, database: str, nodes: int, release_rate: float = RELEASE_RATE
+) -> FleetResult:
     port = _free_port()
     log = workdir / f"fleet-{backend}-{nodes}.log"
     engine = make_engine(database)
@@ -173,9 +175,9 @@ def bench_fleet(workdir: Path, backend: str, database: str, nodes: int) -> Fleet
                         *("--seed", str(index + 1), "--manifest", str(manifest)),
                         *("--tree-dir", str(workdir / f"trees-{index}")),
                         *HEARTBEAT,
-                        # The fleet as a whole says hello at RELEASE_RATE a second.
+                        # The fleet as a whole says hello at release_rate a second.
                         *("--hello-interval", "60"),
-                        *("--release-rate", str(RELEASE_RATE / len(shares))),
+                        *("--release-rate", str(release_rate / len(shares))),
                         "--release-on-signal",
                     ],
                     log,

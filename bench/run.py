@@ -24,7 +24,7 @@ from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from accel.internal.schemas import Kind
 from bench.api import bench_api
-from bench.fleet import bench_fleet
+from bench.fleet import RELEASE_RATE, bench_fleet
 from bench.memory import bench_memory
 from tests.postgres import server_binaries, throwaway_postgres
 
@@ -71,16 +71,16 @@ def bench_discovery(workdir: Path) -> list[str]:
     ]
 
 
-def bench_fleets(workdir: Path, sizes: list[int], postgres: bool) -> list[str]:
+def bench_fleets(workdir: Path, sizes: list[int], postgres: bool, release_rate: float) -> list[str]:
     rows = []
     for nodes in sizes:
-        rows += bench_fleet(
-            workdir, "SQLite", f"sqlite:///{workdir / f'fleet-{nodes}.db'}", nodes
-        ).rows()
+        database = f"sqlite:///{workdir / f'fleet-{nodes}.db'}"
+        rows += bench_fleet(workdir, "SQLite", database, nodes, release_rate).rows()
     if postgres and server_binaries() is not None:
         with throwaway_postgres() as server:
             for nodes in sizes:
-                rows += bench_fleet(workdir, "PostgreSQL", server.new_database(), nodes).rows()
+                database = server.new_database()
+                rows += bench_fleet(workdir, "PostgreSQL", database, nodes, release_rate).rows()
     return rows
 
 
@@ -95,6 +95,12 @@ def main() -> int:
         "--fleet", default="100,1000", help="Simulated fleet sizes (nodes x 8 devices)."
     )
     parser.add_argument("--no-postgres", action="store_true", help="Fleets on SQLite only.")
+    parser.add_argument(
+        "--release-rate",
+        type=float,
+        default=RELEASE_RATE,
+        help="Simulated nodes a second that start saying hello, the whole fleet together.",
+    )
     parser.add_argument(
         "--no-cyborg",
         action="store_true",
@@ -122,7 +128,7 @@ def main() -> int:
                 rows += bench_api(workdir, nodes, cyborg=not args.no_cyborg and nodes == 100)
         if args.only in (None, "fleet"):
             sizes = [int(n) for n in args.fleet.split(",") if n]
-            rows += bench_fleets(workdir, sizes, not args.no_postgres)
+            rows += bench_fleets(workdir, sizes, not args.no_postgres, args.release_rate)
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, {platform.platform()}"
