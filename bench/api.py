@@ -92,11 +92,15 @@ def _measure(url: str, pid: int, name: str, paths: list[str]) -> list[str]:
     return rows
 
 
-def _arq_pairs(url: str, pid: int, count: int, pairs: int) -> list[str]:
-    """Accelerator requests created and deleted in pairs (Nova's flow without the bind)."""
+def _create_profile(url: str) -> None:
+    """The device profile the ARQ pairs ask for, as Cyborg's side of the bench has."""
     profile = json.dumps([{"name": "bench-gpu", "groups": [{"resources:PGPU": "1"}]}])
     status, _ = asyncio.run(call(url, "POST", "/v2/device_profiles", profile.encode()))
     assert status == 201, status
+
+
+def _arq_pairs(url: str, pid: int, count: int, pairs: int) -> list[str]:
+    """Accelerator requests created and deleted in pairs (Nova's flow without the bind)."""
     create = ("/v2/accelerator_requests", json.dumps({"device_profile_name": "bench-gpu"}).encode())
 
     rows = []
@@ -190,6 +194,7 @@ def bench_api(workdir: Path, nodes: int, scale: float = 1.0, cyborg: bool = Fals
         cluster.conductor(database, "--log-level", "warning")
         api = cluster.api(database, "--log-level", "warning")
         pid = api.process.pid
+        _create_profile(api.url)
         rows += _measure(
             ceiling_url,
             ceiling.pid,
@@ -207,6 +212,7 @@ def bench_api(workdir: Path, nodes: int, scale: float = 1.0, cyborg: bool = Fals
                 f"GET /v2/deployables, {count} devices",
                 ["/v2/deployables"] * int(1000 * scale * 1000 / count),
             ),
+            ("GET /v2/device_profiles", ["/v2/device_profiles"] * int(5000 * scale)),
         ]
         for name, paths in cases:
             rows += _measure(api.url, pid, name, paths)
