@@ -207,21 +207,13 @@ class InternalClient:
         if url not in self._peer_versions:
             await self._learn_version(url)
         if self.peer_version(url) >= DISCOVERY_WAIT_VERSION:
-            response = await self._exchange(
-                "POST",
-                url,
-                "/v1/discovery",
-                params={"wait": f"{wait:g}"},
-                read_timeout=(self._http.timeout.read or 5.0) + wait,
-                headers={"If-None-Match": etag} if etag else None,
-            )
-            answered = response.headers.get("ETag")
-            if response.status_code == 304 and etag is not None and answered == etag:
-                return Discovery(None, etag)
-            if response.status_code == 200:
-                return Discovery(_parse(response, HardwareList, "POST /v1/discovery"), answered)
-            started = _parse(response, DiscoveryStarted, "POST /v1/discovery")
-            raise PeerError(url, f"discovery {started.generation} did not complete in {wait:g}s")
+            try:
+                return await self._discover_waiting(url, wait, etag)
+            except PeerRefused:
+                # A peer that went back to an older release answers 406, and the
+                # retry at its version (without ``wait``) 400: start, then poll it.
+                if self.peer_version(url) >= DISCOVERY_WAIT_VERSION:
+                    raise
         started = await self.start_discovery(url)
         if started.generation is None:
             return Discovery(await self.hardware(url), None)
@@ -229,6 +221,23 @@ class InternalClient:
         if (report.generation or 0) < started.generation:
             raise PeerError(url, "discovery did not complete")
         return Discovery(report, None)
+
+    async def _discover_waiting(self, url: str, wait: float, etag: str | None) -> Discovery:
+        response = await self._exchange(
+            "POST",
+            url,
+            "/v1/discovery",
+            params={"wait": f"{wait:g}"},
+            read_timeout=(self._http.timeout.read or 5.0) + wait,
+            headers={"If-None-Match": etag} if etag else None,
+        )
+        answered = response.headers.get("ETag")
+        if response.status_code == 304 and etag is not None and answered == etag:
+            return Discovery(None, etag)
+        if response.status_code == 200:
+            return Discovery(_parse(response, HardwareList, "POST /v1/discovery"), answered)
+        started = _parse(response, DiscoveryStarted, "POST /v1/discovery")
+        raise PeerError(url, f"discovery {started.generation} did not complete in {wait:g}s")
 
     async def _call(
         self,
