@@ -30,6 +30,8 @@ class Names:
         outcomes: list[int | Exception] = []
         with self.engine.begin() as connection:
             for name in batch:
+                if name.startswith("poison"):  # a value that breaks the whole transaction
+                    raise ValueError(f"cannot store {name}")
                 if name.startswith("bad"):  # refused alone, the batch goes on
                     outcomes.append(ValueError(f"{name} is refused"))
                     continue
@@ -84,6 +86,22 @@ def test_a_constraint_failure_is_retried_item_by_item_and_fails_only_its_caller(
     assert all(isinstance(o, int) for o in (outcomes[0], outcomes[2]))
     assert table.batches[1:] == [["a", "taken", "b"], ["a"], ["taken"], ["b"]]
     assert table.stored() == ["a", "b", "taken"]
+
+
+def test_a_value_that_breaks_the_batch_fails_only_its_own_caller(tmp_path: Path) -> None:
+    table = Names(tmp_path / "names.db")
+
+    async def scenario() -> list[int | BaseException]:
+        writer = GroupWriter("names", table.write)
+        try:
+            return await submit_all(writer, ["a", "poison", "b"])
+        finally:
+            await writer.aclose()
+
+    outcomes = asyncio.run(scenario())
+    assert isinstance(outcomes[1], ValueError)
+    assert all(isinstance(o, int) for o in (outcomes[0], outcomes[2]))
+    assert table.stored() == ["a", "b"]
 
 
 def test_a_failure_of_the_whole_batch_reaches_every_caller() -> None:

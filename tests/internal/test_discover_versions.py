@@ -69,3 +69,24 @@ def test_a_driver_gone_back_to_1_3_is_started_then_polled(gpu_server: FakeSysfs)
             await group.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_peer_heard_speaking_1_4_gets_the_one_call_discovery(gpu_server: FakeSysfs) -> None:
+    async def scenario() -> None:
+        group = ServerGroup()
+        client = InternalClient(TOKEN, VersionRange())
+        try:
+            driver = await serve_driver(group, gpu_server, VersionRange())
+            # Met before its upgrade, at 1.3: polled, and no ETag.
+            client._peer_versions[base_url(driver)] = (1, 3)
+            before = await client.discover_if_changed(driver, wait=10)
+            assert before.report is not None and before.etag is None
+            # Its next hello comes at 1.4 (an upgraded peer): from then on, one call.
+            client.peer_spoke(driver, DISCOVERY_WAIT_VERSION)
+            after = await client.discover_if_changed(driver, wait=10)
+            assert after.report is not None and after.etag is not None
+        finally:
+            await client.aclose()
+            await group.stop()
+
+    asyncio.run(scenario())

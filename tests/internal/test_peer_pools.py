@@ -21,7 +21,11 @@ def peer_app(name: str) -> Starlette:
     async def who(request: Request) -> PlainTextResponse:
         return PlainTextResponse(f"{name} via {request.client.port if request.client else 0}")
 
-    return Starlette(routes=[Route("/", who)])
+    async def slow(request: Request) -> PlainTextResponse:
+        await asyncio.sleep(0.5)  # a long poll
+        return PlainTextResponse(f"{name} slowly")
+
+    return Starlette(routes=[Route("/", who), Route("/slow", slow)])
 
 
 async def serve_peers(group: ServerGroup, count: int) -> list[str]:
@@ -85,6 +89,28 @@ def test_the_internal_client_keeps_one_pool_per_peer() -> None:
             assert len(transport) == 2
         finally:
             await client.aclose()
+            await group.stop()
+
+    asyncio.run(scenario())
+
+
+def test_idle_pools_are_closed_but_never_one_with_a_request_in_flight() -> None:
+    async def scenario() -> None:
+        group = ServerGroup()
+        peers = await serve_peers(group, 3)
+        pools = PeerPools(httpx.create_ssl_context(), idle_seconds=0.0)
+        try:
+            async with httpx.AsyncClient(transport=pools) as client:
+                polling = asyncio.ensure_future(client.get(peers[0] + "slow"))
+                await asyncio.sleep(0.1)  # the long poll is in flight
+                assert (await client.get(peers[1])).status_code == 200
+                assert (await client.get(peers[2])).status_code == 200
+                # peer1's pool was idle and is gone; peer0's is still serving its poll.
+                assert len(pools) == 2
+                assert (await polling).text == "peer0 slowly"
+                assert (await client.get(peers[1])).status_code == 200
+                assert len(pools) == 1  # only the pool just used is left
+        finally:
             await group.stop()
 
     asyncio.run(scenario())

@@ -37,7 +37,7 @@ from accel.internal.schemas import (
     HardwareList,
     Kind,
 )
-from accel.internal.server import internal_app, only_query, read_body
+from accel.internal.server import internal_app, only_query, read_body, request_version
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
 from accel.metrics import DISCOVERIES, HELLOS
@@ -119,6 +119,7 @@ class AgentService:
         current = self.drivers.get(hello.type)
         known = current is not None and current.endpoint == hello.endpoint
         HELLOS.labels("agent", "known" if known else "new").inc()
+        self.client.peer_spoke(hello.endpoint, request_version(request))
         if known and current is not None:
             current.last_hello = time.time()
         else:

@@ -85,17 +85,20 @@ def _record_hellos(
         )
     }
     known: int | None = None
-    outcomes: list[HelloOutcome | Exception] = []
-    for hello in hellos:
+    outcomes: list[HelloOutcome | Exception | None] = [None] * len(hellos)
+    # New agents are inserted in name order (their unique index is locked in that
+    # order on PostgreSQL): two conductors registering the same new agents collide
+    # on one name and retry, instead of deadlocking.
+    for index, hello in sorted(enumerate(hellos), key=lambda pair: pair[1].name):
         agent = agents.get(hello.name)
         if agent is not None:
-            outcomes.append(_refresh(session, agent, hello))
+            outcomes[index] = _refresh(session, agent, hello)
             continue
         if known is None:
             known = session.scalar(select(func.count()).select_from(Agent)) or 0
         if known >= max_agents:
-            outcomes.append(
-                RegistryFull(f"this conductor already knows {known} agents (--max-agents)")
+            outcomes[index] = RegistryFull(
+                f"this conductor already knows {known} agents (--max-agents)"
             )
             continue
         agents[hello.name] = Agent(
@@ -108,9 +111,9 @@ def _record_hellos(
         )
         session.add(agents[hello.name])
         known += 1
-        outcomes.append(HelloOutcome(known=False, sync_now=True))
+        outcomes[index] = HelloOutcome(known=False, sync_now=True)
     session.flush()
-    return outcomes
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 def _refresh(session: Session, agent: Agent, hello: Hello) -> HelloOutcome:

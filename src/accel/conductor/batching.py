@@ -7,9 +7,10 @@ hop to a worker thread the conductor's main cost (its profile at 1,000 agents). 
 up to ``max_batch`` items, in one call of ``write_batch`` (one transaction) while the
 next batch gathers. Each caller gets its own item's outcome: ``write_batch`` returns
 an exception in an item's place for a failure that is that item's alone (a lost
-lease). A batch that fails as a whole on a constraint is written again item by item,
-so that one bad item fails only its own caller; any other failure (the database is
-away) fails every caller of the batch, as it would have failed each of them alone.
+lease). A batch that fails as a whole for its data (a constraint, a value one agent
+sent) is written again item by item, so that one bad item fails only its own
+caller; a database that is away fails every caller of the batch, as it would have
+failed each of them alone.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from contextlib import suppress
 from typing import Generic, TypeVar
 
 import anyio.to_thread
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +83,19 @@ class GroupWriter(Generic[T, R]):
         items = [item for item, _ in batch]
         try:
             outcomes = await anyio.to_thread.run_sync(self.write_batch, items)
-        except IntegrityError as exc:
+        except (OperationalError, InterfaceError) as exc:  # the database is away
+            outcomes = [exc] * len(batch)
+        except Exception as exc:  # one item's data (a constraint, a value): find which
             if len(batch) == 1:
                 outcomes = [exc]
             else:
-                log.info(
-                    "%s: a batch of %d hit %s; writing it item by item",
+                log.warning(
+                    "%s: a batch of %d failed (%s); writing it item by item",
                     self.name,
                     len(batch),
-                    exc.orig,
+                    exc,
                 )
                 outcomes = [await self._write_alone(item) for item in items]
-        except Exception as exc:  # handed to every caller of the batch
-            outcomes = [exc] * len(batch)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue

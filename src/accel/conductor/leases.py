@@ -94,9 +94,14 @@ def renew_leases(
     if not names:
         return set()
     with sessions.begin() as session:
+        ids = _lock_in_id_order(
+            session, and_(Agent.sync_owner == owner, Agent.name.in_(list(names)))
+        )
+        if not ids:
+            return set()
         held = session.scalars(
             update(Agent)
-            .where(Agent.sync_owner == owner, Agent.name.in_(list(names)))
+            .where(Agent.id.in_(ids), Agent.sync_owner == owner)
             .values(sync_lease_until=now + dt.timedelta(seconds=lease_seconds))
             .returning(Agent.name)
             .execution_options(synchronize_session=False)
@@ -104,13 +109,23 @@ def renew_leases(
     return set(held)
 
 
+def _lock_in_id_order(session: Session, which: ColumnElement[bool]) -> list[int]:
+    """Locks the matching agents' rows in id order, as every multi-row write of the
+    conductor's does: on PostgreSQL an UPDATE alone locks in scan order, and two
+    transactions locking overlapping rows in different orders deadlock."""
+    return list(session.scalars(select(Agent.id).where(which).order_by(Agent.id).with_for_update()))
+
+
 def release_all(sessions: sessionmaker[Session], owner: str) -> int:
     """Gives back every lease ``owner`` holds: at a clean stop, and at a start, for the
     leases a previous life of a conductor of the same name held when it died."""
     with sessions.begin() as session:
+        ids = _lock_in_id_order(session, Agent.sync_owner == owner)
+        if not ids:
+            return 0
         result = session.execute(
             update(Agent)
-            .where(Agent.sync_owner == owner)
+            .where(Agent.id.in_(ids), Agent.sync_owner == owner)
             .values(sync_owner=None, sync_lease_until=None)
             .execution_options(synchronize_session=False)
         )

@@ -114,6 +114,7 @@ class ConductorService:
         except OperationalError as exc:  # the database is away: the agent tries again
             raise Unavailable(f"the conductor's database is unavailable: {exc}") from exc
         HELLOS.labels("conductor", "known" if outcome.known else "new").inc()
+        self.client.peer_spoke(hello.endpoint, request_version(request))
         if not outcome.known:
             log.info("agent %s registered at %s", name, hello.endpoint)
         if outcome.sync_now:

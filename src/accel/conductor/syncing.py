@@ -21,7 +21,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import anyio.to_thread
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import agents, leases
@@ -174,9 +174,23 @@ class SyncLoop:
         except leases.LeaseLost as exc:
             SYNC_LEASES.labels("lost").inc()
             log.warning("sync of agent %s dropped, nothing written: %s", claim.name, exc)
-        except SQLAlchemyError as exc:
+        except OperationalError as exc:
             # The lease expires unrenewed and the sync is tried again, here or elsewhere.
             log.warning("sync of agent %s not written, database error: %s", claim.name, exc)
+        except Exception as exc:  # what this agent sent could not be stored
+            log.exception("sync of agent %s could not be stored", claim.name)
+            DISCOVERIES.labels("conductor", "failed").inc()
+            retry_at = utcnow() + dt.timedelta(seconds=self.settings.sync_retry_after)
+            with suppress(leases.LeaseLost):
+                await self._database(
+                    agents.record_sync_failure,
+                    self.sessions,
+                    claim.name,
+                    f"could not store the report: {type(exc).__name__}: {exc}",
+                    started,
+                    retry_at,
+                    self.owner,
+                )
         finally:
             if self.running.get(claim.name) is asyncio.current_task():
                 del self.running[claim.name]

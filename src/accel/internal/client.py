@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 Answer = TypeVar("Answer", bound=BaseModel)
 MAX_PEER_VERSIONS = 100_000
+# As long as agents.inventory_etag holds.
+MAX_ETAG_LENGTH = 80
 
 
 @functools.cache
@@ -113,6 +115,16 @@ class InternalClient:
     def peer_version(self, peer: str) -> Version:
         """The version this client speaks to ``peer`` now."""
         return self._peer_versions.get(base_url(peer, self.scheme), self.versions.maximum)
+
+    def peer_spoke(self, peer: str, version: Version) -> None:
+        """Remembers the version a peer just used to call us (its hello): a peer that
+        was upgraded is spoken to at its new version from then on, without asking."""
+        common = self.versions.common_with(version)
+        if common is None:
+            return
+        if len(self._peer_versions) >= MAX_PEER_VERSIONS:
+            self._peer_versions.clear()
+        self._peer_versions[base_url(peer, self.scheme)] = common
 
     async def driver_hello(self, agent: str, hello: DriverHello) -> HelloAnswer:
         return await self._call("POST", agent, "/v1/hello", HelloAnswer, body=hello)
@@ -232,7 +244,11 @@ class InternalClient:
             headers={"If-None-Match": etag} if etag else None,
         )
         answered = response.headers.get("ETag")
-        if response.status_code == 304 and etag is not None and answered == etag:
+        if answered is not None and len(answered) > MAX_ETAG_LENGTH:
+            answered = None  # not one of ours: never stored, never sent back
+        if response.status_code == 304:
+            if etag is None or answered != etag:
+                raise PeerError(url, f"answered 304 for ETag {answered!r}, not the one sent")
             return Discovery(None, etag)
         if response.status_code == 200:
             return Discovery(_parse(response, HardwareList, "POST /v1/discovery"), answered)

@@ -5,17 +5,33 @@ each whether it expired (a socket poll and an attribute lookup per connection). 
 conductor holding connections to a thousand agents spent more CPU in that scan than
 in the syncs themselves (15% of a resync, by its profile). Here each peer gets a
 pool of its own, found by one dict lookup, so a request looks only at its peer's
-few connections. The least recently used peers' pools are closed past ``max_peers``.
+few connections.
+
+httpcore notices that a server closed an idle connection only when that pool is
+used again, which for an agent synced every minute would keep one dead socket per
+agent open. So pools unused for ``idle_seconds`` are closed, as are the least
+recently used ones past ``max_peers``; a pool with a request in flight (a long
+poll) is never closed under it.
 """
 
 from __future__ import annotations
 
 import ssl
+import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
+from itertools import islice
 
 import httpx
 
 PeerKey = tuple[bytes, bytes, int | None]
+
+
+@dataclass
+class _Peer:
+    transport: httpx.AsyncHTTPTransport
+    in_flight: int = 0
+    last_used: float = field(default_factory=time.monotonic)
 
 
 class PeerPools(httpx.AsyncBaseTransport):
@@ -25,6 +41,7 @@ class PeerPools(httpx.AsyncBaseTransport):
         connections_per_peer: int = 8,
         idle_per_peer: int = 2,
         max_peers: int = 10_000,
+        idle_seconds: float = 30.0,
     ) -> None:
         self.verify = verify
         self.limits = httpx.Limits(
@@ -32,27 +49,44 @@ class PeerPools(httpx.AsyncBaseTransport):
             max_keepalive_connections=min(idle_per_peer, connections_per_peer),
         )
         self.max_peers = max_peers
-        self._pools: OrderedDict[PeerKey, httpx.AsyncHTTPTransport] = OrderedDict()
+        self.idle_seconds = idle_seconds
+        # Least recently used first.
+        self._peers: OrderedDict[PeerKey, _Peer] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._pools)
+        return len(self._peers)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         key = (url.raw_scheme, url.raw_host, url.port)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = httpx.AsyncHTTPTransport(verify=self.verify, limits=self.limits)
-            self._pools[key] = pool
-            while len(self._pools) > self.max_peers:
-                _, oldest = self._pools.popitem(last=False)
-                await oldest.aclose()
+        peer = self._peers.get(key)
+        if peer is None:
+            peer = _Peer(httpx.AsyncHTTPTransport(verify=self.verify, limits=self.limits))
+            self._peers[key] = peer
         else:
-            self._pools.move_to_end(key)
-        return await pool.handle_async_request(request)
+            self._peers.move_to_end(key)
+        peer.in_flight += 1
+        try:
+            return await peer.transport.handle_async_request(request)
+        finally:
+            peer.in_flight -= 1
+            peer.last_used = time.monotonic()
+            await self._let_go(keep=key)
+
+    async def _let_go(self, keep: PeerKey) -> None:
+        """Closes idle pools from the least recently used end, a few per request; never
+        ``keep``, whose answer's body is still to be read."""
+        now = time.monotonic()
+        for key in list(islice(self._peers, 8)):
+            peer = self._peers[key]
+            stale = now - peer.last_used > self.idle_seconds
+            if key == keep or peer.in_flight or not (stale or len(self._peers) > self.max_peers):
+                continue
+            del self._peers[key]
+            await peer.transport.aclose()
 
     async def aclose(self) -> None:
-        pools = list(self._pools.values())
-        self._pools.clear()
-        for pool in pools:
-            await pool.aclose()
+        peers = list(self._peers.values())
+        self._peers.clear()
+        for peer in peers:
+            await peer.transport.aclose()
