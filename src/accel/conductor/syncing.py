@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import anyio.to_thread
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -57,6 +57,9 @@ class SyncLoop:
         self.wake = wake
         self.owner = settings.name
         self.running: dict[str, asyncio.Task[None]] = {}
+        # Syncs handed to the writer: their lease is checked (and given back) in the
+        # write itself, so a renewal that finds it gone must not cancel them.
+        self.storing: set[asyncio.Task[Any]] = set()
         # Finished discoveries are stored many agents to a transaction.
         self.store: GroupWriter[FinishedSync, InventoryDiff] = GroupWriter(
             "inventory", lambda syncs: store_inventories(sessions, syncs)
@@ -116,7 +119,9 @@ class SyncLoop:
             if held is None:
                 continue  # the database is away: the write at the end will check again
             for name, task in running.items():
-                if name not in held and self.running.get(name) is task and not task.done():
+                if name in held or task in self.storing:
+                    continue
+                if self.running.get(name) is task and not task.done():
                     log.warning("lost the sync lease of agent %s; dropping its sync", name)
                     SYNC_LEASES.labels("lost").inc()
                     task.cancel()
@@ -135,12 +140,15 @@ class SyncLoop:
 
     async def sync_agent(self, claim: leases.Claim) -> None:
         started = utcnow()
+        this_task = asyncio.current_task()
+        assert this_task is not None, "a sync runs as its own task"
         try:
             found = await self._discover(claim)
             now = utcnow()
             # A driver that failed may have hardware we could not see: look again soon.
             partial = found.report is not None and not found.report.complete
             wait = self.settings.sync_retry_after if partial else self.settings.resync_interval
+            self.storing.add(this_task)
             diff = await self.store.submit(
                 FinishedSync(
                     claim.name,
@@ -192,7 +200,8 @@ class SyncLoop:
                     self.owner,
                 )
         finally:
-            if self.running.get(claim.name) is asyncio.current_task():
+            self.storing.discard(this_task)
+            if self.running.get(claim.name) is this_task:
                 del self.running[claim.name]
 
     async def _discover(self, claim: leases.Claim) -> Discovery:
