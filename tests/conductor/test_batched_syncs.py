@@ -4,11 +4,9 @@ sync's failure its own."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,14 +24,6 @@ from accel.internal.schemas import DriverOutcome, HardwareEntry, HardwareList, K
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 LATER = T0 + dt.timedelta(minutes=1)
 LATER_STEP = dt.timedelta(minutes=1)
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def node_report(root: Path, node: str) -> HardwareList:

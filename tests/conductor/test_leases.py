@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
@@ -26,21 +26,12 @@ from accel.conductor.leases import (
     renew_leases,
 )
 from accel.conductor.reconcile import store_inventory
-from accel.db.engine import make_engine, migrate, session_factory
 from accel.db.models import Agent, Alarm
 from accel.internal.schemas import HardwareList
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 LEASE = 10.0
 Result = TypeVar("Result")
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def hello_all(sessions: sessionmaker[Session], count: int, at: dt.datetime = T0) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor.agents import mark_silent_agents_down, record_hello
 from accel.conductor.reconcile import InventoryDiff, store_inventory
-from accel.db.engine import make_engine, migrate, session_factory
 from accel.db.models import Alarm, AttachHandle, Deployable, Device
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs, build_from_description
@@ -21,14 +19,6 @@ from accel.errors import PeerError
 from accel.internal.schemas import DriverOutcome, HardwareEntry, HardwareList, Kind
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def report(

@@ -12,11 +12,25 @@ from typing import Any
 from accel.driver.discovery import Discoverer
 from accel.sim.plan import build_templates, plan_fleet
 from tests.integration.fleet import agents, get, wait_for_devices
-from tests.processes import Cluster, wait_until
+from tests.processes import Cluster, Service, wait_until
 
 NODES = 20
 DEVICES_PER_NODE = 8
 SEED = 7
+
+
+def spawn_sim(cluster: Cluster, conductor: Service, tmp_path: Path, *flags: str) -> Service:
+    """``accel sim`` for ``conductor``, its trees and manifest.json under ``tmp_path``."""
+    return cluster._spawn(
+        "sim",
+        [
+            *("sim", "--conductor", conductor.url, "--seed", str(SEED)),
+            *("--tree-dir", str(tmp_path / "trees"), "--manifest", str(tmp_path / "manifest.json")),
+            *flags,
+        ],
+        None,
+        "",
+    )
 
 
 def test_every_simulated_node_reaches_the_api(
@@ -25,25 +39,14 @@ def test_every_simulated_node_reaches_the_api(
     conductor = cluster.conductor(sqlite_url)
     api = cluster.api(sqlite_url)
     manifest_path = tmp_path / "manifest.json"
-    sim = cluster._spawn(
-        "sim",
-        [
-            "sim",
-            "--conductor",
-            conductor.url,
-            "--nodes",
-            str(NODES),
-            "--devices-per-node",
-            str(DEVICES_PER_NODE),
-            "--seed",
-            str(SEED),
-            "--tree-dir",
-            str(tmp_path / "trees"),
-            "--manifest",
-            str(manifest_path),
-        ],
-        None,
-        "",
+    sim = spawn_sim(
+        cluster,
+        conductor,
+        tmp_path,
+        "--nodes",
+        str(NODES),
+        "--devices-per-node",
+        str(DEVICES_PER_NODE),
     )
     devices = wait_for_devices(api, NODES * DEVICES_PER_NODE, on_timeout=cluster.logs)
 
@@ -97,16 +100,7 @@ def test_a_held_fleet_says_hello_only_when_released(
     conductor = cluster.conductor(sqlite_url)
     api = cluster.api(sqlite_url)
     manifest_path = tmp_path / "manifest.json"
-    sim = cluster._spawn(
-        "sim",
-        [
-            *("sim", "--conductor", conductor.url, "--nodes", "3", "--seed", str(SEED)),
-            *("--tree-dir", str(tmp_path / "trees"), "--manifest", str(manifest_path)),
-            "--release-on-signal",
-        ],
-        None,
-        "",
-    )
+    sim = spawn_sim(cluster, conductor, tmp_path, "--nodes", "3", "--release-on-signal")
     wait_until(manifest_path.exists, "the simulator's manifest", on_timeout=cluster.logs)
     # Every node is up, and until released none has a conductor to greet.
     assert agents(api) == {}

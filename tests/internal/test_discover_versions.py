@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from accel.driver.discovery import Discoverer
 from accel.driver.fake_sysfs import FakeSysfs
@@ -17,7 +19,13 @@ from accel.sockets import bind, endpoint_of
 TOKEN = "discover-versions-test-token-0123456789"
 
 
-async def serve_driver(group: ServerGroup, tree: FakeSysfs, versions: VersionRange) -> str:
+@asynccontextmanager
+async def driver_and_client(
+    tree: FakeSysfs, versions: VersionRange
+) -> AsyncIterator[tuple[str, InternalClient]]:
+    """A GPU driver speaking ``versions`` on a loopback port, and a client of this release."""
+    group = ServerGroup()
+    client = InternalClient(TOKEN, VersionRange())
     sock = bind("127.0.0.1:0")
     settings = DriverSettings(
         discoverer=Discoverer(Kind.GPU, tree.root, names=PciIdDatabase.empty()),
@@ -27,16 +35,17 @@ async def serve_driver(group: ServerGroup, tree: FakeSysfs, versions: VersionRan
         versions=versions,
         node="node1",
     )
-    await group.start(DriverService(settings).app(), sock)
-    return endpoint_of(sock)
+    try:
+        await group.start(DriverService(settings).app(), sock)
+        yield endpoint_of(sock), client
+    finally:
+        await client.aclose()
+        await group.stop()
 
 
 def test_an_unchanged_driver_answers_304_to_the_etag_it_gave(gpu_server: FakeSysfs) -> None:
     async def scenario() -> None:
-        group = ServerGroup()
-        client = InternalClient(TOKEN, VersionRange())
-        try:
-            driver = await serve_driver(group, gpu_server, VersionRange())
+        async with driver_and_client(gpu_server, VersionRange()) as (driver, client):
             first = await client.discover_if_changed(driver, wait=10)
             assert first.report is not None and len(first.report.hardware) == 4
             assert first.etag is not None
@@ -45,38 +54,26 @@ def test_an_unchanged_driver_answers_304_to_the_etag_it_gave(gpu_server: FakeSys
             gpu_server.remove("0000:b1:00.0")
             changed = await client.discover_if_changed(driver, wait=10, etag=first.etag)
             assert changed.report is not None and len(changed.report.hardware) == 3
-        finally:
-            await client.aclose()
-            await group.stop()
 
     asyncio.run(scenario())
 
 
 def test_a_driver_gone_back_to_1_3_is_started_then_polled(gpu_server: FakeSysfs) -> None:
     async def scenario() -> None:
-        group = ServerGroup()
-        client = InternalClient(TOKEN, VersionRange())
-        try:
-            driver = await serve_driver(group, gpu_server, VersionRange.up_to("1.3"))
+        async with driver_and_client(gpu_server, VersionRange.up_to("1.3")) as (driver, client):
             # As if the client had met this driver before its rollback, at 1.4.
             client._peer_versions[base_url(driver)] = DISCOVERY_WAIT_VERSION
             found = await client.discover_if_changed(driver, wait=10, etag='"stale"')
             assert found.report is not None and len(found.report.hardware) == 4
             assert found.etag is None  # 1.3 gives no ETag
             assert client.peer_version(driver) == (1, 3)
-        finally:
-            await client.aclose()
-            await group.stop()
 
     asyncio.run(scenario())
 
 
 def test_a_peer_heard_speaking_1_4_gets_the_one_call_discovery(gpu_server: FakeSysfs) -> None:
     async def scenario() -> None:
-        group = ServerGroup()
-        client = InternalClient(TOKEN, VersionRange())
-        try:
-            driver = await serve_driver(group, gpu_server, VersionRange())
+        async with driver_and_client(gpu_server, VersionRange()) as (driver, client):
             # Met before its upgrade, at 1.3: polled, and no ETag.
             client._peer_versions[base_url(driver)] = (1, 3)
             before = await client.discover_if_changed(driver, wait=10)
@@ -85,8 +82,5 @@ def test_a_peer_heard_speaking_1_4_gets_the_one_call_discovery(gpu_server: FakeS
             client.peer_spoke(driver, DISCOVERY_WAIT_VERSION)
             after = await client.discover_if_changed(driver, wait=10)
             assert after.report is not None and after.etag is not None
-        finally:
-            await client.aclose()
-            await group.stop()
 
     asyncio.run(scenario())

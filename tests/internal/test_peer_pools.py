@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 from starlette.applications import Starlette
@@ -28,21 +30,25 @@ def peer_app(name: str) -> Starlette:
     return Starlette(routes=[Route("/", who), Route("/slow", slow)])
 
 
-async def serve_peers(group: ServerGroup, count: int) -> list[str]:
+@asynccontextmanager
+async def serving_peers(count: int) -> AsyncIterator[list[str]]:
+    """``count`` peers on loopback ports, their base URLs, stopped on leaving."""
+    group = ServerGroup()
     endpoints = []
-    for index in range(count):
-        sock = bind("127.0.0.1:0")
-        await group.start(peer_app(f"peer{index}"), sock)
-        endpoints.append(f"http://{endpoint_of(sock)}/")
-    return endpoints
+    try:
+        for index in range(count):
+            sock = bind("127.0.0.1:0")
+            await group.start(peer_app(f"peer{index}"), sock)
+            endpoints.append(f"http://{endpoint_of(sock)}/")
+        yield endpoints
+    finally:
+        await group.stop()
 
 
 def test_each_peer_is_answered_over_its_own_kept_alive_connection() -> None:
     async def scenario() -> None:
-        group = ServerGroup()
-        peers = await serve_peers(group, 3)
         pools = PeerPools(httpx.create_ssl_context())
-        try:
+        async with serving_peers(3) as peers:
             async with httpx.AsyncClient(transport=pools) as client:
                 first = [(await client.get(peer)).text for peer in peers]
                 again = [(await client.get(peer)).text for peer in peers]
@@ -51,66 +57,52 @@ def test_each_peer_is_answered_over_its_own_kept_alive_connection() -> None:
             # Same client port the second time: the connection was kept and reused.
             assert again == first
             assert len(pools) == 0  # closed with the client
-        finally:
-            await group.stop()
 
     asyncio.run(scenario())
 
 
 def test_least_recently_used_peers_are_let_go_past_the_limit() -> None:
     async def scenario() -> None:
-        group = ServerGroup()
-        peers = await serve_peers(group, 3)
         pools = PeerPools(httpx.create_ssl_context(), max_peers=2)
-        try:
-            async with httpx.AsyncClient(transport=pools) as client:
-                for peer in peers:
-                    assert (await client.get(peer)).status_code == 200
-                assert len(pools) == 2
-                # The evicted peer is reached again, over a new connection.
-                assert (await client.get(peers[0])).text.startswith("peer0")
-                assert len(pools) == 2
-        finally:
-            await group.stop()
+        async with serving_peers(3) as peers, httpx.AsyncClient(transport=pools) as client:
+            for peer in peers:
+                assert (await client.get(peer)).status_code == 200
+            assert len(pools) == 2
+            # The evicted peer is reached again, over a new connection.
+            assert (await client.get(peers[0])).text.startswith("peer0")
+            assert len(pools) == 2
 
     asyncio.run(scenario())
 
 
 def test_the_internal_client_keeps_one_pool_per_peer() -> None:
     async def scenario() -> None:
-        group = ServerGroup()
-        peers = await serve_peers(group, 2)
-        client = InternalClient("token", VersionRange())
-        try:
-            for peer in peers * 2:
-                await client._http.get(peer)
-            transport = client._http._transport
-            assert isinstance(transport, PeerPools)
-            assert len(transport) == 2
-        finally:
-            await client.aclose()
-            await group.stop()
+        async with serving_peers(2) as peers:
+            client = InternalClient("token", VersionRange())
+            try:
+                for peer in peers * 2:
+                    await client._http.get(peer)
+                transport = client._http._transport
+                assert isinstance(transport, PeerPools)
+                assert len(transport) == 2
+            finally:
+                await client.aclose()
 
     asyncio.run(scenario())
 
 
 def test_idle_pools_are_closed_but_never_one_with_a_request_in_flight() -> None:
     async def scenario() -> None:
-        group = ServerGroup()
-        peers = await serve_peers(group, 3)
         pools = PeerPools(httpx.create_ssl_context(), idle_seconds=0.0)
-        try:
-            async with httpx.AsyncClient(transport=pools) as client:
-                polling = asyncio.ensure_future(client.get(peers[0] + "slow"))
-                await asyncio.sleep(0.1)  # the long poll is in flight
-                assert (await client.get(peers[1])).status_code == 200
-                assert (await client.get(peers[2])).status_code == 200
-                # peer1's pool was idle and is gone; peer0's is still serving its poll.
-                assert len(pools) == 2
-                assert (await polling).text == "peer0 slowly"
-                assert (await client.get(peers[1])).status_code == 200
-                assert len(pools) == 1  # only the pool just used is left
-        finally:
-            await group.stop()
+        async with serving_peers(3) as peers, httpx.AsyncClient(transport=pools) as client:
+            polling = asyncio.ensure_future(client.get(peers[0] + "slow"))
+            await asyncio.sleep(0.1)  # the long poll is in flight
+            assert (await client.get(peers[1])).status_code == 200
+            assert (await client.get(peers[2])).status_code == 200
+            # peer1's pool was idle and is gone; peer0's is still serving its poll.
+            assert len(pools) == 2
+            assert (await polling).text == "peer0 slowly"
+            assert (await client.get(peers[1])).status_code == 200
+            assert len(pools) == 1  # only the pool just used is left
 
     asyncio.run(scenario())

@@ -135,7 +135,7 @@ def store_inventories(
             )
         }
         stored = _stored_fingerprints(session, [agent.id for agent in agents.values()])
-        changing: list[tuple[int, Agent, HardwareList, dt.datetime, dict[str, HardwareEntry]]] = []
+        changing: list[tuple[int, Agent, set[Kind], dt.datetime, dict[str, HardwareEntry]]] = []
         for sync in syncs:
             try:
                 agent = agents.get(sync.agent_name)
@@ -152,7 +152,7 @@ def store_inventories(
                 if _changes_nothing(stored[agent.id], reported, vouched):
                     outcomes.append(InventoryDiff(unchanged=len(reported)))
                     continue
-                changing.append((len(outcomes), agent, sync.report, sync.now, reported))
+                changing.append((len(outcomes), agent, vouched, sync.now, reported))
                 outcomes.append(InventoryDiff())
             except (PeerError, LeaseLost) as exc:
                 outcomes.append(exc)
@@ -171,9 +171,9 @@ def store_inventories(
         devices = _load_devices(session, [agent.id for _, agent, _, _, _ in later])
         # One flush at the commit: inserts of the whole batch go out together.
         with session.no_autoflush:
-            for index, agent, report, now, reported in later:
+            for index, agent, vouched, now, reported in later:
                 outcomes[index] = _apply(
-                    session, agent, devices.get(agent.id, {}), reported, vouched_kinds(report), now
+                    session, agent, devices.get(agent.id, {}), reported, vouched, now
                 )
     return outcomes
 

@@ -167,18 +167,7 @@ class SyncLoop:
         except (PeerError, TimeoutError) as exc:
             reason = str(exc) or "discovery timed out"
             log.warning("sync of agent %s failed, inventory kept: %s", claim.name, reason)
-            DISCOVERIES.labels("conductor", "failed").inc()
-            retry_at = utcnow() + dt.timedelta(seconds=self.settings.sync_retry_after)
-            with suppress(leases.LeaseLost):
-                await self._database(
-                    agents.record_sync_failure,
-                    self.sessions,
-                    claim.name,
-                    reason,
-                    started,
-                    retry_at,
-                    self.owner,
-                )
+            await self._record_failure(claim, reason, started)
         except leases.LeaseLost as exc:
             SYNC_LEASES.labels("lost").inc()
             log.warning("sync of agent %s dropped, nothing written: %s", claim.name, exc)
@@ -187,22 +176,27 @@ class SyncLoop:
             log.warning("sync of agent %s not written, database error: %s", claim.name, exc)
         except Exception as exc:  # what this agent sent could not be stored
             log.exception("sync of agent %s could not be stored", claim.name)
-            DISCOVERIES.labels("conductor", "failed").inc()
-            retry_at = utcnow() + dt.timedelta(seconds=self.settings.sync_retry_after)
-            with suppress(leases.LeaseLost):
-                await self._database(
-                    agents.record_sync_failure,
-                    self.sessions,
-                    claim.name,
-                    f"could not store the report: {type(exc).__name__}: {exc}",
-                    started,
-                    retry_at,
-                    self.owner,
-                )
+            reason = f"could not store the report: {type(exc).__name__}: {exc}"
+            await self._record_failure(claim, reason, started)
         finally:
             self.storing.discard(this_task)
             if self.running.get(claim.name) is this_task:
                 del self.running[claim.name]
+
+    async def _record_failure(self, claim: leases.Claim, reason: str, started: dt.datetime) -> None:
+        """Keeps the inventory, gives the lease back, and tries again soon."""
+        DISCOVERIES.labels("conductor", "failed").inc()
+        retry_at = utcnow() + dt.timedelta(seconds=self.settings.sync_retry_after)
+        with suppress(leases.LeaseLost):
+            await self._database(
+                agents.record_sync_failure,
+                self.sessions,
+                claim.name,
+                reason,
+                started,
+                retry_at,
+                self.owner,
+            )
 
     async def _discover(self, claim: leases.Claim) -> Discovery:
         timeout = self.settings.discovery_timeout

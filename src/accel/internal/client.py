@@ -120,11 +120,13 @@ class InternalClient:
         """Remembers the version a peer just used to call us (its hello): a peer that
         was upgraded is spoken to at its new version from then on, without asking."""
         common = self.versions.common_with(version)
-        if common is None:
-            return
+        if common is not None:
+            self._remember(base_url(peer, self.scheme), common)
+
+    def _remember(self, url: str, version: Version) -> None:
         if len(self._peer_versions) >= MAX_PEER_VERSIONS:
             self._peer_versions.clear()
-        self._peer_versions[base_url(peer, self.scheme)] = common
+        self._peer_versions[url] = version
 
     async def driver_hello(self, agent: str, hello: DriverHello) -> HelloAnswer:
         return await self._call("POST", agent, "/v1/hello", HelloAnswer, body=hello)
@@ -178,9 +180,7 @@ class InternalClient:
         common = self.versions.common_with(maximum)
         if common is not None:
             # Remembered even at our newest, so that the peer is asked only once.
-            if len(self._peer_versions) >= MAX_PEER_VERSIONS:
-                self._peer_versions.clear()
-            self._peer_versions[url] = common
+            self._remember(url, common)
 
     async def start_discovery(self, peer: str) -> DiscoveryStarted:
         return await self._call("POST", peer, "/v1/discovery", DiscoveryStarted)
@@ -346,9 +346,7 @@ class InternalClient:
         common = self.versions.common_with(peer_maximum)
         if common is None or common >= tried:
             return None
-        if len(self._peer_versions) >= MAX_PEER_VERSIONS:
-            self._peer_versions.clear()
-        self._peer_versions[url] = common
+        self._remember(url, common)
         log.info(
             "%s speaks internal version up to %s; using %s",
             url,

@@ -71,30 +71,26 @@ def hardware_response(
     """A hardware answer. From 1.4 it carries an ETag of its content (the hardware and
     the drivers' outcomes, not the generation), and is 304 with no body when that is
     the caller's ``If-None-Match``: a resync that changed nothing moves no body."""
-    hardware = [entry.wire(version) for entry in entries]
-    if version < DISCOVERY_WAIT_VERSION:
-        body: dict[str, object] = {"hardware": hardware}
-        if version >= (1, 1):
-            body["generation"] = generation
-            if drivers is not None:
-                body["drivers"] = [d.model_dump(mode="json", exclude_none=True) for d in drivers]
-        return JSONResponse(body)
-    hardware_json = _json(hardware)
+    hardware_json = _json([entry.wire(version) for entry in entries])
+    if version < (1, 1):
+        return Response(f'{{"hardware":{hardware_json}}}', media_type="application/json")
     drivers_json = (
         _json([d.model_dump(mode="json", exclude_none=True) for d in drivers])
         if drivers is not None
         else None
     )
-    digest = hashlib.sha256(hardware_json.encode())
-    digest.update(b"\0" + (drivers_json or "").encode())
-    etag = f'"{digest.hexdigest()[:40]}"'
-    headers = {"ETag": etag}
-    if if_none_match == etag:
-        return Response(status_code=304, headers=headers)
     content = f'{{"hardware":{hardware_json},"generation":{generation}'
     if drivers_json is not None:
         content += f',"drivers":{drivers_json}'
-    return Response(content + "}", media_type="application/json", headers=headers)
+    content += "}"
+    if version < DISCOVERY_WAIT_VERSION:
+        return Response(content, media_type="application/json")
+    digest = hashlib.sha256(hardware_json.encode())
+    digest.update(b"\0" + (drivers_json or "").encode())
+    etag = f'"{digest.hexdigest()[:40]}"'
+    if if_none_match == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(content, media_type="application/json", headers={"ETag": etag})
 
 
 def _json(value: object) -> str:
