@@ -6,11 +6,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from accel.driver.discovery import Discoverer
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.driver.pci_ids import PciIdDatabase
 from accel.driver.service import DriverService, DriverSettings
-from accel.internal.client import InternalClient, base_url
+from accel.errors import PeerError
+from accel.internal.client import Discovery, InternalClient, base_url
 from accel.internal.schemas import Kind
 from accel.internal.versions import DISCOVERY_WAIT_VERSION, VersionRange
 from accel.sim.servers import ServerGroup
@@ -84,3 +91,46 @@ def test_a_peer_heard_speaking_1_4_gets_the_one_call_discovery(gpu_server: FakeS
             assert after.report is not None and after.etag is not None
 
     asyncio.run(scenario())
+
+
+def odd_peer(etag: str, status: int) -> Starlette:
+    """A peer of 1.4 that answers every discovery with ``status`` and ``etag``."""
+
+    async def answer(request: Request) -> Response:
+        headers = {"ETag": etag, "Accel-Internal-Version": "1.4"}
+        if status == 304:
+            return Response(status_code=304, headers=headers)
+        return JSONResponse({"hardware": [], "generation": 1, "drivers": []}, headers=headers)
+
+    async def root(request: Request) -> Response:
+        return JSONResponse(
+            {"versions": [{"id": "v1", "min_version": "1.0", "max_version": "1.4"}]}
+        )
+
+    return Starlette(routes=[Route("/", root), Route("/v1/discovery", answer, methods=["POST"])])
+
+
+async def ask(app: Starlette, etag: str | None) -> Discovery:
+    group = ServerGroup()
+    client = InternalClient(TOKEN, VersionRange())
+    sock = bind("127.0.0.1:0")
+    try:
+        await group.start(app, sock)
+        return await client.discover_if_changed(endpoint_of(sock), wait=1, etag=etag)
+    finally:
+        await client.aclose()
+        await group.stop()
+
+
+def test_a_304_for_another_etag_than_the_one_sent_is_a_peer_error() -> None:
+    with pytest.raises(PeerError, match="not the one sent"):
+        asyncio.run(ask(odd_peer('"other"', 304), '"mine"'))
+    with pytest.raises(PeerError, match="not the one sent"):
+        asyncio.run(ask(odd_peer('"mine"', 304), None))  # nothing was sent
+
+
+def test_an_etag_too_long_to_store_is_not_kept() -> None:
+    found = asyncio.run(ask(odd_peer('"' + "a" * 200 + '"', 200), None))
+    assert found.report is not None and found.etag is None
+    kept = asyncio.run(ask(odd_peer('"short"', 200), None))
+    assert kept.etag == '"short"'
