@@ -119,8 +119,8 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(migrate, engine)
         sessions = session_factory(engine)
-        app.state.reader = Reader(sessions)
-        app.state.writer = Writer(sessions)
+        app.state.reader = Reader(sessions, engine)
+        app.state.writer = Writer(sessions, engine)
         app.state.policy = settings.policy
         watch = GenerationWatch(engine)
         cache.watch = watch
