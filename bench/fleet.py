@@ -6,9 +6,12 @@ every node is up (drivers registered, hardware discovered) and then greet the
 conductor all at once.
 Convergence is the time from the first agent row (the first hello, by the
 conductor's clock) until the database holds every device. Then SIGUSR1 makes the
-simulator change 1% of the hardware, and the next periodic resync is timed from its
-first sync to its last, with the CPU seconds the conductor spent meanwhile (its
-heartbeat work included).
+simulator change 1% of the hardware, and the next round in which every agent is
+synced again is timed from its first sync to its last, with the CPU seconds the
+conductor spent meanwhile (its heartbeat work included). With agents of internal
+version 1.5 that round is one heartbeat interval: each hello carries the node's
+hardware ETag, which either confirms the stored inventory (a sync without a call)
+or has the changed node synced at once.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Reading what the public API says about the fleet, for integration tests."""
+"""Reading what the public API and the components' metrics say about the fleet, for
+integration tests."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.processes import Service, wait_until
+from tests.processes import TOKEN, Service, wait_until
 
 FAST_CONDUCTOR = (
     "--heartbeat-interval",
@@ -19,6 +21,20 @@ FAST_CONDUCTOR = (
 )
 FAST_AGENT = ("--heartbeat-interval", "0.5", "--driver-timeout", "3")
 FAST_DRIVER = ("--hello-interval", "0.5")
+
+
+# A component's /metrics asks for the internal token.
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(service: Service, headers: dict[str, str]) -> Samples:
+    text = httpx.get(service.url + "/metrics", headers=headers, timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def get(api: Service, path: str, **params: str) -> Any:

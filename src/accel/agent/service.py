@@ -4,6 +4,10 @@
 at most its timeout, and a failed one is reported as failed in the answer's
 ``drivers`` (never silently missing), so a conductor does not take its hardware for
 vanished. Heartbeats go to the first conductor that answers, in the order given.
+From internal version 1.5 each heartbeat carries the ETag of the node's hardware,
+from a discovery run (or joined) just before it: the conductor syncs the node only
+when that differs from what it stored, and the node, not the conductor, pays for
+noticing that nothing changed.
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ from starlette.types import ASGIApp
 from accel.agent.setup_relay import SetupRelay
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
-from accel.internal.discovery_http import discovery_answer, hardware_response, requested_result
+from accel.internal.discovery_http import (
+    discovery_answer,
+    hardware_etag,
+    hardware_response,
+    requested_result,
+)
 from accel.internal.discovery_state import DiscoveryState
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
@@ -39,7 +48,7 @@ from accel.internal.schemas import (
 )
 from accel.internal.server import internal_app, only_query, read_body, request_version
 from accel.internal.tls import TlsFiles
-from accel.internal.versions import VersionRange
+from accel.internal.versions import HELLO_ETAG_VERSION, VersionRange
 from accel.metrics import DISCOVERIES, HELLOS
 
 log = logging.getLogger(__name__)
@@ -223,10 +232,16 @@ class AgentService:
     async def _hello_some_conductor(self) -> bool:
         wanted = self.resyncs_wanted
         resync = wanted > self.resyncs_asked
-        hello = AgentHello(
-            status="READY", endpoint=self.settings.endpoint, name=self.settings.name, resync=resync
-        )
         conductors = self.settings.conductors
+        hello = AgentHello(
+            status="READY",
+            endpoint=self.settings.endpoint,
+            name=self.settings.name,
+            resync=resync,
+            inventory_etag=(
+                await self._inventory_etag(conductors[self.conductor_index]) if conductors else None
+            ),
+        )
         for offset in range(len(conductors)):
             index = (self.conductor_index + offset) % len(conductors)
             try:
@@ -240,6 +255,22 @@ class AgentService:
             self.resyncs_asked = max(self.resyncs_asked, wanted)
             return True
         return False
+
+    async def _inventory_etag(self, conductor: str) -> str | None:
+        """The ETag the conductor would get for this node's hardware now, or None: for a
+        conductor older than 1.5, or a discovery not done within a quarter of the
+        heartbeat interval (a hung driver must not hold the heartbeat up)."""
+        version = self.client.peer_version(conductor)
+        if version < HELLO_ETAG_VERSION:
+            return None
+        current = self._discovered_registry_version == self.registry_version
+        generation = self.discoveries.start(self._discover_all, join=current)
+        finished, found = await self.discoveries.wait_for(
+            generation, self.settings.heartbeat_interval / 4
+        )
+        if finished < generation:
+            return None
+        return hardware_etag(version, found.hardware, found.drivers or [])
 
     def app(self) -> ASGIApp:
         @asynccontextmanager

@@ -4,6 +4,12 @@ An agent's periodic hello is its heartbeat. An agent that misses heartbeats for
 ``agent_down_after`` seconds goes DOWN with an ``agent_down`` alarm; its hardware
 stays in the inventory. Its next hello brings it UP, clears the alarm and asks for
 a sync, as does a first hello or one from a new endpoint.
+
+From internal version 1.5 a hello carries the ETag of the node's hardware as the
+agent just discovered it. The same ETag as the stored report's is as good as a
+resync that found nothing: the agent counts as synced and its next periodic resync
+moves a resync interval on, so a fleet whose hardware stands still costs the
+conductor its heartbeats and no discovery calls. Another ETag asks for a sync now.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ class Hello:
     version: str
     now: dt.datetime
     resync: bool = False
+    # The ETag of the node's hardware, if the agent sent one (1.5).
+    inventory_etag: str | None = None
 
 
 def record_hello(
@@ -49,22 +57,28 @@ def record_hello(
     now: dt.datetime,
     resync: bool = False,
     max_agents: int = 100_000,
+    inventory_etag: str | None = None,
+    resync_interval: float = 60.0,
 ) -> HelloOutcome:
     """Registers or refreshes an agent; idempotent for a known, healthy agent."""
-    (outcome,) = record_hellos(sessions, [Hello(name, endpoint, version, now, resync)], max_agents)
+    hello = Hello(name, endpoint, version, now, resync, inventory_etag)
+    (outcome,) = record_hellos(sessions, [hello], max_agents, resync_interval)
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
 
 
 def record_hellos(
-    sessions: sessionmaker[Session], hellos: Sequence[Hello], max_agents: int = 100_000
+    sessions: sessionmaker[Session],
+    hellos: Sequence[Hello],
+    max_agents: int = 100_000,
+    resync_interval: float = 60.0,
 ) -> list[HelloOutcome | Exception]:
     """Records several agents' hellos in one transaction; each one's outcome."""
     for attempt in range(2):
         try:
             with sessions.begin() as session:
-                return _record_hellos(session, hellos, max_agents)
+                return _record_hellos(session, hellos, max_agents, resync_interval)
         except IntegrityError:
             # Another conductor registered one of these agents meanwhile: the next
             # attempt finds it registered.
@@ -74,7 +88,7 @@ def record_hellos(
 
 
 def _record_hellos(
-    session: Session, hellos: Sequence[Hello], max_agents: int
+    session: Session, hellos: Sequence[Hello], max_agents: int, resync_interval: float
 ) -> list[HelloOutcome | Exception]:
     names = sorted({hello.name for hello in hellos})
     # Locked in id order, as every batch of the conductor's does: no deadlock.
@@ -92,7 +106,7 @@ def _record_hellos(
     for index, hello in sorted(enumerate(hellos), key=lambda pair: pair[1].name):
         agent = agents.get(hello.name)
         if agent is not None:
-            outcomes[index] = _refresh(session, agent, hello)
+            outcomes[index] = _refresh(session, agent, hello, resync_interval)
             continue
         if known is None:
             known = session.scalar(select(func.count()).select_from(Agent)) or 0
@@ -116,7 +130,7 @@ def _record_hellos(
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def _refresh(session: Session, agent: Agent, hello: Hello) -> HelloOutcome:
+def _refresh(session: Session, agent: Agent, hello: Hello, resync_interval: float) -> HelloOutcome:
     came_back = agent.state != "UP"
     moved = agent.endpoint != hello.endpoint
     agent.last_seen = hello.now
@@ -127,6 +141,14 @@ def _refresh(session: Session, agent: Agent, hello: Hello) -> HelloOutcome:
     if moved:
         agent.endpoint = hello.endpoint
     sync_now = came_back or moved or hello.resync
+    if not sync_now and hello.inventory_etag is not None and agent.inventory_etag is not None:
+        if hello.inventory_etag == agent.inventory_etag:
+            agent.last_synced_at = hello.now
+            resync_at = hello.now + dt.timedelta(seconds=resync_interval)
+            if agent.next_sync_at is None or agent.next_sync_at < resync_at:
+                agent.next_sync_at = resync_at
+        else:
+            sync_now = True
     if sync_now:
         agent.next_sync_at = hello.now
     return HelloOutcome(known=True, sync_now=sync_now)

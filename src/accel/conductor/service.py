@@ -30,7 +30,7 @@ from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.syncing import SyncLoop
 from accel.db.engine import migrate, session_factory
 from accel.db.models import utcnow
-from accel.errors import Unavailable
+from accel.errors import InvalidInput, Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
@@ -43,7 +43,7 @@ from accel.internal.server import (
     require_version,
 )
 from accel.internal.tls import TlsFiles
-from accel.internal.versions import VersionRange, format_version
+from accel.internal.versions import HELLO_ETAG_VERSION, VersionRange, format_version
 from accel.metrics import AGENTS, HELLOS
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,10 @@ class ConductorService:
         self.hello_limiter = RateLimiter(settings.hello_rate, settings.hello_burst)
         # Heartbeats are many and tiny: recorded many agents to a transaction.
         self.hellos: GroupWriter[agents.Hello, agents.HelloOutcome] = GroupWriter(
-            "hellos", lambda batch: agents.record_hellos(self.sessions, batch, settings.max_agents)
+            "hellos",
+            lambda batch: agents.record_hellos(
+                self.sessions, batch, settings.max_agents, settings.resync_interval
+            ),
         )
 
     @property
@@ -99,6 +102,13 @@ class ConductorService:
         self.hello_limiter.check(source or "unknown")
         only_query(request)
         hello = await read_body(request, AgentHello)
+        version = request_version(request)
+        if hello.inventory_etag is not None and version < HELLO_ETAG_VERSION:
+            # As a release before 1.5 would: the field is not part of this version.
+            raise InvalidInput(
+                f"inventory_etag is a field of internal version "
+                f"{format_version(HELLO_ETAG_VERSION)} and later, not {format_version(version)}"
+            )
         await check_origin(hello.endpoint, source, self.settings.allowed_agent_networks)
         name = hello.name or hello.endpoint
         try:
@@ -106,15 +116,16 @@ class ConductorService:
                 agents.Hello(
                     name,
                     hello.endpoint,
-                    format_version(request_version(request)),
+                    format_version(version),
                     utcnow(),
                     hello.resync,
+                    hello.inventory_etag,
                 )
             )
         except OperationalError as exc:  # the database is away: the agent tries again
             raise Unavailable(f"the conductor's database is unavailable: {exc}") from exc
         HELLOS.labels("conductor", "known" if outcome.known else "new").inc()
-        self.client.peer_spoke(hello.endpoint, request_version(request))
+        self.client.peer_spoke(hello.endpoint, version)
         if not outcome.known:
             log.info("agent %s registered at %s", name, hello.endpoint)
         if outcome.sync_now:

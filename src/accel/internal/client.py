@@ -28,6 +28,7 @@ from tenacity import (
 from accel.errors import PeerError, PeerRefused, PeerTooOld
 from accel.internal.peer_pools import PeerPools
 from accel.internal.schemas import (
+    MAX_ETAG_LENGTH,
     AgentHello,
     ArqChanges,
     ArqOutcomes,
@@ -47,6 +48,7 @@ from accel.internal.tls import TlsFiles
 from accel.internal.versions import (
     DISCOVERY_WAIT_VERSION,
     HEADER,
+    HELLO_ETAG_VERSION,
     Version,
     VersionRange,
     format_version,
@@ -57,8 +59,6 @@ log = logging.getLogger(__name__)
 
 Answer = TypeVar("Answer", bound=BaseModel)
 MAX_PEER_VERSIONS = 100_000
-# As long as agents.inventory_etag holds.
-MAX_ETAG_LENGTH = 80
 
 
 @functools.cache
@@ -379,7 +379,10 @@ def _reason(response: httpx.Response) -> str:
 def _wire_body(body: BaseModel, version: Version) -> dict[str, Any]:
     """A request body as a peer speaking ``version`` expects it."""
     document = body.model_dump(mode="json", exclude_none=True)
-    if version < (1, 1) and isinstance(body, AgentHello):
-        document.pop("name", None)
-        document.pop("resync", None)
+    if isinstance(body, AgentHello):
+        if version < HELLO_ETAG_VERSION:
+            document.pop("inventory_etag", None)
+        if version < (1, 1):
+            document.pop("name", None)
+            document.pop("resync", None)
     return document

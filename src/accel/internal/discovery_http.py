@@ -71,26 +71,41 @@ def hardware_response(
     """A hardware answer. From 1.4 it carries an ETag of its content (the hardware and
     the drivers' outcomes, not the generation), and is 304 with no body when that is
     the caller's ``If-None-Match``: a resync that changed nothing moves no body."""
-    hardware_json = _json([entry.wire(version) for entry in entries])
+    hardware_json = _hardware_json(version, entries)
     if version < (1, 1):
         return Response(f'{{"hardware":{hardware_json}}}', media_type="application/json")
-    drivers_json = (
-        _json([d.model_dump(mode="json", exclude_none=True) for d in drivers])
-        if drivers is not None
-        else None
-    )
+    drivers_json = _drivers_json(drivers) if drivers is not None else None
     content = f'{{"hardware":{hardware_json},"generation":{generation}'
     if drivers_json is not None:
         content += f',"drivers":{drivers_json}'
     content += "}"
     if version < DISCOVERY_WAIT_VERSION:
         return Response(content, media_type="application/json")
-    digest = hashlib.sha256(hardware_json.encode())
-    digest.update(b"\0" + (drivers_json or "").encode())
-    etag = f'"{digest.hexdigest()[:40]}"'
+    etag = _etag(hardware_json, drivers_json)
     if if_none_match == etag:
         return Response(status_code=304, headers={"ETag": etag})
     return Response(content, media_type="application/json", headers={"ETag": etag})
+
+
+def hardware_etag(
+    version: Version, entries: Sequence[HardwareEntry], drivers: Sequence[DriverOutcome]
+) -> str:
+    """The ETag ``hardware_response`` gives this content at ``version`` (1.4 and later)."""
+    return _etag(_hardware_json(version, entries), _drivers_json(drivers))
+
+
+def _etag(hardware_json: str, drivers_json: str | None) -> str:
+    digest = hashlib.sha256(hardware_json.encode())
+    digest.update(b"\0" + (drivers_json or "").encode())
+    return f'"{digest.hexdigest()[:40]}"'
+
+
+def _hardware_json(version: Version, entries: Sequence[HardwareEntry]) -> str:
+    return _json([entry.wire(version) for entry in entries])
+
+
+def _drivers_json(drivers: Sequence[DriverOutcome]) -> str:
+    return _json([d.model_dump(mode="json", exclude_none=True) for d in drivers])
 
 
 def _json(value: object) -> str:

@@ -31,10 +31,6 @@ def parse_networks(text: str | None) -> tuple[Network, ...]:
 
 def _resolve(host: str) -> list[Address]:
     try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except OSError:
         return []
@@ -50,7 +46,11 @@ def _unmapped(address: Address) -> Address:
 async def check_origin(endpoint: str, source: str | None, allowed: Sequence[Network]) -> None:
     """Raises Forbidden unless ``endpoint`` is the caller's own address or allowed."""
     host, _ = split_endpoint(endpoint)
-    addresses = [_unmapped(a) for a in await anyio.to_thread.run_sync(_resolve, host)]
+    try:  # an address needs no resolver, nor the worker thread a name's lookup takes
+        resolved = [ipaddress.ip_address(host)]
+    except ValueError:
+        resolved = await anyio.to_thread.run_sync(_resolve, host)
+    addresses = [_unmapped(a) for a in resolved]
     if not addresses:
         raise Forbidden(f"endpoint host {host!r} does not resolve")
     if source is not None:

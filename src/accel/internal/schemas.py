@@ -31,6 +31,10 @@ from uuid import UUID
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+# An ETag of ours is a quoted 40-digit hash; anything much longer is not one (and
+# agents.inventory_etag holds 80).
+MAX_ETAG_LENGTH = 80
+
 
 class Kind(StrEnum):
     """Kinds of hardware, named as OpenStack Cyborg names device types."""
@@ -122,6 +126,9 @@ class AgentHello(StrictBody):
     )
     # Set when the node's drivers changed since the last hello: please sync me now.
     resync: bool = False
+    # 1.5: the ETag of the node's hardware answer, from a discovery the agent ran just
+    # before this hello. The same as the stored one: nothing to sync; another: sync.
+    inventory_etag: str | None = Field(default=None, min_length=1, max_length=MAX_ETAG_LENGTH)
 
 
 class HelloAnswer(LenientBody):

@@ -18,9 +18,11 @@ MAJOR = 1
 Version = tuple[int, int]
 
 OLDEST: Version = (1, 0)
-NEWEST: Version = (1, 4)
+NEWEST: Version = (1, 5)
 # Starting a discovery and answering with its result in one call.
 DISCOVERY_WAIT_VERSION: Version = (1, 4)
+# An agent's hello carries the ETag of its node's hardware as it last discovered it.
+HELLO_ETAG_VERSION: Version = (1, 5)
 
 
 def format_version(version: Version) -> str:

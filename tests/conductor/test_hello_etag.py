@@ -1,0 +1,83 @@
+"""Hellos that carry the node's hardware ETag (internal version 1.5): the same as the
+stored report's counts as a resync that found nothing; another asks for a sync now."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from accel.conductor.agents import HelloOutcome, record_hello
+from accel.conductor.reconcile import FinishedSync, store_inventories
+from accel.db.models import Agent
+from accel.internal.schemas import DriverOutcome, Kind
+from tests.conductor.test_batched_syncs import node_report
+
+T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+SYNCED = T0 + dt.timedelta(seconds=5)
+NEXT_RESYNC = SYNCED + dt.timedelta(minutes=1)
+HELLO = T0 + dt.timedelta(seconds=30)
+RESYNC_INTERVAL = 600.0
+
+
+def stored_with_etag(
+    sessions: sessionmaker[Session], tmp_path: Path, etag: str, complete: bool = True
+) -> None:
+    record_hello(sessions, "node1", "127.0.0.1:6671", "1.5", T0)
+    report = node_report(tmp_path / "node", "node1")
+    if not complete:  # a driver failed: the report is partial and its ETag not kept
+        report.drivers = [DriverOutcome(type=Kind.GPU, endpoint="x:1", state="failed")]
+    store_inventories(sessions, [FinishedSync("node1", report, T0, SYNCED, NEXT_RESYNC, etag=etag)])
+
+
+def hello(sessions: sessionmaker[Session], etag: str | None, resync: bool = False) -> HelloOutcome:
+    return record_hello(
+        sessions,
+        "node1",
+        "127.0.0.1:6671",
+        "1.5",
+        HELLO,
+        resync=resync,
+        inventory_etag=etag,
+        resync_interval=RESYNC_INTERVAL,
+    )
+
+
+def sync_times(sessions: sessionmaker[Session]) -> tuple[dt.datetime | None, dt.datetime | None]:
+    with sessions() as session:
+        agent = session.scalars(select(Agent)).one()
+        return agent.last_synced_at, agent.next_sync_at
+
+
+def test_the_stored_etag_confirms_the_inventory_and_moves_the_resync_on(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    stored_with_etag(sessions, tmp_path, '"a"')
+    assert hello(sessions, '"a"') == HelloOutcome(known=True, sync_now=False)
+    assert sync_times(sessions) == (HELLO, HELLO + dt.timedelta(seconds=RESYNC_INTERVAL))
+
+
+def test_another_etag_asks_for_a_sync_now(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    stored_with_etag(sessions, tmp_path, '"a"')
+    assert hello(sessions, '"b"') == HelloOutcome(known=True, sync_now=True)
+    assert sync_times(sessions) == (SYNCED, HELLO)
+
+
+def test_no_stored_etag_or_none_sent_leaves_the_periodic_resync_alone(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    stored_with_etag(sessions, tmp_path, '"a"', complete=False)
+    assert hello(sessions, '"a"') == HelloOutcome(known=True, sync_now=False)
+    assert sync_times(sessions) == (SYNCED, NEXT_RESYNC)
+    assert hello(sessions, None) == HelloOutcome(known=True, sync_now=False)
+    assert sync_times(sessions) == (SYNCED, NEXT_RESYNC)
+
+
+def test_a_resync_asked_for_wins_over_a_matching_etag(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    stored_with_etag(sessions, tmp_path, '"a"')
+    assert hello(sessions, '"a"', resync=True) == HelloOutcome(known=True, sync_now=True)
+    assert sync_times(sessions) == (SYNCED, HELLO)
