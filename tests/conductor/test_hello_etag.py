@@ -51,18 +51,32 @@ def sync_times(sessions: sessionmaker[Session]) -> tuple[dt.datetime | None, dt.
         return agent.last_synced_at, agent.next_sync_at
 
 
+def failed_sync(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        session.scalars(select(Agent)).one().last_sync_error = "the agent timed out"
+
+
+def last_error(sessions: sessionmaker[Session]) -> str | None:
+    with sessions() as session:
+        return session.scalars(select(Agent.last_sync_error)).one()
+
+
 def test_the_stored_etag_confirms_the_inventory_and_moves_the_resync_on(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     stored_with_etag(sessions, tmp_path, '"a"')
+    failed_sync(sessions)  # a later sync timed out: the inventory was kept as it was
     assert hello(sessions, '"a"') == HelloOutcome(known=True, sync_now=False)
     assert sync_times(sessions) == (HELLO, HELLO + dt.timedelta(seconds=RESYNC_INTERVAL))
+    assert last_error(sessions) is None  # what is stored is what the node has
 
 
 def test_another_etag_asks_for_a_sync_now(sessions: sessionmaker[Session], tmp_path: Path) -> None:
     stored_with_etag(sessions, tmp_path, '"a"')
+    failed_sync(sessions)
     assert hello(sessions, '"b"') == HelloOutcome(known=True, sync_now=True)
     assert sync_times(sessions) == (SYNCED, HELLO)
+    assert last_error(sessions) == "the agent timed out"
 
 
 def test_no_stored_etag_or_none_sent_leaves_the_periodic_resync_alone(

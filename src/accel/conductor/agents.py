@@ -144,6 +144,7 @@ def _refresh(session: Session, agent: Agent, hello: Hello, resync_interval: floa
     if not sync_now and hello.inventory_etag is not None and agent.inventory_etag is not None:
         if hello.inventory_etag == agent.inventory_etag:
             agent.last_synced_at = hello.now
+            agent.last_sync_error = None
             resync_at = hello.now + dt.timedelta(seconds=resync_interval)
             if agent.next_sync_at is None or agent.next_sync_at < resync_at:
                 agent.next_sync_at = resync_at
