@@ -19,7 +19,7 @@ T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 SYNCED = T0 + dt.timedelta(seconds=5)
 NEXT_RESYNC = SYNCED + dt.timedelta(minutes=1)
 HELLO = T0 + dt.timedelta(seconds=30)
-RESYNC_INTERVAL = 600.0
+CONFIRMED_FOR = 600.0
 
 
 def stored_with_etag(
@@ -41,7 +41,7 @@ def hello(sessions: sessionmaker[Session], etag: str | None, resync: bool = Fals
         HELLO,
         resync=resync,
         inventory_etag=etag,
-        resync_interval=RESYNC_INTERVAL,
+        confirmed_for=CONFIRMED_FOR,
     )
 
 
@@ -67,7 +67,7 @@ def test_the_stored_etag_confirms_the_inventory_and_moves_the_resync_on(
     stored_with_etag(sessions, tmp_path, '"a"')
     failed_sync(sessions)  # a later sync timed out: the inventory was kept as it was
     assert hello(sessions, '"a"') == HelloOutcome(known=True, sync_now=False)
-    assert sync_times(sessions) == (HELLO, HELLO + dt.timedelta(seconds=RESYNC_INTERVAL))
+    assert sync_times(sessions) == (HELLO, HELLO + dt.timedelta(seconds=CONFIRMED_FOR))
     assert last_error(sessions) is None  # what is stored is what the node has
 
 

@@ -22,13 +22,17 @@ HELLO = AgentHello(
 )
 
 
-def bodies_received_at(versions: list[str]) -> list[dict[str, Any]]:
-    """The bodies a conductor receives when the client speaks each of ``versions``."""
+def bodies_received_at(
+    versions: list[str], newest: str | None = None
+) -> tuple[list[dict[str, Any]], tuple[int, int]]:
+    """The bodies a conductor naming ``newest`` in its answers receives when the
+    client speaks each of ``versions``, and the version the client speaks after."""
     received: list[dict[str, Any]] = []
+    spoken_after: list[tuple[int, int]] = []
 
     async def hello(request: Request) -> Response:
         received.append(await request.json())
-        return JSONResponse({"status": "registered", "known": True})
+        return JSONResponse({"status": "registered", "known": True, "max_version": newest})
 
     async def scenario() -> None:
         group, client = ServerGroup(), InternalClient(TOKEN, VersionRange())
@@ -40,16 +44,26 @@ def bodies_received_at(versions: list[str]) -> list[dict[str, Any]]:
                 # As if the client had learned this conductor's version.
                 client._peer_versions[base_url(conductor)] = parse_version(version)
                 await client.agent_hello(conductor, HELLO)
+            spoken_after.append(client.peer_version(conductor))
         finally:
             await client.aclose()
             await group.stop()
 
     asyncio.run(scenario())
-    return received
+    return received, spoken_after[0]
 
 
 def test_the_inventory_etag_is_sent_from_1_5_only() -> None:
-    at_1_5, at_1_4, at_1_0 = bodies_received_at(["1.5", "1.4", "1.0"])
+    (at_1_5, at_1_4, at_1_0), _ = bodies_received_at(["1.5", "1.4", "1.0"])
     assert at_1_5["inventory_etag"] == '"e"' and at_1_5["resync"] is True
     assert "inventory_etag" not in at_1_4 and at_1_4["name"] == "node1"
     assert at_1_0 == {"status": "READY", "endpoint": "127.0.0.1:7001"}
+
+
+def test_a_conductor_upgraded_since_it_was_met_is_spoken_to_at_its_new_version() -> None:
+    _, spoken = bodies_received_at(["1.4"], newest="1.5")
+    assert spoken == (1, 5)
+    _, spoken = bodies_received_at(["1.4"], newest="not a version")
+    assert spoken == (1, 4)
+    _, spoken = bodies_received_at(["1.4"], newest=None)  # a conductor before 1.5
+    assert spoken == (1, 4)

@@ -48,7 +48,7 @@ from accel.internal.schemas import (
 )
 from accel.internal.server import internal_app, only_query, read_body, request_version
 from accel.internal.tls import TlsFiles
-from accel.internal.versions import HELLO_ETAG_VERSION, VersionRange
+from accel.internal.versions import HELLO_ETAG_VERSION, VersionRange, format_version
 from accel.metrics import DISCOVERIES, HELLOS
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,14 @@ class AgentService:
             # The node's inventory may have grown: ask the conductor for a sync now.
             self.resyncs_wanted += 1
             self.heartbeat_now.set()
-        return JSONResponse({"status": "registered", "known": known, "node": self.settings.name})
+        return JSONResponse(
+            {
+                "status": "registered",
+                "known": known,
+                "node": self.settings.name,
+                "max_version": format_version(self.settings.versions.maximum),
+            }
+        )
 
     async def list_drivers(self, request: Request) -> Response:
         only_query(request)

@@ -8,7 +8,7 @@ a sync, as does a first hello or one from a new endpoint.
 From internal version 1.5 a hello carries the ETag of the node's hardware as the
 agent just discovered it. The same ETag as the stored report's is as good as a
 resync that found nothing: the agent counts as synced and its next periodic resync
-moves a resync interval on, so a fleet whose hardware stands still costs the
+moves on past its next heartbeat, so a fleet whose hardware stands still costs the
 conductor its heartbeats and no discovery calls. Another ETag asks for a sync now.
 """
 
@@ -58,11 +58,11 @@ def record_hello(
     resync: bool = False,
     max_agents: int = 100_000,
     inventory_etag: str | None = None,
-    resync_interval: float = 60.0,
+    confirmed_for: float = 60.0,
 ) -> HelloOutcome:
     """Registers or refreshes an agent; idempotent for a known, healthy agent."""
     hello = Hello(name, endpoint, version, now, resync, inventory_etag)
-    (outcome,) = record_hellos(sessions, [hello], max_agents, resync_interval)
+    (outcome,) = record_hellos(sessions, [hello], max_agents, confirmed_for)
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
@@ -72,13 +72,18 @@ def record_hellos(
     sessions: sessionmaker[Session],
     hellos: Sequence[Hello],
     max_agents: int = 100_000,
-    resync_interval: float = 60.0,
+    confirmed_for: float = 60.0,
 ) -> list[HelloOutcome | Exception]:
-    """Records several agents' hellos in one transaction; each one's outcome."""
+    """Records several agents' hellos in one transaction; each one's outcome.
+
+    A hello whose ETag confirms the stored inventory puts the agent's next periodic
+    resync ``confirmed_for`` seconds on: the conductor passes its resync interval plus
+    a heartbeat interval, so that the resync comes only if heartbeats stop confirming.
+    """
     for attempt in range(2):
         try:
             with sessions.begin() as session:
-                return _record_hellos(session, hellos, max_agents, resync_interval)
+                return _record_hellos(session, hellos, max_agents, confirmed_for)
         except IntegrityError:
             # Another conductor registered one of these agents meanwhile: the next
             # attempt finds it registered.
@@ -88,7 +93,7 @@ def record_hellos(
 
 
 def _record_hellos(
-    session: Session, hellos: Sequence[Hello], max_agents: int, resync_interval: float
+    session: Session, hellos: Sequence[Hello], max_agents: int, confirmed_for: float
 ) -> list[HelloOutcome | Exception]:
     names = sorted({hello.name for hello in hellos})
     # Locked in id order, as every batch of the conductor's does: no deadlock.
@@ -106,7 +111,7 @@ def _record_hellos(
     for index, hello in sorted(enumerate(hellos), key=lambda pair: pair[1].name):
         agent = agents.get(hello.name)
         if agent is not None:
-            outcomes[index] = _refresh(session, agent, hello, resync_interval)
+            outcomes[index] = _refresh(session, agent, hello, confirmed_for)
             continue
         if known is None:
             known = session.scalar(select(func.count()).select_from(Agent)) or 0
@@ -130,7 +135,7 @@ def _record_hellos(
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def _refresh(session: Session, agent: Agent, hello: Hello, resync_interval: float) -> HelloOutcome:
+def _refresh(session: Session, agent: Agent, hello: Hello, confirmed_for: float) -> HelloOutcome:
     came_back = agent.state != "UP"
     moved = agent.endpoint != hello.endpoint
     agent.last_seen = hello.now
@@ -145,7 +150,7 @@ def _refresh(session: Session, agent: Agent, hello: Hello, resync_interval: floa
         if hello.inventory_etag == agent.inventory_etag:
             agent.last_synced_at = hello.now
             agent.last_sync_error = None
-            resync_at = hello.now + dt.timedelta(seconds=resync_interval)
+            resync_at = hello.now + dt.timedelta(seconds=confirmed_for)
             if agent.next_sync_at is None or agent.next_sync_at < resync_at:
                 agent.next_sync_at = resync_at
         else:

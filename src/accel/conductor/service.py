@@ -88,7 +88,10 @@ class ConductorService:
         self.hellos: GroupWriter[agents.Hello, agents.HelloOutcome] = GroupWriter(
             "hellos",
             lambda batch: agents.record_hellos(
-                self.sessions, batch, settings.max_agents, settings.resync_interval
+                self.sessions,
+                batch,
+                settings.max_agents,
+                confirmed_for=settings.resync_interval + settings.heartbeat_interval,
             ),
         )
 
@@ -130,7 +133,8 @@ class ConductorService:
             log.info("agent %s registered at %s", name, hello.endpoint)
         if outcome.sync_now:
             self.wake.set()
-        return JSONResponse({"status": "registered", "known": outcome.known})
+        newest = format_version(self.settings.versions.maximum)
+        return JSONResponse({"status": "registered", "known": outcome.known, "max_version": newest})
 
     async def change_arqs(self, request: Request) -> Response:
         """Binds and unbinds accelerator requests for the api (internal version 1.2)."""

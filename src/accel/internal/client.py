@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import ssl
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -117,8 +118,9 @@ class InternalClient:
         return self._peer_versions.get(base_url(peer, self.scheme), self.versions.maximum)
 
     def peer_spoke(self, peer: str, version: Version) -> None:
-        """Remembers the version a peer just used to call us (its hello): a peer that
-        was upgraded is spoken to at its new version from then on, without asking."""
+        """Remembers that ``peer`` speaks ``version``: the one it just called us in (its
+        hello), or the newest it named in a hello answer. A peer that was upgraded is
+        spoken to at its new version from then on, without asking."""
         common = self.versions.common_with(version)
         if common is not None:
             self._remember(base_url(peer, self.scheme), common)
@@ -129,10 +131,18 @@ class InternalClient:
         self._peer_versions[url] = version
 
     async def driver_hello(self, agent: str, hello: DriverHello) -> HelloAnswer:
-        return await self._call("POST", agent, "/v1/hello", HelloAnswer, body=hello)
+        return await self._hello(agent, hello)
 
     async def agent_hello(self, conductor: str, hello: AgentHello) -> HelloAnswer:
-        return await self._call("POST", conductor, "/v1/hello", HelloAnswer, body=hello)
+        return await self._hello(conductor, hello)
+
+    async def _hello(self, peer: str, hello: DriverHello | AgentHello) -> HelloAnswer:
+        answer = await self._call("POST", peer, "/v1/hello", HelloAnswer, body=hello)
+        if answer.max_version is not None:
+            # A peer upgraded since we met it is spoken to at its new version from now.
+            with suppress(ValueError):
+                self.peer_spoke(peer, parse_version(answer.max_version))
+        return answer
 
     async def change_arqs(self, conductor: str, changes: ArqChanges) -> ArqOutcomes:
         """Binds and unbinds accelerator requests (internal version 1.2 and later)."""

@@ -137,6 +137,9 @@ class HelloAnswer(LenientBody):
     status: str
     known: bool = False
     node: str | None = None
+    # The newest internal version the answering peer speaks (sent since 1.5, whatever
+    # the version asked): a caller that met it before an upgrade learns of it here.
+    max_version: str | None = None
 
 
 class DiscoveryStarted(LenientBody):
