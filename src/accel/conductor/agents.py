@@ -14,11 +14,12 @@ conductor its heartbeats and no discovery calls. Another ETag asks for a sync no
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -92,26 +93,77 @@ def record_hellos(
     raise AssertionError("unreachable")
 
 
+@dataclass
+class _Seen:
+    """A known agent's row as the hellos of one batch leave it."""
+
+    id: int
+    name: str
+    state: str
+    endpoint: str
+    inventory_etag: str | None
+    next_sync_at: dt.datetime | None
+    last_synced_at: dt.datetime | None
+    last_sync_error: str | None
+    # What the hellos set; not read.
+    last_seen: dt.datetime | None = dataclasses.field(default=None, init=False)
+    internal_version: str | None = dataclasses.field(default=None, init=False)
+
+
+AGENTS = Agent.metadata.tables[Agent.__tablename__]
+# Every heartbeat reads and writes its agent's row: Core statements built once (one
+# executemany for a batch's known agents), not ORM objects and statements built per
+# batch, which cost more than the rest of a hello.
+READ_SEEN = (
+    select(*(AGENTS.c[field.name] for field in dataclasses.fields(_Seen) if field.init))
+    .where(AGENTS.c.name.in_(bindparam("names", expanding=True)))
+    .order_by(AGENTS.c.id)
+    .with_for_update()
+)
+WRITE_SEEN = (
+    update(AGENTS)
+    .where(AGENTS.c.id == bindparam("seen_id"))
+    .values(
+        {
+            column: bindparam(f"seen_{column}")
+            for column in (
+                "state",
+                "endpoint",
+                "internal_version",
+                "last_seen",
+                "next_sync_at",
+                "last_synced_at",
+                "last_sync_error",
+            )
+        }
+    )
+)
+
+
 def _record_hellos(
     session: Session, hellos: Sequence[Hello], max_agents: int, confirmed_for: float
 ) -> list[HelloOutcome | Exception]:
-    names = sorted({hello.name for hello in hellos})
     # Locked in id order, as every batch of the conductor's does: no deadlock.
-    agents = {
-        agent.name: agent
-        for agent in session.scalars(
-            select(Agent).where(Agent.name.in_(names)).order_by(Agent.id).with_for_update()
-        )
+    seen = {
+        row.name: _Seen(**row._mapping)
+        for row in session.execute(READ_SEEN, {"names": sorted({hello.name for hello in hellos})})
     }
+    new: dict[str, Agent] = {}
     known: int | None = None
     outcomes: list[HelloOutcome | Exception | None] = [None] * len(hellos)
     # New agents are inserted in name order (their unique index is locked in that
     # order on PostgreSQL): two conductors registering the same new agents collide
     # on one name and retry, instead of deadlocking.
     for index, hello in sorted(enumerate(hellos), key=lambda pair: pair[1].name):
-        agent = agents.get(hello.name)
+        agent = seen.get(hello.name)
         if agent is not None:
             outcomes[index] = _refresh(session, agent, hello, confirmed_for)
+            continue
+        fresh = new.get(hello.name)
+        if fresh is not None:  # a later hello of an agent this batch registers
+            fresh.last_seen, fresh.internal_version = hello.now, hello.version
+            fresh.endpoint = hello.endpoint
+            outcomes[index] = HelloOutcome(known=True, sync_now=False)  # due already
             continue
         if known is None:
             known = session.scalar(select(func.count()).select_from(Agent)) or 0
@@ -120,7 +172,7 @@ def _record_hellos(
                 f"this conductor already knows {known} agents (--max-agents)"
             )
             continue
-        agents[hello.name] = Agent(
+        new[hello.name] = Agent(
             name=hello.name,
             endpoint=hello.endpoint,
             state="UP",
@@ -128,14 +180,21 @@ def _record_hellos(
             last_seen=hello.now,
             next_sync_at=hello.now,
         )
-        session.add(agents[hello.name])
+        session.add(new[hello.name])
         known += 1
         outcomes[index] = HelloOutcome(known=False, sync_now=True)
+    written = [
+        {f"seen_{key}": value for key, value in vars(agent).items() if key != "name"}
+        for agent in seen.values()
+        if agent.last_seen is not None
+    ]
+    if written:
+        session.execute(WRITE_SEEN, written)
     session.flush()
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def _refresh(session: Session, agent: Agent, hello: Hello, confirmed_for: float) -> HelloOutcome:
+def _refresh(session: Session, agent: _Seen, hello: Hello, confirmed_for: float) -> HelloOutcome:
     came_back = agent.state != "UP"
     moved = agent.endpoint != hello.endpoint
     agent.last_seen = hello.now
