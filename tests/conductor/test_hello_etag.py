@@ -9,9 +9,17 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from accel.conductor.agents import HelloOutcome, record_hello
+from accel.conductor.agents import (
+    Hello,
+    HelloOutcome,
+    _Seen,
+    _write_seen,
+    mark_silent_agents_down,
+    record_hello,
+    record_hellos,
+)
 from accel.conductor.reconcile import FinishedSync, store_inventories
-from accel.db.models import Agent
+from accel.db.models import Agent, Alarm
 from accel.internal.schemas import DriverOutcome, Kind
 from tests.conductor.test_batched_syncs import node_report
 
@@ -95,3 +103,52 @@ def test_a_resync_asked_for_wins_over_a_matching_etag(
     stored_with_etag(sessions, tmp_path, '"a"')
     assert hello(sessions, '"a"', resync=True) == HelloOutcome(known=True, sync_now=True)
     assert sync_times(sessions) == (SYNCED, HELLO)
+
+
+def test_a_confirmation_never_brings_the_periodic_resync_closer(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    stored_with_etag(sessions, tmp_path, '"a"')
+    far = HELLO + dt.timedelta(seconds=CONFIRMED_FOR * 3)
+    with sessions.begin() as session:
+        session.scalars(select(Agent)).one().next_sync_at = far
+    hello(sessions, '"a"')
+    assert sync_times(sessions) == (HELLO, far)
+
+
+def test_an_agent_back_from_down_is_synced_whatever_its_etag(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    stored_with_etag(sessions, tmp_path, '"a"')
+    assert mark_silent_agents_down(sessions, HELLO, down_after=1) == ["node1"]
+    assert hello(sessions, '"a"') == HelloOutcome(known=True, sync_now=True)
+    assert sync_times(sessions) == (SYNCED, HELLO)
+    with sessions() as session:
+        assert session.scalars(select(Agent.state)).one() == "UP"
+        assert session.scalars(select(Alarm.state)).one() == "cleared"
+
+
+def test_a_sync_asked_for_in_a_batch_is_not_undone_by_a_later_hello(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    stored_with_etag(sessions, tmp_path, '"a"')
+    asking = Hello("node1", "127.0.0.1:6671", "1.5", HELLO, resync=True)
+    later = Hello("node1", "127.0.0.1:6671", "1.5", HELLO, inventory_etag='"a"')
+    record_hellos(sessions, [asking, later], confirmed_for=CONFIRMED_FOR)
+    assert sync_times(sessions) == (SYNCED, HELLO)
+
+
+def test_a_confirmation_read_before_a_newer_sync_was_stored_changes_nothing(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    # SQLite reads a hello batch's rows outside its transaction: the stored ETag may
+    # have changed (a sync stored, a setup dropped it) between the read and the write.
+    stored_with_etag(sessions, tmp_path, '"a"')
+    with sessions.begin() as session:
+        agent = session.scalars(select(Agent)).one()
+        seen = _Seen(agent.id, agent.name, agent.state, agent.endpoint, agent.inventory_etag)
+        agent.inventory_etag = '"b"'
+    seen.last_seen, seen.confirmed_etag = HELLO, '"a"'
+    with sessions.begin() as session:
+        _write_seen(session, [seen], CONFIRMED_FOR)
+    assert sync_times(sessions) == (SYNCED, NEXT_RESYNC)

@@ -229,25 +229,28 @@ class AgentService:
         failures = 0
         while True:
             self.heartbeat_now.clear()
-            answered = await self._hello_some_conductor()
+            # A retry after unanswered hellos skips the node's discovery: the first
+            # answered hello (the conductor's sync then) is what matters.
+            answered = await self._hello_some_conductor(with_etag=failures == 0)
             failures = 0 if answered else failures + 1
             pause = hello_pause(self.settings.heartbeat_interval, failures)
             with suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await self.heartbeat_now.wait()
 
-    async def _hello_some_conductor(self) -> bool:
+    async def _hello_some_conductor(self, with_etag: bool = True) -> bool:
         wanted = self.resyncs_wanted
         resync = wanted > self.resyncs_asked
         conductors = self.settings.conductors
+        etag = None
+        if with_etag and not resync and conductors:  # a resync asked for needs none
+            etag = await self._inventory_etag(conductors[self.conductor_index])
         hello = AgentHello(
             status="READY",
             endpoint=self.settings.endpoint,
             name=self.settings.name,
             resync=resync,
-            inventory_etag=(
-                await self._inventory_etag(conductors[self.conductor_index]) if conductors else None
-            ),
+            inventory_etag=etag,
         )
         for offset in range(len(conductors)):
             index = (self.conductor_index + offset) % len(conductors)

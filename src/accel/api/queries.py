@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TypeVar
 
+import anyio
 import anyio.to_thread
 from sqlalchemy import Connection, Engine, Select
 from sqlalchemy.orm import Session, sessionmaker
@@ -46,33 +46,36 @@ class Reader:
 class Writer(Reader):
     """Runs a change in one transaction off the event loop; an error rolls it all back.
 
-    On SQLite the api's own writers take turns on a lock: SQLite lets one writer in
-    at a time and makes the others sleep in its busy handler (1 ms, then 2, 5, 10...),
-    which at a few concurrent requests cost more than the writes themselves.
+    On SQLite the api's own writers take turns, queued on the event loop (not in
+    worker threads, which readers need too): SQLite lets one writer in at a time and
+    makes the others sleep in its busy handler (1 ms, then 2, 5, 10...), which at a
+    few concurrent requests cost more than the writes themselves.
     """
 
     def __init__(self, sessions: sessionmaker[Session], engine: Engine) -> None:
         super().__init__(sessions, engine)
-        self._turns: AbstractContextManager[object] = (
-            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        self._turns: AbstractAsyncContextManager[object] = (
+            anyio.Lock() if engine.dialect.name == "sqlite" else nullcontext()
         )
 
     async def run(self, query: Callable[[Session], Result]) -> Result:
         def in_transaction() -> Result:
-            with self._turns, self.sessions.begin() as session:
+            with self.sessions.begin() as session:
                 return query(session)
 
-        return await anyio.to_thread.run_sync(in_transaction)
+        async with self._turns:
+            return await anyio.to_thread.run_sync(in_transaction)
 
     async def run_sql(self, query: Callable[[Connection], Result]) -> Result:
         """Core statements in one transaction, outside the session's inventory watch
         (accel.db.generation): only for tables that no cached read renders."""
 
         def in_transaction() -> Result:
-            with self._turns, self.engine.begin() as connection:
+            with self.engine.begin() as connection:
                 return query(connection)
 
-        return await anyio.to_thread.run_sync(in_transaction)
+        async with self._turns:
+            return await anyio.to_thread.run_sync(in_transaction)
 
 
 def reader(request: Request) -> Reader:

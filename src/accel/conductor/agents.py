@@ -19,7 +19,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -95,25 +95,27 @@ def record_hellos(
 
 @dataclass
 class _Seen:
-    """A known agent's row as the hellos of one batch leave it."""
+    """A known agent as read for a batch of hellos, and what they make of it."""
 
     id: int
     name: str
     state: str
     endpoint: str
     inventory_etag: str | None
-    next_sync_at: dt.datetime | None
-    last_synced_at: dt.datetime | None
-    last_sync_error: str | None
-    # What the hellos set; not read.
+    # What the batch's hellos decide; the last hello's values win.
     last_seen: dt.datetime | None = dataclasses.field(default=None, init=False)
     internal_version: str | None = dataclasses.field(default=None, init=False)
+    sync_now: bool = dataclasses.field(default=False, init=False)
+    confirmed_etag: str | None = dataclasses.field(default=None, init=False)
 
 
 AGENTS = Agent.metadata.tables[Agent.__tablename__]
-# Every heartbeat reads and writes its agent's row: Core statements built once (one
-# executemany for a batch's known agents), not ORM objects and statements built per
-# batch, which cost more than the rest of a hello.
+# Every heartbeat reads and writes its agent's row, so these are Core statements built
+# once (one executemany each for a batch), not ORM objects and statements built per
+# batch, which cost more than the rest of a hello. Each write names only what the
+# hellos own or re-tests its condition in SQL: SQLite reads outside the transaction
+# and locks nothing, so a value read here may be stale by the time it is written, and
+# a sync stored or an agent marked DOWN meanwhile must not be overwritten.
 READ_SEEN = (
     select(*(AGENTS.c[field.name] for field in dataclasses.fields(_Seen) if field.init))
     .where(AGENTS.c.name.in_(bindparam("names", expanding=True)))
@@ -122,20 +124,38 @@ READ_SEEN = (
 )
 WRITE_SEEN = (
     update(AGENTS)
-    .where(AGENTS.c.id == bindparam("seen_id"))
+    .where(AGENTS.c.id == bindparam("b_id"))
+    .values(last_seen=bindparam("b_now"), internal_version=bindparam("b_version"))
+)
+# Came back, moved, asked for a resync, or another ETag: a sync now, from this address.
+WRITE_SYNC_NOW = (
+    update(AGENTS)
+    .where(AGENTS.c.id == bindparam("b_id"))
+    .values(state="UP", endpoint=bindparam("b_endpoint"), next_sync_at=bindparam("b_now"))
+)
+# The node holds what is stored: as good as a resync that found nothing, if the stored
+# ETag is still the one confirmed (a sync stored since, or a setup that dropped the
+# ETag to have the node rediscovered, wins). The periodic resync only moves later.
+WRITE_CONFIRMED = (
+    update(AGENTS)
+    .where(
+        AGENTS.c.id == bindparam("b_id"),
+        AGENTS.c.inventory_etag == bindparam("b_etag"),
+        AGENTS.c.state == "UP",
+    )
     .values(
-        {
-            column: bindparam(f"seen_{column}")
-            for column in (
-                "state",
-                "endpoint",
-                "internal_version",
-                "last_seen",
-                "next_sync_at",
-                "last_synced_at",
-                "last_sync_error",
-            )
-        }
+        last_synced_at=bindparam("b_now"),
+        last_sync_error=None,
+        next_sync_at=case(
+            (
+                or_(
+                    AGENTS.c.next_sync_at.is_(None),
+                    AGENTS.c.next_sync_at < bindparam("b_resync_at"),
+                ),
+                bindparam("b_resync_at"),
+            ),
+            else_=AGENTS.c.next_sync_at,
+        ),
     )
 )
 
@@ -157,7 +177,7 @@ def _record_hellos(
     for index, hello in sorted(enumerate(hellos), key=lambda pair: pair[1].name):
         agent = seen.get(hello.name)
         if agent is not None:
-            outcomes[index] = _refresh(session, agent, hello, confirmed_for)
+            outcomes[index] = _refresh(session, agent, hello)
             continue
         fresh = new.get(hello.name)
         if fresh is not None:  # a later hello of an agent this batch registers
@@ -183,40 +203,57 @@ def _record_hellos(
         session.add(new[hello.name])
         known += 1
         outcomes[index] = HelloOutcome(known=False, sync_now=True)
-    written = [
-        {f"seen_{key}": value for key, value in vars(agent).items() if key != "name"}
-        for agent in seen.values()
-        if agent.last_seen is not None
-    ]
-    if written:
-        session.execute(WRITE_SEEN, written)
+    _write_seen(session, list(seen.values()), confirmed_for)
     session.flush()
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def _refresh(session: Session, agent: _Seen, hello: Hello, confirmed_for: float) -> HelloOutcome:
+def _refresh(session: Session, agent: _Seen, hello: Hello) -> HelloOutcome:
     came_back = agent.state != "UP"
-    moved = agent.endpoint != hello.endpoint
-    agent.last_seen = hello.now
-    agent.internal_version = hello.version
     if came_back:
         agent.state = "UP"
         clear_alarm(session, AGENT_DOWN, agent.name, hello.now)
-    if moved:
-        agent.endpoint = hello.endpoint
+    moved = agent.endpoint != hello.endpoint
+    agent.endpoint = hello.endpoint
+    agent.last_seen, agent.internal_version = hello.now, hello.version
     sync_now = came_back or moved or hello.resync
     if not sync_now and hello.inventory_etag is not None and agent.inventory_etag is not None:
-        if hello.inventory_etag == agent.inventory_etag:
-            agent.last_synced_at = hello.now
-            agent.last_sync_error = None
-            resync_at = hello.now + dt.timedelta(seconds=confirmed_for)
-            if agent.next_sync_at is None or agent.next_sync_at < resync_at:
-                agent.next_sync_at = resync_at
-        else:
-            sync_now = True
-    if sync_now:
-        agent.next_sync_at = hello.now
+        sync_now = hello.inventory_etag != agent.inventory_etag
+        if not sync_now:
+            agent.confirmed_etag = hello.inventory_etag
+    # A sync one hello of the batch asked for is not undone by a later one's ETag.
+    agent.sync_now = agent.sync_now or sync_now
     return HelloOutcome(known=True, sync_now=sync_now)
+
+
+def _write_seen(session: Session, agents: list[_Seen], confirmed_for: float) -> None:
+    if not agents:
+        return
+    session.execute(
+        WRITE_SEEN,
+        [{"b_id": a.id, "b_now": a.last_seen, "b_version": a.internal_version} for a in agents],
+    )
+    syncing = [a for a in agents if a.sync_now]
+    if syncing:
+        session.execute(
+            WRITE_SYNC_NOW,
+            [{"b_id": a.id, "b_endpoint": a.endpoint, "b_now": a.last_seen} for a in syncing],
+        )
+    confirmed = [a for a in agents if a.confirmed_etag is not None and not a.sync_now]
+    if confirmed:
+        session.execute(
+            WRITE_CONFIRMED,
+            [
+                {
+                    "b_id": a.id,
+                    "b_etag": a.confirmed_etag,
+                    "b_now": a.last_seen,
+                    "b_resync_at": a.last_seen + dt.timedelta(seconds=confirmed_for),
+                }
+                for a in confirmed
+                if a.last_seen is not None
+            ],
+        )
 
 
 def mark_silent_agents_down(

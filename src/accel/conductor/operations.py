@@ -213,7 +213,11 @@ def fail(sessions: sessionmaker[Session], uuid: str, reason: str, now: dt.dateti
 
 
 def _resync_soon(session: Session, operation: Operation, now: dt.datetime) -> None:
-    """The hardware has changed: the node's inventory is rediscovered at once."""
+    """The hardware has changed: the node's inventory is rediscovered at once, in full
+    (its stored ETag is dropped: a heartbeat's ETag from before the change must not
+    confirm the old inventory)."""
     session.execute(
-        update(Agent).where(Agent.name == operation.agent_name).values(next_sync_at=now)
+        update(Agent)
+        .where(Agent.name == operation.agent_name)
+        .values(next_sync_at=now, inventory_etag=None)
     )
