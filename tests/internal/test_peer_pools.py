@@ -106,3 +106,20 @@ def test_idle_pools_are_closed_but_never_one_with_a_request_in_flight() -> None:
             assert len(pools) == 1  # only the pool just used is left
 
     asyncio.run(scenario())
+
+
+def test_requests_finishing_together_close_each_idle_pool_once() -> None:
+    # Each finished request closes idle pools, awaiting each close: another request
+    # finishing meanwhile must not close (or look up) the same pool again.
+    async def scenario() -> None:
+        pools = PeerPools(httpx.create_ssl_context(), idle_seconds=1.0)
+        async with serving_peers(12) as peers, httpx.AsyncClient(transport=pools) as client:
+            idle, busy = peers[:8], peers[8:]
+            for peer in idle:
+                assert (await client.get(peer)).status_code == 200
+            await asyncio.sleep(1.2)  # the first eight pools are idle now
+            answers = await asyncio.gather(*(client.get(peer) for peer in busy))
+            assert [answer.status_code for answer in answers] == [200] * len(busy)
+            assert len(pools) == len(busy)
+
+    asyncio.run(scenario())

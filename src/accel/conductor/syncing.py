@@ -30,6 +30,7 @@ from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_invento
 from accel.db.models import utcnow
 from accel.errors import PeerError
 from accel.internal.client import Discovery, InternalClient
+from accel.internal.versions import HELLO_ETAG_VERSION
 from accel.metrics import DISCOVERIES, INVENTORY_CHANGES, SYNC_LEASES
 
 if TYPE_CHECKING:
@@ -148,6 +149,10 @@ class SyncLoop:
             # A driver that failed may have hardware we could not see: look again soon.
             partial = found.report is not None and not found.report.complete
             wait = self.settings.sync_retry_after if partial else self.settings.resync_interval
+            if not partial and self.client().peer_version(claim.endpoint) >= HELLO_ETAG_VERSION:
+                # Its heartbeats will confirm or refute what is stored: the periodic
+                # resync comes only if they stop (see accel.conductor.agents).
+                wait += self.settings.heartbeat_interval
             self.storing.add(this_task)
             diff = await self.store.submit(
                 FinishedSync(

@@ -78,7 +78,9 @@ class PeerPools(httpx.AsyncBaseTransport):
         ``keep``, whose answer's body is still to be read."""
         now = time.monotonic()
         for key in list(islice(self._peers, 8)):
-            peer = self._peers[key]
+            peer = self._peers.get(key)
+            if peer is None:  # closed by another request's round while we awaited
+                continue
             stale = now - peer.last_used > self.idle_seconds
             if key == keep or peer.in_flight or not (stale or len(self._peers) > self.max_peers):
                 continue
