@@ -48,7 +48,7 @@ from accel.internal.schemas import (
 )
 from accel.internal.server import internal_app, only_query, read_body, request_version
 from accel.internal.tls import TlsFiles
-from accel.internal.versions import HELLO_ETAG_VERSION, VersionRange, format_version
+from accel.internal.versions import HELLO_ETAG_VERSION, Version, VersionRange, format_version
 from accel.metrics import DISCOVERIES, HELLOS
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ class AgentService:
         self.registry_version = 0
         self._discovered_registry_version = -1
         self.heartbeat_now = asyncio.Event()
+        # When the last hello's ETag was computed, at which version, and what it was.
+        self._recent_etag: tuple[float, Version, str] | None = None
         self._client: InternalClient | None = None
         # Drivers are few and local; a flood of hellos is not a driver.
         self.hello_limiter = RateLimiter(rate=10, burst=50)
@@ -229,22 +231,22 @@ class AgentService:
         failures = 0
         while True:
             self.heartbeat_now.clear()
-            # A retry after unanswered hellos skips the node's discovery: the first
-            # answered hello (the conductor's sync then) is what matters.
-            answered = await self._hello_some_conductor(with_etag=failures == 0)
+            # A retry after unanswered hellos runs no discovery of its own: it sends the
+            # ETag of this heartbeat interval's, if there was one.
+            answered = await self._hello_some_conductor(fresh_etag=failures == 0)
             failures = 0 if answered else failures + 1
             pause = hello_pause(self.settings.heartbeat_interval, failures)
             with suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await self.heartbeat_now.wait()
 
-    async def _hello_some_conductor(self, with_etag: bool = True) -> bool:
+    async def _hello_some_conductor(self, fresh_etag: bool = True) -> bool:
         wanted = self.resyncs_wanted
         resync = wanted > self.resyncs_asked
         conductors = self.settings.conductors
         etag = None
-        if with_etag and not resync and conductors:  # a resync asked for needs none
-            etag = await self._inventory_etag(conductors[self.conductor_index])
+        if not resync and conductors:  # a resync asked for needs none
+            etag = await self._inventory_etag(conductors[self.conductor_index], fresh_etag)
         hello = AgentHello(
             status="READY",
             endpoint=self.settings.endpoint,
@@ -266,13 +268,20 @@ class AgentService:
             return True
         return False
 
-    async def _inventory_etag(self, conductor: str) -> str | None:
+    async def _inventory_etag(self, conductor: str, fresh: bool = True) -> str | None:
         """The ETag the conductor would get for this node's hardware now, or None: for a
         conductor older than 1.5, or a discovery not done within a quarter of the
-        heartbeat interval (a hung driver must not hold the heartbeat up)."""
+        heartbeat interval (a hung driver must not hold the heartbeat up). Not
+        ``fresh``: the last one, if it is less than a heartbeat interval old."""
         version = self.client.peer_version(conductor)
         if version < HELLO_ETAG_VERSION:
             return None
+        if not fresh:
+            recent = self._recent_etag
+            young = recent is not None and time.monotonic() - recent[0] < (
+                self.settings.heartbeat_interval
+            )
+            return recent[2] if recent is not None and young and recent[1] == version else None
         current = self._discovered_registry_version == self.registry_version
         generation = self.discoveries.start(self._discover_all, join=current)
         finished, found = await self.discoveries.wait_for(
@@ -280,7 +289,9 @@ class AgentService:
         )
         if finished < generation:
             return None
-        return hardware_etag(version, found.hardware, found.drivers or [])
+        etag = hardware_etag(version, found.hardware, found.drivers or [])
+        self._recent_etag = (time.monotonic(), version, etag)
+        return etag
 
     def app(self) -> ASGIApp:
         @asynccontextmanager
