@@ -101,6 +101,16 @@ def _present(engine: Engine) -> int:
         return connection.scalar(select(func.count()).where(Device.present.is_(True))) or 0
 
 
+def _settled(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        unsettled = connection.scalar(
+            select(func.count()).where(
+                Agent.inventory_etag.is_(None) | Agent.last_sync_error.is_not(None)
+            )
+        )
+    return unsettled == 0
+
+
 def _within(check: Callable[[], bool], limit: float) -> float | None:
     """Seconds until ``check`` holds, or None when it did not within ``limit``."""
     started = time.monotonic()
@@ -235,7 +245,13 @@ def bench_fleet(
         assert first_hello is not None
         converged = (done - first_hello).total_seconds()
 
-        # Let the convergence finish its stragglers, then change 1% and time a resync.
+        # Let the fleet settle, then change 1% and time a resync: every agent's last
+        # report complete and stored with its ETag. At 5,000 nodes the simulators'
+        # own agents time out on their drivers while the fleet comes up, and those
+        # nodes' partial reports are retried for a while after convergence.
+        wait_until(
+            lambda: _settled(engine), "every agent's report complete", timeout=CONVERGENCE_LIMIT
+        )
         time.sleep(2)
         changed_at = dt.datetime.now(dt.UTC)
         for sim in sims:
