@@ -137,11 +137,17 @@ def _check_device(session: Session, device: Device, request: OperationRequest) -
             )
 
 
+ANY_UNFINISHED = select(exists().where(Operation.state.in_(("PENDING", "RUNNING"))))
+
+
 def unfinished(
     sessions: sessionmaker[Session], conductor: str, live_after: dt.datetime
 ) -> list[OperationWork]:
     """Operations this conductor drives, taking over those of conductors gone silent."""
     with sessions.begin() as session:
+        # The usual answer, twice a second: none at all, from one prebuilt read.
+        if not session.scalar(ANY_UNFINISHED):
+            return []
         silent = select(Conductor.name).where(Conductor.last_seen < live_after)
         orphaned = (
             Operation.state.in_(("PENDING", "RUNNING")),
