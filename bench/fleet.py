@@ -105,7 +105,8 @@ def _settled(engine: Engine) -> bool:
     with engine.connect() as connection:
         unsettled = connection.scalar(
             select(func.count()).where(
-                Agent.inventory_etag.is_(None) | Agent.last_sync_error.is_not(None)
+                Agent.state == "UP",
+                Agent.inventory_etag.is_(None) | Agent.last_sync_error.is_not(None),
             )
         )
     return unsettled == 0
@@ -250,7 +251,10 @@ def bench_fleet(
         # own agents time out on their drivers while the fleet comes up, and those
         # nodes' partial reports are retried for a while after convergence.
         wait_until(
-            lambda: _settled(engine), "every agent's report complete", timeout=CONVERGENCE_LIMIT
+            lambda: _settled(engine),
+            "every agent's report complete",
+            timeout=CONVERGENCE_LIMIT,
+            on_timeout=log.read_text,
         )
         time.sleep(2)
         changed_at = dt.datetime.now(dt.UTC)

@@ -52,8 +52,8 @@ def hellos_through_an_outage() -> list[dict[str, Any]]:
             assert not await agent._hello_some_conductor(fresh_etag=True)
             assert await agent._hello_some_conductor(fresh_etag=False)
             assert agent._recent_etag is not None
-            _, version, etag = agent._recent_etag
-            agent._recent_etag = (time.monotonic() - HEARTBEAT - 1, version, etag)
+            _, version, registry, etag = agent._recent_etag
+            agent._recent_etag = (time.monotonic() - HEARTBEAT - 1, version, registry, etag)
             assert await agent._hello_some_conductor(fresh_etag=False)
         finally:
             await agent._client.aclose()

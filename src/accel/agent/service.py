@@ -109,8 +109,9 @@ class AgentService:
         self.registry_version = 0
         self._discovered_registry_version = -1
         self.heartbeat_now = asyncio.Event()
-        # When the last hello's ETag was computed, at which version, and what it was.
-        self._recent_etag: tuple[float, Version, str] | None = None
+        # When the last hello's ETag was computed, at which version, for which drivers
+        # (the registry version its discovery saw), and what it was.
+        self._recent_etag: tuple[float, Version, int, str] | None = None
         self._client: InternalClient | None = None
         # Drivers are few and local; a flood of hellos is not a driver.
         self.hello_limiter = RateLimiter(rate=10, burst=50)
@@ -278,10 +279,12 @@ class AgentService:
             return None
         if not fresh:
             recent = self._recent_etag
-            young = recent is not None and time.monotonic() - recent[0] < (
-                self.settings.heartbeat_interval
-            )
-            return recent[2] if recent is not None and young and recent[1] == version else None
+            if recent is None:
+                return None
+            computed, at_version, registry, etag = recent
+            young = time.monotonic() - computed < self.settings.heartbeat_interval
+            same = at_version == version and registry == self.registry_version
+            return etag if young and same else None
         current = self._discovered_registry_version == self.registry_version
         generation = self.discoveries.start(self._discover_all, join=current)
         finished, found = await self.discoveries.wait_for(
@@ -290,7 +293,7 @@ class AgentService:
         if finished < generation:
             return None
         etag = hardware_etag(version, found.hardware, found.drivers or [])
-        self._recent_etag = (time.monotonic(), version, etag)
+        self._recent_etag = (time.monotonic(), version, self._discovered_registry_version, etag)
         return etag
 
     def app(self) -> ASGIApp:

@@ -34,6 +34,8 @@ class Claim:
     taken_from: str | None = None
     # The ETag of the agent's last stored report, if its agent gave one.
     inventory_etag: str | None = None
+    # The internal version of the agent's last hello.
+    internal_version: str | None = None
 
 
 def _free(now: dt.datetime) -> ColumnElement[bool]:
@@ -77,10 +79,13 @@ def claim_due_agents(
             update(Agent)
             .where(Agent.id.in_(candidates), due)
             .values(sync_owner=owner, sync_lease_until=now + dt.timedelta(seconds=lease_seconds))
-            .returning(Agent.name, Agent.endpoint, Agent.inventory_etag)
+            .returning(Agent.name, Agent.endpoint, Agent.inventory_etag, Agent.internal_version)
             .execution_options(synchronize_session=False)
         ).all()
-    return [Claim(name, endpoint, expired.get(name), etag) for name, endpoint, etag in rows]
+    return [
+        Claim(name, endpoint, expired.get(name), etag, version)
+        for name, endpoint, etag, version in rows
+    ]
 
 
 def renew_leases(

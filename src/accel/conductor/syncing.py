@@ -30,7 +30,7 @@ from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_invento
 from accel.db.models import utcnow
 from accel.errors import PeerError
 from accel.internal.client import Discovery, InternalClient
-from accel.internal.versions import HELLO_ETAG_VERSION
+from accel.internal.versions import HELLO_ETAG_VERSION, parse_version
 from accel.metrics import DISCOVERIES, INVENTORY_CHANGES, SYNC_LEASES
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class SyncLoop:
             # A driver that failed may have hardware we could not see: look again soon.
             partial = found.report is not None and not found.report.complete
             wait = self.settings.sync_retry_after if partial else self.settings.resync_interval
-            if not partial and self.client().peer_version(claim.endpoint) >= HELLO_ETAG_VERSION:
+            if not partial and found.etag is not None and _sends_etags(claim):
                 # Its heartbeats will confirm or refute what is stored: the periodic
                 # resync comes only if they stop (see accel.conductor.agents).
                 wait += self.settings.heartbeat_interval
@@ -217,3 +217,11 @@ class SyncLoop:
         except SQLAlchemyError as exc:
             log.warning("database unavailable for %s: %s", call.__name__, exc)
             return None
+
+
+def _sends_etags(claim: leases.Claim) -> bool:
+    """Whether the agent's last hello spoke a version whose hellos carry its ETag."""
+    try:
+        return parse_version(claim.internal_version or "1.0") >= HELLO_ETAG_VERSION
+    except ValueError:
+        return False

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections import OrderedDict
+from contextlib import suppress
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -85,7 +86,9 @@ class PeerPools(httpx.AsyncBaseTransport):
             if key == keep or peer.in_flight or not (stale or len(self._peers) > self.max_peers):
                 continue
             del self._peers[key]
-            await peer.transport.aclose()
+            # Another peer's pool: whatever its close raises is not this answer's.
+            with suppress(Exception):
+                await peer.transport.aclose()
 
     async def aclose(self) -> None:
         peers = list(self._peers.values())
