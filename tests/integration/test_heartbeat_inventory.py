@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import httpx
+import pytest
 
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from tests.integration.fleet import (
@@ -62,15 +63,20 @@ def test_a_still_node_is_confirmed_by_heartbeats_and_a_change_comes_with_the_nex
     assert samples(conductor, AUTH)[CONDUCTOR_DISCOVERIES] == discoveries + 1
 
 
-def test_a_hello_at_1_4_with_an_etag_is_refused_as_a_1_4_conductor_would(
-    cluster: Cluster, sqlite_url: str
+@pytest.mark.parametrize(
+    ("version", "etag"),
+    [("1.4", '"e"'), ("1.5", '"' + "e" * 100 + '"'), ("1.5", "")],
+    ids=["a field of 1.5 at 1.4", "longer than any ETag of ours", "empty"],
+)
+def test_a_hello_with_an_etag_it_may_not_carry_is_refused_and_nothing_recorded(
+    cluster: Cluster, sqlite_url: str, version: str, etag: str
 ) -> None:
     conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR)
-    hello = {"status": "READY", "endpoint": "127.0.0.1:7001", "inventory_etag": '"e"'}
+    hello = {"status": "READY", "endpoint": "127.0.0.1:7001", "inventory_etag": etag}
     refused = httpx.post(
         conductor.url + "/v1/hello",
         json=hello,
-        headers={**AUTH, "Accel-Internal-Version": "1.4"},
+        headers={**AUTH, "Accel-Internal-Version": version},
         timeout=10,
     )
     assert refused.status_code == 400
