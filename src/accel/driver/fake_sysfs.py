@@ -280,16 +280,19 @@ def build_from_description(description: Path, root: Path) -> FakeSysfs:
     ``address`` or ``addresses`` (the same card in several slots); optional
     ``subsystem``, ``revision``, ``driver``, ``numa``, ``cpus``, ``iommu_group``,
     ``sriov_total_vfs``, ``files`` (extra attributes by relative path) and
-    ``vfs = {count, id, driver}`` to enable virtual functions.
+    ``vfs = {count, id, driver}`` to enable virtual functions. A function without
+    ``iommu_group`` gets a group of its own, unless the document says ``iommu = false``
+    (a machine without an IOMMU, such as most virtual machines).
     """
     document = tomllib.loads(description.read_text())
     tree = FakeSysfs(root)
     group = 100
+    iommu = bool(document.get("iommu", True))
     for spec in document.get("function", []):
         addresses = spec.get("addresses") or [spec["address"]]
         for address in addresses:
             group += 1
-            function = _function_from(spec, address, group)
+            function = _function_from(spec, address, group if iommu else None)
             tree.add(function)
             vfs = spec.get("vfs")
             if vfs and vfs.get("count", 0):
@@ -307,7 +310,7 @@ def build_from_description(description: Path, root: Path) -> FakeSysfs:
     return tree
 
 
-def _function_from(spec: dict[str, Any], address: str, group: int) -> FakeFunction:
+def _function_from(spec: dict[str, Any], address: str, group: int | None) -> FakeFunction:
     vendor, device = (int(part, 16) for part in spec["id"].split(":"))
     subsystem_vendor, subsystem_device = (
         int(part, 16) for part in spec.get("subsystem", "0000:0000").split(":")
