@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from pathlib import Path
 
+from accel.cli.discover import display_name
 from accel.driver.fake_sysfs import FakeSysfs
+from accel.internal.schemas import (
+    AccSpecs,
+    AccStatus,
+    GpuFacts,
+    HardwareEntry,
+    Kind,
+    PciFunctionFacts,
+)
 from tests.processes import Cluster, run_accel
 
 
@@ -132,3 +142,25 @@ def test_discover_prints_a_table_an_operator_reads(gpu_server: FakeSysfs) -> Non
     rows = [line for line in table.stdout.splitlines() if "0000:" in line]
     assert "4/16" in rows[0] and "ready" in rows[0]
     assert "0/16" in rows[1] and "setup required" in rows[1]
+
+
+def test_discover_names_a_gpu_newer_than_the_pci_id_database_by_nvml() -> None:
+    pci = PciFunctionFacts(
+        address="0000:00:06.0",
+        vendor_id="10de",
+        product_id="2335",
+        class_code="030200",
+        vendor_name="NVIDIA Corporation",
+    )
+    entry = HardwareEntry(
+        uuid=uuid.UUID("2bd99ad5-b258-51cd-8c08-9b17abc00982"),
+        acc_specs=AccSpecs(remote=0, num=1, device_type=Kind.GPU, acc_capability={"num": 1}),
+        acc_status=AccStatus(setup_required=False, reboot_required=False),
+        pci=pci,
+    )
+    assert display_name(entry) == "NVIDIA Corporation 2335"
+    named = entry.model_copy(update={"gpu": GpuFacts(name="NVIDIA H200")})
+    assert display_name(named) == "NVIDIA H200"
+    # Where the database knows the card, its name stands.
+    known = named.model_copy(update={"pci": pci.model_copy(update={"product_name": "GH100"})})
+    assert display_name(known) == "NVIDIA Corporation GH100"

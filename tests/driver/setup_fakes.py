@@ -139,6 +139,9 @@ class MigNvml:
     def nvmlDeviceGetUUID(self, handle: object) -> str:
         return "GPU-17"
 
+    def nvmlDeviceGetName(self, handle: object) -> str:
+        return "NVIDIA H100 PCIe"
+
     def nvmlDeviceGetSerial(self, handle: object) -> str:
         raise NVMLError("Not Supported")
 

@@ -164,6 +164,9 @@ class FakeNvml:
     def nvmlDeviceGetUUID(self, handle: object) -> bytes:
         return b"GPU-5a1f" if handle is self.gpu else f"MIG-{self.migs.index(handle)}".encode()
 
+    def nvmlDeviceGetName(self, handle: object) -> bytes:
+        return b"NVIDIA H100 80GB HBM3"
+
     def nvmlDeviceGetSerial(self, handle: object) -> str:
         raise self.NVMLError("not supported")
 
@@ -193,6 +196,7 @@ def test_nvml_enriches_nvidia_gpus_and_tolerates_what_it_cannot_say(tmp_path: Pa
     assert facts is not None
     assert (facts.gpu_uuid, facts.serial, facts.memory_total_mib) == ("GPU-5a1f", None, 81559)
     assert (facts.compute_capability, facts.driver_version) == ("9.0", "550.54.15")
+    assert facts.name == "NVIDIA H100 80GB HBM3"
     assert facts.mig_mode == "enabled"
     assert [(m.uuid, m.memory_total_mib) for m in facts.mig_instances] == [
         ("MIG-0", 9728),
@@ -201,3 +205,22 @@ def test_nvml_enriches_nvidia_gpus_and_tolerates_what_it_cannot_say(tmp_path: Pa
     # A GPU NVML does not know is described from sysfs alone.
     assert gpus["0000:2a:00.0"].gpu is None
     assert found(Kind.GPU, root)[0].gpu is None
+
+
+def test_h200_vm_described_from_a_real_guest_has_one_gpu_and_no_virtio_device(
+    tmp_path: Path,
+) -> None:
+    root = tree("h200-vm", tmp_path).root
+    [gpu] = found(Kind.GPU, root)
+    assert gpu.pci is not None
+    assert (gpu.pci.address, gpu.pci.product_id, gpu.pci.subsystem_product_id) == (
+        "0000:00:06.0",
+        "2335",
+        "18bf",
+    )
+    # A guest without NUMA or an IOMMU: both absent, not zero.
+    assert (gpu.pci.numa_node, gpu.pci.iommu_group) == (None, None)
+    assert (gpu.pci.max_link_speed, gpu.pci.max_link_width) == ("32.0 GT/s PCIe", "16")
+    assert not gpu.acc_status.setup_required
+    # virtio's net function is class 0x0200 but not a SmartNIC; its others are 0xff.
+    assert sum(len(found(kind, root)) for kind in Kind) == 1

@@ -18,10 +18,13 @@ from accel.internal.schemas import HardwareEntry, Kind
 COLUMNS = ("address", "kind", "name", "numa", "vfs", "state")
 
 
-def _name(entry: HardwareEntry) -> str:
+def display_name(entry: HardwareEntry) -> str:
+    """The name the table shows: the PCI ID database's, else the GPU driver's, else ids."""
     pci = entry.pci
     if pci is None:
         return ""
+    if pci.product_name is None and entry.gpu is not None and entry.gpu.name:
+        return entry.gpu.name  # the card is newer than this machine's PCI ID database
     vendor = pci.vendor_name or pci.vendor_id
     product = pci.product_name or pci.product_id
     return f"{vendor} {product}"
@@ -32,7 +35,7 @@ def _row(entry: HardwareEntry) -> list[object]:
     return [
         entry.pci.address if entry.pci else entry.uuid,
         entry.acc_specs.device_type.value,
-        _name(entry),
+        display_name(entry),
         entry.pci.numa_node if entry.pci else None,
         vfs,
         readiness(entry.model_dump()),

@@ -1,6 +1,6 @@
 """NVIDIA's management library (NVML), where present, adds what sysfs cannot say.
 
-The GPU's own uuid and serial, its memory, compute capability, the driver version
+The GPU's own uuid, name and serial, its memory, compute capability, the driver version
 and MIG mode with its instances. The library comes from the optional extra
 ``nvidia-ml-py`` (module ``pynvml``) and needs NVIDIA's driver; without either, a
 GPU is described from sysfs alone. Tests inject a fake library object with the same
@@ -38,6 +38,7 @@ class NvmlLibrary(Protocol):
     def nvmlSystemGetDriverVersion(self) -> str | bytes: ...
     def nvmlDeviceGetHandleByPciBusId(self, bus_id: str) -> Any: ...
     def nvmlDeviceGetUUID(self, handle: Any) -> str | bytes: ...
+    def nvmlDeviceGetName(self, handle: Any) -> str | bytes: ...
     def nvmlDeviceGetSerial(self, handle: Any) -> str | bytes: ...
     def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any: ...
     def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]: ...
@@ -98,10 +99,12 @@ class NvidiaFacts:
         capability = self._ask(lambda: nvml.nvmlDeviceGetCudaComputeCapability(handle))
         mig = self._ask(lambda: nvml.nvmlDeviceGetMigMode(handle))
         uuid = self._ask(lambda: nvml.nvmlDeviceGetUUID(handle))
+        name = self._ask(lambda: nvml.nvmlDeviceGetName(handle))
         serial = self._ask(lambda: nvml.nvmlDeviceGetSerial(handle))
         driver = self._ask(nvml.nvmlSystemGetDriverVersion)
         return GpuFacts(
             gpu_uuid=None if uuid is None else as_text(uuid),
+            name=None if name is None else as_text(name),
             serial=None if serial is None else as_text(serial),
             memory_total_mib=None if memory is None else int(memory.total) // MIB,
             compute_capability=None if capability is None else "{}.{}".format(*capability),

@@ -211,6 +211,9 @@ class GpuFacts(LenientBody):
     """What NVIDIA's management library adds to sysfs, where it is present."""
 
     gpu_uuid: str | None = None
+    # The driver's own name for the card ("NVIDIA H200"): known even where the PCI ID
+    # database is older than the card and names only its numbers.
+    name: str | None = None
     serial: str | None = None
     memory_total_mib: int | None = None
     compute_capability: str | None = None
