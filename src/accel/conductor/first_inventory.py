@@ -20,8 +20,20 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from accel.conductor.hardware_rows import DeployablePlan, device_columns, plan_deployables
-from accel.db.models import AttachHandle, Attribute, Deployable, Device
+from accel.db.models import AttachHandle, Attribute, Base, Deployable, Device
 from accel.internal.schemas import HardwareEntry
+
+# On the tables, not the mapped classes: the ORM's bulk path adds a per-row
+# bookkeeping pass that cost as much as the SQL. Run through the session all the
+# same, so that the inventory generation sees them (accel.db.generation).
+_DEVICES = Base.metadata.tables[Device.__tablename__]
+_DEPLOYABLES = Base.metadata.tables[Deployable.__tablename__]
+INSERT_DEVICES = insert(_DEVICES).returning(_DEVICES.c.uuid, _DEVICES.c.id)
+INSERT_DEPLOYABLES = insert(_DEPLOYABLES).returning(
+    _DEPLOYABLES.c.id, _DEPLOYABLES.c.device_id, _DEPLOYABLES.c.name
+)
+INSERT_ATTRIBUTES = insert(Base.metadata.tables[Attribute.__tablename__])
+INSERT_ATTACH_HANDLES = insert(Base.metadata.tables[AttachHandle.__tablename__])
 
 
 @dataclass(frozen=True)
@@ -56,9 +68,9 @@ def insert_first_inventories(session: Session, inventories: Sequence[FirstInvent
             created[uuid] = inventory.now
     if not device_rows:
         return
-    device_ids = dict(
-        session.execute(insert(Device).returning(Device.uuid, Device.id), device_rows).all()
-    )
+    device_ids: dict[str, int] = {
+        uuid: device_id for uuid, device_id in session.execute(INSERT_DEVICES, device_rows)
+    }
     wanted = [
         (device_ids[uuid], plan, created[uuid])
         for uuid, device_plans in plans.items()
@@ -69,7 +81,7 @@ def insert_first_inventories(session: Session, inventories: Sequence[FirstInvent
     deployable_ids = {
         (device_id, name): deployable_id
         for deployable_id, device_id, name in session.execute(
-            insert(Deployable).returning(Deployable.id, Deployable.device_id, Deployable.name),
+            INSERT_DEPLOYABLES,
             [
                 {
                     "device_id": device_id,
@@ -102,6 +114,6 @@ def insert_first_inventories(session: Session, inventories: Sequence[FirstInvent
             for attach_type, info in plan.attach_handles
         ]
     if attributes:
-        session.execute(insert(Attribute), attributes)
+        session.execute(INSERT_ATTRIBUTES, attributes)
     if handles:
-        session.execute(insert(AttachHandle), handles)
+        session.execute(INSERT_ATTACH_HANDLES, handles)
