@@ -43,11 +43,20 @@ class _DrainingServer(uvicorn.Server):
             self._captured_signals.clear()
 
 
-def serve(app: ASGIApp, sock: socket.socket, tls: TlsFiles | None = None) -> None:
-    """Serves until SIGTERM or SIGINT, then drains in-flight requests."""
+def serve(
+    app: ASGIApp, sock: socket.socket, tls: TlsFiles | None = None, *, behind_proxy: bool = False
+) -> None:
+    """Serves until SIGTERM or SIGINT, then drains in-flight requests.
+
+    Only a service that may sit behind a reverse proxy on its own host (the public
+    api) reads X-Forwarded-For and Forwarded from loopback peers. The internal
+    services check a hello's endpoint against the socket's peer, which a local
+    process could otherwise name as it pleased.
+    """
     config = uvicorn.Config(
         app,
         lifespan="on",
+        proxy_headers=behind_proxy,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,

@@ -116,6 +116,21 @@ def test_a_hello_naming_someone_elses_endpoint_is_refused(
     assert agents(api) == {}
 
 
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "Forwarded"])
+def test_a_forwarded_for_header_cannot_lend_a_hello_another_source(
+    conductor_and_api: tuple[Service, Service], client: httpx.Client, header: str
+) -> None:
+    """The source is the socket's peer: internal services sit behind no proxy, and a
+    process on the conductor's own host must not pass for another host."""
+    conductor, api = conductor_and_api
+    forged = {**GOOD_HELLO, "endpoint": "192.0.2.10:6671"}
+    value = "192.0.2.10" if header == "X-Forwarded-For" else "for=192.0.2.10"
+    response = client.post(conductor.url + "/v1/hello", json=forged, headers={header: value})
+    assert response.status_code == 403
+    assert "(127.0.0.1)" in response.json()["error"]
+    assert agents(api) == {}
+
+
 def test_allowed_networks_admit_endpoints_behind_nat(
     cluster: Cluster, sqlite_url: str, client: httpx.Client
 ) -> None:
@@ -149,6 +164,12 @@ def test_the_agent_guards_its_drivers_hello_the_same_way(
     assert client.post(agent.url + "/v1/hello", json={**hello, "type": "TPU"}).status_code == 400
     forged = client.post(agent.url + "/v1/hello", json={**hello, "endpoint": "192.0.2.1:80"})
     assert forged.status_code == 403
+    proxied = client.post(
+        agent.url + "/v1/hello",
+        json={**hello, "endpoint": "192.0.2.1:80"},
+        headers={"X-Forwarded-For": "192.0.2.1"},
+    )
+    assert proxied.status_code == 403
     assert agent_drivers(agent) == []
     driver = cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
     bad_wait = client.get(driver.url + "/v1/hardware", params={"wait": "soon"})

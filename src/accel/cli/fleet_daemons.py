@@ -271,4 +271,4 @@ def api(
         tls=tls_files(tls_cert, tls_key, tls_ca),
     )
     log.info("api listening on http://%s", endpoint_of(sock))
-    serve(create_app(engine, settings), sock)
+    serve(create_app(engine, settings), sock, behind_proxy=True)
