@@ -36,6 +36,7 @@ class ServerGroup:
             log_level="warning",
             access_log=False,
             server_header=False,
+            proxy_headers=False,  # as the real agent and drivers serve (accel.serving)
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
         config.load()
