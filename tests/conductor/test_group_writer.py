@@ -68,6 +68,42 @@ def test_concurrent_callers_share_transactions_and_get_their_own_outcomes(tmp_pa
     assert table.stored() == [f"n{i}" for i in range(5)]
 
 
+def test_lingering_gathers_callers_that_arrive_one_by_one_until_the_batch_is_full(
+    tmp_path: Path,
+) -> None:
+    table = Names(tmp_path / "names.db")
+
+    async def scenario() -> list[int]:
+        # An hour's linger: the test ends only because a full batch cuts it short.
+        writer = GroupWriter("names", table.write, max_batch=3, linger=3600)
+        try:
+            waiting = []
+            for name in ("a", "b", "c"):
+                waiting.append(asyncio.ensure_future(writer.submit(name)))
+                for _ in range(5):  # the writer task runs meanwhile, and lingers
+                    await asyncio.sleep(0)
+            return list(await asyncio.gather(*waiting))
+        finally:
+            await writer.aclose()
+
+    assert sorted(asyncio.run(scenario())) == [1, 2, 3]
+    assert table.batches == [["a", "b", "c"]]
+
+
+def test_a_lone_caller_is_written_once_the_linger_is_over(tmp_path: Path) -> None:
+    table = Names(tmp_path / "names.db")
+
+    async def scenario() -> int:
+        writer = GroupWriter("names", table.write, max_batch=100, linger=0.01)
+        try:
+            return await writer.submit("alone")
+        finally:
+            await writer.aclose()
+
+    assert asyncio.run(scenario()) == 1
+    assert table.batches == [["alone"]]
+
+
 def test_a_constraint_failure_is_retried_item_by_item_and_fails_only_its_caller(
     tmp_path: Path,
 ) -> None:

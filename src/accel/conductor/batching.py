@@ -5,12 +5,15 @@ that changed nothing. One transaction each made the commit, the row locks and th
 hop to a worker thread the conductor's main cost (its profile at 1,000 agents). A
 ``GroupWriter`` queues its callers' items and one task writes whatever has gathered,
 up to ``max_batch`` items, in one call of ``write_batch`` (one transaction) while the
-next batch gathers. Each caller gets its own item's outcome: ``write_batch`` returns
-an exception in an item's place for a failure that is that item's alone (a lost
-lease). A batch that fails as a whole for its data (a constraint, a value one agent
-sent) is written again item by item, so that one bad item fails only its own
-caller; a database that is away fails every caller of the batch, as it would have
-failed each of them alone.
+next batch gathers. With ``linger`` set, a batch that is not full waits that long
+for more callers before it is written: heartbeats arrive spread out, one at a time,
+and a few milliseconds turn one transaction per heartbeat into one per handful.
+
+Each caller gets its own item's outcome: ``write_batch`` returns an exception in an
+item's place for a failure that is that item's alone (a lost lease). A batch that
+fails as a whole for its data (a constraint, a value one agent sent) is written
+again item by item, so that one bad item fails only its own caller; a database that
+is away fails every caller of the batch, as it would have failed each of them alone.
 """
 
 from __future__ import annotations
@@ -33,12 +36,20 @@ WriteBatch = Callable[[list[T]], Sequence["R | Exception"]]
 
 
 class GroupWriter(Generic[T, R]):
-    def __init__(self, name: str, write_batch: WriteBatch[T, R], max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        name: str,
+        write_batch: WriteBatch[T, R],
+        max_batch: int = 256,
+        linger: float = 0.0,
+    ) -> None:
         self.name = name
         self.write_batch = write_batch
         self.max_batch = max_batch
+        self.linger = linger
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._ready = asyncio.Event()
+        self._full = asyncio.Event()  # a whole batch waits: lingering is over
         self._task: asyncio.Task[None] | None = None
         self._writing: list[asyncio.Future[R]] = []
         self._closed = False
@@ -52,6 +63,8 @@ class GroupWriter(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._ready.set()
+        if len(self._queue) >= self.max_batch:
+            self._full.set()
         return await future
 
     async def aclose(self) -> None:
@@ -68,7 +81,11 @@ class GroupWriter(Generic[T, R]):
     async def _run(self) -> None:
         while True:
             await self._ready.wait()
+            if self.linger and len(self._queue) < self.max_batch:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.linger)
             self._ready.clear()
+            self._full.clear()
             while self._queue:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
