@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import reconcile
@@ -206,3 +206,48 @@ def test_a_partial_report_is_never_matched_by_etag(
     store_inventories(sessions, [FinishedSync("node1", partial, T0, T0, LATER, etag='"p"')])
     with sessions() as session:
         assert session.scalars(select(Agent.inventory_etag)).one() is None
+
+
+def test_changed_syncs_load_only_the_rewritten_devices_graph_in_one_query_per_table(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    nodes = ("node1", "node2", "node3")
+    reports = {node: node_report(tmp_path / node, node) for node in nodes}
+    for index, node in enumerate(nodes):
+        record_hello(sessions, node, f"127.0.0.1:{6671 + index}", "1.3", T0)
+    store_inventories(sessions, [finished(node, reports[node]) for node in nodes])
+
+    # On each node one GPU trained down to x8; its nine other devices are as they were.
+    changed = {}
+    for node, found in reports.items():
+        gpu = next(e for e in found.hardware if e.acc_specs.device_type is Kind.GPU)
+        assert gpu.pci is not None
+        slower = gpu.model_copy(
+            update={"pci": gpu.pci.model_copy(update={"current_link_width": "8"})}
+        )
+        changed[node] = found.model_copy(
+            update={"hardware": [slower if e is gpu else e for e in found.hardware]}
+        )
+    statements: list[tuple[str, Any]] = []
+    engine = sessions.kw["bind"]
+    listener = lambda *args, **kwargs: statements.append((args[2], args[3]))  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        outcomes = store_inventories(
+            sessions,
+            [FinishedSync(n, changed[n], LATER, LATER, LATER + LATER_STEP) for n in nodes],
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+
+    assert [len(o.changed) for o in outcomes if isinstance(o, InventoryDiff)] == [1, 1, 1]
+    reads = [(s, p) for s, p in statements if s.lstrip().upper().startswith("SELECT")]
+    for table in ("deployables", "attributes", "attach_handles"):
+        assert len([s for s, _ in reads if f"FROM {table}" in s]) == 1, table
+    # The deployables of the three changed GPUs, not of all thirty devices.
+    [(_, parameters)] = [(s, p) for s, p in reads if "FROM deployables" in s]
+    assert len(parameters) == 3
+    # Each node's rows are those of the sync stored one by one.
+    with sessions() as session:
+        widths = sorted(session.scalars(select(Device.hardware).where(Device.type == "GPU")))
+    assert sum('"current_link_width":"8"' in w.replace(" ", "") for w in widths) == 3

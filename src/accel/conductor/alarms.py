@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from accel.db.models import Alarm
+from accel.db.models import AcceleratorRequest, Alarm, Deployable, Device
 from accel.metrics import ALARMS_RAISED
 
 AGENT_DOWN = "agent_down"
@@ -49,3 +49,28 @@ def clear_alarm(session: Session, kind: str, subject: str, now: dt.datetime) -> 
         .values(state="cleared", cleared_at=now)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def allocation_holders(session: Session, device: Device) -> list[AcceleratorRequest]:
+    """The accelerator requests bound to this device's accelerators."""
+    return list(
+        session.scalars(
+            select(AcceleratorRequest)
+            .join(Deployable, AcceleratorRequest.deployable_id == Deployable.id)
+            .where(Deployable.device_id == device.id, AcceleratorRequest.state == "Bound")
+        )
+    )
+
+
+def alarm_allocation_holders(session: Session, device: Device, now: dt.datetime) -> None:
+    """An accelerator that vanished while allocated: each holder gets an alarm by name."""
+    for arq in allocation_holders(session, device):
+        raise_alarm(
+            session,
+            ALLOCATED_HARDWARE_VANISHED,
+            arq.uuid,
+            f"accelerator request {arq.uuid} of instance {arq.instance_uuid} is bound "
+            f"to {device.type} {device.pci_address or device.uuid} on "
+            f"{device.hostname}, which vanished",
+            now,
+        )

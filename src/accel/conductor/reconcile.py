@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from accel.conductor.alarms import (
     ALLOCATED_HARDWARE_VANISHED,
     HARDWARE_VANISHED,
+    alarm_allocation_holders,
+    allocation_holders,
     clear_alarm,
     raise_alarm,
 )
@@ -33,7 +35,6 @@ from accel.conductor.hardware_rows import (
 )
 from accel.conductor.leases import LeaseLost, check_and_release
 from accel.db.models import (
-    AcceleratorRequest,
     Agent,
     AttachHandle,
     Attribute,
@@ -168,7 +169,15 @@ def store_inventories(
         for index, _, _, _, reported in first:
             outcomes[index] = InventoryDiff(added=list(reported))
         later = [entry for entry in changing if stored[entry[1].id]]
-        devices = _load_devices(session, [agent.id for _, agent, _, _, _ in later])
+        devices = _load_devices(
+            session,
+            [agent.id for _, agent, _, _, _ in later],
+            [
+                uuid
+                for _, agent, _, _, reported in later
+                for uuid in _rewritten(stored[agent.id], reported)
+            ],
+        )
         # One flush at the commit: inserts of the whole batch go out together.
         with session.no_autoflush:
             for index, agent, vouched, now, reported in later:
@@ -209,20 +218,41 @@ def _bookkeep(agent: Agent, sync: FinishedSync) -> None:
     agent.last_sync_error = None
 
 
-def _load_devices(session: Session, agent_ids: list[int]) -> dict[int, dict[str, Device]]:
-    """The stored devices of agents whose hardware changed, with their deployables."""
+def _rewritten(stored: dict[str, StoredDevice], reported: dict[str, HardwareEntry]) -> list[str]:
+    """The stored devices a sync rewrites: those reported changed, or back."""
+    return [
+        uuid
+        for uuid, entry in reported.items()
+        if (found := stored.get(uuid)) is not None
+        and (not found.present or found.fingerprint != fingerprint(entry))
+    ]
+
+
+def _load_devices(
+    session: Session, agent_ids: list[int], rewritten: list[str]
+) -> dict[int, dict[str, Device]]:
+    """The stored devices of agents whose hardware changed; the ``rewritten`` ones
+    with their deployables, attributes and attach handles.
+
+    A node with one changed GPU out of ten needs the other nine's rows only to count
+    them unchanged: loading every node's whole graph of objects was most of a
+    changed node's sync.
+    """
     devices: dict[int, dict[str, Device]] = {}
     if not agent_ids:
         return devices
-    for device in session.scalars(
-        select(Device)
-        .where(Device.agent_id.in_(agent_ids))
-        .options(
-            selectinload(Device.deployables).selectinload(Deployable.attributes),
-            selectinload(Device.deployables).selectinload(Deployable.attach_handles),
-        )
-    ):
+    for device in session.scalars(select(Device).where(Device.agent_id.in_(agent_ids))):
         devices.setdefault(device.agent_id, {})[device.uuid] = device
+    if rewritten:
+        # The same objects again: their collections, not yet loaded, are filled in.
+        session.scalars(
+            select(Device)
+            .where(Device.uuid.in_(rewritten))
+            .options(
+                selectinload(Device.deployables).selectinload(Deployable.attributes),
+                selectinload(Device.deployables).selectinload(Deployable.attach_handles),
+            )
+        ).all()
     return devices
 
 
@@ -248,7 +278,7 @@ def _apply(
             device.present = True
             device.vanished_at = None
             clear_alarm(session, HARDWARE_VANISHED, uuid, now)
-            for holder in _holders(session, device):
+            for holder in allocation_holders(session, device):
                 clear_alarm(session, ALLOCATED_HARDWARE_VANISHED, holder.uuid, now)
             diff.returned.append(uuid)
         elif device.fingerprint == columns["fingerprint"]:
@@ -273,7 +303,7 @@ def _apply(
                 "longer reported by its driver",
                 now,
             )
-            _alarm_for_allocations(session, device, now)
+            alarm_allocation_holders(session, device, now)
             diff.vanished.append(uuid)
     return diff
 
@@ -311,36 +341,6 @@ def _changes_nothing(
         device.present and uuid not in reported and Kind(device.kind) in vouched
         for uuid, device in stored.items()
     )
-
-
-def _holders(session: Session, device: Device) -> list[AcceleratorRequest]:
-    """The accelerator requests bound to this device's accelerators."""
-    return list(
-        session.scalars(
-            select(AcceleratorRequest)
-            .join(Deployable, AcceleratorRequest.deployable_id == Deployable.id)
-            .where(Deployable.device_id == device.id, AcceleratorRequest.state == "Bound")
-        )
-    )
-
-
-def _alarm_for_allocations(session: Session, device: Device, now: dt.datetime) -> None:
-    """An accelerator that vanished while allocated: each holder gets an alarm by name."""
-    holders = session.scalars(
-        select(AcceleratorRequest)
-        .join(Deployable, AcceleratorRequest.deployable_id == Deployable.id)
-        .where(Deployable.device_id == device.id, AcceleratorRequest.state == "Bound")
-    ).all()
-    for arq in holders:
-        raise_alarm(
-            session,
-            ALLOCATED_HARDWARE_VANISHED,
-            arq.uuid,
-            f"accelerator request {arq.uuid} of instance {arq.instance_uuid} is bound "
-            f"to {device.type} {device.pci_address or device.uuid} on "
-            f"{device.hostname}, which vanished",
-            now,
-        )
 
 
 def _sync_deployables(device: Device, plans: Iterable[DeployablePlan], now: dt.datetime) -> None:
