@@ -58,7 +58,7 @@ def _id_halves(packed: str | None) -> tuple[str | None, str | None]:
     return digits[:4], digits[4:]
 
 
-def _address(bus_id: str) -> str:
+def sysfs_address(bus_id: str) -> str:
     """nvidia-smi's 8-digit PCI domain (``00000000:18:00.0``) as sysfs writes it."""
     domain, _, rest = bus_id.lower().partition(":")
     return f"{int(domain, 16):04x}:{rest}"
@@ -88,7 +88,7 @@ def parse(document: str) -> list[SmiGpu]:
         current_gen = _text(gpu, f"{link}/pcie_gen/current_link_gen")
         gpus.append(
             SmiGpu(
-                address=_address(_text(gpu, "pci/pci_bus_id") or gpu.attrib["id"]),
+                address=sysfs_address(_text(gpu, "pci/pci_bus_id") or gpu.attrib["id"]),
                 name=_text(gpu, "product_name"),
                 vendor_id=vendor_id,
                 product_id=product_id,

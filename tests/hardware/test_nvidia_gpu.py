@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.hardware.nvidia_smi import SmiGpu, parse
+from tests.hardware.nvidia_smi import SmiGpu, parse, sysfs_address
 
 COMPARED = (
     "vendor_id",
@@ -63,13 +63,8 @@ def compute_capabilities() -> dict[str, str]:
     found = {}
     for line in done.stdout.splitlines() if done.returncode == 0 else []:
         bus_id, _, capability = (part.strip() for part in line.partition(","))
-        found[parse_bus_id(bus_id)] = capability
+        found[sysfs_address(bus_id)] = capability
     return found
-
-
-def parse_bus_id(bus_id: str) -> str:
-    domain, _, rest = bus_id.lower().partition(":")
-    return f"{int(domain, 16):04x}:{rest}"
 
 
 def test_every_gpu_nvidia_smi_sees_is_discovered_with_the_same_facts() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from accel.driver.pci import (
@@ -45,7 +46,7 @@ def _quoted(text: str) -> str:
     return f'"{escaped}"'
 
 
-def _inline(table: dict[str, str | int]) -> str:
+def _inline(table: Mapping[str, str | int]) -> str:
     items = (
         f"{_quoted(key)} = {value if isinstance(value, int) else _quoted(value)}"
         for key, value in table.items()
@@ -110,7 +111,7 @@ def _function(function: PciFunction, identities: dict[str, PciIdentity]) -> list
         lines.append(f"sriov_total_vfs = {function.sriov_total_vfs}")
     files = _kind_files(function)
     if files:
-        lines.append(f"files = {_inline(dict(files))}")
+        lines.append(f"files = {_inline(files)}")
     vfs = _vfs(function, identities)
     if vfs:
         lines.append(f"vfs = {_inline(vfs)}")
