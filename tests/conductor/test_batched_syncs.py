@@ -89,7 +89,7 @@ def test_first_inventories_in_bulk_are_the_rows_the_object_path_writes(
                 session.add(agent)
                 session.flush()
                 reported = {str(entry.uuid): entry for entry in report.hardware}
-                reconcile._apply(session, agent, {}, reported, set(Kind), T0)
+                reconcile._apply(session, agent, {}, reported, set(Kind), T0, set())
         bulk, objects = snapshot(sessions), snapshot(other)
     finally:
         other_engine.dispose()

@@ -169,20 +169,25 @@ def store_inventories(
         for index, _, _, _, reported in first:
             outcomes[index] = InventoryDiff(added=list(reported))
         later = [entry for entry in changing if stored[entry[1].id]]
+        rewritten = {
+            agent.id: _rewritten(stored[agent.id], reported) for _, agent, _, _, reported in later
+        }
         devices = _load_devices(
             session,
-            [agent.id for _, agent, _, _, _ in later],
-            [
-                uuid
-                for _, agent, _, _, reported in later
-                for uuid in _rewritten(stored[agent.id], reported)
-            ],
+            list(rewritten),
+            [uuid for uuids in rewritten.values() for uuid in uuids],
         )
         # One flush at the commit: inserts of the whole batch go out together.
         with session.no_autoflush:
             for index, agent, vouched, now, reported in later:
                 outcomes[index] = _apply(
-                    session, agent, devices.get(agent.id, {}), reported, vouched, now
+                    session,
+                    agent,
+                    devices.get(agent.id, {}),
+                    reported,
+                    vouched,
+                    now,
+                    rewritten[agent.id],
                 )
     return outcomes
 
@@ -218,14 +223,14 @@ def _bookkeep(agent: Agent, sync: FinishedSync) -> None:
     agent.last_sync_error = None
 
 
-def _rewritten(stored: dict[str, StoredDevice], reported: dict[str, HardwareEntry]) -> list[str]:
+def _rewritten(stored: dict[str, StoredDevice], reported: dict[str, HardwareEntry]) -> set[str]:
     """The stored devices a sync rewrites: those reported changed, or back."""
-    return [
+    return {
         uuid
         for uuid, entry in reported.items()
         if (found := stored.get(uuid)) is not None
         and (not found.present or found.fingerprint != fingerprint(entry))
-    ]
+    }
 
 
 def _load_devices(
@@ -263,11 +268,17 @@ def _apply(
     reported: dict[str, HardwareEntry],
     vouched: set[Kind],
     now: dt.datetime,
+    rewritten: set[str],
 ) -> InventoryDiff:
+    """Applies one agent's report to its stored devices; ``rewritten``: the stored ones
+    whose report differs from what is stored, or that are back."""
     diff = InventoryDiff()
     for uuid, entry in reported.items():
-        columns = device_columns(entry, agent.name)
         device = stored.get(uuid)
+        if device is not None and uuid not in rewritten:
+            diff.unchanged += 1
+            continue
+        columns = device_columns(entry, agent.name)
         if device is None:
             device = Device(uuid=uuid, agent_id=agent.id, present=True, created_at=now, **columns)
             session.add(device)
@@ -281,9 +292,6 @@ def _apply(
             for holder in allocation_holders(session, device):
                 clear_alarm(session, ALLOCATED_HARDWARE_VANISHED, holder.uuid, now)
             diff.returned.append(uuid)
-        elif device.fingerprint == columns["fingerprint"]:
-            diff.unchanged += 1
-            continue
         else:
             diff.changed.append(uuid)
         for name, value in columns.items():
