@@ -76,6 +76,8 @@ class SyncLoop:
         if released:
             log.info("gave back %d sync leases an earlier run of %s held", released, self.owner)
         while True:
+            # Cleared before the claim: a hello or a finished sync meanwhile claims again.
+            self.wake.clear()
             free = self.settings.max_concurrent_syncs - len(self.running)
             claims = await self._database(
                 leases.claim_due_agents,
@@ -87,7 +89,6 @@ class SyncLoop:
             )
             for claim in claims or []:
                 self._start(claim)
-            self.wake.clear()
             with suppress(TimeoutError):
                 async with asyncio.timeout(POLL_SECONDS):
                     await self.wake.wait()
@@ -187,6 +188,9 @@ class SyncLoop:
             self.storing.discard(this_task)
             if self.running.get(claim.name) is this_task:
                 del self.running[claim.name]
+            # A slot is free: agents due meanwhile (a fleet coming up waits on the
+            # slots) are claimed now rather than at the next poll.
+            self.wake.set()
 
     async def _record_failure(self, claim: leases.Claim, reason: str, started: dt.datetime) -> None:
         """Keeps the inventory, gives the lease back, and tries again soon."""

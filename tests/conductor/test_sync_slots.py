@@ -1,0 +1,86 @@
+"""A conductor whose sync slots are all busy starts the next due agent's sync as soon
+as a slot frees, not at its next idle poll: a fleet coming up waits on the slots."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import cast
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from accel.conductor import syncing
+from accel.conductor.agents import Hello, record_hellos
+from accel.conductor.service import ConductorSettings
+from accel.conductor.syncing import SyncLoop
+from accel.db.models import Agent, Device, utcnow
+from accel.internal.client import Discovery, InternalClient
+from accel.internal.schemas import HardwareList
+from accel.internal.versions import VersionRange
+from tests.conductor.test_batched_syncs import node_report
+
+NODES = ("node1", "node2", "node3")
+
+
+class RecordingAgents:
+    """Stands in for the network: each agent's discovery is the one its fake tree gives."""
+
+    def __init__(self, reports: dict[str, HardwareList]) -> None:
+        self.reports = reports
+        self.asked: list[str] = []
+
+    async def discover_if_changed(
+        self, peer: str, wait: float, etag: str | None = None
+    ) -> Discovery:
+        self.asked.append(peer)
+        await asyncio.sleep(0)  # answered later, as over a socket
+        return Discovery(self.reports[peer], f'"{peer}"')
+
+
+async def synced_names(sessions: sessionmaker[Session]) -> set[str]:
+    def read() -> set[str]:
+        with sessions() as session:
+            return set(session.scalars(select(Agent.name).where(Agent.last_synced_at.is_not(None))))
+
+    return await asyncio.to_thread(read)
+
+
+def test_a_freed_slot_claims_the_next_due_agent_without_waiting_for_a_poll(
+    sessions: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Were the loop to wait for its poll, the second agent would wait an hour.
+    monkeypatch.setattr(syncing, "POLL_SECONDS", 3600.0)
+    now = utcnow()
+    endpoints = {node: f"127.0.0.1:{7001 + i}" for i, node in enumerate(NODES)}
+    record_hellos(sessions, [Hello(node, endpoints[node], "1.5", now) for node in NODES])
+    agents = RecordingAgents(
+        {endpoints[node]: node_report(tmp_path / node, node) for node in NODES}
+    )
+    settings = ConductorSettings(
+        name="conductor-1",
+        endpoint="127.0.0.1:6670",
+        token="t" * 32,
+        versions=VersionRange(),
+        max_concurrent_syncs=1,
+    )
+
+    async def run() -> set[str]:
+        loop = SyncLoop(settings, sessions, lambda: cast(InternalClient, agents), asyncio.Event())
+        task = asyncio.create_task(loop.run())
+        try:
+            async with asyncio.timeout(60):
+                while (synced := await synced_names(sessions)) != set(NODES):
+                    assert not task.done(), task
+                    await asyncio.sleep(0.05)
+            return synced
+        finally:
+            task.cancel()
+            await loop.stop()
+
+    assert asyncio.run(run()) == set(NODES)
+    # One at a time, as the single slot allows, each agent asked once.
+    assert sorted(agents.asked) == sorted(agents.reports)
+    with sessions() as session:
+        assert len(session.scalars(select(Device)).all()) == 30
