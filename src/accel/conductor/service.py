@@ -49,9 +49,15 @@ from accel.metrics import AGENTS, HELLOS
 log = logging.getLogger(__name__)
 
 
-# How long a heartbeat waits for others to share its transaction. Answering a
-# heartbeat 20 ms later costs an agent nothing; see GroupWriter.
-HELLO_LINGER = 0.02
+def hello_linger(heartbeat_interval: float) -> float:
+    """How long a heartbeat waits for others to share its transaction (GroupWriter).
+
+    A hundredth of the heartbeat interval, up to a quarter second: an agent does not
+    notice its heartbeat answered that much later, and a fleet's heartbeats, which
+    arrive spread over the interval, are then written in batches of about a
+    hundredth of the fleet (or 256, whichever is less) rather than a handful.
+    """
+    return min(0.25, heartbeat_interval / 100)
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,7 @@ class ConductorService:
                 settings.max_agents,
                 confirmed_for=settings.resync_interval + settings.heartbeat_interval,
             ),
-            linger=HELLO_LINGER,
+            linger=hello_linger(settings.heartbeat_interval),
         )
 
     @property
