@@ -137,6 +137,7 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
                 await app.state.internal_client.aclose()
             if keystone is not None:
                 await keystone.aclose()
+            app.state.writer.close()
             watch.close()
             engine.dispose()
 

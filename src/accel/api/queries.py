@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TypeVar
 
-import anyio
 import anyio.to_thread
 from sqlalchemy import Connection, Engine, Select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
+from accel.api.write_queue import WriteQueue
 from accel.errors import InvalidInput, NotFound
 from accel.internal.server import refuse_nul
 
@@ -46,36 +45,43 @@ class Reader:
 class Writer(Reader):
     """Runs a change in one transaction off the event loop; an error rolls it all back.
 
-    On SQLite the api's own writers take turns, queued on the event loop (not in
-    worker threads, which readers need too): SQLite lets one writer in at a time and
-    makes the others sleep in its busy handler (1 ms, then 2, 5, 10...), which at a
-    few concurrent requests cost more than the writes themselves.
+    On SQLite the api's writes go through one writer thread (``WriteQueue``): SQLite
+    lets one writer in at a time and makes the others sleep in its busy handler (1
+    ms, then 2, 5, 10...), which at a few concurrent requests cost more than the
+    writes themselves; and writes waiting together share a transaction there. On
+    PostgreSQL each runs in a worker thread of its own.
     """
 
     def __init__(self, sessions: sessionmaker[Session], engine: Engine) -> None:
         super().__init__(sessions, engine)
-        self._turns: AbstractAsyncContextManager[object] = (
-            anyio.Lock() if engine.dialect.name == "sqlite" else nullcontext()
-        )
+        self.queue = WriteQueue(engine) if engine.dialect.name == "sqlite" else None
 
     async def run(self, query: Callable[[Session], Result]) -> Result:
         def in_transaction() -> Result:
             with self.sessions.begin() as session:
                 return query(session)
 
-        async with self._turns:
-            return await anyio.to_thread.run_sync(in_transaction)
+        if self.queue is not None:
+            return await self.queue.transaction(in_transaction)
+        return await anyio.to_thread.run_sync(in_transaction)
 
     async def run_sql(self, query: Callable[[Connection], Result]) -> Result:
         """Core statements in one transaction, outside the session's inventory watch
-        (accel.db.generation): only for tables that no cached read renders."""
+        (accel.db.generation): only for tables that no cached read renders. On SQLite
+        the transaction may hold other requests' writes too, so ``query`` must not
+        commit or roll back, and an error it raises is its own (see WriteQueue)."""
+        if self.queue is not None:
+            return await self.queue.statements(query)
 
         def in_transaction() -> Result:
             with self.engine.begin() as connection:
                 return query(connection)
 
-        async with self._turns:
-            return await anyio.to_thread.run_sync(in_transaction)
+        return await anyio.to_thread.run_sync(in_transaction)
+
+    def close(self) -> None:
+        if self.queue is not None:
+            self.queue.close()
 
 
 def reader(request: Request) -> Reader:
