@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from accel.internal.tls import TlsFiles
+from accel.sockets import raise_file_limit
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
 
@@ -44,15 +46,22 @@ class _DrainingServer(uvicorn.Server):
 
 
 def serve(
-    app: ASGIApp, sock: socket.socket, tls: TlsFiles | None = None, *, behind_proxy: bool = False
+    app: ASGIApp,
+    sock: socket.socket,
+    tls: TlsFiles | None = None,
+    *,
+    behind_proxy: bool = False,
+    keep_alive: float = 5.0,
 ) -> None:
     """Serves until SIGTERM or SIGINT, then drains in-flight requests.
 
     Only a service that may sit behind a reverse proxy on its own host (the public
     api) reads X-Forwarded-For and Forwarded from loopback peers. The internal
     services check a hello's endpoint against the socket's peer, which a local
-    process could otherwise name as it pleased.
+    process could otherwise name as it pleased. An idle connection is kept
+    ``keep_alive`` seconds for its client's next request.
     """
+    raise_file_limit()
     config = uvicorn.Config(
         app,
         lifespan="on",
@@ -60,6 +69,7 @@ def serve(
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_keep_alive=math.ceil(keep_alive),
         server_header=False,
         **(tls.server_options() if tls is not None else {}),
     )

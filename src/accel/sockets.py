@@ -3,11 +3,13 @@
 Binding before serving lets a component started with ``--listen HOST:0`` know its
 real port before it says hello, and lets ``accel up`` hand a bound socket to a part
 it restarts (``--listen-fd``, as systemd socket activation does), so a restarted
-part keeps its address.
+part keeps its address. A server also takes every descriptor the system allows it:
+a conductor keeps a connection open to each agent between heartbeats.
 """
 
 from __future__ import annotations
 
+import resource
 import socket
 
 from accel.internal.schemas import split_endpoint
@@ -54,3 +56,14 @@ def endpoint_of(sock: socket.socket, advertise: str | None = None) -> str:
     if host in ("0.0.0.0", "::"):
         host = socket.gethostname()
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def raise_file_limit() -> int:
+    """Raises this process's open-descriptor limit to the hard limit; that limit.
+
+    Soft limits of 1,024 are common, and a conductor of thousands of agents, or a
+    simulator of thousands of nodes, holds a socket or more for each."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard

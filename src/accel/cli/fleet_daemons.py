@@ -161,7 +161,9 @@ def conductor(
         engine,
     )
     log.info("conductor %s listening on %s", service.settings.name, endpoint)
-    serve(service.app(), sock, tls)
+    # An agent's heartbeats reuse one connection (it keeps it two of its heartbeat
+    # intervals); kept longer here, so the agent lets it go first.
+    serve(service.app(), sock, tls, keep_alive=3 * heartbeat_interval)
 
 
 @click.command()

@@ -98,7 +98,8 @@ def sim(
 ) -> None:
     """Simulate NODES nodes (agents and drivers) reporting to a conductor."""
     from accel.serving import configure_logging
-    from accel.sim.fleet import Fleet, SimSettings, raise_file_limit
+    from accel.sim.fleet import Fleet, SimSettings
+    from accel.sockets import raise_file_limit
 
     configure_logging("sim", log_level)
     conductors = tuple(part.strip() for part in conductor.split(",") if part.strip())

@@ -96,6 +96,7 @@ class InternalClient:
         attempts: int = 2,
         connections_per_peer: int = 8,
         tls: TlsFiles | None = None,
+        keepalive: float = 5.0,
     ) -> None:
         self.versions = versions
         self.scheme = "https" if tls is not None else "http"
@@ -115,6 +116,7 @@ class InternalClient:
             transport=PeerPools(
                 tls.client_context() if tls is not None else _system_trust(),
                 connections_per_peer=connections_per_peer,
+                keepalive=keepalive,
             ),
         )
 

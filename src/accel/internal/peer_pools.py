@@ -11,7 +11,8 @@ httpcore notices that a server closed an idle connection only when that pool is
 used again, which for an agent synced every minute would keep one dead socket per
 agent open. So pools unused for ``idle_seconds`` are closed, as are the least
 recently used ones past ``max_peers``; a pool with a request in flight (a long
-poll) is never closed under it.
+poll) is never closed under it. An idle connection is reused for ``keepalive``
+seconds (httpx's expiry), which an agent sets past its heartbeat interval.
 """
 
 from __future__ import annotations
@@ -42,15 +43,18 @@ class PeerPools(httpx.AsyncBaseTransport):
         connections_per_peer: int = 8,
         idle_per_peer: int = 2,
         max_peers: int = 10_000,
-        idle_seconds: float = 30.0,
+        idle_seconds: float | None = None,
+        keepalive: float = 5.0,
     ) -> None:
         self.verify = verify
         self.limits = httpx.Limits(
             max_connections=connections_per_peer,
             max_keepalive_connections=min(idle_per_peer, connections_per_peer),
+            keepalive_expiry=keepalive,
         )
         self.max_peers = max_peers
-        self.idle_seconds = idle_seconds
+        # By default a pool is not let go while its idle connection may still be used.
+        self.idle_seconds = max(30.0, keepalive) if idle_seconds is None else idle_seconds
         # Least recently used first.
         self._peers: OrderedDict[PeerKey, _Peer] = OrderedDict()
 

@@ -19,7 +19,6 @@ import gc
 import json
 import logging
 import random
-import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,14 +81,6 @@ class SimNode:
                 for kind, driver in self.drivers.items()
             },
         }
-
-
-def raise_file_limit() -> int:
-    """Every node holds several sockets: take all the descriptors the system allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 class Fleet:

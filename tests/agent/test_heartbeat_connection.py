@@ -1,0 +1,58 @@
+"""An agent's heartbeats reuse one connection to the conductor while it is younger
+than two heartbeat intervals, and open a new one after: no handshake per heartbeat,
+and no connection kept past what the conductor keeps."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from accel.agent.service import AgentService, AgentSettings
+from accel.internal.versions import VersionRange
+from accel.sim.servers import ServerGroup
+from accel.sockets import bind, endpoint_of
+
+TOKEN = "agent-heartbeat-connection-token-0123456789"
+HEARTBEAT = 0.4  # the agent keeps its idle connection 0.8 s
+
+
+def test_heartbeats_share_a_connection_while_it_is_young() -> None:
+    ports: list[int] = []
+
+    async def hello(request: Request) -> Response:
+        ports.append(request.client.port if request.client else 0)
+        return JSONResponse({"status": "registered", "known": True})
+
+    async def scenario() -> None:
+        group, sock = ServerGroup(), bind("127.0.0.1:0")
+        settings = AgentSettings(
+            name="node1",
+            conductors=(endpoint_of(sock),),
+            endpoint="127.0.0.1:7001",
+            token=TOKEN,
+            versions=VersionRange(),
+            heartbeat_interval=HEARTBEAT,
+        )
+        agent = AgentService(settings)
+        agent._client = agent.new_client()
+        try:
+            await group.start(Starlette(routes=[Route("/v1/hello", hello, methods=["POST"])]), sock)
+            assert await agent._hello_some_conductor(fresh_etag=False)
+            await asyncio.sleep(HEARTBEAT / 2)
+            assert await agent._hello_some_conductor(fresh_etag=False)
+            # Past two heartbeat intervals (httpx alone would keep it five seconds).
+            await asyncio.sleep(4 * HEARTBEAT)
+            assert await agent._hello_some_conductor(fresh_etag=False)
+        finally:
+            await agent._client.aclose()
+            await agent.discoveries.close()
+            await group.stop()
+
+    asyncio.run(scenario())
+    first, second, third = ports
+    assert second == first
+    assert third != first
