@@ -150,9 +150,27 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def _time_wait_sockets() -> int:
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()
+            return int(fields[fields.index("tw") + 1])
+    return 0
+
+
+def _let_ports_go(limit: float = 120.0) -> None:
+    """Waits (at most ``limit``) for the sockets a previous fleet closed to leave
+    TIME_WAIT: thousands of simulated nodes take most of the loopback's ephemeral
+    ports, and a fleet started right after another ran out of them."""
+    started = time.monotonic()
+    while _time_wait_sockets() > 1000 and time.monotonic() - started < limit:
+        time.sleep(1)
+
+
 def bench_fleet(
     workdir: Path, backend: str, database: str, nodes: int, release_rate: float = RELEASE_RATE
 ) -> FleetResult:
+    _let_ports_go()
     port = _free_port()
     log = workdir / f"fleet-{backend}-{nodes}.log"
     engine = make_engine(database)

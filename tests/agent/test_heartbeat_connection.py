@@ -38,7 +38,7 @@ def test_heartbeats_share_a_connection_while_it_is_young() -> None:
             heartbeat_interval=HEARTBEAT,
         )
         agent = AgentService(settings)
-        agent._client = agent.new_client()
+        agent._conductor_client = agent.new_conductor_client()
         try:
             await group.start(Starlette(routes=[Route("/v1/hello", hello, methods=["POST"])]), sock)
             assert await agent._hello_some_conductor(fresh_etag=False)
@@ -48,7 +48,7 @@ def test_heartbeats_share_a_connection_while_it_is_young() -> None:
             await asyncio.sleep(4 * HEARTBEAT)
             assert await agent._hello_some_conductor(fresh_etag=False)
         finally:
-            await agent._client.aclose()
+            await agent.conductor_client.aclose()
             await agent.discoveries.close()
             await group.stop()
 

@@ -47,6 +47,7 @@ def hellos_through_an_outage() -> list[dict[str, Any]]:
         )
         agent = AgentService(settings)
         agent._client = InternalClient(TOKEN, VersionRange(), attempts=1)
+        agent._conductor_client = InternalClient(TOKEN, VersionRange(), attempts=1)
         try:
             await group.start(Starlette(routes=[Route("/v1/hello", hello, methods=["POST"])]), sock)
             assert not await agent._hello_some_conductor(fresh_etag=True)
@@ -57,6 +58,7 @@ def hellos_through_an_outage() -> list[dict[str, Any]]:
             assert await agent._hello_some_conductor(fresh_etag=False)
         finally:
             await agent._client.aclose()
+            await agent._conductor_client.aclose()
             await agent.discoveries.close()
             await group.stop()
 

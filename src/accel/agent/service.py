@@ -112,7 +112,8 @@ class AgentService:
         # When the last hello's ETag was computed, at which version, for which drivers
         # (the registry version its discovery saw), and what it was.
         self._recent_etag: tuple[float, Version, int, str] | None = None
-        self._client: InternalClient | None = None
+        self._client: InternalClient | None = None  # to the drivers
+        self._conductor_client: InternalClient | None = None  # heartbeats
         # Drivers are few and local; a flood of hellos is not a driver.
         self.hello_limiter = RateLimiter(rate=10, burst=50)
         self.setup = SetupRelay(self.drivers.get, lambda: self.client, settings.versions)
@@ -121,6 +122,11 @@ class AgentService:
     def client(self) -> InternalClient:
         assert self._client is not None, "the agent's client exists while it serves"
         return self._client
+
+    @property
+    def conductor_client(self) -> InternalClient:
+        assert self._conductor_client is not None, "the agent's clients exist while it serves"
+        return self._conductor_client
 
     async def hello(self, request: Request) -> Response:
         source = request.client.host if request.client else None
@@ -258,7 +264,7 @@ class AgentService:
         for offset in range(len(conductors)):
             index = (self.conductor_index + offset) % len(conductors)
             try:
-                await self.client.agent_hello(conductors[index], hello)
+                await self.conductor_client.agent_hello(conductors[index], hello)
             except PeerError as exc:
                 log.warning("hello to conductor failed: %s", exc)
                 continue
@@ -274,7 +280,7 @@ class AgentService:
         conductor older than 1.5, or a discovery not done within a quarter of the
         heartbeat interval (a hung driver must not hold the heartbeat up). Not
         ``fresh``: the last one, if it is less than a heartbeat interval old."""
-        version = self.client.peer_version(conductor)
+        version = self.conductor_client.peer_version(conductor)
         if version < HELLO_ETAG_VERSION:
             return None
         if not fresh:
@@ -296,27 +302,33 @@ class AgentService:
         self._recent_etag = (time.monotonic(), version, self._discovered_registry_version, etag)
         return etag
 
-    def new_client(self) -> InternalClient:
-        """The client for the drivers and the conductors.
-
-        Each heartbeat goes over the last one's connection: no new TCP (and TLS)
-        handshake per heartbeat on either side, which with mutual TLS cost a conductor
-        four times the CPU of the heartbeats themselves. A conductor keeps an idle
-        connection three of its heartbeat intervals (accel conductor), longer than
-        this two, so the agent lets it go first.
-        """
+    def new_client(self, keepalive: float = 5.0) -> InternalClient:
+        """A client for the drivers, or with ``keepalive``, for the conductors."""
         return InternalClient(
             self.settings.token,
             self.settings.versions,
             timeout=self.settings.driver_timeout,
             tls=self.settings.tls,
-            keepalive=2 * self.settings.heartbeat_interval,
+            keepalive=keepalive,
         )
+
+    def new_conductor_client(self) -> InternalClient:
+        """The heartbeats' client: each heartbeat goes over the last one's connection.
+
+        No new TCP (and TLS) handshake per heartbeat on either side: with mutual TLS
+        the handshakes cost a conductor four times the CPU of the heartbeats
+        themselves. A conductor keeps an idle connection three of its heartbeat
+        intervals (accel conductor), longer than these two, so the agent lets it go
+        first. The drivers' connections are not kept so long: a driver closes an
+        idle one after five seconds, and a kept socket would only wait for that.
+        """
+        return self.new_client(keepalive=2 * self.settings.heartbeat_interval)
 
     def app(self) -> ASGIApp:
         @asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
             self._client = self.new_client()
+            self._conductor_client = self.new_conductor_client()
             heartbeat = asyncio.create_task(self.heartbeat_forever(), name="heartbeat")
             try:
                 yield
@@ -326,6 +338,7 @@ class AgentService:
                     await heartbeat
                 await self.discoveries.close()
                 await self._client.aclose()
+                await self._conductor_client.aclose()
 
         routes = [
             Route("/v1/hello", self.hello, methods=["POST"]),
