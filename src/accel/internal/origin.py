@@ -7,6 +7,7 @@ behind NAT or proxies allow other networks explicitly.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -43,21 +44,27 @@ def _unmapped(address: Address) -> Address:
     return address
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _literal(host: str) -> Address | None:
+    """``host`` as an address if it is one (an agent's, again at every heartbeat)."""
+    try:
+        return _unmapped(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
 async def check_origin(endpoint: str, source: str | None, allowed: Sequence[Network]) -> None:
     """Raises Forbidden unless ``endpoint`` is the caller's own address or allowed."""
     host, _ = split_endpoint(endpoint)
-    try:  # an address needs no resolver, nor the worker thread a name's lookup takes
-        resolved = [ipaddress.ip_address(host)]
-    except ValueError:
-        resolved = await anyio.to_thread.run_sync(_resolve, host)
-    addresses = [_unmapped(a) for a in resolved]
+    literal = _literal(host)
+    if literal is not None:  # an address needs no resolver, nor a worker thread
+        addresses = [literal]
+    else:
+        addresses = [_unmapped(a) for a in await anyio.to_thread.run_sync(_resolve, host)]
     if not addresses:
         raise Forbidden(f"endpoint host {host!r} does not resolve")
     if source is not None:
-        try:
-            caller = _unmapped(ipaddress.ip_address(source))
-        except ValueError:
-            caller = None
+        caller = _literal(source)
         if caller is not None and caller in addresses:
             return
     if allowed and all(any(a in network for network in allowed) for a in addresses):
