@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -66,6 +67,9 @@ class FleetResult:
     # CPU seconds each process spent from the release of the hellos to convergence.
     converge_cpu: tuple[float, float] = (0.0, 0.0)
     resync_profile: str = ""
+    # What the conductor counted during the resync: hellos, and syncs that called an agent.
+    resync_hellos: int = 0
+    resync_calls: int = 0
 
     def rows(self) -> list[str]:
         what = f"{self.nodes} nodes x 8 devices ({self.devices}), {self.backend}"
@@ -83,6 +87,7 @@ class FleetResult:
             f"| {profiles} |",
             f"| resync of the whole fleet, {self.changed} devices changed (1%), {what} "
             f"| {self.resync_s:.1f} s, conductor CPU {self.conductor_cpu_s:.2f} s "
+            f"({self.resync_hellos} hellos, {self.resync_calls} syncs that called an agent) "
             f"| conductor: {self.resync_profile} |",
             f"| resident memory, {what} | conductor {self.conductor_rss_mib:.0f} MiB, "
             f"sim {self.sim_rss_mib:.0f} MiB | |",
@@ -291,6 +296,7 @@ def bench_fleet(
         # The CPU clock starts with the resync round, not with the quiet wait for it.
         wait_until(synced_since_change, "the resync to begin", timeout=RESYNC_INTERVAL * 10)
         cpu_before = cpu_seconds(conductor.pid)
+        counted_before = _counted(port)
         resync_profile = Profile(conductor.pid)
         resync_profile.start()
         wait_until(
@@ -298,6 +304,8 @@ def bench_fleet(
         )
         cpu = cpu_seconds(conductor.pid) - cpu_before
         resync_profile.stop()
+        counted_after = _counted(port)
+        hellos, calls = (counted_after[i] - counted_before[i] for i in (0, 1))
         with engine.connect() as connection:
             first, last = connection.execute(
                 select(func.min(Agent.last_synced_at), func.max(Agent.last_synced_at))
@@ -319,12 +327,35 @@ def bench_fleet(
             _summary(sim_profile),
             converge_cpu,
             _summary(resync_profile),
+            int(hellos),
+            int(calls),
         )
     finally:
         engine.dispose()
         for sim in sims:
             _stop(sim)
         _stop(conductor)
+
+
+COUNTED = re.compile(
+    r'^accel_(hellos_total\{component="conductor"|discoveries_total\{component="conductor",'
+    r'outcome="(?:ok|unchanged|failed)")[^ ]* (\S+)$',
+    re.M,
+)
+
+
+def _counted(port: int) -> tuple[float, float]:
+    """The conductor's hellos so far, and its syncs that called an agent."""
+    text = httpx.get(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    ).text
+    hellos = calls = 0.0
+    for name, value in COUNTED.findall(text):
+        if name.startswith("hellos"):
+            hellos += float(value)
+        else:
+            calls += float(value)
+    return hellos, calls
 
 
 def _summary(profile: Profile) -> str:

@@ -1,6 +1,7 @@
 """accel's benchmarks, measured here and appended to a file: discovery, the public API
-beside a minimal ASGI app on the same stack (bench.api), and fleet convergence and
-resync with ``accel sim`` on SQLite and PostgreSQL (bench.fleet).
+beside a minimal ASGI app on the same stack (bench.api), a conductor's CPU for a round
+of heartbeats (bench.heartbeats), and fleet convergence and resync with ``accel sim``
+on SQLite and PostgreSQL (bench.fleet).
 
     python -m bench.run [--append docs/benchmarks.md] [--fleet 100,1000,5000]
 
@@ -25,6 +26,7 @@ from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from accel.internal.schemas import Kind
 from bench.api import bench_api
 from bench.fleet import RELEASE_RATE, bench_fleet
+from bench.heartbeats import bench_heartbeats
 from bench.memory import bench_memory
 from tests.postgres import server_binaries, throwaway_postgres
 
@@ -110,7 +112,12 @@ def main() -> int:
     parser.add_argument(
         "--api-nodes", default="100,1000", help="API database sizes, in nodes of 10 devices."
     )
-    parser.add_argument("--only", choices=["discovery", "memory", "api", "fleet"], default=None)
+    parser.add_argument(
+        "--heartbeat-nodes", type=int, default=5000, help="Agents in the heartbeat rounds."
+    )
+    parser.add_argument(
+        "--only", choices=["discovery", "memory", "api", "heartbeats", "fleet"], default=None
+    )
     args = parser.parse_args()
     started = dt.datetime.now(dt.UTC)
     load_before = load_average()
@@ -126,6 +133,8 @@ def main() -> int:
             for nodes in (int(n) for n in args.api_nodes.split(",") if n):
                 # Cyborg on the 1,000-device data only: its lists take seconds there.
                 rows += bench_api(workdir, nodes, cyborg=not args.no_cyborg and nodes == 100)
+        if args.only in (None, "heartbeats"):
+            rows += bench_heartbeats(workdir, args.heartbeat_nodes)
         if args.only in (None, "fleet"):
             sizes = [int(n) for n in args.fleet.split(",") if n]
             rows += bench_fleets(workdir, sizes, not args.no_postgres, args.release_rate)
