@@ -58,6 +58,9 @@ class SyncLoop:
         self.wake = wake
         self.owner = settings.name
         self.running: dict[str, asyncio.Task[None]] = {}
+        # Whether the last claim took as many agents as there were free slots: more
+        # may be due, waiting for a slot.
+        self.slots_full = False
         # Syncs handed to the writer: their lease is checked (and given back) in the
         # write itself, so a renewal that finds it gone must not cancel them.
         self.storing: set[asyncio.Task[Any]] = set()
@@ -89,6 +92,7 @@ class SyncLoop:
             )
             for claim in claims or []:
                 self._start(claim)
+            self.slots_full = claims is not None and len(claims) >= free
             with suppress(TimeoutError):
                 async with asyncio.timeout(POLL_SECONDS):
                     await self.wake.wait()
@@ -188,9 +192,11 @@ class SyncLoop:
             self.storing.discard(this_task)
             if self.running.get(claim.name) is this_task:
                 del self.running[claim.name]
-            # A slot is free: agents due meanwhile (a fleet coming up waits on the
-            # slots) are claimed now rather than at the next poll.
-            self.wake.set()
+            # A slot is free: if agents were left waiting for one (a fleet coming up),
+            # they are claimed now rather than at the next poll. If not, a claim now
+            # would find nothing: syncs come due by a hello's wake or the poll.
+            if self.slots_full:
+                self.wake.set()
 
     async def _record_failure(self, claim: leases.Claim, reason: str, started: dt.datetime) -> None:
         """Keeps the inventory, gives the lease back, and tries again soon."""
