@@ -15,6 +15,7 @@ from accel.conductor.agents import Hello, record_hello, record_hellos
 from accel.conductor.leases import LeaseLost
 from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
 from accel.db.engine import make_engine, migrate, session_factory
+from accel.db.generation import read_generation
 from accel.db.models import Agent, AttachHandle, Attribute, Deployable, Device
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import build_gpu_server
@@ -251,3 +252,17 @@ def test_changed_syncs_load_only_the_rewritten_devices_graph_in_one_query_per_ta
     with sessions() as session:
         widths = sorted(session.scalars(select(Device.hardware).where(Device.type == "GPU")))
     assert sum('"current_link_width":"8"' in w.replace(" ", "") for w in widths) == 3
+
+
+def test_a_first_inventory_moves_the_inventory_generation(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    # On PostgreSQL a first inventory is written by COPY, which the session's own
+    # watch does not see: the api's cached lists must still learn of it.
+    record_hello(sessions, "node1", "127.0.0.1:6671", "1.5", T0)
+    with sessions() as session:
+        before = read_generation(session)
+    (diff,) = store_inventories(sessions, [finished("node1", node_report(tmp_path, "node1"))])
+    assert isinstance(diff, InventoryDiff) and len(diff.added) == 10
+    with sessions() as session:
+        assert read_generation(session) == before + 1

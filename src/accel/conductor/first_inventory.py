@@ -21,17 +21,20 @@ from sqlalchemy import Column, ColumnDefault, Table, insert, text
 from sqlalchemy.orm import Session
 
 from accel.conductor.hardware_rows import DeployablePlan, device_columns, plan_deployables
+from accel.db.generation import WATCHED_TABLES, note_inventory_change
 from accel.db.models import AttachHandle, Attribute, Base, Deployable, Device
 from accel.internal.schemas import HardwareEntry
 
 # On the tables, not the mapped classes: the ORM's bulk path adds a per-row
 # bookkeeping pass that cost as much as the SQL. Run through the session all the
-# same, so that the inventory generation sees them (accel.db.generation).
-NEW_IDS = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)")
+# same, so that the inventory generation sees them (accel.db.generation); COPY,
+# which the session does not see, tells it.
 _DEVICES = Base.metadata.tables[Device.__tablename__]
 _DEPLOYABLES = Base.metadata.tables[Deployable.__tablename__]
 _ATTRIBUTES = Base.metadata.tables[Attribute.__tablename__]
 _ATTACH_HANDLES = Base.metadata.tables[AttachHandle.__tablename__]
+# A batch's new ids from a table's sequence, on PostgreSQL.
+NEW_IDS = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)")
 
 
 @dataclass(frozen=True)
@@ -138,11 +141,16 @@ def _insert_with_ids(
 
 
 def _copy(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Rows whose ids nobody needs back, by PostgreSQL's COPY in the session's
-    transaction. psycopg's executemany sent them one by one in a pipeline, a third
-    of a first inventory's CPU on PostgreSQL (its profile); COPY streams them. Each
-    value goes through its column's bind processing, and a column left out gets its
-    Python-side default, as an INSERT would give it."""
+    """``rows`` by PostgreSQL's COPY, in the session's transaction.
+
+    psycopg's executemany sent rows one by one in a pipeline (a third of a first
+    inventory's CPU on PostgreSQL, by its profile); COPY streams them. Each value
+    goes through its column's bind processing, and a column left out gets its
+    Python-side default, as an INSERT would give it. COPY goes around the session,
+    so the inventory generation is told here.
+    """
+    if table.name in WATCHED_TABLES:
+        note_inventory_change(session)
     dialect = session.get_bind().dialect
     given = list(rows[0])
     defaulted = [

@@ -49,6 +49,12 @@ def read_generation(session: Session) -> int:
     return session.scalar(select(InventoryGeneration.value).where(InventoryGeneration.id == 1)) or 0
 
 
+def note_inventory_change(session: Session) -> None:
+    """Marks the session's transaction as changing the inventory, for a write its own
+    events cannot see (PostgreSQL's COPY, on the driver's connection)."""
+    session.info[CHANGED] = True
+
+
 def _after_flush(session: Session, context: UOWTransaction) -> None:
     if session.info.get(CHANGED):
         return
