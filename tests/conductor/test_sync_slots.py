@@ -80,7 +80,7 @@ def test_a_freed_slot_claims_the_next_due_agent_without_waiting_for_a_poll(
             await loop.stop()
 
     assert asyncio.run(run()) == set(NODES)
-    # One at a time, as the single slot allows, each agent asked once.
+    # Each agent was asked once, and all its hardware stored.
     assert sorted(agents.asked) == sorted(agents.reports)
     with sessions() as session:
         assert len(session.scalars(select(Device)).all()) == 30
