@@ -115,10 +115,15 @@ def insert_first_inventories(session: Session, inventories: Sequence[FirstInvent
     for table, rows in ((_ATTRIBUTES, attributes), (_ATTACH_HANDLES, handles)):
         if not rows:
             continue
-        if session.get_bind().dialect.name == "postgresql":
+        if _copies(session):
             _copy(session, table, rows)
         else:
             session.execute(insert(table), rows)
+
+
+def _copies(session: Session) -> bool:
+    """Whether rows go by COPY: on PostgreSQL."""
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def _insert_with_ids(
@@ -131,7 +136,7 @@ def _insert_with_ids(
     psycopg's parsing of its placeholders was the conductor's busiest function while
     a fleet came up (14% of its samples). Elsewhere one INSERT returns them.
     """
-    if session.get_bind().dialect.name != "postgresql":
+    if not _copies(session):
         statement = insert(table).returning(table.c.id, *(table.c[name] for name in key))
         return [(tuple(found), new_id) for new_id, *found in session.execute(statement, rows)]
     ids = list(session.scalars(NEW_IDS, {"table": table.name, "n": len(rows)}))

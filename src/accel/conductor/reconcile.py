@@ -137,6 +137,8 @@ def store_inventories(
         }
         stored = _stored_fingerprints(session, [agent.id for agent in agents.values()])
         changing: list[tuple[int, Agent, set[Kind], dt.datetime, dict[str, HardwareEntry]]] = []
+        # Per agent, the stored devices its report rewrites (fingerprints compared once).
+        rewritten: dict[int, set[str]] = {}
         for sync in syncs:
             try:
                 agent = agents.get(sync.agent_name)
@@ -150,7 +152,8 @@ def store_inventories(
                 _bookkeep(agent, sync)
                 # A partial report is never matched by ETag: its next sync is in full.
                 agent.inventory_etag = sync.etag if sync.report.complete else None
-                if _changes_nothing(stored[agent.id], reported, vouched):
+                rewritten[agent.id] = _rewritten(stored[agent.id], reported)
+                if _changes_nothing(stored[agent.id], reported, rewritten[agent.id], vouched):
                     outcomes.append(InventoryDiff(unchanged=len(reported)))
                     continue
                 changing.append((len(outcomes), agent, vouched, sync.now, reported))
@@ -169,13 +172,10 @@ def store_inventories(
         for index, _, _, _, reported in first:
             outcomes[index] = InventoryDiff(added=list(reported))
         later = [entry for entry in changing if stored[entry[1].id]]
-        rewritten = {
-            agent.id: _rewritten(stored[agent.id], reported) for _, agent, _, _, reported in later
-        }
         devices = _load_devices(
             session,
-            list(rewritten),
-            [uuid for uuids in rewritten.values() for uuid in uuids],
+            [agent.id for _, agent, _, _, _ in later],
+            [uuid for _, agent, _, _, _ in later for uuid in rewritten[agent.id]],
         )
         # One flush at the commit: inserts of the whole batch go out together.
         with session.no_autoflush:
@@ -339,12 +339,14 @@ def _stored_fingerprints(
 
 
 def _changes_nothing(
-    stored: dict[str, StoredDevice], reported: dict[str, HardwareEntry], vouched: set[Kind]
+    stored: dict[str, StoredDevice],
+    reported: dict[str, HardwareEntry],
+    rewritten: set[str],
+    vouched: set[Kind],
 ) -> bool:
-    for uuid, entry in reported.items():
-        found = stored.get(uuid)
-        if found is None or not found.present or found.fingerprint != fingerprint(entry):
-            return False
+    """Nothing new, nothing rewritten (``_rewritten``), nothing vanished."""
+    if rewritten or any(uuid not in stored for uuid in reported):
+        return False
     return not any(
         device.present and uuid not in reported and Kind(device.kind) in vouched
         for uuid, device in stored.items()
