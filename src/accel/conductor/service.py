@@ -249,4 +249,5 @@ class ConductorService:
             self.settings.versions,
             lifespan,
             extra_root={"name": self.settings.name},
+            direct=("/v1/hello",),  # every agent's heartbeat
         )
