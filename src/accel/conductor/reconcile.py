@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from accel.conductor.alarms import (
     ALLOCATED_HARDWARE_VANISHED,
@@ -137,8 +137,10 @@ def store_inventories(
         }
         stored = _stored_fingerprints(session, [agent.id for agent in agents.values()])
         changing: list[tuple[int, Agent, set[Kind], dt.datetime, dict[str, HardwareEntry]]] = []
-        # Per agent, the stored devices its report rewrites (fingerprints compared once).
+        # Per agent, the stored devices its report rewrites (fingerprints compared once)
+        # and those it retires.
         rewritten: dict[int, set[str]] = {}
+        vanishing: dict[int, set[str]] = {}
         for sync in syncs:
             try:
                 agent = agents.get(sync.agent_name)
@@ -153,7 +155,12 @@ def store_inventories(
                 # A partial report is never matched by ETag: its next sync is in full.
                 agent.inventory_etag = sync.etag if sync.report.complete else None
                 rewritten[agent.id] = _rewritten(stored[agent.id], reported)
-                if _changes_nothing(stored[agent.id], reported, rewritten[agent.id], vouched):
+                vanishing[agent.id] = _vanishing(stored[agent.id], reported, vouched)
+                if not (
+                    rewritten[agent.id]
+                    or vanishing[agent.id]
+                    or any(uuid not in stored[agent.id] for uuid in reported)
+                ):
                     outcomes.append(InventoryDiff(unchanged=len(reported)))
                     continue
                 changing.append((len(outcomes), agent, vouched, sync.now, reported))
@@ -174,20 +181,19 @@ def store_inventories(
         later = [entry for entry in changing if stored[entry[1].id]]
         devices = _load_devices(
             session,
-            [agent.id for _, agent, _, _, _ in later],
-            [uuid for _, agent, _, _, _ in later for uuid in rewritten[agent.id]],
+            [uuid for _, a, _, _, _ in later for uuid in rewritten[a.id] | vanishing[a.id]],
         )
         # One flush at the commit: inserts of the whole batch go out together.
         with session.no_autoflush:
-            for index, agent, vouched, now, reported in later:
+            for index, agent, _, now, reported in later:
                 outcomes[index] = _apply(
                     session,
                     agent,
-                    devices.get(agent.id, {}),
+                    stored[agent.id],
+                    devices,
                     reported,
-                    vouched,
                     now,
-                    rewritten[agent.id],
+                    vanishing[agent.id],
                 )
     return outcomes
 
@@ -233,49 +239,44 @@ def _rewritten(stored: dict[str, StoredDevice], reported: dict[str, HardwareEntr
     }
 
 
-def _load_devices(
-    session: Session, agent_ids: list[int], rewritten: list[str]
-) -> dict[int, dict[str, Device]]:
-    """The stored devices of agents whose hardware changed; the ``rewritten`` ones
-    with their deployables, attributes and attach handles.
+def _load_devices(session: Session, uuids: list[str]) -> dict[str, Device]:
+    """The stored devices a batch rewrites or retires, with their deployables,
+    attributes and attach handles, by uuid.
 
-    A node with one changed GPU out of ten needs the other nine's rows only to count
-    them unchanged: loading every node's whole graph of objects was most of a
-    changed node's sync.
+    A node with one changed GPU out of ten needs no rows of the other nine: their
+    fingerprints, read already, count them unchanged. Loading every device of a
+    changed node as objects was most of its sync. The graph comes in one joined
+    query rather than one per level: a device has few deployables, each with a few
+    attributes and handles, and three fewer queries made a lone changed sync a
+    quarter cheaper.
     """
-    devices: dict[int, dict[str, Device]] = {}
-    if not agent_ids:
-        return devices
-    for device in session.scalars(select(Device).where(Device.agent_id.in_(agent_ids))):
-        devices.setdefault(device.agent_id, {})[device.uuid] = device
-    if rewritten:
-        # The same objects again: their collections, not yet loaded, are filled in.
-        session.scalars(
-            select(Device)
-            .where(Device.uuid.in_(rewritten))
-            .options(
-                selectinload(Device.deployables).selectinload(Deployable.attributes),
-                selectinload(Device.deployables).selectinload(Deployable.attach_handles),
-            )
-        ).all()
-    return devices
+    if not uuids:
+        return {}
+    graph = joinedload(Device.deployables)
+    query = (
+        select(Device)
+        .where(Device.uuid.in_(uuids))
+        .options(graph.joinedload(Deployable.attributes))
+        .options(graph.joinedload(Deployable.attach_handles))
+    )
+    return {device.uuid: device for device in session.scalars(query).unique()}
 
 
 def _apply(
     session: Session,
     agent: Agent,
-    stored: dict[str, Device],
+    stored: dict[str, StoredDevice],
+    loaded: dict[str, Device],
     reported: dict[str, HardwareEntry],
-    vouched: set[Kind],
     now: dt.datetime,
-    rewritten: set[str],
+    vanishing: set[str],
 ) -> InventoryDiff:
-    """Applies one agent's report to its stored devices; ``rewritten``: the stored ones
-    whose report differs from what is stored, or that are back."""
+    """Applies one agent's report to its stored devices. ``loaded`` holds those of
+    them the report rewrites (``_rewritten``) and those in ``vanishing``."""
     diff = InventoryDiff()
     for uuid, entry in reported.items():
-        device = stored.get(uuid)
-        if device is not None and uuid not in rewritten:
+        device = loaded.get(uuid)
+        if device is None and uuid in stored:
             diff.unchanged += 1
             continue
         columns = device_columns(entry, agent.name)
@@ -299,8 +300,9 @@ def _apply(
                 setattr(device, name, value)
         device.updated_at = now
         _sync_deployables(device, plan_deployables(entry, agent.name), now)
-    for uuid, device in stored.items():
-        if device.present and uuid not in reported and Kind(device.type) in vouched:
+    for uuid in sorted(vanishing):
+        device = loaded[uuid]
+        if device.present:
             device.present = False
             device.vanished_at = now
             raise_alarm(
@@ -338,19 +340,15 @@ def _stored_fingerprints(
     return stored
 
 
-def _changes_nothing(
-    stored: dict[str, StoredDevice],
-    reported: dict[str, HardwareEntry],
-    rewritten: set[str],
-    vouched: set[Kind],
-) -> bool:
-    """Nothing new, nothing rewritten (``_rewritten``), nothing vanished."""
-    if rewritten or any(uuid not in stored for uuid in reported):
-        return False
-    return not any(
-        device.present and uuid not in reported and Kind(device.kind) in vouched
+def _vanishing(
+    stored: dict[str, StoredDevice], reported: dict[str, HardwareEntry], vouched: set[Kind]
+) -> set[str]:
+    """Stored devices, present until now, that a report vouching for their kind lacks."""
+    return {
+        uuid
         for uuid, device in stored.items()
-    )
+        if device.present and uuid not in reported and Kind(device.kind) in vouched
+    }
 
 
 def _sync_deployables(device: Device, plans: Iterable[DeployablePlan], now: dt.datetime) -> None:
