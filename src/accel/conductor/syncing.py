@@ -42,6 +42,11 @@ R = TypeVar("R")
 
 # How often an idle conductor looks for due agents when no hello woke it.
 POLL_SECONDS = 1.0
+# How long a finished sync waits for others to share its transaction. Syncs claimed
+# together (the changed nodes of one batch of hellos) end within milliseconds of
+# each other; stored alone, each paid a transaction's fixed cost, about two thirds
+# of a lone changed sync's (in process: 2.95 ms alone, 1.13 ms four together).
+STORE_LINGER = 0.05
 
 
 class SyncLoop:
@@ -66,7 +71,7 @@ class SyncLoop:
         self.storing: set[asyncio.Task[Any]] = set()
         # Finished discoveries are stored many agents to a transaction.
         self.store: GroupWriter[FinishedSync, InventoryDiff] = GroupWriter(
-            "inventory", lambda syncs: store_inventories(sessions, syncs)
+            "inventory", lambda syncs: store_inventories(sessions, syncs), linger=STORE_LINGER
         )
 
     @property
