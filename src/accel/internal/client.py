@@ -76,6 +76,14 @@ def base_url(peer: str, scheme: str = "http") -> str:
     return peer if "://" in peer else f"{scheme}://{peer}"
 
 
+@functools.lru_cache(maxsize=65536)
+def request_url(url: str, path: str) -> httpx.URL:
+    """A peer's URL for ``path``, parsed once: httpx parses a string URL on every
+    request, half of building one (20 of 41 us here), and a conductor calls the
+    same few paths of the same thousands of peers again and again."""
+    return httpx.URL(url + path)
+
+
 @dataclass(frozen=True)
 class Discovery:
     """A peer's discovery: its report, or None when unchanged since the ETag sent."""
@@ -343,7 +351,7 @@ class InternalClient:
                 with attempt:
                     return await self._http.request(
                         method,
-                        url + path,
+                        request_url(url, path),
                         content=content,
                         headers=headers,
                         params=params,
