@@ -7,7 +7,9 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import reconcile
@@ -130,6 +132,49 @@ def test_one_sync_failing_in_a_batch_leaves_the_others_written(
     assert hosts == ["node1", "node3"]
     # Written syncs gave their leases back; the lost one is still its holder's.
     assert owners == {"node1": None, "node2": "elsewhere", "node3": None}
+
+
+def test_a_uuid_another_node_holds_is_not_taken_over_in_a_batch(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    reports = {node: node_report(tmp_path / node, node) for node in ("node1", "node2")}
+    for index, node in enumerate(reports):
+        record_hello(sessions, node, f"127.0.0.1:{6671 + index}", "1.3", T0)
+    store_inventories(sessions, [finished(node, report) for node, report in reports.items()])
+    # node1's GPU trains down (its row is rewritten), and node2 reports that GPU's
+    # uuid as its own in the same batch.
+    first, second = reports["node1"], reports["node2"]
+    gpu = next(e for e in first.hardware if e.acc_specs.device_type is Kind.GPU)
+    assert gpu.pci is not None
+    slower = gpu.model_copy(update={"pci": gpu.pci.model_copy(update={"current_link_width": "8"})})
+    mine = HardwareList(
+        hardware=[slower if e is gpu else e for e in first.hardware], drivers=first.drivers
+    )
+    theirs = HardwareList(hardware=[*second.hardware, gpu], drivers=second.drivers)
+    # The batch fails as a whole (the writer then stores each sync alone) ...
+    with pytest.raises(IntegrityError):
+        store_inventories(sessions, [finished("node1", mine), finished("node2", theirs)])
+    # ... and the GPU stays node1's, as stored before.
+    with sessions() as session:
+        host = session.scalar(select(Device.hostname).where(Device.uuid == str(gpu.uuid)))
+    assert host == "node1"
+
+
+def test_a_first_inventory_naming_a_stored_uuid_fails_as_an_integrity_error(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    # On PostgreSQL a first inventory goes by COPY, around SQLAlchemy: its error is
+    # still SQLAlchemy's, as the writer and the sync loop tell errors apart by class.
+    for index, node in enumerate(("node1", "node2")):
+        record_hello(sessions, node, f"127.0.0.1:{6671 + index}", "1.3", T0)
+    first = node_report(tmp_path / "1", "node1")
+    store_inventories(sessions, [finished("node1", first)])
+    second = node_report(tmp_path / "2", "node2")
+    copied = HardwareList(hardware=[*second.hardware, first.hardware[0]], drivers=second.drivers)
+    with pytest.raises(IntegrityError):
+        store_inventories(sessions, [finished("node2", copied)])
+    with sessions() as session:
+        assert set(session.scalars(select(Device.hostname))) == {"node1"}
 
 
 def test_a_second_sync_of_one_agent_in_a_batch_sees_the_first(

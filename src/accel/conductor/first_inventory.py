@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Column, ColumnDefault, Table, insert, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from accel.conductor.hardware_rows import DeployablePlan, device_columns, plan_deployables
@@ -170,10 +171,17 @@ def _copy(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
     driver = session.connection().connection.driver_connection
     assert driver is not None, "the session's connection is open"
     statement = f"COPY {quote(table.name)} ({names}) FROM STDIN"
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            values = [row[name] for name in given] + [_default(c) for c in defaulted]
-            copy.write_row([process(v) for process, v in zip(processors, values, strict=True)])
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                values = [row[name] for name in given] + [_default(c) for c in defaulted]
+                copy.write_row([process(v) for process, v in zip(processors, values, strict=True)])
+    except dialect.loaded_dbapi.Error as exc:
+        # As SQLAlchemy would have raised it (IntegrityError, OperationalError...):
+        # callers tell a bad row from a database that is away by these classes.
+        raise DBAPIError.instance(
+            statement, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from exc
 
 
 def _default(column: Column[Any]) -> Any:

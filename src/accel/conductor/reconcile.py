@@ -275,7 +275,9 @@ def _apply(
     them the report rewrites (``_rewritten``) and those in ``vanishing``."""
     diff = InventoryDiff()
     for uuid, entry in reported.items():
-        device = loaded.get(uuid)
+        # ``loaded`` is the whole batch's: a uuid this agent has not stored is new
+        # here, even if another agent of the batch holds it (the insert then fails).
+        device = loaded.get(uuid) if uuid in stored else None
         if device is None and uuid in stored:
             diff.unchanged += 1
             continue
