@@ -166,3 +166,15 @@ def test_the_generation_survives_the_pool_closing_its_connections(database_url: 
         engine.pool.dispose()  # as the pool does with surplus connections under load
         assert client.get("/v2/devices").status_code == 200
         assert client.get("/v2/devices").status_code == 200
+
+
+def test_a_cached_answer_is_labelled_with_the_microversion_asked_for(
+    api: TestClient, found: HardwareList
+) -> None:
+    uuid = str(found.hardware[0].uuid)
+    for headers, spoken in (({}, "accelerator 2.0"), (MV23, "accelerator 2.3")):
+        for _ in range(2):  # rendered, then answered from the cache
+            response = api.get(f"/v2/devices/{uuid}", headers=headers)
+            assert response.headers["OpenStack-API-Version"] == spoken
+            assert response.headers.get_list("Vary") == ["OpenStack-API-Version"]
+            assert response.headers["OpenStack-API-Maximum-Version"] == "2.3"
