@@ -48,6 +48,11 @@ RELEASE_RATE = 1000
 CONCURRENT_SYNCS = 256
 # Nodes one simulator process plays (this machine allows 20,000 descriptors a process).
 NODES_PER_SIM = 2000
+# py-spy's samples a second while a fleet converges. At its default of 200 each of
+# the two profilers took a tenth of a core, on a machine whose two cores the
+# conductor, the simulators and PostgreSQL already fill: the time measured is the
+# time with them, and at 50 they cost a quarter of that.
+CONVERGENCE_PROFILE_RATE = 50
 
 
 @dataclass(frozen=True)
@@ -236,7 +241,8 @@ def bench_fleet(
         def sims_cpu() -> float:
             return sum(cpu_seconds(sim.pid) for sim in sims)
 
-        conductor_profile, sim_profile = Profile(conductor.pid), Profile(sims[0].pid)
+        conductor_profile = Profile(conductor.pid, CONVERGENCE_PROFILE_RATE)
+        sim_profile = Profile(sims[0].pid, CONVERGENCE_PROFILE_RATE)
         conductor_profile.start()
         sim_profile.start()
         cpu_at_release = (cpu_seconds(conductor.pid), sims_cpu())
