@@ -101,7 +101,9 @@ class DirectRoutes:
     exception middleware and the route's request wrapper were a fifth of a
     heartbeat's cost. An endpoint named here is called straight from the gate with
     the same ``Request``, and its errors get the same JSON bodies; any other path or
-    method (a 405 included) goes on to the application.
+    method (a 405 included) goes on to the application. Such an endpoint sees no
+    ``request.app`` and no path parameters: only a fixed path with no use for them
+    belongs here.
     """
 
     def __init__(self, app: ASGIApp, endpoints: Mapping[tuple[str, str], Endpoint]) -> None:
