@@ -5,6 +5,7 @@ connection instead of making a new TCP (and TLS) handshake."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from urllib.parse import urlsplit
@@ -15,7 +16,7 @@ HEARTBEAT = 3.0  # the conductor keeps an idle connection 9 s
 
 
 def hello_over(connection: socket.socket, endpoint: str) -> bytes:
-    """Sends one hello on ``connection`` and reads the answer's status line and head."""
+    """Sends one hello on ``connection``; the whole answer, head and body."""
     body = json.dumps({"status": "READY", "endpoint": endpoint, "name": "node1"}).encode()
     connection.sendall(
         b"POST /v1/hello HTTP/1.1\r\nHost: conductor\r\n"
@@ -23,13 +24,19 @@ def hello_over(connection: socket.socket, endpoint: str) -> bytes:
         + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
+    # Read to the body's end: uvicorn writes the head and the body apart, and a body
+    # left unread would be taken for the start of the next answer.
     answer = b""
-    while b"\r\n\r\n" not in answer:
+    while True:
+        head, found, rest = answer.partition(b"\r\n\r\n")
+        if found:
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            if length is not None and len(rest) >= int(length.group(1)):
+                return answer
         chunk = connection.recv(65536)
         if not chunk:
-            break  # the conductor closed the connection
+            return answer  # the conductor closed the connection
         answer += chunk
-    return answer
 
 
 def test_an_idle_agent_connection_outlives_uvicorns_default(
