@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -25,7 +26,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from accel.agent.heartbeat_timing import heartbeat_phase, hello_pause, next_heartbeat
 from accel.agent.setup_relay import SetupRelay
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
@@ -75,6 +75,20 @@ class RegisteredDriver:
     last_hello: float = field(default_factory=time.time)
 
 
+def hello_pause(heartbeat_interval: float, failures: int) -> float:
+    """Seconds until the next hello after ``failures`` unanswered rounds in a row.
+
+    Unanswered hellos are retried soon, then less and less often (up to the
+    heartbeat interval), each agent at a random point of its window: a fleet whose
+    conductors were away must not come back all at once, every second, and keep
+    them overloaded (5,000 simulated agents did exactly that).
+    """
+    if failures == 0:
+        return heartbeat_interval
+    window = min(heartbeat_interval, 0.5 * 2 ** min(failures, 16))
+    return random.uniform(window / 2, window)
+
+
 class AgentService:
     """One node's agent: its drivers, its discoveries, its heartbeat."""
 
@@ -95,9 +109,6 @@ class AgentService:
         self.registry_version = 0
         self._discovered_registry_version = -1
         self.heartbeat_now = asyncio.Event()
-        self.heartbeat_phase = heartbeat_phase(
-            settings.name or settings.endpoint, settings.heartbeat_interval
-        )
         # When the last hello's ETag was computed, at which version, for which drivers
         # (the registry version its discovery saw), and what it was.
         self._recent_etag: tuple[float, Version, int, str] | None = None
@@ -231,12 +242,7 @@ class AgentService:
             # ETag of this heartbeat interval's, if there was one.
             answered = await self._hello_some_conductor(fresh_etag=failures == 0)
             failures = 0 if answered else failures + 1
-            interval = self.settings.heartbeat_interval
-            pause = (
-                hello_pause(interval, failures)
-                if failures
-                else next_heartbeat(interval, self.heartbeat_phase, time.time())
-            )
+            pause = hello_pause(self.settings.heartbeat_interval, failures)
             with suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await self.heartbeat_now.wait()
