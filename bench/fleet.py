@@ -370,8 +370,13 @@ def _counted(port: int) -> tuple[float, float]:
     text = httpx.get(
         f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
     ).text
+    return counted_in(text)
+
+
+def counted_in(metrics: str) -> tuple[float, float]:
+    """Hellos and agent-calling syncs in a conductor's ``/metrics`` text."""
     hellos = calls = 0.0
-    for name, value in COUNTED.findall(text):
+    for name, value in COUNTED.findall(metrics):
         if name.startswith("hellos"):
             hellos += float(value)
         else:

@@ -33,6 +33,13 @@ class Profile:
         self.output = Path(self._folder.name) / "profile.txt"
         self._process: subprocess.Popen[bytes] | None = None
 
+    def __enter__(self) -> Profile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+        self._folder.cleanup()
+
     def start(self) -> None:
         tool = py_spy()
         if tool is None:
