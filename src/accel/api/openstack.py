@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from accel.internal.server import replace_headers
+
 MIN_MICROVERSION = (2, 0)
 MAX_MICROVERSION = (2, 3)
 SERVICE_TYPE = "accelerator"
@@ -85,30 +87,15 @@ class Microversions:
 
         async def labelled(message: Message) -> None:
             if message["type"] == "http.response.start":
-                kept = [
-                    pair for pair in message.get("headers", ()) if pair[0].lower() not in LABELS
-                ]
-                message["headers"] = [*kept, *label]
+                replace_headers(message, label)
             await send(message)
 
         await self.app(scope, receive, labelled)
 
 
-LABELS = frozenset(
-    name.lower().encode()
-    for name in (
-        "OpenStack-API-Minimum-Version",
-        "OpenStack-API-Maximum-Version",
-        "OpenStack-API-Version",
-        "Vary",
-    )
-)
-
-
 @functools.cache
 def _label_headers(version: Microversion) -> tuple[tuple[bytes, bytes], ...]:
-    """``_label``'s headers as raw pairs, built once per microversion: set one by one
-    through MutableHeaders they were a twentieth of a cached read's cost."""
+    """``_label``'s headers as raw pairs, built once per microversion."""
     headers = MutableHeaders()
     _label(headers, version)
     return tuple(headers.raw)

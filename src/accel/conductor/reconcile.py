@@ -275,12 +275,13 @@ def _apply(
     them the report rewrites (``_rewritten``) and those in ``vanishing``."""
     diff = InventoryDiff()
     for uuid, entry in reported.items():
-        # ``loaded`` is the whole batch's: a uuid this agent has not stored is new
-        # here, even if another agent of the batch holds it (the insert then fails).
-        device = loaded.get(uuid) if uuid in stored else None
-        if device is None and uuid in stored:
+        known = uuid in stored
+        if known and uuid not in loaded:
             diff.unchanged += 1
             continue
+        # ``loaded`` is the whole batch's: a uuid this agent has not stored is new
+        # here, even if another agent of the batch holds it (the insert then fails).
+        device = loaded[uuid] if known else None
         columns = device_columns(entry, agent.name)
         if device is None:
             device = Device(uuid=uuid, agent_id=agent.id, present=True, created_at=now, **columns)
