@@ -7,6 +7,7 @@ commands that serve, since uvicorn is slow to import.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import socket
@@ -20,6 +21,9 @@ from accel.internal.tls import TlsFiles
 from accel.sockets import raise_file_limit
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
+# Allocations between young collections (CPython's default is 700), and young and
+# middle collections before an older generation is looked at (10 and 10).
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def configure_logging(component: str, level: str = "INFO") -> None:
@@ -45,6 +49,22 @@ class _DrainingServer(uvicorn.Server):
             self._captured_signals.clear()
 
 
+def collect_rarely() -> None:
+    """Sets a serving process's garbage collection for a long-lived heap.
+
+    With CPython's defaults, an object that lives across a few thousand allocations
+    (a request waiting on the database, a sync's inventory) is promoted to the old
+    generation, and the full collections those promotions set off walk the whole
+    heap: a conductor of 5,000 agents spent 5.6 of its 22.7 CPU s converging in them,
+    each 200 to 300 ms. Rarer young collections let such objects die young. What
+    the process built before serving (modules, classes, the app) is moved out of the
+    collector's sight, never to be garbage. Cycles made later are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def serve(
     app: ASGIApp,
     sock: socket.socket,
@@ -62,6 +82,7 @@ def serve(
     ``keep_alive`` seconds for its client's next request.
     """
     raise_file_limit()
+    collect_rarely()
     config = uvicorn.Config(
         app,
         lifespan="on",

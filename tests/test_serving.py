@@ -1,0 +1,47 @@
+"""How a serving process collects its garbage (accel.serving.collect_rarely)."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from accel.serving import GC_THRESHOLDS, collect_rarely
+
+
+class Node:
+    def __init__(self) -> None:
+        self.peer: Node | None = None
+
+
+@pytest.fixture
+def restored_collector() -> Iterator[None]:
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+@pytest.mark.usefixtures("restored_collector")
+def test_the_heap_built_before_serving_is_frozen_and_collections_are_rarer() -> None:
+    built_before = Node()
+    collect_rarely()
+
+    assert gc.get_threshold() == GC_THRESHOLDS
+    assert gc.get_freeze_count() > 0
+    assert not any(built_before is obj for obj in gc.get_objects())
+
+
+@pytest.mark.usefixtures("restored_collector")
+def test_cycles_made_while_serving_are_still_collected() -> None:
+    collect_rarely()
+    first, second = Node(), Node()
+    first.peer, second.peer = second, first
+    gone = weakref.ref(first)
+    del first, second
+
+    gc.collect()
+
+    assert gone() is None
