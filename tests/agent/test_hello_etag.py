@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import suppress
 from typing import Any
 
 from starlette.applications import Starlette
@@ -15,7 +16,8 @@ from starlette.routing import Route
 
 from accel.agent.service import AgentService, AgentSettings
 from accel.internal.client import InternalClient
-from accel.internal.versions import VersionRange
+from accel.internal.schemas import HardwareList
+from accel.internal.versions import HEADER, VersionRange, format_version
 from accel.sim.servers import ServerGroup
 from accel.sockets import bind, endpoint_of
 
@@ -71,3 +73,67 @@ def test_a_retry_reuses_the_last_etag_while_it_is_young() -> None:
     assert refused["inventory_etag"].startswith('"')
     assert retried["inventory_etag"] == refused["inventory_etag"]
     assert "inventory_etag" not in aged
+
+
+def hellos_around_a_slow_discovery(heartbeat: float, discovery: float) -> list[dict[str, Any]]:
+    """The first two hellos of an agent whose every discovery takes ``discovery`` s."""
+    received: list[dict[str, Any]] = []
+    two_hellos = asyncio.Event()
+
+    async def hello(request: Request) -> Response:
+        received.append(await request.json())
+        if len(received) == 2:
+            two_hellos.set()
+        newest = format_version(VersionRange().maximum)  # as a conductor of 1.5 or later
+        return JSONResponse(
+            {"status": "registered", "known": True, "max_version": newest},
+            headers={HEADER: newest},
+        )
+
+    async def scenario() -> None:
+        group, sock = ServerGroup(), bind("127.0.0.1:0")
+        settings = AgentSettings(
+            name="node1",
+            conductors=(endpoint_of(sock),),
+            endpoint="127.0.0.1:7001",
+            token=TOKEN,
+            versions=VersionRange(),
+            heartbeat_interval=heartbeat,
+        )
+        agent = AgentService(settings)
+        discover = agent._discover_all
+
+        async def slow_discovery() -> HardwareList:
+            await asyncio.sleep(discovery)
+            return await discover()
+
+        agent._discover_all = slow_discovery  # type: ignore[method-assign]
+        agent._client = InternalClient(TOKEN, VersionRange(), attempts=1)
+        agent._conductor_client = InternalClient(TOKEN, VersionRange(), attempts=1)
+        await group.start(Starlette(routes=[Route("/v1/hello", hello, methods=["POST"])]), sock)
+        heartbeats = asyncio.create_task(agent.heartbeat_forever())
+        try:
+            async with asyncio.timeout(3 * heartbeat):
+                await two_hellos.wait()
+        finally:
+            heartbeats.cancel()
+            with suppress(asyncio.CancelledError):
+                await heartbeats
+            await agent._client.aclose()
+            await agent._conductor_client.aclose()
+            await agent.discoveries.close()
+            await group.stop()
+
+    asyncio.run(scenario())
+    return received[:2]
+
+
+def test_a_discovery_that_overran_its_hello_sends_its_etag_in_a_hello_of_its_own() -> None:
+    # The hello waits a quarter of the interval (1 s) for the 2 s discovery, then goes
+    # without an ETag; the discovery's ETag follows as soon as it is known. A second
+    # hello on the interval's beat would have waited for a discovery of its own, as
+    # slow, and carried no ETag either.
+    on_time, late = hellos_around_a_slow_discovery(heartbeat=4.0, discovery=2.0)
+    assert "inventory_etag" not in on_time
+    assert late["inventory_etag"].startswith('"')
+    assert late["name"] == on_time["name"]

@@ -112,6 +112,10 @@ class AgentService:
         # When the last hello's ETag was computed, at which version, for which drivers
         # (the registry version its discovery saw), and what it was.
         self._recent_etag: tuple[float, Version, int, str] | None = None
+        # A discovery that ended after its hello was sent: its ETag goes in a hello of
+        # its own (``_hello_when_found``), so the conductor need not call to learn it.
+        self._late_etag: asyncio.Task[None] | None = None
+        self._late_etag_found = False
         self._client: InternalClient | None = None  # to the drivers
         self._conductor_client: InternalClient | None = None  # heartbeats
         # Drivers are few and local; a flood of hellos is not a driver.
@@ -238,9 +242,11 @@ class AgentService:
         failures = 0
         while True:
             self.heartbeat_now.clear()
-            # A retry after unanswered hellos runs no discovery of its own: it sends the
-            # ETag of this heartbeat interval's, if there was one.
-            answered = await self._hello_some_conductor(fresh_etag=failures == 0)
+            late, self._late_etag_found = self._late_etag_found, False
+            # A retry after unanswered hellos, or the hello for a discovery that ended
+            # late, runs no discovery of its own: it sends the ETag of this heartbeat
+            # interval's, if there was one.
+            answered = await self._hello_some_conductor(fresh_etag=failures == 0 and not late)
             failures = 0 if answered else failures + 1
             pause = hello_pause(self.settings.heartbeat_interval, failures)
             with suppress(TimeoutError):
@@ -297,10 +303,37 @@ class AgentService:
             generation, self.settings.heartbeat_interval / 4
         )
         if finished < generation:
+            self._hello_when_late(generation, version)
             return None
+        return self._remember_etag(version, found)
+
+    def _remember_etag(self, version: Version, found: HardwareList) -> str:
         etag = hardware_etag(version, found.hardware, found.drivers or [])
         self._recent_etag = (time.monotonic(), version, self._discovered_registry_version, etag)
         return etag
+
+    def _hello_when_late(self, generation: int, version: Version) -> None:
+        """Says hello again, with the ETag, once a discovery that overran its hello ends.
+
+        Without it a node whose discovery is slow (a loaded host, a slow driver) never
+        confirms its hardware in a hello, and the conductor calls it at every periodic
+        resync: a discovery and a round trip, where a hello would have done. A
+        discovery that has not ended by three quarters of the interval is left to the
+        next heartbeat, which joins it.
+        """
+        if self._late_etag is None or self._late_etag.done():
+            self._late_etag = asyncio.create_task(
+                self._hello_when_found(generation, version), name="late etag"
+            )
+
+    async def _hello_when_found(self, generation: int, version: Version) -> None:
+        wait = self.settings.heartbeat_interval / 2
+        finished, found = await self.discoveries.wait_for(generation, wait)
+        if finished < generation:
+            return
+        self._remember_etag(version, found)
+        self._late_etag_found = True
+        self.heartbeat_now.set()
 
     def new_client(self, keepalive: float = 5.0) -> InternalClient:
         """A client for the drivers, or with ``keepalive``, for the conductors."""
@@ -333,9 +366,11 @@ class AgentService:
             try:
                 yield
             finally:
-                heartbeat.cancel()
-                with suppress(asyncio.CancelledError):
-                    await heartbeat
+                for task in (heartbeat, self._late_etag):
+                    if task is not None:
+                        task.cancel()
+                        with suppress(asyncio.CancelledError):
+                            await task
                 await self.discoveries.close()
                 await self._client.aclose()
                 await self._conductor_client.aclose()
