@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import syncing
 from accel.conductor.agents import Hello, record_hellos
+from accel.conductor.batching import GroupWriter
+from accel.conductor.reconcile import store_inventories
 from accel.conductor.service import ConductorSettings
 from accel.conductor.syncing import SyncLoop
 from accel.db.models import Agent, Device, utcnow
@@ -84,3 +86,49 @@ def test_a_freed_slot_claims_the_next_due_agent_without_waiting_for_a_poll(
     assert sorted(agents.asked) == sorted(agents.reports)
     with sessions() as session:
         assert len(session.scalars(select(Device)).all()) == 30
+
+
+def test_a_report_waiting_for_its_batch_holds_no_slot(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """With one slot, the next agent is called while the last one's report waits to
+    be written with others: the slot bounds the agents called at once, not the
+    reports waiting for a transaction."""
+    now = utcnow()
+    endpoints = {node: f"127.0.0.1:{7001 + i}" for i, node in enumerate(NODES)}
+    record_hellos(sessions, [Hello(node, endpoints[node], "1.5", now) for node in NODES])
+    agents = RecordingAgents(
+        {endpoints[node]: node_report(tmp_path / node, node) for node in NODES}
+    )
+    settings = ConductorSettings(
+        name="conductor-1",
+        endpoint="127.0.0.1:6670",
+        token="t" * 32,
+        versions=VersionRange(),
+        max_concurrent_syncs=1,
+    )
+
+    async def run() -> set[str]:
+        loop = SyncLoop(settings, sessions, lambda: cast(InternalClient, agents), asyncio.Event())
+        # Nothing is written until all three reports wait together: were a waiting
+        # report to hold the only slot, the second agent would never be called.
+        await loop.store.aclose()
+        loop.store = GroupWriter(
+            "inventory",
+            lambda syncs: store_inventories(sessions, syncs),
+            max_batch=len(NODES),
+            linger=3600.0,
+        )
+        task = asyncio.create_task(loop.run())
+        try:
+            async with asyncio.timeout(60):
+                while (synced := await synced_names(sessions)) != set(NODES):
+                    assert not task.done(), task
+                    await asyncio.sleep(0.05)
+            return synced
+        finally:
+            task.cancel()
+            await loop.stop()
+
+    assert asyncio.run(run()) == set(NODES)
+    assert sorted(agents.asked) == sorted(agents.reports)

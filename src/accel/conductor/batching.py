@@ -35,6 +35,21 @@ R = TypeVar("R")
 WriteBatch = Callable[[list[T]], Sequence["R | Exception"]]
 
 
+def fleet_linger(heartbeat_interval: float) -> float:
+    """How long a fleet's heartbeats, or its syncs' reports, wait for others to share
+    their transaction.
+
+    A hundredth of the heartbeat interval, up to a quarter second: an agent does not
+    notice its heartbeat answered that much later, nor an operator a sync stored that
+    much later. Heartbeats, and the syncs of the nodes whose hardware changed, come
+    spread over the interval; a transaction's fixed cost is then paid once for about
+    a hundredth of them (or 256, whichever is less), not once each. A changed node's
+    report cost 2.9 ms of CPU stored alone and 0.84 ms stored eight together (in
+    process, 1,000 nodes of 8 GPUs).
+    """
+    return min(0.25, heartbeat_interval / 100)
+
+
 class GroupWriter(Generic[T, R]):
     def __init__(
         self,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -24,7 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.conductor import agents, allocation
-from accel.conductor.batching import GroupWriter
+from accel.conductor.batching import GroupWriter, fleet_linger
 from accel.conductor.presence import record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.syncing import SyncLoop
@@ -47,17 +49,17 @@ from accel.internal.versions import HELLO_ETAG_VERSION, VersionRange, format_ver
 from accel.metrics import AGENTS, HELLOS
 
 log = logging.getLogger(__name__)
+HELLOS_BY_OUTCOME = {
+    True: HELLOS.labels("conductor", "known"),
+    False: HELLOS.labels("conductor", "new"),
+}
 
 
-def hello_linger(heartbeat_interval: float) -> float:
-    """How long a heartbeat waits for others to share its transaction (GroupWriter).
-
-    A hundredth of the heartbeat interval, up to a quarter second: an agent does not
-    notice its heartbeat answered that much later, and a fleet's heartbeats, which
-    arrive spread over the interval, are then written in batches of about a
-    hundredth of the fleet (or 256, whichever is less) rather than a handful.
-    """
-    return min(0.25, heartbeat_interval / 100)
+@functools.cache
+def _hello_answer(known: bool, newest: str) -> bytes:
+    """A hello's answer, rendered once: every heartbeat gets one of these two."""
+    answer = {"status": "registered", "known": known, "max_version": newest}
+    return json.dumps(answer, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class ConductorService:
                 settings.max_agents,
                 confirmed_for=settings.resync_interval + settings.heartbeat_interval,
             ),
-            linger=hello_linger(settings.heartbeat_interval),
+            linger=fleet_linger(settings.heartbeat_interval),
         )
 
     @property
@@ -139,14 +141,16 @@ class ConductorService:
             )
         except OperationalError as exc:  # the database is away: the agent tries again
             raise Unavailable(f"the conductor's database is unavailable: {exc}") from exc
-        HELLOS.labels("conductor", "known" if outcome.known else "new").inc()
+        HELLOS_BY_OUTCOME[outcome.known].inc()
         self.client.peer_spoke(hello.endpoint, version)
         if not outcome.known:
             log.info("agent %s registered at %s", name, hello.endpoint)
         if outcome.sync_now:
             self.wake.set()
-        newest = format_version(self.settings.versions.maximum)
-        return JSONResponse({"status": "registered", "known": outcome.known, "max_version": newest})
+        return Response(
+            _hello_answer(outcome.known, format_version(self.settings.versions.maximum)),
+            media_type="application/json",
+        )
 
     async def change_arqs(self, request: Request) -> Response:
         """Binds and unbinds accelerator requests for the api (internal version 1.2)."""

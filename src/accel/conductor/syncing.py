@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import agents, leases
-from accel.conductor.batching import GroupWriter
+from accel.conductor.batching import GroupWriter, fleet_linger
 from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
 from accel.db.models import utcnow
 from accel.errors import PeerError
@@ -42,11 +42,6 @@ R = TypeVar("R")
 
 # How often an idle conductor looks for due agents when no hello woke it.
 POLL_SECONDS = 1.0
-# How long a finished sync waits for others to share its transaction. Syncs claimed
-# together (the changed nodes of one batch of hellos) end within milliseconds of
-# each other; stored alone, each paid a transaction's fixed cost, about two thirds
-# of a lone changed sync's (in process: 2.95 ms alone, 1.13 ms four together).
-STORE_LINGER = 0.05
 
 
 class SyncLoop:
@@ -66,12 +61,15 @@ class SyncLoop:
         # Whether the last claim took as many agents as there were free slots: more
         # may be due, waiting for a slot.
         self.slots_full = False
-        # Syncs handed to the writer: their lease is checked (and given back) in the
-        # write itself, so a renewal that finds it gone must not cancel them.
+        # Syncs whose discovery is done, handed to the writer. They hold no slot (a
+        # slot bounds the agents called at once), and no renewal cancels them: their
+        # lease is checked, and given back, in the write itself.
         self.storing: set[asyncio.Task[Any]] = set()
         # Finished discoveries are stored many agents to a transaction.
         self.store: GroupWriter[FinishedSync, InventoryDiff] = GroupWriter(
-            "inventory", lambda syncs: store_inventories(sessions, syncs), linger=STORE_LINGER
+            "inventory",
+            lambda syncs: store_inventories(sessions, syncs),
+            linger=fleet_linger(settings.heartbeat_interval),
         )
 
     @property
@@ -130,7 +128,7 @@ class SyncLoop:
             if held is None:
                 continue  # the database is away: the write at the end will check again
             for name, task in running.items():
-                if name in held or task in self.storing:
+                if name in held:
                     continue
                 if self.running.get(name) is task and not task.done():
                     log.warning("lost the sync lease of agent %s; dropping its sync", name)
@@ -139,7 +137,7 @@ class SyncLoop:
 
     async def stop(self) -> None:
         """Cancels running syncs and gives their leases back for others to take now."""
-        tasks = list(self.running.values())
+        tasks = [*self.running.values(), *self.storing]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -163,6 +161,7 @@ class SyncLoop:
                 # Its heartbeats will confirm or refute what is stored: the periodic
                 # resync comes only if they stop (see accel.conductor.agents).
                 wait += self.settings.heartbeat_interval
+            self._leave_slot(claim.name, this_task)
             self.storing.add(this_task)
             diff = await self.store.submit(
                 FinishedSync(
@@ -195,13 +194,17 @@ class SyncLoop:
             await self._record_failure(claim, reason, started)
         finally:
             self.storing.discard(this_task)
-            if self.running.get(claim.name) is this_task:
-                del self.running[claim.name]
-            # A slot is free: if agents were left waiting for one (a fleet coming up),
-            # they are claimed now rather than at the next poll. If not, a claim now
-            # would find nothing: syncs come due by a hello's wake or the poll.
-            if self.slots_full:
-                self.wake.set()
+            self._leave_slot(claim.name, this_task)
+
+    def _leave_slot(self, name: str, task: asyncio.Task[None]) -> None:
+        if self.running.get(name) is not task:
+            return
+        del self.running[name]
+        # A slot is free: if agents were left waiting for one (a fleet coming up),
+        # they are claimed now rather than at the next poll. If not, a claim now
+        # would find nothing: syncs come due by a hello's wake or the poll.
+        if self.slots_full:
+            self.wake.set()
 
     async def _record_failure(self, claim: leases.Claim, reason: str, started: dt.datetime) -> None:
         """Keeps the inventory, gives the lease back, and tries again soon."""
