@@ -1,0 +1,107 @@
+"""How every internal and public endpoint reads a JSON body (``read_body``): what is
+taken, and the 4xx that names what is wrong, whichever way the body was sent."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from accel.errors import AccelError
+from accel.internal.schemas import AgentHello
+from accel.internal.server import accel_error_response, read_body
+
+HELLO = b'{"status": "READY", "endpoint": "127.0.0.1:7001", "name": "node1"}'
+
+
+NOTE = b'{"text": "anything at all", "more": {"nested": ["a"]}}'
+
+
+class Note(BaseModel):
+    """Free text and fields of any name: only the NUL check stands in the way."""
+
+    model_config = ConfigDict(extra="allow")
+    text: str
+
+
+def endpoint(model: type[BaseModel]) -> Callable[[Request], Awaitable[Response]]:
+    async def take(request: Request) -> Response:
+        try:
+            body = await read_body(request, model)
+        except AccelError as exc:
+            return accel_error_response(exc)
+        return JSONResponse(body.model_dump(mode="json", exclude_none=True))
+
+    return take
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    routes = [
+        Route("/", endpoint(AgentHello), methods=["POST"]),
+        Route("/note", endpoint(Note), methods=["POST"]),
+    ]
+    with TestClient(Starlette(routes=routes)) as opened:
+        yield opened
+
+
+def chunked(body: bytes) -> Iterator[bytes]:
+    """The body without a Content-Length, in two pieces."""
+    yield body[:10]
+    yield body[10:]
+
+
+@pytest.mark.parametrize("send", [lambda body: body, chunked], ids=["sized", "chunked"])
+def test_a_good_body_is_taken_whichever_way_it_came(client: TestClient, send: object) -> None:
+    response = client.post("/", content=send(HELLO))  # type: ignore[operator]
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "READY",
+        "endpoint": "127.0.0.1:7001",
+        "name": "node1",
+        "resync": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (HELLO[:-1], "not valid JSON"),
+        (b"[" + HELLO + b"]", "must be a JSON object"),
+        (HELLO.replace(b"READY", b"SLEEPING"), "status"),
+        (HELLO.replace(b'"name"', b'"admin": true, "name"'), "admin"),
+    ],
+    ids=["cut-short", "array", "bad-status", "unknown"],
+)
+@pytest.mark.parametrize("send", [lambda body: body, chunked], ids=["sized", "chunked"])
+def test_a_bad_body_is_400_naming_what_is_wrong(
+    client: TestClient, body: bytes, named: str, send: object
+) -> None:
+    response = client.post("/", content=send(body))  # type: ignore[operator]
+    assert response.status_code == 400
+    answer = response.json()
+    fields = [problem["field"] for problem in answer.get("problems", [])]
+    assert named in answer["error"] or named in fields
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        NOTE.replace(b"anything", b"any\\u0000thing"),
+        NOTE.replace(b'"more"', b'"mo\\u0000re"'),
+        NOTE.replace(b'["a"]', b'["\\u0000"]'),
+    ],
+    ids=["in-a-value", "in-a-key", "nested"],
+)
+@pytest.mark.parametrize("send", [lambda body: body, chunked], ids=["sized", "chunked"])
+def test_a_nul_character_anywhere_is_400(client: TestClient, body: bytes, send: object) -> None:
+    assert client.post("/note", content=NOTE).status_code == 200
+    response = client.post("/note", content=send(body))  # type: ignore[operator]
+    assert response.status_code == 400
+    assert "NUL character" in response.json()["error"]
