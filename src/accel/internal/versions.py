@@ -8,6 +8,7 @@ components one minor version apart work together during a rolling upgrade.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -29,8 +30,13 @@ def format_version(version: Version) -> str:
     return f"{version[0]}.{version[1]}"
 
 
+_VERSION = re.compile(r"\s*(\d{1,3})\.(\d{1,3})\s*")
+
+
+# Every internal request names its version: the few texts seen are parsed once each.
+@functools.lru_cache(maxsize=64)
 def parse_version(text: str) -> Version:
-    match = re.fullmatch(r"\s*(\d{1,3})\.(\d{1,3})\s*", text)
+    match = _VERSION.fullmatch(text)
     if match is None:
         raise ValueError(f"{text!r} is not a version of the form MAJOR.MINOR")
     return int(match.group(1)), int(match.group(2))
