@@ -129,11 +129,11 @@ def hellos_around_a_slow_discovery(heartbeat: float, discovery: float) -> list[d
 
 
 def test_a_discovery_that_overran_its_hello_sends_its_etag_in_a_hello_of_its_own() -> None:
-    # The hello waits a quarter of the interval (1 s) for the 2 s discovery, then goes
-    # without an ETag; the discovery's ETag follows as soon as it is known. A second
-    # hello on the interval's beat would have waited for a discovery of its own, as
-    # slow, and carried no ETag either.
-    on_time, late = hellos_around_a_slow_discovery(heartbeat=4.0, discovery=2.0)
+    # The hello waits half the interval (2 s) for the 3 s discovery, then goes without
+    # an ETag; the discovery's ETag follows as soon as it is known. A second hello on
+    # the interval's beat would have waited for a discovery of its own, as slow, and
+    # carried no ETag either.
+    on_time, late = hellos_around_a_slow_discovery(heartbeat=4.0, discovery=3.0)
     assert "inventory_etag" not in on_time
     assert late["inventory_etag"].startswith('"')
     assert late["name"] == on_time["name"]

@@ -283,7 +283,7 @@ class AgentService:
 
     async def _inventory_etag(self, conductor: str, fresh: bool = True) -> str | None:
         """The ETag the conductor would get for this node's hardware now, or None: for a
-        conductor older than 1.5, or a discovery not done within a quarter of the
+        conductor older than 1.5, or a discovery not done within half the
         heartbeat interval (a hung driver must not hold the heartbeat up). Not
         ``fresh``: the last one, if it is less than a heartbeat interval old."""
         version = self.conductor_client.peer_version(conductor)
@@ -300,7 +300,7 @@ class AgentService:
         current = self._discovered_registry_version == self.registry_version
         generation = self.discoveries.start(self._discover_all, join=current)
         finished, found = await self.discoveries.wait_for(
-            generation, self.settings.heartbeat_interval / 4
+            generation, self.settings.heartbeat_interval / 2
         )
         if finished < generation:
             self._hello_when_late(generation, version)
@@ -318,7 +318,7 @@ class AgentService:
         Without it a node whose discovery is slow (a loaded host, a slow driver) never
         confirms its hardware in a hello, and the conductor calls it at every periodic
         resync: a discovery and a round trip, where a hello would have done. A
-        discovery that has not ended by three quarters of the interval is left to the
+        discovery that has not ended within the interval is left to the
         next heartbeat, which joins it.
         """
         if self._late_etag is None or self._late_etag.done():
