@@ -133,26 +133,28 @@ WRITE_SYNC_NOW = (
     .where(AGENTS.c.id == bindparam("b_id"))
     .values(state="UP", endpoint=bindparam("b_endpoint"), next_sync_at=bindparam("b_now"))
 )
-# The node holds what is stored: as good as a resync that found nothing, if the stored
-# ETag is still the one confirmed (a sync stored since, or a setup that dropped the
-# ETag to have the node rediscovered, wins). The periodic resync only moves later.
-WRITE_CONFIRMED = (
+# Seen, and the node holds what is stored: as good as a resync that found nothing, if
+# the stored ETag is still the one confirmed (a sync stored since, or a setup that
+# dropped the ETag to have the node rediscovered, wins). The periodic resync only
+# moves later. One statement, not WRITE_SEEN and another, for the common heartbeat.
+_CONFIRMS = and_(AGENTS.c.inventory_etag == bindparam("b_etag"), AGENTS.c.state == "UP")
+_NOW = bindparam("b_now", type_=AGENTS.c.last_seen.type)
+_RESYNC_AT = bindparam("b_resync_at", type_=AGENTS.c.next_sync_at.type)
+WRITE_SEEN_CONFIRMED = (
     update(AGENTS)
-    .where(
-        AGENTS.c.id == bindparam("b_id"),
-        AGENTS.c.inventory_etag == bindparam("b_etag"),
-        AGENTS.c.state == "UP",
-    )
+    .where(AGENTS.c.id == bindparam("b_id"))
     .values(
-        last_synced_at=bindparam("b_now"),
-        last_sync_error=None,
+        last_seen=_NOW,
+        internal_version=bindparam("b_version"),
+        last_synced_at=case((_CONFIRMS, _NOW), else_=AGENTS.c.last_synced_at),
+        last_sync_error=case((_CONFIRMS, None), else_=AGENTS.c.last_sync_error),
         next_sync_at=case(
             (
-                or_(
-                    AGENTS.c.next_sync_at.is_(None),
-                    AGENTS.c.next_sync_at < bindparam("b_resync_at"),
+                and_(
+                    _CONFIRMS,
+                    or_(AGENTS.c.next_sync_at.is_(None), AGENTS.c.next_sync_at < _RESYNC_AT),
                 ),
-                bindparam("b_resync_at"),
+                _RESYNC_AT,
             ),
             else_=AGENTS.c.next_sync_at,
         ),
@@ -227,32 +229,34 @@ def _refresh(session: Session, agent: _Seen, hello: Hello) -> HelloOutcome:
 
 
 def _write_seen(session: Session, agents: list[_Seen], confirmed_for: float) -> None:
-    if not agents:
-        return
-    session.execute(
-        WRITE_SEEN,
-        [{"b_id": a.id, "b_now": a.last_seen, "b_version": a.internal_version} for a in agents],
-    )
+    confirmed: list[dict[str, object]] = []  # a fleet standing still: nearly every hello
+    seen: list[_Seen] = []
+    for a in agents:
+        if a.confirmed_etag is not None and not a.sync_now and a.last_seen is not None:
+            resync_at = a.last_seen + dt.timedelta(seconds=confirmed_for)
+            confirmed.append(
+                {
+                    "b_id": a.id,
+                    "b_now": a.last_seen,
+                    "b_version": a.internal_version,
+                    "b_etag": a.confirmed_etag,
+                    "b_resync_at": resync_at,
+                }
+            )
+        else:
+            seen.append(a)
+    if confirmed:
+        session.execute(WRITE_SEEN_CONFIRMED, confirmed)
+    if seen:
+        session.execute(
+            WRITE_SEEN,
+            [{"b_id": a.id, "b_now": a.last_seen, "b_version": a.internal_version} for a in seen],
+        )
     syncing = [a for a in agents if a.sync_now]
     if syncing:
         session.execute(
             WRITE_SYNC_NOW,
             [{"b_id": a.id, "b_endpoint": a.endpoint, "b_now": a.last_seen} for a in syncing],
-        )
-    confirmed = [a for a in agents if a.confirmed_etag is not None and not a.sync_now]
-    if confirmed:
-        session.execute(
-            WRITE_CONFIRMED,
-            [
-                {
-                    "b_id": a.id,
-                    "b_etag": a.confirmed_etag,
-                    "b_now": a.last_seen,
-                    "b_resync_at": a.last_seen + dt.timedelta(seconds=confirmed_for),
-                }
-                for a in confirmed
-                if a.last_seen is not None
-            ],
         )
 
 
