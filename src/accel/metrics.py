@@ -42,6 +42,13 @@ SYNC_LEASES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+WRITE_BATCH_ITEMS = Histogram(
+    "accel_write_batch_items",
+    "Items a conductor wrote in one transaction, by writer (hellos, inventory).",
+    ["writer"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=REGISTRY,
+)
 REQUEST_SECONDS = Histogram(
     "accel_http_request_duration_seconds",
     "Time to answer an HTTP request.",

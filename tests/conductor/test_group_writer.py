@@ -10,6 +10,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, 
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from accel.conductor.batching import GroupWriter
+from accel.metrics import REGISTRY
 
 metadata = MetaData()
 names = Table(
@@ -88,6 +89,27 @@ def test_lingering_gathers_callers_that_arrive_one_by_one_until_the_batch_is_ful
 
     assert sorted(asyncio.run(scenario())) == [1, 2, 3]
     assert table.batches == [["a", "b", "c"]]
+
+
+def test_each_batch_is_counted_with_its_size(tmp_path: Path) -> None:
+    table = Names(tmp_path / "names.db")
+
+    def counted(suffix: str) -> float:
+        value = REGISTRY.get_sample_value(f"accel_write_batch_items_{suffix}", {"writer": "sized"})
+        return value or 0.0
+
+    before = counted("count"), counted("sum")
+
+    async def scenario() -> None:
+        writer = GroupWriter("sized", table.write, max_batch=4)
+        try:
+            await submit_all(writer, [f"n{i}" for i in range(6)])
+        finally:
+            await writer.aclose()
+
+    asyncio.run(scenario())
+    assert [len(batch) for batch in table.batches] == [4, 2]
+    assert (counted("count") - before[0], counted("sum") - before[1]) == (2, 6)
 
 
 def test_a_lone_caller_is_written_once_the_linger_is_over(tmp_path: Path) -> None:

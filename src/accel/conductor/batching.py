@@ -27,6 +27,8 @@ from typing import Generic, TypeVar
 import anyio.to_thread
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from accel.metrics import WRITE_BATCH_ITEMS
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -68,6 +70,8 @@ class GroupWriter(Generic[T, R]):
         self._task: asyncio.Task[None] | None = None
         self._writing: list[asyncio.Future[R]] = []
         self._closed = False
+        # How well the writes are batched, for operators (accel_write_batch_items).
+        self._batch_items = WRITE_BATCH_ITEMS.labels(name)
 
     async def submit(self, item: T) -> R:
         """Writes ``item`` with whatever else is waiting; its outcome, or its error."""
@@ -113,6 +117,7 @@ class GroupWriter(Generic[T, R]):
 
     async def _write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]
+        self._batch_items.observe(len(items))
         try:
             outcomes = await anyio.to_thread.run_sync(self.write_batch, items)
         except (OperationalError, InterfaceError) as exc:  # the database is away
