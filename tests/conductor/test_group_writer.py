@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,38 @@ def test_closing_cancels_callers_still_waiting(tmp_path: Path) -> None:
             await writer.submit("later still")
 
     asyncio.run(scenario())
+
+
+def test_callers_that_come_while_a_batch_is_written_linger_for_the_next(tmp_path: Path) -> None:
+    """A steady trickle is written in batches, not one caller per write: whoever comes
+    while a batch is written gathers with the next ones, as the first ones did."""
+    table = Names(tmp_path / "names.db")
+    writing = threading.Event()
+    release = threading.Event()
+
+    def slow_write(batch: list[str]) -> list[int | Exception]:
+        writing.set()
+        release.wait(10)
+        return table.write(batch)
+
+    async def scenario() -> list[int]:
+        # An hour's linger: a batch goes when three have gathered, never before.
+        writer = GroupWriter("names", slow_write, max_batch=3, linger=3600)
+        try:
+            first = [asyncio.ensure_future(writer.submit(name)) for name in ("a", "b", "c")]
+            await asyncio.to_thread(writing.wait, 10)
+            late = [asyncio.ensure_future(writer.submit("d"))]
+            await asyncio.sleep(0)  # "d" is queued while the first batch is written
+            release.set()
+            await asyncio.gather(*first)
+            for name in ("e", "f"):
+                for _ in range(5):  # the writer task runs meanwhile, and lingers
+                    await asyncio.sleep(0)
+                late.append(asyncio.ensure_future(writer.submit(name)))
+            async with asyncio.timeout(10):  # were "d" written alone, e and f would wait
+                return list(await asyncio.gather(*late))
+        finally:
+            await writer.aclose()
+
+    assert sorted(asyncio.run(scenario())) == [4, 5, 6]
+    assert table.batches == [["a", "b", "c"], ["d", "e", "f"]]

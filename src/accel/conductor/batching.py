@@ -105,9 +105,14 @@ class GroupWriter(Generic[T, R]):
                     await asyncio.wait_for(self._full.wait(), self.linger)
             self._ready.clear()
             self._full.clear()
-            while self._queue:
-                batch = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
+            # Only what gathered: callers that come while it is written gather (and
+            # linger) for the next round. Taking them at once wrote a steady trickle one
+            # or two at a time, each write picking up what came during the last one.
+            gathered = len(self._queue)
+            while gathered:
+                batch = self._queue[: min(gathered, self.max_batch)]
+                del self._queue[: len(batch)]
+                gathered -= len(batch)
                 # A caller that gave up (a sync cancelled on losing its lease) is dropped.
                 batch = [(item, future) for item, future in batch if not future.done()]
                 if batch:
