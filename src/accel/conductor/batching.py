@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Generic, TypeVar
@@ -64,7 +65,8 @@ class GroupWriter(Generic[T, R]):
         self.write_batch = write_batch
         self.max_batch = max_batch
         self.linger = linger
-        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        # Each caller's item, its future, and when it came (time.monotonic()).
+        self._queue: list[tuple[T, asyncio.Future[R], float]] = []
         self._ready = asyncio.Event()
         self._full = asyncio.Event()  # a whole batch waits: lingering is over
         self._task: asyncio.Task[None] | None = None
@@ -80,7 +82,7 @@ class GroupWriter(Generic[T, R]):
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"group writer {self.name}")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future))
+        self._queue.append((item, future, time.monotonic()))
         self._ready.set()
         if len(self._queue) >= self.max_batch:
             self._full.set()
@@ -93,16 +95,20 @@ class GroupWriter(Generic[T, R]):
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
-        for future in [*self._writing, *(future for _, future in self._queue)]:
+        for future in [*self._writing, *(future for _, future, _ in self._queue)]:
             future.cancel()
         self._queue.clear()
 
     async def _run(self) -> None:
         while True:
             await self._ready.wait()
-            if self.linger and len(self._queue) < self.max_batch:
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self.linger)
+            # The linger runs from the first waiting caller's coming: one that came
+            # while the last batch was written has waited that long already.
+            if self._queue and len(self._queue) < self.max_batch:
+                left = self.linger - (time.monotonic() - self._queue[0][2])
+                if left > 0:
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), left)
             self._ready.clear()
             self._full.clear()
             # Only what gathered: callers that come while it is written gather (and
@@ -110,11 +116,11 @@ class GroupWriter(Generic[T, R]):
             # or two at a time, each write picking up what came during the last one.
             gathered = len(self._queue)
             while gathered:
-                batch = self._queue[: min(gathered, self.max_batch)]
-                del self._queue[: len(batch)]
-                gathered -= len(batch)
+                taken = self._queue[: min(gathered, self.max_batch)]
+                del self._queue[: len(taken)]
+                gathered -= len(taken)
                 # A caller that gave up (a sync cancelled on losing its lease) is dropped.
-                batch = [(item, future) for item, future in batch if not future.done()]
+                batch = [(item, future) for item, future, _ in taken if not future.done()]
                 if batch:
                     self._writing = [future for _, future in batch]
                     await self._write(batch)
