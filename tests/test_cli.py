@@ -93,6 +93,12 @@ def test_bad_flags_are_named(tmp_path: Path) -> None:
         env={"ACCEL_INTERNAL_TOKEN": "a-long-enough-token-value"},
     )
     assert result.returncode == 2 and "--database" in result.stderr
+    result = run_accel(
+        *("conductor", "--listen", "127.0.0.1:³"),  # a digit to str.isdigit, not to int()
+        *("--database", f"sqlite:///{tmp_path / 'a.db'}"),
+        env={"ACCEL_INTERNAL_TOKEN": "a-long-enough-token-value"},
+    )
+    assert result.returncode == 2 and "must be HOST:PORT" in result.stderr
 
 
 def test_noauth_will_not_listen_beyond_loopback(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def _split_listen(listen: str) -> tuple[str, int]:
         listen = "0.0.0.0" + listen
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
         raise ValueError(f"--listen {listen!r} must be HOST:PORT")
     return host, int(port)
 

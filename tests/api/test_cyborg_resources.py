@@ -237,6 +237,10 @@ def test_deployables_and_attributes_look_like_cyborgs(api: TestClient) -> None:
         "/v2/attributes", headers=as_("admin"), params={"deployable_id": "1", "key": "trait9"}
     ).json()["attributes"]
     assert listed == [attribute]
+    # "³" and "²" are digits to str.isdigit, not to int(): a 400, not a 500.
+    for odd in ("³", "1²", "-1", "1.0", ""):
+        refused = api.get("/v2/attributes", headers=as_("admin"), params={"deployable_id": odd})
+        assert refused.status_code == 400 and "deployable_id" in fault(refused), odd
     assert (
         api.delete(f"/v2/attributes/{attribute['uuid']}", headers=as_("admin")).status_code == 204
     )

@@ -160,7 +160,7 @@ async def list_attributes(request: Request) -> Response:
     statement = select(Attribute).order_by(Attribute.id)
     if "deployable_id" in params:
         text = params["deployable_id"]
-        if not (text.isdigit() and int(text) < MAX_ID):
+        if not (text.isascii() and text.isdigit() and int(text) < MAX_ID):
             raise InvalidInput("deployable_id must be an integer")
         statement = statement.where(Attribute.deployable_id == int(params["deployable_id"]))
     if "key" in params:

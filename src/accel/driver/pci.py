@@ -213,7 +213,7 @@ def read_function(sysfs_root: Path, identity: PciIdentity) -> PciFunction | None
     physfn = link_name(f"{directory}/physfn")
     group = link_name(f"{directory}/iommu_group")
     revision = read_int(f"{directory}/revision", 16)
-    iommu_group = int(group) if group and group.isdigit() else None
+    iommu_group = int(group) if group and group.isascii() and group.isdigit() else None
     if physfn is not None:
         # A VF shares its PF's NUMA node, CPUs and link: read only what is its own.
         return PciFunction(

@@ -206,7 +206,7 @@ async def read_json(request: Request) -> Any:
     """The request's JSON document: 413 over the size limit, 400 when it is not JSON
     or carries NUL characters. Every body accel takes, public or internal, comes here."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise TooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
@@ -228,7 +228,7 @@ async def read_body(request: Request, model: type[Body]) -> Body:
     which names what is wrong as it always has.
     """
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) <= MAX_BODY_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) <= MAX_BODY_BYTES:
         raw = await request.body()
         if len(raw) <= MAX_BODY_BYTES and b"\\u0000" not in raw and b"\x00" not in raw:
             try:
