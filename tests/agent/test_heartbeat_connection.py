@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from accel.agent.service import AgentService, AgentSettings
-from accel.internal.versions import VersionRange
 from accel.sim.servers import ServerGroup
 from accel.sockets import bind, endpoint_of
+from tests.agent.nodes import hello_only_conductor, node_agent
 
 TOKEN = "agent-heartbeat-connection-token-0123456789"
 HEARTBEAT = 0.4  # the agent keeps its idle connection 0.8 s
@@ -29,18 +26,10 @@ def test_heartbeats_share_a_connection_while_it_is_young() -> None:
 
     async def scenario() -> None:
         group, sock = ServerGroup(), bind("127.0.0.1:0")
-        settings = AgentSettings(
-            name="node1",
-            conductors=(endpoint_of(sock),),
-            endpoint="127.0.0.1:7001",
-            token=TOKEN,
-            versions=VersionRange(),
-            heartbeat_interval=HEARTBEAT,
-        )
-        agent = AgentService(settings)
+        agent = node_agent(endpoint_of(sock), TOKEN, HEARTBEAT)
         agent._conductor_client = agent.new_conductor_client()
         try:
-            await group.start(Starlette(routes=[Route("/v1/hello", hello, methods=["POST"])]), sock)
+            await group.start(hello_only_conductor(hello), sock)
             assert await agent._hello_some_conductor(fresh_etag=False)
             await asyncio.sleep(HEARTBEAT / 2)
             assert await agent._hello_some_conductor(fresh_etag=False)

@@ -9,17 +9,15 @@ import time
 from contextlib import suppress
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from accel.agent.service import AgentService, AgentSettings
 from accel.internal.client import InternalClient
 from accel.internal.schemas import HardwareList
 from accel.internal.versions import HEADER, VersionRange, format_version
 from accel.sim.servers import ServerGroup
 from accel.sockets import bind, endpoint_of
+from tests.agent.nodes import hello_only_conductor, node_agent
 
 TOKEN = "agent-hello-etag-test-token-0123456789"
 HEARTBEAT = 60.0
@@ -39,19 +37,11 @@ def hellos_through_an_outage() -> list[dict[str, Any]]:
     async def scenario() -> None:
         group, sock = ServerGroup(), bind("127.0.0.1:0")
         conductor = endpoint_of(sock)
-        settings = AgentSettings(
-            name="node1",
-            conductors=(conductor,),
-            endpoint="127.0.0.1:7001",
-            token=TOKEN,
-            versions=VersionRange(),
-            heartbeat_interval=HEARTBEAT,
-        )
-        agent = AgentService(settings)
+        agent = node_agent(conductor, TOKEN, HEARTBEAT)
         agent._client = InternalClient(TOKEN, VersionRange(), attempts=1)
         agent._conductor_client = InternalClient(TOKEN, VersionRange(), attempts=1)
         try:
-            await group.start(Starlette(routes=[Route("/v1/hello", hello, methods=["POST"])]), sock)
+            await group.start(hello_only_conductor(hello), sock)
             assert not await agent._hello_some_conductor(fresh_etag=True)
             assert await agent._hello_some_conductor(fresh_etag=False)
             assert agent._recent_etag is not None
@@ -92,15 +82,7 @@ def hellos_around_a_slow_discovery(heartbeat: float, discovery: float) -> list[d
 
     async def scenario() -> None:
         group, sock = ServerGroup(), bind("127.0.0.1:0")
-        settings = AgentSettings(
-            name="node1",
-            conductors=(endpoint_of(sock),),
-            endpoint="127.0.0.1:7001",
-            token=TOKEN,
-            versions=VersionRange(),
-            heartbeat_interval=heartbeat,
-        )
-        agent = AgentService(settings)
+        agent = node_agent(endpoint_of(sock), TOKEN, heartbeat)
         discover = agent._discover_all
 
         async def slow_discovery() -> HardwareList:
@@ -110,7 +92,7 @@ def hellos_around_a_slow_discovery(heartbeat: float, discovery: float) -> list[d
         agent._discover_all = slow_discovery  # type: ignore[method-assign]
         agent._client = InternalClient(TOKEN, VersionRange(), attempts=1)
         agent._conductor_client = InternalClient(TOKEN, VersionRange(), attempts=1)
-        await group.start(Starlette(routes=[Route("/v1/hello", hello, methods=["POST"])]), sock)
+        await group.start(hello_only_conductor(hello), sock)
         heartbeats = asyncio.create_task(agent.heartbeat_forever())
         try:
             async with asyncio.timeout(3 * heartbeat):

@@ -4,6 +4,7 @@ as a slot frees, not at its next idle poll: a fleet coming up waits on the slots
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from accel.conductor import syncing
 from accel.conductor.agents import Hello, record_hellos
 from accel.conductor.batching import GroupWriter
-from accel.conductor.reconcile import store_inventories
+from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
 from accel.conductor.service import ConductorSettings
 from accel.conductor.syncing import SyncLoop
 from accel.db.models import Agent, Device, utcnow
@@ -49,11 +50,13 @@ async def synced_names(sessions: sessionmaker[Session]) -> set[str]:
     return await asyncio.to_thread(read)
 
 
-def test_a_freed_slot_claims_the_next_due_agent_without_waiting_for_a_poll(
-    sessions: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Were the loop to wait for its poll, the second agent would wait an hour.
-    monkeypatch.setattr(syncing, "POLL_SECONDS", 3600.0)
+def synced_with_one_slot(
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    store: Callable[[], GroupWriter[FinishedSync, InventoryDiff]] | None = None,
+) -> RecordingAgents:
+    """NODES, due for their first sync, synced by a loop with one sync slot (and the
+    inventory writer ``store`` makes, if given); the agents, as they were asked."""
     now = utcnow()
     endpoints = {node: f"127.0.0.1:{7001 + i}" for i, node in enumerate(NODES)}
     record_hellos(sessions, [Hello(node, endpoints[node], "1.5", now) for node in NODES])
@@ -70,6 +73,9 @@ def test_a_freed_slot_claims_the_next_due_agent_without_waiting_for_a_poll(
 
     async def run() -> set[str]:
         loop = SyncLoop(settings, sessions, lambda: cast(InternalClient, agents), asyncio.Event())
+        if store is not None:
+            await loop.store.aclose()
+            loop.store = store()
         task = asyncio.create_task(loop.run())
         try:
             async with asyncio.timeout(60):
@@ -82,6 +88,15 @@ def test_a_freed_slot_claims_the_next_due_agent_without_waiting_for_a_poll(
             await loop.stop()
 
     assert asyncio.run(run()) == set(NODES)
+    return agents
+
+
+def test_a_freed_slot_claims_the_next_due_agent_without_waiting_for_a_poll(
+    sessions: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Were the loop to wait for its poll, the second agent would wait an hour.
+    monkeypatch.setattr(syncing, "POLL_SECONDS", 3600.0)
+    agents = synced_with_one_slot(sessions, tmp_path)
     # Each agent was asked once, and all its hardware stored.
     assert sorted(agents.asked) == sorted(agents.reports)
     with sessions() as session:
@@ -94,41 +109,16 @@ def test_a_report_waiting_for_its_batch_holds_no_slot(
     """With one slot, the next agent is called while the last one's report waits to
     be written with others: the slot bounds the agents called at once, not the
     reports waiting for a transaction."""
-    now = utcnow()
-    endpoints = {node: f"127.0.0.1:{7001 + i}" for i, node in enumerate(NODES)}
-    record_hellos(sessions, [Hello(node, endpoints[node], "1.5", now) for node in NODES])
-    agents = RecordingAgents(
-        {endpoints[node]: node_report(tmp_path / node, node) for node in NODES}
-    )
-    settings = ConductorSettings(
-        name="conductor-1",
-        endpoint="127.0.0.1:6670",
-        token="t" * 32,
-        versions=VersionRange(),
-        max_concurrent_syncs=1,
-    )
 
-    async def run() -> set[str]:
-        loop = SyncLoop(settings, sessions, lambda: cast(InternalClient, agents), asyncio.Event())
+    def three_at_once() -> GroupWriter[FinishedSync, InventoryDiff]:
         # Nothing is written until all three reports wait together: were a waiting
         # report to hold the only slot, the second agent would never be called.
-        await loop.store.aclose()
-        loop.store = GroupWriter(
+        return GroupWriter(
             "inventory",
             lambda syncs: store_inventories(sessions, syncs),
             max_batch=len(NODES),
             linger=3600.0,
         )
-        task = asyncio.create_task(loop.run())
-        try:
-            async with asyncio.timeout(60):
-                while (synced := await synced_names(sessions)) != set(NODES):
-                    assert not task.done(), task
-                    await asyncio.sleep(0.05)
-            return synced
-        finally:
-            task.cancel()
-            await loop.stop()
 
-    assert asyncio.run(run()) == set(NODES)
+    agents = synced_with_one_slot(sessions, tmp_path, three_at_once)
     assert sorted(agents.asked) == sorted(agents.reports)

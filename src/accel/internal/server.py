@@ -205,12 +205,22 @@ def refuse_nul(document: Any, where: str = "body") -> None:
 async def read_json(request: Request) -> Any:
     """The request's JSON document: 413 over the size limit, 400 when it is not JSON
     or carries NUL characters. Every body accel takes, public or internal, comes here."""
+    return _parse_json(await _read_raw(request))
+
+
+async def _read_raw(request: Request) -> bytes:
+    """The request's body, or TooLarge past the limit (refused on its declared size
+    before it is read, where it declares one)."""
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise TooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise TooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
+    return raw
+
+
+def _parse_json(raw: bytes) -> Any:
     try:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -222,20 +232,18 @@ async def read_json(request: Request) -> Any:
 async def read_body(request: Request, model: type[Body]) -> Body:
     """The request's JSON body checked against ``model``, or InvalidInput naming the field.
 
-    A body of a declared size that is valid and holds no NUL is parsed and checked in
-    one pass by pydantic's own JSON parser, cheaper than ``json.loads`` and a check of
-    the objects it built (this is every heartbeat). Anything else takes the long way,
+    A body that is valid and holds no NUL is parsed and checked in one pass by
+    pydantic's own JSON parser, cheaper than ``json.loads`` and a check of the
+    objects it built (this is every heartbeat). Anything else takes the long way,
     which names what is wrong as it always has.
     """
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) <= MAX_BODY_BYTES:
-        raw = await request.body()
-        if len(raw) <= MAX_BODY_BYTES and b"\\u0000" not in raw and b"\x00" not in raw:
-            try:
-                return model.model_validate_json(raw)
-            except ValidationError:
-                pass
-    document = await read_json(request)
+    raw = await _read_raw(request)
+    if b"\\u0000" not in raw and b"\x00" not in raw:
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError:
+            pass
+    document = _parse_json(raw)
     if not isinstance(document, dict):
         raise InvalidInput("body must be a JSON object")
     try:
