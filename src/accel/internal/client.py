@@ -9,25 +9,16 @@ it for that peer.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import ssl
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
 from pydantic import BaseModel, ValidationError
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
 
 from accel.errors import PeerError, PeerRefused, PeerTooOld
-from accel.internal.peer_pools import PeerPools
+from accel.internal.peer_http import PeerAnswer, PeerHttp
 from accel.internal.schemas import (
     MAX_ETAG_LENGTH,
     AgentHello,
@@ -62,26 +53,10 @@ Answer = TypeVar("Answer", bound=BaseModel)
 MAX_PEER_VERSIONS = 100_000
 
 
-@functools.cache
-def _system_trust() -> ssl.SSLContext:
-    """httpx's default verification (certifi's CA bundle), loaded once per process:
-    each load costs about 0.1 s of CPU, which adds up for the simulator's thousands
-    of clients and for every component's start."""
-    return httpx.create_ssl_context()
-
-
 def base_url(peer: str, scheme: str = "http") -> str:
     """``scheme://host:port`` for a peer named either way (a given scheme is kept)."""
     peer = peer.strip().rstrip("/")
     return peer if "://" in peer else f"{scheme}://{peer}"
-
-
-@functools.lru_cache(maxsize=65536)
-def request_url(url: str, path: str) -> httpx.URL:
-    """A peer's URL for ``path``, parsed once: httpx parses a string URL on every
-    request, half of building one (20 of 41 us here), and a conductor calls the
-    same few paths of the same thousands of peers again and again."""
-    return httpx.URL(url + path)
 
 
 @dataclass(frozen=True)
@@ -108,24 +83,14 @@ class InternalClient:
     ) -> None:
         self.versions = versions
         self.scheme = "https" if tls is not None else "http"
-        # Built once: a conductor makes thousands of calls a second while a fleet
-        # comes up, and the policy is the same for each (a new one per call was 4% of
-        # the conductor's CPU then, by its profile).
-        self._retry_policy: dict[str, Any] = {
-            "stop": stop_after_attempt(attempts),
-            "wait": wait_exponential(multiplier=0.1, max=1.0),
-            "retry": retry_if_exception_type(httpx.TransportError),
-            "reraise": True,
-        }
         self._peer_versions: dict[str, Version] = {}
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
-            headers={"Authorization": f"Bearer {token}"},
-            transport=PeerPools(
-                tls.client_context() if tls is not None else _system_trust(),
-                connections_per_peer=connections_per_peer,
-                keepalive=keepalive,
-            ),
+        self._http = PeerHttp(
+            token,
+            timeout,
+            attempts,
+            connections_per_peer,
+            tls.client_context() if tls is not None else None,
+            keepalive,
         )
 
     async def aclose(self) -> None:
@@ -221,7 +186,7 @@ class InternalClient:
         if min_generation is not None:
             params = {"min_generation": str(min_generation), "wait": f"{wait:g}"}
         # A long poll may legitimately take ``wait`` seconds longer than a plain call.
-        timeout = (self._http.timeout.read or 5.0) + wait if params else None
+        timeout = self._http.timeout + wait if params else None
         return await self._call(
             "GET", peer, "/v1/hardware", HardwareList, params=params, read_timeout=timeout
         )
@@ -268,7 +233,7 @@ class InternalClient:
             url,
             "/v1/discovery",
             params={"wait": f"{wait:g}"},
-            read_timeout=(self._http.timeout.read or 5.0) + wait,
+            read_timeout=self._http.timeout + wait,
             headers={"If-None-Match": etag} if etag else None,
         )
         answered = response.headers.get("ETag")
@@ -305,7 +270,7 @@ class InternalClient:
         params: dict[str, str] | None = None,
         read_timeout: float | None = None,
         headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> PeerAnswer:
         """A successful (2xx or 3xx) answer, at the newest version both sides speak."""
         url = base_url(peer, self.scheme)
         version = self.peer_version(url)
@@ -337,31 +302,15 @@ class InternalClient:
         params: dict[str, str] | None,
         read_timeout: float | None,
         extra_headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> PeerAnswer:
         headers = {HEADER: format_version(version), **(extra_headers or {})}
         content = None
         if body is not None:
-            content = json.dumps(_wire_body(body, version))
+            content = json.dumps(_wire_body(body, version)).encode()
             headers["Content-Type"] = "application/json"
-        timeout: Any = httpx.USE_CLIENT_DEFAULT
-        if read_timeout is not None:
-            timeout = httpx.Timeout(read_timeout, connect=self._http.timeout.connect)
-        try:
-            async for attempt in AsyncRetrying(**self._retry_policy):
-                with attempt:
-                    return await self._http.request(
-                        method,
-                        request_url(url, path),
-                        content=content,
-                        headers=headers,
-                        params=params,
-                        timeout=timeout,
-                    )
-        except httpx.TransportError as exc:
-            raise PeerError(url, f"{method} {path} failed: {type(exc).__name__}: {exc}") from exc
-        raise AssertionError("unreachable: tenacity either returns or reraises")
+        return await self._http.request(method, url, path, headers, content, params, read_timeout)
 
-    def _downgrade(self, url: str, tried: Version, response: httpx.Response) -> Version | None:
+    def _downgrade(self, url: str, tried: Version, response: PeerAnswer) -> Version | None:
         try:
             peer_maximum = parse_version(str(response.json()["max_version"]))
         except (ValueError, KeyError, TypeError):
@@ -379,16 +328,16 @@ class InternalClient:
         return common
 
 
-def _parse(response: httpx.Response, answer: type[Answer], what: str) -> Answer:
+def _parse(response: PeerAnswer, answer: type[Answer], what: str) -> Answer:
     # Parsed and checked in one pass: a node's report took 93 us through json.loads
     # and the dicts it built, 61 us so (a conductor parses one per sync).
     try:
         return answer.model_validate_json(response.content)
     except (ValueError, ValidationError) as exc:
-        raise PeerError(str(response.request.url), f"{what} answered garbage: {exc}") from exc
+        raise PeerError(response.url, f"{what} answered garbage: {exc}") from exc
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: PeerAnswer) -> str:
     """The message a refusing peer gave, however its error body is shaped."""
     try:
         body = response.json()

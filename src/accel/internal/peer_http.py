@@ -1,0 +1,158 @@
+"""HTTP under the internal API's client: every call has a timeout and bounded retries
+of transport failures, and each peer its own few kept connections.
+
+aiohttp, not httpx: a conductor calls hundreds of agents in a heartbeat interval
+when a fleet's hardware changes, and each call cost its CPU 1.6 ms through httpx
+and 0.5 ms through aiohttp (a sync's call to a simulated node: a new connection,
+an 8-device report, uvloop; see docs/benchmarks.md). aiohttp's connector finds a
+peer's idle connections by one dict lookup and drops one as soon as the peer closes
+it, so a conductor that talks to thousands of agents keeps no dead sockets.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from yarl import URL
+
+from accel.errors import PeerError
+
+# What a retry may cure: the peer was unreachable, went away mid-answer, or was slow.
+TRANSPORT_FAILURES = (aiohttp.ClientError, TimeoutError)
+
+
+@functools.lru_cache(maxsize=65536)
+def request_url(peer: str, path: str) -> URL:
+    """A peer's URL for ``path``, parsed once: a conductor calls the same few paths
+    of the same thousands of peers again and again."""
+    return URL(peer + path)
+
+
+@dataclass(frozen=True)
+class PeerAnswer:
+    """A peer's answer, read in full."""
+
+    url: str
+    status_code: int
+    headers: Mapping[str, str]  # case-insensitive
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+class PeerHttp:
+    """One aiohttp session, made on the first call (it needs a running event loop)."""
+
+    def __init__(
+        self,
+        token: str,
+        timeout: float,
+        attempts: int,
+        connections_per_peer: int,
+        tls: ssl.SSLContext | None,
+        keepalive: float,
+    ) -> None:
+        self.timeout = timeout
+        self.connect_timeout = min(timeout, 3.0)
+        self._token = token
+        self._connections_per_peer = connections_per_peer
+        self._tls = tls
+        self._keepalive = keepalive
+        # Built once: the policy is the same for every call, and a conductor makes
+        # thousands of them a second while a fleet comes up.
+        self._retry_policy: dict[str, Any] = {
+            "stop": stop_after_attempt(attempts),
+            "wait": wait_exponential(multiplier=0.1, max=1.0),
+            "retry": retry_if_exception_type(TRANSPORT_FAILURES),
+            "reraise": True,
+        }
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def _opened(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0,  # no bound on all peers together; one per peer
+                limit_per_host=self._connections_per_peer,
+                keepalive_timeout=self._keepalive,
+                ssl=self._tls if self._tls is not None else True,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"Authorization": f"Bearer {self._token}"},
+                # Peers set no cookies; looking for them was a tenth of a call.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    def _timeout(self, read_timeout: float | None) -> aiohttp.ClientTimeout:
+        """No overall limit: connecting (a free connection included) and each read
+        have theirs, as a long poll that answers at the end of its wait needs."""
+        timeout = self._timeouts.get(read_timeout)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                connect=self.timeout,
+                sock_connect=self.connect_timeout,
+                sock_read=read_timeout if read_timeout is not None else self.timeout,
+            )
+            if len(self._timeouts) < 64:  # long polls' waits are few, but bound them
+                self._timeouts[read_timeout] = timeout
+        return timeout
+
+    async def request(
+        self,
+        method: str,
+        peer: str,
+        path: str,
+        headers: Mapping[str, str],
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        read_timeout: float | None = None,
+    ) -> PeerAnswer:
+        """The answer to ``path`` of ``peer`` (a base URL), after at most ``attempts``
+        tries; PeerError if every try failed in transport."""
+        url = request_url(peer, path)
+        session = self._opened()
+        timeout = self._timeout(read_timeout)
+        try:
+            async for attempt in AsyncRetrying(**self._retry_policy):
+                with attempt:
+                    async with session.request(
+                        method,
+                        url,
+                        headers=headers,
+                        data=content,
+                        params=params,
+                        timeout=timeout,
+                        allow_redirects=False,
+                    ) as response:
+                        return PeerAnswer(
+                            str(response.url),
+                            response.status,
+                            response.headers,
+                            await response.read(),
+                        )
+        except TRANSPORT_FAILURES as exc:
+            reason = str(exc) or "timed out"
+            raise PeerError(
+                peer, f"{method} {path} failed: {type(exc).__name__}: {reason}"
+            ) from exc
+        raise AssertionError("unreachable: tenacity either returns or reraises")
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,200 @@
+"""PeerHttp: kept connections per peer, bounded tries, and a timeout on every read.
+
+The peers here are raw asyncio servers on loopback ports, so each test controls
+exactly what a peer does with its connection: answer and keep it, answer and close
+it, accept and never answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+
+import pytest
+
+from accel.errors import PeerError
+from accel.internal.peer_http import PeerHttp
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+NO_HEADERS: dict[str, str] = {}
+
+
+def client(timeout: float = 5.0, attempts: int = 1, keepalive: float = 5.0) -> PeerHttp:
+    return PeerHttp("token", timeout, attempts, 8, None, keepalive)
+
+
+async def answer(writer: asyncio.StreamWriter, body: bytes, close: bool = False) -> None:
+    connection = b"close" if close else b"keep-alive"
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: " + connection + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    await writer.drain()
+
+
+async def requests_of(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Each request's head, until the client closes the connection."""
+    while True:
+        try:
+            yield await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+
+
+@asynccontextmanager
+async def peer(handler: Handler) -> AsyncIterator[str]:
+    """A peer on a loopback port; on leaving, every connection it still holds is closed."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await handler(reader, writer)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+            with suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+def test_each_peer_answers_over_its_own_kept_connection() -> None:
+    async def scenario() -> None:
+        connections = 0
+
+        async def keeps(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            number = connections
+            async for _ in requests_of(reader):
+                await answer(writer, f"connection {number}".encode())
+            writer.close()
+
+        http = client()
+        try:
+            async with peer(keeps) as first, peer(keeps) as second:
+                answers = [
+                    (await http.request("GET", url, "/", NO_HEADERS)).text
+                    for url in (first, second, first, second)
+                ]
+        finally:
+            await http.aclose()
+        assert answers == ["connection 1", "connection 2", "connection 1", "connection 2"]
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_the_peer_closed_is_not_used_again() -> None:
+    # One try only: the second call succeeds because the client saw the close, not
+    # because a failed send on the dead connection was retried.
+    async def scenario() -> None:
+        connections = 0
+
+        async def answers_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            await reader.readuntil(b"\r\n\r\n")
+            await answer(writer, b"ok")  # says keep-alive, then closes: its idle expiry
+            writer.close()
+
+        http = client(attempts=1)
+        try:
+            async with peer(answers_once) as url:
+                for _ in range(3):
+                    assert (await http.request("GET", url, "/", NO_HEADERS)).text == "ok"
+                    await asyncio.sleep(0.1)
+        finally:
+            await http.aclose()
+        assert connections == 3
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_connection_is_not_kept_past_keepalive() -> None:
+    async def scenario() -> None:
+        ports: list[int] = []
+
+        async def keeps(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            ports.append(writer.get_extra_info("peername")[1])
+            async for _ in requests_of(reader):
+                await answer(writer, b"ok")
+            writer.close()
+
+        http = client(keepalive=0.3)
+        try:
+            async with peer(keeps) as url:
+                await http.request("GET", url, "/", NO_HEADERS)
+                await http.request("GET", url, "/", NO_HEADERS)
+                await asyncio.sleep(0.6)
+                await http.request("GET", url, "/", NO_HEADERS)
+        finally:
+            await http.aclose()
+        assert len(ports) == 2  # the first connection served two calls, then expired
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_that_never_answers_costs_the_read_timeout_of_each_try() -> None:
+    async def scenario() -> None:
+        accepted = 0
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            await reader.read()  # never answers; returns when the client gives up
+
+        http = client(timeout=0.2, attempts=2)
+        try:
+            async with peer(silent) as url:
+                with pytest.raises(PeerError) as raised:
+                    await http.request("POST", url, "/v1/hello", NO_HEADERS, b"{}")
+        finally:
+            await http.aclose()
+        assert accepted == 2
+        assert raised.value.peer == url
+        assert f"{url}: POST /v1/hello failed" in raised.value.message
+        assert "Timeout" in raised.value.message
+
+    asyncio.run(scenario())
+
+
+def test_a_long_poll_waits_for_its_own_read_timeout() -> None:
+    async def scenario() -> None:
+        async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(0.5)  # longer than the client's timeout
+            await answer(writer, b"late but in time", close=True)
+            writer.close()
+
+        http = client(timeout=0.2)
+        try:
+            async with peer(slow) as url:
+                found = await http.request(
+                    "GET", url, "/v1/hardware", NO_HEADERS, params={"wait": "1"}, read_timeout=1.5
+                )
+        finally:
+            await http.aclose()
+        assert found.status_code == 200 and found.text == "late but in time"
+
+    asyncio.run(scenario())
+
+
+def test_nobody_listening_is_a_peer_error_naming_the_call() -> None:
+    async def scenario() -> None:
+        async with peer(lambda reader, writer: asyncio.sleep(0)) as url:
+            pass  # closed again: nothing listens on its port now
+        http = client(attempts=2)
+        try:
+            with pytest.raises(PeerError) as raised:
+                await http.request("GET", url, "/v1/hardware", NO_HEADERS)
+        finally:
+            await http.aclose()
+        assert raised.value.peer == url
+        assert f"{url}: GET /v1/hardware failed: " in raised.value.message
+
+    asyncio.run(scenario())
