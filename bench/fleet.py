@@ -15,19 +15,17 @@ agent is synced or one heartbeat interval from the round's first sync has passed
 whichever comes first, with how many agents were synced by then: a round that runs
 past the interval (a node whose discovery ran late) would otherwise also count the
 next round's first hellos, a thousand or more of them at 5,000 nodes, as many as
-the simulators' timing happens to put there.
+the simulators' timing happens to put there. That round runs unprofiled; a second
+one, with py-spy attached, says where the conductor's time goes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from sqlalchemy import Engine, func, select
 
 from accel.db.engine import make_engine, migrate
 from accel.db.models import Agent, Device
+from bench.daemons import answers, free_port, let_ports_go, spawn, stop
 from bench.procfs import cpu_seconds, rss_mib
 from bench.profile import Profile
 from tests.processes import TOKEN, wait_until
@@ -82,6 +81,8 @@ class FleetResult:
     resync_calls: int = 0
     # Agents synced within the heartbeat interval the conductor's CPU was counted over.
     synced_in_interval: int = 0
+    # The conductor's CPU in a second resync round, with py-spy attached.
+    profiled_cpu_s: float = 0.0
 
     def rows(self) -> list[str]:
         what = f"{self.nodes} nodes x 8 devices ({self.devices}), {self.backend}"
@@ -101,18 +102,12 @@ class FleetResult:
             f"| {self.resync_s:.1f} s; within {HEARTBEAT_SECONDS:.0f} s of its start "
             f"{self.synced_in_interval} of {self.nodes} agents synced, "
             f"conductor CPU {self.conductor_cpu_s:.2f} s "
-            f"({self.resync_hellos} hellos, {self.resync_calls} syncs that called an agent) "
-            f"| conductor: {self.resync_profile} |",
+            f"({self.resync_hellos} hellos, {self.resync_calls} syncs that called an agent); "
+            f"profiled in a second round: {self.profiled_cpu_s:.2f} s "
+            f"| conductor, second round: {self.resync_profile} |",
             f"| resident memory, {what} | conductor {self.conductor_rss_mib:.0f} MiB, "
             f"sim {self.sim_rss_mib:.0f} MiB | |",
         ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def _present(engine: Engine) -> int:
@@ -141,60 +136,15 @@ def _within(check: Callable[[], bool], limit: float) -> float | None:
     return time.monotonic() - started
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", "accel", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "ACCEL_INTERNAL_TOKEN": TOKEN},
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _time_wait_sockets() -> int:
-    for line in Path("/proc/net/sockstat").read_text().splitlines():
-        if line.startswith("TCP:"):
-            fields = line.split()
-            return int(fields[fields.index("tw") + 1])
-    return 0
-
-
-def _let_ports_go(limit: float = 120.0) -> None:
-    """Waits (at most ``limit``) for the sockets a previous fleet closed to leave
-    TIME_WAIT: thousands of simulated nodes take most of the loopback's ephemeral
-    ports, and a fleet started right after another ran out of them."""
-    started = time.monotonic()
-    while _time_wait_sockets() > 1000 and time.monotonic() - started < limit:
-        time.sleep(1)
-
-
 def bench_fleet(
     workdir: Path, backend: str, database: str, nodes: int, release_rate: float = RELEASE_RATE
 ) -> FleetResult:
-    _let_ports_go()
-    port = _free_port()
+    let_ports_go()
+    port = free_port()
     log = workdir / f"fleet-{backend}-{nodes}.log"
     engine = make_engine(database)
     migrate(engine)
-    conductor = _spawn(
+    conductor = spawn(
         [
             *("conductor", "--listen", f"127.0.0.1:{port}", "--database", database),
             *("--resync-interval", str(RESYNC_INTERVAL), "--log-level", "warning"),
@@ -208,7 +158,7 @@ def bench_fleet(
     sims: list[subprocess.Popen[bytes]] = []
     try:
         wait_until(
-            lambda: _answers(f"http://127.0.0.1:{port}/"), "the conductor", on_timeout=log.read_text
+            lambda: answers(f"http://127.0.0.1:{port}/"), "the conductor", on_timeout=log.read_text
         )
         # One simulator process holds a few sockets per node: past NODES_PER_SIM the
         # fleet is split over several processes, each within the descriptor limit.
@@ -219,7 +169,7 @@ def bench_fleet(
         # Started one after another: several starting at once starve each other.
         for index, (share, manifest) in enumerate(zip(shares, manifests, strict=True)):
             sims.append(
-                _spawn(
+                spawn(
                     [
                         *("sim", "--conductor", f"http://127.0.0.1:{port}"),
                         *("--nodes", str(share), "--name-prefix", f"sim{index}-"),
@@ -284,78 +234,115 @@ def bench_fleet(
         assert first_hello is not None
         converged = (done - first_hello).total_seconds()
 
-        # Let the fleet settle, then change 1% and time a resync: every agent's last
-        # report complete and stored with its ETag. At 5,000 nodes the simulators'
-        # own agents time out on their drivers while the fleet comes up, and those
-        # nodes' partial reports are retried for a while after convergence.
-        wait_until(
-            lambda: _settled(engine),
-            "every agent's report complete",
-            timeout=CONVERGENCE_LIMIT,
-            on_timeout=log.read_text,
-        )
-        time.sleep(2)
-        changed_at = dt.datetime.now(dt.UTC)
-        for sim in sims:
-            sim.send_signal(signal.SIGUSR1)
-
-        def synced_since_change() -> int:
-            with engine.connect() as connection:
-                return (
-                    connection.scalar(
-                        select(func.count()).where(Agent.last_synced_at >= changed_at)
-                    )
-                    or 0
-                )
-
-        # The CPU clock starts with the resync round, not with the quiet wait for it.
-        wait_until(synced_since_change, "the resync to begin", timeout=RESYNC_INTERVAL * 10)
-        cpu_before = cpu_seconds(conductor.pid)
-        counted_before = _counted(port)
-        round_started = time.monotonic()
-        resync_profile = Profile(conductor.pid)
-        resync_profile.start()
-        deadline = round_started + HEARTBEAT_SECONDS
-        while synced_since_change() < nodes and time.monotonic() < deadline:
-            time.sleep(0.1)
-        cpu = cpu_seconds(conductor.pid) - cpu_before
-        resync_profile.stop()
-        counted_after = _counted(port)
-        synced_in_interval = synced_since_change()
-        wait_until(
-            lambda: synced_since_change() == nodes, "the resync", timeout=RESYNC_INTERVAL * 10
-        )
-        hellos, calls = (counted_after[i] - counted_before[i] for i in (0, 1))
-        with engine.connect() as connection:
-            first, last = connection.execute(
-                select(func.min(Agent.last_synced_at), func.max(Agent.last_synced_at))
-            ).one()
-            assert first is not None and last is not None
-            changed = connection.scalar(select(func.count()).where(Device.updated_at > changed_at))
+        # The first resync is measured unprofiled: py-spy sampling 200 times a second
+        # takes a share of this machine's two cores from the conductor and raised its
+        # CPU for the round by about a tenth. The second is profiled, for where it goes.
+        measured = _resync(engine, sims, conductor.pid, port, nodes, log, profiled=False)
+        profiled = _resync(engine, sims, conductor.pid, port, nodes, log, profiled=True)
         return FleetResult(
             backend,
             nodes,
             devices,
             converged,
             devices,
-            (last - first).total_seconds(),
-            changed or 0,
-            cpu,
+            measured.seconds,
+            measured.changed,
+            measured.cpu,
             rss_mib(conductor.pid),
             sum(rss_mib(sim.pid) for sim in sims),
             _summary(conductor_profile),
             _summary(sim_profile),
             converge_cpu,
-            _summary(resync_profile),
-            int(hellos),
-            int(calls),
-            synced_in_interval,
+            profiled.profile,
+            measured.hellos,
+            measured.calls,
+            measured.synced_in_interval,
+            profiled.cpu,
         )
     finally:
         engine.dispose()
         for sim in sims:
-            _stop(sim)
-        _stop(conductor)
+            stop(sim)
+        stop(conductor)
+
+
+@dataclass(frozen=True)
+class _Resync:
+    seconds: float  # from the round's first sync to its last
+    changed: int  # devices the round rewrote
+    cpu: float  # the conductor's, see the module's docstring
+    hellos: int
+    calls: int
+    synced_in_interval: int
+    profile: str
+
+
+def _resync(
+    engine: Engine,
+    sims: list[subprocess.Popen[bytes]],
+    conductor: int,
+    port: int,
+    nodes: int,
+    log: Path,
+    profiled: bool,
+) -> _Resync:
+    """Lets the fleet settle, changes 1% of its hardware, and measures the round in
+    which every agent is synced again."""
+    # Every agent's last report complete and stored with its ETag. At 5,000 nodes the
+    # simulators' own agents time out on their drivers while the fleet comes up, and
+    # those nodes' partial reports are retried for a while after convergence.
+    wait_until(
+        lambda: _settled(engine),
+        "every agent's report complete",
+        timeout=CONVERGENCE_LIMIT,
+        on_timeout=log.read_text,
+    )
+    time.sleep(2)
+    changed_at = dt.datetime.now(dt.UTC)
+    for sim in sims:
+        sim.send_signal(signal.SIGUSR1)
+
+    def synced_since_change() -> int:
+        with engine.connect() as connection:
+            return (
+                connection.scalar(select(func.count()).where(Agent.last_synced_at >= changed_at))
+                or 0
+            )
+
+    # The CPU clock starts with the resync round, not with the quiet wait for it.
+    wait_until(synced_since_change, "the resync to begin", timeout=RESYNC_INTERVAL * 10)
+    cpu_before = cpu_seconds(conductor)
+    counted_before = _counted(port)
+    round_started = time.monotonic()
+    profile = Profile(conductor)
+    if profiled:
+        profile.start()
+    deadline = round_started + HEARTBEAT_SECONDS
+    while synced_since_change() < nodes and time.monotonic() < deadline:
+        time.sleep(0.1)
+    cpu = cpu_seconds(conductor) - cpu_before
+    profile.stop()
+    counted_after = _counted(port)
+    synced_in_interval = synced_since_change()
+    wait_until(lambda: synced_since_change() == nodes, "the resync", timeout=RESYNC_INTERVAL * 10)
+    hellos, calls = (counted_after[i] - counted_before[i] for i in (0, 1))
+    with engine.connect() as connection:
+        first, last = connection.execute(
+            select(func.min(Agent.last_synced_at), func.max(Agent.last_synced_at)).where(
+                Agent.last_synced_at >= changed_at
+            )
+        ).one()
+        assert first is not None and last is not None
+        changed = connection.scalar(select(func.count()).where(Device.updated_at > changed_at))
+    return _Resync(
+        (last - first).total_seconds(),
+        changed or 0,
+        cpu,
+        int(hellos),
+        int(calls),
+        synced_in_interval,
+        _summary(profile) if profiled else "",
+    )
 
 
 COUNTED = re.compile(

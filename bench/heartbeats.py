@@ -25,7 +25,7 @@ from sqlalchemy import update
 from accel.conductor.agents import Hello, record_hellos
 from accel.db.engine import make_engine, migrate, session_factory
 from accel.db.models import Agent
-from bench.fleet import _free_port, _spawn, _stop
+from bench.daemons import free_port, spawn, stop
 from bench.procfs import cpu_seconds
 from bench.profile import Profile
 from tests.certificates import make_pki
@@ -138,13 +138,13 @@ def _rounds(workdir: Path, nodes: int, tls: bool) -> list[str]:
     pki = make_pki(workdir / f"pki-{nodes}") if tls else None
     database = f"sqlite:///{workdir / f'heartbeats-{nodes}-{int(tls)}.db'}"
     names = _register(database, nodes)
-    port = _free_port()
+    port = free_port()
     flags = (
         ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key), "--tls-ca", str(pki.ca)]
         if pki
         else []
     )
-    conductor = _spawn(
+    conductor = spawn(
         [
             *("conductor", "--listen", f"127.0.0.1:{port}", "--database", database),
             *("--heartbeat-interval", str(INTERVAL), "--agent-down-after", "3600"),
@@ -179,7 +179,7 @@ def _rounds(workdir: Path, nodes: int, tls: bool) -> list[str]:
                 f"a hello | {profile.top()} |"
             )
     finally:
-        _stop(conductor)
+        stop(conductor)
     return rows
 
 
