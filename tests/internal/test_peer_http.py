@@ -2,7 +2,7 @@
 
 The peers here are raw asyncio servers on loopback ports, so each test controls
 exactly what a peer does with its connection: answer and keep it, answer and close
-it, accept and never answer.
+it, accept and never answer, answer a byte at a time.
 """
 
 from __future__ import annotations
@@ -180,6 +180,28 @@ def test_a_long_poll_waits_for_its_own_read_timeout() -> None:
         finally:
             await http.aclose()
         assert found.status_code == 200 and found.text == "late but in time"
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_that_drips_its_answer_costs_at_most_a_timeout() -> None:
+    async def scenario() -> None:
+        async def drips(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\n")
+            for _ in range(60):  # a byte each 0.1 s: every read is in time, the whole is not
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+
+        http = client(timeout=0.4)
+        try:
+            async with peer(drips) as url:
+                with pytest.raises(PeerError) as raised:
+                    await http.request("GET", url, "/v1/hardware", NO_HEADERS)
+        finally:
+            await http.aclose()
+        assert "Timeout" in raised.value.message
 
     asyncio.run(scenario())
 

@@ -98,15 +98,17 @@ class PeerHttp:
         return self._session
 
     def _timeout(self, read_timeout: float | None) -> aiohttp.ClientTimeout:
-        """No overall limit: connecting (a free connection included) and each read
-        have theirs, as a long poll that answers at the end of its wait needs."""
+        """Connecting (a free connection included) and each read have their limits;
+        a long poll reads for its wait. The whole try is bounded by both together, so
+        a peer that drips its answer a byte at a time costs no more than a timeout."""
         timeout = self._timeouts.get(read_timeout)
         if timeout is None:
+            read = read_timeout if read_timeout is not None else self.timeout
             timeout = aiohttp.ClientTimeout(
-                total=None,
+                total=self.timeout + read,
                 connect=self.timeout,
                 sock_connect=self.connect_timeout,
-                sock_read=read_timeout if read_timeout is not None else self.timeout,
+                sock_read=read,
             )
             if len(self._timeouts) < 64:  # long polls' waits are few, but bound them
                 self._timeouts[read_timeout] = timeout
