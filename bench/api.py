@@ -2,9 +2,9 @@
 
 One api process (one uvicorn worker) on a SQLite database filled by the conductor's
 own code, the load from bench.load in this process on the same machine. Each
-endpoint is measured warm (its answer cached), at 4 and at 32 connections, with a
-py-spy profile of the api during the 4-connection run; the first answer after an
-inventory change (a cache miss) is timed on its own.
+endpoint is measured warm (its answer cached), at 4 and at 32 connections, and at 4
+once more with py-spy attached, for the profile; the first answer after an inventory
+change (a cache miss) is timed on its own.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import update
@@ -75,21 +76,27 @@ def _row(name: str, result: LoadResult, connections: int, profile: str = "") -> 
     return f"| {name}, {connections} conn | {result.summary()}{note}{top} |"
 
 
-def _measure(url: str, pid: int, name: str, paths: list[str]) -> list[str]:
-    asyncio.run(run_load(url, list(dict.fromkeys(paths)), 4))  # every answer cached
+def _rows(name: str, pid: int, load: Callable[[int], LoadResult], unit: str = "req/s") -> list[str]:
+    """A row per connection count. py-spy takes CPU from a 2-core machine, so the
+    4-connection figure is measured unprofiled and its profile from a second run."""
     rows = []
     for connections in CONNECTIONS:
-        profile = Profile(pid) if connections == CONNECTIONS[0] else None
-        if profile is not None:
-            profile.start()
-            time.sleep(0.5)  # py-spy attaches
-        result = asyncio.run(run_load(url, paths, connections))
+        result = load(connections)
         top = ""
-        if profile is not None:
-            profile.stop()
-            top = profile.top()
-        rows.append(_row(name, result, connections, top))
+        if connections == CONNECTIONS[0]:
+            with Profile(pid) as profile:
+                profile.start()
+                time.sleep(0.5)  # py-spy attaches
+                profiled = load(connections)
+                profile.stop()
+                top = f"profiled in a second run: {profiled.rate:,.0f} {unit}; {profile.top()}"
+        rows.append(_row(name, result, connections, top).replace("req/s", unit))
     return rows
+
+
+def _measure(url: str, pid: int, name: str, paths: list[str]) -> list[str]:
+    asyncio.run(run_load(url, list(dict.fromkeys(paths)), 4))  # every answer cached
+    return _rows(name, pid, lambda connections: asyncio.run(run_load(url, paths, connections)))
 
 
 def _create_profile(url: str) -> None:
@@ -102,24 +109,12 @@ def _create_profile(url: str) -> None:
 def _arq_pairs(url: str, pid: int, count: int, pairs: int) -> list[str]:
     """Accelerator requests created and deleted in pairs (Nova's flow without the bind)."""
     create = ("/v2/accelerator_requests", json.dumps({"device_profile_name": "bench-gpu"}).encode())
-
-    rows = []
-    for connections in CONNECTIONS:
-        profile_run = Profile(pid) if connections == CONNECTIONS[0] else None
-        if profile_run is not None:
-            profile_run.start()
-            time.sleep(0.5)
-        result = asyncio.run(run_pairs(url, pairs, connections, create, _delete_path))
-        top = ""
-        if profile_run is not None:
-            profile_run.stop()
-            top = profile_run.top()
-        rows.append(
-            _row(f"ARQ create+delete pairs, {count} devices", result, connections, top).replace(
-                "req/s", "pairs/s"
-            )
-        )
-    return rows
+    return _rows(
+        f"ARQ create+delete pairs, {count} devices",
+        pid,
+        lambda connections: asyncio.run(run_pairs(url, pairs, connections, create, _delete_path)),
+        unit="pairs/s",
+    )
 
 
 def _start_ceiling(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
