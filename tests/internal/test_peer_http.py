@@ -8,13 +8,17 @@ it, accept and never answer, answer a byte at a time.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 
 import pytest
 
 from accel.errors import PeerError
+from accel.internal.client import InternalClient
 from accel.internal.peer_http import PeerHttp
+from accel.internal.schemas import ArqChanges
+from accel.internal.versions import VersionRange
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 NO_HEADERS: dict[str, str] = {}
@@ -40,6 +44,20 @@ async def requests_of(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
             yield await reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError):
             return
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One whole request: its head and its Content-Length of body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (
+            int(line[15:])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    return head + await reader.readexactly(length)
 
 
 @asynccontextmanager
@@ -163,6 +181,61 @@ def test_a_peer_that_never_answers_costs_the_read_timeout_of_each_try() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize(("resend", "tries"), [(True, 3), (False, 1)])
+def test_a_call_the_peer_may_have_acted_on_is_resent_only_if_it_may_be(
+    resend: bool, tries: int
+) -> None:
+    # The peer reads the whole request, then hangs up without an answer: it may have
+    # bound the accelerator already, so a call that must not come twice is not retried.
+    async def scenario() -> None:
+        received = 0
+
+        async def hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal received
+            await read_request(reader)
+            received += 1
+            writer.close()
+
+        http = client(attempts=3)
+        try:
+            async with peer(hangs_up) as url:
+                with pytest.raises(PeerError) as raised:
+                    await http.request(
+                        "POST", url, "/v1/operations", NO_HEADERS, b"{}", resend=resend
+                    )
+        finally:
+            await http.aclose()
+        assert received == tries
+        assert "ServerDisconnectedError" in raised.value.message
+
+    asyncio.run(scenario())
+
+
+def test_an_accelerator_request_change_is_sent_once() -> None:
+    # A bind the conductor made before its answer was lost would be refused if sent
+    # again ("is Bound"): the api is told of the failure instead.
+    async def scenario() -> None:
+        received = 0
+
+        async def hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal received
+            await read_request(reader)
+            received += 1
+            writer.close()
+
+        internal = InternalClient("token", VersionRange(), attempts=3)
+        changes = ArqChanges.model_validate({"delete": [str(uuid.uuid4())]})
+        try:
+            async with peer(hangs_up) as url:
+                with pytest.raises(PeerError):
+                    await internal.change_arqs(url, changes)
+        finally:
+            await internal.aclose()
+        assert received == 1
+
+    asyncio.run(scenario())
+
+
 def test_a_long_poll_waits_for_its_own_read_timeout() -> None:
     async def scenario() -> None:
         async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -184,7 +257,7 @@ def test_a_long_poll_waits_for_its_own_read_timeout() -> None:
     asyncio.run(scenario())
 
 
-def test_a_peer_that_drips_its_answer_costs_at_most_a_timeout() -> None:
+def test_a_peer_that_drips_its_answer_is_cut_off() -> None:
     async def scenario() -> None:
         async def drips(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await reader.readuntil(b"\r\n\r\n")

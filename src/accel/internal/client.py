@@ -129,8 +129,10 @@ class InternalClient:
 
     async def change_arqs(self, conductor: str, changes: ArqChanges) -> ArqOutcomes:
         """Binds and unbinds accelerator requests (internal version 1.2 and later)."""
+        # Not sent twice: a bind the conductor made before its answer was lost would
+        # come back refused ("is Bound"), an unbind as "not found".
         return await self._call(
-            "POST", conductor, "/v1/accelerator_requests", ArqOutcomes, body=changes
+            "POST", conductor, "/v1/accelerator_requests", ArqOutcomes, body=changes, resend=False
         )
 
     async def setup(self, peer: str, call: SetupCall) -> SetupProgress:
@@ -145,7 +147,10 @@ class InternalClient:
     async def request_operation(self, conductor: str, request: OperationRequest) -> OperationView:
         """Asks a conductor to start a setup operation for the api (1.3)."""
         await self._needs(conductor, SETUP_VERSION, "setup")
-        return await self._call("POST", conductor, "/v1/operations", OperationView, body=request)
+        # Not sent twice: the second would find the first's operation and be refused.
+        return await self._call(
+            "POST", conductor, "/v1/operations", OperationView, body=request, resend=False
+        )
 
     async def _needs(self, peer: str, version: Version, what: str) -> None:
         """Refuses clearly when ``peer`` is known to be too old for ``what``.
@@ -257,8 +262,9 @@ class InternalClient:
         body: BaseModel | None = None,
         params: dict[str, str] | None = None,
         read_timeout: float | None = None,
+        resend: bool = True,
     ) -> Answer:
-        response = await self._exchange(method, peer, path, body, params, read_timeout)
+        response = await self._exchange(method, peer, path, body, params, read_timeout, resend)
         return _parse(response, answer, f"{method} {path}")
 
     async def _exchange(
@@ -269,6 +275,7 @@ class InternalClient:
         body: BaseModel | None = None,
         params: dict[str, str] | None = None,
         read_timeout: float | None = None,
+        resend: bool = True,
         headers: dict[str, str] | None = None,
     ) -> PeerAnswer:
         """A successful (2xx or 3xx) answer, at the newest version both sides speak."""
@@ -276,7 +283,7 @@ class InternalClient:
         version = self.peer_version(url)
         for _ in range(2):
             response = await self._send(
-                method, url, path, version, body, params, read_timeout, headers
+                method, url, path, version, body, params, read_timeout, resend, headers
             )
             if response.status_code != 406:
                 break
@@ -301,6 +308,7 @@ class InternalClient:
         body: BaseModel | None,
         params: dict[str, str] | None,
         read_timeout: float | None,
+        resend: bool = True,
         extra_headers: dict[str, str] | None = None,
     ) -> PeerAnswer:
         headers = {HEADER: format_version(version), **(extra_headers or {})}
@@ -308,7 +316,9 @@ class InternalClient:
         if body is not None:
             content = json.dumps(_wire_body(body, version)).encode()
             headers["Content-Type"] = "application/json"
-        return await self._http.request(method, url, path, headers, content, params, read_timeout)
+        return await self._http.request(
+            method, url, path, headers, content, params, read_timeout, resend
+        )
 
     def _downgrade(self, url: str, tried: Version, response: PeerAnswer) -> Version | None:
         try:

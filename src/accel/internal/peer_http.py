@@ -26,6 +26,8 @@ from accel.errors import PeerError
 
 # What a retry may cure: the peer was unreachable, went away mid-answer, or was slow.
 TRANSPORT_FAILURES = (aiohttp.ClientError, TimeoutError)
+# Failures before the request left this process: the peer cannot have acted on it.
+NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -70,13 +72,17 @@ class PeerHttp:
         self._connections_per_peer = connections_per_peer
         self._tls = tls
         self._keepalive = keepalive
-        # Built once: the policy is the same for every call, and a conductor makes
-        # thousands of them a second while a fleet comes up.
-        self._retry_policy: dict[str, Any] = {
-            "stop": stop_after_attempt(attempts),
-            "wait": wait_exponential(multiplier=0.1, max=1.0),
-            "retry": retry_if_exception_type(TRANSPORT_FAILURES),
-            "reraise": True,
+        # Built once: the policies are the same for every call, and a conductor makes
+        # thousands of calls a second while a fleet comes up. A call the peer must
+        # not act on twice is tried again only if it never left.
+        self._retry_policies: dict[bool, dict[str, Any]] = {
+            resend: {
+                "stop": stop_after_attempt(attempts),
+                "wait": wait_exponential(multiplier=0.1, max=1.0),
+                "retry": retry_if_exception_type(TRANSPORT_FAILURES if resend else NOT_SENT),
+                "reraise": True,
+            }
+            for resend in (True, False)
         }
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -99,8 +105,8 @@ class PeerHttp:
 
     def _timeout(self, read_timeout: float | None) -> aiohttp.ClientTimeout:
         """Connecting (a free connection included) and each read have their limits;
-        a long poll reads for its wait. The whole try is bounded by both together, so
-        a peer that drips its answer a byte at a time costs no more than a timeout."""
+        a long poll reads for its wait. A whole try is bounded by the two together, so
+        a peer that drips its answer a byte at a time holds it no longer than that."""
         timeout = self._timeouts.get(read_timeout)
         if timeout is None:
             read = read_timeout if read_timeout is not None else self.timeout
@@ -123,14 +129,17 @@ class PeerHttp:
         content: bytes | None = None,
         params: Mapping[str, str] | None = None,
         read_timeout: float | None = None,
+        resend: bool = True,
     ) -> PeerAnswer:
         """The answer to ``path`` of ``peer`` (a base URL), after at most ``attempts``
-        tries; PeerError if every try failed in transport."""
+        tries; PeerError if every try failed in transport. Without ``resend`` (a call
+        whose second coming the peer would refuse or act on again), a try that may have
+        reached the peer is the last."""
         url = request_url(peer, path)
         session = self._opened()
         timeout = self._timeout(read_timeout)
         try:
-            async for attempt in AsyncRetrying(**self._retry_policy):
+            async for attempt in AsyncRetrying(**self._retry_policies[resend]):
                 with attempt:
                     async with session.request(
                         method,
