@@ -31,7 +31,7 @@ from accel.internal.schemas import DriverOutcome, HardwareList, Kind
 from bench.cyborg import PROFILE_NAME as CYBORG_PROFILE
 from bench.cyborg import CyborgUnavailable, cyborg_api
 from bench.load import LoadResult, call, run_load, run_pairs
-from bench.profile import Profile
+from bench.profile import Profile, py_spy
 from tests.processes import Cluster, bound_socket, url_of, wait_until
 
 CONNECTIONS = (4, 32)
@@ -83,7 +83,7 @@ def _rows(name: str, pid: int, load: Callable[[int], LoadResult], unit: str = "r
     for connections in CONNECTIONS:
         result = load(connections)
         top = ""
-        if connections == CONNECTIONS[0]:
+        if connections == CONNECTIONS[0] and py_spy() is not None:
             with Profile(pid) as profile:
                 profile.start()
                 time.sleep(0.5)  # py-spy attaches

@@ -38,7 +38,7 @@ from accel.db.engine import make_engine, migrate
 from accel.db.models import Agent, Device
 from bench.daemons import answers, free_port, let_ports_go, spawn, stop
 from bench.procfs import cpu_seconds, rss_mib
-from bench.profile import Profile
+from bench.profile import Profile, py_spy
 from tests.processes import TOKEN, wait_until
 
 RESYNC_INTERVAL = 30.0
@@ -82,7 +82,7 @@ class FleetResult:
     # Agents synced within the heartbeat interval the conductor's CPU was counted over.
     synced_in_interval: int = 0
     # The conductor's CPU in a second resync round, with py-spy attached.
-    profiled_cpu_s: float = 0.0
+    profiled_cpu_s: float | None = None  # None: no py-spy, no second round
 
     def rows(self) -> list[str]:
         what = f"{self.nodes} nodes x 8 devices ({self.devices}), {self.backend}"
@@ -103,11 +103,18 @@ class FleetResult:
             f"{self.synced_in_interval} of {self.nodes} agents synced, "
             f"conductor CPU {self.conductor_cpu_s:.2f} s "
             f"({self.resync_hellos} hellos, {self.resync_calls} syncs that called an agent); "
-            f"profiled in a second round: {self.profiled_cpu_s:.2f} s "
-            f"| conductor, second round: {self.resync_profile} |",
+            f"{self._second_round()} |",
             f"| resident memory, {what} | conductor {self.conductor_rss_mib:.0f} MiB, "
             f"sim {self.sim_rss_mib:.0f} MiB | |",
         ]
+
+    def _second_round(self) -> str:
+        if self.profiled_cpu_s is None:
+            return "no profile (py-spy is not installed) | "
+        return (
+            f"profiled in a second round: {self.profiled_cpu_s:.2f} s "
+            f"| conductor, second round: {self.resync_profile}"
+        )
 
 
 def _present(engine: Engine) -> int:
@@ -238,7 +245,11 @@ def bench_fleet(
         # takes a share of this machine's two cores from the conductor and raised its
         # CPU for the round by about a tenth. The second is profiled, for where it goes.
         measured = _resync(engine, sims, conductor.pid, port, nodes, log, profiled=False)
-        profiled = _resync(engine, sims, conductor.pid, port, nodes, log, profiled=True)
+        profiled = (
+            _resync(engine, sims, conductor.pid, port, nodes, log, profiled=True)
+            if py_spy() is not None
+            else None
+        )
         return FleetResult(
             backend,
             nodes,
@@ -253,11 +264,11 @@ def bench_fleet(
             _summary(conductor_profile),
             _summary(sim_profile),
             converge_cpu,
-            profiled.profile,
+            profiled.profile if profiled is not None else "",
             measured.hellos,
             measured.calls,
             measured.synced_in_interval,
-            profiled.cpu,
+            profiled.cpu if profiled is not None else None,
         )
     finally:
         engine.dispose()
