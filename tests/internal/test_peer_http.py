@@ -60,6 +60,19 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
+class HangsUp:
+    """A peer that reads each request whole, then hangs up without an answer: it may
+    have acted on the request, and the client cannot know."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        self.received += 1
+        writer.close()
+
+
 @asynccontextmanager
 async def peer(handler: Handler) -> AsyncIterator[str]:
     """A peer on a loopback port; on leaving, every connection it still holds is closed."""
@@ -188,14 +201,7 @@ def test_a_call_the_peer_may_have_acted_on_is_resent_only_if_it_may_be(
     # The peer reads the whole request, then hangs up without an answer: it may have
     # bound the accelerator already, so a call that must not come twice is not retried.
     async def scenario() -> None:
-        received = 0
-
-        async def hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal received
-            await read_request(reader)
-            received += 1
-            writer.close()
-
+        hangs_up = HangsUp()
         http = client(attempts=3)
         try:
             async with peer(hangs_up) as url:
@@ -205,7 +211,7 @@ def test_a_call_the_peer_may_have_acted_on_is_resent_only_if_it_may_be(
                     )
         finally:
             await http.aclose()
-        assert received == tries
+        assert hangs_up.received == tries
         assert "ServerDisconnectedError" in raised.value.message
 
     asyncio.run(scenario())
@@ -215,14 +221,7 @@ def test_an_accelerator_request_change_is_sent_once() -> None:
     # A bind the conductor made before its answer was lost would be refused if sent
     # again ("is Bound"): the api is told of the failure instead.
     async def scenario() -> None:
-        received = 0
-
-        async def hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal received
-            await read_request(reader)
-            received += 1
-            writer.close()
-
+        hangs_up = HangsUp()
         internal = InternalClient("token", VersionRange(), attempts=3)
         changes = ArqChanges.model_validate({"delete": [str(uuid.uuid4())]})
         try:
@@ -231,7 +230,7 @@ def test_an_accelerator_request_change_is_sent_once() -> None:
                     await internal.change_arqs(url, changes)
         finally:
             await internal.aclose()
-        assert received == 1
+        assert hangs_up.received == 1
 
     asyncio.run(scenario())
 
