@@ -99,6 +99,14 @@ def test_bad_flags_are_named(tmp_path: Path) -> None:
         env={"ACCEL_INTERNAL_TOKEN": "a-long-enough-token-value"},
     )
     assert result.returncode == 2 and "must be HOST:PORT" in result.stderr
+    # A name no conductor would take is refused before the agent starts, not at every hello.
+    result = run_accel(
+        *("agent", "--conductor", "http://127.0.0.1:1", "--name", ".."),
+        *("--listen", "127.0.0.1:0"),
+        env={"ACCEL_INTERNAL_TOKEN": "a-long-enough-token-value"},
+        timeout=30,
+    )
+    assert result.returncode == 2 and "--name" in result.stderr and "host name" in result.stderr
 
 
 def test_noauth_will_not_listen_beyond_loopback(tmp_path: Path) -> None:

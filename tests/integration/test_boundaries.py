@@ -65,6 +65,14 @@ def test_the_conductor_refuses_strangers_and_unknown_versions(
         ({**GOOD_HELLO, "endpoint": "127.0.0.1"}, "endpoint"),
         ({**GOOD_HELLO, "endpoint": "127.0.0.1:0"}, "endpoint"),
         ({**GOOD_HELLO, "name": "../../etc"}, "name"),
+        # Forms the resolver takes for 127.0.0.1 but a peer cannot be called back at.
+        ({**GOOD_HELLO, "endpoint": "2130706433:6671"}, "endpoint"),
+        ({**GOOD_HELLO, "endpoint": "127.1:6671"}, "endpoint"),
+        ({**GOOD_HELLO, "endpoint": "0177.0.0.1:6671"}, "endpoint"),
+        ({**GOOD_HELLO, "endpoint": "0x7f000001:6671"}, "endpoint"),
+        ({**GOOD_HELLO, "name": "."}, "name"),
+        ({**GOOD_HELLO, "name": ".."}, "name"),
+        ({**GOOD_HELLO, "name": "-"}, "name"),
         ({**GOOD_HELLO, "admin": True}, "admin"),
         ([GOOD_HELLO], "body"),
     ],
@@ -170,6 +178,10 @@ def test_the_agent_guards_its_drivers_hello_the_same_way(
         headers={"X-Forwarded-For": "192.0.2.1"},
     )
     assert proxied.status_code == 403
+    for odd in ("2130706433:7000", "127.1:7000", "0177.0.0.1:7000", "[::1%lo]:7000"):
+        refused = client.post(agent.url + "/v1/hello", json={**hello, "endpoint": odd})
+        assert refused.status_code == 400, odd
+        assert "endpoint" in refused.json()["error"]
     assert agent_drivers(agent) == []
     driver = cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
     bad_wait = client.get(driver.url + "/v1/hardware", params={"wait": "soon"})

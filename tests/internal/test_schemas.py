@@ -38,6 +38,49 @@ def test_agent_hello_names_are_plain() -> None:
         AgentHello.model_validate({"status": "READY", "endpoint": "h:1", "name": "a/../b"})
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "2130706433:7999",  # 127.0.0.1 as one number
+        "127.1:7999",  # as inet_aton's short form
+        "0177.0.0.1:7999",  # octal
+        "0x7f.0.0.1:7999",  # hexadecimal
+        "0x7f000001:7999",
+        "127.0.0.01:7999",  # a leading zero
+        "1.2.3:7999",
+        "example.123:7999",  # an all-numeric top-level label is no hostname
+        "[::1%eth0]:7999",  # a zone makes no sense to another host
+        "-host:7999",
+        "host-.example:7999",
+        "a..b:7999",
+        ".:7999",
+    ],
+)
+def test_only_canonical_endpoints_are_taken(endpoint: str) -> None:
+    with pytest.raises(ValueError):
+        split_endpoint(endpoint)
+    with pytest.raises(ValidationError):
+        DriverHello.model_validate({"status": "READY", "endpoint": endpoint, "type": "GPU"})
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["127.0.0.1:7999", "10.0.0.254:1", "[::1]:7999", "compute-1.example.org:7999"]
+)
+def test_canonical_endpoints_are_taken(endpoint: str) -> None:
+    split_endpoint(endpoint)
+
+
+@pytest.mark.parametrize("name", [".", "..", "-", "a.", ".a", "-a", "a-", "a..b", "a" * 64])
+def test_agent_names_must_be_host_names(name: str) -> None:
+    with pytest.raises(ValidationError):
+        AgentHello.model_validate({"status": "READY", "endpoint": "h:1", "name": name})
+
+
+@pytest.mark.parametrize("name", ["node1", "compute-7.rack2.example", "gpu_node", "7"])
+def test_host_names_are_agent_names(name: str) -> None:
+    AgentHello.model_validate({"status": "READY", "endpoint": "h:1", "name": name})
+
+
 def test_endpoints_split_into_host_and_port() -> None:
     assert split_endpoint("compute-whatever:1337") == ("compute-whatever", 1337)
     assert split_endpoint("[fe80::1]:80") == ("fe80::1", 80)

@@ -20,7 +20,7 @@ from accel.cli.options import (
     tls_files,
     version_range,
 )
-from accel.internal.schemas import Kind
+from accel.internal.schemas import Kind, check_node_name
 from accel.sockets import endpoint_of
 
 log = logging.getLogger(__name__)
@@ -208,10 +208,14 @@ def agent(
     versions = version_range(internal_version_max)
     tls = tls_files(tls_cert, tls_key, tls_ca)
     allowed = networks(allowed_driver_networks, "--allowed-driver-networks")
+    try:
+        node = check_node_name(name or socket.gethostname())
+    except ValueError as exc:  # a conductor would refuse every hello it sent
+        raise click.BadParameter(f"{exc}; name the node with --name", param_hint="--name") from exc
     sock = listen_socket(listen, listen_fd)
     service = AgentService(
         AgentSettings(
-            name=name or socket.gethostname(),
+            name=node,
             conductors=conductors,
             endpoint=endpoint_of(sock, advertise),
             token=settings_token,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import socket
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -57,6 +58,21 @@ class Kind(StrEnum):
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+# A node's name is a host name (the default is the machine's); an underscore, which
+# DNS allows and some sites' host names carry, is taken too.
+_NAME_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+# Without a look-ahead (pydantic's regex engine has none): its length is checked apart.
+NODE_NAME_PATTERN = rf"^{_NAME_LABEL}(\.{_NAME_LABEL})*$"
+
+
+def check_node_name(name: str) -> str:
+    """``name`` if it can name a node (a host name), else ValueError saying why."""
+    if len(name) > 253 or re.fullmatch(NODE_NAME_PATTERN, name) is None:
+        raise ValueError(
+            f"{name!r} is not a host name: dot-separated labels of letters, digits, '-' "
+            "and '_', each 1 to 63 long, not starting or ending with '-'"
+        )
+    return name
 
 
 # Every heartbeat's endpoint is checked twice (its body, its origin); a fleet's are
@@ -73,9 +89,30 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
         raise ValueError("port must be between 1 and 65535")
     if match.group(1) is not None:
         ipaddress.IPv6Address(host)
-    elif not _is_ipv4(host) and not _HOSTNAME.match(host):
+    elif _is_ipv4(host):
+        pass
+    elif _resolver_number(host):
+        raise ValueError(
+            f"{host!r} is not a canonical IPv4 address: write it as four decimal numbers "
+            "without leading zeros (a.b.c.d)"
+        )
+    elif not _HOSTNAME.match(host):
         raise ValueError(f"{host!r} is neither an IP address nor a hostname")
     return host, port
+
+
+def _resolver_number(host: str) -> bool:
+    """Whether the resolver reads ``host`` as a number (``127.1``, ``2130706433``,
+    ``0177.0.0.1``, ``0x7f000001``): an address in a form that is not a.b.c.d, which
+    one component would call and another would compare as a name. A host name's
+    last label is never all digits (RFC 1123, 2.1)."""
+    if host.rsplit(".", 1)[-1].isdigit():
+        return True
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return True
 
 
 def _is_ipv4(host: str) -> bool:
@@ -125,9 +162,7 @@ class AgentHello(StrictBody):
 
     status: Literal["READY"]
     endpoint: Endpoint
-    name: str | None = Field(
-        default=None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._-]+$"
-    )
+    name: str | None = Field(default=None, min_length=1, max_length=253, pattern=NODE_NAME_PATTERN)
     # Set when the node's drivers changed since the last hello: please sync me now.
     resync: bool = False
     # 1.5: the ETag of the node's hardware answer, from a discovery the agent ran just
