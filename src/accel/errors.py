@@ -112,6 +112,10 @@ class PeerError(AccelError):
         self.peer = peer
 
 
+class AnswerTooLarge(PeerError):
+    """A peer's answer is over the size the caller takes from it: not read further."""
+
+
 class PeerRefused(PeerError):
     """A peer understood the call and said no (a 4xx): its reason is the caller's to pass on.
 

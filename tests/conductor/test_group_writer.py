@@ -227,3 +227,22 @@ def test_callers_that_come_while_a_batch_is_written_linger_for_the_next(tmp_path
 
     assert sorted(asyncio.run(scenario())) == [4, 5, 6]
     assert table.batches == [["a", "b", "c"], ["d", "e", "f"]]
+
+
+def test_a_batch_stops_at_its_weight_and_a_heavy_item_goes_alone(tmp_path: Path) -> None:
+    # Weights as a sync's entries: a huge report does not share its transaction.
+    table = Names(tmp_path / "weights.db")
+    weights = {"small-1": 1, "small-2": 2, "huge": 50, "small-3": 3, "small-4": 4}
+    writer: GroupWriter[str, int] = GroupWriter(
+        "weights", table.write, linger=10.0, weight=weights.__getitem__, max_weight=10
+    )
+
+    async def scenario() -> None:
+        tasks = [asyncio.create_task(writer.submit(name)) for name in weights]
+        await asyncio.sleep(0)
+        writer._full.set()  # everyone is here: write without lingering
+        await asyncio.gather(*tasks)
+        await writer.aclose()
+
+    asyncio.run(scenario())
+    assert table.batches == [["small-1", "small-2"], ["huge"], ["small-3", "small-4"]]

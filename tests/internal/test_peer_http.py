@@ -292,3 +292,38 @@ def test_nobody_listening_is_a_peer_error_naming_the_call() -> None:
         assert f"{url}: GET /v1/hardware failed: " in raised.value.message
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_an_answer_over_the_byte_bound_is_refused_without_reading_it_all(declared: bool) -> None:
+    # A peer that would stream 64 MiB: the client stops at its bound, whether the size
+    # was declared up front or not, and says so.
+    async def scenario() -> None:
+        sent = 0
+
+        async def floods(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal sent
+            await reader.readuntil(b"\r\n\r\n")
+            total = 64 << 20
+            framing = (
+                f"Content-Length: {total}" if declared else "Transfer-Encoding: chunked"
+            ).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + framing)
+            writer.write(b"\r\n\r\n")
+            chunk = b"x" * (1 << 16)
+            with suppress(ConnectionError):
+                while sent < total:
+                    writer.write(chunk if declared else b"10000\r\n" + chunk + b"\r\n")
+                    await writer.drain()
+                    sent += len(chunk)
+
+        http = client()
+        try:
+            async with peer(floods) as url:
+                with pytest.raises(PeerError, match="more than 1048576 bytes"):
+                    await http.request("GET", url, "/", NO_HEADERS, max_bytes=1 << 20)
+        finally:
+            await http.aclose()
+        assert sent < 32 << 20
+
+    asyncio.run(scenario())

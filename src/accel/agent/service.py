@@ -39,6 +39,9 @@ from accel.internal.discovery_state import DiscoveryState
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import (
+    MAX_DRIVER_ANSWER_BYTES,
+    MAX_ENTRIES_PER_DRIVER,
+    MAX_REASON_LENGTH,
     AgentHello,
     DriverHello,
     DriverOutcome,
@@ -227,15 +230,28 @@ class AgentService:
             async with asyncio.timeout(timeout):
                 answer = await self.client.discover(driver.endpoint, wait=timeout)
         except (PeerError, TimeoutError) as exc:
-            reason = str(exc) or f"no answer within {timeout:g}s"
-            log.warning("driver %s at %s failed: %s", driver.kind, driver.endpoint, reason)
-            DISCOVERIES.labels("agent", "failed").inc()
-            return [], reason
+            return self._failed(driver, str(exc) or f"no answer within {timeout:g}s")
+        if len(answer.hardware) > MAX_ENTRIES_PER_DRIVER:
+            # Refused whole, as a failed driver: the conductor keeps what it stored.
+            return self._failed(
+                driver,
+                f"reported {len(answer.hardware)} hardware entries, more than the "
+                f"{MAX_ENTRIES_PER_DRIVER} a driver may report",
+            )
         DISCOVERIES.labels("agent", "ok").inc()
         entries = [h for h in answer.hardware if h.acc_specs.device_type == driver.kind]
         if len(entries) != len(answer.hardware):
             log.warning("driver %s reported hardware of other kinds; ignored", driver.kind)
         return entries, None
+
+    def _failed(
+        self, driver: RegisteredDriver, reason: str
+    ) -> tuple[list[HardwareEntry], str | None]:
+        log.warning("driver %s at %s failed: %s", driver.kind, driver.endpoint, reason)
+        DISCOVERIES.labels("agent", "failed").inc()
+        if len(reason) > MAX_REASON_LENGTH:
+            reason = reason[: MAX_REASON_LENGTH - 3] + "..."
+        return [], reason
 
     async def heartbeat_forever(self) -> None:
         """Says hello to a conductor now and every heartbeat interval, failing over."""
@@ -343,6 +359,7 @@ class AgentService:
             timeout=self.settings.driver_timeout,
             tls=self.settings.tls,
             keepalive=keepalive,
+            report_bytes=MAX_DRIVER_ANSWER_BYTES,
         )
 
     def new_conductor_client(self) -> InternalClient:

@@ -7,8 +7,10 @@ savepoint turns a lost race with another conductor into a no-op.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,6 +21,19 @@ AGENT_DOWN = "agent_down"
 HARDWARE_VANISHED = "hardware_vanished"
 # Subject: the accelerator request whose accelerator vanished under it.
 ALLOCATED_HARDWARE_VANISHED = "allocated_hardware_vanished"
+# Subject: a hardware uuid one node reports while another holds it.
+HARDWARE_UUID_CLASH = "hardware_uuid_clash"
+# Subject: an agent's name, which a live agent at another endpoint holds.
+AGENT_NAME_CLASH = "agent_name_clash"
+
+# Subjects per IN (...): well under every backend's limit on bound parameters.
+CHUNK = 500
+Item = TypeVar("Item")
+
+
+def chunks(items: Sequence[Item], size: int = CHUNK) -> Iterator[Sequence[Item]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def raise_alarm(session: Session, kind: str, subject: str, message: str, now: dt.datetime) -> bool:
@@ -41,6 +56,53 @@ def raise_alarm(session: Session, kind: str, subject: str, message: str, now: dt
     return True
 
 
+def raise_alarms(
+    session: Session, kind: str, messages: Mapping[str, str], now: dt.datetime
+) -> list[str]:
+    """Raises an alarm of ``kind`` per subject of ``messages`` that has no active one,
+    in one INSERT; the subjects raised.
+
+    A node whose thousand devices vanish at once costs one statement, not a thousand
+    savepoints: the transaction that holds the database's write lock stays short.
+    """
+    subjects = sorted(messages)
+    active: set[str] = set()
+    for chunk in chunks(subjects):
+        active.update(
+            session.scalars(
+                select(Alarm.subject).where(
+                    Alarm.kind == kind, Alarm.subject.in_(chunk), Alarm.state == "active"
+                )
+            )
+        )
+    new = [subject for subject in subjects if subject not in active]
+    if not new:
+        return []
+    rows = [
+        {"kind": kind, "subject": s, "state": "active", "raised_at": now, "message": messages[s]}
+        for s in new
+    ]
+    try:
+        with session.begin_nested():
+            session.execute(insert(Alarm), rows)
+    except IntegrityError:
+        # Another conductor raised some of them meanwhile: each on its own, then.
+        return [s for s in new if raise_alarm(session, kind, s, messages[s], now)]
+    ALARMS_RAISED.labels(kind).inc(len(new))
+    return new
+
+
+def clear_alarms(session: Session, kind: str, subjects: Collection[str], now: dt.datetime) -> None:
+    """Clears the active alarms of ``kind`` for ``subjects``, a few statements in all."""
+    for chunk in chunks(sorted(subjects)):
+        session.execute(
+            update(Alarm)
+            .where(Alarm.kind == kind, Alarm.subject.in_(chunk), Alarm.state == "active")
+            .values(state="cleared", cleared_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def clear_alarm(session: Session, kind: str, subject: str, now: dt.datetime) -> bool:
     """Clears the active alarm of this kind and subject; True if there was one."""
     result = session.execute(
@@ -51,26 +113,35 @@ def clear_alarm(session: Session, kind: str, subject: str, now: dt.datetime) -> 
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def allocation_holders(session: Session, device: Device) -> list[AcceleratorRequest]:
-    """The accelerator requests bound to this device's accelerators."""
-    return list(
-        session.scalars(
-            select(AcceleratorRequest)
+def allocation_holders(session: Session, devices: Sequence[Device]) -> list[str]:
+    """The uuids of the accelerator requests bound to these devices' accelerators."""
+    found: list[str] = []
+    for chunk in chunks(sorted(device.id for device in devices)):
+        found.extend(
+            session.scalars(
+                select(AcceleratorRequest.uuid)
+                .join(Deployable, AcceleratorRequest.deployable_id == Deployable.id)
+                .where(Deployable.device_id.in_(chunk), AcceleratorRequest.state == "Bound")
+            )
+        )
+    return found
+
+
+def alarm_allocation_holders(session: Session, devices: Sequence[Device], now: dt.datetime) -> None:
+    """Accelerators that vanished while allocated: each holder gets an alarm by name."""
+    by_id = {device.id: device for device in devices}
+    holders: dict[str, str] = {}
+    for chunk in chunks(sorted(by_id)):
+        rows = session.execute(
+            select(AcceleratorRequest, Deployable.device_id)
             .join(Deployable, AcceleratorRequest.deployable_id == Deployable.id)
-            .where(Deployable.device_id == device.id, AcceleratorRequest.state == "Bound")
+            .where(Deployable.device_id.in_(chunk), AcceleratorRequest.state == "Bound")
         )
-    )
-
-
-def alarm_allocation_holders(session: Session, device: Device, now: dt.datetime) -> None:
-    """An accelerator that vanished while allocated: each holder gets an alarm by name."""
-    for arq in allocation_holders(session, device):
-        raise_alarm(
-            session,
-            ALLOCATED_HARDWARE_VANISHED,
-            arq.uuid,
-            f"accelerator request {arq.uuid} of instance {arq.instance_uuid} is bound "
-            f"to {device.type} {device.pci_address or device.uuid} on "
-            f"{device.hostname}, which vanished",
-            now,
-        )
+        for arq, device_id in rows:
+            device = by_id[device_id]
+            holders[arq.uuid] = (
+                f"accelerator request {arq.uuid} of instance {arq.instance_uuid} is bound "
+                f"to {device.type} {device.pci_address or device.uuid} on "
+                f"{device.hostname}, which vanished"
+            )
+    raise_alarms(session, ALLOCATED_HARDWARE_VANISHED, holders, now)

@@ -60,11 +60,19 @@ class GroupWriter(Generic[T, R]):
         write_batch: WriteBatch[T, R],
         max_batch: int = 256,
         linger: float = 0.0,
+        weight: Callable[[T], int] | None = None,
+        max_weight: int | None = None,
     ) -> None:
+        """With ``weight`` and ``max_weight``, a batch also stops where its items'
+        weights would pass ``max_weight`` (an item heavier than that goes alone): a
+        transaction's length, and the database lock it holds, follows what it
+        writes, not how many callers it serves."""
         self.name = name
         self.write_batch = write_batch
         self.max_batch = max_batch
         self.linger = linger
+        self.weight = weight
+        self.max_weight = max_weight
         # Each caller's item, its future, and when it came (time.monotonic()).
         self._queue: list[tuple[T, asyncio.Future[R], float]] = []
         self._ready = asyncio.Event()
@@ -116,7 +124,7 @@ class GroupWriter(Generic[T, R]):
             # or two at a time, each write picking up what came during the last one.
             gathered = len(self._queue)
             while gathered:
-                taken = self._queue[: min(gathered, self.max_batch)]
+                taken = self._queue[: self._batch_length(min(gathered, self.max_batch))]
                 del self._queue[: len(taken)]
                 gathered -= len(taken)
                 # A caller that gave up (a sync cancelled on losing its lease) is dropped.
@@ -125,6 +133,17 @@ class GroupWriter(Generic[T, R]):
                     self._writing = [future for _, future in batch]
                     await self._write(batch)
                     self._writing = []
+
+    def _batch_length(self, most: int) -> int:
+        """How many of the first ``most`` waiting items the next batch takes."""
+        if self.weight is None or self.max_weight is None:
+            return most
+        total = 0
+        for index, (item, _, _) in enumerate(self._queue[:most]):
+            total += self.weight(item)
+            if total > self.max_weight:
+                return max(index, 1)
+        return most
 
     async def _write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]

@@ -10,13 +10,16 @@ deployable's resource-provider uuid is derived from its name exactly as Cyborg d
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from accel.db.models import AttachHandle, Attribute, Deployable, Device
 from accel.internal.schemas import HardwareEntry, Kind, PciFunctionFacts
 
 RESOURCE_CLASSES = {
@@ -210,3 +213,44 @@ def _attributes(
         ("rc", RESOURCE_CLASSES[kind]),
         *((f"trait{index}", trait) for index, trait in enumerate(traits)),
     )
+
+
+def sync_deployables(device: Device, plans: Iterable[DeployablePlan], now: dt.datetime) -> None:
+    """Brings a stored device's deployables to ``plans``, keeping rows whose name survives."""
+    wanted = {plan.name: plan for plan in plans}
+    for stale in [d for d in device.deployables if d.name not in wanted]:
+        device.deployables.remove(stale)
+    existing = {deployable.name: deployable for deployable in device.deployables}
+    for name, plan in wanted.items():
+        deployable = existing.get(name)
+        if deployable is None:
+            deployable = Deployable(name=name, rp_uuid=plan.rp_uuid, created_at=now)
+            device.deployables.append(deployable)
+        deployable.num_accelerators = plan.num_accelerators
+        deployable.driver_name = plan.driver_name
+        if [(a.key, a.value) for a in deployable.attributes] != list(plan.attributes):
+            deployable.attributes = [
+                Attribute(key=k, value=v, created_at=now) for k, v in plan.attributes
+            ]
+        sync_attach_handles(deployable, plan.attach_handles, now)
+
+
+def sync_attach_handles(
+    deployable: Deployable, wanted: tuple[tuple[str, str], ...], now: dt.datetime
+) -> None:
+    # Keyed by attach_info, like Cyborg: a surviving handle keeps its in_use flag.
+    existing = {handle.attach_info: handle for handle in deployable.attach_handles}
+    wanted_infos = {info for _, info in wanted}
+    for info, stale in existing.items():
+        if info not in wanted_infos:
+            deployable.attach_handles.remove(stale)
+    for attach_type, info in wanted:
+        handle = existing.get(info)
+        if handle is None:
+            deployable.attach_handles.append(
+                AttachHandle(
+                    attach_type=attach_type, attach_info=info, in_use=False, created_at=now
+                )
+            )
+        elif handle.attach_type != attach_type:
+            handle.attach_type = attach_type

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -23,26 +24,26 @@ from accel.conductor.alarms import (
     HARDWARE_VANISHED,
     alarm_allocation_holders,
     allocation_holders,
-    clear_alarm,
-    raise_alarm,
+    clear_alarms,
+    raise_alarms,
 )
 from accel.conductor.first_inventory import FirstInventory, insert_first_inventories
 from accel.conductor.hardware_rows import (
-    DeployablePlan,
     device_columns,
     fingerprint,
     plan_deployables,
+    sync_deployables,
 )
 from accel.conductor.leases import LeaseLost, check_and_release
+from accel.conductor.uuid_clash import UuidClashes, new_uuids
 from accel.db.models import (
     Agent,
-    AttachHandle,
-    Attribute,
     Deployable,
     Device,
+    utcnow,
 )
 from accel.errors import PeerError
-from accel.internal.schemas import HardwareEntry, HardwareList, Kind
+from accel.internal.schemas import MAX_ENTRIES_PER_DRIVER, HardwareEntry, HardwareList, Kind
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,15 @@ def store_inventories(
             )
         }
         stored = _stored_fingerprints(session, [agent.id for agent in agents.values()])
+        clashes = UuidClashes.load(
+            session,
+            (
+                uuid
+                for sync in syncs
+                if sync.report is not None and (agent := agents.get(sync.agent_name))
+                for uuid in new_uuids(stored[agent.id], (str(e.uuid) for e in sync.report.hardware))
+            ),
+        )
         changing: list[tuple[int, Agent, set[Kind], dt.datetime, dict[str, HardwareEntry]]] = []
         # Per agent, the stored devices its report rewrites (fingerprints compared once)
         # and those it retires.
@@ -152,6 +162,8 @@ def store_inventories(
                 reported = _reported(agent, sync.report)
                 vouched = vouched_kinds(sync.report)
                 _bookkeep(agent, sync)
+                for uuid in clashes.refuse(agent.name, new_uuids(stored[agent.id], reported)):
+                    del reported[uuid]
                 # A partial report is never matched by ETag: its next sync is in full.
                 agent.inventory_etag = sync.etag if sync.report.complete else None
                 rewritten[agent.id] = _rewritten(stored[agent.id], reported)
@@ -167,6 +179,7 @@ def store_inventories(
                 outcomes.append(InventoryDiff())
             except (PeerError, LeaseLost) as exc:
                 outcomes.append(exc)
+        clashes.write(session, max((sync.now for sync in syncs), default=utcnow()))
         # Agents with nothing stored yet (a fleet coming up) are inserted in bulk.
         first = [entry for entry in changing if not stored[entry[1].id]]
         insert_first_inventories(
@@ -202,6 +215,16 @@ def _reported(agent: Agent, report: HardwareList) -> dict[str, HardwareEntry]:
     reported = {str(entry.uuid): entry for entry in report.hardware}
     if len(reported) != len(report.hardware):
         raise PeerError(agent.name, "reported the same hardware uuid twice")
+    # One driver per kind: an agent that lets through more than a driver may report
+    # (an older or a hostile one) has its report refused whole, its inventory kept.
+    per_kind = Counter(entry.acc_specs.device_type for entry in report.hardware)
+    for kind, count in per_kind.items():
+        if count > MAX_ENTRIES_PER_DRIVER:
+            raise PeerError(
+                agent.name,
+                f"reported {count} {kind} entries, more than the {MAX_ENTRIES_PER_DRIVER} "
+                "one driver may report",
+            )
     return reported
 
 
@@ -274,27 +297,26 @@ def _apply(
     """Applies one agent's report to its stored devices. ``loaded`` holds those of
     them the report rewrites (``_rewritten``) and those in ``vanishing``."""
     diff = InventoryDiff()
+    back: list[Device] = []
     for uuid, entry in reported.items():
         known = uuid in stored
         if known and uuid not in loaded:
             diff.unchanged += 1
             continue
         # ``loaded`` is the whole batch's: a uuid this agent has not stored is new
-        # here, even if another agent of the batch holds it (the insert then fails).
+        # here (one another agent holds was refused already, see uuid_clash).
         device = loaded[uuid] if known else None
         columns = device_columns(entry, agent.name)
         if device is None:
             device = Device(uuid=uuid, agent_id=agent.id, present=True, created_at=now, **columns)
             session.add(device)
-            _sync_deployables(device, plan_deployables(entry, agent.name), now)
+            sync_deployables(device, plan_deployables(entry, agent.name), now)
             diff.added.append(uuid)
             continue
         if not device.present:
             device.present = True
             device.vanished_at = None
-            clear_alarm(session, HARDWARE_VANISHED, uuid, now)
-            for holder in allocation_holders(session, device):
-                clear_alarm(session, ALLOCATED_HARDWARE_VANISHED, holder.uuid, now)
+            back.append(device)
             diff.returned.append(uuid)
         else:
             diff.changed.append(uuid)
@@ -302,22 +324,27 @@ def _apply(
             if getattr(device, name) != value:
                 setattr(device, name, value)
         device.updated_at = now
-        _sync_deployables(device, plan_deployables(entry, agent.name), now)
-    for uuid in sorted(vanishing):
-        device = loaded[uuid]
-        if device.present:
-            device.present = False
-            device.vanished_at = now
-            raise_alarm(
-                session,
-                HARDWARE_VANISHED,
-                uuid,
-                f"{device.type} {device.pci_address or uuid} on {agent.name} is no "
-                "longer reported by its driver",
-                now,
-            )
-            alarm_allocation_holders(session, device, now)
-            diff.vanished.append(uuid)
+        sync_deployables(device, plan_deployables(entry, agent.name), now)
+    clear_alarms(session, HARDWARE_VANISHED, [device.uuid for device in back], now)
+    clear_alarms(session, ALLOCATED_HARDWARE_VANISHED, allocation_holders(session, back), now)
+    gone = [loaded[uuid] for uuid in sorted(vanishing) if loaded[uuid].present]
+    for device in gone:
+        device.present = False
+        device.vanished_at = now
+        diff.vanished.append(device.uuid)
+    # In a few statements however many vanished (a driver that dropped its whole
+    # report): the transaction, and the write lock it holds, stay short.
+    raise_alarms(
+        session,
+        HARDWARE_VANISHED,
+        {
+            device.uuid: f"{device.type} {device.pci_address or device.uuid} on "
+            f"{agent.name} is no longer reported by its driver"
+            for device in gone
+        },
+        now,
+    )
+    alarm_allocation_holders(session, gone, now)
     return diff
 
 
@@ -352,44 +379,3 @@ def _vanishing(
         for uuid, device in stored.items()
         if device.present and uuid not in reported and Kind(device.kind) in vouched
     }
-
-
-def _sync_deployables(device: Device, plans: Iterable[DeployablePlan], now: dt.datetime) -> None:
-    """Brings the device's deployables to ``plans``, keeping rows whose name survives."""
-    wanted = {plan.name: plan for plan in plans}
-    for stale in [d for d in device.deployables if d.name not in wanted]:
-        device.deployables.remove(stale)
-    existing = {deployable.name: deployable for deployable in device.deployables}
-    for name, plan in wanted.items():
-        deployable = existing.get(name)
-        if deployable is None:
-            deployable = Deployable(name=name, rp_uuid=plan.rp_uuid, created_at=now)
-            device.deployables.append(deployable)
-        deployable.num_accelerators = plan.num_accelerators
-        deployable.driver_name = plan.driver_name
-        if [(a.key, a.value) for a in deployable.attributes] != list(plan.attributes):
-            deployable.attributes = [
-                Attribute(key=k, value=v, created_at=now) for k, v in plan.attributes
-            ]
-        _sync_attach_handles(deployable, plan.attach_handles, now)
-
-
-def _sync_attach_handles(
-    deployable: Deployable, wanted: tuple[tuple[str, str], ...], now: dt.datetime
-) -> None:
-    # Keyed by attach_info, like Cyborg: a surviving handle keeps its in_use flag.
-    existing = {handle.attach_info: handle for handle in deployable.attach_handles}
-    wanted_infos = {info for _, info in wanted}
-    for info, stale in existing.items():
-        if info not in wanted_infos:
-            deployable.attach_handles.remove(stale)
-    for attach_type, info in wanted:
-        handle = existing.get(info)
-        if handle is None:
-            deployable.attach_handles.append(
-                AttachHandle(
-                    attach_type=attach_type, attach_info=info, in_use=False, created_at=now
-                )
-            )
-        elif handle.attach_type != attach_type:
-            handle.attach_type = attach_type

@@ -140,7 +140,8 @@ class ConductorService:
                 )
             )
         except OperationalError as exc:  # the database is away: the agent tries again
-            raise Unavailable(f"the conductor's database is unavailable: {exc}") from exc
+            log.warning("hello of agent %s not recorded: %s", name, exc)
+            raise Unavailable("the conductor's database is unavailable") from exc
         HELLOS_BY_OUTCOME[outcome.known].inc()
         self.client.peer_spoke(hello.endpoint, version)
         if not outcome.known:

@@ -30,6 +30,7 @@ from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_invento
 from accel.db.models import utcnow
 from accel.errors import PeerError
 from accel.internal.client import Discovery, InternalClient
+from accel.internal.schemas import MAX_ENTRIES_PER_DRIVER
 from accel.internal.versions import HELLO_ETAG_VERSION, parse_version
 from accel.metrics import DISCOVERIES, INVENTORY_CHANGES, SYNC_LEASES
 
@@ -42,6 +43,10 @@ R = TypeVar("R")
 
 # How often an idle conductor looks for due agents when no hello woke it.
 POLL_SECONDS = 1.0
+# Reported entries stored in one transaction (more only for one node alone, at most
+# MAX_ENTRIES_PER_NODE): a fleet's first syncs of ten-odd devices each still go 256
+# to a transaction, and one huge report does not ride along with them.
+MAX_ENTRIES_PER_TRANSACTION = 4 * MAX_ENTRIES_PER_DRIVER
 
 
 class SyncLoop:
@@ -70,6 +75,8 @@ class SyncLoop:
             "inventory",
             lambda syncs: store_inventories(sessions, syncs),
             linger=fleet_linger(settings.heartbeat_interval),
+            weight=_entries,
+            max_weight=MAX_ENTRIES_PER_TRANSACTION,
         )
 
     @property
@@ -188,9 +195,11 @@ class SyncLoop:
         except OperationalError as exc:
             # The lease expires unrenewed and the sync is tried again, here or elsewhere.
             log.warning("sync of agent %s not written, database error: %s", claim.name, exc)
-        except Exception as exc:  # what this agent sent could not be stored
+        except Exception:  # what this agent sent could not be stored
+            # The details (SQL and its parameters) go to the log, never to the stored
+            # error that /v2/agents shows.
             log.exception("sync of agent %s could not be stored", claim.name)
-            reason = f"could not store the report: {type(exc).__name__}: {exc}"
+            reason = "the conductor could not store this node's report (its log says why)"
             await self._record_failure(claim, reason, started)
         finally:
             self.storing.discard(this_task)
@@ -235,6 +244,10 @@ class SyncLoop:
         except SQLAlchemyError as exc:
             log.warning("database unavailable for %s: %s", call.__name__, exc)
             return None
+
+
+def _entries(sync: FinishedSync) -> int:
+    return 1 + (len(sync.report.hardware) if sync.report is not None else 0)
 
 
 def _sends_etags(claim: leases.Claim) -> bool:

@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from accel.errors import PeerError, PeerRefused, PeerTooOld
-from accel.internal.peer_http import PeerAnswer, PeerHttp
+from accel.internal.peer_http import DEFAULT_MAX_ANSWER_BYTES, PeerAnswer, PeerHttp
 from accel.internal.schemas import (
+    MAX_AGENT_ANSWER_BYTES,
     MAX_ETAG_LENGTH,
     AgentHello,
     ArqChanges,
@@ -80,8 +81,12 @@ class InternalClient:
         connections_per_peer: int = 8,
         tls: TlsFiles | None = None,
         keepalive: float = 5.0,
+        report_bytes: int = MAX_AGENT_ANSWER_BYTES,
     ) -> None:
+        """``report_bytes`` bounds a hardware answer (an agent's, by default; an agent
+        reading its drivers passes a driver's bound)."""
         self.versions = versions
+        self.report_bytes = report_bytes
         self.scheme = "https" if tls is not None else "http"
         self._peer_versions: dict[str, Version] = {}
         self._http = PeerHttp(
@@ -193,7 +198,13 @@ class InternalClient:
         # A long poll may legitimately take ``wait`` seconds longer than a plain call.
         timeout = self._http.timeout + wait if params else None
         return await self._call(
-            "GET", peer, "/v1/hardware", HardwareList, params=params, read_timeout=timeout
+            "GET",
+            peer,
+            "/v1/hardware",
+            HardwareList,
+            params=params,
+            read_timeout=timeout,
+            max_bytes=self.report_bytes,
         )
 
     async def discover(self, peer: str, wait: float) -> HardwareList:
@@ -240,6 +251,7 @@ class InternalClient:
             params={"wait": f"{wait:g}"},
             read_timeout=self._http.timeout + wait,
             headers={"If-None-Match": etag} if etag else None,
+            max_bytes=self.report_bytes,
         )
         answered = response.headers.get("ETag")
         if answered is not None and len(answered) > MAX_ETAG_LENGTH:
@@ -263,8 +275,11 @@ class InternalClient:
         params: dict[str, str] | None = None,
         read_timeout: float | None = None,
         resend: bool = True,
+        max_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> Answer:
-        response = await self._exchange(method, peer, path, body, params, read_timeout, resend)
+        response = await self._exchange(
+            method, peer, path, body, params, read_timeout, resend, max_bytes=max_bytes
+        )
         return _parse(response, answer, f"{method} {path}")
 
     async def _exchange(
@@ -277,13 +292,14 @@ class InternalClient:
         read_timeout: float | None = None,
         resend: bool = True,
         headers: dict[str, str] | None = None,
+        max_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> PeerAnswer:
         """A successful (2xx or 3xx) answer, at the newest version both sides speak."""
         url = base_url(peer, self.scheme)
         version = self.peer_version(url)
         for _ in range(2):
             response = await self._send(
-                method, url, path, version, body, params, read_timeout, resend, headers
+                method, url, path, version, body, params, read_timeout, resend, headers, max_bytes
             )
             if response.status_code != 406:
                 break
@@ -310,6 +326,7 @@ class InternalClient:
         read_timeout: float | None,
         resend: bool = True,
         extra_headers: dict[str, str] | None = None,
+        max_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> PeerAnswer:
         headers = {HEADER: format_version(version), **(extra_headers or {})}
         content = None
@@ -317,7 +334,7 @@ class InternalClient:
             content = json.dumps(_wire_body(body, version)).encode()
             headers["Content-Type"] = "application/json"
         return await self._http.request(
-            method, url, path, headers, content, params, read_timeout, resend
+            method, url, path, headers, content, params, read_timeout, resend, max_bytes
         )
 
     def _downgrade(self, url: str, tried: Version, response: PeerAnswer) -> Version | None:

@@ -22,12 +22,16 @@ import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 from yarl import URL
 
-from accel.errors import PeerError
+from accel.errors import AnswerTooLarge, PeerError
 
 # What a retry may cure: the peer was unreachable, went away mid-answer, or was slow.
 TRANSPORT_FAILURES = (aiohttp.ClientError, TimeoutError)
 # Failures before the request left this process: the peer cannot have acted on it.
 NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+# What an answer may weigh unless the call says otherwise: every internal answer but
+# a hardware report is a few kilobytes.
+DEFAULT_MAX_ANSWER_BYTES = 4 << 20
+READ_CHUNK_BYTES = 1 << 16
 
 
 @functools.lru_cache(maxsize=65536)
@@ -130,11 +134,13 @@ class PeerHttp:
         params: Mapping[str, str] | None = None,
         read_timeout: float | None = None,
         resend: bool = True,
+        max_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> PeerAnswer:
         """The answer to ``path`` of ``peer`` (a base URL), after at most ``attempts``
         tries; PeerError if every try failed in transport. Without ``resend`` (a call
         whose second coming the peer would refuse or act on again), a try that may have
-        reached the peer is the last."""
+        reached the peer is the last. An answer over ``max_bytes`` is AnswerTooLarge,
+        found without reading more than that (and not tried again)."""
         url = request_url(peer, path)
         session = self._opened()
         timeout = self._timeout(read_timeout)
@@ -154,7 +160,7 @@ class PeerHttp:
                             str(response.url),
                             response.status,
                             response.headers,
-                            await response.read(),
+                            await _read_bounded(response, peer, path, max_bytes),
                         )
         except TRANSPORT_FAILURES as exc:
             reason = str(exc) or "timed out"
@@ -167,3 +173,22 @@ class PeerHttp:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_bounded(
+    response: aiohttp.ClientResponse, peer: str, path: str, max_bytes: int
+) -> bytes:
+    """The answer's body, or AnswerTooLarge as soon as it is known to exceed
+    ``max_bytes`` (by its Content-Length, or by what came so far): a peer that sends
+    35 MB costs this process ``max_bytes``, not 35 MB and the objects made of them."""
+    declared = response.content_length
+    if declared is not None and declared > max_bytes:
+        response.close()  # the connection still holds the body: never reused
+        raise AnswerTooLarge(peer, f"{path} answered more than {max_bytes} bytes ({declared})")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
+        body += chunk
+        if len(body) > max_bytes:
+            response.close()
+            raise AnswerTooLarge(peer, f"{path} answered more than {max_bytes} bytes")
+    return bytes(body)

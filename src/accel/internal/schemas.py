@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import re
 import socket
 from enum import StrEnum
@@ -36,6 +37,33 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field,
 # An ETag of ours is a quoted 40-digit hash; anything much longer is not one (and
 # agents.inventory_etag holds 80).
 MAX_ETAG_LENGTH = 80
+
+# Bounds on hardware reports, at every hop (see docs/operations.md). The densest real
+# nodes hold 8 to 16 GPUs, or a few dozen QAT or NIC functions of one kind (VFs travel
+# inside their physical function's entry, not as entries), so 1,024 entries per driver
+# is some 16 times the most any node has. It is also what the conductor writes
+# quickly: 1,024 changed entries take it under a second on SQLite (a shared 2-core machine), so a
+# whole node at the bound (every kind full) holds the database's write lock for
+# seconds, not minutes, and other nodes' heartbeats wait that long at most.
+MAX_ENTRIES_PER_DRIVER = 1024
+# Per node: one driver per kind.
+MAX_ENTRIES_PER_NODE = MAX_ENTRIES_PER_DRIVER * 5
+# A driver's answer: our largest entries (a NIC with its VFs) are about 3.5 kB, one
+# with 256 VFs about 100 kB; 8 MiB holds 1,024 entries of 8 kB.
+MAX_DRIVER_ANSWER_BYTES = 8 << 20
+# An agent's answer: every kind's driver at its bound, plus the defaults the agent
+# writes out in full (a driver may leave them out) and the drivers' outcomes.
+MAX_AGENT_ANSWER_BYTES = 5 * MAX_DRIVER_ANSWER_BYTES + (1 << 20)
+# What a driver's failure may say (an agent cuts longer reasons).
+MAX_REASON_LENGTH = 1000
+
+# Text inside a hardware entry: ids are a few hex digits, names a line of pci.ids.
+Id = Annotated[str, Field(max_length=64)]
+Text = Annotated[str, Field(max_length=255)]
+PciAddress = Annotated[
+    str, Field(max_length=16, pattern=r"^[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+]
+MAX_CAPABILITY_BYTES = 16 << 10
 
 
 class Kind(StrEnum):
@@ -188,9 +216,17 @@ class DiscoveryStarted(LenientBody):
 
 class AccSpecs(LenientBody):
     remote: int = 0
-    num: int = Field(ge=0)
+    num: int = Field(ge=0, le=1 << 20)
     device_type: Kind
     acc_capability: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("acc_capability")
+    @classmethod
+    def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Free-form by the seed: bounded by its size, whatever its shape.
+        if len(json.dumps(value)) > MAX_CAPABILITY_BYTES:
+            raise ValueError(f"acc_capability is larger than {MAX_CAPABILITY_BYTES} bytes")
+        return value
 
     @field_validator("device_type", mode="before")
     @classmethod
@@ -209,72 +245,72 @@ class AccStatus(LenientBody):
 class PciFunctionFacts(LenientBody):
     """What sysfs (and the PCI id database, for the names) says about one PCI function."""
 
-    address: str
-    vendor_id: str
-    product_id: str
-    class_code: str
-    subsystem_vendor_id: str | None = None
-    subsystem_product_id: str | None = None
-    revision: str | None = None
-    vendor_name: str | None = None
-    product_name: str | None = None
-    subsystem_name: str | None = None
-    class_name: str | None = None
+    address: PciAddress
+    vendor_id: Id
+    product_id: Id
+    class_code: Id
+    subsystem_vendor_id: Id | None = None
+    subsystem_product_id: Id | None = None
+    revision: Id | None = None
+    vendor_name: Text | None = None
+    product_name: Text | None = None
+    subsystem_name: Text | None = None
+    class_name: Text | None = None
     numa_node: int | None = None
-    local_cpulist: str | None = None
-    driver: str | None = None
+    local_cpulist: Annotated[str, Field(max_length=4096)] | None = None
+    driver: Text | None = None
     iommu_group: int | None = None
-    current_link_speed: str | None = None
-    max_link_speed: str | None = None
-    current_link_width: str | None = None
-    max_link_width: str | None = None
+    current_link_speed: Text | None = None
+    max_link_speed: Text | None = None
+    current_link_width: Id | None = None
+    max_link_width: Id | None = None
 
 
 class MdevType(LenientBody):
     """One mediated-device type a function offers (``mdev_supported_types/<type_id>``)."""
 
-    type_id: str
-    name: str | None = None
-    description: str | None = None
-    device_api: str | None = None
+    type_id: Id
+    name: Text | None = None
+    description: Annotated[str, Field(max_length=1024)] | None = None
+    device_api: Text | None = None
     available_instances: int | None = None
     instances: int = 0
 
 
 class MigInstance(LenientBody):
-    uuid: str | None = None
+    uuid: Id | None = None
     memory_total_mib: int | None = None
 
 
 class GpuFacts(LenientBody):
     """What NVIDIA's management library adds to sysfs, where it is present."""
 
-    gpu_uuid: str | None = None
+    gpu_uuid: Id | None = None
     # The driver's own name for the card ("NVIDIA H200"): known even where the PCI ID
     # database is older than the card and names only its numbers.
-    name: str | None = None
-    serial: str | None = None
+    name: Text | None = None
+    serial: Id | None = None
     memory_total_mib: int | None = None
-    compute_capability: str | None = None
-    driver_version: str | None = None
+    compute_capability: Id | None = None
+    driver_version: Id | None = None
     mig_mode: Literal["enabled", "disabled"] | None = None
-    mig_instances: list[MigInstance] = Field(default_factory=list)
+    mig_instances: list[MigInstance] = Field(default_factory=list, max_length=64)
 
 
 class QatFacts(LenientBody):
-    services: list[str] = Field(default_factory=list)  # sym, asym, dc
-    state: str | None = None
+    services: list[Id] = Field(default_factory=list, max_length=16)  # sym, asym, dc
+    state: Id | None = None
 
 
 class FpgaFacts(LenientBody):
-    interface_id: str | None = None  # the region's interface: which bitstreams fit
-    afu_ids: list[str] = Field(default_factory=list)  # loaded accelerator functions
-    regions: list[str] = Field(default_factory=list)
+    interface_id: Id | None = None  # the region's interface: which bitstreams fit
+    afu_ids: list[Id] = Field(default_factory=list, max_length=64)  # loaded functions
+    regions: list[Text] = Field(default_factory=list, max_length=64)
 
 
 class NetworkFacts(LenientBody):
-    interfaces: list[str] = Field(default_factory=list)
-    phys_switch_id: str | None = None  # set when the eswitch is in switchdev mode
+    interfaces: list[Text] = Field(default_factory=list, max_length=4096)
+    phys_switch_id: Id | None = None  # set when the eswitch is in switchdev mode
 
 
 class SriovFacts(LenientBody):
@@ -290,10 +326,11 @@ class HardwareEntry(LenientBody):
     acc_status: AccStatus
     pci: PciFunctionFacts | None = None
     sriov: SriovFacts | None = None
-    virtual_functions: list[PciFunctionFacts] = Field(default_factory=list)
+    # PCI allows 65,535 VFs; no device offers more than a few thousand.
+    virtual_functions: list[PciFunctionFacts] = Field(default_factory=list, max_length=4096)
     # Other functions of the same card (an Alveo's management and user functions).
-    sibling_functions: list[PciFunctionFacts] = Field(default_factory=list)
-    mdev_types: list[MdevType] = Field(default_factory=list)
+    sibling_functions: list[PciFunctionFacts] = Field(default_factory=list, max_length=64)
+    mdev_types: list[MdevType] = Field(default_factory=list, max_length=256)
     gpu: GpuFacts | None = None
     qat: QatFacts | None = None
     fpga: FpgaFacts | None = None
@@ -311,15 +348,15 @@ class DriverOutcome(LenientBody):
     """How one driver fared in an agent's discovery."""
 
     type: Kind
-    endpoint: str
+    endpoint: Annotated[str, Field(max_length=300)]
     state: Literal["ok", "failed"]
-    error: str | None = None
+    error: Annotated[str, Field(max_length=MAX_REASON_LENGTH)] | None = None
 
 
 class HardwareList(LenientBody):
-    hardware: list[HardwareEntry]
+    hardware: list[HardwareEntry] = Field(max_length=MAX_ENTRIES_PER_NODE)
     generation: int | None = None
-    drivers: list[DriverOutcome] | None = None
+    drivers: list[DriverOutcome] | None = Field(default=None, max_length=len(Kind))
 
     @property
     def complete(self) -> bool:

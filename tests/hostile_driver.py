@@ -1,0 +1,96 @@
+"""A driver that lies, for the hostile tests: ``python -m tests.hostile_driver``.
+
+It registers with an agent as a real driver does, then answers every discovery with
+the report it was told to build: a number of entries of its kind, each with a
+product name of a given length. Real drivers cannot be made to do this (their
+reports come from sysfs), and a fake tree of 100,000 devices would take minutes to
+write, so this one makes its report up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from accel.errors import PeerError
+from accel.internal.client import InternalClient
+from accel.internal.schemas import DriverHello, Kind
+from accel.internal.server import internal_app
+from accel.internal.versions import VersionRange
+from accel.serving import serve
+from accel.sockets import bind, endpoint_of
+
+
+def made_up_report(kind: Kind, entries: int, name_length: int) -> bytes:
+    hardware = [
+        {
+            "uuid": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"hostile/{kind.value}/{index}")),
+            "acc_specs": {"remote": 0, "num": 1, "device_type": kind.value},
+            "acc_status": {"setup_required": False, "reboot_required": False},
+            "pci": {
+                "address": f"{index // 65536:04x}:{index // 256 % 256:02x}:"
+                f"{index // 8 % 32:02x}.{index % 8}",
+                "vendor_id": "10de",
+                "product_id": "2331",
+                "class_code": "030200",
+                "product_name": "p" * name_length,
+            },
+        }
+        for index in range(entries)
+    ]
+    return json.dumps({"hardware": hardware, "generation": 1}).encode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--agent", required=True)
+    parser.add_argument("--kind", type=Kind.parse, default=Kind.GPU)
+    parser.add_argument("--entries", type=int, default=1)
+    parser.add_argument("--name-length", type=int, default=8)
+    args = parser.parse_args()
+    token = os.environ["ACCEL_INTERNAL_TOKEN"]
+    body = made_up_report(args.kind, args.entries, args.name_length)
+    sock = bind("127.0.0.1:0")
+    endpoint = endpoint_of(sock)
+
+    async def report(request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    async def hello_forever() -> None:
+        client = InternalClient(token, VersionRange())
+        hello = DriverHello(status="READY", endpoint=endpoint, type=args.kind)
+        try:
+            while True:
+                with suppress(PeerError):
+                    await client.driver_hello(args.agent, hello)
+                await asyncio.sleep(0.5)
+        finally:
+            await client.aclose()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(hello_forever())
+        yield
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+    routes = [
+        Route("/v1/discovery", report, methods=["POST"]),
+        Route("/v1/hardware", report, methods=["GET"]),
+    ]
+    serve(internal_app("driver", routes, token, VersionRange(), lifespan), sock)
+
+
+if __name__ == "__main__":
+    main()
