@@ -39,6 +39,18 @@ class RegistryFull(TooManyRequests):
     """The conductor knows as many agents as it was told to keep."""
 
 
+class NameHeld(Exception):
+    """A hello names an agent that was heard lately at another endpoint: a second agent
+    of the same name, or the same agent restarted on a new port. Nothing of the hello
+    is recorded; the caller finds out which (see ConductorService) and may send it
+    again with ``may_move``."""
+
+    def __init__(self, name: str, endpoint: str) -> None:
+        super().__init__(f"agent {name} is live at {endpoint}")
+        self.name = name
+        self.endpoint = endpoint
+
+
 @dataclass(frozen=True)
 class Hello:
     name: str
@@ -48,6 +60,8 @@ class Hello:
     resync: bool = False
     # The ETag of the node's hardware, if the agent sent one (1.5).
     inventory_etag: str | None = None
+    # The agent at the stored endpoint was found gone: this hello may take its name.
+    may_move: bool = False
 
 
 def record_hello(
@@ -74,17 +88,20 @@ def record_hellos(
     hellos: Sequence[Hello],
     max_agents: int = 100_000,
     confirmed_for: float = 60.0,
+    live_for: float = 0.0,
 ) -> list[HelloOutcome | Exception]:
     """Records several agents' hellos in one transaction; each one's outcome.
 
     A hello whose ETag confirms the stored inventory puts the agent's next periodic
     resync ``confirmed_for`` seconds on: the conductor passes its resync interval plus
     a heartbeat interval, so that the resync comes only if heartbeats stop confirming.
+    A hello from another endpoint than an UP agent's, heard within ``live_for``
+    seconds, is NameHeld unless it ``may_move``.
     """
     for attempt in range(2):
         try:
             with sessions.begin() as session:
-                return _record_hellos(session, hellos, max_agents, confirmed_for)
+                return _record_hellos(session, hellos, max_agents, confirmed_for, live_for)
         except IntegrityError:
             # Another conductor registered one of these agents meanwhile: the next
             # attempt finds it registered.
@@ -102,6 +119,7 @@ class _Seen:
     state: str
     endpoint: str
     inventory_etag: str | None
+    stored_last_seen: dt.datetime | None = None  # when it was last heard, as read
     # What the batch's hellos decide; the last hello's values win.
     last_seen: dt.datetime | None = dataclasses.field(default=None, init=False)
     internal_version: str | None = dataclasses.field(default=None, init=False)
@@ -117,7 +135,14 @@ AGENTS = Agent.metadata.tables[Agent.__tablename__]
 # and locks nothing, so a value read here may be stale by the time it is written, and
 # a sync stored or an agent marked DOWN meanwhile must not be overwritten.
 READ_SEEN = (
-    select(*(AGENTS.c[field.name] for field in dataclasses.fields(_Seen) if field.init))
+    select(
+        AGENTS.c.id,
+        AGENTS.c.name,
+        AGENTS.c.state,
+        AGENTS.c.endpoint,
+        AGENTS.c.inventory_etag,
+        AGENTS.c.last_seen.label("stored_last_seen"),
+    )
     .where(AGENTS.c.name.in_(bindparam("names", expanding=True)))
     .order_by(AGENTS.c.id)
     .with_for_update()
@@ -163,7 +188,11 @@ WRITE_SEEN_CONFIRMED = (
 
 
 def _record_hellos(
-    session: Session, hellos: Sequence[Hello], max_agents: int, confirmed_for: float
+    session: Session,
+    hellos: Sequence[Hello],
+    max_agents: int,
+    confirmed_for: float,
+    live_for: float,
 ) -> list[HelloOutcome | Exception]:
     # Locked in id order, as every batch of the conductor's does: no deadlock.
     seen = {
@@ -179,7 +208,11 @@ def _record_hellos(
     for index, hello in sorted(enumerate(hellos), key=lambda pair: pair[1].name):
         agent = seen.get(hello.name)
         if agent is not None:
-            outcomes[index] = _refresh(session, agent, hello)
+            outcomes[index] = (
+                NameHeld(agent.name, agent.endpoint)
+                if _held_elsewhere(agent, hello, live_for)
+                else _refresh(session, agent, hello)
+            )
             continue
         fresh = new.get(hello.name)
         if fresh is not None:  # a later hello of an agent this batch registers
@@ -210,6 +243,15 @@ def _record_hellos(
     return [outcome for outcome in outcomes if outcome is not None]
 
 
+def _held_elsewhere(agent: _Seen, hello: Hello, live_for: float) -> bool:
+    if hello.may_move or live_for <= 0 or agent.endpoint == hello.endpoint:
+        return False
+    if agent.state != "UP":
+        return False
+    heard = agent.last_seen if agent.last_seen is not None else agent.stored_last_seen
+    return heard is not None and heard > hello.now - dt.timedelta(seconds=live_for)
+
+
 def _refresh(session: Session, agent: _Seen, hello: Hello) -> HelloOutcome:
     came_back = agent.state != "UP"
     if came_back:
@@ -231,6 +273,8 @@ def _refresh(session: Session, agent: _Seen, hello: Hello) -> HelloOutcome:
 def _write_seen(session: Session, agents: list[_Seen], confirmed_for: float) -> None:
     confirmed: list[dict[str, object]] = []  # a fleet standing still: nearly every hello
     seen: list[_Seen] = []
+    # An agent whose every hello of the batch was NameHeld is not written at all.
+    agents = [a for a in agents if a.last_seen is not None]
     for a in agents:
         if a.confirmed_etag is not None and not a.sync_now and a.last_seen is not None:
             resync_at = a.last_seen + dt.timedelta(seconds=confirmed_for)

@@ -8,6 +8,7 @@ fails is logged and the next one tries again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp
 
 from accel.conductor import agents, allocation
 from accel.conductor.batching import GroupWriter, fleet_linger
+from accel.conductor.name_guard import NameGuard
 from accel.conductor.presence import record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.syncing import SyncLoop
@@ -97,6 +99,7 @@ class ConductorService:
             SetupSettings(conductor=settings.name, versions=settings.versions),
         )
         self.hello_limiter = RateLimiter(settings.hello_rate, settings.hello_burst)
+        self.names = NameGuard(self.sessions, lambda: self.client, settings.agent_down_after)
         # Heartbeats are many and tiny: recorded many agents to a transaction.
         self.hellos: GroupWriter[agents.Hello, agents.HelloOutcome] = GroupWriter(
             "hellos",
@@ -105,6 +108,7 @@ class ConductorService:
                 batch,
                 settings.max_agents,
                 confirmed_for=settings.resync_interval + settings.heartbeat_interval,
+                live_for=settings.agent_down_after,
             ),
             linger=fleet_linger(settings.heartbeat_interval),
         )
@@ -128,17 +132,20 @@ class ConductorService:
             )
         await check_origin(hello.endpoint, source, self.settings.allowed_agent_networks)
         name = hello.name or hello.endpoint
+        record = agents.Hello(
+            name,
+            hello.endpoint,
+            format_version(version),
+            utcnow(),
+            hello.resync,
+            hello.inventory_etag,
+        )
         try:
-            outcome = await self.hellos.submit(
-                agents.Hello(
-                    name,
-                    hello.endpoint,
-                    format_version(version),
-                    utcnow(),
-                    hello.resync,
-                    hello.inventory_etag,
-                )
-            )
+            try:
+                outcome = await self.hellos.submit(record)
+            except agents.NameHeld as held:
+                await self.names.check(held, hello.endpoint)  # Conflict if it is live
+                outcome = await self.hellos.submit(dataclasses.replace(record, may_move=True))
         except OperationalError as exc:  # the database is away: the agent tries again
             log.warning("hello of agent %s not recorded: %s", name, exc)
             raise Unavailable("the conductor's database is unavailable") from exc
@@ -186,6 +193,7 @@ class ConductorService:
                 log.warning(
                     "agent %s is DOWN: no heartbeat for %gs", name, self.settings.agent_down_after
                 )
+            await self.names.clear_quiet()
             await asyncio.sleep(interval)
 
     async def announce_forever(self) -> None:

@@ -185,6 +185,16 @@ class InternalClient:
             # Remembered even at our newest, so that the peer is asked only once.
             self._remember(url, common)
 
+    async def identify(self, peer: str) -> dict[str, Any]:
+        """What a peer says it is (``GET /``: its component, and an agent its name)."""
+        url = base_url(peer, self.scheme)
+        response = await self._send("GET", url, "/", self.versions.maximum, None, None, None)
+        try:
+            found = response.json()
+        except ValueError:
+            return {}
+        return found if isinstance(found, dict) else {}
+
     async def start_discovery(self, peer: str) -> DiscoveryStarted:
         return await self._call("POST", peer, "/v1/discovery", DiscoveryStarted)
 

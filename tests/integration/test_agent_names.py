@@ -1,0 +1,79 @@
+"""One agent name, one live agent: a second one is refused, a restarted one let in."""
+
+from __future__ import annotations
+
+import functools
+
+import httpx
+
+from tests.integration.fleet import FAST_AGENT, agents, alarms
+from tests.processes import Cluster, Service, internal_client, wait_until
+
+
+def conductor_flags(down_after: str) -> tuple[str, ...]:
+    return (
+        "--heartbeat-interval",
+        "0.5",
+        "--resync-interval",
+        "1",
+        "--agent-down-after",
+        down_after,
+    )
+
+
+def heard_since(api: Service, name: str, since: str) -> bool:
+    return bool(agents(api)[name]["last_seen"] > since)
+
+
+def test_a_second_agent_of_a_live_agents_name_is_refused_and_alarmed(
+    cluster: Cluster, sqlite_url: str
+) -> None:
+    conductor = cluster.conductor(sqlite_url, *conductor_flags("5"))
+    api = cluster.api(sqlite_url)
+    first = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    wait_until(lambda: "node1" in agents(api), "node1 registered")
+    second = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+
+    wait_until(
+        lambda: ("agent_name_clash", "node1") in alarms(api),
+        "a name clash alarm",
+        on_timeout=cluster.logs,
+    )
+    # The impostor's hello, as it sends it: 409 with a JSON body naming the holder.
+    with internal_client("1.5") as client:
+        refused = client.post(
+            conductor.url + "/v1/hello",
+            json={"status": "READY", "endpoint": second.endpoint, "name": "node1"},
+        )
+    assert refused.status_code == 409, refused.text
+    assert first.endpoint in refused.json()["error"]
+    # Heartbeats go on, and the name stays with the first agent through them.
+    for _ in range(3):
+        seen = agents(api)["node1"]["last_seen"]
+        wait_until(functools.partial(heard_since, api, "node1", seen), "a heartbeat of node1")
+        assert agents(api)["node1"]["endpoint"] == first.endpoint
+    assert [kind for kind, _ in alarms(api)] == ["agent_name_clash"]
+
+    cluster.discard(second)  # the clash ends; its alarm clears once refusals stop
+    wait_until(lambda: alarms(api) == [], "the clash alarm to clear", timeout=60)
+    assert agents(api)["node1"]["state"] == "UP"
+
+
+def test_an_agent_restarted_on_a_new_port_keeps_its_name(cluster: Cluster, sqlite_url: str) -> None:
+    # A long grace: the new process is let in because the old one is gone, not DOWN.
+    conductor = cluster.conductor(sqlite_url, *conductor_flags("600"))
+    api = cluster.api(sqlite_url)
+    first = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    wait_until(lambda: "node1" in agents(api), "node1 registered")
+    first.kill()
+    assert first.sock is not None
+    first.sock.close()
+    cluster.services.remove(first)
+    again = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    wait_until(
+        lambda: agents(api)["node1"]["endpoint"] == again.endpoint,
+        "node1 at its new endpoint",
+        on_timeout=cluster.logs,
+    )
+    assert alarms(api) == [] and agents(api)["node1"]["state"] == "UP"
+    assert httpx.get(again.url + "/").json()["name"] == "node1"
