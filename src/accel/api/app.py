@@ -2,7 +2,8 @@
 
 Layers, outermost first: the ``/accelerator`` prefix that OpenStack service catalogs
 use is stripped, so every route is served at both roots; microversions; who is
-calling; then the routes. Domain errors become Cyborg-shaped error bodies here and
+calling; a trailing slash dropped (never a redirect); the cached reads; then the
+routes. Domain errors become Cyborg-shaped error bodies here and
 nowhere else.
 """
 
@@ -83,6 +84,30 @@ class CatalogPrefix:
         await self.app(scope, receive, send)
 
 
+class TrailingSlash:
+    """A path with a trailing slash is the path without it, never a redirect.
+
+    Cyborg (pecan) serves a collection read with a trailing slash as without one,
+    and answers 400 to a DELETE with one: the slash names an empty key (Nova and
+    cyborg-tempest-plugin rely on that 400). Other methods are served as on the
+    path without the slash. ``/`` and ``/v2/`` are routes of their own.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and path.endswith("/") and path not in ("/", "/v2/"):
+            if scope["method"] == "DELETE":
+                await error_response(
+                    400, f"DELETE {path} names no resource: name it without the trailing slash"
+                )(scope, receive, send)
+                return
+            scope = {**scope, "path": path[:-1]}
+        await self.app(scope, receive, send)
+
+
 async def fleet_metrics(request: Request) -> Response:
     authorize(request, "accel:fleet:get")
     return await metrics(request)
@@ -158,9 +183,9 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
         exception_handlers={AccelError: _on_accel_error, HTTPException: _on_http_error},
         lifespan=lifespan,
     )
+    # Its redirects would be built from the Host header and lose the catalog prefix.
+    app.router.redirect_slashes = False
+    served = CachedReads(app, cache, settings.policy)
     return RequestTimer(
-        CatalogPrefix(
-            Microversions(Authentication(CachedReads(app, cache, settings.policy), resolver))
-        ),
-        "api",
+        CatalogPrefix(Microversions(Authentication(TrailingSlash(served), resolver))), "api"
     )
