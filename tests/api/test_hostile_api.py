@@ -308,3 +308,14 @@ def test_head_with_a_matching_etag_is_304(api: Api) -> None:
                 )
                 assert answer.status_code == 304, (method, path)
                 assert answer.headers["etag"] == etag
+
+
+# --- item 11: the health check -------------------------------------------------------
+
+
+def test_the_health_check_needs_no_token_and_says_only_whether_the_database_answers(
+    api: Api,
+) -> None:
+    for path in ("/healthz", "/accelerator/healthz"):
+        answer = api.client.get(path)
+        assert answer.status_code == 200 and answer.json() == {"database": "ok"}

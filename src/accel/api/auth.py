@@ -33,6 +33,7 @@ KNOWN_ROLES = frozenset(("admin", "manager", "member", "reader", "service"))
 PUBLIC_PATHS = frozenset(
     {
         "/openapi.json",
+        "/healthz",
         "",
         "/",
         "/v2",
