@@ -89,6 +89,29 @@ class ThrowawayPostgres:
             "restart",
         )
 
+    def stop(self, mode: str = "fast") -> None:
+        """Stops the server; ``start`` brings it back with the same data and options."""
+        self.run("pg_ctl", "-D", str(self.folder / "data"), "-m", mode, "-w", "stop")
+
+    def start(self) -> None:
+        self.run(
+            "pg_ctl",
+            "-D",
+            str(self.folder / "data"),
+            "-l",
+            str(self.folder / "server.log"),
+            "-w",
+            "-o",
+            self.options(),
+            "start",
+        )
+
+    def options(self) -> str:
+        return (
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=200"
+        )
+
 
 @contextmanager
 def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
@@ -105,18 +128,7 @@ def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
         server.run(
             "initdb", "-D", str(data), "-U", ADMIN_USER, "-A", "trust", "-E", "UTF8", "--no-sync"
         )
-        server.run(
-            "pg_ctl",
-            "-D",
-            str(data),
-            "-l",
-            str(folder / "server.log"),
-            "-w",
-            "-o",
-            f"-p {server.port} -k {folder} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c max_connections=200",
-            "start",
-        )
+        server.start()
         yield server
     finally:
         if (data / "postmaster.pid").exists():

@@ -10,6 +10,7 @@
     ├── TooLarge            a request body over the limit (413)
     ├── Locked              accelerator requests still binding (423)
     ├── Unavailable         no live conductor to do it (503)
+    │   └── DatabaseUnavailable  the database is away (503; see accel.db.outage)
     ├── NotImplementedYet   an action accel does not perform yet (501)
     └── PeerError           another component timed out or answered garbage
 
@@ -94,6 +95,13 @@ class Unavailable(AccelError):
     """No live conductor could do what the api needed done."""
 
     status_code = 503
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached, read or written just now; it will pass."""
+
+    def __init__(self, message: str = "the database is unavailable; try again later") -> None:
+        super().__init__(message)
 
 
 class NotImplementedYet(AccelError):

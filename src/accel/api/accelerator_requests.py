@@ -25,7 +25,7 @@ from accel.api.devices import timestamp
 from accel.api.openstack import link
 from accel.api.patches import bindings_from_patch
 from accel.api.policy import authorize
-from accel.api.queries import only_params, reader, valid_uuid, writer
+from accel.api.queries import only_params, reader, uuid_list, valid_uuid, writer
 from accel.api.routing import resource
 from accel.db.models import AcceleratorRequest, AttachHandle, DeviceProfile, new_uuid, utcnow
 from accel.errors import Conflict, InvalidInput, Locked, NotFound
@@ -36,6 +36,8 @@ RESOLVED = ("Bound", "BindFailed", "Deleting")
 # Requests with no accelerator: the api deletes them without asking a conductor.
 HOLDING_NOTHING = ("Initial", "Unbound")
 MAX_ARQS_PER_PROFILE = 1000
+# What one call to a conductor may change (accel.internal.schemas.ArqChanges).
+MAX_ARQS_PER_CHANGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +235,8 @@ async def list_arqs(request: Request) -> Response:
     if "bind_state" in params and params["bind_state"] != "resolved":
         raise InvalidInput("bind_state may only be resolved")
     instance = params.get("instance")
+    if instance is not None:
+        instance = valid_uuid(instance, "instance uuid")
 
     def query(connection: Connection) -> list[ArqView]:
         if instance is None:
@@ -297,12 +301,24 @@ async def patch_arqs(request: Request) -> Response:
     return Response(status_code=202)
 
 
+class _Held(Exception):
+    """Some chosen requests hold an accelerator: the deletion is rolled back, and a
+    conductor, which alone frees accelerators, deletes them all."""
+
+    def __init__(self, uuids: list[str]) -> None:
+        super().__init__(f"{len(uuids)} accelerator requests to delete through a conductor")
+        self.uuids = uuids
+
+
 async def delete_arqs(request: Request) -> Response:
+    """All or nothing: a request missing (or another project's) deletes none."""
     caller = authorize(request, "cyborg:arq:delete")
     path_uuid = request.path_params.get("uuid")
-    params = only_params(request, ("arqs", "instance"))
     if path_uuid is not None:
+        only_params(request, ())
         params = {"arqs": path_uuid}
+    else:
+        params = only_params(request, ("arqs", "instance"))
     if ("arqs" in params) == ("instance" in params):
         raise InvalidInput(
             "delete accelerator requests by ?arqs=uuid,... or by ?instance=uuid,"
@@ -311,31 +327,40 @@ async def delete_arqs(request: Request) -> Response:
     chosen: Chosen
     values: dict[str, object]
     if "arqs" in params:
-        wanted = {valid_uuid(u, "accelerator request uuid") for u in params["arqs"].split(",") if u}
+        wanted = set(uuid_list(params["arqs"], "accelerator request uuid"))
         chosen, values = "uuids", {"uuids": sorted(wanted)}
     else:
         wanted = set()
-        chosen, values = "instance", {"instance": params["instance"]}
+        chosen, values = "instance", {"instance": valid_uuid(params["instance"], "instance uuid")}
     values["project"] = caller.identity.project_id
 
-    def delete_unbound(connection: Connection) -> tuple[set[str], set[str]]:
-        """Deletes the chosen requests that hold nothing; those deleted, and the others
-        the caller may see (bound or binding)."""
+    def delete_all_free(connection: Connection) -> None:
+        """Deletes the chosen requests if every one is there and holds nothing; raises
+        (rolling the deletion back) otherwise."""
         deleted = set(connection.scalars(delete_statement(caller.is_admin, chosen), values))
         if wanted and deleted == wanted:
-            return deleted, set()  # the usual case, in one statement
-        return deleted, set(connection.scalars(uuids_statement(caller.is_admin, chosen), values))
+            return  # the usual case, in one statement
+        held = list(connection.scalars(uuids_statement(caller.is_admin, chosen), values))
+        missing = sorted(wanted - deleted - set(held))
+        if missing:
+            raise NotFound(f"Accelerator request not found with uuid={missing[0]}")
+        if held:
+            raise _Held(sorted(deleted | set(held)))
 
-    deleted, bound = await writer(request).run_sql(delete_unbound)
-    # A request bound or binding has an accelerator to free: the conductor unbinds it.
-    if bound:
-        await conductor_link.change_arqs(
-            request, ArqChanges.model_validate({"delete": sorted(bound)})
-        )
-    missing = sorted(wanted - deleted - bound)
-    if missing:  # the others are gone; as in Cyborg, the missing ones are reported after
-        raise NotFound(f"Accelerator request not found with uuid={missing[0]}")
+    try:
+        await writer(request).run_sql(delete_all_free)
+    except _Held as some_held:
+        await _delete_through_conductor(request, some_held.uuids)
     return Response(status_code=204)
+
+
+async def _delete_through_conductor(request: Request, uuids: list[str]) -> None:
+    """A conductor unbinds and deletes them; nothing is deleted here first, so a
+    conductor that cannot be reached leaves every request as it was (503)."""
+    for start in range(0, len(uuids), MAX_ARQS_PER_CHANGE):
+        chunk = uuids[start : start + MAX_ARQS_PER_CHANGE]
+        # A request deleted meanwhile is "not found" there: it is gone, as asked.
+        await conductor_link.change_arqs(request, ArqChanges.model_validate({"delete": chunk}))
 
 
 routes = [

@@ -1,9 +1,10 @@
 """The public API application: Cyborg's v2 and accel's additions, from the database.
 
-Layers, outermost first: the ``/accelerator`` prefix that OpenStack service catalogs
-use is stripped, so every route is served at both roots; microversions; who is
-calling; then the routes. Domain errors become Cyborg-shaped error bodies here and
-nowhere else.
+Layers, outermost first: every error becomes Cyborg's error body (accel.api.failures,
+the one place that chooses statuses); the ``/accelerator`` prefix that OpenStack
+service catalogs use is stripped, so every route is served at both roots;
+microversions; who is calling; a trailing slash dropped; the cached reads; then the
+routes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 import anyio.to_thread
 from sqlalchemy import Engine
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -33,14 +33,15 @@ from accel.api import (
 )
 from accel.api.auth import Authentication, AuthMode, Identity, Resolver, tokens_resolver
 from accel.api.cache import GenerationWatch, ResponseCache
+from accel.api.failures import HANDLERS, Failures
 from accel.api.fast_reads import CachedReads
+from accel.api.health import healthz
 from accel.api.keystone import KeystoneValidator
 from accel.api.openapi import openapi
 from accel.api.openstack import Microversions, error_response, root, v2_root
 from accel.api.policy import RULES, authorize
 from accel.api.queries import Reader, Writer
 from accel.db.engine import migrate, session_factory
-from accel.errors import AccelError
 from accel.internal.client import InternalClient
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
@@ -83,22 +84,33 @@ class CatalogPrefix:
         await self.app(scope, receive, send)
 
 
+class TrailingSlash:
+    """A path with a trailing slash is the path without it, never a redirect.
+
+    Cyborg (pecan) serves a collection read with a trailing slash as without one,
+    and answers 400 to a DELETE with one: the slash names an empty key (Nova and
+    cyborg-tempest-plugin rely on that 400). Other methods are served as on the
+    path without the slash. ``/`` and ``/v2/`` are routes of their own.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and path.endswith("/") and path not in ("/", "/v2/"):
+            if scope["method"] == "DELETE":
+                await error_response(
+                    400, f"DELETE {path} names no resource: name it without the trailing slash"
+                )(scope, receive, send)
+                return
+            scope = {**scope, "path": path[:-1]}
+        await self.app(scope, receive, send)
+
+
 async def fleet_metrics(request: Request) -> Response:
     authorize(request, "accel:fleet:get")
     return await metrics(request)
-
-
-async def _on_accel_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, AccelError)
-    return error_response(exc.status_code, exc.message)
-
-
-async def _on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    response = error_response(exc.status_code, str(exc.detail))
-    # A 405 says which methods would do (RFC 9110 wants the Allow header).
-    response.headers.update(exc.headers or {})
-    return response
 
 
 def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
@@ -148,6 +160,7 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
             Route("/v2/", v2_root, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/metrics", fleet_metrics, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
             *devices.routes,
             *device_profiles.routes,
             *deployables.routes,
@@ -155,12 +168,13 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
             *fleet.routes,
             *operations.routes,
         ],
-        exception_handlers={AccelError: _on_accel_error, HTTPException: _on_http_error},
+        exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
+    # Its redirects would be built from the Host header and lose the catalog prefix.
+    app.router.redirect_slashes = False
+    served = CachedReads(app, cache, settings.policy)
     return RequestTimer(
-        CatalogPrefix(
-            Microversions(Authentication(CachedReads(app, cache, settings.policy), resolver))
-        ),
+        Failures(CatalogPrefix(Microversions(Authentication(TrailingSlash(served), resolver)))),
         "api",
     )

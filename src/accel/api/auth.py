@@ -1,17 +1,22 @@
 """Who is calling the public API: ``noauth`` for development, or a tokens file.
 
+Under ``noauth`` every caller is an admin, so requests a browser sends from a page
+of another site (a foreign ``Origin``) are refused (403).
+
 Callers send ``X-Auth-Token`` as OpenStack clients do. The version documents at
 ``/`` and ``/v2`` answer anyone, as in Cyborg.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.datastructures import Headers
@@ -28,6 +33,7 @@ KNOWN_ROLES = frozenset(("admin", "manager", "member", "reader", "service"))
 PUBLIC_PATHS = frozenset(
     {
         "/openapi.json",
+        "/healthz",
         "",
         "/",
         "/v2",
@@ -91,6 +97,33 @@ def tokens_resolver(tokens: dict[str, Identity]) -> Resolver:
     return resolve
 
 
+def foreign_origin(scope: Scope) -> str | None:
+    """The request's Origin if a browser sent it from a page of another site, else None.
+
+    Without tokens, any web page a developer opens could otherwise POST to a local
+    api (a form or fetch() needs no CORS preflight for a "simple" request). Pages
+    from loopback and from this api's own address are local. A request without
+    Origin is not a browser's cross-site one (browsers send it on every POST, PATCH,
+    DELETE and cross-site fetch).
+    """
+    origin = Headers(scope=scope).get("origin")
+    if origin is None:
+        return None
+    host = urlsplit(origin).hostname
+    if host is not None:
+        if host == "localhost":
+            return None
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return None
+        except ValueError:
+            pass
+        server = scope.get("server")
+        if server is not None and host == str(server[0]).lower():
+            return None
+    return origin
+
+
 class Authentication:
     """Finds who calls (``resolve`` maps a token to an identity); None means noauth."""
 
@@ -99,6 +132,15 @@ class Authentication:
         self.resolve = resolve
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.resolve is None:
+            origin = foreign_origin(scope)
+            if origin is not None:
+                await error_response(
+                    403,
+                    f"cross-site request refused: Origin {origin} is neither loopback nor this"
+                    " api, and --auth noauth serves local callers only",
+                )(scope, receive, send)
+                return
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return

@@ -61,13 +61,15 @@ async def ask_conductor(
         try:
             return await call(client, endpoint)
         except PeerTooOld as exc:
-            failures.append(exc.message)
+            failures.append(f"{endpoint}: {exc.message}")
         except PeerRefused:
             raise
         except PeerError as exc:
             log.warning("conductor %s could not %s: %s", endpoint, what, exc)
-            failures.append(str(exc))
-    raise Unavailable(f"no conductor could {what}: " + "; ".join(failures))
+            # One that wraps a foreign error (the transport's, a parser's) speaks in
+            # that library's words and class names: those go to the log only.
+            failures.append(f"{endpoint}: no usable answer" if exc.__cause__ else exc.message)
+    raise Unavailable(f"no conductor could {what} ({'; '.join(failures)}); the api's log says why")
 
 
 async def change_arqs(request: Request, changes: ArqChanges) -> list[ArqOutcome]:

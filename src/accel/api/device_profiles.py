@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from accel.api.accelerator_requests import MAX_ARQS_PER_PROFILE, units_per_group
 from accel.api.devices import timestamp
 from accel.api.openstack import link, microversion
 from accel.api.policy import authorize
@@ -107,7 +108,9 @@ def profile_body(request: Request, profile: DeviceProfile) -> dict[str, Any]:
 async def list_profiles(request: Request) -> Response:
     authorize(request, "cyborg:device_profile:get_all")
     params = only_params(request, ("name",))
-    names = [n for n in params.get("name", "").split(",") if n] if "name" in params else None
+    names = params["name"].split(",") if "name" in params else None
+    if names is not None and not all(names):
+        raise InvalidInput("name must be profile names separated by commas, with no empty entry")
 
     def query(session: Session) -> list[DeviceProfile]:
         statement = select(DeviceProfile).order_by(DeviceProfile.id)
@@ -161,17 +164,27 @@ async def create_profile(request: Request) -> Response:
     name = item.get("name")
     if not isinstance(name, str) or not NAME.match(name) or len(name) > 255:
         raise InvalidInput("a device profile needs a name of letters, digits, - and _")
+    if _is_uuid(name):
+        # /v2/device_profiles/{key} reads a key that parses as a UUID as one.
+        raise InvalidInput(f"a device profile name must not read as a UUID: {name}")
     description = item.get("description")
     if description is not None and not isinstance(description, str):
         raise InvalidInput("description must be a string")
     profile_uuid = item.get("uuid") or str(uuid_module.uuid4())
     if not isinstance(profile_uuid, str) or not _is_uuid(profile_uuid):
         raise InvalidInput("uuid must be a UUID")
+    groups = validate_groups(item.get("groups"))
+    if sum(units_per_group(groups)) > MAX_ARQS_PER_PROFILE:
+        # Refused now rather than failing every accelerator request made from it.
+        raise InvalidInput(
+            f"device profile {name} asks for more than {MAX_ARQS_PER_PROFILE} accelerators,"
+            " more than one accelerator request may"
+        )
     profile = DeviceProfile(
         uuid=str(uuid_module.UUID(profile_uuid)),
         name=name,
         description=description,
-        profile_json=json.dumps({"groups": validate_groups(item.get("groups"))}),
+        profile_json=json.dumps({"groups": groups}),
     )
 
     def store(session: Session) -> DeviceProfile:

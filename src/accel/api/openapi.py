@@ -249,6 +249,21 @@ def _query(*names: str) -> list[dict[str, Any]]:
     ]
 
 
+# No token needed; 503 while the api cannot read its database (accel.api.health).
+HEALTH = {
+    "description": "whether the api can read its database now",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["database"],
+                "properties": {"database": {"type": "string", "enum": ["ok", "unavailable"]}},
+            }
+        }
+    },
+}
+
+
 def _operation(
     status: str,
     answer: type[BaseModel] | None = None,
@@ -367,6 +382,7 @@ def document() -> dict[str, Any]:
         "/v2/agents": {"get": _operation("200", Agents)},
         "/v2/alarms": {"get": _operation("200", Alarms, _query("state"))},
         "/v2/conductors": {"get": _operation("200", Conductors)},
+        "/healthz": {"get": {"parameters": [], "responses": {"200": HEALTH, "503": HEALTH}}},
     }
     return {
         "openapi": "3.0.3",

@@ -10,12 +10,14 @@ from __future__ import annotations
 import uuid as uuid_module
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.requests import Request
 
 from accel.api.auth import RequestContext
 from accel.api.openstack import microversion
 from accel.errors import Forbidden, InvalidInput, SupportedRange, VersionNotAcceptable
 from accel.internal.schemas import ArqBinding, ArqChanges
+from accel.internal.server import validation_problems
 
 BIND_FIELDS = ("hostname", "device_rp_uuid", "instance_uuid")
 MAX_ARQS_PER_PATCH = 1000
@@ -41,8 +43,12 @@ def bindings_from_patch(request: Request, caller: RequestContext, body: Any) -> 
             raise InvalidInput(f"binding {arq_uuid} needs {', '.join(missing)}")
         try:
             binds.append(ArqBinding.model_validate({"arq_uuid": arq, **values}))
-        except ValueError as exc:
-            raise InvalidInput(f"binding {arq_uuid}: {exc}") from exc
+        except ValidationError as exc:
+            problems = validation_problems(exc)
+            raise InvalidInput(
+                f"binding {arq_uuid}: " + "; ".join(f"{p.field}: {p.message}" for p in problems),
+                problems,
+            ) from exc
     return ArqChanges(bind=binds, unbind=unbinds)
 
 

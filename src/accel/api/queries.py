@@ -95,10 +95,18 @@ def writer(request: Request) -> Writer:
 
 
 def only_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
-    """The query parameters, refusing any this endpoint does not know."""
+    """The query parameters, refusing any this endpoint does not know or any given twice."""
     allowed = set(allowed)
-    for key, value in request.query_params.items():
+    given: set[str] = set()
+    for key, value in request.query_params.multi_items():
         refuse_nul(value, f"query parameter {key}")
+        if key in given:
+            # Which one wins would be the framework's choice, not the caller's.
+            raise InvalidInput(
+                f"query parameter {key} is given more than once; "
+                "give it once (lists are comma-separated)"
+            )
+        given.add(key)
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
         raise InvalidInput(
@@ -106,6 +114,14 @@ def only_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
             f"allowed: {', '.join(sorted(allowed))}"
         )
     return {key: value for key, value in request.query_params.items()}
+
+
+def uuid_list(text: str, what: str) -> list[str]:
+    """A comma-separated list of uuids, none empty; InvalidInput naming the first bad one."""
+    items = text.split(",")
+    if not all(items):
+        raise InvalidInput(f"{what}s must be uuids separated by commas, with no empty entry")
+    return [valid_uuid(item, what) for item in items]
 
 
 def valid_uuid(text: str, what: str) -> str:

@@ -28,7 +28,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
+
+from accel.db.outage import DATABASE_AWAY
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class WriteQueue:
                     results = [(i, work(connection)) for i, work in shared]
                 outcomes.update((i, (True, result)) for i, result in results)
                 shared = []
-            except (OperationalError, InterfaceError) as exc:
+            except DATABASE_AWAY as exc:
                 # The database is away or locked past its busy timeout: each alone
                 # would wait as long again, and fail as the batch did.
                 outcomes.update((i, (False, exc)) for i, _ in shared)
