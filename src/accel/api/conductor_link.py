@@ -6,17 +6,20 @@ fresh; the api tries the freshest ones in turn, each call with a timeout.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from accel.api.queries import reader
-from accel.db.models import Conductor, utcnow
+from accel.db.commit_deadline import database_clock, lock_for_writing, locked_requests
+from accel.db.models import AcceleratorRequest, Conductor, utcnow
 from accel.errors import PeerError, PeerRefused, PeerTooOld, Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.schemas import ArqChanges, ArqOutcome
@@ -25,6 +28,10 @@ from accel.internal.setup_schemas import OperationRequest, OperationView
 log = logging.getLogger(__name__)
 
 LIVE_WITHIN = dt.timedelta(seconds=60)
+# Seconds of the database's clock a conductor has to commit a change it is asked for;
+# the api waits a little longer for the answer, which must still travel back.
+COMMIT_BUDGET = 10.0
+ANSWER_MARGIN = 2.0
 Answer = TypeVar("Answer")
 
 
@@ -71,10 +78,71 @@ async def ask_conductor(
 
 
 async def change_arqs(request: Request, changes: ArqChanges) -> list[ArqOutcome]:
-    async def bind(client: InternalClient, endpoint: str) -> list[ArqOutcome]:
-        return (await client.change_arqs(endpoint, changes)).arqs
+    """The conductor's outcomes of ``changes``; when no conductor answers, the database's.
 
-    return await ask_conductor(request, "bind", bind)
+    Each conductor asked is given until a time of the database's clock to commit the
+    change (accel.db.commit_deadline). If none answers (killed, partitioned, its answer
+    lost), the change may still have been made: the database is asked, and a change
+    found done exactly as asked is a success. One not done by the last deadline never
+    will be, and only then is the caller told it failed.
+    """
+    deadlines: list[float] = []
+
+    async def change(client: InternalClient, endpoint: str) -> list[ArqOutcome]:
+        commit_before = await reader(request).run(database_clock) + COMMIT_BUDGET
+        deadlines.append(commit_before)
+        answer = await client.change_arqs(
+            endpoint, changes, commit_before, wait=COMMIT_BUDGET + ANSWER_MARGIN
+        )
+        return answer.arqs
+
+    try:
+        return await ask_conductor(request, "change accelerator requests", change)
+    except Unavailable:
+        if not deadlines or not await _done_as_asked(request, changes, max(deadlines)):
+            raise
+        log.info("no conductor answered, but the database shows the change done as asked")
+        return []
+
+
+async def _done_as_asked(request: Request, changes: ArqChanges, deadline: float) -> bool:
+    """Whether every change is done as asked: yes as soon as the database shows it, no
+    once ``deadline`` has passed without it, seen under the locks a conductor commits
+    under (so none can commit behind this look)."""
+    uuids = [str(b.arq_uuid) for b in changes.bind] + [*map(str, changes.unbind + changes.delete)]
+
+    def look(session: Session) -> tuple[bool, float]:
+        lock_for_writing(session)
+        arqs = locked_requests(session, uuids)
+        if _as_asked(arqs, changes):
+            return True, 0.0
+        return False, deadline - database_clock(session)
+
+    for _ in range(3):  # the api's clock and the database's may run a little apart
+        try:
+            done, left = await reader(request).run(look)
+        except SQLAlchemyError as exc:  # a row still locked, or the database away
+            log.warning("could not read what became of a change: %s", exc)
+            return False
+        if done or left <= 0:
+            return done
+        await asyncio.sleep(min(left, COMMIT_BUDGET))
+    return False
+
+
+def _as_asked(arqs: dict[str, AcceleratorRequest], changes: ArqChanges) -> bool:
+    for binding in changes.bind:
+        arq = arqs.get(str(binding.arq_uuid))
+        asked = (binding.hostname, str(binding.device_rp_uuid), str(binding.instance_uuid))
+        if arq is None or arq.state not in ("Bound", "BindFailed"):
+            return False
+        if (arq.hostname, arq.device_rp_uuid, arq.instance_uuid) != asked:
+            return False
+    holding_nothing = ("Initial", "Unbound")
+    unbound = all(
+        str(u) not in arqs or arqs[str(u)].state in holding_nothing for u in changes.unbind
+    )
+    return unbound and all(str(u) not in arqs for u in changes.delete)
 
 
 async def request_operation(request: Request, asked: OperationRequest) -> OperationView:
