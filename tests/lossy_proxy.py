@@ -1,9 +1,9 @@
 """A loopback TCP relay that loses answers: the service did the work, the caller never hears.
 
 A service advertised at the relay's address (``--advertise``) is called through it.
-While ``losing`` is set, the relay passes each request on whole and cuts both
-connections the moment the answer starts to come back, as a network that fails
-after the far side committed would. Otherwise it relays both ways.
+While ``losing`` is set, the relay passes each POST on whole and cuts both
+connections the moment its answer starts to come back, as a network that fails
+after the far side committed would. Otherwise, and for reads, it relays both ways.
 """
 
 from __future__ import annotations
@@ -56,14 +56,15 @@ class AnswerLosingProxy:
             client.close()
             return
         client.settimeout(IDLE_SECONDS)
-        forward = threading.Thread(target=_pump, args=(client, upstream), daemon=True)
+        methods: list[bytes] = []  # of the requests on this connection, in order
+        forward = threading.Thread(target=_pump, args=(client, upstream, methods), daemon=True)
         forward.start()
         try:
             while True:
                 data = upstream.recv(65536)
                 if not data:
                     break
-                if self.losing:
+                if self.losing and methods and methods[-1] == b"POST":
                     with self._lock:
                         self.lost += 1
                     break
@@ -78,9 +79,12 @@ class AnswerLosingProxy:
             forward.join(IDLE_SECONDS)
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def _pump(source: socket.socket, sink: socket.socket, methods: list[bytes]) -> None:
     try:
         while data := source.recv(65536):
+            method = data.split(b" ", 1)[0]
+            if method in (b"GET", b"POST", b"PATCH", b"PUT", b"DELETE", b"HEAD"):
+                methods.append(method)
             sink.sendall(data)
     except OSError:
         pass

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import allocation
-from accel.db.commit_deadline import database_clock
+from accel.db.commit_deadline import TooLate, database_clock
 from accel.db.engine import make_engine, session_factory
 from accel.db.models import AcceleratorRequest, AttachHandle, Deployable, DeviceProfile
 from accel.driver.fake_sysfs import FakeSysfs
@@ -123,7 +123,7 @@ def test_a_change_past_its_deadline_commits_nothing(sessions: sessionmaker[Sessi
     arq = new_arq(sessions)
     with sessions() as session:
         passed = database_clock(session) - 0.001
-    with pytest.raises(allocation.TooLate):
+    with pytest.raises(TooLate):
         allocation.apply_changes(
             sessions, binds(rp_of(sessions), (arq, str(uuid.uuid4()))), T0, passed
         )

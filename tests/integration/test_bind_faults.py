@@ -36,6 +36,7 @@ from tests.integration.test_allocation import (
     qat_node,
     qat_vf_deployables,
 )
+from tests.integration.test_setup import IDLE_QAT, finished, qat_hardware, setup
 from tests.lossy_proxy import AnswerLosingProxy
 from tests.postgres import ThrowawayPostgres
 from tests.processes import Cluster, Service, wait_until
@@ -282,3 +283,23 @@ def test_a_change_whose_answer_was_lost_answers_what_was_done(
     assert proxy.lost == 3
     assert call(api, "GET", f"/v2/accelerator_requests/{second}").status_code == 404
     assert stored(sqlite_url).handles_in_use == set()
+
+
+def test_a_setup_request_whose_answer_was_lost_answers_its_operation(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs, proxy: AnswerLosingProxy
+) -> None:
+    """The sibling of a lost bind: the conductor stored the operation, its answer was lost."""
+    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR, "--advertise", proxy.endpoint)
+    proxy.target = conductor.endpoint
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
+    wait_for_devices(api, 2, cluster.logs)
+    device = qat_hardware(api, IDLE_QAT)["uuid"]
+
+    answer = setup(api, device, {"action": "enable_vfs", "num_vfs": 2})
+    assert proxy.lost == 1
+    assert answer.status_code == 202, answer.text
+    operation = answer.json()["operation"]
+    assert finished(api, operation["uuid"])["state"] == "DONE"
+    assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "2"

@@ -12,14 +12,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from accel.api.queries import reader
 from accel.db.commit_deadline import database_clock, lock_for_writing, locked_requests
-from accel.db.models import AcceleratorRequest, Conductor, utcnow
+from accel.db.models import AcceleratorRequest, Conductor, Device, Operation, utcnow
+from accel.db.operation_view import asked_since
 from accel.errors import PeerError, PeerRefused, PeerTooOld, Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.schemas import ArqChanges, ArqOutcome
@@ -33,6 +34,7 @@ LIVE_WITHIN = dt.timedelta(seconds=60)
 COMMIT_BUDGET = 10.0
 ANSWER_MARGIN = 2.0
 Answer = TypeVar("Answer")
+Found = TypeVar("Found")
 
 
 def live_conductors(session: Session) -> list[str]:
@@ -96,38 +98,42 @@ async def change_arqs(request: Request, changes: ArqChanges) -> list[ArqOutcome]
         )
         return answer.arqs
 
+    uuids = [str(b.arq_uuid) for b in changes.bind] + [*map(str, changes.unbind + changes.delete)]
+
+    def done(session: Session) -> bool | None:
+        return _as_asked(locked_requests(session, uuids), changes) or None
+
     try:
         return await ask_conductor(request, "change accelerator requests", change)
     except Unavailable:
-        if not deadlines or not await _done_as_asked(request, changes, max(deadlines)):
+        if not deadlines or not await _fenced_look(request, max(deadlines), done):
             raise
         log.info("no conductor answered, but the database shows the change done as asked")
         return []
 
 
-async def _done_as_asked(request: Request, changes: ArqChanges, deadline: float) -> bool:
-    """Whether every change is done as asked: yes as soon as the database shows it, no
-    once ``deadline`` has passed without it, seen under the locks a conductor commits
-    under (so none can commit behind this look)."""
-    uuids = [str(b.arq_uuid) for b in changes.bind] + [*map(str, changes.unbind + changes.delete)]
+async def _fenced_look(
+    request: Request, deadline: float, look: Callable[[Session], Found | None]
+) -> Found | None:
+    """What ``look`` finds of a change, read under the locks a conductor commits under
+    (so none can commit behind it): found as soon as the database shows it, None once
+    ``deadline`` has passed without it."""
 
-    def look(session: Session) -> tuple[bool, float]:
+    def locked_look(session: Session) -> tuple[Found | None, float]:
         lock_for_writing(session)
-        arqs = locked_requests(session, uuids)
-        if _as_asked(arqs, changes):
-            return True, 0.0
-        return False, deadline - database_clock(session)
+        found = look(session)
+        return found, (0.0 if found is not None else deadline - database_clock(session))
 
     for _ in range(3):  # the api's clock and the database's may run a little apart
         try:
-            done, left = await reader(request).run(look)
+            found, left = await reader(request).run(locked_look)
         except SQLAlchemyError as exc:  # a row still locked, or the database away
             log.warning("could not read what became of a change: %s", exc)
-            return False
-        if done or left <= 0:
-            return done
+            return None
+        if found is not None or left <= 0:
+            return found
         await asyncio.sleep(min(left, COMMIT_BUDGET))
-    return False
+    return None
 
 
 def _as_asked(arqs: dict[str, AcceleratorRequest], changes: ArqChanges) -> bool:
@@ -146,7 +152,41 @@ def _as_asked(arqs: dict[str, AcceleratorRequest], changes: ArqChanges) -> bool:
 
 
 async def request_operation(request: Request, asked: OperationRequest) -> OperationView:
-    async def start(client: InternalClient, endpoint: str) -> OperationView:
-        return await client.request_operation(endpoint, asked)
+    """The operation a conductor started for ``asked``, with deadlines as for binds.
 
-    return await ask_conductor(request, "start a setup operation", start)
+    After a try whose answer was lost, the operation may have started: a later
+    conductor's refusal ("already has an unfinished operation"), or no answer at all,
+    is checked against the database, and the operation found is the answer."""
+    tries: list[tuple[float, int]] = []  # each try's deadline, and the newest id before it
+
+    def clock_and_newest(session: Session) -> tuple[float, int]:
+        return database_clock(session), session.scalar(select(func.max(Operation.id))) or 0
+
+    def started(session: Session) -> OperationView | None:
+        session.scalar(  # the row a conductor locks while it stores the operation
+            select(Device.id).where(Device.uuid == str(asked.device_uuid)).with_for_update()
+        )
+        return asked_since(session, asked, tries[0][1])
+
+    async def start(client: InternalClient, endpoint: str) -> OperationView:
+        now, newest = await reader(request).run(clock_and_newest)
+        tries.append((now + COMMIT_BUDGET, newest))
+        try:
+            return await client.request_operation(
+                endpoint, asked, now + COMMIT_BUDGET, wait=COMMIT_BUDGET + ANSWER_MARGIN
+            )
+        except PeerRefused as refused:
+            if len(tries) > 1 and refused.status_code == 409:
+                mine = await reader(request).run(lambda s: asked_since(s, asked, tries[0][1]))
+                if mine is not None:
+                    return mine
+            raise
+
+    try:
+        return await ask_conductor(request, "start a setup operation", start)
+    except Unavailable:
+        mine = await _fenced_look(request, max(t[0] for t in tries), started) if tries else None
+        if mine is None:
+            raise
+        log.info("no conductor answered, but operation %s was started as asked", mine.uuid)
+        return mine

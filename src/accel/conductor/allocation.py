@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from accel.db.commit_deadline import database_clock, lock_for_writing, locked_requests
+from accel.db.commit_deadline import commit_in_time, lock_for_writing, locked_requests
 from accel.db.models import (
     AcceleratorRequest,
     Agent,
@@ -156,10 +156,6 @@ def unbind(session: Session, arq: AcceleratorRequest, now: dt.datetime) -> None:
     arq.updated_at = now
 
 
-class TooLate(Exception):
-    """The caller's deadline passed before the change could commit; nothing changed."""
-
-
 def _bound_as_asked(arq: AcceleratorRequest, binding: Binding) -> bool:
     where = (arq.hostname, arq.device_rp_uuid, arq.instance_uuid)
     asked = (binding.hostname, binding.device_rp_uuid, binding.instance_uuid)
@@ -236,8 +232,7 @@ def apply_changes(
                 arq.updated_at = now
             outcomes.append(ArqOutcome(uuid=arq.uuid, state=arq.state, reason=arq.bind_failure))
         session.flush()
-        if commit_before is not None and database_clock(session) >= commit_before:
-            raise TooLate("the caller's deadline passed before the change could commit")
+        commit_in_time(session, commit_before)
         return outcomes
 
 

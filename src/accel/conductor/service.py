@@ -32,6 +32,7 @@ from accel.conductor.batching import GroupWriter, fleet_linger
 from accel.conductor.presence import record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.syncing import SyncLoop
+from accel.db.commit_deadline import TooLate, parse_commit_before
 from accel.db.engine import migrate, session_factory
 from accel.db.models import utcnow
 from accel.errors import InvalidInput, Unavailable
@@ -64,20 +65,6 @@ def _hello_answer(known: bool, newest: str) -> bytes:
     """A hello's answer, rendered once: every heartbeat gets one of these two."""
     answer = {"status": "registered", "known": known, "max_version": newest}
     return json.dumps(answer, separators=(",", ":")).encode()
-
-
-def _commit_before(request: Request) -> float | None:
-    """The api's deadline for this change, on the database's clock, if it sent one."""
-    sent = request.headers.get(COMMIT_BEFORE)
-    if sent is None:
-        return None
-    try:
-        deadline = float(sent)
-    except ValueError:
-        deadline = math.nan
-    if not math.isfinite(deadline):
-        raise InvalidInput(f"{COMMIT_BEFORE} must be seconds since 1970, not {sent!r}")
-    return deadline
 
 
 @dataclass(frozen=True)
@@ -175,12 +162,12 @@ class ConductorService:
         require_version(request, (1, 2), "binding", self.settings.versions)
         only_query(request)
         changes = await read_body(request, ArqChanges)
-        commit_before = _commit_before(request)
+        commit_before = parse_commit_before(request.headers.get(COMMIT_BEFORE))
         try:
             outcomes = await anyio.to_thread.run_sync(
                 allocation.apply_changes, self.sessions, changes, utcnow(), commit_before
             )
-        except allocation.TooLate as exc:
+        except TooLate as exc:
             raise Unavailable(f"{exc}; nothing was changed") from exc
         return JSONResponse(ArqOutcomes(arqs=outcomes).model_dump(mode="json"))
 

@@ -15,12 +15,14 @@ looked, or it can never commit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from sqlalchemy import func, literal, select, text
 from sqlalchemy.orm import Session
 
 from accel.db.models import AcceleratorRequest
+from accel.errors import InvalidInput
 
 # Seconds the api waits for a row another transaction holds, before saying "unknown".
 LOCK_WAIT_SECONDS = 10
@@ -39,6 +41,30 @@ def database_clock(session: Session) -> float:
     if now is None:
         raise RuntimeError("the database did not say what time it is")
     return float(now)
+
+
+class TooLate(Exception):
+    """The caller's deadline passed before the change could commit; nothing changed."""
+
+
+def parse_commit_before(sent: str | None) -> float | None:
+    """The deadline a caller sent (``COMMIT_BEFORE`` header), if it sent one."""
+    if sent is None:
+        return None
+    try:
+        deadline = float(sent)
+    except ValueError:
+        deadline = math.nan
+    if not math.isfinite(deadline):
+        raise InvalidInput(f"the commit deadline must be seconds since 1970, not {sent!r}")
+    return deadline
+
+
+def commit_in_time(session: Session, commit_before: float | None) -> None:
+    """Raises TooLate (the transaction then rolls back) if the caller's deadline passed;
+    the last thing before a commit, holding what the commit changes."""
+    if commit_before is not None and database_clock(session) >= commit_before:
+        raise TooLate("the caller's deadline passed before the change could commit")
 
 
 def lock_for_writing(session: Session) -> None:

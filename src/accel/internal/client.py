@@ -163,13 +163,28 @@ class InternalClient:
         await self._needs(peer, SETUP_VERSION, "setup")
         return await self._call("GET", peer, f"/v1/setup/{operation}", SetupProgress)
 
-    async def request_operation(self, conductor: str, request: OperationRequest) -> OperationView:
-        """Asks a conductor to start a setup operation for the api (1.3)."""
+    async def request_operation(
+        self,
+        conductor: str,
+        request: OperationRequest,
+        commit_before: float | None = None,
+        wait: float | None = None,
+    ) -> OperationView:
+        """Asks a conductor to start a setup operation for the api (1.3); the deadline
+        and the wait as for ``change_arqs``."""
         await self._needs(conductor, SETUP_VERSION, "setup")
         # Not sent twice: the second would find the first's operation and be refused.
-        return await self._call(
-            "POST", conductor, "/v1/operations", OperationView, body=request, resend=False
+        headers = {} if commit_before is None else {COMMIT_BEFORE: f"{commit_before:.6f}"}
+        response = await self._exchange(
+            "POST",
+            conductor,
+            "/v1/operations",
+            request,
+            read_timeout=wait,
+            resend=False,
+            headers=headers,
         )
+        return _parse(response, OperationView, "POST /v1/operations")
 
     async def _needs(self, peer: str, version: Version, what: str) -> None:
         """Refuses clearly when ``peer`` is known to be too old for ``what``.
