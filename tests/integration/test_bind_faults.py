@@ -285,6 +285,30 @@ def test_a_change_whose_answer_was_lost_answers_what_was_done(
     assert stored(sqlite_url).handles_in_use == set()
 
 
+def test_a_bind_the_api_gave_up_on_never_commits_later(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    """A conductor frozen with the request in its socket wakes after the api answered."""
+    api = qat_node(cluster, sqlite_url, gpu_server)
+    [conductor] = [s for s in cluster.services if s.name == "conductor"]
+    create_profile(api, "qat-one", {"resources:CUSTOM_QAT": "1"})
+    [request] = create_arqs(api, "qat-one")
+    vf = qat_vf_deployables(api)["node1_0000:6b:00.1"]
+    conductor.pause()
+    try:
+        answer = patch(api, request["uuid"], bind_ops(vf["rp_uuid"], str(uuid.uuid4())))
+    finally:
+        conductor.resume()
+    assert answer.status_code == 503, answer.text
+    wait_until(
+        lambda: "deadline passed" in conductor.log(),
+        "the woken conductor to refuse the bind",
+        on_timeout=cluster.logs,
+    )
+    assert arq(api, request["uuid"])["state"] == "Initial"
+    assert stored(sqlite_url).handles_in_use == set()
+
+
 def test_a_setup_request_whose_answer_was_lost_answers_its_operation(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs, proxy: AnswerLosingProxy
 ) -> None:

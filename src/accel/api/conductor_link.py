@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -33,6 +34,8 @@ LIVE_WITHIN = dt.timedelta(seconds=60)
 # the api waits a little longer for the answer, which must still travel back.
 COMMIT_BUDGET = 10.0
 ANSWER_MARGIN = 2.0
+# Seconds between rounds of asking the live conductors again, while the budget lasts.
+RETRY_PAUSE = 1.0
 Answer = TypeVar("Answer")
 Found = TypeVar("Found")
 
@@ -103,21 +106,33 @@ async def change_arqs(request: Request, changes: ArqChanges) -> list[ArqOutcome]
     def done(session: Session) -> bool | None:
         return _as_asked(locked_requests(session, uuids), changes) or None
 
-    try:
-        return await ask_conductor(request, "change accelerator requests", change)
-    except Unavailable:
-        if not deadlines or not await _fenced_look(request, max(deadlines), done):
-            raise
-        log.info("no conductor answered, but the database shows the change done as asked")
-        return []
+    started = time.monotonic()
+    while True:
+        try:
+            return await ask_conductor(request, "change accelerator requests", change)
+        except Unavailable as exc:
+            if not deadlines:
+                raise
+            failed = exc
+            if await _fenced_look(request, max(deadlines), done, wait=False):
+                break
+            # Asking again is safe (a change done as asked is answered, not redone),
+            # and a conductor restarting, or a second one reporting in, answers soon.
+            if time.monotonic() - started + RETRY_PAUSE >= COMMIT_BUDGET:
+                break
+            await asyncio.sleep(RETRY_PAUSE)
+    if not await _fenced_look(request, max(deadlines), done):
+        raise Unavailable(f"{failed.message}; the change was not made")
+    log.info("no conductor answered, but the database shows the change done as asked")
+    return []
 
 
 async def _fenced_look(
-    request: Request, deadline: float, look: Callable[[Session], Found | None]
+    request: Request, deadline: float, look: Callable[[Session], Found | None], wait: bool = True
 ) -> Found | None:
     """What ``look`` finds of a change, read under the locks a conductor commits under
     (so none can commit behind it): found as soon as the database shows it, None once
-    ``deadline`` has passed without it."""
+    ``deadline`` has passed without it (or at once, without ``wait``)."""
 
     def locked_look(session: Session) -> tuple[Found | None, float]:
         lock_for_writing(session)
@@ -130,7 +145,7 @@ async def _fenced_look(
         except SQLAlchemyError as exc:  # a row still locked, or the database away
             log.warning("could not read what became of a change: %s", exc)
             return None
-        if found is not None or left <= 0:
+        if found is not None or left <= 0 or not wait:
             return found
         await asyncio.sleep(min(left, COMMIT_BUDGET))
     return None

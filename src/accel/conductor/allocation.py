@@ -223,8 +223,9 @@ def apply_changes(
                 unbind(session, arqs[arq_uuid], now)
                 session.delete(arqs[arq_uuid])
             outcomes.append(ArqOutcome(uuid=arq_uuid, state="Deleted"))
-        # Handles are taken in one order (provider, then handle id) by every bind, so
-        # two binds on PostgreSQL never wait for each other's handles in a cycle.
+        # Binds take handles in one order (provider, then handle id): two changes that
+        # bind, with requests locked in uuid order first, wait for each other on
+        # PostgreSQL without a cycle.
         for binding in sorted(bindings, key=lambda b: (b.device_rp_uuid, b.arq_uuid)):
             arq = arqs[binding.arq_uuid]
             if arq.state in BINDABLE:
