@@ -12,8 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import operations
 from accel.conductor.presence import record_conductor
+from accel.db.commit_deadline import TooLate, database_clock
 from accel.db.engine import make_engine, session_factory
 from accel.db.models import Agent, AttachHandle, Deployable, Device, Operation
+from accel.db.operation_view import asked_since
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.errors import Conflict, InvalidInput, NotFound
 from accel.internal.schemas import Kind
@@ -166,3 +168,24 @@ def test_allocated_vanished_or_unreachable_hardware_is_left_alone(
         operations.accept(
             sessions, ask("9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", ENABLE_TWO), "c", T0
         )
+
+
+def test_an_operation_past_the_callers_deadline_is_not_stored(
+    sessions: sessionmaker[Session],
+) -> None:
+    device = device_at(sessions, IDLE_QAT)
+    asked = ask(device, ENABLE_TWO).model_copy(update={"requested_by": "alice"})
+    with sessions() as session:
+        now = database_clock(session)
+    with pytest.raises(TooLate):
+        operations.accept(sessions, asked, "conductor-a", T0, commit_before=now - 0.001)
+    with sessions() as session:
+        assert session.scalar(select(Operation.id)) is None
+        assert asked_since(session, asked, 0) is None
+
+    view = operations.accept(sessions, asked, "conductor-a", T0, commit_before=now + 60)
+    with sessions() as session:
+        found = asked_since(session, asked, 0)
+        other = asked_since(session, asked.model_copy(update={"requested_by": "bob"}), 0)
+    assert found is not None and found.uuid == view.uuid
+    assert other is None  # someone else's request did not start it

@@ -142,8 +142,8 @@ def uuids_statement(caller_is_admin: bool, chosen: Chosen) -> Select[str]:
 
 @cache
 def delete_statement(caller_is_admin: bool, chosen: Chosen) -> ReturningDelete[str]:
-    # The state test is in the DELETE itself: a bind the conductor starts meanwhile
-    # takes the row first (Initial -> BindStarted) and is left to it.
+    # The state test is in the DELETE itself: a bind the conductor commits meanwhile
+    # makes the row Bound first, and it is left to the conductor to unbind.
     return (
         delete(AcceleratorRequest)
         .where(

@@ -6,17 +6,22 @@ fresh; the api tries the freshest ones in turn, each call with a timeout.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from accel.api.queries import reader
-from accel.db.models import Conductor, utcnow
+from accel.db.commit_deadline import database_clock, lock_for_writing, locked_requests
+from accel.db.models import AcceleratorRequest, Conductor, Device, Operation, utcnow
+from accel.db.operation_view import asked_since
 from accel.errors import PeerError, PeerRefused, PeerTooOld, Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.schemas import ArqChanges, ArqOutcome
@@ -25,7 +30,14 @@ from accel.internal.setup_schemas import OperationRequest, OperationView
 log = logging.getLogger(__name__)
 
 LIVE_WITHIN = dt.timedelta(seconds=60)
+# Seconds of the database's clock a conductor has to commit a change it is asked for;
+# the api waits a little longer for the answer, which must still travel back.
+COMMIT_BUDGET = 10.0
+ANSWER_MARGIN = 2.0
+# Seconds between rounds of asking the live conductors again, while the budget lasts.
+RETRY_PAUSE = 1.0
 Answer = TypeVar("Answer")
+Found = TypeVar("Found")
 
 
 def live_conductors(session: Session) -> list[str]:
@@ -73,14 +85,125 @@ async def ask_conductor(
 
 
 async def change_arqs(request: Request, changes: ArqChanges) -> list[ArqOutcome]:
-    async def bind(client: InternalClient, endpoint: str) -> list[ArqOutcome]:
-        return (await client.change_arqs(endpoint, changes)).arqs
+    """The conductor's outcomes of ``changes``; when no conductor answers, the database's.
 
-    return await ask_conductor(request, "bind", bind)
+    Each conductor asked is given until a time of the database's clock to commit the
+    change (accel.db.commit_deadline). If none answers (killed, partitioned, its answer
+    lost), the change may still have been made: the database is asked, and a change
+    found done exactly as asked is a success. One not done by the last deadline never
+    will be, and only then is the caller told it failed.
+    """
+    deadlines: list[float] = []
+
+    async def change(client: InternalClient, endpoint: str) -> list[ArqOutcome]:
+        commit_before = await reader(request).run(database_clock) + COMMIT_BUDGET
+        deadlines.append(commit_before)
+        answer = await client.change_arqs(
+            endpoint, changes, commit_before, wait=COMMIT_BUDGET + ANSWER_MARGIN
+        )
+        return answer.arqs
+
+    uuids = [str(b.arq_uuid) for b in changes.bind] + [*map(str, changes.unbind + changes.delete)]
+
+    def done(session: Session) -> bool | None:
+        return _as_asked(locked_requests(session, uuids), changes) or None
+
+    started = time.monotonic()
+    while True:
+        try:
+            return await ask_conductor(request, "change accelerator requests", change)
+        except Unavailable as exc:
+            if not deadlines:
+                raise
+            failed = exc
+            if await _fenced_look(request, max(deadlines), done, wait=False):
+                break
+            # Asking again is safe (a change done as asked is answered, not redone),
+            # and a conductor restarting, or a second one reporting in, answers soon.
+            if time.monotonic() - started + RETRY_PAUSE >= COMMIT_BUDGET:
+                break
+            await asyncio.sleep(RETRY_PAUSE)
+    if not await _fenced_look(request, max(deadlines), done):
+        raise Unavailable(f"{failed.message}; the change was not made")
+    log.info("no conductor answered, but the database shows the change done as asked")
+    return []
+
+
+async def _fenced_look(
+    request: Request, deadline: float, look: Callable[[Session], Found | None], wait: bool = True
+) -> Found | None:
+    """What ``look`` finds of a change, read under the locks a conductor commits under
+    (so none can commit behind it): found as soon as the database shows it, None once
+    ``deadline`` has passed without it (or at once, without ``wait``)."""
+
+    def locked_look(session: Session) -> tuple[Found | None, float]:
+        lock_for_writing(session)
+        found = look(session)
+        return found, (0.0 if found is not None else deadline - database_clock(session))
+
+    for _ in range(3):  # the api's clock and the database's may run a little apart
+        try:
+            found, left = await reader(request).run(locked_look)
+        except SQLAlchemyError as exc:  # a row still locked, or the database away
+            log.warning("could not read what became of a change: %s", exc)
+            return None
+        if found is not None or left <= 0 or not wait:
+            return found
+        await asyncio.sleep(min(left, COMMIT_BUDGET))
+    return None
+
+
+def _as_asked(arqs: dict[str, AcceleratorRequest], changes: ArqChanges) -> bool:
+    for binding in changes.bind:
+        arq = arqs.get(str(binding.arq_uuid))
+        asked = (binding.hostname, str(binding.device_rp_uuid), str(binding.instance_uuid))
+        if arq is None or arq.state not in ("Bound", "BindFailed"):
+            return False
+        if (arq.hostname, arq.device_rp_uuid, arq.instance_uuid) != asked:
+            return False
+    holding_nothing = ("Initial", "Unbound")
+    unbound = all(
+        str(u) not in arqs or arqs[str(u)].state in holding_nothing for u in changes.unbind
+    )
+    return unbound and all(str(u) not in arqs for u in changes.delete)
 
 
 async def request_operation(request: Request, asked: OperationRequest) -> OperationView:
-    async def start(client: InternalClient, endpoint: str) -> OperationView:
-        return await client.request_operation(endpoint, asked)
+    """The operation a conductor started for ``asked``, with deadlines as for binds.
 
-    return await ask_conductor(request, "start a setup operation", start)
+    After a try whose answer was lost, the operation may have started: a later
+    conductor's refusal ("already has an unfinished operation"), or no answer at all,
+    is checked against the database, and the operation found is the answer."""
+    tries: list[tuple[float, int]] = []  # each try's deadline, and the newest id before it
+
+    def clock_and_newest(session: Session) -> tuple[float, int]:
+        return database_clock(session), session.scalar(select(func.max(Operation.id))) or 0
+
+    def started(session: Session) -> OperationView | None:
+        session.scalar(  # the row a conductor locks while it stores the operation
+            select(Device.id).where(Device.uuid == str(asked.device_uuid)).with_for_update()
+        )
+        return asked_since(session, asked, tries[0][1])
+
+    async def start(client: InternalClient, endpoint: str) -> OperationView:
+        now, newest = await reader(request).run(clock_and_newest)
+        tries.append((now + COMMIT_BUDGET, newest))
+        try:
+            return await client.request_operation(
+                endpoint, asked, now + COMMIT_BUDGET, wait=COMMIT_BUDGET + ANSWER_MARGIN
+            )
+        except PeerRefused as refused:
+            if len(tries) > 1 and refused.status_code == 409:
+                mine = await reader(request).run(lambda s: asked_since(s, asked, tries[0][1]))
+                if mine is not None:
+                    return mine
+            raise
+
+    try:
+        return await ask_conductor(request, "start a setup operation", start)
+    except Unavailable:
+        mine = await _fenced_look(request, max(t[0] for t in tries), started) if tries else None
+        if mine is None:
+            raise
+        log.info("no conductor answered, but operation %s was started as asked", mine.uuid)
+        return mine

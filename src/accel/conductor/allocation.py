@@ -7,6 +7,10 @@ traits present, forbidden ones absent), then takes one free attach handle with a
 conditional UPDATE: of many binds racing for the last handle, exactly one wins, on
 SQLite (writes serialise) and on PostgreSQL (the row lock re-checks ``in_use``).
 The ARQ's unique ``attach_handle_id`` backs this up in the schema.
+
+A change (binds, unbinds, deletes) is one transaction that locks its requests first:
+nothing half-done is ever stored, so a conductor killed at any moment leaves every
+request as it was or as asked. A repeated change is answered with what was done.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from accel.db.commit_deadline import commit_in_time, lock_for_writing, locked_requests
 from accel.db.models import (
     AcceleratorRequest,
     Agent,
@@ -26,11 +31,11 @@ from accel.db.models import (
     Device,
     DeviceProfile,
 )
-from accel.errors import Conflict, NotFound
 from accel.internal.schemas import ArqChanges, ArqOutcome
 
 BINDABLE = ("Initial", "Unbound")
-RESOLVED = ("Bound", "BindFailed", "Deleting")
+# Seconds a request may stay BindStarted (left by an older release) before it is failed.
+ABANDONED_BIND_GRACE = 60.0
 
 
 @dataclass(frozen=True)
@@ -47,73 +52,44 @@ def group_of(profile: DeviceProfile, index: int) -> dict[str, str]:
     return groups[index]
 
 
-def start_bind(sessions: sessionmaker[Session], binding: Binding, now: dt.datetime) -> None:
-    """Initial or Unbound -> BindStarted, with where and for whom; Conflict otherwise."""
-    with sessions.begin() as session:
-        arq = session.scalar(
-            select(AcceleratorRequest)
-            .where(AcceleratorRequest.uuid == binding.arq_uuid)
-            .with_for_update()
+def _bind(session: Session, arq: AcceleratorRequest, binding: Binding) -> None:
+    """A bindable request -> Bound with an attach handle, or BindFailed with the reason."""
+    arq.hostname = binding.hostname
+    arq.device_rp_uuid = binding.device_rp_uuid
+    arq.instance_uuid = binding.instance_uuid
+    if binding.project_id is not None:
+        arq.project_id = binding.project_id
+    arq.bind_failure = None
+    found = session.execute(
+        select(Deployable, Device, Agent.state)
+        .join(Device, Deployable.device_id == Device.id)
+        .join(Agent, Device.agent_id == Agent.id)
+        .where(Deployable.rp_uuid == arq.device_rp_uuid, Device.hostname == arq.hostname)
+    ).first()
+    if found is None:
+        _fail(
+            arq, f"no deployable with resource provider {arq.device_rp_uuid} on host {arq.hostname}"
         )
-        if arq is None:
-            raise NotFound(f"Accelerator request not found with uuid={binding.arq_uuid}")
-        if arq.state not in BINDABLE:
-            raise Conflict(
-                f"accelerator request {arq.uuid} is {arq.state}; only an Initial "
-                "or Unbound request can be bound"
-            )
-        arq.state = "BindStarted"
-        arq.hostname = binding.hostname
-        arq.device_rp_uuid = binding.device_rp_uuid
-        arq.instance_uuid = binding.instance_uuid
-        if binding.project_id is not None:
-            arq.project_id = binding.project_id
-        arq.bind_failure = None
-        arq.updated_at = now
+        return
+    deployable, device, agent_state = found
+    reason = why_unfit(
+        deployable, device, agent_state, group_of(arq.device_profile, arq.device_profile_group_id)
+    )
+    if reason is not None:
+        _fail(arq, reason)
+        return
+    handle = _take_free_handle(session, deployable)
+    if handle is None:
+        _fail(arq, f"deployable {deployable.name} has no free accelerator left")
+        return
+    arq.attach_handle_id = handle.id
+    arq.deployable_id = deployable.id
+    arq.state = "Bound"
 
 
-def finish_bind(sessions: sessionmaker[Session], arq_uuid: str, now: dt.datetime) -> str:
-    """BindStarted -> Bound with an attach handle, or BindFailed with the reason."""
-    with sessions.begin() as session:
-        arq = session.scalar(
-            select(AcceleratorRequest).where(AcceleratorRequest.uuid == arq_uuid).with_for_update()
-        )
-        if arq is None or arq.state != "BindStarted":
-            return arq.state if arq is not None else "Deleting"
-        arq.updated_at = now
-        found = session.execute(
-            select(Deployable, Device, Agent.state)
-            .join(Device, Deployable.device_id == Device.id)
-            .join(Agent, Device.agent_id == Agent.id)
-            .where(Deployable.rp_uuid == arq.device_rp_uuid, Device.hostname == arq.hostname)
-        ).first()
-        if found is None:
-            return _fail(
-                arq,
-                f"no deployable with resource provider {arq.device_rp_uuid} on host {arq.hostname}",
-            )
-        deployable, device, agent_state = found
-        reason = why_unfit(
-            deployable,
-            device,
-            agent_state,
-            group_of(arq.device_profile, arq.device_profile_group_id),
-        )
-        if reason is not None:
-            return _fail(arq, reason)
-        handle = _take_free_handle(session, deployable)
-        if handle is None:
-            return _fail(arq, f"deployable {deployable.name} has no free accelerator left")
-        arq.attach_handle_id = handle.id
-        arq.deployable_id = deployable.id
-        arq.state = "Bound"
-        return arq.state
-
-
-def _fail(arq: AcceleratorRequest, reason: str) -> str:
+def _fail(arq: AcceleratorRequest, reason: str) -> None:
     arq.state = "BindFailed"
     arq.bind_failure = reason
-    return arq.state
 
 
 def why_unfit(
@@ -180,51 +156,117 @@ def unbind(session: Session, arq: AcceleratorRequest, now: dt.datetime) -> None:
     arq.updated_at = now
 
 
-def apply_changes(
-    sessions: sessionmaker[Session], changes: ArqChanges, now: dt.datetime
+def _bound_as_asked(arq: AcceleratorRequest, binding: Binding) -> bool:
+    where = (arq.hostname, arq.device_rp_uuid, arq.instance_uuid)
+    asked = (binding.hostname, binding.device_rp_uuid, binding.instance_uuid)
+    return arq.state in ("Bound", "BindFailed") and where == asked
+
+
+def _refusals(
+    arqs: dict[str, AcceleratorRequest], changes: ArqChanges, bindings: list[Binding]
 ) -> list[ArqOutcome]:
-    """Unbinds (and deletes), then binds, each request in its own transactions."""
-    outcomes = []
-    doomed = set(map(str, changes.delete))
-    for arq_uuid in [*map(str, changes.unbind), *doomed]:
-        with sessions.begin() as session:
-            arq = session.scalar(
-                select(AcceleratorRequest)
-                .where(AcceleratorRequest.uuid == arq_uuid)
-                .with_for_update()
-            )
-            if arq is None:
-                outcomes.append(
-                    ArqOutcome(uuid=arq_uuid, state="", refused=True, reason="not found")
-                )
-                continue
-            unbind(session, arq, now)
-            if arq_uuid in doomed:
-                session.delete(arq)
-                outcomes.append(ArqOutcome(uuid=arq_uuid, state="Deleted"))
-            else:
-                outcomes.append(ArqOutcome(uuid=arq_uuid, state=arq.state))
-    for request in changes.bind:
-        binding = Binding(
-            str(request.arq_uuid),
-            request.hostname,
-            str(request.device_rp_uuid),
-            str(request.instance_uuid),
-            request.project_id,
-        )
-        try:
-            start_bind(sessions, binding, now)
-        except (NotFound, Conflict) as exc:
-            outcomes.append(
-                ArqOutcome(uuid=binding.arq_uuid, state="", refused=True, reason=exc.message)
-            )
+    refused = [
+        ArqOutcome(uuid=str(uuid), state="", refused=True, reason="not found")
+        for uuid in changes.unbind
+        if str(uuid) not in arqs
+    ]
+    for binding in bindings:
+        arq = arqs.get(binding.arq_uuid)
+        if arq is None:
+            reason = f"Accelerator request not found with uuid={binding.arq_uuid}"
+        elif arq.state in BINDABLE or _bound_as_asked(arq, binding):
             continue
-        state = finish_bind(sessions, binding.arq_uuid, now)
-        with sessions() as session:
-            reason = session.scalar(
-                select(AcceleratorRequest.bind_failure).where(
-                    AcceleratorRequest.uuid == binding.arq_uuid
+        else:
+            reason = (
+                f"accelerator request {arq.uuid} is {arq.state}"
+                + (f" for instance {arq.instance_uuid}" if arq.instance_uuid else "")
+                + "; only an Initial or Unbound request can be bound"
+            )
+        refused.append(ArqOutcome(uuid=binding.arq_uuid, state="", refused=True, reason=reason))
+    return refused
+
+
+def apply_changes(
+    sessions: sessionmaker[Session],
+    changes: ArqChanges,
+    now: dt.datetime,
+    commit_before: float | None = None,
+) -> list[ArqOutcome]:
+    """Unbinds, deletes and binds, all in one transaction, or nothing at all.
+
+    A bind of a request already resolved exactly as asked (same host, provider and
+    instance) changes nothing and answers its state: a retry, after an answer that
+    was lost, learns what was done. A delete of a request already gone is done.
+    ``commit_before`` (the database's clock, seconds since 1970) is when the caller
+    stops listening: past it, the transaction rolls back and TooLate is raised.
+    """
+    bindings = [
+        Binding(
+            str(b.arq_uuid), b.hostname, str(b.device_rp_uuid), str(b.instance_uuid), b.project_id
+        )
+        for b in changes.bind
+    ]
+    doomed = list(dict.fromkeys(map(str, changes.delete)))
+    unbound = list(dict.fromkeys(map(str, changes.unbind)))
+    with sessions.begin() as session:
+        lock_for_writing(session)
+        arqs = locked_requests(session, [*unbound, *doomed, *(b.arq_uuid for b in bindings)])
+        refused = _refusals(arqs, changes, bindings)
+        if refused:
+            return refused  # nothing was written: the transaction commits nothing
+        outcomes = []
+        for arq_uuid in unbound:
+            unbind(session, arqs[arq_uuid], now)
+            outcomes.append(ArqOutcome(uuid=arq_uuid, state="Unbound"))
+        for arq_uuid in doomed:
+            if arq_uuid in arqs:
+                unbind(session, arqs[arq_uuid], now)
+                session.delete(arqs[arq_uuid])
+            outcomes.append(ArqOutcome(uuid=arq_uuid, state="Deleted"))
+        # Binds take handles in one order (provider, then handle id): two changes that
+        # bind, with requests locked in uuid order first, wait for each other on
+        # PostgreSQL without a cycle.
+        for binding in sorted(bindings, key=lambda b: (b.device_rp_uuid, b.arq_uuid)):
+            arq = arqs[binding.arq_uuid]
+            if arq.state in BINDABLE:
+                _bind(session, arq, binding)
+                arq.updated_at = now
+            outcomes.append(ArqOutcome(uuid=arq.uuid, state=arq.state, reason=arq.bind_failure))
+        session.flush()
+        commit_in_time(session, commit_before)
+        return outcomes
+
+
+def fail_abandoned_binds(
+    sessions: sessionmaker[Session], now: dt.datetime, grace: float
+) -> list[str]:
+    """Fails the binds an older conductor started and never finished.
+
+    Releases before this one bound in two transactions, and one killed between them
+    left its request BindStarted for ever (Nova's poll: 423). Such a bind is failed,
+    not finished: its caller was most likely told it failed, and a request Bound
+    behind its back would hold an accelerator nobody uses. The grace leaves a live
+    older conductor (a rolling upgrade) time to finish its own.
+    """
+    abandoned = (
+        AcceleratorRequest.state == "BindStarted",
+        or_(
+            AcceleratorRequest.updated_at < now - dt.timedelta(seconds=grace),
+            AcceleratorRequest.updated_at.is_(None),
+        ),
+    )
+    with sessions.begin() as session:
+        # Looked for first: on SQLite even an UPDATE that changes nothing takes the lock.
+        uuids = list(session.scalars(select(AcceleratorRequest.uuid).where(*abandoned)))
+        if uuids:
+            session.execute(
+                update(AcceleratorRequest)
+                .where(AcceleratorRequest.uuid.in_(uuids), *abandoned)
+                .values(
+                    state="BindFailed",
+                    bind_failure="the conductor binding it stopped before finishing; "
+                    "unbind the request and bind it again",
+                    updated_at=now,
                 )
             )
-        outcomes.append(ArqOutcome(uuid=binding.arq_uuid, state=state, reason=reason))
-    return outcomes
+    return uuids

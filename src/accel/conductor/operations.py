@@ -19,6 +19,7 @@ from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from accel.db.commit_deadline import commit_in_time, lock_for_writing
 from accel.db.models import Agent, AttachHandle, Conductor, Deployable, Device, Operation
 from accel.db.operation_view import operation_view
 from accel.errors import Conflict, InvalidInput, NotFound
@@ -55,12 +56,23 @@ class OperationWork:
 
 
 def accept(
-    sessions: sessionmaker[Session], request: OperationRequest, conductor: str, now: dt.datetime
+    sessions: sessionmaker[Session],
+    request: OperationRequest,
+    conductor: str,
+    now: dt.datetime,
+    commit_before: float | None = None,
 ) -> OperationView:
-    """Stores a new PENDING operation, or says exactly why the device cannot take it."""
+    """Stores a new PENDING operation, or says exactly why the device cannot take it.
+
+    The device's row is locked while it is checked and the operation stored, and
+    nothing commits past ``commit_before`` (TooLate): an api that gave up looks for
+    the operation under the same lock (accel.api.conductor_link)."""
     try:
         with sessions.begin() as session:
-            device = session.scalar(select(Device).where(Device.uuid == str(request.device_uuid)))
+            lock_for_writing(session)
+            device = session.scalar(
+                select(Device).where(Device.uuid == str(request.device_uuid)).with_for_update()
+            )
             if device is None:
                 raise NotFound(f"device {request.device_uuid} not found")
             _check_device(session, device, request)
@@ -85,6 +97,7 @@ def accept(
             )
             session.add(operation)
             session.flush()
+            commit_in_time(session, commit_before)
             return operation_view(operation)
     except IntegrityError:
         with sessions() as session:

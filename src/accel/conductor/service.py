@@ -13,6 +13,8 @@ import datetime as dt
 import functools
 import json
 import logging
+import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -32,13 +34,14 @@ from accel.conductor.name_guard import NameGuard
 from accel.conductor.presence import record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.syncing import SyncLoop
+from accel.db.commit_deadline import TooLate, parse_commit_before
 from accel.db.engine import migrate, session_factory
 from accel.db.models import utcnow
 from accel.errors import InvalidInput, Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
-from accel.internal.schemas import AgentHello, ArqChanges, ArqOutcomes
+from accel.internal.schemas import COMMIT_BEFORE, AgentHello, ArqChanges, ArqOutcomes
 from accel.internal.server import (
     internal_app,
     only_query,
@@ -51,6 +54,8 @@ from accel.internal.versions import HELLO_ETAG_VERSION, VersionRange, format_ver
 from accel.metrics import AGENTS, HELLOS
 
 log = logging.getLogger(__name__)
+# Seconds between looks for binds an older release left unfinished (and one at start).
+ABANDONED_BINDS_EVERY = 10.0
 HELLOS_BY_OUTCOME = {
     True: HELLOS.labels("conductor", "known"),
     False: HELLOS.labels("conductor", "new"),
@@ -165,9 +170,13 @@ class ConductorService:
         require_version(request, (1, 2), "binding", self.settings.versions)
         only_query(request)
         changes = await read_body(request, ArqChanges)
-        outcomes = await anyio.to_thread.run_sync(
-            allocation.apply_changes, self.sessions, changes, utcnow()
-        )
+        commit_before = parse_commit_before(request.headers.get(COMMIT_BEFORE))
+        try:
+            outcomes = await anyio.to_thread.run_sync(
+                allocation.apply_changes, self.sessions, changes, utcnow(), commit_before
+            )
+        except TooLate as exc:
+            raise Unavailable(f"{exc}; nothing was changed") from exc
         return JSONResponse(ArqOutcomes(arqs=outcomes).model_dump(mode="json"))
 
     async def sync_forever(self) -> None:
@@ -178,7 +187,11 @@ class ConductorService:
         # long after its grace ends. Sweeping every second scanned a fleet's rows 30
         # times per heartbeat interval for nothing, a fifth of an idle conductor's CPU.
         interval = max(0.2, min(5.0, self.settings.agent_down_after / 10))
+        binds_swept = -math.inf
         while True:
+            if time.monotonic() - binds_swept >= ABANDONED_BINDS_EVERY:
+                binds_swept = time.monotonic()
+                await self._fail_abandoned_binds()
             try:
                 down = await anyio.to_thread.run_sync(
                     agents.mark_silent_agents_down,
@@ -195,6 +208,20 @@ class ConductorService:
                 )
             await self.names.clear_quiet()
             await asyncio.sleep(interval)
+
+    async def _fail_abandoned_binds(self) -> None:
+        try:
+            failed = await anyio.to_thread.run_sync(
+                allocation.fail_abandoned_binds,
+                self.sessions,
+                utcnow(),
+                allocation.ABANDONED_BIND_GRACE,
+            )
+        except SQLAlchemyError as exc:
+            log.warning("abandoned binds not looked for, database error: %s", exc)
+            return
+        for arq_uuid in failed:
+            log.warning("accelerator request %s: a bind left unfinished is failed", arq_uuid)
 
     async def announce_forever(self) -> None:
         """Keeps this conductor's record fresh so the api can find a live one."""

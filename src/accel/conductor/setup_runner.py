@@ -24,9 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from accel.conductor import operations
+from accel.db.commit_deadline import TooLate, parse_commit_before
 from accel.db.models import utcnow
-from accel.errors import PeerError, PeerRefused
+from accel.errors import PeerError, PeerRefused, Unavailable
 from accel.internal.client import InternalClient
+from accel.internal.schemas import COMMIT_BEFORE
 from accel.internal.server import only_query, read_body, require_version
 from accel.internal.setup_schemas import SETUP_VERSION, OperationRequest
 from accel.internal.versions import VersionRange
@@ -67,9 +69,18 @@ class SetupRunner:
         require_version(request, SETUP_VERSION, "setup", self.settings.versions)
         only_query(request)
         asked = await read_body(request, OperationRequest)
-        view = await anyio.to_thread.run_sync(
-            operations.accept, self.sessions, asked, self.settings.conductor, utcnow()
-        )
+        commit_before = parse_commit_before(request.headers.get(COMMIT_BEFORE))
+        try:
+            view = await anyio.to_thread.run_sync(
+                operations.accept,
+                self.sessions,
+                asked,
+                self.settings.conductor,
+                utcnow(),
+                commit_before,
+            )
+        except TooLate as exc:
+            raise Unavailable(f"{exc}; no operation was started") from exc
         log.info(
             "operation %s: %s%s on device %s (%s on %s), asked by %s of project %s",
             view.uuid,

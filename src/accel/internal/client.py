@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from accel.errors import PeerError, PeerRefused, PeerTooOld
 from accel.internal.peer_http import DEFAULT_MAX_ANSWER_BYTES, PeerAnswer, PeerHttp
 from accel.internal.schemas import (
+    COMMIT_BEFORE,
     MAX_AGENT_ANSWER_BYTES,
     MAX_ETAG_LENGTH,
     AgentHello,
@@ -132,13 +133,31 @@ class InternalClient:
                 self.peer_spoke(peer, parse_version(answer.max_version))
         return answer
 
-    async def change_arqs(self, conductor: str, changes: ArqChanges) -> ArqOutcomes:
-        """Binds and unbinds accelerator requests (internal version 1.2 and later)."""
-        # Not sent twice: a bind the conductor made before its answer was lost would
-        # come back refused ("is Bound"), an unbind as "not found".
-        return await self._call(
-            "POST", conductor, "/v1/accelerator_requests", ArqOutcomes, body=changes, resend=False
+    async def change_arqs(
+        self,
+        conductor: str,
+        changes: ArqChanges,
+        commit_before: float | None = None,
+        wait: float | None = None,
+    ) -> ArqOutcomes:
+        """Binds and unbinds accelerator requests (internal version 1.2 and later).
+
+        ``commit_before``: the database-clock time after which the conductor must not
+        commit (accel.db.commit_deadline); ``wait``: how long to wait for the answer.
+        """
+        # Not resent here: after a lost answer the api asks the next conductor, then
+        # the database (accel.api.conductor_link), within the deadline it gave.
+        headers = {} if commit_before is None else {COMMIT_BEFORE: f"{commit_before:.6f}"}
+        response = await self._exchange(
+            "POST",
+            conductor,
+            "/v1/accelerator_requests",
+            changes,
+            read_timeout=wait,
+            resend=False,
+            headers=headers,
         )
+        return _parse(response, ArqOutcomes, "POST /v1/accelerator_requests")
 
     async def setup(self, peer: str, call: SetupCall) -> SetupProgress:
         """Asks an agent or driver to run a setup action (internal version 1.3)."""
@@ -149,13 +168,28 @@ class InternalClient:
         await self._needs(peer, SETUP_VERSION, "setup")
         return await self._call("GET", peer, f"/v1/setup/{operation}", SetupProgress)
 
-    async def request_operation(self, conductor: str, request: OperationRequest) -> OperationView:
-        """Asks a conductor to start a setup operation for the api (1.3)."""
+    async def request_operation(
+        self,
+        conductor: str,
+        request: OperationRequest,
+        commit_before: float | None = None,
+        wait: float | None = None,
+    ) -> OperationView:
+        """Asks a conductor to start a setup operation for the api (1.3); the deadline
+        and the wait as for ``change_arqs``."""
         await self._needs(conductor, SETUP_VERSION, "setup")
         # Not sent twice: the second would find the first's operation and be refused.
-        return await self._call(
-            "POST", conductor, "/v1/operations", OperationView, body=request, resend=False
+        headers = {} if commit_before is None else {COMMIT_BEFORE: f"{commit_before:.6f}"}
+        response = await self._exchange(
+            "POST",
+            conductor,
+            "/v1/operations",
+            request,
+            read_timeout=wait,
+            resend=False,
+            headers=headers,
         )
+        return _parse(response, OperationView, "POST /v1/operations")
 
     async def _needs(self, peer: str, version: Version, what: str) -> None:
         """Refuses clearly when ``peer`` is known to be too old for ``what``.

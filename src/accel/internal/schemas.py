@@ -374,6 +374,11 @@ class ArqBinding(StrictBody):
     project_id: str | None = Field(default=None, max_length=255)
 
 
+# The header of a change's deadline: the conductor commits nothing after this time of
+# the database's clock, in seconds since 1970 (accel.db.commit_deadline).
+COMMIT_BEFORE = "Accel-Commit-Before"
+
+
 class ArqChanges(StrictBody):
     bind: list[ArqBinding] = Field(default_factory=list, max_length=1000)
     unbind: list[UUID] = Field(default_factory=list, max_length=1000)
