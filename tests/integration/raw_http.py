@@ -1,0 +1,88 @@
+"""HTTP/1.1 over a raw socket, for tests that must send what no client library will:
+a URL past httpx's limit, contradictory framing, a head or body that never ends."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tests.processes import Service
+
+READ_TIMEOUT = 10.0
+
+
+def address(service: Service) -> tuple[str, int]:
+    host, _, port = service.url.split("://", 1)[-1].rpartition(":")
+    return host, int(port)
+
+
+def connect(service: Service) -> socket.socket:
+    sock = socket.create_connection(address(service), timeout=READ_TIMEOUT)
+    sock.settimeout(READ_TIMEOUT)
+    return sock
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def read_answer(sock: socket.socket) -> RawAnswer:
+    """One answer: its head, then its Content-Length of body (or up to the close)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"closed before a whole head: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in lines)
+    }
+    length = int(headers.get("content-length", "-1"))
+    while length < 0 or len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return RawAnswer(int(status_line.split()[1]), headers, body)
+
+
+def exchange(service: Service, request: bytes) -> RawAnswer:
+    """Sends ``request`` on a new connection and reads the one answer."""
+    with connect(service) as sock:
+        sock.sendall(request)
+        return read_answer(sock)
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the server has closed ``sock`` (whatever it wrote first is read and dropped)."""
+    sock.setblocking(False)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except BlockingIOError:
+        return False
+    except ConnectionError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+def wait_closed(sock: socket.socket, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not closed_by_peer(sock):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server kept {what} open for {timeout:g} s")
+        time.sleep(0.1)
