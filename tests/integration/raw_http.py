@@ -65,12 +65,16 @@ def exchange(service: Service, request: bytes) -> RawAnswer:
         return read_answer(sock)
 
 
-def closed_by_peer(sock: socket.socket) -> bool:
-    """Whether the server has closed ``sock`` (whatever it wrote first is read and dropped)."""
+def closed_by_peer(sock: socket.socket, received: bytearray | None = None) -> bool:
+    """Whether the server has closed ``sock``; what it wrote first is read, and kept in
+    ``received`` if given."""
     sock.setblocking(False)
     try:
         while True:
-            if not sock.recv(65536):
+            chunk = sock.recv(65536)
+            if received is not None:
+                received += chunk
+            if not chunk:
                 return True
     except BlockingIOError:
         return False

@@ -4,7 +4,6 @@ body, and nothing is stored."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from tests.integration.fleet import FAST_AGENT, FAST_CONDUCTOR, FAST_DRIVER, get
 from tests.processes import TOKEN, Cluster, Service
 
 INTERNAL = {"Authorization": f"Bearer {TOKEN}", "Accel-Internal-Version": "1.3"}
-UNKNOWN = str(uuid.uuid4())
+UNKNOWN = "0f5b1c52-1d4e-4f0a-9a53-6b7a3c0d2e11"  # fixed: test ids must not vary
 # (component, method, path): every endpoint that reads a body.
 BODY_ENDPOINTS = [
     ("api", "POST", "/v2/device_profiles"),
