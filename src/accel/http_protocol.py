@@ -14,6 +14,8 @@ malformed request with a plain-text 400. Here:
   closed;
 - a URL may be up to ``max_url_bytes`` (414 past it), a head up to ``max_head_bytes``
   (431 past it);
+- a client that stops reading its answers for ``write_timeout`` is cut off (its
+  request's task would otherwise wait on the full socket for ever);
 - past ``max_connections`` open connections, a new one is answered 503 and closed;
 - every refusal is a JSON body in the component's own error shape, and the
   connection is closed (a request whose framing is in doubt, Transfer-Encoding with
@@ -23,8 +25,11 @@ malformed request with a plain-text 400. Here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
+import struct
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -32,7 +37,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +65,7 @@ class WireLimits:
     head_timeout: float = 10.0
     # A body is at most 1 MiB (accel.internal.server.MAX_BODY_BYTES).
     body_timeout: float = 30.0
+    write_timeout: float = 30.0
     # 2,000 accelerator request uuids in one bulk delete's ?arqs= are 74 KB.
     max_url_bytes: int = 100 * 1024
     max_head_bytes: int = 100 * 1024 + 64 * 1024
@@ -73,9 +84,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._write_deadline: asyncio.TimerHandle | None = None
         self._reading_head = True
         self._head_bytes = 0
         self._refusal: tuple[int, str] | None = None
+        self._running: RequestResponseCycle | None = None
 
     # Connections
 
@@ -90,7 +103,35 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._writes_flow()
+        # uvicorn tells only the newest request (``self.cycle``) that its client has
+        # gone; with requests pipelined, the one running is an older one, which would
+        # go on to write to the closed transport.
+        running = self._running
+        if running is not None and not running.response_complete:
+            running.disconnected = True
+            running.message_event.set()
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(
+                self.limits.write_timeout, self._reader_too_slow
+            )
+
+    def resume_writing(self) -> None:
+        self._writes_flow()
+        super().resume_writing()
+
+    def _writes_flow(self) -> None:
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
@@ -173,6 +214,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._answer(408, f"request body not received within {self.limits.body_timeout:g} s")
         else:
             self.transport.close()
+
+    def _reader_too_slow(self) -> None:
+        self._write_deadline = None
+        log.info("%s: cut off: its answer unread for %g s", self.client, self.limits.write_timeout)
+        # Reset, not closed: a close would leave the unread answer in the kernel's
+        # buffers, behind a FIN the client never reads up to.
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def _answer(self, status: int, message: str, quiet: bool = False) -> None:
         """Answers ``status`` with a JSON body and closes the connection."""

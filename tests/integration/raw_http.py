@@ -84,6 +84,27 @@ def closed_by_peer(sock: socket.socket, received: bytearray | None = None) -> bo
         sock.setblocking(True)
 
 
+# Linux's TCP states (tcp_states.h) in which the peer has closed or reset.
+PEER_GONE = {7, 8}  # TCP_CLOSE, TCP_CLOSE_WAIT
+
+
+def peer_gone(sock: socket.socket) -> bool:
+    """Whether the server has closed or reset ``sock``, read without reading from it
+    (so that what the server wrote stays unread)."""
+    state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    return state in PEER_GONE
+
+
+def deaf_reader(service: Service, requests: int) -> socket.socket:
+    """A connection that asks ``requests`` answers at once and reads none of them."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
+    sock.settimeout(READ_TIMEOUT)
+    sock.connect(address(service))
+    sock.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * requests)
+    return sock
+
+
 def wait_closed(sock: socket.socket, what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not closed_by_peer(sock):

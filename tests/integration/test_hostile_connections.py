@@ -24,7 +24,9 @@ from tests.integration.raw_http import (
     address,
     closed_by_peer,
     connect,
+    deaf_reader,
     exchange,
+    peer_gone,
     read_answer,
     wait_closed,
 )
@@ -35,7 +37,7 @@ __all__ = ["components"]  # the module-scoped fixture: api, conductor, agent, dr
 COMPONENTS = ["api", "conductor", "agent", "driver"]
 LIMITS = WireLimits()
 # Long enough for the server's deadline and then some; only a safety net.
-CLOSE_DEADLINE = LIMITS.body_timeout + 30
+CLOSE_DEADLINE = max(LIMITS.body_timeout, LIMITS.write_timeout) + 30
 # ``python -m accel ARGS`` with a hard limit of 512 descriptors.
 LOW_FILE_LIMIT = (
     "import resource, runpy, sys; "
@@ -137,6 +139,7 @@ def test_silent_and_slow_connections_are_closed_and_others_still_answered(
 ) -> None:
     stop = threading.Event()
     held: dict[str, socket.socket] = {}
+    deaf: dict[str, socket.socket] = {}  # never read from: only their state is looked at
     drippers: list[threading.Thread] = []
     head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"p" * 200 + b"\r\n\r\n"
     try:
@@ -153,15 +156,22 @@ def test_silent_and_slow_connections_are_closed_and_others_still_answered(
             slow_body.sendall(body_head(name))
             held[f"{name} slow body"] = slow_body
             drippers.append(threading.Thread(target=drip, args=(slow_body, b" " * 1000, stop)))
+            deaf[f"{name} deaf reader"] = deaf_reader(service, 2000)
         for dripper in drippers:
             dripper.start()
 
-        open_ones = set(held)
+        open_ones = set(held) | set(deaf)
         received = {what: bytearray() for what in held}
         deadline = time.monotonic() + CLOSE_DEADLINE
         while open_ones:
             open_ones = {
-                what for what in open_ones if not closed_by_peer(held[what], received[what])
+                what
+                for what in open_ones
+                if not (
+                    peer_gone(deaf[what])
+                    if what in deaf
+                    else closed_by_peer(held[what], received[what])
+                )
             }
             for name in COMPONENTS:  # everyone else is still served meanwhile
                 assert httpx.get(components[name].url + "/", timeout=10).status_code == 200
@@ -175,11 +185,14 @@ def test_silent_and_slow_connections_are_closed_and_others_still_answered(
             else:
                 assert answer.startswith(b"HTTP/1.1 408"), (what, bytes(answer))
                 assert b"not received within" in answer, (what, bytes(answer))
+        # Cut off, the requests left running ended quietly.
+        for name in COMPONENTS:
+            assert "Traceback" not in components[name].log_path.read_text(), name
     finally:
         stop.set()
         for dripper in drippers:
             dripper.join(5)
-        for sock in held.values():
+        for sock in [*held.values(), *deaf.values()]:
             sock.close()
 
 
