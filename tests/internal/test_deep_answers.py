@@ -1,15 +1,18 @@
 """A peer whose answer is JSON nested a thousand levels deep is a PeerError to the
 internal client, whichever answer it is (a version list, a refusal, a 406, a
-report), never a RecursionError out of the caller."""
+report), never a RecursionError out of the caller; and the client labels what it
+sends as JSON, as every endpoint requires."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
+from accel.internal.schemas import ArqChanges
 from accel.internal.versions import VersionRange
 from tests.internal.test_peer_http import peer, requests_of
 
@@ -51,3 +54,27 @@ def test_a_deep_answer_is_a_peer_error(status: int, body: bytes, call: str) -> N
             await internal.aclose()
 
     asyncio.run(scenario())
+
+
+def test_the_internal_client_labels_its_bodies_json() -> None:
+    heads: list[bytes] = []
+
+    async def records(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async for head in requests_of(reader):
+            heads.append(head)
+            writer.write(b"HTTP/1.1 500 X\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        internal = InternalClient("token", VersionRange(), attempts=1)
+        changes = ArqChanges.model_validate({"delete": [str(uuid.uuid4())]})
+        try:
+            async with peer(records) as url:
+                with pytest.raises(PeerError):
+                    await internal.change_arqs(url, changes)
+        finally:
+            await internal.aclose()
+
+    asyncio.run(scenario())
+    assert b"content-type: application/json" in heads[0].lower()
