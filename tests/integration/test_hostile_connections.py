@@ -123,6 +123,21 @@ def body_head(component: str) -> bytes:
     ).encode()
 
 
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_a_chunked_body_past_the_limit_is_refused_before_it_ends(
+    components: dict[str, Service], component: str
+) -> None:
+    head = body_head(component).replace(b"Content-Length: 1000", b"Transfer-Encoding: chunked")
+    chunk = b"%x\r\n" % 65536 + b" " * 65536 + b"\r\n"
+    with connect(components[component]) as sock:
+        sock.sendall(head)
+        for _ in range(20):  # 1.25 MiB, and the body never ends
+            sock.sendall(chunk)
+        answer = read_answer(sock)
+    assert answer.status == 413, answer.body
+    assert "larger than" in error_text(component, answer)
+
+
 def drip(sock: socket.socket, data: bytes, stop: threading.Event) -> None:
     """Sends ``data`` a byte a second until done, stopped, or the server closes."""
     for byte in data:

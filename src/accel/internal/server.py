@@ -221,16 +221,22 @@ async def _read_raw(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise TooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
+    # Read piece by piece: a chunked body declares no size, and is refused as soon as
+    # it passes the limit rather than once all of it is held in memory.
+    chunks: list[bytes] = []
+    size = 0
     try:
-        raw = await request.body()
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise TooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
     except ClientDisconnect as exc:
         # The client went, or the server closed a body that did not arrive in time
         # (accel.http_protocol): nobody is left to answer, but the request ends as
         # a refusal rather than an error in the log.
         raise InvalidInput("the body did not arrive: the connection closed") from exc
-    if len(raw) > MAX_BODY_BYTES:
-        raise TooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
-    return raw
+    return b"".join(chunks)
 
 
 def _parse_json(raw: bytes) -> Any:
