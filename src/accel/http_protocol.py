@@ -173,13 +173,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # uvicorn parses the URL with httptools: it is given a short stand-in, and
             # the scope is given the real path and query before the request's task,
             # created but not yet run, reads it.
+            # Parsed first: a URL that does not parse must fail before a task exists.
+            parts = urllib.parse.urlsplit(url)
+            raw_path = parts.path or b"/"
+            path = self.root_path + urllib.parse.unquote(raw_path.decode("ascii"))
             self.url = b"/"
             super().on_headers_complete()
             self.url = url
-            parts = urllib.parse.urlsplit(url)
-            raw_path = parts.path or b"/"
-            path = raw_path.decode("ascii")
-            self.scope["path"] = self.root_path + urllib.parse.unquote(path)
+            self.scope["path"] = path
             self.scope["raw_path"] = self.root_path.encode("ascii") + raw_path
             self.scope["query_string"] = parts.query
         self._arm(self.limits.body_timeout, self._body_too_slow)

@@ -55,14 +55,18 @@ def error_text(component: str, answer: RawAnswer) -> str:
     return str(body["error"])
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/v2/accelerator_requests", "/accelerator/v2/accelerator%5Frequests"],
+    ids=["plain", "prefixed-and-escaped"],
+)
 def test_a_bulk_delete_of_two_thousand_arqs_reaches_the_api(
-    components: dict[str, Service],
+    components: dict[str, Service], path: str
 ) -> None:
     arqs = ",".join(str(uuid.uuid4()) for _ in range(2000))
     assert len(arqs) > 65536
     answer = exchange(
-        components["api"],
-        f"DELETE /v2/accelerator_requests?arqs={arqs} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+        components["api"], f"DELETE {path}?arqs={arqs} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     )
     # Answered by the api itself: none of them exists.
     assert answer.status == 404, answer.body
