@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from accel.serving import GC_THRESHOLDS, collect_rarely
+from accel.serving import GC_THRESHOLDS, collect_rarely, connection_cap
 
 
 class Node:
@@ -48,3 +48,21 @@ def test_cycles_made_while_serving_are_still_collected_on_their_own() -> None:
 
     assert gone() is None
     assert len(kept) > GC_THRESHOLDS[0]
+
+
+@pytest.mark.parametrize(
+    ("file_limit", "cap"),
+    [
+        (512, 256),
+        (1024, 768),
+        (20000, 15000),
+        (1 << 20, 3 << 18),
+        (300, 64),
+        (100, 64),
+        (-1, 65536),
+    ],
+)
+def test_connections_leave_descriptors_for_the_database_and_peers(
+    file_limit: int, cap: int
+) -> None:
+    assert connection_cap(file_limit) == cap

@@ -8,6 +8,7 @@
     ├── VersionNotAcceptable  a version this component cannot speak (406)
     ├── Conflict            the request collides with stored state (409)
     ├── TooLarge            a request body over the limit (413)
+    ├── UnsupportedMediaType  a request body not labelled JSON (415)
     ├── Locked              accelerator requests still binding (423)
     ├── Unavailable         no live conductor to do it (503)
     │   └── DatabaseUnavailable  the database is away (503; see accel.db.outage)
@@ -83,6 +84,10 @@ class Conflict(AccelError):
 
 class TooLarge(AccelError):
     status_code = 413
+
+
+class UnsupportedMediaType(AccelError):
+    status_code = 415
 
 
 class Locked(AccelError):

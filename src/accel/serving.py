@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from accel.http_protocol import ErrorBody, WireLimits, guarded_protocol, internal_error_body
 from accel.internal.tls import TlsFiles
 from accel.sockets import raise_file_limit
 
@@ -24,6 +25,9 @@ GRACEFUL_SHUTDOWN_SECONDS = 10
 # Allocations between young collections (CPython's default is 700), and young and
 # middle collections before an older generation is looked at (10 and 10).
 GC_THRESHOLDS = (50_000, 20, 10)
+# Descriptors kept from incoming connections for the database, calls to peers, logs.
+RESERVED_FILES = 256
+MIN_CONNECTIONS = 64
 
 
 def configure_logging(component: str, level: str = "INFO") -> None:
@@ -72,6 +76,7 @@ def serve(
     *,
     behind_proxy: bool = False,
     keep_alive: float = 5.0,
+    error_body: ErrorBody = internal_error_body,
 ) -> None:
     """Serves until SIGTERM or SIGINT, then drains in-flight requests.
 
@@ -79,12 +84,15 @@ def serve(
     api) reads X-Forwarded-For and Forwarded from loopback peers. The internal
     services check a hello's endpoint against the socket's peer, which a local
     process could otherwise name as it pleased. An idle connection is kept
-    ``keep_alive`` seconds for its client's next request.
+    ``keep_alive`` seconds for its client's next request. Connections are held to
+    ``accel.http_protocol``'s limits, and its refusals carry ``error_body``.
     """
-    raise_file_limit()
+    limits = WireLimits(error_body, max_connections=connection_cap(raise_file_limit()))
     collect_rarely()
     config = uvicorn.Config(
         app,
+        http=guarded_protocol(limits),
+        ws="none",
         lifespan="on",
         proxy_headers=behind_proxy,
         log_level="warning",
@@ -95,3 +103,12 @@ def serve(
         **(tls.server_options() if tls is not None else {}),
     )
     _DrainingServer(config).run(sockets=[sock])
+
+
+def connection_cap(file_limit: int) -> int:
+    """How many connections a process with ``file_limit`` descriptors takes at once:
+    three quarters of them, and never the last ``RESERVED_FILES``, so that a flood of
+    connections cannot leave it unable to open its database or call its peers."""
+    if file_limit <= 0:  # unlimited
+        return WireLimits().max_connections * 16
+    return max(MIN_CONNECTIONS, min(file_limit - RESERVED_FILES, file_limit * 3 // 4))

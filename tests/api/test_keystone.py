@@ -44,9 +44,12 @@ class FakeIdentity:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.garbage: bytes | None = None  # answered instead, when set
 
     async def validate(self, request: Request) -> Response:
         self.calls += 1
+        if self.garbage is not None:
+            return Response(self.garbage, media_type="application/json")
         subject = request.headers.get("x-subject-token")
         if subject != request.headers.get("x-auth-token") or subject not in KEYSTONE_TOKENS:
             return JSONResponse({"error": {"code": 404}}, status_code=404)
@@ -116,3 +119,14 @@ def test_an_unreachable_identity_service_is_503_not_a_hang(sqlite_url: str) -> N
         response = api.get("/v2/devices", headers={"X-Auth-Token": "admin-token"})
     assert response.status_code == 503
     assert "Identity service" in response.json()["error_message"]
+
+
+def test_an_identity_answer_nested_a_thousand_deep_is_503(
+    identity: tuple[str, FakeIdentity], sqlite_url: str
+) -> None:
+    url, fake = identity
+    fake.garbage = b'{"token": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    with api_with(sqlite_url, url) as api:
+        response = api.get("/v2/devices", headers={"X-Auth-Token": "admin-token"})
+    assert response.status_code == 503
+    assert "nested deeper than" in response.json()["error_message"]

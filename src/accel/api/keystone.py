@@ -21,6 +21,7 @@ import httpx
 
 from accel.api.auth import KNOWN_ROLES, Identity
 from accel.errors import Unavailable
+from accel.internal.json_bodies import loads
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class KeystoneValidator:
         if response.status_code != 200:
             raise Unavailable(f"the Identity service answered {response.status_code}")
         try:
-            return identity_of(response.json()["token"])
+            return identity_of(loads(response.content)["token"])
         except (ValueError, KeyError, TypeError) as exc:
             raise Unavailable(f"the Identity service answered garbage: {exc}") from exc
 

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 UUID_PATH = {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string"}}
 KEY_PATH = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
-ERRORS = ("400", "401", "403", "404", "406", "409", "413", "423", "429", "501", "503")
+ERRORS = ("400", "401", "403", "404", "406", "409", "413", "415", "423", "429", "501", "503")
 
 
 class Shape(BaseModel):

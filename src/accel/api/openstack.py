@@ -39,6 +39,12 @@ def error_body(status: int, message: str) -> dict[str, Any]:
     return {"error_message": json.dumps(fault)}
 
 
+def error_json(status: int, message: str) -> bytes:
+    """Cyborg's error body as bytes, for answers written below the application (the
+    protocol's refusals, accel.http_protocol)."""
+    return json.dumps(error_body(status, message)).encode()
+
+
 def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse(error_body(status, message), status_code=status)
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from accel.cli.options import option
+from accel.internal.json_bodies import NotJson, loads
 
 if TYPE_CHECKING:
     import httpx
@@ -69,13 +70,16 @@ def fetch(
         raise click.ClickException(f"cannot reach the API at {api_url}: {exc}") from exc
     if response.status_code >= 400:
         raise click.ClickException(f"{path}: HTTP {response.status_code}: {_message(response)}")
-    return response.json()
+    try:
+        return loads(response.content)
+    except NotJson as exc:
+        raise click.ClickException(f"{path}: the API answered {exc}") from exc
 
 
 def _message(response: httpx.Response) -> str:
     try:
-        body = response.json()
-        fault = json.loads(body["error_message"])
+        body = loads(response.content)
+        fault = loads(body["error_message"])
         return str(fault["faultstring"])
     except (ValueError, KeyError, TypeError):
         return response.text[:300]

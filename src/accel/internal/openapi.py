@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from accel.internal.schemas import AgentHello, ArqChanges, DriverHello
 from accel.internal.setup_schemas import OperationRequest, SetupCall
 
-ERRORS = ("400", "401", "403", "406", "413", "429")
+ERRORS = ("400", "401", "403", "406", "413", "415", "429")
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 

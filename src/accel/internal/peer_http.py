@@ -12,7 +12,6 @@ it, so a conductor that talks to thousands of agents keeps no dead sockets.
 from __future__ import annotations
 
 import functools
-import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from yarl import URL
 
 from accel.errors import AnswerTooLarge, PeerError
+from accel.internal.json_bodies import loads
 
 # What a retry may cure: the peer was unreachable, went away mid-answer, or was slow.
 TRANSPORT_FAILURES = (aiohttp.ClientError, TimeoutError)
@@ -51,7 +51,9 @@ class PeerAnswer:
     content: bytes
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        """The answer's JSON document; a ValueError when it is not one accel takes (a
+        peer's answer is bounded in depth as a request's body is)."""
+        return loads(self.content)
 
     @property
     def text(self) -> str:

@@ -7,7 +7,6 @@ internal version (406 when it cannot) and echoes it on the answer.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -17,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,9 +26,11 @@ from accel.errors import (
     FieldProblem,
     InvalidInput,
     TooLarge,
+    UnsupportedMediaType,
     VersionNotAcceptable,
 )
 from accel.internal.auth import bearer_matches
+from accel.internal.json_bodies import NotJson, is_json_media_type, loads
 from accel.internal.openapi import document
 from accel.internal.versions import HEADER, Version, VersionRange, format_version
 from accel.metrics import RequestTimer, metrics
@@ -203,28 +204,46 @@ def refuse_nul(document: Any, where: str = "body") -> None:
 
 
 async def read_json(request: Request) -> Any:
-    """The request's JSON document: 413 over the size limit, 400 when it is not JSON
-    or carries NUL characters. Every body accel takes, public or internal, comes here."""
+    """The request's JSON document: 415 unless labelled JSON, 413 over the size limit,
+    400 when it is not JSON, is nested too deep or carries NUL characters. Every body
+    accel takes, public or internal, comes here or through ``read_body``."""
     return _parse_json(await _read_raw(request))
 
 
 async def _read_raw(request: Request) -> bytes:
     """The request's body, or TooLarge past the limit (refused on its declared size
     before it is read, where it declares one)."""
+    content_type = request.headers.get("content-type")
+    if not is_json_media_type(content_type):
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {content_type or 'missing'}"[:200]
+        )
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise TooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise TooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
-    return raw
+    # Read piece by piece: a chunked body declares no size, and is refused as soon as
+    # it passes the limit rather than once all of it is held in memory.
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise TooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        # The client went, or the server closed a body that did not arrive in time
+        # (accel.http_protocol): nobody is left to answer, but the request ends as
+        # a refusal rather than an error in the log.
+        raise InvalidInput("the body did not arrive: the connection closed") from exc
+    return b"".join(chunks)
 
 
 def _parse_json(raw: bytes) -> Any:
     try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("body is not valid JSON") from exc
+        document = loads(raw)
+    except NotJson as exc:
+        raise InvalidInput(f"body is {exc}") from exc
     refuse_nul(document)
     return document
 

@@ -17,6 +17,8 @@ from email.utils import formatdate
 import uvicorn
 from starlette.types import ASGIApp
 
+from accel.http_protocol import GuardedHttpProtocol
+
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
@@ -31,6 +33,9 @@ class ServerGroup:
         """Runs the app's lifespan startup, then serves it on ``sock``."""
         config = uvicorn.Config(
             app,
+            # The real components' protocol and limits (accel.serving), per server.
+            http=GuardedHttpProtocol,
+            ws="none",
             lifespan="on",
             log_config=None,
             log_level="warning",
