@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp
 
 from accel.conductor import agents, allocation
 from accel.conductor.batching import GroupWriter, fleet_linger
+from accel.conductor.hearing import Hearing
 from accel.conductor.presence import record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.syncing import SyncLoop
@@ -96,6 +98,7 @@ class ConductorService:
             lambda: self.client,
             SetupSettings(conductor=settings.name, versions=settings.versions),
         )
+        self.hearing = Hearing(settings.agent_down_after)
         self.hello_limiter = RateLimiter(settings.hello_rate, settings.hello_burst)
         # Heartbeats are many and tiny: recorded many agents to a transaction.
         self.hellos: GroupWriter[agents.Hello, agents.HelloOutcome] = GroupWriter(
@@ -140,6 +143,7 @@ class ConductorService:
                 )
             )
         except OperationalError as exc:  # the database is away: the agent tries again
+            self.hearing.restart()  # and no agent's silence counts until it is back
             raise Unavailable(f"the conductor's database is unavailable: {exc}") from exc
         HELLOS_BY_OUTCOME[outcome.known].inc()
         self.client.peer_spoke(hello.endpoint, version)
@@ -170,22 +174,38 @@ class ConductorService:
         # long after its grace ends. Sweeping every second scanned a fleet's rows 30
         # times per heartbeat interval for nothing, a fifth of an idle conductor's CPU.
         interval = max(0.2, min(5.0, self.settings.agent_down_after / 10))
+        # The grace runs from here: before, this conductor heard no hello.
+        self.hearing = Hearing(self.settings.agent_down_after)
         while True:
-            try:
-                down = await anyio.to_thread.run_sync(
-                    agents.mark_silent_agents_down,
-                    self.sessions,
-                    utcnow(),
-                    self.settings.agent_down_after,
-                )
-            except SQLAlchemyError as exc:
-                log.warning("liveness sweep skipped, database error: %s", exc)
-                down = []
+            down = await self._sweep_once()
             for name in down:
                 log.warning(
                     "agent %s is DOWN: no heartbeat for %gs", name, self.settings.agent_down_after
                 )
+            planned = self.hearing.now() + interval
             await asyncio.sleep(interval)
+            self.hearing.woke(planned)
+
+    async def _sweep_once(self) -> list[str]:
+        if not self.hearing.may_judge():
+            return []
+        # The hellos still waiting to be written count as heard: the database tells
+        # the truth only up to the oldest of them.
+        now = utcnow()
+        waiting = self.hellos.oldest_waiting()
+        if waiting is not None:
+            now -= dt.timedelta(seconds=max(0.0, time.monotonic() - waiting))
+        try:
+            return await anyio.to_thread.run_sync(
+                agents.mark_silent_agents_down,
+                self.sessions,
+                now,
+                self.settings.agent_down_after,
+            )
+        except SQLAlchemyError as exc:
+            log.warning("liveness sweep skipped, database error: %s", exc)
+            self.hearing.restart()
+            return []
 
     async def announce_forever(self) -> None:
         """Keeps this conductor's record fresh so the api can find a live one."""
