@@ -119,7 +119,11 @@ def _sqlite_migration_lock(engine: Engine, wait: float) -> Iterator[None]:
         yield
         return
     path = Path(database + MIGRATION_LOCK_SUFFIX)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        # The database's own mode: every user that may write the database may lock.
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:  # another user's file: a lock needs no write access
+        descriptor = os.open(path, os.O_RDONLY)
     try:
         deadline = time.monotonic() + wait
         while True:
