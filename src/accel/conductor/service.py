@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -174,8 +174,7 @@ class ConductorService:
         # long after its grace ends. Sweeping every second scanned a fleet's rows 30
         # times per heartbeat interval for nothing, a fifth of an idle conductor's CPU.
         interval = max(0.2, min(5.0, self.settings.agent_down_after / 10))
-        # The grace runs from here: before, this conductor heard no hello.
-        self.hearing = Hearing(self.settings.agent_down_after)
+        self.hearing.restart()  # the grace runs from here: before, no hello was heard
         while True:
             down = await self._sweep_once()
             for name in down:
@@ -204,7 +203,8 @@ class ConductorService:
             )
         except SQLAlchemyError as exc:
             log.warning("liveness sweep skipped, database error: %s", exc)
-            self.hearing.restart()
+            if isinstance(exc, OperationalError | InterfaceError):  # away: hellos fail too
+                self.hearing.restart()
             return []
 
     async def announce_forever(self) -> None:
