@@ -70,6 +70,24 @@ class ThrowawayPostgres:
             timeout=120,
         )
 
+    def start(self) -> None:
+        self.run(
+            "pg_ctl",
+            "-D",
+            str(self.folder / "data"),
+            "-l",
+            str(self.folder / "server.log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=200",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stops the server until ``start``: the database is away meanwhile."""
+        self.run("pg_ctl", "-D", str(self.folder / "data"), "-m", mode, "-w", "stop")
+
     def restart(self, mode: str = "fast") -> None:
         """Stops the server (closing every connection) and starts it with its options.
 
@@ -105,18 +123,7 @@ def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
         server.run(
             "initdb", "-D", str(data), "-U", ADMIN_USER, "-A", "trust", "-E", "UTF8", "--no-sync"
         )
-        server.run(
-            "pg_ctl",
-            "-D",
-            str(data),
-            "-l",
-            str(folder / "server.log"),
-            "-w",
-            "-o",
-            f"-p {server.port} -k {folder} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c max_connections=200",
-            "start",
-        )
+        server.start()
         yield server
     finally:
         if (data / "postmaster.pid").exists():

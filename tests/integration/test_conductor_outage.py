@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration.fleet import FAST_AGENT, get
 from tests.integration.fleet import agents as get_agents
+from tests.postgres import ThrowawayPostgres
 from tests.processes import Cluster, Service, wait_until
 
 DOWN_AFTER = 3.0
@@ -64,6 +65,36 @@ def test_after_an_outage_longer_than_agent_down_after_only_the_dead_agent_goes_d
     wait_until(
         lambda: get_agents(api)["dead"]["state"] == "DOWN",
         "the dead agent DOWN",
+        on_timeout=cluster.logs,
+    )
+    assert get_agents(api)["live"]["state"] == "UP"
+    assert all_alarms(api) == [("agent_down", "dead")]
+    assert live.alive() and conductor.alive()
+
+
+@pytest.mark.postgres
+def test_after_a_database_outage_longer_than_agent_down_after_no_live_agent_goes_down(
+    cluster: Cluster, postgres: ThrowawayPostgres
+) -> None:
+    database = postgres.new_database()
+    conductor = cluster.conductor(database, *CONDUCTOR)
+    api = cluster.api(database)
+    live = cluster.agent([conductor.url], "live", *FAST_AGENT)
+    dead = cluster.agent([conductor.url], "dead", *FAST_AGENT)
+    wait_until(lambda: len(get_agents(api)) == 2, "both agents registered", on_timeout=cluster.logs)
+
+    postgres.stop()
+    try:
+        dead.kill()
+        # Hellos reach the conductor but cannot be recorded for longer than the grace.
+        time.sleep(DOWN_AFTER * 1.5)
+    finally:
+        postgres.start()
+
+    wait_until(
+        lambda: get_agents(api)["dead"]["state"] == "DOWN",
+        "the dead agent DOWN",
+        timeout=60,
         on_timeout=cluster.logs,
     )
     assert get_agents(api)["live"]["state"] == "UP"
