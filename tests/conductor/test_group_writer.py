@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,28 @@ def test_a_batch_stops_at_its_weight_and_a_heavy_item_goes_alone(tmp_path: Path)
 
     asyncio.run(scenario())
     assert table.batches == [["small-1", "small-2"], ["huge"], ["small-3", "small-4"]]
+
+
+def test_oldest_waiting_covers_queued_and_in_flight_items_until_written() -> None:
+    release = threading.Event()
+
+    def slow(batch: list[str]) -> list[int]:
+        release.wait(30)
+        return [len(item) for item in batch]
+
+    async def scenario() -> None:
+        writer: GroupWriter[str, int] = GroupWriter("slow", slow)
+        assert writer.oldest_waiting() is None
+        before = time.monotonic()
+        first = asyncio.create_task(writer.submit("a"))
+        await asyncio.sleep(0.05)  # "a" is being written now
+        second = asyncio.create_task(writer.submit("bb"))
+        await asyncio.sleep(0)
+        came = writer.oldest_waiting()
+        assert came is not None and before <= came <= time.monotonic()
+        release.set()
+        assert await first == 1 and await second == 2
+        assert writer.oldest_waiting() is None
+        await writer.aclose()
+
+    asyncio.run(scenario())

@@ -2,6 +2,11 @@
 
 A partial unique index allows one active alarm per (kind, subject); raising inside a
 savepoint turns a lost race with another conductor into a no-op.
+
+The times callers pass were read before their transaction ran (a hello's when it
+came, a sweep's before it waited for the database's lock), and several conductors
+write: a clear may carry an earlier time than the raise it clears. An alarm is never
+cleared before it was raised: ``cleared_at`` is the later of the two, in SQL.
 """
 
 from __future__ import annotations
@@ -10,11 +15,11 @@ import datetime as dt
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import TypeVar
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from accel.db.models import AcceleratorRequest, Alarm, Deployable, Device
+from accel.db.models import AcceleratorRequest, Alarm, Deployable, Device, UtcDateTime
 from accel.metrics import ALARMS_RAISED
 
 AGENT_DOWN = "agent_down"
@@ -108,7 +113,13 @@ def clear_alarm(session: Session, kind: str, subject: str, now: dt.datetime) -> 
     result = session.execute(
         update(Alarm)
         .where(Alarm.kind == kind, Alarm.subject == subject, Alarm.state == "active")
-        .values(state="cleared", cleared_at=now)
+        .values(
+            state="cleared",
+            cleared_at=case(
+                (Alarm.raised_at > literal(now, UtcDateTime), Alarm.raised_at),
+                else_=literal(now, UtcDateTime),
+            ),
+        )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

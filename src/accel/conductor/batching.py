@@ -79,6 +79,7 @@ class GroupWriter(Generic[T, R]):
         self._full = asyncio.Event()  # a whole batch waits: lingering is over
         self._task: asyncio.Task[None] | None = None
         self._writing: list[asyncio.Future[R]] = []
+        self._writing_came: float | None = None  # the batch being written: its first's
         self._closed = False
         # How well the writes are batched, for operators (accel_write_batch_items).
         self._batch_items = WRITE_BATCH_ITEMS.labels(name)
@@ -95,6 +96,17 @@ class GroupWriter(Generic[T, R]):
         if len(self._queue) >= self.max_batch:
             self._full.set()
         return await future
+
+    def oldest_waiting(self) -> float | None:
+        """When (time.monotonic()) the oldest item not yet written came; None if none.
+
+        What was written is complete up to then: a reader of the database may judge
+        what these items write only up to that moment (the liveness sweep).
+        """
+        times = [came for _, _, came in self._queue[:1]]
+        if self._writing_came is not None:
+            times.append(self._writing_came)
+        return min(times, default=None)
 
     async def aclose(self) -> None:
         """Stops writing; callers still waiting are cancelled."""
@@ -131,8 +143,11 @@ class GroupWriter(Generic[T, R]):
                 batch = [(item, future) for item, future, _ in taken if not future.done()]
                 if batch:
                     self._writing = [future for _, future in batch]
-                    await self._write(batch)
-                    self._writing = []
+                    self._writing_came = taken[0][2]
+                    try:
+                        await self._write(batch)
+                    finally:
+                        self._writing, self._writing_came = [], None
 
     def _batch_length(self, most: int) -> int:
         """How many of the first ``most`` waiting items the next batch takes."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,6 +30,7 @@ from starlette.types import ASGIApp
 
 from accel.conductor import agents, allocation
 from accel.conductor.batching import GroupWriter, fleet_linger
+from accel.conductor.hearing import Hearing
 from accel.conductor.name_guard import NameGuard
 from accel.conductor.presence import record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
@@ -103,6 +104,7 @@ class ConductorService:
             lambda: self.client,
             SetupSettings(conductor=settings.name, versions=settings.versions),
         )
+        self.hearing = Hearing(settings.agent_down_after)
         self.hello_limiter = RateLimiter(settings.hello_rate, settings.hello_burst)
         self.names = NameGuard(self.sessions, lambda: self.client, settings.agent_down_after)
         # Heartbeats are many and tiny: recorded many agents to a transaction.
@@ -153,6 +155,7 @@ class ConductorService:
                 outcome = await self.hellos.submit(dataclasses.replace(record, may_move=True))
         except OperationalError as exc:  # the database is away: the agent tries again
             log.warning("hello of agent %s not recorded: %s", name, exc)
+            self.hearing.restart()  # and no agent's silence counts until it is back
             raise Unavailable("the conductor's database is unavailable") from exc
         HELLOS_BY_OUTCOME[outcome.known].inc()
         self.client.peer_spoke(hello.endpoint, version)
@@ -188,26 +191,42 @@ class ConductorService:
         # times per heartbeat interval for nothing, a fifth of an idle conductor's CPU.
         interval = max(0.2, min(5.0, self.settings.agent_down_after / 10))
         binds_swept = -math.inf
+        self.hearing.restart()  # the grace runs from here: before, no hello was heard
         while True:
             if time.monotonic() - binds_swept >= ABANDONED_BINDS_EVERY:
                 binds_swept = time.monotonic()
                 await self._fail_abandoned_binds()
-            try:
-                down = await anyio.to_thread.run_sync(
-                    agents.mark_silent_agents_down,
-                    self.sessions,
-                    utcnow(),
-                    self.settings.agent_down_after,
-                )
-            except SQLAlchemyError as exc:
-                log.warning("liveness sweep skipped, database error: %s", exc)
-                down = []
+            down = await self._sweep_once()
             for name in down:
                 log.warning(
                     "agent %s is DOWN: no heartbeat for %gs", name, self.settings.agent_down_after
                 )
             await self.names.clear_quiet()
+            planned = self.hearing.now() + interval
             await asyncio.sleep(interval)
+            self.hearing.woke(planned)
+
+    async def _sweep_once(self) -> list[str]:
+        if not self.hearing.may_judge():
+            return []
+        # The hellos still waiting to be written count as heard: the database tells
+        # the truth only up to the oldest of them.
+        now = utcnow()
+        waiting = self.hellos.oldest_waiting()
+        if waiting is not None:
+            now -= dt.timedelta(seconds=max(0.0, time.monotonic() - waiting))
+        try:
+            return await anyio.to_thread.run_sync(
+                agents.mark_silent_agents_down,
+                self.sessions,
+                now,
+                self.settings.agent_down_after,
+            )
+        except SQLAlchemyError as exc:
+            log.warning("liveness sweep skipped, database error: %s", exc)
+            if isinstance(exc, OperationalError | InterfaceError):  # away: hellos fail too
+                self.hearing.restart()
+            return []
 
     async def _fail_abandoned_binds(self) -> None:
         try:

@@ -4,11 +4,23 @@ The user names ``sqlite:///PATH`` or ``postgresql://USER@HOST:PORT/DB``; accel p
 the DB-API driver (psycopg 3 for PostgreSQL). SQLite runs in WAL mode with a busy
 timeout so the api reads while the conductor writes; foreign keys are enforced on
 both. Connections are checked before use, so a restarted database costs one retry.
+
+Every part migrates at its start, and several may start at one instant on a fresh
+database, so ``migrate`` runs under a lock each backend holds across processes: a
+PostgreSQL advisory lock, and for SQLite an ``flock`` on a file beside the database
+(pysqlite runs DDL outside any transaction, so SQLite's own locks would not keep two
+processes from creating the same table). Inside the lock Alembic reads the revision
+again, so whoever waited finds the work done.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +28,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.db.generation import watch_inventory
@@ -27,6 +40,14 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 PG_CONNECT_TIMEOUT_S = 10
 # Any constant works; it only has to be the same for every accel process.
 MIGRATION_LOCK_KEY = 0x616363656C
+# How long a part waits for another's migration before it gives up and exits.
+MIGRATION_WAIT_SECONDS = 300.0
+MIGRATION_LOCK_SUFFIX = "-migrate.lock"
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout ran out
+
+
+class MigrationLockTimeout(RuntimeError):
+    """Another process held the migration lock for longer than a part waits."""
 
 
 def normalize_url(url: str) -> str:
@@ -74,14 +95,58 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return watch_inventory(sessionmaker(engine, expire_on_commit=False))
 
 
-def migrate(engine: Engine) -> None:
-    """Brings the schema to the newest revision; safe when several processes start."""
+def migrate(engine: Engine, wait: float = MIGRATION_WAIT_SECONDS) -> None:
+    """Brings the schema to the newest revision; safe when several processes start.
+
+    Waits at most ``wait`` seconds for another process's migration to end.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with _sqlite_migration_lock(engine, wait), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-            )
+            # The advisory lock is a lock like any other: lock_timeout bounds the wait.
+            connection.execute(text(f"SET LOCAL lock_timeout = {int(wait * 1000)}"))
+            try:
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+            except OperationalError as exc:
+                if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                    raise
+                raise MigrationLockTimeout(
+                    f"another process kept migrating this database for over {wait:g}s"
+                ) from exc
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+@contextmanager
+def _sqlite_migration_lock(engine: Engine, wait: float) -> Iterator[None]:
+    """Holds an exclusive lock on a file beside a SQLite database; nothing otherwise."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    path = Path(database + MIGRATION_LOCK_SUFFIX)
+    try:
+        # The database's own mode: every user that may write the database may lock.
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:  # another user's file: a lock needs no write access
+        descriptor = os.open(path, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise MigrationLockTimeout(
+                        f"another process held {path} for over {wait:g}s"
+                    ) from None
+                time.sleep(0.05)
+        # The file stays: removing it would let a waiter lock an unlinked file while a
+        # newcomer locks a new one. Closing the descriptor drops the lock.
+        yield
+    finally:
+        os.close(descriptor)
