@@ -109,6 +109,8 @@ def test_an_oversize_driver_is_refused_as_failed_and_no_other_node_stalls(
         (("--entries", str(MAX_ENTRIES_PER_DRIVER + 1)), f"the {MAX_ENTRIES_PER_DRIVER}"),
         # One entry with a 500,000-character product name.
         (("--entries", "1", "--name-length", "500000"), "product_name"),
+        # One small entry whose one number would make 10**9 attach handles.
+        (("--entries", "1", "--mdev-instances", str(10**9)), "instances"),
     ]
     for flags, words in cases:
         liar = hostile_driver(cluster, node1, *flags)
@@ -162,3 +164,4 @@ def test_a_node_reporting_another_nodes_uuids_loses_only_those_entries(
     assert listed["node2"]["last_sync_error"] is None
     shown = json.dumps(listed).upper()
     assert not any(word in shown for word in ("SQL", "INSERT", "UNIQUE", "PARAMETERS"))
+

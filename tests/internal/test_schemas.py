@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from accel.internal.schemas import AgentHello, DriverHello, HardwareEntry, Kind, split_endpoint
+from accel.internal.schemas import (
+    AgentHello,
+    DriverHello,
+    HardwareEntry,
+    HardwareList,
+    Kind,
+    split_endpoint,
+)
 
 
 def test_the_seeds_crypto_type_is_qat() -> None:
@@ -106,3 +113,50 @@ def test_hardware_reads_the_seeds_misspelling_and_writes_it_right() -> None:
     assert wire["acc_status"] == {"setup_required": True, "reboot_required": True}
     assert wire["acc_specs"]["device_type"] == "QAT"
     assert set(wire) == {"uuid", "acc_specs", "acc_status"}
+
+
+def _vgpu_entry(*mdev_types: dict[str, object]) -> dict[str, object]:
+    return {
+        "uuid": "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9",
+        "acc_specs": {"num": 1, "device_type": "GPU"},
+        "acc_status": {"setup_required": False},
+        "pci": {
+            "address": "0000:17:00.0",
+            "vendor_id": "10de",
+            "product_id": "2331",
+            "class_code": "030200",
+        },
+        "mdev_types": list(mdev_types),
+    }
+
+
+@pytest.mark.parametrize(
+    "mdev_types",
+    [
+        # One number in a small report became as many attach handles: 10**9 of them
+        # took a conductor past 13 GB before it was stopped.
+        [{"type_id": "nvidia-1", "available_instances": 10**9}],
+        [{"type_id": "nvidia-1", "instances": 10**30}],
+        [{"type_id": "nvidia-1", "instances": -3}],
+        [{"type_id": "nvidia-1", "available_instances": -1}],
+        # Each type within its bound, the entry's total over it.
+        [{"type_id": f"nvidia-{n}", "available_instances": 1024} for n in range(64)],
+    ],
+)
+def test_mediated_device_counts_are_bounded(mdev_types: list[dict[str, object]]) -> None:
+    with pytest.raises(ValidationError, match="instances"):
+        HardwareEntry.model_validate(_vgpu_entry(*mdev_types))
+
+
+def test_a_real_vgpu_entry_is_taken() -> None:
+    # An A16's 1Q profile: 16 instances per GPU; 20 types of 32 is more than any card.
+    types = [{"type_id": f"nvidia-{n}", "available_instances": 32} for n in range(20)]
+    HardwareEntry.model_validate(_vgpu_entry(*types))
+
+
+def test_a_report_holds_a_bounded_number_of_attachable_functions() -> None:
+    entry = _vgpu_entry({"type_id": "nvidia-1", "available_instances": 1000})
+    entries = [{**entry, "uuid": f"0f1e2d3c-4b5a-4978-8695-{n:012x}"} for n in range(41)]
+    with pytest.raises(ValidationError, match="attach"):
+        HardwareList.model_validate({"hardware": entries})
+    HardwareList.model_validate({"hardware": entries[:40]})

@@ -171,7 +171,7 @@ def _vgpu_deployables(
     MDEV attach handle per instance it can hold, marked as Cyborg marks them."""
     plans = []
     for mdev in entry.mdev_types:
-        units = (mdev.available_instances or 0) + mdev.instances
+        units = mdev.units
         if units == 0:
             continue
         traits = [f"CUSTOM_GPU_{vendor}"]

@@ -32,7 +32,15 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 # An ETag of ours is a quoted 40-digit hash; anything much longer is not one (and
 # agents.inventory_etag holds 80).
@@ -64,6 +72,14 @@ PciAddress = Annotated[
     str, Field(max_length=16, pattern=r"^[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 ]
 MAX_CAPABILITY_BYTES = 16 << 10
+# Attachable functions (attach handles) an entry and a report may make. A few numbers
+# in a small report (a mediated-device type's instances) become as many rows: these
+# bounds, not the answer's bytes, keep that in check. A real vGPU card offers at most
+# a few dozen instances of each of some 20 types; a NIC node, 16 ports of 256 VFs.
+MAX_MDEV_INSTANCES = 1024
+MAX_ATTACHABLE_PER_ENTRY = 4096
+MAX_ATTACHABLE_PER_DRIVER = 8192
+MAX_ATTACHABLE_PER_NODE = MAX_ATTACHABLE_PER_DRIVER * 5
 
 
 class Kind(StrEnum):
@@ -273,8 +289,13 @@ class MdevType(LenientBody):
     name: Text | None = None
     description: Annotated[str, Field(max_length=1024)] | None = None
     device_api: Text | None = None
-    available_instances: int | None = None
-    instances: int = 0
+    available_instances: int | None = Field(default=None, ge=0, le=MAX_MDEV_INSTANCES)
+    instances: int = Field(default=0, ge=0, le=MAX_MDEV_INSTANCES)
+
+    @property
+    def units(self) -> int:
+        """How many instances the type can hold: one attach handle each."""
+        return (self.available_instances or 0) + self.instances
 
 
 class MigInstance(LenientBody):
@@ -336,6 +357,21 @@ class HardwareEntry(LenientBody):
     fpga: FpgaFacts | None = None
     network: NetworkFacts | None = None
 
+    @model_validator(mode="after")
+    def _attachable_bounded(self) -> HardwareEntry:
+        if self.attachable > MAX_ATTACHABLE_PER_ENTRY:
+            raise ValueError(
+                f"the entry's mediated-device instances and virtual functions come to "
+                f"{self.attachable}, more than the {MAX_ATTACHABLE_PER_ENTRY} one device may have"
+            )
+        return self
+
+    @property
+    def attachable(self) -> int:
+        """How many attach handles the entry makes (at least its own function)."""
+        units = sum(mdev.units for mdev in self.mdev_types)
+        return max(1, units + len(self.virtual_functions))
+
     def wire(self, version: tuple[int, int]) -> dict[str, Any]:
         """The entry as a peer speaking ``version`` expects it."""
         if version < (1, 1):
@@ -357,6 +393,16 @@ class HardwareList(LenientBody):
     hardware: list[HardwareEntry] = Field(max_length=MAX_ENTRIES_PER_NODE)
     generation: int | None = None
     drivers: list[DriverOutcome] | None = Field(default=None, max_length=len(Kind))
+
+    @model_validator(mode="after")
+    def _attachable_bounded(self) -> HardwareList:
+        total = sum(entry.attachable for entry in self.hardware)
+        if total > MAX_ATTACHABLE_PER_NODE:
+            raise ValueError(
+                f"the report's entries make {total} attach handles, more than the "
+                f"{MAX_ATTACHABLE_PER_NODE} one node may have"
+            )
+        return self
 
     @property
     def complete(self) -> bool:
