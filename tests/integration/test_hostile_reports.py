@@ -165,3 +165,26 @@ def test_a_node_reporting_another_nodes_uuids_loses_only_those_entries(
     shown = json.dumps(listed).upper()
     assert not any(word in shown for word in ("SQL", "INSERT", "UNIQUE", "PARAMETERS"))
 
+
+def test_text_no_database_can_store_is_refused_as_a_failed_driver(
+    cluster: Cluster, database_url: str, gpu_server: FakeSysfs
+) -> None:
+    """A NUL inside a report's text: PostgreSQL refused the whole node's report at every
+    sync, for ever; SQLite stored it. The agent fails that driver, and says why."""
+    conductor = cluster.conductor(database_url, *CONDUCTOR)
+    api = cluster.api(database_url)
+    node1 = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    cluster.driver("QAT", node1, gpu_server.root, *FAST_DRIVER)
+    wait_until(lambda: len(devices(api)) == 2, "node1's QAT functions")
+    liar = hostile_driver(cluster, node1, "--entries", "2", "--vendor-id", "10\\0de")
+    wait_until(
+        functools.partial(failed_with, node1, liar, "NUL"),
+        "the agent to fail the driver whose text holds a NUL",
+        on_timeout=cluster.logs,
+    )
+    synced = agents(api)["node1"]["last_synced_at"]
+    wait_until(
+        lambda: agents(api)["node1"]["last_synced_at"] > synced,
+        "a sync of node1 with the failed driver",
+    )
+    assert len(devices(api)) == 2 and agents(api)["node1"]["last_sync_error"] is None

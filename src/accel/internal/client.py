@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from accel.errors import PeerError, PeerRefused, PeerTooOld
+from accel.errors import InvalidInput, PeerError, PeerRefused, PeerTooOld
 from accel.internal.peer_http import DEFAULT_MAX_ANSWER_BYTES, PeerAnswer, PeerHttp
 from accel.internal.schemas import (
     MAX_AGENT_ANSWER_BYTES,
@@ -30,6 +30,7 @@ from accel.internal.schemas import (
     HardwareList,
     HelloAnswer,
 )
+from accel.internal.server import refuse_nul
 from accel.internal.setup_schemas import (
     SETUP_VERSION,
     OperationRequest,
@@ -369,9 +370,17 @@ def _parse(response: PeerAnswer, answer: type[Answer], what: str) -> Answer:
     # Parsed and checked in one pass: a node's report took 93 us through json.loads
     # and the dicts it built, 61 us so (a conductor parses one per sync).
     try:
-        return answer.model_validate_json(response.content)
+        parsed = answer.model_validate_json(response.content)
+        # As in a request body (accel.internal.server.refuse_nul): text with a NUL
+        # cannot be stored by PostgreSQL, and it came to the conductor's store before.
+        # In JSON a NUL is always written as an escape, so the bytes say if one may be in.
+        if b"\\u0000" in response.content:
+            refuse_nul(json.loads(response.content), "answer")
+    except InvalidInput as exc:
+        raise PeerError(response.url, f"{what} answered garbage: {exc.message}") from exc
     except (ValueError, ValidationError) as exc:
         raise PeerError(response.url, f"{what} answered garbage: {exc}") from exc
+    return parsed
 
 
 def _reason(response: PeerAnswer) -> str:
