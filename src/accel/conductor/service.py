@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -34,6 +34,7 @@ from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.syncing import SyncLoop
 from accel.db.engine import migrate, session_factory
 from accel.db.models import utcnow
+from accel.db.outage import DATABASE_AWAY
 from accel.errors import InvalidInput, Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.origin import Network, check_origin
@@ -146,7 +147,7 @@ class ConductorService:
             except agents.NameHeld as held:
                 await self.names.check(held, hello.endpoint)  # Conflict if it is live
                 outcome = await self.hellos.submit(dataclasses.replace(record, may_move=True))
-        except OperationalError as exc:  # the database is away: the agent tries again
+        except DATABASE_AWAY as exc:  # the agent tries again
             log.warning("hello of agent %s not recorded: %s", name, exc)
             raise Unavailable("the conductor's database is unavailable") from exc
         HELLOS_BY_OUTCOME[outcome.known].inc()
