@@ -378,9 +378,27 @@ def _parse(response: PeerAnswer, answer: type[Answer], what: str) -> Answer:
             refuse_nul(json.loads(response.content), "answer")
     except InvalidInput as exc:
         raise PeerError(response.url, f"{what} answered garbage: {exc.message}") from exc
-    except (ValueError, ValidationError) as exc:
-        raise PeerError(response.url, f"{what} answered garbage: {exc}") from exc
+    except ValidationError as exc:
+        raise PeerError(response.url, f"{what} answered garbage: {_problems(exc)}") from exc
+    except ValueError as exc:
+        raise PeerError(response.url, f"{what} answered garbage: not JSON") from exc
     return parsed
+
+
+def _problems(exc: ValidationError, most: int = 3) -> str:
+    """Where an answer is wrong and how, in a line an operator reads (a sync's error in
+    /v2/agents): not pydantic's text, with its model's class name, the values (a
+    driver's, whatever they hold) and a link to its documentation."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        if error["type"] == "json_invalid":
+            return "not JSON"
+        where = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
+        ).lstrip(".")
+        problems.append(f"{where or 'the answer'}: {error['msg']}")
+    more = len(problems) - most
+    return "; ".join(problems[:most]) + (f"; and {more} more" if more > 0 else "")
 
 
 def _reason(response: PeerAnswer) -> str:
