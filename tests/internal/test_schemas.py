@@ -61,6 +61,16 @@ def test_agent_hello_names_are_plain() -> None:
         "host-.example:7999",
         "a..b:7999",
         ".:7999",
+        # Other spellings of an endpoint another hello writes canonically: each was
+        # taken, called, and counted as another endpoint than its canonical twin's.
+        "127.0.0.1:07999",  # a port with a leading zero
+        "127.0.0.1:\uff18\uff10",  # a port in full-width digits (80)
+        "127.0.0.1:\u0668\u0660",  # in Arabic-Indic digits (80)
+        "[::ffff:127.0.0.1]:7999",  # IPv4 mapped into IPv6
+        "[::ffff:7f00:1]:7999",
+        "[0:0:0:0:0:0:0:1]:7999",  # IPv6 not in its short form (RFC 5952)
+        "[0::1]:7999",
+        "[FE80::1]:7999",  # in upper case
     ],
 )
 def test_only_canonical_endpoints_are_taken(endpoint: str) -> None:
@@ -86,6 +96,12 @@ def test_agent_names_must_be_host_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["node1", "compute-7.rack2.example", "gpu_node", "7"])
 def test_host_names_are_agent_names(name: str) -> None:
     AgentHello.model_validate({"status": "READY", "endpoint": "h:1", "name": name})
+
+
+def test_host_names_in_endpoints_are_written_in_lower_case() -> None:
+    # DNS names are one whatever their case: stored as one, so they compare as one.
+    hello = AgentHello.model_validate({"status": "READY", "endpoint": "Compute-7.Example:6671"})
+    assert hello.endpoint == "compute-7.example:6671"
 
 
 def test_endpoints_split_into_host_and_port() -> None:

@@ -123,16 +123,28 @@ def check_node_name(name: str) -> str:
 # few and repeat, and parsing them again cost a tenth of a conductor's heartbeat.
 @functools.lru_cache(maxsize=1 << 16)
 def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """Splits ``host:port`` (IPv6 in brackets) and checks both halves."""
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", endpoint)
+    """Splits ``host:port`` (IPv6 in brackets) and checks both halves.
+
+    One endpoint has one spelling: a hello's endpoint is compared with the stored one
+    (is this agent the one that holds the name?), so another spelling of it (a port
+    ``07999``, ``::ffff:127.0.0.1``) would be another agent's endpoint that calls the
+    same one. Host names, which DNS reads in any case, are checked here and written in
+    lower case by ``canonical_endpoint``."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([^:]*)|([^:\[\]]+):([^:]*)", endpoint)
     if match is None:
         raise ValueError("must be host:port (IPv6 as [addr]:port)")
     host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if not 0 < port < 65536:
-        raise ValueError("port must be between 1 and 65535")
+    digits = match.group(2) if match.group(1) is not None else match.group(4)
+    # ASCII digits only (int() reads any script's), no leading zero.
+    if re.fullmatch(r"[1-9][0-9]{0,4}", digits) is None or int(digits) > 65535:
+        raise ValueError("port must be a number between 1 and 65535, without leading zeros")
+    port = int(digits)
     if match.group(1) is not None:
-        ipaddress.IPv6Address(host)
+        address = ipaddress.IPv6Address(host)
+        if address.ipv4_mapped is not None:
+            raise ValueError(f"write the IPv4 address {address.ipv4_mapped} as a.b.c.d")
+        if address.compressed != host:
+            raise ValueError(f"write the IPv6 address as [{address.compressed}] (RFC 5952)")
     elif _is_ipv4(host):
         pass
     elif _resolver_number(host):
@@ -143,6 +155,12 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     elif not _HOSTNAME.match(host):
         raise ValueError(f"{host!r} is neither an IP address nor a hostname")
     return host, port
+
+
+def canonical_endpoint(endpoint: str) -> str:
+    """``endpoint`` checked, its host name (if it is one) in lower case."""
+    host, port = split_endpoint(endpoint)
+    return f"{host.lower()}:{port}" if ":" not in host and host != host.lower() else endpoint
 
 
 def _resolver_number(host: str) -> bool:
@@ -180,8 +198,7 @@ class LenientBody(BaseModel):
 
 
 def _checked_endpoint(value: str) -> str:
-    split_endpoint(value)
-    return value
+    return canonical_endpoint(value)
 
 
 # ``host:port`` of a component, as a hello names it.
