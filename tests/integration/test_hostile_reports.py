@@ -188,3 +188,21 @@ def test_text_no_database_can_store_is_refused_as_a_failed_driver(
         "a sync of node1 with the failed driver",
     )
     assert len(devices(api)) == 2 and agents(api)["node1"]["last_sync_error"] is None
+
+
+def test_a_report_naming_one_pci_function_twice_keeps_the_stored_inventory(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    conductor = cluster.conductor(sqlite_url, *CONDUCTOR)
+    api = cluster.api(sqlite_url)
+    node1 = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    gpu = cluster.driver("GPU", node1, gpu_server.root, *FAST_DRIVER)
+    before = wait_until(lambda: (found := devices(api)) and len(found) == 4 and found, "4 GPUs")
+    cluster.discard(gpu)
+    hostile_driver(cluster, node1, "--entries", "2", "--same-address")
+    wait_until(
+        lambda: "0000:17:00.0 twice" in (agents(api)["node1"]["last_sync_error"] or ""),
+        "the conductor to refuse the report, naming the function",
+        on_timeout=cluster.logs,
+    )
+    assert devices(api) == before
