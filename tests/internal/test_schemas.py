@@ -176,3 +176,11 @@ def test_a_report_holds_a_bounded_number_of_attachable_functions() -> None:
     with pytest.raises(ValidationError, match="attach"):
         HardwareList.model_validate({"hardware": entries})
     HardwareList.model_validate({"hardware": entries[:40]})
+
+
+def test_a_mediated_device_type_listed_twice_is_refused() -> None:
+    # Each listing made its instances' attach handles, the same ones twice over
+    # (nvidia-1_0, nvidia-1_1...): two instances bound to one vGPU.
+    twice = [{"type_id": "nvidia-1", "available_instances": 2}] * 2
+    with pytest.raises(ValidationError, match="nvidia-1"):
+        HardwareEntry.model_validate(_vgpu_entry(*twice))

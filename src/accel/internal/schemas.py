@@ -376,6 +376,11 @@ class HardwareEntry(LenientBody):
 
     @model_validator(mode="after")
     def _attachable_bounded(self) -> HardwareEntry:
+        type_ids = [mdev.type_id for mdev in self.mdev_types]
+        if len(set(type_ids)) != len(type_ids):
+            # Each listing would make the same attach handles again.
+            twice = next(t for t in type_ids if type_ids.count(t) > 1)
+            raise ValueError(f"mediated-device type {twice} is listed twice")
         if self.attachable > MAX_ATTACHABLE_PER_ENTRY:
             raise ValueError(
                 f"the entry's mediated-device instances and virtual functions come to "
