@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,16 +32,25 @@ from accel.serving import serve
 from accel.sockets import bind, endpoint_of
 
 
-def made_up_report(kind: Kind, entries: int, name_length: int) -> bytes:
-    hardware = [
+def made_up_report(
+    kind: Kind,
+    entries: int,
+    name_length: int,
+    vendor_id: str = "10de",
+    mdev_instances: int = 0,
+    same_address: bool = False,
+) -> bytes:
+    hardware: list[dict[str, Any]] = [
         {
             "uuid": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"hostile/{kind.value}/{index}")),
             "acc_specs": {"remote": 0, "num": 1, "device_type": kind.value},
             "acc_status": {"setup_required": False, "reboot_required": False},
             "pci": {
-                "address": f"{index // 65536:04x}:{index // 256 % 256:02x}:"
+                "address": "0000:17:00.0"
+                if same_address
+                else f"{index // 65536:04x}:{index // 256 % 256:02x}:"
                 f"{index // 8 % 32:02x}.{index % 8}",
-                "vendor_id": "10de",
+                "vendor_id": vendor_id,
                 "product_id": "2331",
                 "class_code": "030200",
                 "product_name": "p" * name_length,
@@ -48,6 +58,9 @@ def made_up_report(kind: Kind, entries: int, name_length: int) -> bytes:
         }
         for index in range(entries)
     ]
+    if mdev_instances:
+        for entry in hardware:
+            entry["mdev_types"] = [{"type_id": "nvidia-1", "available_instances": mdev_instances}]
     return json.dumps({"hardware": hardware, "generation": 1}).encode()
 
 
@@ -57,9 +70,20 @@ def main() -> None:
     parser.add_argument("--kind", type=Kind.parse, default=Kind.GPU)
     parser.add_argument("--entries", type=int, default=1)
     parser.add_argument("--name-length", type=int, default=8)
+    # A command line cannot carry a NUL: written here as the two characters \\0.
+    parser.add_argument("--vendor-id", default="10de", type=lambda v: v.replace("\\0", "\0"))
+    parser.add_argument("--mdev-instances", type=int, default=0)
+    parser.add_argument("--same-address", action="store_true")
     args = parser.parse_args()
     token = os.environ["ACCEL_INTERNAL_TOKEN"]
-    body = made_up_report(args.kind, args.entries, args.name_length)
+    body = made_up_report(
+        args.kind,
+        args.entries,
+        args.name_length,
+        args.vendor_id,
+        args.mdev_instances,
+        args.same_address,
+    )
     sock = bind("127.0.0.1:0")
     endpoint = endpoint_of(sock)
 

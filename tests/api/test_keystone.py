@@ -129,4 +129,29 @@ def test_an_identity_answer_nested_a_thousand_deep_is_503(
     with api_with(sqlite_url, url) as api:
         response = api.get("/v2/devices", headers={"X-Auth-Token": "admin-token"})
     assert response.status_code == 503
-    assert "nested deeper than" in response.json()["error_message"]
+    assert "token document accel cannot read" in response.json()["error_message"]
+
+
+def test_the_identity_services_failures_are_told_without_library_texts(
+    sqlite_url: str, identity: tuple[str, FakeIdentity]
+) -> None:
+    """A 503 tells the caller that the Identity service failed, not httpx's or the JSON
+    parser's words ("[Errno 111] Connect call failed", "KeyError: 'token'")."""
+    sock = bound_socket()
+    host, port = sock.getsockname()
+    sock.close()
+    url, _ = identity
+    garbled = {"garbage-token": {"project": {"id": "p"}, "roles": []}}  # no user
+    KEYSTONE_TOKENS.update(garbled)
+    try:
+        for keystone, token in ((f"http://{host}:{port}", "admin-token"), (url, "garbage-token")):
+            with api_with(sqlite_url, keystone) as api:
+                response = api.get("/v2/devices", headers={"X-Auth-Token": token})
+            assert response.status_code == 503
+            message = response.json()["error_message"]
+            assert "Identity service" in message
+            for library_word in ("Errno", "Connect call", "Error", "'user'", "'token'"):
+                assert library_word not in message, message
+    finally:
+        for key in garbled:
+            KEYSTONE_TOKENS.pop(key)

@@ -151,7 +151,9 @@ def test_a_uuid_another_node_holds_is_not_taken_over_in_a_batch(
     mine = HardwareList(
         hardware=[slower if e is gpu else e for e in first.hardware], drivers=first.drivers
     )
-    theirs = HardwareList(hardware=[*second.hardware, gpu], drivers=second.drivers)
+    # (At an address of its own: one naming a function twice is refused whole.)
+    copied = gpu.model_copy(update={"pci": gpu.pci.model_copy(update={"address": "0000:e1:00.0"})})
+    theirs = HardwareList(hardware=[*second.hardware, copied], drivers=second.drivers)
     # node2's claim on it is refused, with an alarm; the rest of the batch is stored ...
     outcomes = store_inventories(sessions, [finished("node1", mine), finished("node2", theirs)])
     assert not any(isinstance(outcome, Exception) for outcome in outcomes)

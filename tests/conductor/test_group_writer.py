@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from accel.conductor.batching import GroupWriter
 from accel.metrics import REGISTRY
@@ -164,9 +166,24 @@ def test_a_value_that_breaks_the_batch_fails_only_its_own_caller(tmp_path: Path)
     assert table.stored() == ["a", "b"]
 
 
-def test_a_failure_of_the_whole_batch_reaches_every_caller() -> None:
+AWAY = [
+    OperationalError("BEGIN", {}, ConnectionRefusedError("connection refused")),
+    InterfaceError("BEGIN", {}, ConnectionResetError("connection lost")),
+    sa_exc.TimeoutError("QueuePool limit reached, connection timed out"),
+    sqlite3.OperationalError("database is locked"),
+    sqlite3.InterfaceError("connection closed"),
+]
+
+
+@pytest.mark.parametrize("away", AWAY, ids=lambda exc: type(exc).__module__ + type(exc).__name__)
+def test_a_failure_of_the_whole_batch_reaches_every_caller(away: Exception) -> None:
+    """Every form of "the database is away" (accel.db.outage) fails the batch once:
+    writing it again item by item would only wait for the database as many times."""
+    calls: list[list[str]] = []
+
     def database_away(batch: list[str]) -> list[int | Exception]:
-        raise OperationalError("BEGIN", {}, ConnectionRefusedError("connection refused"))
+        calls.append(batch)
+        raise away
 
     async def scenario() -> list[int | BaseException]:
         writer: GroupWriter[str, int] = GroupWriter("names", database_away)
@@ -176,7 +193,8 @@ def test_a_failure_of_the_whole_batch_reaches_every_caller() -> None:
             await writer.aclose()
 
     outcomes = asyncio.run(scenario())
-    assert all(isinstance(o, OperationalError) for o in outcomes)
+    assert all(o is away for o in outcomes)
+    assert calls == [["a", "b"]]
 
 
 def test_closing_cancels_callers_still_waiting(tmp_path: Path) -> None:

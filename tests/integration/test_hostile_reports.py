@@ -109,6 +109,8 @@ def test_an_oversize_driver_is_refused_as_failed_and_no_other_node_stalls(
         (("--entries", str(MAX_ENTRIES_PER_DRIVER + 1)), f"the {MAX_ENTRIES_PER_DRIVER}"),
         # One entry with a 500,000-character product name.
         (("--entries", "1", "--name-length", "500000"), "product_name"),
+        # One small entry whose one number would make 10**9 attach handles.
+        (("--entries", "1", "--mdev-instances", str(10**9)), "instances"),
     ]
     for flags, words in cases:
         liar = hostile_driver(cluster, node1, *flags)
@@ -162,3 +164,45 @@ def test_a_node_reporting_another_nodes_uuids_loses_only_those_entries(
     assert listed["node2"]["last_sync_error"] is None
     shown = json.dumps(listed).upper()
     assert not any(word in shown for word in ("SQL", "INSERT", "UNIQUE", "PARAMETERS"))
+
+
+def test_text_no_database_can_store_is_refused_as_a_failed_driver(
+    cluster: Cluster, database_url: str, gpu_server: FakeSysfs
+) -> None:
+    """A NUL inside a report's text: PostgreSQL refused the whole node's report at every
+    sync, for ever; SQLite stored it. The agent fails that driver, and says why."""
+    conductor = cluster.conductor(database_url, *CONDUCTOR)
+    api = cluster.api(database_url)
+    node1 = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    cluster.driver("QAT", node1, gpu_server.root, *FAST_DRIVER)
+    wait_until(lambda: len(devices(api)) == 2, "node1's QAT functions")
+    liar = hostile_driver(cluster, node1, "--entries", "2", "--vendor-id", "10\\0de")
+    wait_until(
+        functools.partial(failed_with, node1, liar, "NUL"),
+        "the agent to fail the driver whose text holds a NUL",
+        on_timeout=cluster.logs,
+    )
+    synced = agents(api)["node1"]["last_synced_at"]
+    wait_until(
+        lambda: agents(api)["node1"]["last_synced_at"] > synced,
+        "a sync of node1 with the failed driver",
+    )
+    assert len(devices(api)) == 2 and agents(api)["node1"]["last_sync_error"] is None
+
+
+def test_a_report_naming_one_pci_function_twice_keeps_the_stored_inventory(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    conductor = cluster.conductor(sqlite_url, *CONDUCTOR)
+    api = cluster.api(sqlite_url)
+    node1 = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    gpu = cluster.driver("GPU", node1, gpu_server.root, *FAST_DRIVER)
+    before = wait_until(lambda: (found := devices(api)) and len(found) == 4 and found, "4 GPUs")
+    cluster.discard(gpu)
+    hostile_driver(cluster, node1, "--entries", "2", "--same-address")
+    wait_until(
+        lambda: "0000:17:00.0 twice" in (agents(api)["node1"]["last_sync_error"] or ""),
+        "the conductor to refuse the report, naming the function",
+        on_timeout=cluster.logs,
+    )
+    assert devices(api) == before

@@ -39,6 +39,7 @@ from accel.internal.discovery_state import DiscoveryState
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import (
+    MAX_ATTACHABLE_PER_DRIVER,
     MAX_DRIVER_ANSWER_BYTES,
     MAX_ENTRIES_PER_DRIVER,
     MAX_REASON_LENGTH,
@@ -237,6 +238,14 @@ class AgentService:
                 driver,
                 f"reported {len(answer.hardware)} hardware entries, more than the "
                 f"{MAX_ENTRIES_PER_DRIVER} a driver may report",
+            )
+        attachable = sum(entry.attachable for entry in answer.hardware)
+        if attachable > MAX_ATTACHABLE_PER_DRIVER:
+            # As above: the node's report, all drivers together, stays within its bound.
+            return self._failed(
+                driver,
+                f"reported hardware making {attachable} attach handles, more than the "
+                f"{MAX_ATTACHABLE_PER_DRIVER} a driver may report",
             )
         DISCOVERIES.labels("agent", "ok").inc()
         entries = [h for h in answer.hardware if h.acc_specs.device_type == driver.kind]

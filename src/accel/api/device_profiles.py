@@ -207,18 +207,24 @@ async def delete_profiles(request: Request) -> Response:
     params = only_params(request, ("value",))
     text = key if key is not None else params.get("value", "")
     refuse_nul(text, "device profile")
-    keys = [k for k in text.split(",") if k]
-    if not keys:
+    keys = text.split(",")
+    if not all(keys):
         raise InvalidInput(
-            "name the device profiles to delete: /{uuid}, /{name,...} or ?value=name,..."
+            "name the device profiles to delete: /{uuid}, /{name,...} or ?value=name,..., "
+            "with no empty name"
         )
 
     def remove(session: Session) -> None:
+        # A profile named twice (by its name, by its uuid) is deleted once: looked up
+        # again after its deletion, it was "not found" and the whole delete a 404.
+        found: dict[int, DeviceProfile] = {}
         for one in keys:
             column = DeviceProfile.uuid if _is_uuid(one) else DeviceProfile.name
             profile = session.scalar(select(DeviceProfile).where(column == one))
             if profile is None:
                 raise NotFound(f"Device profile not found with key={one}")
+            found[profile.id] = profile
+        for profile in found.values():
             in_use = session.scalar(
                 select(AcceleratorRequest.uuid)
                 .where(AcceleratorRequest.device_profile_id == profile.id)

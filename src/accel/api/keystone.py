@@ -65,8 +65,10 @@ class KeystoneValidator:
                 break
             except httpx.TransportError as exc:
                 if attempt == 2:
+                    # httpx's words go to the log; the caller learns what failed.
+                    log.warning("the Identity service at %s: %r", self.auth_url, exc)
                     raise Unavailable(
-                        f"the Identity service at {self.auth_url} cannot be reached: {exc}"
+                        f"the Identity service at {self.auth_url} cannot be reached"
                     ) from exc
         if response.status_code in (401, 403, 404):
             return None
@@ -75,7 +77,10 @@ class KeystoneValidator:
         try:
             return identity_of(loads(response.content)["token"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise Unavailable(f"the Identity service answered garbage: {exc}") from exc
+            log.warning("the Identity service's token document is malformed: %r", exc)
+            raise Unavailable(
+                "the Identity service answered a token document accel cannot read"
+            ) from exc
 
 
 def identity_of(token: dict[str, Any]) -> Identity | None:

@@ -108,11 +108,20 @@ def only_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
             )
         given.add(key)
     unknown = sorted(set(request.query_params) - allowed)
+    if unknown and not allowed:
+        raise InvalidInput(
+            f"unknown query parameter(s): {', '.join(unknown)}; this takes no query parameters"
+        )
     if unknown:
         raise InvalidInput(
             f"unknown query parameter(s): {', '.join(unknown)}; "
             f"allowed: {', '.join(sorted(allowed))}"
         )
+    empty = sorted(key for key, value in request.query_params.multi_items() if not value)
+    if empty:
+        # It would match nothing and answer an empty list: the caller's mistake (a
+        # variable left unset) would read as "there is none".
+        raise InvalidInput(f"query parameter {empty[0]} is empty; leave it out to not filter")
     return {key: value for key, value in request.query_params.items()}
 
 

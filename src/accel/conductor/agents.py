@@ -215,6 +215,11 @@ def _record_hellos(
             )
             continue
         fresh = new.get(hello.name)
+        if fresh is not None and _held_by_new(fresh, hello, live_for):
+            # Two agents of one new name whose first hellos met in this batch: the
+            # first holds it, as it would if the second had come a moment later.
+            outcomes[index] = NameHeld(fresh.name, fresh.endpoint)
+            continue
         if fresh is not None:  # a later hello of an agent this batch registers
             fresh.last_seen, fresh.internal_version = hello.now, hello.version
             fresh.endpoint = hello.endpoint
@@ -241,6 +246,10 @@ def _record_hellos(
     _write_seen(session, list(seen.values()), confirmed_for)
     session.flush()
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _held_by_new(fresh: Agent, hello: Hello, live_for: float) -> bool:
+    return not hello.may_move and live_for > 0 and fresh.endpoint != hello.endpoint
 
 
 def _held_elsewhere(agent: _Seen, hello: Hello, live_for: float) -> bool:

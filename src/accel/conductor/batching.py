@@ -26,8 +26,8 @@ from contextlib import suppress
 from typing import Generic, TypeVar
 
 import anyio.to_thread
-from sqlalchemy.exc import InterfaceError, OperationalError
 
+from accel.db.outage import DATABASE_AWAY
 from accel.metrics import WRITE_BATCH_ITEMS
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class GroupWriter(Generic[T, R]):
         self._batch_items.observe(len(items))
         try:
             outcomes = await anyio.to_thread.run_sync(self.write_batch, items)
-        except (OperationalError, InterfaceError) as exc:  # the database is away
+        except DATABASE_AWAY as exc:
             outcomes = [exc] * len(batch)
         except Exception as exc:  # one item's data (a constraint, a value): find which
             if len(batch) == 1:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from accel.db.models import AttachHandle, Attribute, Deployable, Device
-from accel.internal.schemas import HardwareEntry, Kind, PciFunctionFacts
+from accel.internal.schemas import HardwareEntry, HardwareList, Kind, PciFunctionFacts
 
 RESOURCE_CLASSES = {
     Kind.GPU: "PGPU",
@@ -171,7 +171,7 @@ def _vgpu_deployables(
     MDEV attach handle per instance it can hold, marked as Cyborg marks them."""
     plans = []
     for mdev in entry.mdev_types:
-        units = (mdev.available_instances or 0) + mdev.instances
+        units = mdev.units
         if units == 0:
             continue
         traits = [f"CUSTOM_GPU_{vendor}"]
@@ -254,3 +254,25 @@ def sync_attach_handles(
             )
         elif handle.attach_type != attach_type:
             handle.attach_type = attach_type
+
+
+def function_named_twice(report: HardwareList) -> str | None:
+    """The address of a PCI function that two entries of one kind (one driver's), or
+    two of an entry's VFs, name, however it is written (the case of its hex digits,
+    the domain's width); else None.
+
+    Per kind: a function is of one kind by its class code, so two kinds at one
+    address are two drivers' views of different trees, as accel's simulator gives
+    every kind a tree of its own (its cards from 0000:01:00.0 on)."""
+    seen: set[tuple[Kind, int, int, int, int]] = set()
+    for entry in report.hardware:
+        kind = entry.acc_specs.device_type
+        functions = [entry.pci] if entry.pci is not None else []
+        for function in (*functions, *entry.virtual_functions):
+            domain, bus, rest = function.address.split(":")
+            device, number = rest.split(".")
+            key = (kind, int(domain, 16), int(bus, 16), int(device, 16), int(number))
+            if key in seen:
+                return function.address
+            seen.add(key)
+    return None

@@ -31,6 +31,7 @@ from accel.conductor.first_inventory import FirstInventory, insert_first_invento
 from accel.conductor.hardware_rows import (
     device_columns,
     fingerprint,
+    function_named_twice,
     plan_deployables,
     sync_deployables,
 )
@@ -215,6 +216,10 @@ def _reported(agent: Agent, report: HardwareList) -> dict[str, HardwareEntry]:
     reported = {str(entry.uuid): entry for entry in report.hardware}
     if len(reported) != len(report.hardware):
         raise PeerError(agent.name, "reported the same hardware uuid twice")
+    twice = function_named_twice(report)
+    if twice is not None:
+        # Two attach handles of one function would bind two instances to one device.
+        raise PeerError(agent.name, f"reported PCI function {twice} twice")
     # One driver per kind: an agent that lets through more than a driver may report
     # (an older or a hostile one) has its report refused whole, its inventory kept.
     per_kind = Counter(entry.acc_specs.device_type for entry in report.hardware)

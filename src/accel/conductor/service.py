@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -38,6 +38,7 @@ from accel.conductor.syncing import SyncLoop
 from accel.db.commit_deadline import TooLate, parse_commit_before
 from accel.db.engine import migrate, session_factory
 from accel.db.models import utcnow
+from accel.db.outage import DATABASE_AWAY
 from accel.errors import InvalidInput, Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.origin import Network, check_origin
@@ -153,7 +154,7 @@ class ConductorService:
             except agents.NameHeld as held:
                 await self.names.check(held, hello.endpoint)  # Conflict if it is live
                 outcome = await self.hellos.submit(dataclasses.replace(record, may_move=True))
-        except OperationalError as exc:  # the database is away: the agent tries again
+        except DATABASE_AWAY as exc:  # the agent tries again
             log.warning("hello of agent %s not recorded: %s", name, exc)
             self.hearing.restart()  # and no agent's silence counts until it is back
             raise Unavailable("the conductor's database is unavailable") from exc
@@ -224,7 +225,7 @@ class ConductorService:
             )
         except SQLAlchemyError as exc:
             log.warning("liveness sweep skipped, database error: %s", exc)
-            if isinstance(exc, OperationalError | InterfaceError):  # away: hellos fail too
+            if isinstance(exc, DATABASE_AWAY):  # away: hellos fail too
                 self.hearing.restart()
             return []
 

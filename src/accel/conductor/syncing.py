@@ -21,13 +21,14 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import anyio.to_thread
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import agents, leases
 from accel.conductor.batching import GroupWriter, fleet_linger
 from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
 from accel.db.models import utcnow
+from accel.db.outage import DATABASE_AWAY
 from accel.errors import PeerError
 from accel.internal.client import Discovery, InternalClient
 from accel.internal.schemas import MAX_ENTRIES_PER_DRIVER
@@ -192,7 +193,7 @@ class SyncLoop:
         except leases.LeaseLost as exc:
             SYNC_LEASES.labels("lost").inc()
             log.warning("sync of agent %s dropped, nothing written: %s", claim.name, exc)
-        except OperationalError as exc:
+        except DATABASE_AWAY as exc:
             # The lease expires unrenewed and the sync is tried again, here or elsewhere.
             log.warning("sync of agent %s not written, database error: %s", claim.name, exc)
         except Exception:  # what this agent sent could not be stored

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from accel.errors import PeerError, PeerRefused, PeerTooOld
+from accel.errors import InvalidInput, PeerError, PeerRefused, PeerTooOld
 from accel.internal.peer_http import DEFAULT_MAX_ANSWER_BYTES, PeerAnswer, PeerHttp
 from accel.internal.schemas import (
     COMMIT_BEFORE,
@@ -31,6 +31,7 @@ from accel.internal.schemas import (
     HardwareList,
     HelloAnswer,
 )
+from accel.internal.server import refuse_nul
 from accel.internal.setup_schemas import (
     SETUP_VERSION,
     OperationRequest,
@@ -403,9 +404,35 @@ def _parse(response: PeerAnswer, answer: type[Answer], what: str) -> Answer:
     # Parsed and checked in one pass: a node's report took 93 us through json.loads
     # and the dicts it built, 61 us so (a conductor parses one per sync).
     try:
-        return answer.model_validate_json(response.content)
-    except (ValueError, ValidationError) as exc:
-        raise PeerError(response.url, f"{what} answered garbage: {exc}") from exc
+        parsed = answer.model_validate_json(response.content)
+        # As in a request body (accel.internal.server.refuse_nul): text with a NUL
+        # cannot be stored by PostgreSQL, and it came to the conductor's store before.
+        # In JSON a NUL is always written as an escape, so the bytes say if one may be in.
+        if b"\\u0000" in response.content:
+            refuse_nul(json.loads(response.content), "answer")
+    except InvalidInput as exc:
+        raise PeerError(response.url, f"{what} answered garbage: {exc.message}") from exc
+    except ValidationError as exc:
+        raise PeerError(response.url, f"{what} answered garbage: {_problems(exc)}") from exc
+    except ValueError as exc:
+        raise PeerError(response.url, f"{what} answered garbage: not JSON") from exc
+    return parsed
+
+
+def _problems(exc: ValidationError, most: int = 3) -> str:
+    """Where an answer is wrong and how, in a line an operator reads (a sync's error in
+    /v2/agents): not pydantic's text, with its model's class name, the values (a
+    driver's, whatever they hold) and a link to its documentation."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        if error["type"] == "json_invalid":
+            return "not JSON"
+        where = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
+        ).lstrip(".")
+        problems.append(f"{where or 'the answer'}: {error['msg']}")
+    more = len(problems) - most
+    return "; ".join(problems[:most]) + (f"; and {more} more" if more > 0 else "")
 
 
 def _reason(response: PeerAnswer) -> str:

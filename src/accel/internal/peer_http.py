@@ -165,16 +165,48 @@ class PeerHttp:
                             await _read_bounded(response, peer, path, max_bytes),
                         )
         except TRANSPORT_FAILURES as exc:
-            reason = str(exc) or "timed out"
-            raise PeerError(
-                peer, f"{method} {path} failed: {type(exc).__name__}: {reason}"
-            ) from exc
+            raise PeerError(peer, f"{method} {path} failed: {plain_reason(exc)}") from exc
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+# aiohttp's words for a failure name its classes, "ssl:default" and socket tuples;
+# these are what operators read (a sync's error in /v2/agents). Most specific first.
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (aiohttp.ClientConnectorCertificateError, "the peer's TLS certificate was refused"),
+    (aiohttp.ClientSSLError, "the TLS handshake failed"),
+    (aiohttp.ClientConnectorDNSError, "the peer's host name does not resolve"),
+    (TimeoutError, "timed out"),  # aiohttp's timeouts are TimeoutErrors too
+    (aiohttp.ServerDisconnectedError, "the peer closed the connection without answering"),
+    (aiohttp.ClientPayloadError, "the peer's answer was cut off"),
+    (aiohttp.ClientResponseError, "the peer's answer is not HTTP"),
+    (aiohttp.InvalidURL, "the peer's address is not a valid URL"),
+)
+
+
+def plain_reason(exc: BaseException) -> str:
+    """Why a call failed in transport, in an operator's words."""
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _os_reason(exc.os_error, "could not connect")
+    if isinstance(exc, aiohttp.ClientOSError):
+        return _os_reason(exc, "the connection failed")
+    return "the connection failed"
+
+
+def _os_reason(exc: OSError, fallback: str) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "the peer reset the connection"
+    # An errno's own words ("No route to host"), without the call and the address.
+    return exc.strerror.lower() if exc.strerror else fallback
 
 
 async def _read_bounded(

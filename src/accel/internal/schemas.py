@@ -32,7 +32,15 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 # An ETag of ours is a quoted 40-digit hash; anything much longer is not one (and
 # agents.inventory_etag holds 80).
@@ -64,6 +72,14 @@ PciAddress = Annotated[
     str, Field(max_length=16, pattern=r"^[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 ]
 MAX_CAPABILITY_BYTES = 16 << 10
+# Attachable functions (attach handles) an entry and a report may make. A few numbers
+# in a small report (a mediated-device type's instances) become as many rows: these
+# bounds, not the answer's bytes, keep that in check. A real vGPU card offers at most
+# a few dozen instances of each of some 20 types; a NIC node, 16 ports of 256 VFs.
+MAX_MDEV_INSTANCES = 1024
+MAX_ATTACHABLE_PER_ENTRY = 4096
+MAX_ATTACHABLE_PER_DRIVER = 8192
+MAX_ATTACHABLE_PER_NODE = MAX_ATTACHABLE_PER_DRIVER * 5
 
 
 class Kind(StrEnum):
@@ -107,16 +123,28 @@ def check_node_name(name: str) -> str:
 # few and repeat, and parsing them again cost a tenth of a conductor's heartbeat.
 @functools.lru_cache(maxsize=1 << 16)
 def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """Splits ``host:port`` (IPv6 in brackets) and checks both halves."""
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", endpoint)
+    """Splits ``host:port`` (IPv6 in brackets) and checks both halves.
+
+    One endpoint has one spelling: a hello's endpoint is compared with the stored one
+    (is this agent the one that holds the name?), so another spelling of it (a port
+    ``07999``, ``::ffff:127.0.0.1``) would be another agent's endpoint that calls the
+    same one. Host names, which DNS reads in any case, are checked here and written in
+    lower case by ``canonical_endpoint``."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([^:]*)|([^:\[\]]+):([^:]*)", endpoint)
     if match is None:
         raise ValueError("must be host:port (IPv6 as [addr]:port)")
     host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if not 0 < port < 65536:
-        raise ValueError("port must be between 1 and 65535")
+    digits = match.group(2) if match.group(1) is not None else match.group(4)
+    # ASCII digits only (int() reads any script's), no leading zero.
+    if re.fullmatch(r"[1-9][0-9]{0,4}", digits) is None or int(digits) > 65535:
+        raise ValueError("port must be a number between 1 and 65535, without leading zeros")
+    port = int(digits)
     if match.group(1) is not None:
-        ipaddress.IPv6Address(host)
+        address = ipaddress.IPv6Address(host)
+        if address.ipv4_mapped is not None:
+            raise ValueError(f"write the IPv4 address {address.ipv4_mapped} as a.b.c.d")
+        if address.compressed != host:
+            raise ValueError(f"write the IPv6 address as [{address.compressed}] (RFC 5952)")
     elif _is_ipv4(host):
         pass
     elif _resolver_number(host):
@@ -127,6 +155,12 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     elif not _HOSTNAME.match(host):
         raise ValueError(f"{host!r} is neither an IP address nor a hostname")
     return host, port
+
+
+def canonical_endpoint(endpoint: str) -> str:
+    """``endpoint`` checked, its host name (if it is one) in lower case."""
+    host, port = split_endpoint(endpoint)
+    return f"{host.lower()}:{port}" if ":" not in host and host != host.lower() else endpoint
 
 
 def _resolver_number(host: str) -> bool:
@@ -164,8 +198,7 @@ class LenientBody(BaseModel):
 
 
 def _checked_endpoint(value: str) -> str:
-    split_endpoint(value)
-    return value
+    return canonical_endpoint(value)
 
 
 # ``host:port`` of a component, as a hello names it.
@@ -273,8 +306,13 @@ class MdevType(LenientBody):
     name: Text | None = None
     description: Annotated[str, Field(max_length=1024)] | None = None
     device_api: Text | None = None
-    available_instances: int | None = None
-    instances: int = 0
+    available_instances: int | None = Field(default=None, ge=0, le=MAX_MDEV_INSTANCES)
+    instances: int = Field(default=0, ge=0, le=MAX_MDEV_INSTANCES)
+
+    @property
+    def units(self) -> int:
+        """How many instances the type can hold: one attach handle each."""
+        return (self.available_instances or 0) + self.instances
 
 
 class MigInstance(LenientBody):
@@ -336,6 +374,26 @@ class HardwareEntry(LenientBody):
     fpga: FpgaFacts | None = None
     network: NetworkFacts | None = None
 
+    @model_validator(mode="after")
+    def _attachable_bounded(self) -> HardwareEntry:
+        type_ids = [mdev.type_id for mdev in self.mdev_types]
+        if len(set(type_ids)) != len(type_ids):
+            # Each listing would make the same attach handles again.
+            twice = next(t for t in type_ids if type_ids.count(t) > 1)
+            raise ValueError(f"mediated-device type {twice} is listed twice")
+        if self.attachable > MAX_ATTACHABLE_PER_ENTRY:
+            raise ValueError(
+                f"the entry's mediated-device instances and virtual functions come to "
+                f"{self.attachable}, more than the {MAX_ATTACHABLE_PER_ENTRY} one device may have"
+            )
+        return self
+
+    @property
+    def attachable(self) -> int:
+        """How many attach handles the entry makes (at least its own function)."""
+        units = sum(mdev.units for mdev in self.mdev_types)
+        return max(1, units + len(self.virtual_functions))
+
     def wire(self, version: tuple[int, int]) -> dict[str, Any]:
         """The entry as a peer speaking ``version`` expects it."""
         if version < (1, 1):
@@ -357,6 +415,16 @@ class HardwareList(LenientBody):
     hardware: list[HardwareEntry] = Field(max_length=MAX_ENTRIES_PER_NODE)
     generation: int | None = None
     drivers: list[DriverOutcome] | None = Field(default=None, max_length=len(Kind))
+
+    @model_validator(mode="after")
+    def _attachable_bounded(self) -> HardwareList:
+        total = sum(entry.attachable for entry in self.hardware)
+        if total > MAX_ATTACHABLE_PER_NODE:
+            raise ValueError(
+                f"the report's entries make {total} attach handles, more than the "
+                f"{MAX_ATTACHABLE_PER_NODE} one node may have"
+            )
+        return self
 
     @property
     def complete(self) -> bool:
