@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,9 +35,24 @@ from accel.internal.client import InternalClient
 
 log = logging.getLogger(__name__)
 
+Component = Literal["agent", "conductor"]
+
 # How long the old endpoint has to say who it is. A dead process's port refuses at
 # once; a vanished host costs this much, once per refused hello.
 PROBE_SECONDS = 3.0
+
+
+async def answers_as(
+    client: InternalClient, endpoint: str, component: Component, name: str
+) -> bool:
+    """Whether a live ``component`` called ``name`` answers at ``endpoint`` (asked
+    within PROBE_SECONDS); a dead process, a stranger or silence is not it."""
+    try:
+        async with asyncio.timeout(PROBE_SECONDS):
+            found = await client.identify(endpoint)
+    except (PeerError, TimeoutError):
+        return False
+    return found.get("component") == component and found.get("name") == name
 
 
 class NameGuard:
@@ -70,12 +86,7 @@ class NameGuard:
         )
 
     async def _answers_as(self, endpoint: str, name: str) -> bool:
-        try:
-            async with asyncio.timeout(PROBE_SECONDS):
-                found = await self.client().identify(endpoint)
-        except (PeerError, TimeoutError):
-            return False
-        return found.get("component") == "agent" and found.get("name") == name
+        return await answers_as(self.client(), endpoint, "agent", name)
 
     def _raise(self, name: str, message: str) -> None:
         with self.sessions.begin() as session:

@@ -46,3 +46,20 @@ def record_conductor(
                     conductor.started_at = now
     except IntegrityError:
         pass  # another process of the same name inserted it first; next round updates
+
+
+def live_holder(
+    sessions: sessionmaker[Session], name: str, endpoint: str, now: dt.datetime
+) -> str | None:
+    """The other endpoint at which a conductor of ``name`` vouched to be alive now.
+
+    Two conductors of one name would share its sync leases (each start gives back
+    all of them) and flip its record: a conductor starting under a name whose record
+    is alive elsewhere asks that endpoint first (``accel.conductor.name_guard``).
+    """
+    with sessions() as session:
+        record = session.scalar(select(Conductor).where(Conductor.name == name))
+        if record is None or record.endpoint == endpoint:
+            return None
+        alive_until = record.alive_until or record.last_seen
+        return record.endpoint if alive_until >= now else None

@@ -31,8 +31,8 @@ from starlette.types import ASGIApp
 from accel.conductor import agents, allocation
 from accel.conductor.batching import GroupWriter, fleet_linger
 from accel.conductor.hearing import Hearing
-from accel.conductor.name_guard import NameGuard
-from accel.conductor.presence import record_conductor
+from accel.conductor.name_guard import NameGuard, answers_as
+from accel.conductor.presence import live_holder, record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.syncing import SyncLoop
 from accel.db.commit_deadline import TooLate, parse_commit_before
@@ -56,6 +56,12 @@ from accel.internal.versions import HELLO_ETAG_VERSION, VersionRange, format_ver
 from accel.metrics import AGENTS, HELLOS
 
 log = logging.getLogger(__name__)
+
+
+class NameTaken(RuntimeError):
+    """Another live conductor holds this conductor's ``--name``: it must not start."""
+
+
 # Seconds between looks for binds an older release left unfinished (and one at start).
 ABANDONED_BINDS_EVERY = 10.0
 HELLOS_BY_OUTCOME = {
@@ -243,6 +249,21 @@ class ConductorService:
         for arq_uuid in failed:
             log.warning("accelerator request %s: a bind left unfinished is failed", arq_uuid)
 
+    async def _refuse_a_held_name(self) -> None:
+        """Refuses to start under the name of a conductor that is alive elsewhere."""
+        name = self.settings.name
+        holder = await anyio.to_thread.run_sync(
+            live_holder, self.sessions, name, self.settings.endpoint, utcnow()
+        )
+        if holder is None or not await answers_as(self.client, holder, "conductor", name):
+            return  # no record alive elsewhere, or its process is gone: this is it again
+        message = (
+            f"conductor name {name} is held by the live conductor at {holder}; "
+            "give this conductor another --name"
+        )
+        log.error("%s", message)
+        raise NameTaken(message)
+
     async def announce_forever(self) -> None:
         """Keeps this conductor's record fresh so the api can find a live one."""
         interval = self.settings.heartbeat_interval
@@ -277,6 +298,7 @@ class ConductorService:
                 timeout=self.settings.discovery_timeout,
                 tls=self.settings.tls,
             )
+            await self._refuse_a_held_name()
             loops = [
                 asyncio.create_task(loop(), name=loop.__name__)
                 for loop in (
