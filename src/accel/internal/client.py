@@ -15,9 +15,10 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from accel.errors import InvalidInput, PeerError, PeerRefused, PeerTooOld
+from accel.errors import PeerError, PeerRefused, PeerTooOld
+from accel.internal.peer_answers import parse_answer, refusal_reason
 from accel.internal.peer_http import DEFAULT_MAX_ANSWER_BYTES, PeerAnswer, PeerHttp
 from accel.internal.schemas import (
     COMMIT_BEFORE,
@@ -31,7 +32,6 @@ from accel.internal.schemas import (
     HardwareList,
     HelloAnswer,
 )
-from accel.internal.server import refuse_nul
 from accel.internal.setup_schemas import (
     SETUP_VERSION,
     OperationRequest,
@@ -146,19 +146,10 @@ class InternalClient:
         ``commit_before``: the database-clock time after which the conductor must not
         commit (accel.db.commit_deadline); ``wait``: how long to wait for the answer.
         """
-        # Not resent here: after a lost answer the api asks the next conductor, then
-        # the database (accel.api.conductor_link), within the deadline it gave.
-        headers = {} if commit_before is None else {COMMIT_BEFORE: f"{commit_before:.6f}"}
-        response = await self._exchange(
-            "POST",
-            conductor,
-            "/v1/accelerator_requests",
-            changes,
-            read_timeout=wait,
-            resend=False,
-            headers=headers,
+        response = await self._post_once(
+            conductor, "/v1/accelerator_requests", changes, commit_before, wait
         )
-        return _parse(response, ArqOutcomes, "POST /v1/accelerator_requests")
+        return parse_answer(response, ArqOutcomes, "POST /v1/accelerator_requests")
 
     async def setup(self, peer: str, call: SetupCall) -> SetupProgress:
         """Asks an agent or driver to run a setup action (internal version 1.3)."""
@@ -179,18 +170,24 @@ class InternalClient:
         """Asks a conductor to start a setup operation for the api (1.3); the deadline
         and the wait as for ``change_arqs``."""
         await self._needs(conductor, SETUP_VERSION, "setup")
-        # Not sent twice: the second would find the first's operation and be refused.
+        response = await self._post_once(conductor, "/v1/operations", request, commit_before, wait)
+        return parse_answer(response, OperationView, "POST /v1/operations")
+
+    async def _post_once(
+        self,
+        conductor: str,
+        path: str,
+        body: BaseModel,
+        commit_before: float | None,
+        wait: float | None,
+    ) -> PeerAnswer:
+        """A change asked of a conductor, never resent once it may have arrived: after a
+        lost answer the api asks the next conductor, then the database
+        (accel.api.conductor_link), within the deadline it gave."""
         headers = {} if commit_before is None else {COMMIT_BEFORE: f"{commit_before:.6f}"}
-        response = await self._exchange(
-            "POST",
-            conductor,
-            "/v1/operations",
-            request,
-            read_timeout=wait,
-            resend=False,
-            headers=headers,
+        return await self._exchange(
+            "POST", conductor, path, body, read_timeout=wait, resend=False, headers=headers
         )
-        return _parse(response, OperationView, "POST /v1/operations")
 
     async def _needs(self, peer: str, version: Version, what: str) -> None:
         """Refuses clearly when ``peer`` is known to be too old for ``what``.
@@ -306,8 +303,8 @@ class InternalClient:
                 raise PeerError(url, f"answered 304 for ETag {answered!r}, not the one sent")
             return Discovery(None, etag)
         if response.status_code == 200:
-            return Discovery(_parse(response, HardwareList, "POST /v1/discovery"), answered)
-        started = _parse(response, DiscoveryStarted, "POST /v1/discovery")
+            return Discovery(parse_answer(response, HardwareList, "POST /v1/discovery"), answered)
+        started = parse_answer(response, DiscoveryStarted, "POST /v1/discovery")
         raise PeerError(url, f"discovery {started.generation} did not complete in {wait:g}s")
 
     async def _call(
@@ -325,7 +322,7 @@ class InternalClient:
         response = await self._exchange(
             method, peer, path, body, params, read_timeout, resend, max_bytes=max_bytes
         )
-        return _parse(response, answer, f"{method} {path}")
+        return parse_answer(response, answer, f"{method} {path}")
 
     async def _exchange(
         self,
@@ -353,7 +350,7 @@ class InternalClient:
                 raise PeerError(url, f"speaks no internal version we speak: {response.text[:200]}")
             version = downgraded
         if 400 <= response.status_code < 500:
-            raise PeerRefused(url, response.status_code, _reason(response))
+            raise PeerRefused(url, response.status_code, refusal_reason(response))
         if response.status_code >= 400:
             raise PeerError(
                 url, f"{method} {path} answered {response.status_code}: {response.text[:200]}"
@@ -398,54 +395,6 @@ class InternalClient:
             format_version(common),
         )
         return common
-
-
-def _parse(response: PeerAnswer, answer: type[Answer], what: str) -> Answer:
-    # Parsed and checked in one pass: a node's report took 93 us through json.loads
-    # and the dicts it built, 61 us so (a conductor parses one per sync).
-    try:
-        parsed = answer.model_validate_json(response.content)
-        # As in a request body (accel.internal.server.refuse_nul): text with a NUL
-        # cannot be stored by PostgreSQL, and it came to the conductor's store before.
-        # In JSON a NUL is always written as an escape, so the bytes say if one may be in.
-        if b"\\u0000" in response.content:
-            refuse_nul(json.loads(response.content), "answer")
-    except InvalidInput as exc:
-        raise PeerError(response.url, f"{what} answered garbage: {exc.message}") from exc
-    except ValidationError as exc:
-        raise PeerError(response.url, f"{what} answered garbage: {_problems(exc)}") from exc
-    except ValueError as exc:
-        raise PeerError(response.url, f"{what} answered garbage: not JSON") from exc
-    return parsed
-
-
-def _problems(exc: ValidationError, most: int = 3) -> str:
-    """Where an answer is wrong and how, in a line an operator reads (a sync's error in
-    /v2/agents): not pydantic's text, with its model's class name, the values (a
-    driver's, whatever they hold) and a link to its documentation."""
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
-        if error["type"] == "json_invalid":
-            return "not JSON"
-        where = "".join(
-            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
-        ).lstrip(".")
-        problems.append(f"{where or 'the answer'}: {error['msg']}")
-    more = len(problems) - most
-    return "; ".join(problems[:most]) + (f"; and {more} more" if more > 0 else "")
-
-
-def _reason(response: PeerAnswer) -> str:
-    """The message a refusing peer gave, however its error body is shaped."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500]
-    if isinstance(body, dict):
-        for key in ("error", "detail", "message"):
-            if isinstance(body.get(key), str):
-                return str(body[key])
-    return response.text[:500]
 
 
 def _wire_body(body: BaseModel, version: Version) -> dict[str, Any]:
