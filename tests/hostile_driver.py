@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,11 +32,25 @@ from accel.serving import serve
 from accel.sockets import bind, endpoint_of
 
 
-def made_up_report(kind: Kind, entries: int, name_length: int) -> bytes:
+def nested(depth: int) -> dict[str, Any]:
+    """An object ``depth`` levels deep (``{"a": {"a": ... {}}}``)."""
+    document: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        document = {"a": document}
+    return document
+
+
+def made_up_report(kind: Kind, entries: int, name_length: int, capability_depth: int = 0) -> bytes:
+    capability = nested(capability_depth) if capability_depth else {}
     hardware = [
         {
             "uuid": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"hostile/{kind.value}/{index}")),
-            "acc_specs": {"remote": 0, "num": 1, "device_type": kind.value},
+            "acc_specs": {
+                "remote": 0,
+                "num": 1,
+                "device_type": kind.value,
+                "acc_capability": capability,
+            },
             "acc_status": {"setup_required": False, "reboot_required": False},
             "pci": {
                 "address": f"{index // 65536:04x}:{index // 256 % 256:02x}:"
@@ -57,9 +72,10 @@ def main() -> None:
     parser.add_argument("--kind", type=Kind.parse, default=Kind.GPU)
     parser.add_argument("--entries", type=int, default=1)
     parser.add_argument("--name-length", type=int, default=8)
+    parser.add_argument("--capability-depth", type=int, default=0)
     args = parser.parse_args()
     token = os.environ["ACCEL_INTERNAL_TOKEN"]
-    body = made_up_report(args.kind, args.entries, args.name_length)
+    body = made_up_report(args.kind, args.entries, args.name_length, args.capability_depth)
     sock = bind("127.0.0.1:0")
     endpoint = endpoint_of(sock)
 
