@@ -327,3 +327,67 @@ def test_a_setup_request_whose_answer_was_lost_answers_its_operation(
     operation = answer.json()["operation"]
     assert finished(api, operation["uuid"])["state"] == "DONE"
     assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "2"
+
+
+def test_a_conductor_killed_among_unbinds_and_deletes_frees_exactly_what_it_said(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    """Every VF bound, then unbinds and bulk deletes in flight as the conductor dies:
+    one answered success is undone and its VF free; one answered failure still holds
+    it; no VF stays in use without a Bound request, whatever the kill hit."""
+    api = qat_node(cluster, sqlite_url, gpu_server)
+    [conductor] = [s for s in cluster.services if s.name == "conductor"]
+    vfs = [vf["rp_uuid"] for vf in qat_vf_deployables(api).values()]
+    create_profile(api, "qat-one", {"resources:CUSTOM_QAT": "1"})
+    for round_ in range(3):
+        requests = [create_arqs(api, "qat-one")[0]["uuid"] for _ in vfs]
+        for request, vf in zip(requests, vfs, strict=True):
+            bound = patch(api, request, bind_ops(vf, str(uuid.uuid4())))
+            assert bound.status_code == 202, (round_, bound.text)
+        answers: dict[str, tuple[str, int]] = {}
+
+        def undo(index: int) -> None:
+            request = requests[index]
+            what = "unbind" if index % 2 else "delete"
+            try:
+                if what == "unbind":
+                    status = patch(api, request, UNBIND).status_code
+                else:
+                    status = call(
+                        api, "DELETE", "/v2/accelerator_requests", arqs=request
+                    ).status_code
+            except httpx.HTTPError:
+                status = 0
+            answers[request] = (what, status)
+
+        def some_undo_landed() -> bool:
+            now = stored(sqlite_url).arqs
+            return any(now.get(r, ("gone",))[0] != "Bound" for r in requests)
+
+        with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+            done = [pool.submit(undo, index) for index in range(len(requests))]
+            # The kill lands at a different point each round: as they are sent, after
+            # the first is stored, after the first is answered.
+            if round_ == 1:
+                wait_until(some_undo_landed, "a first unbind or delete", on_timeout=cluster.logs)
+            elif round_ == 2:
+                wait_until(lambda: bool(answers), "a first answer", on_timeout=cluster.logs)
+            conductor.kill()
+            conductor = cluster.restart(conductor)
+            for future in done:
+                future.result()
+        final = stored(sqlite_url)
+        print("round", round_, "answers", answers)
+        for request, (what, status) in answers.items():
+            state = final.arqs.get(request, ("gone", None, None))[0]
+            if status in (202, 204):
+                assert state == ("Unbound" if what == "unbind" else "gone"), (request, what, state)
+            elif status != 0:  # told it failed: it is as it was
+                assert state == "Bound", (request, what, status, state)
+        holders = [h for s, h, _ in final.arqs.values() if s == "Bound"]
+        assert None not in holders and len(set(holders)) == len(holders)
+        assert final.handles_in_use == set(holders)
+        # Whatever is left is undone now, so that the next round has every VF free.
+        for request, (state, _, _) in final.arqs.items():
+            if state == "Bound":
+                assert patch(api, request, UNBIND).status_code == 202
