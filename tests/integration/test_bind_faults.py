@@ -391,3 +391,15 @@ def test_a_conductor_killed_among_unbinds_and_deletes_frees_exactly_what_it_said
         for request, (state, _, _) in final.arqs.items():
             if state == "Bound":
                 assert patch(api, request, UNBIND).status_code == 202
+
+
+def test_one_of_two_conductors_on_sqlite_killed_among_binds_loses_none(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    """Two conductors contending for one SQLite file's write lock, one killed (-9)."""
+    pair = [cluster.conductor(sqlite_url, *FAST_CONDUCTOR) for _ in range(2)]
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([c.url for c in pair], "node1", *FAST_AGENT)
+    cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
+    wait_for_devices(api, 2, cluster.logs)
+    binds_through_a_kill(cluster, api, sqlite_url, pair[0], restart=False)
