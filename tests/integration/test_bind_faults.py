@@ -8,10 +8,12 @@ in use without a Bound request holding it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import httpx
@@ -36,6 +38,7 @@ from tests.integration.test_allocation import (
     qat_node,
     qat_vf_deployables,
 )
+from tests.integration.test_database_outage import disk_full
 from tests.integration.test_setup import IDLE_QAT, finished, qat_hardware, setup
 from tests.lossy_proxy import AnswerLosingProxy
 from tests.postgres import ThrowawayPostgres
@@ -96,8 +99,12 @@ def binds_through_a_kill(
     victim: Service,
     restart: bool,
     retry_via: Service | None = None,
+    fault: Callable[[Service], AbstractContextManager[None]] | None = None,
 ) -> None:
     """About twenty binds in flight, ``victim`` killed (-9) among them; then the checks.
+
+    With ``fault``, ``victim`` is not killed but suffers the fault until every bind
+    has its answer.
 
     With ``retry_via``, a bind whose answer never came is sent again there, as a
     client retries on another api: it must answer what became of the first try.
@@ -125,11 +132,16 @@ def binds_through_a_kill(
     with ThreadPoolExecutor(max_workers=BINDS) as pool:
         done = [pool.submit(bind, index) for index in range(BINDS)]
         wait_until(some_bind_landed, "a first bind", on_timeout=cluster.logs)
-        victim.kill()
-        if restart:
-            cluster.restart(victim)  # the same name, on the same address
+        if fault is not None:  # not a kill: the fault lasts until every bind answered
+            with fault(victim):
+                for future in done:
+                    future.result()
         else:
-            cluster.discard(victim)
+            victim.kill()
+            if restart:
+                cluster.restart(victim)  # the same name, on the same address
+            else:
+                cluster.discard(victim)
         for future in done:
             future.result()
     if retry_via is not None:
@@ -329,6 +341,27 @@ def test_a_setup_request_whose_answer_was_lost_answers_its_operation(
     assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "2"
 
 
+def undo_one(
+    api: Service, requests: list[str], answers: dict[str, tuple[str, int]], index: int
+) -> None:
+    """Unbinds (odd ``index``) or deletes (even) one request, noting its answer."""
+    request = requests[index]
+    what = "unbind" if index % 2 else "delete"
+    try:
+        if what == "unbind":
+            status = patch(api, request, UNBIND).status_code
+        else:
+            status = call(api, "DELETE", "/v2/accelerator_requests", arqs=request).status_code
+    except httpx.HTTPError:
+        status = 0
+    answers[request] = (what, status)
+
+
+def any_not_bound(database: str, requests: list[str]) -> bool:
+    now = stored(database).arqs
+    return any(now.get(r, ("gone",))[0] != "Bound" for r in requests)
+
+
 def test_a_conductor_killed_among_unbinds_and_deletes_frees_exactly_what_it_said(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
@@ -345,25 +378,8 @@ def test_a_conductor_killed_among_unbinds_and_deletes_frees_exactly_what_it_said
             bound = patch(api, request, bind_ops(vf, str(uuid.uuid4())))
             assert bound.status_code == 202, (round_, bound.text)
         answers: dict[str, tuple[str, int]] = {}
-
-        def undo(index: int) -> None:
-            request = requests[index]
-            what = "unbind" if index % 2 else "delete"
-            try:
-                if what == "unbind":
-                    status = patch(api, request, UNBIND).status_code
-                else:
-                    status = call(
-                        api, "DELETE", "/v2/accelerator_requests", arqs=request
-                    ).status_code
-            except httpx.HTTPError:
-                status = 0
-            answers[request] = (what, status)
-
-        def some_undo_landed() -> bool:
-            now = stored(sqlite_url).arqs
-            return any(now.get(r, ("gone",))[0] != "Bound" for r in requests)
-
+        undo = functools.partial(undo_one, api, requests, answers)
+        some_undo_landed = functools.partial(any_not_bound, sqlite_url, requests)
         with ThreadPoolExecutor(max_workers=len(requests)) as pool:
             done = [pool.submit(undo, index) for index in range(len(requests))]
             # The kill lands at a different point each round: as they are sent, after
@@ -371,7 +387,7 @@ def test_a_conductor_killed_among_unbinds_and_deletes_frees_exactly_what_it_said
             if round_ == 1:
                 wait_until(some_undo_landed, "a first unbind or delete", on_timeout=cluster.logs)
             elif round_ == 2:
-                wait_until(lambda: bool(answers), "a first answer", on_timeout=cluster.logs)
+                wait_until(answers.__len__, "a first answer", on_timeout=cluster.logs)
             conductor.kill()
             conductor = cluster.restart(conductor)
             for future in done:
@@ -403,3 +419,12 @@ def test_one_of_two_conductors_on_sqlite_killed_among_binds_loses_none(
     cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
     wait_for_devices(api, 2, cluster.logs)
     binds_through_a_kill(cluster, api, sqlite_url, pair[0], restart=False)
+
+
+def test_a_conductor_whose_disk_fills_among_binds_on_sqlite_loses_none(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    """The database going away under a conductor mid-bind: its every write fails."""
+    api = qat_node(cluster, sqlite_url, gpu_server)
+    [conductor] = [s for s in cluster.services if s.name == "conductor"]
+    binds_through_a_kill(cluster, api, sqlite_url, conductor, restart=False, fault=disk_full)
