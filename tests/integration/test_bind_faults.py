@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -428,3 +429,48 @@ def test_a_conductor_whose_disk_fills_among_binds_on_sqlite_loses_none(
     api = qat_node(cluster, sqlite_url, gpu_server)
     [conductor] = [s for s in cluster.services if s.name == "conductor"]
     binds_through_a_kill(cluster, api, sqlite_url, conductor, restart=False, fault=disk_full)
+
+
+def test_a_conductor_killed_among_setup_requests_runs_each_answered_one_once(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    """The sibling of a kill among binds, for ``POST /v2/devices/{uuid}/setup``: an
+    operation answered 202 is finished by the restarted conductor, one answered
+    503 was never stored, and none is left PENDING or RUNNING."""
+    api = qat_node(cluster, sqlite_url, gpu_server)
+    [conductor] = [s for s in cluster.services if s.name == "conductor"]
+    device = qat_hardware(api, IDLE_QAT)["uuid"]
+    answers: list[httpx.Response] = []
+
+    def operations() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = call(api, "GET", "/v2/operations").json()["operations"]
+        return found
+
+    def more_stored_than(count: int) -> bool:
+        return len(operations()) > count
+
+    for round_ in range(4):
+        stored_before = len(operations())
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            sent = pool.submit(setup, api, device, {"action": "enable_vfs", "num_vfs": round_ + 1})
+            # The kill lands as the request is sent, or once its operation is stored.
+            if round_ % 2:
+                wait_until(
+                    functools.partial(more_stored_than, stored_before),
+                    "the operation to be stored",
+                    on_timeout=cluster.logs,
+                )
+            conductor.kill()
+            conductor = cluster.restart(conductor)
+            answer = sent.result()
+        answers.append(answer)
+        assert answer.status_code in (202, 503), answer.text
+        if answer.status_code == 202:
+            done = finished(api, answer.json()["operation"]["uuid"])
+            assert done["state"] == "DONE", done
+        else:
+            assert len(operations()) == stored_before, answer.text
+    listed = operations()
+    assert {o["state"] for o in listed} <= {"DONE", "FAILED"}, listed
+    accepted = {a.json()["operation"]["uuid"] for a in answers if a.status_code == 202}
+    assert {o["uuid"] for o in listed} == accepted
