@@ -474,3 +474,60 @@ def test_a_conductor_killed_among_setup_requests_runs_each_answered_one_once(
     assert {o["state"] for o in listed} <= {"DONE", "FAILED"}, listed
     accepted = {a.json()["operation"]["uuid"] for a in answers if a.status_code == 202}
     assert {o["uuid"] for o in listed} == accepted
+
+
+# Stands in for a conductor stalled between its deadline check and its COMMIT (a
+# SIGSTOP, a slow fsync, a synchronous standby that does not confirm): the commit
+# of a bind runs this at COMMIT, holding the request's row, and lands late.
+STALLED_COMMIT = """
+CREATE FUNCTION stall_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep({seconds});
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER stall_bound AFTER UPDATE ON extended_accelerator_requests
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (NEW.state = 'Bound') EXECUTE FUNCTION stall_commit();
+"""
+
+
+@pytest.mark.postgres
+def test_a_bind_whose_commit_stalls_past_the_apis_patience_is_not_answered_failed(
+    cluster: Cluster, postgres: ThrowawayPostgres, gpu_server: FakeSysfs
+) -> None:
+    """The conductor checked the api's deadline in time, then its commit stalled while
+    it held the request's row: the api, unable to read the row, must not tell the
+    client the bind failed, since the commit still lands."""
+    database = postgres.new_database()
+    api = qat_node(cluster, database, gpu_server)
+    create_profile(api, "qat-one", {"resources:CUSTOM_QAT": "1"})
+    [request] = [r["uuid"] for r in create_arqs(api, "qat-one")]
+    vf = next(iter(qat_vf_deployables(api).values()))["rp_uuid"]
+    engine = make_engine(database)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(STALLED_COMMIT.format(seconds=45))
+    finally:
+        engine.dispose()
+
+    answer = httpx.patch(
+        f"{api.url}/v2/accelerator_requests",
+        json={request: bind_ops(vf, str(uuid.uuid4()))},
+        timeout=120.0,
+    )
+
+    # Whatever still holds the request's row finishes before this lock is granted.
+    engine = make_engine(database)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                select(AcceleratorRequest.id)
+                .where(AcceleratorRequest.uuid == request)
+                .with_for_update()
+            )
+    finally:
+        engine.dispose()
+    final = stored(database).arqs[request]
+    print("answer", answer.status_code, answer.text, "state", final)
+    if answer.status_code != 202:  # told it failed: it holds nothing
+        assert final[0] != "Bound", (answer.status_code, answer.text, final)
