@@ -32,6 +32,14 @@ from accel.serving import serve
 from accel.sockets import bind, endpoint_of
 
 
+def nested(depth: int) -> dict[str, Any]:
+    """An object ``depth`` levels deep (``{"a": {"a": ... {}}}``)."""
+    document: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        document = {"a": document}
+    return document
+
+
 def made_up_report(
     kind: Kind,
     entries: int,
@@ -39,11 +47,18 @@ def made_up_report(
     vendor_id: str = "10de",
     mdev_instances: int = 0,
     same_address: bool = False,
+    capability_depth: int = 0,
 ) -> bytes:
+    capability = nested(capability_depth) if capability_depth else {}
     hardware: list[dict[str, Any]] = [
         {
             "uuid": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"hostile/{kind.value}/{index}")),
-            "acc_specs": {"remote": 0, "num": 1, "device_type": kind.value},
+            "acc_specs": {
+                "remote": 0,
+                "num": 1,
+                "device_type": kind.value,
+                "acc_capability": capability,
+            },
             "acc_status": {"setup_required": False, "reboot_required": False},
             "pci": {
                 "address": "0000:17:00.0"
@@ -74,6 +89,7 @@ def main() -> None:
     parser.add_argument("--vendor-id", default="10de", type=lambda v: v.replace("\\0", "\0"))
     parser.add_argument("--mdev-instances", type=int, default=0)
     parser.add_argument("--same-address", action="store_true")
+    parser.add_argument("--capability-depth", type=int, default=0)
     args = parser.parse_args()
     token = os.environ["ACCEL_INTERNAL_TOKEN"]
     body = made_up_report(
@@ -83,6 +99,7 @@ def main() -> None:
         args.vendor_id,
         args.mdev_instances,
         args.same_address,
+        args.capability_depth,
     )
     sock = bind("127.0.0.1:0")
     endpoint = endpoint_of(sock)

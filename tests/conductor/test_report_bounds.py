@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from typing import Any
 
@@ -71,6 +72,21 @@ def test_a_free_form_capability_is_bounded_by_its_size() -> None:
     big["acc_specs"] = {"num": 1, "device_type": "GPU", "acc_capability": {"x": "y" * 20_000}}
     with pytest.raises(ValidationError, match="acc_capability"):
         HardwareEntry.model_validate(big)
+
+
+def test_a_free_form_capability_is_bounded_by_its_depth() -> None:
+    """A capability deep enough that every answer carrying it stays within what
+    accel's own bounded parser reads back (an operator's `accel hardware list`)."""
+    deep: dict[str, Any] = {}
+    for _ in range(40):
+        deep = {"a": deep}
+    hostile = entry(0)
+    hostile["acc_specs"] = {"num": 1, "device_type": "GPU", "acc_capability": deep}
+    with pytest.raises(ValidationError, match="acc_capability"):
+        HardwareEntry.model_validate_json(json.dumps(hostile))
+    shallow = entry(1)
+    shallow["acc_specs"] = {"num": 1, "device_type": "GPU", "acc_capability": {"a": {"b": 1}}}
+    HardwareEntry.model_validate_json(json.dumps(shallow))
 
 
 def test_a_node_report_over_the_bound_is_refused_whole() -> None:

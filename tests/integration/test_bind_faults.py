@@ -8,11 +8,14 @@ in use without a Bound request holding it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -36,6 +39,7 @@ from tests.integration.test_allocation import (
     qat_node,
     qat_vf_deployables,
 )
+from tests.integration.test_database_outage import disk_full
 from tests.integration.test_setup import IDLE_QAT, finished, qat_hardware, setup
 from tests.lossy_proxy import AnswerLosingProxy
 from tests.postgres import ThrowawayPostgres
@@ -96,8 +100,12 @@ def binds_through_a_kill(
     victim: Service,
     restart: bool,
     retry_via: Service | None = None,
+    fault: Callable[[Service], AbstractContextManager[None]] | None = None,
 ) -> None:
     """About twenty binds in flight, ``victim`` killed (-9) among them; then the checks.
+
+    With ``fault``, ``victim`` is not killed but suffers the fault until every bind
+    has its answer.
 
     With ``retry_via``, a bind whose answer never came is sent again there, as a
     client retries on another api: it must answer what became of the first try.
@@ -125,11 +133,16 @@ def binds_through_a_kill(
     with ThreadPoolExecutor(max_workers=BINDS) as pool:
         done = [pool.submit(bind, index) for index in range(BINDS)]
         wait_until(some_bind_landed, "a first bind", on_timeout=cluster.logs)
-        victim.kill()
-        if restart:
-            cluster.restart(victim)  # the same name, on the same address
+        if fault is not None:  # not a kill: the fault lasts until every bind answered
+            with fault(victim):
+                for future in done:
+                    future.result()
         else:
-            cluster.discard(victim)
+            victim.kill()
+            if restart:
+                cluster.restart(victim)  # the same name, on the same address
+            else:
+                cluster.discard(victim)
         for future in done:
             future.result()
     if retry_via is not None:
@@ -327,3 +340,194 @@ def test_a_setup_request_whose_answer_was_lost_answers_its_operation(
     operation = answer.json()["operation"]
     assert finished(api, operation["uuid"])["state"] == "DONE"
     assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "2"
+
+
+def undo_one(
+    api: Service, requests: list[str], answers: dict[str, tuple[str, int]], index: int
+) -> None:
+    """Unbinds (odd ``index``) or deletes (even) one request, noting its answer."""
+    request = requests[index]
+    what = "unbind" if index % 2 else "delete"
+    try:
+        if what == "unbind":
+            status = patch(api, request, UNBIND).status_code
+        else:
+            status = call(api, "DELETE", "/v2/accelerator_requests", arqs=request).status_code
+    except httpx.HTTPError:
+        status = 0
+    answers[request] = (what, status)
+
+
+def any_not_bound(database: str, requests: list[str]) -> bool:
+    now = stored(database).arqs
+    return any(now.get(r, ("gone",))[0] != "Bound" for r in requests)
+
+
+def test_a_conductor_killed_among_unbinds_and_deletes_frees_exactly_what_it_said(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    """Every VF bound, then unbinds and bulk deletes in flight as the conductor dies:
+    one answered success is undone and its VF free; one answered failure still holds
+    it; no VF stays in use without a Bound request, whatever the kill hit."""
+    api = qat_node(cluster, sqlite_url, gpu_server)
+    [conductor] = [s for s in cluster.services if s.name == "conductor"]
+    vfs = [vf["rp_uuid"] for vf in qat_vf_deployables(api).values()]
+    create_profile(api, "qat-one", {"resources:CUSTOM_QAT": "1"})
+    for round_ in range(3):
+        requests = [create_arqs(api, "qat-one")[0]["uuid"] for _ in vfs]
+        for request, vf in zip(requests, vfs, strict=True):
+            bound = patch(api, request, bind_ops(vf, str(uuid.uuid4())))
+            assert bound.status_code == 202, (round_, bound.text)
+        answers: dict[str, tuple[str, int]] = {}
+        undo = functools.partial(undo_one, api, requests, answers)
+        some_undo_landed = functools.partial(any_not_bound, sqlite_url, requests)
+        with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+            done = [pool.submit(undo, index) for index in range(len(requests))]
+            # The kill lands at a different point each round: as they are sent, after
+            # the first is stored, after the first is answered.
+            if round_ == 1:
+                wait_until(some_undo_landed, "a first unbind or delete", on_timeout=cluster.logs)
+            elif round_ == 2:
+                wait_until(answers.__len__, "a first answer", on_timeout=cluster.logs)
+            conductor.kill()
+            conductor = cluster.restart(conductor)
+            for future in done:
+                future.result()
+        final = stored(sqlite_url)
+        print("round", round_, "answers", answers)
+        for request, (what, status) in answers.items():
+            state = final.arqs.get(request, ("gone", None, None))[0]
+            if status in (202, 204):
+                assert state == ("Unbound" if what == "unbind" else "gone"), (request, what, state)
+            elif status != 0:  # told it failed: it is as it was
+                assert state == "Bound", (request, what, status, state)
+        holders = [h for s, h, _ in final.arqs.values() if s == "Bound"]
+        assert None not in holders and len(set(holders)) == len(holders)
+        assert final.handles_in_use == set(holders)
+        # Whatever is left is undone now, so that the next round has every VF free.
+        for request, (state, _, _) in final.arqs.items():
+            if state == "Bound":
+                assert patch(api, request, UNBIND).status_code == 202
+
+
+def test_one_of_two_conductors_on_sqlite_killed_among_binds_loses_none(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    """Two conductors contending for one SQLite file's write lock, one killed (-9)."""
+    pair = [cluster.conductor(sqlite_url, *FAST_CONDUCTOR) for _ in range(2)]
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([c.url for c in pair], "node1", *FAST_AGENT)
+    cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
+    wait_for_devices(api, 2, cluster.logs)
+    binds_through_a_kill(cluster, api, sqlite_url, pair[0], restart=False)
+
+
+def test_a_conductor_whose_disk_fills_among_binds_on_sqlite_loses_none(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    """The database going away under a conductor mid-bind: its every write fails."""
+    api = qat_node(cluster, sqlite_url, gpu_server)
+    [conductor] = [s for s in cluster.services if s.name == "conductor"]
+    binds_through_a_kill(cluster, api, sqlite_url, conductor, restart=False, fault=disk_full)
+
+
+def test_a_conductor_killed_among_setup_requests_runs_each_answered_one_once(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    """The sibling of a kill among binds, for ``POST /v2/devices/{uuid}/setup``: an
+    operation answered 202 is finished by the restarted conductor, one answered
+    503 was never stored, and none is left PENDING or RUNNING."""
+    api = qat_node(cluster, sqlite_url, gpu_server)
+    [conductor] = [s for s in cluster.services if s.name == "conductor"]
+    device = qat_hardware(api, IDLE_QAT)["uuid"]
+    answers: list[httpx.Response] = []
+
+    def operations() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = call(api, "GET", "/v2/operations").json()["operations"]
+        return found
+
+    def more_stored_than(count: int) -> bool:
+        return len(operations()) > count
+
+    for round_ in range(4):
+        stored_before = len(operations())
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            sent = pool.submit(setup, api, device, {"action": "enable_vfs", "num_vfs": round_ + 1})
+            # The kill lands as the request is sent, or once its operation is stored.
+            if round_ % 2:
+                wait_until(
+                    functools.partial(more_stored_than, stored_before),
+                    "the operation to be stored",
+                    on_timeout=cluster.logs,
+                )
+            conductor.kill()
+            conductor = cluster.restart(conductor)
+            answer = sent.result()
+        answers.append(answer)
+        assert answer.status_code in (202, 503), answer.text
+        if answer.status_code == 202:
+            done = finished(api, answer.json()["operation"]["uuid"])
+            assert done["state"] == "DONE", done
+        else:
+            assert len(operations()) == stored_before, answer.text
+    listed = operations()
+    assert {o["state"] for o in listed} <= {"DONE", "FAILED"}, listed
+    accepted = {a.json()["operation"]["uuid"] for a in answers if a.status_code == 202}
+    assert {o["uuid"] for o in listed} == accepted
+
+
+# Stands in for a conductor stalled between its deadline check and its COMMIT (a
+# SIGSTOP, a slow fsync, a synchronous standby that does not confirm): the commit
+# of a bind runs this at COMMIT, holding the request's row, and lands late.
+STALLED_COMMIT = """
+CREATE FUNCTION stall_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep({seconds});
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER stall_bound AFTER UPDATE ON extended_accelerator_requests
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (NEW.state = 'Bound') EXECUTE FUNCTION stall_commit();
+"""
+
+
+@pytest.mark.postgres
+def test_a_bind_whose_commit_stalls_past_the_apis_patience_is_not_answered_failed(
+    cluster: Cluster, postgres: ThrowawayPostgres, gpu_server: FakeSysfs
+) -> None:
+    """The conductor checked the api's deadline in time, then its commit stalled while
+    it held the request's row: the api, unable to read the row, must not tell the
+    client the bind failed, since the commit still lands."""
+    database = postgres.new_database()
+    api = qat_node(cluster, database, gpu_server)
+    create_profile(api, "qat-one", {"resources:CUSTOM_QAT": "1"})
+    [request] = [r["uuid"] for r in create_arqs(api, "qat-one")]
+    vf = next(iter(qat_vf_deployables(api).values()))["rp_uuid"]
+    engine = make_engine(database)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(STALLED_COMMIT.format(seconds=45))
+    finally:
+        engine.dispose()
+
+    answer = httpx.patch(
+        f"{api.url}/v2/accelerator_requests",
+        json={request: bind_ops(vf, str(uuid.uuid4()))},
+        timeout=120.0,
+    )
+
+    # Whatever still holds the request's row finishes before this lock is granted.
+    engine = make_engine(database)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                select(AcceleratorRequest.id)
+                .where(AcceleratorRequest.uuid == request)
+                .with_for_update()
+            )
+    finally:
+        engine.dispose()
+    final = stored(database).arqs[request]
+    print("answer", answer.status_code, answer.text, "state", final)
+    if answer.status_code != 202:  # told it failed: it holds nothing
+        assert final[0] != "Bound", (answer.status_code, answer.text, final)

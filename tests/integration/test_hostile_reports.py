@@ -15,8 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs, build_gpu_server
+from accel.internal.json_bodies import loads
 from accel.internal.schemas import MAX_DRIVER_ANSWER_BYTES, MAX_ENTRIES_PER_DRIVER, Kind
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, agents, alarms, devices, get
 from tests.processes import (
@@ -111,6 +114,9 @@ def test_an_oversize_driver_is_refused_as_failed_and_no_other_node_stalls(
         (("--entries", "1", "--name-length", "500000"), "product_name"),
         # One small entry whose one number would make 10**9 attach handles.
         (("--entries", "1", "--mdev-instances", str(10**9)), "instances"),
+        # A capability nested 60 levels deep: stored, it would make every answer that
+        # carries it unreadable to accel's own bounded parser (`accel hardware list`).
+        (("--entries", "1", "--capability-depth", "60"), "acc_capability"),
     ]
     for flags, words in cases:
         liar = hostile_driver(cluster, node1, *flags)
@@ -132,6 +138,8 @@ def test_an_oversize_driver_is_refused_as_failed_and_no_other_node_stalls(
     assert {a["state"] for a in agents(api).values()} == {"UP"}
     stored = json.dumps(get(api, "/v2/hardware", state="all"))
     assert "ppppppppppppppppppppppppppppppp" not in stored
+    # What an operator's command reads back through accel's bounded parser.
+    loads(httpx.get(api.url + "/v2/hardware", params={"state": "all"}, timeout=10.0).content)
 
 
 def test_a_node_reporting_another_nodes_uuids_loses_only_those_entries(

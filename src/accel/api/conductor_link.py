@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import TypeVar
 
 from sqlalchemy import func, select
@@ -20,6 +21,7 @@ from starlette.requests import Request
 
 from accel.api.queries import reader
 from accel.db.commit_deadline import database_clock, lock_for_writing, locked_requests
+from accel.db.engine import LOCK_NOT_AVAILABLE
 from accel.db.models import AcceleratorRequest, Conductor, Device, Operation, utcnow
 from accel.db.operation_view import asked_since
 from accel.errors import PeerError, PeerRefused, PeerTooOld, Unavailable
@@ -36,6 +38,10 @@ COMMIT_BUDGET = 10.0
 ANSWER_MARGIN = 2.0
 # Seconds between rounds of asking the live conductors again, while the budget lasts.
 RETRY_PAUSE = 1.0
+# How long the api waits, after giving up on the conductors, for a transaction that
+# still holds a change's rows to end (a conductor's commit stalled after its deadline
+# check: a frozen process, a slow disk, a synchronous standby that does not confirm).
+LOOK_PATIENCE = 60.0
 Answer = TypeVar("Answer")
 Found = TypeVar("Found")
 
@@ -116,17 +122,38 @@ async def change_arqs(request: Request, changes: ArqChanges) -> list[ArqOutcome]
             if not deadlines:
                 raise
             failed = exc
-            if await _fenced_look(request, max(deadlines), done, wait=False):
-                break
+            with suppress(OutcomeUnknown):  # asked again below, and waited for then
+                if await _fenced_look(request, max(deadlines), done, wait=False):
+                    break
             # Asking again is safe (a change done as asked is answered, not redone),
             # and a conductor restarting, or a second one reporting in, answers soon.
             if time.monotonic() - started + RETRY_PAUSE >= COMMIT_BUDGET:
                 break
             await asyncio.sleep(RETRY_PAUSE)
-    if not await _fenced_look(request, max(deadlines), done):
+    try:
+        made = await _fenced_look(request, max(deadlines), done)
+    except OutcomeUnknown:
+        raise Unavailable(
+            f"{failed.message}; whether the change was made could not be read (the "
+            "database is away or still busy with it): read the accelerator requests"
+        ) from None
+    if not made:
         raise Unavailable(f"{failed.message}; the change was not made")
     log.info("no conductor answered, but the database shows the change done as asked")
     return []
+
+
+class OutcomeUnknown(Exception):
+    """The api could not read what became of a change: its rows stayed locked past
+    ``LOOK_PATIENCE`` (a commit stalled) or the database was away."""
+
+
+def _held_by_another(exc: SQLAlchemyError) -> bool:
+    """Whether a look failed only because another transaction holds the rows."""
+    original = getattr(exc, "orig", None)
+    if getattr(original, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+        return True
+    return "database is locked" in str(original)
 
 
 async def _fenced_look(
@@ -134,23 +161,36 @@ async def _fenced_look(
 ) -> Found | None:
     """What ``look`` finds of a change, read under the locks a conductor commits under
     (so none can commit behind it): found as soon as the database shows it, None once
-    ``deadline`` has passed without it (or at once, without ``wait``)."""
+    ``deadline`` has passed without it (or at once, without ``wait``).
+
+    A transaction that still holds the rows past the deadline checked the deadline in
+    time and is committing, or rolling back: only its end says which, so the look waits
+    for it (``LOOK_PATIENCE``) and raises OutcomeUnknown rather than answer "not done"
+    from rows it could not read."""
 
     def locked_look(session: Session) -> tuple[Found | None, float]:
         lock_for_writing(session)
         found = look(session)
         return found, (0.0 if found is not None else deadline - database_clock(session))
 
-    for _ in range(3):  # the api's clock and the database's may run a little apart
+    patient_until = time.monotonic() + LOOK_PATIENCE
+    sleeps = 0
+    while True:
         try:
             found, left = await reader(request).run(locked_look)
-        except SQLAlchemyError as exc:  # a row still locked, or the database away
+        except SQLAlchemyError as exc:
+            # Each try waited the lock timeout (PostgreSQL) or busy timeout (SQLite).
+            if wait and _held_by_another(exc) and time.monotonic() < patient_until:
+                log.info("a change's rows are still held by another transaction; waiting")
+                continue
             log.warning("could not read what became of a change: %s", exc)
-            return None
+            raise OutcomeUnknown(str(exc)) from exc
         if found is not None or left <= 0 or not wait:
             return found
+        sleeps += 1
+        if sleeps >= 3:  # the api's clock and the database's may run a little apart
+            return None
         await asyncio.sleep(min(left, COMMIT_BUDGET))
-    return None
 
 
 def _as_asked(arqs: dict[str, AcceleratorRequest], changes: ArqChanges) -> bool:
@@ -201,8 +241,14 @@ async def request_operation(request: Request, asked: OperationRequest) -> Operat
 
     try:
         return await ask_conductor(request, "start a setup operation", start)
-    except Unavailable:
-        mine = await _fenced_look(request, max(t[0] for t in tries), started) if tries else None
+    except Unavailable as failed:
+        try:
+            mine = await _fenced_look(request, max(t[0] for t in tries), started) if tries else None
+        except OutcomeUnknown:
+            raise Unavailable(
+                f"{failed.message}; whether the operation was started could not be read "
+                "(the database is away or still busy with it): list the device's operations"
+            ) from None
         if mine is None:
             raise
         log.info("no conductor answered, but operation %s was started as asked", mine.uuid)

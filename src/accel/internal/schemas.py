@@ -42,6 +42,8 @@ from pydantic import (
     model_validator,
 )
 
+from accel.internal.json_bodies import depth
+
 # An ETag of ours is a quoted 40-digit hash; anything much longer is not one (and
 # agents.inventory_etag holds 80).
 MAX_ETAG_LENGTH = 80
@@ -80,6 +82,11 @@ MAX_MDEV_INSTANCES = 1024
 MAX_ATTACHABLE_PER_ENTRY = 4096
 MAX_ATTACHABLE_PER_DRIVER = 8192
 MAX_ATTACHABLE_PER_NODE = MAX_ATTACHABLE_PER_DRIVER * 5
+# A capability is a map of a few levels. A report is parsed by pydantic, which allows
+# 200 levels, and every answer that carries it (an agent's, the api's /v2/hardware)
+# wraps it in about six more: this keeps those within what accel's own bounded parser
+# reads back (json_bodies.MAX_DEPTH), so one driver cannot make the fleet unreadable.
+MAX_CAPABILITY_DEPTH = 16
 
 
 class Kind(StrEnum):
@@ -257,6 +264,8 @@ class AccSpecs(LenientBody):
     @classmethod
     def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
         # Free-form by the seed: bounded by its size, whatever its shape.
+        if depth(value) > MAX_CAPABILITY_DEPTH:
+            raise ValueError(f"acc_capability is nested deeper than {MAX_CAPABILITY_DEPTH} levels")
         if len(json.dumps(value)) > MAX_CAPABILITY_BYTES:
             raise ValueError(f"acc_capability is larger than {MAX_CAPABILITY_BYTES} bytes")
         return value
