@@ -6,8 +6,9 @@ import functools
 
 import httpx
 
-from tests.integration.fleet import FAST_AGENT, agents, alarms
-from tests.processes import Cluster, Service, internal_client, wait_until
+from accel.driver.fake_sysfs import FakeSysfs
+from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, agents, alarms
+from tests.processes import Cluster, Service, agent_drivers, internal_client, wait_until
 
 
 def conductor_flags(down_after: str) -> tuple[str, ...]:
@@ -77,3 +78,41 @@ def test_an_agent_restarted_on_a_new_port_keeps_its_name(cluster: Cluster, sqlit
     )
     assert alarms(api) == [] and agents(api)["node1"]["state"] == "UP"
     assert httpx.get(again.url + "/").json()["name"] == "node1"
+
+
+def test_a_second_live_driver_of_a_kind_is_refused_and_a_restarted_one_let_in(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    conductor = cluster.conductor(sqlite_url, *conductor_flags("5"))
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    first = cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
+    driver_args = ["driver", "--kind", "GPU", "--agent", agent.url, *FAST_DRIVER]
+    second = cluster._spawn(
+        "driver-gpu-2", [*driver_args, "--sysfs-root", str(gpu_server.root)], None, ""
+    )
+
+    wait_until(
+        lambda: "stop one of them" in second.log(),
+        "the second driver's refusal",
+        on_timeout=cluster.logs,
+    )
+    # The kind stays with the first driver through the second's hellos: nothing of
+    # the node's hardware vanishes and comes back.
+    for _ in range(3):
+        seen = agents(api)["node1"]["last_seen"]
+        wait_until(functools.partial(heard_since, api, "node1", seen), "a heartbeat of node1")
+        assert gpu_endpoint(agent) == first.url.removeprefix("http://")
+    assert alarms(api, state="all") == []
+
+    cluster.discard(first)  # gone: the second one is the node's GPU driver now
+    wait_until(
+        lambda: gpu_endpoint(agent) != first.url.removeprefix("http://"),
+        "the second driver to take the kind over",
+        on_timeout=cluster.logs,
+    )
+    assert second.alive()
+
+
+def gpu_endpoint(agent: Service) -> str | None:
+    return next((d["endpoint"] for d in agent_drivers(agent) if d["type"] == "GPU"), None)

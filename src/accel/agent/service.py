@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from accel.agent.drivers import DriverRegistry, RegisteredDriver
 from accel.agent.setup_relay import SetupRelay
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
@@ -48,7 +49,6 @@ from accel.internal.schemas import (
     DriverOutcome,
     HardwareEntry,
     HardwareList,
-    Kind,
 )
 from accel.internal.server import internal_app, only_query, read_body, request_version
 from accel.internal.tls import TlsFiles
@@ -71,14 +71,6 @@ class AgentSettings:
     tls: TlsFiles | None = None
 
 
-@dataclass
-class RegisteredDriver:
-    kind: Kind
-    endpoint: str
-    registered_at: float = field(default_factory=time.time)
-    last_hello: float = field(default_factory=time.time)
-
-
 def hello_pause(heartbeat_interval: float, failures: int) -> float:
     """Seconds until the next hello after ``failures`` unanswered rounds in a row.
 
@@ -98,9 +90,7 @@ class AgentService:
 
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
-        # One driver per kind per node: a restarted driver on a new port replaces
-        # its old registration instead of leaving a dead one behind.
-        self.drivers: dict[Kind, RegisteredDriver] = {}
+        self.drivers = DriverRegistry(lambda: self.client)
         self.discoveries: DiscoveryState[HardwareList] = DiscoveryState(
             HardwareList(hardware=[], drivers=[])
         )
@@ -109,8 +99,6 @@ class AgentService:
         # cleared by that hello's answer (it asked for less than is wanted now).
         self.resyncs_wanted = 0
         self.resyncs_asked = 0
-        # Bumped on every registration; a discovery older than that is stale.
-        self.registry_version = 0
         self._discovered_registry_version = -1
         self.heartbeat_now = asyncio.Event()
         # When the last hello's ETag was computed, at which version, for which drivers
@@ -142,16 +130,10 @@ class AgentService:
         only_query(request)
         hello = await read_body(request, DriverHello)
         await check_origin(hello.endpoint, source, self.settings.allowed_driver_networks)
-        current = self.drivers.get(hello.type)
-        known = current is not None and current.endpoint == hello.endpoint
+        known = await self.drivers.register(hello.type, hello.endpoint)
         HELLOS.labels("agent", "known" if known else "new").inc()
         self.client.peer_spoke(hello.endpoint, request_version(request))
-        if known and current is not None:
-            current.last_hello = time.time()
-        else:
-            self.drivers[hello.type] = RegisteredDriver(hello.type, hello.endpoint)
-            self.registry_version += 1
-            log.info("driver %s registered at %s", hello.type, hello.endpoint)
+        if not known:
             # The node's inventory may have grown: ask the conductor for a sync now.
             self.resyncs_wanted += 1
             self.heartbeat_now.set()
@@ -175,13 +157,13 @@ class AgentService:
                         "registered_at": d.registered_at,
                         "last_hello": d.last_hello,
                     }
-                    for d in self.drivers.values()
+                    for d in self.drivers.all()
                 ]
             }
         )
 
     async def start_discovery(self, request: Request) -> Response:
-        current = self._discovered_registry_version == self.registry_version
+        current = self._discovered_registry_version == self.drivers.version
         return await discovery_answer(
             request,
             self.discoveries,
@@ -206,8 +188,8 @@ class AgentService:
         )
 
     async def _discover_all(self) -> HardwareList:
-        self._discovered_registry_version = self.registry_version
-        drivers = list(self.drivers.values())
+        self._discovered_registry_version = self.drivers.version
+        drivers = self.drivers.all()
         results = await asyncio.gather(*(self._discover_one(driver) for driver in drivers))
         hardware: list[HardwareEntry] = []
         outcomes: list[DriverOutcome] = []
@@ -320,9 +302,9 @@ class AgentService:
                 return None
             computed, at_version, registry, etag = recent
             young = time.monotonic() - computed < self.settings.heartbeat_interval
-            same = at_version == version and registry == self.registry_version
+            same = at_version == version and registry == self.drivers.version
             return etag if young and same else None
-        current = self._discovered_registry_version == self.registry_version
+        current = self._discovered_registry_version == self.drivers.version
         generation = self.discoveries.start(self._discover_all, join=current)
         finished, found = await self.discoveries.wait_for(
             generation, self.settings.heartbeat_interval / 2

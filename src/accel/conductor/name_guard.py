@@ -5,9 +5,9 @@ one; two agents of one name took turns, the stored endpoint flipping at every
 heartbeat and each node's hardware vanishing and coming back. A hello that names an
 agent heard within ``--agent-down-after`` at another endpoint is either that agent
 restarted on a new port (``--listen :0``), its old process gone, or a second agent.
-The conductor asks the old endpoint who it is (``GET /``, which every component
-answers, within a few seconds): an agent of that name there holds the name, and the
-hello is refused (409) with an ``agent_name_clash`` alarm; no answer, or another
+The conductor asks the old endpoint who it is (``GET /``, within a few seconds:
+accel.internal.identity): an agent of that name there holds the name, and the hello
+is refused (409) with an ``agent_name_clash`` alarm; no answer, or another
 name, means the agent moved, and its hello is taken.
 
 The alarm clears once no hello was refused for ``--agent-down-after``; this
@@ -17,11 +17,9 @@ has since stopped clears when another one refuses the name and then stops hearin
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal
 
 import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,29 +28,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from accel.conductor.agents import NameHeld
 from accel.conductor.alarms import AGENT_NAME_CLASH, clear_alarms, raise_alarm
 from accel.db.models import utcnow
-from accel.errors import Conflict, PeerError
+from accel.errors import Conflict
 from accel.internal.client import InternalClient
+from accel.internal.identity import answers_as
 
 log = logging.getLogger(__name__)
-
-Component = Literal["agent", "conductor"]
-
-# How long the old endpoint has to say who it is. A dead process's port refuses at
-# once; a vanished host costs this much, once per refused hello.
-PROBE_SECONDS = 3.0
-
-
-async def answers_as(
-    client: InternalClient, endpoint: str, component: Component, name: str
-) -> bool:
-    """Whether a live ``component`` called ``name`` answers at ``endpoint`` (asked
-    within PROBE_SECONDS); a dead process, a stranger or silence is not it."""
-    try:
-        async with asyncio.timeout(PROBE_SECONDS):
-            found = await client.identify(endpoint)
-    except (PeerError, TimeoutError):
-        return False
-    return found.get("component") == component and found.get("name") == name
 
 
 class NameGuard:
@@ -86,7 +66,7 @@ class NameGuard:
         )
 
     async def _answers_as(self, endpoint: str, name: str) -> bool:
-        return await answers_as(self.client(), endpoint, "agent", name)
+        return await answers_as(self.client(), endpoint, component="agent", name=name)
 
     def _raise(self, name: str, message: str) -> None:
         with self.sessions.begin() as session:

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp
 from accel.conductor import agents, allocation
 from accel.conductor.batching import GroupWriter, fleet_linger
 from accel.conductor.hearing import Hearing
-from accel.conductor.name_guard import NameGuard, answers_as
+from accel.conductor.name_guard import NameGuard
 from accel.conductor.presence import live_holder, record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.syncing import SyncLoop
@@ -41,6 +41,7 @@ from accel.db.models import utcnow
 from accel.db.outage import DATABASE_AWAY
 from accel.errors import InvalidInput, Unavailable
 from accel.internal.client import InternalClient
+from accel.internal.identity import answers_as
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import COMMIT_BEFORE, AgentHello, ArqChanges, ArqOutcomes
@@ -255,7 +256,9 @@ class ConductorService:
         holder = await anyio.to_thread.run_sync(
             live_holder, self.sessions, name, self.settings.endpoint, utcnow()
         )
-        if holder is None or not await answers_as(self.client, holder, "conductor", name):
+        if holder is None or not await answers_as(
+            self.client, holder, component="conductor", name=name
+        ):
             return  # no record alive elsewhere, or its process is gone: this is it again
         message = (
             f"conductor name {name} is held by the live conductor at {holder}; "

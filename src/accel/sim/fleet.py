@@ -70,7 +70,7 @@ class SimNode:
 
     @property
     def ready(self) -> bool:
-        return set(self.agent.drivers) == set(self.plan.devices)
+        return {d.kind for d in self.agent.drivers.all()} == set(self.plan.devices)
 
     def manifest(self) -> dict[str, Any]:
         return {
