@@ -456,10 +456,15 @@ class ArqBinding(StrictBody):
 COMMIT_BEFORE = "Accel-Commit-Before"
 
 
+# Accelerator requests of each kind one call to a conductor may change (the api sends
+# a larger deletion in chunks of this size).
+MAX_ARQS_PER_CHANGE = 1000
+
+
 class ArqChanges(StrictBody):
-    bind: list[ArqBinding] = Field(default_factory=list, max_length=1000)
-    unbind: list[UUID] = Field(default_factory=list, max_length=1000)
-    delete: list[UUID] = Field(default_factory=list, max_length=1000)
+    bind: list[ArqBinding] = Field(default_factory=list, max_length=MAX_ARQS_PER_CHANGE)
+    unbind: list[UUID] = Field(default_factory=list, max_length=MAX_ARQS_PER_CHANGE)
+    delete: list[UUID] = Field(default_factory=list, max_length=MAX_ARQS_PER_CHANGE)
 
 
 class ArqOutcome(LenientBody):
