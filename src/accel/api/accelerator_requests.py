@@ -27,14 +27,19 @@ from accel.api.patches import bindings_from_patch
 from accel.api.policy import authorize
 from accel.api.queries import only_params, reader, uuid_list, valid_uuid, writer
 from accel.api.routing import resource
-from accel.db.models import AcceleratorRequest, AttachHandle, DeviceProfile, new_uuid, utcnow
+from accel.db.models import (
+    HOLDING_NOTHING,
+    AcceleratorRequest,
+    AttachHandle,
+    DeviceProfile,
+    new_uuid,
+    utcnow,
+)
 from accel.errors import Conflict, InvalidInput, Locked, NotFound
 from accel.internal.schemas import MAX_ARQS_PER_CHANGE, ArqChanges
 from accel.internal.server import read_json
 
 RESOLVED = ("Bound", "BindFailed", "Deleting")
-# Requests with no accelerator: the api deletes them without asking a conductor.
-HOLDING_NOTHING = ("Initial", "Unbound")
 MAX_ARQS_PER_PROFILE = 1000
 
 

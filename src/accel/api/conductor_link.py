@@ -22,7 +22,14 @@ from starlette.requests import Request
 from accel.api.queries import reader
 from accel.db.commit_deadline import database_clock, lock_for_writing, locked_requests
 from accel.db.engine import LOCK_NOT_AVAILABLE
-from accel.db.models import AcceleratorRequest, Conductor, Device, Operation, utcnow
+from accel.db.models import (
+    HOLDING_NOTHING,
+    AcceleratorRequest,
+    Conductor,
+    Device,
+    Operation,
+    utcnow,
+)
 from accel.db.operation_view import asked_since
 from accel.errors import PeerError, PeerRefused, PeerTooOld, Unavailable
 from accel.internal.client import InternalClient
@@ -197,13 +204,10 @@ def _as_asked(arqs: dict[str, AcceleratorRequest], changes: ArqChanges) -> bool:
     for binding in changes.bind:
         arq = arqs.get(str(binding.arq_uuid))
         asked = (binding.hostname, str(binding.device_rp_uuid), str(binding.instance_uuid))
-        if arq is None or arq.state not in ("Bound", "BindFailed"):
+        if arq is None or not arq.resolved_as(*asked):
             return False
-        if (arq.hostname, arq.device_rp_uuid, arq.instance_uuid) != asked:
-            return False
-    holding_nothing = ("Initial", "Unbound")
     unbound = all(
-        str(u) not in arqs or arqs[str(u)].state in holding_nothing for u in changes.unbind
+        str(u) not in arqs or arqs[str(u)].state in HOLDING_NOTHING for u in changes.unbind
     )
     return unbound and all(str(u) not in arqs for u in changes.delete)
 

@@ -157,9 +157,7 @@ def unbind(session: Session, arq: AcceleratorRequest, now: dt.datetime) -> None:
 
 
 def _bound_as_asked(arq: AcceleratorRequest, binding: Binding) -> bool:
-    where = (arq.hostname, arq.device_rp_uuid, arq.instance_uuid)
-    asked = (binding.hostname, binding.device_rp_uuid, binding.instance_uuid)
-    return arq.state in ("Bound", "BindFailed") and where == asked
+    return arq.resolved_as(binding.hostname, binding.device_rp_uuid, binding.instance_uuid)
 
 
 def _refusals(

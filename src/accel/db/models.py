@@ -217,6 +217,10 @@ class DeviceProfile(Base):
     updated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
+# Accelerator request states with no accelerator allocated.
+HOLDING_NOTHING = ("Initial", "Unbound")
+
+
 class AcceleratorRequest(Base):
     """An ARQ: one accelerator asked for by one group of a device profile."""
 
@@ -245,6 +249,14 @@ class AcceleratorRequest(Base):
 
     device_profile: Mapped[DeviceProfile] = relationship()
     attach_handle: Mapped[AttachHandle | None] = relationship()
+
+    def resolved_as(self, hostname: str, device_rp_uuid: str, instance_uuid: str) -> bool:
+        """Whether a bind to exactly this place was already resolved (Bound or
+        BindFailed): the conductor answers a repeated bind with it, and the api reads
+        it to learn what became of a bind whose answer was lost."""
+        where = (self.hostname, self.device_rp_uuid, self.instance_uuid)
+        asked = (hostname, device_rp_uuid, instance_uuid)
+        return self.state in ("Bound", "BindFailed") and where == asked
 
 
 class Operation(Base):
