@@ -51,10 +51,9 @@ MAX_ETAG_LENGTH = 80
 # Bounds on hardware reports, at every hop (see docs/operations.md). The densest real
 # nodes hold 8 to 16 GPUs, or a few dozen QAT or NIC functions of one kind (VFs travel
 # inside their physical function's entry, not as entries), so 1,024 entries per driver
-# is some 16 times the most any node has. It is also what the conductor writes
-# quickly: 1,024 changed entries take it under a second on SQLite (a shared 2-core machine), so a
-# whole node at the bound (every kind full) holds the database's write lock for
-# seconds, not minutes, and other nodes' heartbeats wait that long at most.
+# is some 16 times the most any node has. It also bounds how long one node's store
+# holds SQLite's write lock, and so how long other nodes' heartbeats wait behind it
+# (docs/benchmarks.md, "Hardware report bounds").
 MAX_ENTRIES_PER_DRIVER = 1024
 # Per node: one driver per kind.
 MAX_ENTRIES_PER_NODE = MAX_ENTRIES_PER_DRIVER * 5
