@@ -56,3 +56,10 @@ def test_an_empty_name_in_a_profile_delete_is_400(api: Api, value: str) -> None:
     answer = api.client.delete(PROFILES, headers=as_("admin"), params={"value": value})
     assert is_cyborg_error(answer, 400), answer.text
     assert len(api.client.get(PROFILES, headers=as_("admin")).json()["device_profiles"]) == 2
+
+
+@pytest.mark.parametrize("value", ["gpu,", ",gpu", "gpu,,other"])
+def test_an_empty_name_in_a_profile_list_filter_is_400(api: Api, value: str) -> None:
+    make_profile(api.client)
+    answer = api.client.get(PROFILES, headers=as_("admin"), params={"name": value})
+    assert is_cyborg_error(answer, 400), answer.text

@@ -22,7 +22,7 @@ from accel.api.accelerator_requests import MAX_ARQS_PER_PROFILE, units_per_group
 from accel.api.devices import timestamp
 from accel.api.openstack import link, microversion
 from accel.api.policy import authorize
-from accel.api.queries import only_params, reader, writer
+from accel.api.queries import comma_list, only_params, reader, writer
 from accel.api.routing import resource
 from accel.db.models import AcceleratorRequest, DeviceProfile
 from accel.errors import (
@@ -108,9 +108,7 @@ def profile_body(request: Request, profile: DeviceProfile) -> dict[str, Any]:
 async def list_profiles(request: Request) -> Response:
     authorize(request, "cyborg:device_profile:get_all")
     params = only_params(request, ("name",))
-    names = params["name"].split(",") if "name" in params else None
-    if names is not None and not all(names):
-        raise InvalidInput("name must be profile names separated by commas, with no empty entry")
+    names = comma_list(params["name"], "device profile names") if "name" in params else None
 
     def query(session: Session) -> list[DeviceProfile]:
         statement = select(DeviceProfile).order_by(DeviceProfile.id)

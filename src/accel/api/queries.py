@@ -125,12 +125,19 @@ def only_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
     return {key: value for key, value in request.query_params.items()}
 
 
-def uuid_list(text: str, what: str) -> list[str]:
-    """A comma-separated list of uuids, none empty; InvalidInput naming the first bad one."""
+def comma_list(text: str, what: str) -> list[str]:
+    """The comma-separated items of a query parameter; InvalidInput if one is empty
+    (``a,,b``, a trailing comma): as with an empty parameter, a filter would quietly
+    match less than the caller meant."""
     items = text.split(",")
     if not all(items):
-        raise InvalidInput(f"{what}s must be uuids separated by commas, with no empty entry")
-    return [valid_uuid(item, what) for item in items]
+        raise InvalidInput(f"{what} must be separated by commas, with no empty entry")
+    return items
+
+
+def uuid_list(text: str, what: str) -> list[str]:
+    """A comma-separated list of uuids, none empty; InvalidInput naming the first bad one."""
+    return [valid_uuid(item, what) for item in comma_list(text, f"{what}s")]
 
 
 def valid_uuid(text: str, what: str) -> str:
