@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import struct
@@ -44,6 +43,8 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from accel.internal.server import error_json
+
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 10.0
@@ -52,16 +53,11 @@ PARSE_URL_LIMIT = 65535
 ErrorBody = Callable[[int, str], bytes]
 
 
-def internal_error_body(status: int, message: str) -> bytes:
-    """The internal services' error body (accel.internal.server.error_response)."""
-    return json.dumps({"error": message}).encode()
-
-
 @dataclass(frozen=True)
 class WireLimits:
     """What one connection may take of a serving process, and how a refusal is said."""
 
-    error_body: ErrorBody = internal_error_body
+    error_body: ErrorBody = error_json
     head_timeout: float = 10.0
     # A body is at most 1 MiB (accel.internal.server.MAX_BODY_BYTES).
     body_timeout: float = 30.0

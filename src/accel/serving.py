@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
-from accel.http_protocol import ErrorBody, WireLimits, guarded_protocol, internal_error_body
+from accel.http_protocol import ErrorBody, WireLimits, guarded_protocol
+from accel.internal.server import error_json
 from accel.internal.tls import TlsFiles
 from accel.sockets import raise_file_limit
 
@@ -76,7 +77,7 @@ def serve(
     *,
     behind_proxy: bool = False,
     keep_alive: float = 5.0,
-    error_body: ErrorBody = internal_error_body,
+    error_body: ErrorBody = error_json,
 ) -> None:
     """Serves until SIGTERM or SIGINT, then drains in-flight requests.
 

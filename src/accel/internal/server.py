@@ -149,6 +149,12 @@ def error_response(
     return JSONResponse(body, status_code=status)
 
 
+def error_json(status: int, message: str) -> bytes:
+    """The internal error body as bytes, for answers written below the application (the
+    protocol's refusals, accel.http_protocol)."""
+    return bytes(error_response(status, message).body)
+
+
 def accel_error_response(exc: AccelError) -> JSONResponse:
     if isinstance(exc, VersionNotAcceptable):
         return error_response(
