@@ -14,7 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import agents
-from accel.conductor.alarms import AGENT_DOWN, clear_alarm, raise_alarm
+from accel.conductor.alarms import (
+    AGENT_DOWN,
+    HARDWARE_VANISHED,
+    clear_alarm,
+    clear_alarms,
+    raise_alarm,
+    raise_alarms,
+)
 from accel.db.models import Alarm
 
 T0 = dt.datetime(2026, 12, 6, 5, 0, 0, tzinfo=dt.UTC)
@@ -58,3 +65,17 @@ def test_a_hello_written_after_the_sweep_that_came_before_it(
     [alarm] = stored_alarms(sessions)
     assert alarm.state == "cleared"
     assert alarm.cleared_at is not None and alarm.cleared_at >= alarm.raised_at
+
+
+def test_a_bulk_clear_stamped_before_the_raise_is_stored_at_the_raise(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Vanished hardware that returns, and clashes that end, are cleared in bulk."""
+    raised = T0 + dt.timedelta(seconds=5)
+    with sessions.begin() as session:
+        raise_alarms(session, HARDWARE_VANISHED, {"a": "gone", "b": "gone"}, raised)
+    with sessions.begin() as session:
+        clear_alarms(session, HARDWARE_VANISHED, ["a", "b"], raised - dt.timedelta(seconds=2))
+    for alarm in stored_alarms(sessions):
+        assert alarm.state == "cleared"
+        assert alarm.cleared_at == alarm.raised_at == raised

@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import TypeVar
 
-from sqlalchemy import case, insert, literal, select, update
+from sqlalchemy import ColumnElement, case, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -103,7 +103,7 @@ def clear_alarms(session: Session, kind: str, subjects: Collection[str], now: dt
         session.execute(
             update(Alarm)
             .where(Alarm.kind == kind, Alarm.subject.in_(chunk), Alarm.state == "active")
-            .values(state="cleared", cleared_at=now)
+            .values(state="cleared", cleared_at=_cleared_at(now))
             .execution_options(synchronize_session=False)
         )
 
@@ -113,15 +113,17 @@ def clear_alarm(session: Session, kind: str, subject: str, now: dt.datetime) -> 
     result = session.execute(
         update(Alarm)
         .where(Alarm.kind == kind, Alarm.subject == subject, Alarm.state == "active")
-        .values(
-            state="cleared",
-            cleared_at=case(
-                (Alarm.raised_at > literal(now, UtcDateTime), Alarm.raised_at),
-                else_=literal(now, UtcDateTime),
-            ),
-        )
+        .values(state="cleared", cleared_at=_cleared_at(now))
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _cleared_at(now: dt.datetime) -> ColumnElement[dt.datetime]:
+    """The later of ``now`` and the alarm's own ``raised_at`` (see the module's docstring)."""
+    return case(
+        (Alarm.raised_at > literal(now, UtcDateTime), Alarm.raised_at),
+        else_=literal(now, UtcDateTime),
+    )
 
 
 def allocation_holders(session: Session, devices: Sequence[Device]) -> list[str]:
