@@ -29,7 +29,6 @@ import contextlib
 import logging
 import socket
 import struct
-import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from accel.internal.server import error_json
+from accel.log_limit import EveryFew
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if len(self.connections) > self.limits.max_connections:
             cap = self.limits.max_connections
             self._answer(503, f"more than {cap} open connections", quiet=True)
-            _log_now_and_then(f"refusing connections past {cap}")
+            if _refusals_logged.due():
+                log.warning("refusing connections past %d", cap)
             return
         self._arm(self.limits.head_timeout, self._head_too_slow)
 
@@ -246,16 +247,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-_last_logged = [-LOG_EVERY]
-
-
-def _log_now_and_then(message: str) -> None:
-    """Logs ``message`` at most once every ``LOG_EVERY`` seconds: a flood of connections
-    must not become a flood of log lines."""
-    now = time.monotonic()
-    if now - _last_logged[0] >= LOG_EVERY:
-        _last_logged[0] = now
-        log.warning("%s", message)
+_refusals_logged = EveryFew(LOG_EVERY)
 
 
 def guarded_protocol(limits: WireLimits) -> type[GuardedHttpProtocol]:

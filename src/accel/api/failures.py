@@ -15,7 +15,6 @@ app, for errors raised before routing (cached reads, authentication).
 from __future__ import annotations
 
 import logging
-import time
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,12 +24,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from accel.api.openstack import error_response
 from accel.db.outage import DATABASE_AWAY
 from accel.errors import AccelError, DatabaseUnavailable
+from accel.log_limit import EveryFew
 
 log = logging.getLogger(__name__)
 
 # An outage fails every request; one line per interval says so without flooding.
 OUTAGE_LOG_INTERVAL_S = 10.0
-_last_outage_log = -OUTAGE_LOG_INTERVAL_S
+_outage_logged = EveryFew(OUTAGE_LOG_INTERVAL_S)
 
 
 def as_accel_error(exc: Exception) -> AccelError | None:
@@ -44,10 +44,7 @@ def as_accel_error(exc: Exception) -> AccelError | None:
 
 
 def _note_outage(exc: Exception) -> None:
-    global _last_outage_log
-    now = time.monotonic()
-    if now - _last_outage_log >= OUTAGE_LOG_INTERVAL_S:
-        _last_outage_log = now
+    if _outage_logged.due():
         # The driver's own words, without the statement and its parameters.
         reason = getattr(exc, "orig", None) or exc
         log.warning("the database is unavailable: %s", str(reason).splitlines()[0])
