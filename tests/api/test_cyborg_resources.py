@@ -268,3 +268,26 @@ def test_oversized_and_malformed_bodies(api: TestClient) -> None:
         content=b"[{",
     )
     assert garbled.status_code == 400 and "JSON" in fault(garbled)
+
+
+def test_a_malformed_binding_is_refused_naming_its_field(api: TestClient) -> None:
+    make_profile(api)
+    [arq] = api.post(
+        "/v2/accelerator_requests", headers=as_("alice"), json={"device_profile_name": "gpu"}
+    ).json()["arqs"]
+    ops = [
+        {"op": "add", "path": "/hostname", "value": "node1"},
+        {"op": "add", "path": "/device_rp_uuid", "value": "not-a-uuid"},
+        {"op": "add", "path": "/instance_uuid", "value": "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"},
+    ]
+    response = api.patch("/v2/accelerator_requests", headers=as_("alice"), json={arq["uuid"]: ops})
+    assert response.status_code == 400
+    assert f"binding {arq['uuid']}: device_rp_uuid: " in fault(response)
+
+
+def test_an_unknown_setup_action_is_refused_naming_the_actions(api: TestClient) -> None:
+    device = "a5b4c3d2-e1f0-4a1b-8c2d-3e4f5a6b7c8d"
+    response = api.post(f"/v2/devices/{device}/setup", headers=as_("admin"), json={"action": "x"})
+    assert response.status_code == 400
+    assert fault(response).startswith("not a setup action: ")
+    assert "(actions: enable_vfs, program" in fault(response)

@@ -27,8 +27,8 @@ from accel.api.queries import one_by_uuid, only_params, reader, valid_uuid
 from accel.api.routing import resource
 from accel.db.models import Deployable, Device, Operation
 from accel.db.operation_view import operation_view
-from accel.errors import FieldProblem, InvalidInput, NotFound
-from accel.internal.server import read_json
+from accel.errors import InvalidInput, NotFound
+from accel.internal.server import problems_text, read_json, validation_problems
 from accel.internal.setup_schemas import (
     BITSTREAM_NAME,
     OperationRequest,
@@ -71,14 +71,10 @@ def _setup_from(body: object) -> tuple[SetupAction, bool, str | None]:
     try:
         setup = SETUP_ACTION.validate_python(fields)
     except ValidationError as exc:
-        problems = [
-            FieldProblem(".".join(str(part) for part in error["loc"]) or "body", error["msg"])
-            for error in exc.errors()
-        ]
+        problems = validation_problems(exc)
         raise InvalidInput(
-            "not a setup action: "
-            + "; ".join(f"{p.field}: {p.message}" for p in problems)
-            + " (actions: enable_vfs, program, mig_mode, create_mig_instance)",
+            f"not a setup action: {problems_text(problems)}"
+            " (actions: enable_vfs, program, mig_mode, create_mig_instance)",
             problems,
         ) from None
     return setup, dry_run, deployable

@@ -17,7 +17,7 @@ from accel.api.auth import RequestContext
 from accel.api.openstack import microversion
 from accel.errors import Forbidden, InvalidInput, SupportedRange, VersionNotAcceptable
 from accel.internal.schemas import ArqBinding, ArqChanges
-from accel.internal.server import validation_problems
+from accel.internal.server import problems_text, validation_problems
 
 BIND_FIELDS = ("hostname", "device_rp_uuid", "instance_uuid")
 MAX_ARQS_PER_PATCH = 1000
@@ -45,10 +45,7 @@ def bindings_from_patch(request: Request, caller: RequestContext, body: Any) -> 
             binds.append(ArqBinding.model_validate({"arq_uuid": arq, **values}))
         except ValidationError as exc:
             problems = validation_problems(exc)
-            raise InvalidInput(
-                f"binding {arq_uuid}: " + "; ".join(f"{p.field}: {p.message}" for p in problems),
-                problems,
-            ) from exc
+            raise InvalidInput(f"binding {arq_uuid}: {problems_text(problems)}", problems) from exc
     return ArqChanges(bind=binds, unbind=unbinds)
 
 

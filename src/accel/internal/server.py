@@ -195,6 +195,11 @@ def validation_problems(exc: ValidationError) -> list[FieldProblem]:
     ]
 
 
+def problems_text(problems: Sequence[FieldProblem]) -> str:
+    """The problems in one line, for an error's message (the list goes beside it)."""
+    return "; ".join(f"{p.field}: {p.message}" for p in problems)
+
+
 def refuse_nul(document: Any, where: str = "body") -> None:
     """NUL characters in text are refused: PostgreSQL cannot store them, nobody needs them."""
     if isinstance(document, str):
