@@ -7,12 +7,12 @@ text with its class names, the peer's values or links to documentation.
 
 from __future__ import annotations
 
-import json
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from accel.errors import InvalidInput, PeerError
+from accel.internal.json_bodies import loads
 from accel.internal.peer_http import PeerAnswer
 from accel.internal.server import refuse_nul
 
@@ -28,7 +28,7 @@ def parse_answer(response: PeerAnswer, answer: type[Answer], what: str) -> Answe
         # cannot be stored by PostgreSQL, and it came to the conductor's store before.
         # In JSON a NUL is always written as an escape, so the bytes say if one may be in.
         if b"\\u0000" in response.content:
-            refuse_nul(json.loads(response.content), "answer")
+            refuse_nul(loads(response.content), "answer")
     except InvalidInput as exc:
         raise PeerError(response.url, f"{what} answered garbage: {exc.message}") from exc
     except ValidationError as exc:
