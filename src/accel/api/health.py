@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import anyio.to_thread
@@ -32,6 +33,8 @@ from accel.db.outage import DATABASE_AWAY
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_S = 5.0
+# What ``{"database": ...}`` says (the OpenAPI document lists the same).
+DatabaseState = Literal["ok", "unavailable"]
 UNHEALTHY: tuple[type[Exception], ...] = (TimeoutError, *DATABASE_AWAY)
 
 
@@ -61,5 +64,9 @@ async def healthz(request: Request) -> Response:
             await anyio.to_thread.run_sync(probe, engine, abandon_on_cancel=True)
     except UNHEALTHY as exc:
         log.info("health check: the database is unavailable: %s", str(exc).splitlines()[0])
-        return JSONResponse({"database": "unavailable"}, status_code=503)
-    return JSONResponse({"database": "ok"})
+        return _answer("unavailable", 503)
+    return _answer("ok", 200)
+
+
+def _answer(state: DatabaseState, status: int) -> Response:
+    return JSONResponse({"database": state}, status_code=status)

@@ -7,11 +7,13 @@ answers field by field, and every error code an operation can give is listed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from accel.api.health import DatabaseState
 
 UUID_PATH = {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string"}}
 KEY_PATH = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -257,7 +259,9 @@ HEALTH = {
             "schema": {
                 "type": "object",
                 "required": ["database"],
-                "properties": {"database": {"type": "string", "enum": ["ok", "unavailable"]}},
+                "properties": {
+                    "database": {"type": "string", "enum": list(get_args(DatabaseState))}
+                },
             }
         }
     },
