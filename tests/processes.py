@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -88,6 +89,13 @@ class Service:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def serves(self, verify: ssl.SSLContext | bool = True) -> bool:
+        """Whether it answers ``GET /`` with 200 now (a probe to poll, not a check)."""
+        try:
+            return httpx.get(self.url + "/", timeout=2.0, verify=verify).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop(self) -> int:
         if self.alive():
@@ -175,12 +183,7 @@ class Cluster:
         def answers() -> bool:
             if not service.alive():
                 raise AssertionError(f"{service.name} exited\n{service.log()}")
-            try:
-                verify = self.tls.client_context() if self.tls is not None else True
-                answer = httpx.get(service.url + "/", timeout=2.0, verify=verify)
-                return answer.status_code == 200
-            except httpx.HTTPError:
-                return False
+            return service.serves(self.tls.client_context() if self.tls is not None else True)
 
         wait_until(answers, f"{service.name} to serve", on_timeout=service.log)
         return service

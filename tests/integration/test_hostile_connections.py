@@ -246,7 +246,7 @@ def test_connections_past_the_cap_are_refused_and_the_process_keeps_its_descript
     service = Service("api", [], log_path, url_of(sock), process, sock)
     flood: list[socket.socket] = []
     try:
-        wait_until(lambda: _answers(service), "the api to serve", on_timeout=service.log)
+        wait_until(lambda: service.serves(), "the api to serve", on_timeout=service.log)
         for _ in range(400):
             flood.append(socket.create_connection(address(service), timeout=10))
         # Past the cap, connections are answered 503 and closed at once; the others
@@ -261,7 +261,7 @@ def test_connections_past_the_cap_are_refused_and_the_process_keeps_its_descript
             held.close()
         flood.clear()
         # Once the flood has gone the api answers again, its descriptors intact.
-        wait_until(lambda: _answers(service), "the api to answer again", on_timeout=service.log)
+        wait_until(lambda: service.serves(), "the api to answer again", on_timeout=service.log)
         response = httpx.post(
             service.url + "/v2/device_profiles",
             json=[{"name": "after-the-flood", "groups": [{"resources:PGPU": "1"}]}],
@@ -290,13 +290,6 @@ def _refused(flood: list[socket.socket], expected: int) -> int:
         finally:
             held.setblocking(True)
     return refused if refused >= expected else 0
-
-
-def _answers(service: Service) -> bool:
-    try:
-        return httpx.get(service.url + "/", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,6 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from accel.driver.fake_sysfs import build_gpu_server
@@ -95,9 +94,9 @@ class Fleet:
             if not service.alive():
                 raise AssertionError(f"{part} exited\n{self.cluster.logs()}")
             if part != "driver":
-                return serves(service)
+                return service.serves()
             agent = self.services.get("agent")
-            if agent is not None and serves(agent):
+            if agent is not None and agent.serves():
                 return any(d["type"] == "GPU" for d in agent_drivers(agent))
             # No agent to take its hello yet: up once it has tried and is retrying.
             return "hello to agent failed" in service.log_path.read_text()
@@ -111,13 +110,6 @@ class Fleet:
         wait_for_truth(self.services["api"], [self.node], self.cluster)
         exited = [part for part, service in self.services.items() if not service.alive()]
         assert exited == [], self.cluster.logs()
-
-
-def serves(service: Service) -> bool:
-    try:
-        return httpx.get(service.url + "/", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def fresh_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
