@@ -129,7 +129,9 @@ def _sqlite_migration_lock(engine: Engine, wait: float) -> Iterator[None]:
         return
     path = Path(database + MIGRATION_LOCK_SUFFIX)
     try:
-        # The database's own mode: every user that may write the database may lock.
+        # Created readable by all (0644, less the umask): flock needs only an open
+        # descriptor, so a part run as another user opens it read-only below and
+        # still takes the same lock.
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except PermissionError:  # another user's file: a lock needs no write access
         descriptor = os.open(path, os.O_RDONLY)
