@@ -12,7 +12,7 @@ from __future__ import annotations
 import resource
 import socket
 
-from accel.internal.schemas import split_endpoint
+from accel.internal.endpoints import split_endpoint
 
 
 def bind(listen: str) -> socket.socket:

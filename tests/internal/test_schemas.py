@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from accel.internal.endpoints import split_endpoint
 from accel.internal.schemas import (
     AgentHello,
     DriverHello,
     HardwareEntry,
     HardwareList,
     Kind,
-    split_endpoint,
 )
 
 

@@ -20,7 +20,8 @@ from accel.cli.options import (
     tls_files,
     version_range,
 )
-from accel.internal.schemas import Kind, check_node_name
+from accel.internal.endpoints import check_node_name
+from accel.internal.schemas import Kind
 from accel.sockets import endpoint_of
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import anyio.to_thread
 
 from accel.errors import Forbidden
-from accel.internal.schemas import split_endpoint
+from accel.internal.endpoints import split_endpoint
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
