@@ -76,35 +76,20 @@ class ThrowawayPostgres:
         ``immediate`` stops it as if it had died: no shutdown checkpoint, every backend
         killed at once, crash recovery at the start.
         """
-        # -l: the new server must not inherit our pipes, or run() would wait for it.
-        self.run(
-            "pg_ctl",
-            "-D",
-            str(self.folder / "data"),
-            "-l",
-            str(self.folder / "server.log"),
-            "-m",
-            mode,
-            "-w",
-            "restart",
-        )
+        self._pg_ctl("-m", mode, "-w", "restart")
 
     def stop(self, mode: str = "fast") -> None:
         """Stops the server; ``start`` brings it back with the same data and options."""
-        self.run("pg_ctl", "-D", str(self.folder / "data"), "-m", mode, "-w", "stop")
+        self._pg_ctl("-m", mode, "-w", "stop")
 
     def start(self) -> None:
-        self.run(
-            "pg_ctl",
-            "-D",
-            str(self.folder / "data"),
-            "-l",
-            str(self.folder / "server.log"),
-            "-w",
-            "-o",
-            self.options(),
-            "start",
-        )
+        self._pg_ctl("-w", "-o", self.options(), "start")
+
+    def _pg_ctl(self, *argv: str) -> None:
+        # -l: a server it starts must not inherit our pipes, or run() would wait for it
+        # (a stop ignores it).
+        log = str(self.folder / "server.log")
+        self.run("pg_ctl", "-D", str(self.folder / "data"), "-l", log, *argv)
 
     def options(self) -> str:
         return (

@@ -194,17 +194,25 @@ def test_a_conductor_killed_among_binds_on_sqlite_loses_none(
     binds_through_a_kill(cluster, api, sqlite_url, conductor, restart=True)
 
 
+def qat_node_of_two_conductors(
+    cluster: Cluster, database: str, tree: FakeSysfs
+) -> tuple[Service, Service]:
+    """A QAT node heard by two conductors on one database: its api, and the first."""
+    pair = [cluster.conductor(database, *FAST_CONDUCTOR) for _ in range(2)]
+    api = cluster.api(database)
+    agent = cluster.agent([c.url for c in pair], "node1", *FAST_AGENT)
+    cluster.driver("QAT", agent, tree.root, *FAST_DRIVER)
+    wait_for_devices(api, 2, cluster.logs)
+    return api, pair[0]
+
+
 @pytest.mark.postgres
 def test_one_of_two_conductors_killed_among_binds_on_postgresql_loses_none(
     cluster: Cluster, postgres: ThrowawayPostgres, gpu_server: FakeSysfs
 ) -> None:
     database = postgres.new_database()
-    pair = [cluster.conductor(database, *FAST_CONDUCTOR) for _ in range(2)]
-    api = cluster.api(database)
-    agent = cluster.agent([c.url for c in pair], "node1", *FAST_AGENT)
-    cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
-    wait_for_devices(api, 2, cluster.logs)
-    binds_through_a_kill(cluster, api, database, pair[0], restart=False)
+    api, first = qat_node_of_two_conductors(cluster, database, gpu_server)
+    binds_through_a_kill(cluster, api, database, first, restart=False)
 
 
 def test_an_api_killed_among_binds_leaves_retries_the_truth(
@@ -414,12 +422,8 @@ def test_one_of_two_conductors_on_sqlite_killed_among_binds_loses_none(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
     """Two conductors contending for one SQLite file's write lock, one killed (-9)."""
-    pair = [cluster.conductor(sqlite_url, *FAST_CONDUCTOR) for _ in range(2)]
-    api = cluster.api(sqlite_url)
-    agent = cluster.agent([c.url for c in pair], "node1", *FAST_AGENT)
-    cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
-    wait_for_devices(api, 2, cluster.logs)
-    binds_through_a_kill(cluster, api, sqlite_url, pair[0], restart=False)
+    api, first = qat_node_of_two_conductors(cluster, sqlite_url, gpu_server)
+    binds_through_a_kill(cluster, api, sqlite_url, first, restart=False)
 
 
 def test_a_conductor_whose_disk_fills_among_binds_on_sqlite_loses_none(

@@ -156,10 +156,6 @@ def unbind(session: Session, arq: AcceleratorRequest, now: dt.datetime) -> None:
     arq.updated_at = now
 
 
-def _bound_as_asked(arq: AcceleratorRequest, binding: Binding) -> bool:
-    return arq.resolved_as(binding.hostname, binding.device_rp_uuid, binding.instance_uuid)
-
-
 def _refusals(
     arqs: dict[str, AcceleratorRequest], changes: ArqChanges, bindings: list[Binding]
 ) -> list[ArqOutcome]:
@@ -172,7 +168,9 @@ def _refusals(
         arq = arqs.get(binding.arq_uuid)
         if arq is None:
             reason = f"Accelerator request not found with uuid={binding.arq_uuid}"
-        elif arq.state in BINDABLE or _bound_as_asked(arq, binding):
+        elif arq.state in BINDABLE or arq.resolved_as(
+            binding.hostname, binding.device_rp_uuid, binding.instance_uuid
+        ):
             continue
         else:
             reason = (
