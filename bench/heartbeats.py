@@ -111,7 +111,9 @@ async def _round(
             indices = range(start, min(start + 200, len(requests)))
             opened = await asyncio.gather(*(connect() for _ in indices))
             connections.update(zip(indices, opened, strict=True))
-        await asyncio.gather(*(one(index) for index in range(len(requests))))
+            # At once, as an agent does: the conductor closes a connection whose first
+            # request does not come within its head deadline.
+            await asyncio.gather(*(one(index) for index in indices))
     started = time.monotonic()
     cpu_before = cpu_seconds(profile.pid)
     profile.start()  # after the kept connections' handshakes, which are not the round's
