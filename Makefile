@@ -38,7 +38,7 @@ system-packages:
 test: lint typecheck system-packages unit
 
 bench: install
-	$(BIN)/python -m bench.run --append docs/benchmarks.md
+	$(BIN)/python -m bench.run --append docs/benchmarks
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache

@@ -142,7 +142,7 @@ def _first_answer_ms(url: str, database: str, path: str, uuid: str) -> float:
 
 def bench_cyborg(workdir: Path, database: Path, uuids: list[str]) -> list[str]:
     """The same reads and ARQ pairs against OpenStack Cyborg's own API server on the
-    same inventory, at 4 connections, with fewer requests (it is two orders slower)."""
+    same inventory, at 4 connections, with fewer requests (it is far slower)."""
     count = len(uuids)
     try:
         with cyborg_api(workdir / "cyborg", database) as cyborg:

@@ -52,10 +52,10 @@ RELEASE_RATE = 1000
 CONCURRENT_SYNCS = 256
 # Nodes one simulator process plays (this machine allows 20,000 descriptors a process).
 NODES_PER_SIM = 2000
-# py-spy's samples a second while a fleet converges. At its default of 200 each of
-# the two profilers took a tenth of a core, on a machine whose two cores the
-# conductor, the simulators and PostgreSQL already fill: the time measured is the
-# time with them, and at 50 they cost a quarter of that.
+# py-spy's samples a second while a fleet converges. At its default of 200 the two
+# profilers took a share of a machine whose two cores the conductor, the simulators
+# and PostgreSQL already fill: the time measured is the time with them, and 50
+# costs them far less (docs/benchmarks.md).
 CONVERGENCE_PROFILE_RATE = 50
 
 
@@ -242,8 +242,8 @@ def bench_fleet(
         converged = (done - first_hello).total_seconds()
 
         # The first resync is measured unprofiled: py-spy sampling 200 times a second
-        # takes a share of this machine's two cores from the conductor and raised its
-        # CPU for the round by about a tenth. The second is profiled, for where it goes.
+        # takes a share of this machine's two cores from the conductor and raises its
+        # CPU for the round. The second is profiled, for where it goes.
         measured = _resync(engine, sims, conductor.pid, port, nodes, log, profiled=False)
         profiled = (
             _resync(engine, sims, conductor.pid, port, nodes, log, profiled=True)

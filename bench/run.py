@@ -3,7 +3,10 @@ beside a minimal ASGI app on the same stack (bench.api), a conductor's CPU for a
 of heartbeats (bench.heartbeats), and fleet convergence and resync with ``accel sim``
 on SQLite and PostgreSQL (bench.fleet).
 
-    python -m bench.run [--append docs/benchmarks.md] [--fleet 100,1000,5000]
+    python -m bench.run [--append docs/benchmarks] [--fleet 100,1000,5000]
+
+``--append`` given a folder adds the run's section to the folder's file of the day
+(docs/benchmarks/YYYY-MM-DD.md, begun if new); given a file, to that file.
 
 Every loop is bounded by a request count; all traffic stays on loopback.
 """
@@ -86,13 +89,33 @@ def bench_fleets(workdir: Path, sizes: list[int], postgres: bool, release_rate: 
     return rows
 
 
+def history_file(target: Path, started: dt.datetime) -> Path:
+    """The file a run's section goes into: ``target`` itself, or its file of the day."""
+    if not target.is_dir():
+        return target
+    dated = target / f"{started:%Y-%m-%d}.md"
+    if not dated.exists():
+        dated.write_text(
+            f"# Benchmarks of {started:%Y-%m-%d}\n\n"
+            "Runs of this date, in the order they were made. The current figures are in\n"
+            f"[../{target.name}.md](../{target.name}.md).\n"
+        )
+        print(f"begun {dated}: add it to the history in {target.name}.md", file=sys.stderr)
+    return dated
+
+
 def load_average() -> str:
     return " / ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--append", type=Path, default=None)
+    parser.add_argument(
+        "--append",
+        type=Path,
+        default=None,
+        help="A file to append the run's section to, or a folder of one file a day.",
+    )
     parser.add_argument(
         "--fleet", default="100,1000", help="Simulated fleet sizes (nodes x 8 devices)."
     )
@@ -160,7 +183,7 @@ def main() -> int:
     )
     print(section)
     if args.append is not None:
-        with open(args.append, "a") as handle:
+        with open(history_file(args.append, started), "a") as handle:
             handle.write("\n" + section)
     return 0
 

@@ -15,7 +15,7 @@
     ├── NotImplementedYet   an action accel does not perform yet (501)
     └── PeerError           another component timed out or answered garbage
 
-Foreign errors (httpx, SQLAlchemy, OSError from sysfs) are translated where they
+Foreign errors (aiohttp, httpx, SQLAlchemy, OSError from sysfs) are translated where they
 enter accel and chained with ``from``; HTTP status codes are chosen in exactly one
 place per app, keyed by these classes.
 """

@@ -72,8 +72,8 @@ class RequestTimer:
     def __init__(self, app: ASGIApp, component: str) -> None:
         self.app = app
         self.component = component
-        # The histogram's child per (method, status), looked up once: labels() was
-        # a twentieth of a cached api read's cost.
+        # The histogram's child per (method, status), looked up once: labels() showed
+        # in a cached api read's profile.
         self._observers: dict[tuple[str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

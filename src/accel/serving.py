@@ -60,8 +60,8 @@ def collect_rarely() -> None:
     With CPython's defaults, an object that lives across a few thousand allocations
     (a request waiting on the database, a sync's inventory) is promoted to the old
     generation, and the full collections those promotions set off walk the whole
-    heap: a conductor of 5,000 agents spent 5.6 of its 22.7 CPU s converging in them,
-    each 200 to 300 ms. Rarer young collections let such objects die young. What
+    heap, and a converging fleet's conductor spent a large share of its CPU in them
+    (docs/benchmarks.md). Rarer young collections let such objects die young. What
     the process built before serving (modules, classes, the app) is moved out of the
     collector's sight, never to be garbage. Cycles made later are still collected.
     """

@@ -33,7 +33,7 @@ def test_heartbeats_share_a_connection_while_it_is_young() -> None:
             assert await agent._hello_some_conductor(fresh_etag=False)
             await asyncio.sleep(HEARTBEAT / 2)
             assert await agent._hello_some_conductor(fresh_etag=False)
-            # Past two heartbeat intervals (httpx alone would keep it five seconds).
+            # Past two heartbeat intervals: the agent's keepalive, not its library's.
             await asyncio.sleep(4 * HEARTBEAT)
             assert await agent._hello_some_conductor(fresh_etag=False)
         finally:

@@ -357,7 +357,7 @@ class AgentService:
         """The heartbeats' client: each heartbeat goes over the last one's connection.
 
         No new TCP (and TLS) handshake per heartbeat on either side: with mutual TLS
-        the handshakes cost a conductor four times the CPU of the heartbeats
+        the handshakes cost a conductor several times the CPU of the heartbeats
         themselves. A conductor keeps an idle connection three of its heartbeat
         intervals (accel conductor), longer than these two, so the agent lets it go
         first. The drivers' connections are not kept so long: a driver closes an

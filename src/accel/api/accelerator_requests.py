@@ -48,7 +48,7 @@ class ArqView:
     """One ARQ as the API shows it: its row, its profile's name, its handle if any.
 
     ARQs are read and written with Core statements, not ORM objects: a create and
-    delete pair costs a third as much that way, and no cached read shows ARQs."""
+    delete pair skips the unit of work's bookkeeping, and no cached read shows ARQs."""
 
     uuid: str
     state: str

@@ -72,7 +72,7 @@ async def list_devices(request: Request) -> Response:
     filters = {key: params[key] for key in FILTERS if key in params}
 
     def query(session: Session) -> list[DeviceRow]:
-        # Plain rows, not ORM objects: a list of thousands reads several times faster.
+        # Plain rows, not ORM objects: a list of thousands skips an object per row.
         statement = select(*DEVICE_COLUMNS).where(Device.present.is_(True))
         for key, value in filters.items():
             statement = statement.where(getattr(Device, key) == value)

@@ -33,7 +33,7 @@ class Reader:
         return await anyio.to_thread.run_sync(in_session)
 
     async def run_sql(self, query: Callable[[Connection], Result]) -> Result:
-        """Core statements on a bare connection: a third of a session's cost per call."""
+        """Core statements on a bare connection, without a session's bookkeeping per call."""
 
         def on_connection() -> Result:
             with self.engine.connect() as connection:

@@ -46,9 +46,8 @@ def fleet_linger(heartbeat_interval: float) -> float:
     notice its heartbeat answered that much later, nor an operator a sync stored that
     much later. Heartbeats, and the syncs of the nodes whose hardware changed, come
     spread over the interval; a transaction's fixed cost is then paid once for about
-    a hundredth of them (or 256, whichever is less), not once each. A changed node's
-    report cost 2.9 ms of CPU stored alone and 0.84 ms stored eight together (in
-    process, 1,000 nodes of 8 GPUs).
+    a hundredth of them (or 256, whichever is less), not once each; a changed node's
+    report costs far less CPU stored with others than alone (docs/benchmarks.md).
     """
     return min(0.25, heartbeat_interval / 100)
 

@@ -2,7 +2,7 @@
 
 When a fleet comes up every agent's first sync adds all of its hardware: devices,
 their deployables, and those deployables' attributes and attach handles. Built as
-ORM objects, the unit of work's bookkeeping was half of the conductor's CPU while a
+ORM objects, the unit of work's bookkeeping was the conductor's largest cost while a
 thousand nodes converged (its profile). Here the rows of a whole batch of agents go
 out as one multi-row INSERT per table, each returning the ids the next one needs;
 on PostgreSQL the ids come from the tables' sequences and every table goes by COPY.
@@ -149,8 +149,8 @@ def _insert_with_ids(
 def _copy(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
     """``rows`` by PostgreSQL's COPY, in the session's transaction.
 
-    psycopg's executemany sent rows one by one in a pipeline (a third of a first
-    inventory's CPU on PostgreSQL, by its profile); COPY streams them. Each value
+    psycopg's executemany sent rows one by one in a pipeline (a large share of a
+    first inventory's CPU on PostgreSQL, by its profile); COPY streams them. Each value
     goes through its column's bind processing, and a column left out gets its
     Python-side default, as an INSERT would give it. COPY goes around the session,
     so the inventory generation is told here.

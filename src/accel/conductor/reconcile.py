@@ -275,8 +275,8 @@ def _load_devices(session: Session, uuids: list[str]) -> dict[str, Device]:
     fingerprints, read already, count them unchanged. Loading every device of a
     changed node as objects was most of its sync. The graph comes in one joined
     query rather than one per level: a device has few deployables, each with a few
-    attributes and handles, and three fewer queries made a lone changed sync a
-    quarter cheaper.
+    attributes and handles, and three fewer queries made a lone changed sync
+    cheaper.
     """
     if not uuids:
         return {}

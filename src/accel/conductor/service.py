@@ -196,7 +196,7 @@ class ConductorService:
     async def sweep_forever(self) -> None:
         # A tenth of the grace, between 0.2 and 5 s: an agent goes DOWN at most that
         # long after its grace ends. Sweeping every second scanned a fleet's rows 30
-        # times per heartbeat interval for nothing, a fifth of an idle conductor's CPU.
+        # times per heartbeat interval for nothing, a cost an idle conductor's profile showed.
         interval = max(0.2, min(5.0, self.settings.agent_down_after / 10))
         binds_swept = -math.inf
         self.hearing.restart()  # the grace runs from here: before, no hello was heard

@@ -32,7 +32,7 @@ def check_node_name(name: str) -> str:
 
 
 # Every heartbeat's endpoint is checked twice (its body, its origin); a fleet's are
-# few and repeat, and parsing them again cost a tenth of a conductor's heartbeat.
+# few and repeat, and parsing them again showed in a conductor's heartbeat profile.
 @functools.lru_cache(maxsize=1 << 16)
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     """Splits ``host:port`` (IPv6 in brackets) and checks both halves.

@@ -79,7 +79,7 @@ class InternalGate:
 def replace_headers(start: Message, pairs: Sequence[tuple[bytes, bytes]]) -> None:
     """Puts ``pairs`` (lower-case names, as ASGI has them) in a response start message,
     in place of any headers of the same names: one pass over the list, where
-    MutableHeaders scans and re-encodes it for every header set (a twentieth of a
+    MutableHeaders scans and re-encodes it for every header set (in the profile of a
     cached api read, and of a heartbeat)."""
     names = {name for name, _ in pairs}
     kept = [pair for pair in start.get("headers", ()) if pair[0].lower() not in names]
@@ -107,7 +107,7 @@ class DirectRoutes:
     """Answers a few hot endpoints without Starlette's router and exception layers.
 
     A conductor's heartbeats are its most frequent call by far, and the router, its
-    exception middleware and the route's request wrapper were a fifth of a
+    exception middleware and the route's request wrapper were a large share of a
     heartbeat's cost. An endpoint named here is called straight from the gate with
     the same ``Request``, and its errors get the same JSON bodies; any other path or
     method (a 405 included) goes on to the application. Such an endpoint sees no
