@@ -17,7 +17,7 @@
 
 Foreign errors (aiohttp, httpx, SQLAlchemy, OSError from sysfs) are translated where they
 enter accel and chained with ``from``; HTTP status codes are chosen in exactly one
-place per app, keyed by these classes.
+place for every app, keyed by these classes (accel.web.errors).
 """
 
 from __future__ import annotations

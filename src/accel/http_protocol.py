@@ -42,7 +42,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from accel.internal.server import error_json
+from accel.internal.error_body import INTERNAL_ERRORS
 from accel.log_limit import EveryFew
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,9 @@ ErrorBody = Callable[[int, str], bytes]
 class WireLimits:
     """What one connection may take of a serving process, and how a refusal is said."""
 
-    error_body: ErrorBody = error_json
+    error_body: ErrorBody = INTERNAL_ERRORS.json
     head_timeout: float = 10.0
-    # A body is at most 1 MiB (accel.internal.server.MAX_BODY_BYTES).
+    # A body is at most 1 MiB (accel.web.bodies.MAX_BODY_BYTES).
     body_timeout: float = 30.0
     write_timeout: float = 30.0
     # 2,000 accelerator request uuids in one bulk delete's ?arqs= are 74 KB.

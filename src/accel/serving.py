@@ -18,7 +18,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from accel.http_protocol import ErrorBody, WireLimits, guarded_protocol
-from accel.internal.server import error_json
+from accel.internal.error_body import INTERNAL_ERRORS
 from accel.internal.tls import TlsFiles
 from accel.sockets import raise_file_limit
 
@@ -77,7 +77,7 @@ def serve(
     *,
     behind_proxy: bool = False,
     keep_alive: float = 5.0,
-    error_body: ErrorBody = error_json,
+    error_body: ErrorBody = INTERNAL_ERRORS.json,
 ) -> None:
     """Serves until SIGTERM or SIGINT, then drains in-flight requests.
 

@@ -19,8 +19,8 @@ import httpx
 
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs, build_gpu_server
-from accel.internal.json_bodies import loads
 from accel.internal.schemas import MAX_DRIVER_ANSWER_BYTES, MAX_ENTRIES_PER_DRIVER, Kind
+from accel.web.json_bodies import loads
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, agents, alarms, devices, get
 from tests.processes import (
     TOKEN,

@@ -19,7 +19,7 @@ from accel.driver.service import DriverService, DriverSettings
 from accel.errors import PeerError
 from accel.internal.client import Discovery, InternalClient, base_url
 from accel.internal.schemas import Kind
-from accel.internal.versions import DISCOVERY_WAIT_VERSION, VersionRange
+from accel.internal.versions import Feature, VersionRange
 from accel.sim.servers import ServerGroup
 from accel.sockets import bind, endpoint_of
 
@@ -69,7 +69,7 @@ def test_a_driver_gone_back_to_1_3_is_started_then_polled(gpu_server: FakeSysfs)
     async def scenario() -> None:
         async with driver_and_client(gpu_server, VersionRange.up_to("1.3")) as (driver, client):
             # As if the client had met this driver before its rollback, at 1.4.
-            client._peer_versions[base_url(driver)] = DISCOVERY_WAIT_VERSION
+            client._peer_versions[base_url(driver)] = Feature.DISCOVERY_WAIT.since
             found = await client.discover_if_changed(driver, wait=10, etag='"stale"')
             assert found.report is not None and len(found.report.hardware) == 4
             assert found.etag is None  # 1.3 gives no ETag
@@ -86,7 +86,7 @@ def test_a_peer_heard_speaking_1_4_gets_the_one_call_discovery(gpu_server: FakeS
             before = await client.discover_if_changed(driver, wait=10)
             assert before.report is not None and before.etag is None
             # Its next hello comes at 1.4 (an upgraded peer): from then on, one call.
-            client.peer_spoke(driver, DISCOVERY_WAIT_VERSION)
+            client.peer_spoke(driver, Feature.DISCOVERY_WAIT.since)
             after = await client.discover_if_changed(driver, wait=10)
             assert after.report is not None and after.etag is not None
 

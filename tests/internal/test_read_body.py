@@ -14,8 +14,10 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from accel.errors import AccelError
+from accel.internal.error_body import INTERNAL_ERRORS
 from accel.internal.schemas import AgentHello
-from accel.internal.server import accel_error_response, read_body
+from accel.web.bodies import read_body
+from accel.web.errors import failure_response
 
 HELLO = b'{"status": "READY", "endpoint": "127.0.0.1:7001", "name": "node1"}'
 
@@ -35,7 +37,7 @@ def endpoint(model: type[BaseModel]) -> Callable[[Request], Awaitable[Response]]
         try:
             body = await read_body(request, model)
         except AccelError as exc:
-            return accel_error_response(exc)
+            return failure_response(exc, INTERNAL_ERRORS)
         return JSONResponse(body.model_dump(mode="json", exclude_none=True))
 
     return take

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from accel.errors import VersionNotAcceptable
-from accel.internal.versions import NEWEST, VersionRange, format_version
+from accel.internal.versions import NEWEST, Feature, VersionRange, format_version
 
 BEYOND_NEWEST = format_version((NEWEST[0], NEWEST[1] + 1))
 
@@ -39,3 +41,16 @@ def test_an_older_release_speaks_up_to_its_own_version() -> None:
 def test_a_range_outside_what_this_code_knows_is_refused() -> None:
     with pytest.raises(ValueError):
         VersionRange.up_to(BEYOND_NEWEST)
+
+
+def test_each_feature_is_a_minor_version_of_its_own_in_the_documented_table() -> None:
+    features = sorted(feature.since for feature in Feature)
+    assert features == [(1, minor) for minor in range(1, NEWEST[1] + 1)]
+    table = (Path(__file__).parents[2] / "docs" / "internal-api.md").read_text()
+    for since in features:
+        assert f"\n| {format_version(since)} | " in table
+
+
+def test_a_feature_is_spoken_from_its_version_on() -> None:
+    assert not Feature.SETUP.spoken_in((1, 2))
+    assert Feature.SETUP.spoken_in((1, 3)) and Feature.SETUP.spoken_in(NEWEST)

@@ -37,6 +37,7 @@ from accel.internal.discovery_http import (
     requested_result,
 )
 from accel.internal.discovery_state import DiscoveryState
+from accel.internal.gate import request_version
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import (
@@ -50,10 +51,12 @@ from accel.internal.schemas import (
     HardwareEntry,
     HardwareList,
 )
-from accel.internal.server import internal_app, only_query, read_body, request_version
+from accel.internal.server import internal_app
 from accel.internal.tls import TlsFiles
-from accel.internal.versions import HELLO_ETAG_VERSION, Version, VersionRange, format_version
+from accel.internal.versions import Feature, Version, VersionRange, format_version
 from accel.metrics import DISCOVERIES, HELLOS
+from accel.web.bodies import read_body
+from accel.web.queries import only_params
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +130,7 @@ class AgentService:
     async def hello(self, request: Request) -> Response:
         source = request.client.host if request.client else None
         self.hello_limiter.check(source or "unknown")
-        only_query(request)
+        only_params(request)
         hello = await read_body(request, DriverHello)
         await check_origin(hello.endpoint, source, self.settings.allowed_driver_networks)
         known = await self.drivers.register(hello.type, hello.endpoint)
@@ -147,7 +150,7 @@ class AgentService:
         )
 
     async def list_drivers(self, request: Request) -> Response:
-        only_query(request)
+        only_params(request)
         return JSONResponse(
             {
                 "drivers": [
@@ -294,7 +297,7 @@ class AgentService:
         heartbeat interval (a hung driver must not hold the heartbeat up). Not
         ``fresh``: the last one, if it is less than a heartbeat interval old."""
         version = self.conductor_client.peer_version(conductor)
-        if version < HELLO_ETAG_VERSION:
+        if not Feature.HELLO_ETAG.spoken_in(version):
             return None
         if not fresh:
             recent = self._recent_etag

@@ -17,10 +17,12 @@ from starlette.responses import JSONResponse, Response
 
 from accel.errors import NotFound
 from accel.internal.client import InternalClient
+from accel.internal.gate import require
 from accel.internal.schemas import Kind
-from accel.internal.server import only_query, read_body, require_version
-from accel.internal.setup_schemas import SETUP_VERSION, SetupCall
-from accel.internal.versions import VersionRange
+from accel.internal.setup_schemas import SetupCall
+from accel.internal.versions import Feature, VersionRange
+from accel.web.bodies import read_body
+from accel.web.queries import only_params
 
 MAX_REMEMBERED = 10_000
 
@@ -43,8 +45,8 @@ class SetupRelay:
         self._holders: OrderedDict[str, Kind] = OrderedDict()
 
     async def start(self, request: Request) -> Response:
-        require_version(request, SETUP_VERSION, "setup", self._versions)
-        only_query(request)
+        require(request, Feature.SETUP, "setup", self._versions)
+        only_params(request)
         call = await read_body(request, SetupCall)
         driver = self._driver(call.kind)
         progress = await self._client().setup(driver.endpoint, call)
@@ -52,8 +54,8 @@ class SetupRelay:
         return JSONResponse(progress.model_dump(mode="json"), status_code=202)
 
     async def progress(self, request: Request) -> Response:
-        require_version(request, SETUP_VERSION, "setup", self._versions)
-        only_query(request)
+        require(request, Feature.SETUP, "setup", self._versions)
+        only_params(request)
         operation = request.path_params["operation"]
         kind = self._holders.get(operation)
         if kind is None:

@@ -25,7 +25,7 @@ from accel.api.devices import timestamp
 from accel.api.openstack import link
 from accel.api.patches import bindings_from_patch
 from accel.api.policy import authorize
-from accel.api.queries import only_params, reader, uuid_list, valid_uuid, writer
+from accel.api.queries import reader, uuid_list, valid_uuid, writer
 from accel.api.routing import resource
 from accel.db.models import (
     HOLDING_NOTHING,
@@ -37,7 +37,8 @@ from accel.db.models import (
 )
 from accel.errors import Conflict, InvalidInput, Locked, NotFound
 from accel.internal.schemas import MAX_ARQS_PER_CHANGE, ArqChanges
-from accel.internal.server import read_json
+from accel.web.bodies import read_json
+from accel.web.queries import only_params
 
 RESOLVED = ("Bound", "BindFailed", "Deleting")
 MAX_ARQS_PER_PROFILE = 1000

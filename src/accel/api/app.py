@@ -33,12 +33,13 @@ from accel.api import (
 )
 from accel.api.auth import Authentication, AuthMode, Identity, Resolver, tokens_resolver
 from accel.api.cache import GenerationWatch, ResponseCache
-from accel.api.failures import HANDLERS, Failures
+from accel.api.failures import CYBORG_ERRORS, HANDLERS, Failures
 from accel.api.fast_reads import CachedReads
 from accel.api.health import healthz
 from accel.api.keystone import KeystoneValidator
+from accel.api.microversions import Microversions
 from accel.api.openapi import openapi
-from accel.api.openstack import Microversions, error_response, root, v2_root
+from accel.api.openstack import root, v2_root
 from accel.api.policy import RULES, authorize
 from accel.api.queries import Reader, Writer
 from accel.db.engine import migrate, session_factory
@@ -100,7 +101,7 @@ class TrailingSlash:
         path: str = scope.get("path", "")
         if scope["type"] == "http" and path.endswith("/") and path not in ("/", "/v2/"):
             if scope["method"] == "DELETE":
-                await error_response(
+                await CYBORG_ERRORS.response(
                     400, f"DELETE {path} names no resource: name it without the trailing slash"
                 )(scope, receive, send)
                 return

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from accel.api.openstack import error_response
+from accel.api.failures import CYBORG_ERRORS
 from accel.errors import AccelError
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class Authentication:
         if scope["type"] == "http" and self.resolve is None:
             origin = foreign_origin(scope)
             if origin is not None:
-                await error_response(
+                await CYBORG_ERRORS.response(
                     403,
                     f"cross-site request refused: Origin {origin} is neither loopback nor this"
                     " api, and --auth noauth serves local callers only",
@@ -151,10 +151,10 @@ class Authentication:
             try:
                 identity = await self.resolve(token) if token else None
             except AccelError as exc:
-                await error_response(exc.status_code, exc.message)(scope, receive, send)
+                await CYBORG_ERRORS.response(exc.status_code, exc.message)(scope, receive, send)
                 return
         if identity is None:
-            await error_response(401, "authentication required: send a valid X-Auth-Token")(
+            await CYBORG_ERRORS.response(401, "authentication required: send a valid X-Auth-Token")(
                 scope, receive, send
             )
             return

@@ -21,11 +21,12 @@ from accel.api.cache import cache, json_bytes
 from accel.api.devices import timestamp
 from accel.api.openstack import link, public_url
 from accel.api.policy import authorize
-from accel.api.queries import one_by_uuid, only_params, reader, valid_uuid, writer
+from accel.api.queries import one_by_uuid, reader, valid_uuid, writer
 from accel.api.routing import resource
 from accel.db.models import Attribute, Deployable, Device
 from accel.errors import InvalidInput, NotFound
-from accel.internal.server import read_json
+from accel.web.bodies import read_json
+from accel.web.queries import only_params
 
 MAX_ID = 2**31  # integer keys are 32-bit on PostgreSQL
 

@@ -20,19 +20,20 @@ from starlette.responses import JSONResponse, Response
 
 from accel.api.accelerator_requests import MAX_ARQS_PER_PROFILE, units_per_group
 from accel.api.devices import timestamp
-from accel.api.openstack import link, microversion
+from accel.api.microversions import ApiFeature, require
+from accel.api.openstack import link
 from accel.api.policy import authorize
-from accel.api.queries import comma_list, only_params, reader, writer
+from accel.api.queries import comma_list, reader, writer
 from accel.api.routing import resource
 from accel.db.models import AcceleratorRequest, DeviceProfile
 from accel.errors import (
     Conflict,
     InvalidInput,
     NotFound,
-    SupportedRange,
-    VersionNotAcceptable,
 )
-from accel.internal.server import read_json, refuse_nul
+from accel.web.bodies import read_json
+from accel.web.nul import refuse_nul
+from accel.web.queries import only_params
 
 NAME = re.compile(r"^[a-zA-Z0-9-_]+$")
 STANDARD_RESOURCE_CLASSES = frozenset(
@@ -134,10 +135,8 @@ async def get_profile(request: Request) -> Response:
     key = request.path_params["key"]
     refuse_nul(key, "device profile")
     by_uuid = _is_uuid(key)
-    if not by_uuid and microversion(request) < (2, 2):
-        raise VersionNotAcceptable(
-            "a device profile by name needs microversion 2.2", SupportedRange("2.0", "2.3")
-        )
+    if not by_uuid:
+        require(request, ApiFeature.PROFILE_BY_NAME, "a device profile by name")
     column = DeviceProfile.uuid if by_uuid else DeviceProfile.name
 
     def query(session: Session) -> DeviceProfile | None:

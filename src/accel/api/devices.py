@@ -12,11 +12,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from accel.api.cache import cache, json_bytes
-from accel.api.openstack import link, microversion
+from accel.api.microversions import ApiFeature, has
+from accel.api.openstack import link
 from accel.api.policy import authorize
-from accel.api.queries import one_by_uuid, only_params, reader, valid_uuid, writer
+from accel.api.queries import one_by_uuid, reader, valid_uuid, writer
 from accel.db.models import Device
 from accel.errors import NotFound
+from accel.web.queries import only_params
 
 FILTERS = ("type", "vendor", "hostname")
 
@@ -61,7 +63,7 @@ def device_body(request: Request, device: Device | DeviceRow) -> dict[str, Any]:
         "updated_at": timestamp(device.updated_at),
         "links": link(request, "devices", device.uuid),
     }
-    if microversion(request) >= (2, 3):
+    if has(request, ApiFeature.DEVICE_STATUS):
         body["status"] = device.status
     return body
 

@@ -15,9 +15,10 @@ from starlette.routing import Route
 from accel.api.conductor_link import LIVE_WITHIN
 from accel.api.devices import timestamp
 from accel.api.policy import authorize
-from accel.api.queries import only_params, reader
+from accel.api.queries import reader
 from accel.db.models import Agent, Alarm, Conductor, Device, utcnow
 from accel.errors import InvalidInput
+from accel.web.queries import only_params
 
 
 def _choice(params: dict[str, str], name: str, choices: tuple[str, ...], default: str) -> str:

@@ -21,7 +21,7 @@ import httpx
 
 from accel.api.auth import KNOWN_ROLES, Identity
 from accel.errors import Unavailable
-from accel.internal.json_bodies import loads
+from accel.web.json_bodies import loads
 
 log = logging.getLogger(__name__)
 

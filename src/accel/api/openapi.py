@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from accel.api.health import DatabaseState
+from accel.api.microversions import MAX_MICROVERSION, text
 
 UUID_PATH = {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string"}}
 KEY_PATH = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -390,7 +391,10 @@ def document() -> dict[str, Any]:
     }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "accel public API (OpenStack Cyborg v2 compatible)", "version": "2.3"},
+        "info": {
+            "title": "accel public API (OpenStack Cyborg v2 compatible)",
+            "version": text(MAX_MICROVERSION),
+        },
         "paths": paths,
         "components": {"schemas": schemas},
     }

@@ -23,18 +23,20 @@ from starlette.responses import JSONResponse, Response
 from accel.api.conductor_link import request_operation
 from accel.api.deployables import deployable_body
 from accel.api.policy import authorize
-from accel.api.queries import one_by_uuid, only_params, reader, valid_uuid
+from accel.api.queries import one_by_uuid, reader, valid_uuid
 from accel.api.routing import resource
 from accel.db.models import Deployable, Device, Operation
 from accel.db.operation_view import operation_view
 from accel.errors import InvalidInput, NotFound
-from accel.internal.server import problems_text, read_json, validation_problems
 from accel.internal.setup_schemas import (
     BITSTREAM_NAME,
     OperationRequest,
     OperationView,
     SetupAction,
 )
+from accel.web.bodies import read_json
+from accel.web.problems import problems_text, validation_problems
+from accel.web.queries import only_params
 
 SETUP_ACTION: TypeAdapter[SetupAction] = TypeAdapter(SetupAction)
 STATES = ("PENDING", "RUNNING", "DONE", "FAILED")

@@ -14,10 +14,10 @@ from pydantic import ValidationError
 from starlette.requests import Request
 
 from accel.api.auth import RequestContext
-from accel.api.openstack import microversion
-from accel.errors import Forbidden, InvalidInput, SupportedRange, VersionNotAcceptable
+from accel.api.microversions import ApiFeature, require
+from accel.errors import Forbidden, InvalidInput
 from accel.internal.schemas import ArqBinding, ArqChanges
-from accel.internal.server import problems_text, validation_problems
+from accel.web.problems import problems_text, validation_problems
 
 BIND_FIELDS = ("hostname", "device_rp_uuid", "instance_uuid")
 MAX_ARQS_PER_PATCH = 1000
@@ -65,10 +65,7 @@ def _values(
         if path not in allowed:
             raise InvalidInput(f"{arq_uuid}: path {path!r} cannot be patched")
         if path == "/project_id":
-            if microversion(request) < (2, 1):
-                raise VersionNotAcceptable(
-                    "/project_id needs microversion 2.1", SupportedRange("2.0", "2.3")
-                )
+            require(request, ApiFeature.BIND_PROJECT_ID, "/project_id")
             if not caller.is_admin:
                 raise Forbidden("only an admin may set the project_id of a request")
         if "add" in kinds:

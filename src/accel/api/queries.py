@@ -1,9 +1,10 @@
-"""Reading the database for the api: sessions in worker threads, strict query params."""
+"""Reading the database for the api: sessions in worker threads, and the uuids and
+lists a query or path names."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TypeVar
 
 import anyio.to_thread
@@ -13,7 +14,7 @@ from starlette.requests import Request
 
 from accel.api.write_queue import WriteQueue
 from accel.errors import InvalidInput, NotFound
-from accel.internal.server import refuse_nul
+from accel.web.queries import only_params
 
 Result = TypeVar("Result")
 
@@ -92,37 +93,6 @@ def reader(request: Request) -> Reader:
 def writer(request: Request) -> Writer:
     found: Writer = request.app.state.writer
     return found
-
-
-def only_params(request: Request, allowed: Iterable[str]) -> dict[str, str]:
-    """The query parameters, refusing any this endpoint does not know or any given twice."""
-    allowed = set(allowed)
-    given: set[str] = set()
-    for key, value in request.query_params.multi_items():
-        refuse_nul(value, f"query parameter {key}")
-        if key in given:
-            # Which one wins would be the framework's choice, not the caller's.
-            raise InvalidInput(
-                f"query parameter {key} is given more than once; "
-                "give it once (lists are comma-separated)"
-            )
-        given.add(key)
-    unknown = sorted(set(request.query_params) - allowed)
-    if unknown and not allowed:
-        raise InvalidInput(
-            f"unknown query parameter(s): {', '.join(unknown)}; this takes no query parameters"
-        )
-    if unknown:
-        raise InvalidInput(
-            f"unknown query parameter(s): {', '.join(unknown)}; "
-            f"allowed: {', '.join(sorted(allowed))}"
-        )
-    empty = sorted(key for key, value in request.query_params.multi_items() if not value)
-    if empty:
-        # It would match nothing and answer an empty list: the caller's mistake (a
-        # variable left unset) would read as "there is none".
-        raise InvalidInput(f"query parameter {empty[0]} is empty; leave it out to not filter")
-    return {key: value for key, value in request.query_params.items()}
 
 
 def comma_list(text: str, what: str) -> list[str]:

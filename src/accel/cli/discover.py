@@ -14,6 +14,7 @@ from accel.cli.options import device_filter, device_filter_options, option
 from accel.driver.discovery import Discoverer
 from accel.driver.nvml import load_nvml
 from accel.internal.schemas import HardwareEntry, Kind
+from accel.internal.versions import NEWEST
 
 COLUMNS = ("address", "kind", "name", "numa", "vfs", "state")
 
@@ -72,7 +73,7 @@ def discover(
         for entry in Discoverer(kind, sysfs_root, selection, nvml=library).discover(node)
     ]
     if as_json:
-        click.echo(json.dumps({"hardware": [e.wire((1, 1)) for e in found]}, indent=2))
+        click.echo(json.dumps({"hardware": [e.wire(NEWEST) for e in found]}, indent=2))
         return
     print_table(
         f"{len(found)} devices under {sysfs_root} on {node}",

@@ -227,7 +227,7 @@ def api(
     """Serve the public REST API from the database."""
     from accel.api.app import ApiSettings, create_app
     from accel.api.auth import Identity, load_tokens
-    from accel.api.openstack import error_json
+    from accel.api.failures import CYBORG_ERRORS
     from accel.api.policy import load_policy
     from accel.serving import configure_logging, serve
 
@@ -274,4 +274,4 @@ def api(
         tls=tls_files(tls_cert, tls_key, tls_ca),
     )
     log.info("api listening on http://%s", endpoint_of(sock))
-    serve(create_app(engine, settings), sock, behind_proxy=True, error_body=error_json)
+    serve(create_app(engine, settings), sock, behind_proxy=True, error_body=CYBORG_ERRORS.json)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from accel.cli.options import option
-from accel.internal.json_bodies import NotJson, loads
+from accel.web.json_bodies import NotJson, loads
 
 if TYPE_CHECKING:
     import httpx

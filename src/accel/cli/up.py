@@ -25,6 +25,7 @@ from accel.cli.options import default_state_dir, option, positive
 from accel.driver.discovery import count_accelerators
 from accel.internal.auth import create_token_file, load_token
 from accel.internal.schemas import Kind
+from accel.internal.versions import HEADER, Feature, format_version
 from accel.sockets import bind, endpoint_of
 from accel.supervisor import Part, Supervisor
 
@@ -247,7 +248,7 @@ def _converged(client: httpx.Client, agent_url: str, api_url: str) -> bool:
     """Whether the agent heard from every driver and the database holds what it found."""
     try:
         node = client.get(
-            agent_url + "/v1/hardware", headers={"Accel-Internal-Version": "1.1"}
+            agent_url + "/v1/hardware", headers={HEADER: format_version(Feature.GENERATIONS.since)}
         ).json()
         stored = client.get(api_url + "/v2/hardware").json()["hardware"]
     except (httpx.HTTPError, ValueError, KeyError):

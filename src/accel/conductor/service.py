@@ -41,20 +41,17 @@ from accel.db.models import utcnow
 from accel.db.outage import DATABASE_AWAY
 from accel.errors import InvalidInput, Unavailable
 from accel.internal.client import InternalClient
+from accel.internal.gate import request_version, require
 from accel.internal.identity import answers_as
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import COMMIT_BEFORE, AgentHello, ArqChanges, ArqOutcomes
-from accel.internal.server import (
-    internal_app,
-    only_query,
-    read_body,
-    request_version,
-    require_version,
-)
+from accel.internal.server import internal_app
 from accel.internal.tls import TlsFiles
-from accel.internal.versions import HELLO_ETAG_VERSION, VersionRange, format_version
+from accel.internal.versions import Feature, VersionRange, format_version
 from accel.metrics import AGENTS, HELLOS
+from accel.web.bodies import read_body
+from accel.web.queries import only_params
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +133,15 @@ class ConductorService:
     async def hello(self, request: Request) -> Response:
         source = request.client.host if request.client else None
         self.hello_limiter.check(source or "unknown")
-        only_query(request)
+        only_params(request)
         hello = await read_body(request, AgentHello)
         version = request_version(request)
-        if hello.inventory_etag is not None and version < HELLO_ETAG_VERSION:
+        if hello.inventory_etag is not None and not Feature.HELLO_ETAG.spoken_in(version):
             # As a release before 1.5 would: the field is not part of this version.
             raise InvalidInput(
-                f"inventory_etag is a field of internal version "
-                f"{format_version(HELLO_ETAG_VERSION)} and later, not {format_version(version)}"
+                "inventory_etag is a field of internal version "
+                f"{format_version(Feature.HELLO_ETAG.since)} and later, "
+                f"not {format_version(version)}"
             )
         await check_origin(hello.endpoint, source, self.settings.allowed_agent_networks)
         name = hello.name or hello.endpoint
@@ -178,8 +176,8 @@ class ConductorService:
 
     async def change_arqs(self, request: Request) -> Response:
         """Binds and unbinds accelerator requests for the api (internal version 1.2)."""
-        require_version(request, (1, 2), "binding", self.settings.versions)
-        only_query(request)
+        require(request, Feature.BINDING, "binding", self.settings.versions)
+        only_params(request)
         changes = await read_body(request, ArqChanges)
         commit_before = parse_commit_before(request.headers.get(COMMIT_BEFORE))
         try:

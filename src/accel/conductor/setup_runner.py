@@ -28,10 +28,12 @@ from accel.db.commit_deadline import TooLate, parse_commit_before
 from accel.db.models import utcnow
 from accel.errors import PeerError, PeerRefused, Unavailable
 from accel.internal.client import InternalClient
+from accel.internal.gate import require
 from accel.internal.schemas import COMMIT_BEFORE
-from accel.internal.server import only_query, read_body, require_version
-from accel.internal.setup_schemas import SETUP_VERSION, OperationRequest
-from accel.internal.versions import VersionRange
+from accel.internal.setup_schemas import OperationRequest
+from accel.internal.versions import Feature, VersionRange
+from accel.web.bodies import read_body
+from accel.web.queries import only_params
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,8 @@ class SetupRunner:
 
     async def accept(self, request: Request) -> Response:
         """``POST /v1/operations``: the api's request, stored and answered 202."""
-        require_version(request, SETUP_VERSION, "setup", self.settings.versions)
-        only_query(request)
+        require(request, Feature.SETUP, "setup", self.settings.versions)
+        only_params(request)
         asked = await read_body(request, OperationRequest)
         commit_before = parse_commit_before(request.headers.get(COMMIT_BEFORE))
         try:

@@ -32,7 +32,7 @@ from accel.db.outage import DATABASE_AWAY
 from accel.errors import PeerError
 from accel.internal.client import Discovery, InternalClient
 from accel.internal.schemas import MAX_ENTRIES_PER_DRIVER
-from accel.internal.versions import HELLO_ETAG_VERSION, parse_version
+from accel.internal.versions import Feature, parse_version
 from accel.metrics import DISCOVERIES, INVENTORY_CHANGES, SYNC_LEASES
 
 if TYPE_CHECKING:
@@ -254,6 +254,6 @@ def _entries(sync: FinishedSync) -> int:
 def _sends_etags(claim: leases.Claim) -> bool:
     """Whether the agent's last hello spoke a version whose hellos carry its ETag."""
     try:
-        return parse_version(claim.internal_version or "1.0") >= HELLO_ETAG_VERSION
+        return Feature.HELLO_ETAG.spoken_in(parse_version(claim.internal_version or "1.0"))
     except ValueError:
         return False

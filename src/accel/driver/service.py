@@ -30,7 +30,7 @@ from starlette.types import ASGIApp
 
 from accel.driver.discovery import Discoverer
 from accel.driver.setup import OperationRegistry, SetupConfig, plan_setup
-from accel.errors import PeerError, VersionNotAcceptable
+from accel.errors import PeerError
 from accel.internal.client import InternalClient
 from accel.internal.discovery_http import (
     MAX_WAIT_SECONDS,
@@ -39,12 +39,15 @@ from accel.internal.discovery_http import (
     requested_result,
 )
 from accel.internal.discovery_state import DiscoveryState
+from accel.internal.gate import require
 from accel.internal.schemas import DriverHello, HardwareEntry, Kind
-from accel.internal.server import internal_app, only_query, read_body, request_version
-from accel.internal.setup_schemas import SETUP_VERSION, SetupCall, SetupProgress
+from accel.internal.server import internal_app
+from accel.internal.setup_schemas import SetupCall, SetupProgress
 from accel.internal.tls import TlsFiles
-from accel.internal.versions import VersionRange, format_version
+from accel.internal.versions import Feature, VersionRange
 from accel.metrics import DISCOVERIES
+from accel.web.bodies import read_body
+from accel.web.queries import only_params
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +109,9 @@ class DriverService:
         generation = self.discoveries.start(self._scan, join=False)
         await self.discoveries.wait_for(generation, MAX_WAIT_SECONDS)
 
-    def _require_setup_version(self, request: Request) -> None:
-        if request_version(request) < SETUP_VERSION:
-            raise VersionNotAcceptable(
-                f"setup needs internal version {format_version(SETUP_VERSION)}",
-                self.settings.versions.supported(),
-            )
-
     async def start_setup(self, request: Request) -> Response:
-        self._require_setup_version(request)
-        only_query(request)
+        require(request, Feature.SETUP, "setup", self.settings.versions)
+        only_params(request)
         call = await read_body(request, SetupCall)
         progress = self.operations.known(call)
         if progress is None:
@@ -133,8 +129,8 @@ class DriverService:
         return _progress_response(progress, 202)
 
     async def setup_progress(self, request: Request) -> Response:
-        self._require_setup_version(request)
-        only_query(request)
+        require(request, Feature.SETUP, "setup", self.settings.versions)
+        only_params(request)
         operation: UUID = request.path_params["operation"]
         return _progress_response(self.operations.progress(operation), 200)
 

@@ -33,7 +33,6 @@ from accel.internal.schemas import (
     HelloAnswer,
 )
 from accel.internal.setup_schemas import (
-    SETUP_VERSION,
     OperationRequest,
     OperationView,
     SetupCall,
@@ -41,9 +40,8 @@ from accel.internal.setup_schemas import (
 )
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import (
-    DISCOVERY_WAIT_VERSION,
     HEADER,
-    HELLO_ETAG_VERSION,
+    Feature,
     Version,
     VersionRange,
     format_version,
@@ -153,11 +151,11 @@ class InternalClient:
 
     async def setup(self, peer: str, call: SetupCall) -> SetupProgress:
         """Asks an agent or driver to run a setup action (internal version 1.3)."""
-        await self._needs(peer, SETUP_VERSION, "setup")
+        await self._needs(peer, Feature.SETUP, "setup")
         return await self._call("POST", peer, "/v1/setup", SetupProgress, body=call)
 
     async def setup_progress(self, peer: str, operation: str) -> SetupProgress:
-        await self._needs(peer, SETUP_VERSION, "setup")
+        await self._needs(peer, Feature.SETUP, "setup")
         return await self._call("GET", peer, f"/v1/setup/{operation}", SetupProgress)
 
     async def request_operation(
@@ -169,7 +167,7 @@ class InternalClient:
     ) -> OperationView:
         """Asks a conductor to start a setup operation for the api (1.3); the deadline
         and the wait as for ``change_arqs``."""
-        await self._needs(conductor, SETUP_VERSION, "setup")
+        await self._needs(conductor, Feature.SETUP, "setup")
         response = await self._post_once(conductor, "/v1/operations", request, commit_before, wait)
         return parse_answer(response, OperationView, "POST /v1/operations")
 
@@ -189,7 +187,7 @@ class InternalClient:
             "POST", conductor, path, body, read_timeout=wait, resend=False, headers=headers
         )
 
-    async def _needs(self, peer: str, version: Version, what: str) -> None:
+    async def _needs(self, peer: str, feature: Feature, what: str) -> None:
         """Refuses clearly when ``peer`` is known to be too old for ``what``.
 
         A peer we have not met yet is first asked who it is, so that an older release
@@ -199,11 +197,11 @@ class InternalClient:
         if url not in self._peer_versions:
             await self._learn_version(url)
         spoken = self.peer_version(url)
-        if spoken < version:
+        if not feature.spoken_in(spoken):
             raise PeerTooOld(
                 url,
                 f"{url} speaks internal version {format_version(spoken)}, too old for "
-                f"{what} (which needs {format_version(version)}): upgrade it",
+                f"{what} (which needs {format_version(feature.since)}): upgrade it",
             )
 
     async def _learn_version(self, url: str) -> None:
@@ -269,13 +267,13 @@ class InternalClient:
         url = base_url(peer, self.scheme)
         if url not in self._peer_versions:
             await self._learn_version(url)
-        if self.peer_version(url) >= DISCOVERY_WAIT_VERSION:
+        if Feature.DISCOVERY_WAIT.spoken_in(self.peer_version(url)):
             try:
                 return await self._discover_waiting(url, wait, etag)
             except PeerRefused:
                 # A peer that went back to an older release answers 406, and the
                 # retry at its version (without ``wait``) 400: start, then poll it.
-                if self.peer_version(url) >= DISCOVERY_WAIT_VERSION:
+                if Feature.DISCOVERY_WAIT.spoken_in(self.peer_version(url)):
                     raise
         started = await self.start_discovery(url)
         if started.generation is None:
@@ -401,9 +399,9 @@ def _wire_body(body: BaseModel, version: Version) -> dict[str, Any]:
     """A request body as a peer speaking ``version`` expects it."""
     document = body.model_dump(mode="json", exclude_none=True)
     if isinstance(body, AgentHello):
-        if version < HELLO_ETAG_VERSION:
+        if not Feature.HELLO_ETAG.spoken_in(version):
             document.pop("inventory_etag", None)
-        if version < (1, 1):
+        if not Feature.GENERATIONS.spoken_in(version):
             document.pop("name", None)
             document.pop("resync", None)
     return document

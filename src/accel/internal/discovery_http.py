@@ -12,9 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from accel.internal.discovery_state import DiscoveryState
+from accel.internal.gate import request_version
 from accel.internal.schemas import DriverOutcome, HardwareEntry
-from accel.internal.server import only_query, query_float, query_int, request_version
-from accel.internal.versions import DISCOVERY_WAIT_VERSION, Version
+from accel.internal.versions import Feature, Version
+from accel.web.queries import only_params, query_float, query_int
 
 MAX_WAIT_SECONDS = 60.0
 Result = TypeVar("Result")
@@ -30,10 +31,10 @@ async def discovery_answer(
     ``wait`` of up to ``MAX_WAIT_SECONDS`` answers 200 with its result once it
     completes (``answer``), or 202 as before if it did not within the wait."""
     version = request_version(request)
-    if version < DISCOVERY_WAIT_VERSION:
-        only_query(request)
+    if not Feature.DISCOVERY_WAIT.spoken_in(version):
+        only_params(request)
         return discovery_started(version, start())
-    only_query(request, ("wait",))
+    only_params(request, ("wait",))
     wait = query_float(request, "wait", 0.0, MAX_WAIT_SECONDS)
     generation = start()
     if wait > 0:
@@ -45,7 +46,7 @@ async def discovery_answer(
 
 def discovery_started(version: Version, generation: int) -> Response:
     body: dict[str, object] = {"status": "IN-PROGRESS"}
-    if version >= (1, 1):
+    if Feature.GENERATIONS.spoken_in(version):
         body["generation"] = generation
     return JSONResponse(body, status_code=202)
 
@@ -54,7 +55,7 @@ async def requested_result(
     request: Request, discoveries: DiscoveryState[Result]
 ) -> tuple[Version, int, Result]:
     """The result the caller asked for: at least ``min_generation``, waiting ``wait`` s."""
-    only_query(request, ("min_generation", "wait"))
+    only_params(request, ("min_generation", "wait"))
     wanted = query_int(request, "min_generation", 0, 0, 2**62)
     wait = query_float(request, "wait", 0.0, MAX_WAIT_SECONDS)
     generation, result = await discoveries.wait_for(wanted, wait)
@@ -72,14 +73,14 @@ def hardware_response(
     the drivers' outcomes, not the generation), and is 304 with no body when that is
     the caller's ``If-None-Match``: a resync that changed nothing moves no body."""
     hardware_json = _hardware_json(version, entries)
-    if version < (1, 1):
+    if not Feature.GENERATIONS.spoken_in(version):
         return Response(f'{{"hardware":{hardware_json}}}', media_type="application/json")
     drivers_json = _drivers_json(drivers) if drivers is not None else None
     content = f'{{"hardware":{hardware_json},"generation":{generation}'
     if drivers_json is not None:
         content += f',"drivers":{drivers_json}'
     content += "}"
-    if version < DISCOVERY_WAIT_VERSION:
+    if not Feature.DISCOVERY_WAIT.spoken_in(version):
         return Response(content, media_type="application/json")
     etag = _etag(hardware_json, drivers_json)
     if if_none_match == etag:

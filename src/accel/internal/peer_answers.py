@@ -12,9 +12,9 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from accel.errors import InvalidInput, PeerError
-from accel.internal.json_bodies import loads
 from accel.internal.peer_http import PeerAnswer
-from accel.internal.server import refuse_nul
+from accel.web.json_bodies import loads
+from accel.web.nul import refuse_nul
 
 Answer = TypeVar("Answer", bound=BaseModel)
 
@@ -24,7 +24,7 @@ def parse_answer(response: PeerAnswer, answer: type[Answer], what: str) -> Answe
     # check (a conductor parses one per sync).
     try:
         parsed = answer.model_validate_json(response.content)
-        # As in a request body (accel.internal.server.refuse_nul): text with a NUL
+        # As in a request body (accel.web.nul.refuse_nul): text with a NUL
         # cannot be stored by PostgreSQL, and it came to the conductor's store before.
         # In JSON a NUL is always written as an escape, so the bytes say if one may be in.
         if b"\\u0000" in response.content:

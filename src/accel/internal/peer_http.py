@@ -21,7 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from yarl import URL
 
 from accel.errors import AnswerTooLarge, PeerError
-from accel.internal.json_bodies import loads
+from accel.web.json_bodies import loads
 
 # What a retry may cure: the peer was unreachable, went away mid-answer, or was slow.
 TRANSPORT_FAILURES = (aiohttp.ClientError, TimeoutError)

@@ -39,7 +39,8 @@ from pydantic import (
 )
 
 from accel.internal.endpoints import NODE_NAME_PATTERN, canonical_endpoint
-from accel.internal.json_bodies import depth
+from accel.internal.versions import Feature, Version
+from accel.web.json_bodies import depth
 
 # An ETag of ours is a quoted 40-digit hash; anything much longer is not one (and
 # agents.inventory_etag holds 80).
@@ -314,9 +315,9 @@ class HardwareEntry(LenientBody):
         units = sum(mdev.units for mdev in self.mdev_types)
         return max(1, units + len(self.virtual_functions))
 
-    def wire(self, version: tuple[int, int]) -> dict[str, Any]:
+    def wire(self, version: Version) -> dict[str, Any]:
         """The entry as a peer speaking ``version`` expects it."""
-        if version < (1, 1):
+        if not Feature.GENERATIONS.spoken_in(version):
             return self.model_dump(mode="json", include={"uuid", "acc_specs", "acc_status"})
         document = self.model_dump(mode="json", exclude_none=True)
         return {key: value for key, value in document.items() if value != []}

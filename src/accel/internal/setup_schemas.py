@@ -21,8 +21,6 @@ from pydantic import Field
 
 from accel.internal.schemas import Kind, LenientBody, StrictBody
 
-SETUP_VERSION = (1, 3)
-
 PCI_ADDRESS = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$"
 # A bitstream is named by a plain file name inside the driver's bitstream folder.
 BITSTREAM_NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from enum import Enum
 
 from accel.errors import SupportedRange, VersionNotAcceptable
 
@@ -18,12 +19,37 @@ HEADER = "Accel-Internal-Version"
 MAJOR = 1
 Version = tuple[int, int]
 
+
+class Feature(Enum):
+    """What each minor version brought (docs/internal-api.md has the whole list). A
+    gate asks whether a version has a feature, never compares version numbers."""
+
+    # Hardware entries in full, discovery generations, the long poll of
+    # GET /v1/hardware, drivers' outcomes, a hello's name and resync.
+    GENERATIONS = (1, 1)
+    # The conductor's POST /v1/accelerator_requests, which the api allocates with.
+    BINDING = (1, 2)
+    # Setup operations: the conductor's POST /v1/operations, /v1/setup of agents and drivers.
+    SETUP = (1, 3)
+    # Starting a discovery and answering with its result in one call; hardware ETags.
+    DISCOVERY_WAIT = (1, 4)
+    # An agent's hello carries the ETag of its node's hardware as it last discovered it.
+    HELLO_ETAG = (1, 5)
+
+    @property
+    def since(self) -> Version:
+        """The first version that has it."""
+        since: Version = self.value
+        return since
+
+    def spoken_in(self, version: Version) -> bool:
+        """Whether a peer speaking ``version`` has this feature."""
+        since: Version = self._value_  # not the property: this runs on every heartbeat
+        return version >= since
+
+
 OLDEST: Version = (1, 0)
-NEWEST: Version = (1, 5)
-# Starting a discovery and answering with its result in one call.
-DISCOVERY_WAIT_VERSION: Version = (1, 4)
-# An agent's hello carries the ETag of its node's hardware as it last discovered it.
-HELLO_ETAG_VERSION: Version = (1, 5)
+NEWEST: Version = max(feature.since for feature in Feature)
 
 
 def format_version(version: Version) -> str:

@@ -1,0 +1,34 @@
+"""What may import what among the HTTP layers: accel.web is shared by the public API
+and the internal services, so it imports neither; the public API takes the shared
+pieces from it, never the internal services' app factory."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SOURCE = Path(__file__).parents[2] / "src" / "accel"
+
+
+def imported(package: str) -> dict[str, set[str]]:
+    """The accel modules each module of ``package`` imports."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((SOURCE / package).glob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        found[path.name] = {name for name in names if name.startswith("accel.")}
+    return found
+
+
+def test_the_shared_layer_imports_neither_api() -> None:
+    for module, names in imported("web").items():
+        assert not {n for n in names if n.startswith(("accel.api", "accel.internal"))}, module
+
+
+def test_the_public_api_does_not_import_the_internal_app_factory() -> None:
+    for module, names in imported("api").items():
+        assert "accel.internal.server" not in names, module
