@@ -1,7 +1,8 @@
 """The hardware ETag an agent's hellos carry (internal version 1.5), over HTTP: fresh
 from a discovery for each heartbeat; a retry after an unanswered hello reuses the last
 one while it is younger than a heartbeat interval; a hello that asks for a resync
-carries none. The rules themselves, without a conductor, are in test_heartbeat."""
+carries none, and one wanted while it was in flight is asked for again. The ETag
+rules themselves, without a conductor, are in test_heartbeat."""
 
 from __future__ import annotations
 
@@ -84,6 +85,32 @@ def test_a_hello_that_asks_for_a_resync_carries_no_etag() -> None:
     assert asking["resync"] and "inventory_etag" not in asking
     # Asked once: the next heartbeat confirms the hardware instead.
     assert not confirming["resync"] and confirming["inventory_etag"].startswith('"')
+
+
+def test_a_resync_wanted_while_a_hello_asking_for_one_is_in_flight_is_asked_again() -> None:
+    received: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        group, sock = ServerGroup(), bind("127.0.0.1:0")
+        agent = node_agent(endpoint_of(sock), TOKEN, HEARTBEAT)
+
+        async def hello(request: Request) -> Response:
+            received.append(await request.json())
+            if len(received) == 1:
+                agent.heartbeat.ask_resync()  # a driver registered meanwhile
+            return JSONResponse({"status": "registered", "known": True})
+
+        try:
+            await group.start(hello_only_conductor(hello), sock)
+            agent.heartbeat.ask_resync()
+            for _ in range(3):
+                assert await agent.heartbeat.hello()
+        finally:
+            await agent.aclose()
+            await group.stop()
+
+    asyncio.run(scenario())
+    assert [body["resync"] for body in received] == [True, True, False]
 
 
 def slow_driver(seconds: float) -> Starlette:

@@ -145,6 +145,7 @@ class ConductorHeartbeat:
         while True:
             self._now.clear()
             late, self._late_etag_found = self._late_etag_found, False
+            # A retry, and the hello of a discovery that ended late, follow rule 4.
             answered = await self.hello(fresh_etag=failures == 0 and not late)
             failures = 0 if answered else failures + 1
             with suppress(TimeoutError):
