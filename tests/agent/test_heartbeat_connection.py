@@ -27,18 +27,16 @@ def test_heartbeats_share_a_connection_while_it_is_young() -> None:
     async def scenario() -> None:
         group, sock = ServerGroup(), bind("127.0.0.1:0")
         agent = node_agent(endpoint_of(sock), TOKEN, HEARTBEAT)
-        agent._conductor_client = agent.new_conductor_client()
         try:
             await group.start(hello_only_conductor(hello), sock)
-            assert await agent._hello_some_conductor(fresh_etag=False)
+            assert await agent.heartbeat.hello(fresh_etag=False)
             await asyncio.sleep(HEARTBEAT / 2)
-            assert await agent._hello_some_conductor(fresh_etag=False)
+            assert await agent.heartbeat.hello(fresh_etag=False)
             # Past two heartbeat intervals: the agent's keepalive, not its library's.
             await asyncio.sleep(4 * HEARTBEAT)
-            assert await agent._hello_some_conductor(fresh_etag=False)
+            assert await agent.heartbeat.hello(fresh_etag=False)
         finally:
-            await agent.conductor_client.aclose()
-            await agent.discoveries.close()
+            await agent.aclose()
             await group.stop()
 
     asyncio.run(scenario())

@@ -164,10 +164,7 @@ class Fleet:
         batch = len(self.nodes) if per_second <= 0 else max(1, round(per_second / 10))
         for start in range(0, len(self.nodes), batch):
             for node in self.nodes[start : start + batch]:
-                node.agent.settings = dataclasses.replace(
-                    node.agent.settings, conductors=self.settings.conductors
-                )
-                node.agent.heartbeat_now.set()
+                node.agent.heartbeat.report_to(self.settings.conductors)
             if start + batch < len(self.nodes):
                 await asyncio.sleep(0.1)
 

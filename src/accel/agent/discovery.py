@@ -1,0 +1,113 @@
+"""The node's discovery: every registered driver asked at once, each within its timeout.
+
+A failed driver is reported as failed in the answer's ``drivers`` (never silently
+missing), so a conductor does not take its hardware for vanished. A discovery that
+began before a driver registered is stale: a start then runs one more after it
+instead of joining it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from accel.agent.drivers import DriverRegistry, RegisteredDriver
+from accel.errors import PeerError
+from accel.internal.client import InternalClient
+from accel.internal.discovery_state import DiscoveryState
+from accel.internal.schemas import (
+    MAX_ATTACHABLE_PER_DRIVER,
+    MAX_ENTRIES_PER_DRIVER,
+    MAX_REASON_LENGTH,
+    DriverOutcome,
+    HardwareEntry,
+    HardwareList,
+)
+from accel.metrics import DISCOVERIES
+
+log = logging.getLogger(__name__)
+
+DriverAnswer = tuple[list[HardwareEntry], str | None]  # its entries, or why none
+
+
+class NodeDiscovery:
+    def __init__(self, drivers: DriverRegistry, client: InternalClient, timeout: float) -> None:
+        self.drivers = drivers
+        self.state: DiscoveryState[HardwareList] = DiscoveryState(
+            HardwareList(hardware=[], drivers=[])
+        )
+        self._client = client
+        self._timeout = timeout
+        self._registry_version = -1
+
+    @property
+    def registry_version(self) -> int:
+        """The driver registry's version when the last discovery began."""
+        return self._registry_version
+
+    def start(self) -> int:
+        """Starts a discovery, or joins the running one if no driver registered since
+        it began; its generation."""
+        current = self._registry_version == self.drivers.version
+        return self.state.start(self._discover_all, join=current)
+
+    async def wait_for(self, generation: int, wait: float) -> tuple[int, HardwareList]:
+        """The last completed result, after waiting up to ``wait`` s for ``generation``."""
+        return await self.state.wait_for(generation, wait)
+
+    async def aclose(self) -> None:
+        await self.state.close()
+
+    async def _discover_all(self) -> HardwareList:
+        self._registry_version = self.drivers.version
+        drivers = self.drivers.all()
+        results = await asyncio.gather(*(self._discover_one(driver) for driver in drivers))
+        hardware: list[HardwareEntry] = []
+        outcomes: list[DriverOutcome] = []
+        for driver, (entries, error) in zip(drivers, results, strict=True):
+            hardware.extend(entries)
+            outcomes.append(
+                DriverOutcome(
+                    type=driver.kind,
+                    endpoint=driver.endpoint,
+                    state="ok" if error is None else "failed",
+                    error=error,
+                )
+            )
+        return HardwareList(hardware=hardware, drivers=outcomes)
+
+    async def _discover_one(self, driver: RegisteredDriver) -> DriverAnswer:
+        timeout = self._timeout
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await self._client.discover(driver.endpoint, wait=timeout)
+        except (PeerError, TimeoutError) as exc:
+            return _failed(driver, str(exc) or f"no answer within {timeout:g}s")
+        if len(answer.hardware) > MAX_ENTRIES_PER_DRIVER:
+            # Refused whole, as a failed driver: the conductor keeps what it stored.
+            return _failed(
+                driver,
+                f"reported {len(answer.hardware)} hardware entries, more than the "
+                f"{MAX_ENTRIES_PER_DRIVER} a driver may report",
+            )
+        attachable = sum(entry.attachable for entry in answer.hardware)
+        if attachable > MAX_ATTACHABLE_PER_DRIVER:
+            # As above: the node's report, all drivers together, stays within its bound.
+            return _failed(
+                driver,
+                f"reported hardware making {attachable} attach handles, more than the "
+                f"{MAX_ATTACHABLE_PER_DRIVER} a driver may report",
+            )
+        DISCOVERIES.labels("agent", "ok").inc()
+        entries = [h for h in answer.hardware if h.acc_specs.device_type == driver.kind]
+        if len(entries) != len(answer.hardware):
+            log.warning("driver %s reported hardware of other kinds; ignored", driver.kind)
+        return entries, None
+
+
+def _failed(driver: RegisteredDriver, reason: str) -> DriverAnswer:
+    log.warning("driver %s at %s failed: %s", driver.kind, driver.endpoint, reason)
+    DISCOVERIES.labels("agent", "failed").inc()
+    if len(reason) > MAX_REASON_LENGTH:
+        reason = reason[: MAX_REASON_LENGTH - 3] + "..."
+    return [], reason
