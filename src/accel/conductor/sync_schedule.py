@@ -30,6 +30,7 @@ the database does).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 from dataclasses import dataclass
@@ -135,9 +136,7 @@ def judge_hello(
         return Verdict.SYNC_NOW
     if etag is None or stored_etag is None:
         return Verdict.SEEN
-    if PYTHON.same(stored_etag, etag):
-        return Verdict.CONFIRMS
-    return Verdict.SYNC_NOW
+    return Verdict.CONFIRMS if etag == stored_etag else Verdict.SYNC_NOW
 
 
 class _Terms(Protocol[V, B]):
@@ -243,6 +242,13 @@ def confirmation_sql(
     }
 
 
+def confirmation(
+    row: ScheduleRow[Any], etag: Any, now: dt.datetime, resync_at: dt.datetime
+) -> ScheduleRow[Any]:
+    """Rule 3 on values: ``row`` after the UPDATE that ``confirmation_sql`` builds."""
+    return _confirmation(PYTHON, row, etag, now, resync_at)
+
+
 @dataclass(frozen=True)
 class HeardHello:
     """What rules 2 to 4 read of one hello of a known agent."""
@@ -259,10 +265,7 @@ def after_hello(
     """Rules 2 to 4 on values: ``row`` as it is after ``hello``."""
     verdict = judge_hello(row.state, hello.moved, hello.asked, hello.etag, row.inventory_etag)
     if verdict is Verdict.SYNC_NOW:
-        return ScheduleRow(
-            UP, row.inventory_etag, hello.now, row.last_synced_at, row.last_sync_error
-        )
+        return dataclasses.replace(row, state=UP, **sync_now(hello.now))
     if verdict is Verdict.SEEN:
         return row
-    resync_at = hello.now + schedule.confirmed_for
-    return _confirmation(PYTHON, row, hello.etag, hello.now, resync_at)
+    return confirmation(row, hello.etag, hello.now, hello.now + schedule.confirmed_for)
