@@ -85,7 +85,7 @@ class ConductorSettings:
     endpoint: str
     token: str
     versions: VersionRange
-    # The command line's intervals, read only into ``schedule``, their one home here.
+    # The command line's intervals: kept only as ``schedule``, which the conductor reads.
     heartbeat_interval: InitVar[float] = 10.0
     agent_down_after: InitVar[float] = 30.0
     resync_interval: InitVar[float] = 60.0
