@@ -96,7 +96,7 @@ def unless_asked_since(
 
 
 def sync_in_full_now(agent: Agent, now: dt.datetime) -> None:
-    """Rule 8."""
+    """Rule 8: due at once, with no stored ETag left for a heartbeat to confirm."""
     agent.next_sync_at = now
     agent.inventory_etag = None
 
