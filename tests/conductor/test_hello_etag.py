@@ -19,6 +19,7 @@ from accel.conductor.agents import (
     record_hellos,
 )
 from accel.conductor.reconcile import FinishedSync, store_inventories
+from accel.conductor.sync_schedule import SyncSchedule
 from accel.db.models import Agent, Alarm
 from accel.internal.schemas import DriverOutcome, Kind
 from tests.conductor.test_batched_syncs import node_report
@@ -27,7 +28,8 @@ T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 SYNCED = T0 + dt.timedelta(seconds=5)
 NEXT_RESYNC = SYNCED + dt.timedelta(minutes=1)
 HELLO = T0 + dt.timedelta(seconds=30)
-CONFIRMED_FOR = 600.0
+SCHEDULE = SyncSchedule(heartbeat=10.0, resync=590.0)
+CONFIRMED_FOR = 600.0  # rule 3: a resync interval plus a heartbeat interval
 
 
 def stored_with_etag(
@@ -49,7 +51,7 @@ def hello(sessions: sessionmaker[Session], etag: str | None, resync: bool = Fals
         HELLO,
         resync=resync,
         inventory_etag=etag,
-        confirmed_for=CONFIRMED_FOR,
+        schedule=SCHEDULE,
     )
 
 
@@ -134,7 +136,7 @@ def test_a_sync_asked_for_in_a_batch_is_not_undone_by_a_later_hello(
     stored_with_etag(sessions, tmp_path, '"a"')
     asking = Hello("node1", "127.0.0.1:6671", "1.5", HELLO, resync=True)
     later = Hello("node1", "127.0.0.1:6671", "1.5", HELLO, inventory_etag='"a"')
-    record_hellos(sessions, [asking, later], confirmed_for=CONFIRMED_FOR)
+    record_hellos(sessions, [asking, later], schedule=SCHEDULE)
     assert sync_times(sessions) == (SYNCED, HELLO)
 
 
@@ -150,5 +152,5 @@ def test_a_confirmation_read_before_a_newer_sync_was_stored_changes_nothing(
         agent.inventory_etag = '"b"'
     seen.last_seen, seen.confirmed_etag = HELLO, '"a"'
     with sessions.begin() as session:
-        _write_seen(session, [seen], CONFIRMED_FOR)
+        _write_seen(session, [seen], SCHEDULE.confirmed_for)
     assert sync_times(sessions) == (SYNCED, NEXT_RESYNC)

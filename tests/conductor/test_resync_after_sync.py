@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from accel.conductor.leases import Claim
-from accel.conductor.syncing import _sends_etags
+from accel.conductor.sync_schedule import hellos_carry_etags
 
 
 @pytest.mark.parametrize(
@@ -16,5 +15,4 @@ from accel.conductor.syncing import _sends_etags
 def test_only_an_agent_whose_last_hello_spoke_1_5_sends_etags(
     last_hello_version: str | None, sends: bool
 ) -> None:
-    claim = Claim("node1", "127.0.0.1:7001", internal_version=last_hello_version)
-    assert _sends_etags(claim) is sends
+    assert hellos_carry_etags(last_hello_version) is sends

@@ -2,14 +2,9 @@
 
 An agent's periodic hello is its heartbeat. An agent that misses heartbeats for
 ``agent_down_after`` seconds goes DOWN with an ``agent_down`` alarm; its hardware
-stays in the inventory. Its next hello brings it UP, clears the alarm and asks for
-a sync, as does a first hello or one from a new endpoint.
-
-From internal version 1.5 a hello carries the ETag of the node's hardware as the
-agent just discovered it. The same ETag as the stored report's is as good as a
-resync that found nothing: the agent counts as synced and its next periodic resync
-moves on past its next heartbeat, so a fleet whose hardware stands still costs the
-conductor its heartbeats and no discovery calls. Another ETag asks for a sync now.
+stays in the inventory. Its next hello brings it UP and clears the alarm. What a
+hello does to the agent's next sync (from 1.5 a hello carries the ETag of the
+node's hardware) is the schedule's: see ``accel.conductor.sync_schedule``.
 """
 
 from __future__ import annotations
@@ -19,12 +14,22 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, case, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor.alarms import AGENT_DOWN, clear_alarm, raise_alarm
 from accel.conductor.leases import check_and_release
+from accel.conductor.sync_schedule import (
+    DEFAULT_SCHEDULE,
+    ScheduleRow,
+    SyncSchedule,
+    Verdict,
+    confirmation_sql,
+    judge_hello,
+    sync_now,
+    unless_asked_since,
+)
 from accel.db.models import Agent
 from accel.internal.rate_limit import TooManyRequests
 
@@ -73,11 +78,11 @@ def record_hello(
     resync: bool = False,
     max_agents: int = 100_000,
     inventory_etag: str | None = None,
-    confirmed_for: float = 60.0,
+    schedule: SyncSchedule = DEFAULT_SCHEDULE,
 ) -> HelloOutcome:
     """Registers or refreshes an agent; idempotent for a known, healthy agent."""
     hello = Hello(name, endpoint, version, now, resync, inventory_etag)
-    (outcome,) = record_hellos(sessions, [hello], max_agents, confirmed_for)
+    (outcome,) = record_hellos(sessions, [hello], max_agents, schedule)
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
@@ -87,21 +92,19 @@ def record_hellos(
     sessions: sessionmaker[Session],
     hellos: Sequence[Hello],
     max_agents: int = 100_000,
-    confirmed_for: float = 60.0,
+    schedule: SyncSchedule = DEFAULT_SCHEDULE,
     live_for: float = 0.0,
 ) -> list[HelloOutcome | Exception]:
     """Records several agents' hellos in one transaction; each one's outcome.
 
-    A hello whose ETag confirms the stored inventory puts the agent's next periodic
-    resync ``confirmed_for`` seconds on: the conductor passes its resync interval plus
-    a heartbeat interval, so that the resync comes only if heartbeats stop confirming.
+    Each hello moves its agent's next sync as ``schedule``'s rules 1 to 4 say.
     A hello from another endpoint than an UP agent's, heard within ``live_for``
     seconds, is NameHeld unless it ``may_move``.
     """
     for attempt in range(2):
         try:
             with sessions.begin() as session:
-                return _record_hellos(session, hellos, max_agents, confirmed_for, live_for)
+                return _record_hellos(session, hellos, max_agents, schedule, live_for)
         except IntegrityError:
             # Another conductor registered one of these agents meanwhile: the next
             # attempt finds it registered.
@@ -152,36 +155,32 @@ WRITE_SEEN = (
     .where(AGENTS.c.id == bindparam("b_id"))
     .values(last_seen=bindparam("b_now"), internal_version=bindparam("b_version"))
 )
-# Came back, moved, asked for a resync, or another ETag: a sync now, from this address.
+_NOW = bindparam("b_now", type_=AGENTS.c.last_seen.type)
+# Rule 2 of the schedule: a sync now, from this address.
 WRITE_SYNC_NOW = (
     update(AGENTS)
     .where(AGENTS.c.id == bindparam("b_id"))
-    .values(state="UP", endpoint=bindparam("b_endpoint"), next_sync_at=bindparam("b_now"))
+    .values(state="UP", endpoint=bindparam("b_endpoint"), **sync_now(_NOW))
 )
-# Seen, and the node holds what is stored: as good as a resync that found nothing, if
-# the stored ETag is still the one confirmed (a sync stored since, or a setup that
-# dropped the ETag to have the node rediscovered, wins). The periodic resync only
-# moves later. One statement, not WRITE_SEEN and another, for the common heartbeat.
-_CONFIRMS = and_(AGENTS.c.inventory_etag == bindparam("b_etag"), AGENTS.c.state == "UP")
-_NOW = bindparam("b_now", type_=AGENTS.c.last_seen.type)
-_RESYNC_AT = bindparam("b_resync_at", type_=AGENTS.c.next_sync_at.type)
+# Rule 3, re-tested in SQL (the row may have changed since it was read). One
+# statement, not WRITE_SEEN and another, for the common heartbeat.
 WRITE_SEEN_CONFIRMED = (
     update(AGENTS)
     .where(AGENTS.c.id == bindparam("b_id"))
     .values(
         last_seen=_NOW,
         internal_version=bindparam("b_version"),
-        last_synced_at=case((_CONFIRMS, _NOW), else_=AGENTS.c.last_synced_at),
-        last_sync_error=case((_CONFIRMS, None), else_=AGENTS.c.last_sync_error),
-        next_sync_at=case(
-            (
-                and_(
-                    _CONFIRMS,
-                    or_(AGENTS.c.next_sync_at.is_(None), AGENTS.c.next_sync_at < _RESYNC_AT),
-                ),
-                _RESYNC_AT,
+        **confirmation_sql(
+            ScheduleRow(
+                state=AGENTS.c.state,
+                inventory_etag=AGENTS.c.inventory_etag,
+                next_sync_at=AGENTS.c.next_sync_at,
+                last_synced_at=AGENTS.c.last_synced_at,
+                last_sync_error=AGENTS.c.last_sync_error,
             ),
-            else_=AGENTS.c.next_sync_at,
+            etag=bindparam("b_etag"),
+            now=_NOW,
+            resync_at=bindparam("b_resync_at", type_=AGENTS.c.next_sync_at.type),
         ),
     )
 )
@@ -191,7 +190,7 @@ def _record_hellos(
     session: Session,
     hellos: Sequence[Hello],
     max_agents: int,
-    confirmed_for: float,
+    schedule: SyncSchedule,
     live_for: float,
 ) -> list[HelloOutcome | Exception]:
     # Locked in id order, as every batch of the conductor's does: no deadlock.
@@ -238,12 +237,12 @@ def _record_hellos(
             state="UP",
             internal_version=hello.version,
             last_seen=hello.now,
-            next_sync_at=hello.now,
+            **sync_now(hello.now),
         )
         session.add(new[hello.name])
         known += 1
         outcomes[index] = HelloOutcome(known=False, sync_now=True)
-    _write_seen(session, list(seen.values()), confirmed_for)
+    _write_seen(session, list(seen.values()), schedule.confirmed_for)
     session.flush()
     return [outcome for outcome in outcomes if outcome is not None]
 
@@ -262,31 +261,34 @@ def _held_elsewhere(agent: _Seen, hello: Hello, live_for: float) -> bool:
 
 
 def _refresh(session: Session, agent: _Seen, hello: Hello) -> HelloOutcome:
-    came_back = agent.state != "UP"
-    if came_back:
+    verdict = judge_hello(
+        agent.state,
+        agent.endpoint != hello.endpoint,
+        hello.resync,
+        hello.inventory_etag,
+        agent.inventory_etag,
+    )
+    if agent.state != "UP":
         agent.state = "UP"
         clear_alarm(session, AGENT_DOWN, agent.name, hello.now)
-    moved = agent.endpoint != hello.endpoint
     agent.endpoint = hello.endpoint
     agent.last_seen, agent.internal_version = hello.now, hello.version
-    sync_now = came_back or moved or hello.resync
-    if not sync_now and hello.inventory_etag is not None and agent.inventory_etag is not None:
-        sync_now = hello.inventory_etag != agent.inventory_etag
-        if not sync_now:
-            agent.confirmed_etag = hello.inventory_etag
+    if verdict is Verdict.CONFIRMS:
+        agent.confirmed_etag = hello.inventory_etag
+    sync_now = verdict is Verdict.SYNC_NOW
     # A sync one hello of the batch asked for is not undone by a later one's ETag.
     agent.sync_now = agent.sync_now or sync_now
     return HelloOutcome(known=True, sync_now=sync_now)
 
 
-def _write_seen(session: Session, agents: list[_Seen], confirmed_for: float) -> None:
+def _write_seen(session: Session, agents: list[_Seen], confirmed_for: dt.timedelta) -> None:
     confirmed: list[dict[str, object]] = []  # a fleet standing still: nearly every hello
     seen: list[_Seen] = []
     # An agent whose every hello of the batch was NameHeld is not written at all.
     agents = [a for a in agents if a.last_seen is not None]
     for a in agents:
         if a.confirmed_etag is not None and not a.sync_now and a.last_seen is not None:
-            resync_at = a.last_seen + dt.timedelta(seconds=confirmed_for)
+            resync_at = a.last_seen + confirmed_for
             confirmed.append(
                 {
                     "b_id": a.id,
@@ -362,7 +364,8 @@ def record_sync_failure(
     retry_at: dt.datetime,
     owner: str | None = None,
 ) -> None:
-    """Keeps the inventory as it was and retries soon, unless a sync was asked for since.
+    """Keeps the inventory as it was and retries at ``retry_at`` (the schedule's
+    rules 6 and 7).
 
     With ``owner``, only while that conductor holds the sync lease, which it gives back.
     """
@@ -371,8 +374,7 @@ def record_sync_failure(
         if agent is not None:
             check_and_release(agent, owner)
             agent.last_sync_error = error[:2000]
-            if agent.next_sync_at is None or agent.next_sync_at <= started:
-                agent.next_sync_at = retry_at
+            agent.next_sync_at = unless_asked_since(retry_at, agent.next_sync_at, started)
 
 
 def count_by_state(sessions: sessionmaker[Session]) -> dict[str, int]:

@@ -19,6 +19,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+from accel.conductor.sync_schedule import DUE_FIRST, due
 from accel.db.models import Agent
 
 
@@ -49,18 +50,19 @@ def claim_due_agents(
     lease_seconds: float,
     limit: int,
 ) -> list[Claim]:
-    """Takes the leases of up to ``limit`` agents due for a sync that nobody holds."""
+    """Takes the leases of up to ``limit`` agents due for a sync (the schedule's rule
+    9) that nobody holds."""
     if limit <= 0:
         return []
-    due = and_(Agent.state == "UP", Agent.next_sync_at <= now, _free(now))
+    claimable = and_(due(now), _free(now))
     with sessions.begin() as session:
         # On PostgreSQL the candidates are locked, and rows another conductor is
         # claiming right now skipped rather than waited for. They are read apart from
         # the UPDATE: as its IN-subquery PostgreSQL may rescan them past the LIMIT.
         candidates = session.scalars(
             select(Agent.id)
-            .where(due)
-            .order_by(Agent.next_sync_at, Agent.id)
+            .where(claimable)
+            .order_by(*DUE_FIRST)
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
@@ -69,7 +71,7 @@ def claim_due_agents(
         expired = dict(
             session.execute(
                 select(Agent.name, Agent.sync_owner).where(
-                    due, Agent.sync_owner.is_not(None), Agent.sync_owner != owner
+                    claimable, Agent.sync_owner.is_not(None), Agent.sync_owner != owner
                 )
             ).all()
         )
@@ -77,7 +79,7 @@ def claim_due_agents(
         # what makes the claim atomic (a row another conductor took no longer matches).
         rows = session.execute(
             update(Agent)
-            .where(Agent.id.in_(candidates), due)
+            .where(Agent.id.in_(candidates), claimable)
             .values(sync_owner=owner, sync_lease_until=now + dt.timedelta(seconds=lease_seconds))
             .returning(Agent.name, Agent.endpoint, Agent.inventory_etag, Agent.internal_version)
             .execution_options(synchronize_session=False)

@@ -19,6 +19,7 @@ from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from accel.conductor.sync_schedule import sync_in_full_now
 from accel.db.commit_deadline import commit_in_time, lock_for_writing
 from accel.db.models import Agent, AttachHandle, Conductor, Deployable, Device, Operation
 from accel.db.operation_view import operation_view
@@ -232,11 +233,10 @@ def fail(sessions: sessionmaker[Session], uuid: str, reason: str, now: dt.dateti
 
 
 def _resync_soon(session: Session, operation: Operation, now: dt.datetime) -> None:
-    """The hardware has changed: the node's inventory is rediscovered at once, in full
-    (its stored ETag is dropped: a heartbeat's ETag from before the change must not
-    confirm the old inventory)."""
-    session.execute(
-        update(Agent)
-        .where(Agent.name == operation.agent_name)
-        .values(next_sync_at=now, inventory_etag=None)
+    """The hardware has changed: the node's inventory is rediscovered (the schedule's
+    rule 8)."""
+    agent = session.scalar(
+        select(Agent).where(Agent.name == operation.agent_name).with_for_update()
     )
+    if agent is not None:
+        sync_in_full_now(agent, now)

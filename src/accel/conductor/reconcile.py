@@ -36,6 +36,7 @@ from accel.conductor.hardware_rows import (
     sync_deployables,
 )
 from accel.conductor.leases import LeaseLost, check_and_release
+from accel.conductor.sync_schedule import sync_in_full_now, unless_asked_since
 from accel.conductor.uuid_clash import UuidClashes, new_uuids
 from accel.db.models import (
     Agent,
@@ -241,8 +242,7 @@ def _store_unchanged(
     nothing to change; else the agent is synced again, in full, at once."""
     _bookkeep(agent, sync)
     if sync.etag is None or agent.inventory_etag != sync.etag:
-        agent.next_sync_at = sync.now
-        agent.inventory_etag = None
+        sync_in_full_now(agent, sync.now)
         return InventoryDiff()
     return InventoryDiff(unchanged=sum(device.present for device in stored.values()))
 
@@ -252,8 +252,7 @@ def _bookkeep(agent: Agent, sync: FinishedSync) -> None:
     check_and_release(agent, sync.owner)
     agent.last_synced_by = sync.owner or agent.last_synced_by
     agent.last_synced_at = sync.now
-    if agent.next_sync_at is None or agent.next_sync_at <= sync.started:
-        agent.next_sync_at = sync.next_sync_at
+    agent.next_sync_at = unless_asked_since(sync.next_sync_at, agent.next_sync_at, sync.started)
     agent.last_sync_error = None
 
 

@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 
 import anyio.to_thread
 from sqlalchemy import Engine
@@ -34,6 +34,7 @@ from accel.conductor.hearing import Hearing
 from accel.conductor.name_guard import NameGuard
 from accel.conductor.presence import live_holder, record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
+from accel.conductor.sync_schedule import SyncSchedule
 from accel.conductor.syncing import SyncLoop
 from accel.db.commit_deadline import TooLate, parse_commit_before
 from accel.db.engine import migrate, session_factory
@@ -81,11 +82,12 @@ class ConductorSettings:
     endpoint: str
     token: str
     versions: VersionRange
-    heartbeat_interval: float = 10.0
-    agent_down_after: float = 30.0
-    resync_interval: float = 60.0
+    # The command line's intervals: kept only as ``schedule``, which the conductor reads.
+    heartbeat_interval: InitVar[float] = 10.0
+    agent_down_after: InitVar[float] = 30.0
+    resync_interval: InitVar[float] = 60.0
+    sync_retry_after: InitVar[float] = 5.0
     discovery_timeout: float = 30.0
-    sync_retry_after: float = 5.0
     max_concurrent_syncs: int = 32
     allowed_agent_networks: tuple[Network, ...] = ()
     hello_rate: float = 100.0
@@ -94,11 +96,28 @@ class ConductorSettings:
     tls: TlsFiles | None = None
     # Seconds a sync lease lasts unrenewed; None: three heartbeat intervals.
     sync_lease: float | None = None
+    schedule: SyncSchedule = dataclasses.field(init=False)
+
+    def __post_init__(
+        self,
+        heartbeat_interval: float,
+        agent_down_after: float,
+        resync_interval: float,
+        sync_retry_after: float,
+    ) -> None:
+        schedule = SyncSchedule(
+            heartbeat=heartbeat_interval,
+            resync=resync_interval,
+            down_after=agent_down_after,
+            retry_after=sync_retry_after,
+        )
+        object.__setattr__(self, "schedule", schedule)
 
 
 class ConductorService:
     def __init__(self, settings: ConductorSettings, engine: Engine) -> None:
         self.settings = settings
+        schedule = settings.schedule
         self.engine = engine
         self.sessions = session_factory(engine)
         self.wake = asyncio.Event()
@@ -109,9 +128,9 @@ class ConductorService:
             lambda: self.client,
             SetupSettings(conductor=settings.name, versions=settings.versions),
         )
-        self.hearing = Hearing(settings.agent_down_after)
+        self.hearing = Hearing(schedule.down_after)
         self.hello_limiter = RateLimiter(settings.hello_rate, settings.hello_burst)
-        self.names = NameGuard(self.sessions, lambda: self.client, settings.agent_down_after)
+        self.names = NameGuard(self.sessions, lambda: self.client, schedule.down_after)
         # Heartbeats are many and tiny: recorded many agents to a transaction.
         self.hellos: GroupWriter[agents.Hello, agents.HelloOutcome] = GroupWriter(
             "hellos",
@@ -119,10 +138,10 @@ class ConductorService:
                 self.sessions,
                 batch,
                 settings.max_agents,
-                confirmed_for=settings.resync_interval + settings.heartbeat_interval,
-                live_for=settings.agent_down_after,
+                schedule,
+                live_for=schedule.down_after,
             ),
-            linger=fleet_linger(settings.heartbeat_interval),
+            linger=fleet_linger(schedule.heartbeat),
         )
 
     @property
@@ -195,7 +214,8 @@ class ConductorService:
         # A tenth of the grace, between 0.2 and 5 s: an agent goes DOWN at most that
         # long after its grace ends. Sweeping every second scanned a fleet's rows 30
         # times per heartbeat interval for nothing, a cost an idle conductor's profile showed.
-        interval = max(0.2, min(5.0, self.settings.agent_down_after / 10))
+        down_after = self.settings.schedule.down_after
+        interval = max(0.2, min(5.0, down_after / 10))
         binds_swept = -math.inf
         self.hearing.restart()  # the grace runs from here: before, no hello was heard
         while True:
@@ -204,9 +224,7 @@ class ConductorService:
                 await self._fail_abandoned_binds()
             down = await self._sweep_once()
             for name in down:
-                log.warning(
-                    "agent %s is DOWN: no heartbeat for %gs", name, self.settings.agent_down_after
-                )
+                log.warning("agent %s is DOWN: no heartbeat for %gs", name, down_after)
             await self.names.clear_quiet()
             planned = self.hearing.now() + interval
             await asyncio.sleep(interval)
@@ -226,7 +244,7 @@ class ConductorService:
                 agents.mark_silent_agents_down,
                 self.sessions,
                 now,
-                self.settings.agent_down_after,
+                self.settings.schedule.down_after,
             )
         except SQLAlchemyError as exc:
             log.warning("liveness sweep skipped, database error: %s", exc)
@@ -267,7 +285,7 @@ class ConductorService:
 
     async def announce_forever(self) -> None:
         """Keeps this conductor's record fresh so the api can find a live one."""
-        interval = self.settings.heartbeat_interval
+        interval = self.settings.schedule.heartbeat
         started = True
         while True:
             now = utcnow()

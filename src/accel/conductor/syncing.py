@@ -2,7 +2,7 @@
 
 Every sync asks an agent to discover, waits for that discovery, and writes the
 difference into the database. A failed or garbled discovery changes nothing in the
-inventory and is retried sooner than the normal resync interval.
+inventory. When each agent is synced next is ``sync_schedule``'s.
 
 Several conductors share one database: each sync runs under a lease (see
 ``leases``), so each agent is synced by one conductor at a time and a dead
@@ -27,12 +27,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from accel.conductor import agents, leases
 from accel.conductor.batching import GroupWriter, fleet_linger
 from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
+from accel.conductor.sync_schedule import hellos_carry_etags
 from accel.db.models import utcnow
 from accel.db.outage import DATABASE_AWAY
 from accel.errors import PeerError
 from accel.internal.client import Discovery, InternalClient
 from accel.internal.schemas import MAX_ENTRIES_PER_DRIVER
-from accel.internal.versions import Feature, parse_version
 from accel.metrics import DISCOVERIES, INVENTORY_CHANGES, SYNC_LEASES
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class SyncLoop:
         wake: asyncio.Event,
     ) -> None:
         self.settings = settings
+        self.schedule = settings.schedule
         self.sessions = sessions
         self.client = client
         self.wake = wake
@@ -75,14 +76,14 @@ class SyncLoop:
         self.store: GroupWriter[FinishedSync, InventoryDiff] = GroupWriter(
             "inventory",
             lambda syncs: store_inventories(sessions, syncs),
-            linger=fleet_linger(settings.heartbeat_interval),
+            linger=fleet_linger(settings.schedule.heartbeat),
             weight=_entries,
             max_weight=MAX_ENTRIES_PER_TRANSACTION,
         )
 
     @property
     def lease_seconds(self) -> float:
-        return self.settings.sync_lease or 3 * self.settings.heartbeat_interval
+        return self.settings.sync_lease or 3 * self.schedule.heartbeat
 
     async def run(self) -> None:
         """Claims and starts syncs until cancelled."""
@@ -162,13 +163,9 @@ class SyncLoop:
         try:
             found = await self._discover(claim)
             now = utcnow()
-            # A driver that failed may have hardware we could not see: look again soon.
-            partial = found.report is not None and not found.report.complete
-            wait = self.settings.sync_retry_after if partial else self.settings.resync_interval
-            if not partial and found.etag is not None and _sends_etags(claim):
-                # Its heartbeats will confirm or refute what is stored: the periodic
-                # resync comes only if they stop (see accel.conductor.agents).
-                wait += self.settings.heartbeat_interval
+            complete = found.report is None or found.report.complete
+            confirmable = found.etag is not None and hellos_carry_etags(claim.internal_version)
+            next_sync_at = self.schedule.after_sync(now, complete, confirmable)
             self._leave_slot(claim.name, this_task)
             self.storing.add(this_task)
             diff = await self.store.submit(
@@ -177,7 +174,7 @@ class SyncLoop:
                     found.report,
                     started,
                     now,
-                    now + dt.timedelta(seconds=wait),
+                    next_sync_at,
                     self.owner,
                     found.etag,
                 )
@@ -219,7 +216,7 @@ class SyncLoop:
     async def _record_failure(self, claim: leases.Claim, reason: str, started: dt.datetime) -> None:
         """Keeps the inventory, gives the lease back, and tries again soon."""
         DISCOVERIES.labels("conductor", "failed").inc()
-        retry_at = utcnow() + dt.timedelta(seconds=self.settings.sync_retry_after)
+        retry_at = self.schedule.after_failure(utcnow())
         with suppress(leases.LeaseLost):
             await self._database(
                 agents.record_sync_failure,
@@ -249,11 +246,3 @@ class SyncLoop:
 
 def _entries(sync: FinishedSync) -> int:
     return 1 + (len(sync.report.hardware) if sync.report is not None else 0)
-
-
-def _sends_etags(claim: leases.Claim) -> bool:
-    """Whether the agent's last hello spoke a version whose hellos carry its ETag."""
-    try:
-        return Feature.HELLO_ETAG.spoken_in(parse_version(claim.internal_version or "1.0"))
-    except ValueError:
-        return False
