@@ -47,10 +47,10 @@ from accel.db.models import Attribute, Base, Deployable, Device
 
 CHANGED = "accel_inventory_changed"
 WATCHED_TABLES = frozenset(cls.__tablename__ for cls in (Device, Deployable, Attribute))
-# Raw SQL that writes to a watched table; anything it misses is SQL no code sends.
+# Raw SQL (text() or the driver's) naming a watched table as the one it writes to.
 _RAW_WRITE = re.compile(
     r"\b(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM|COPY)"
-    rf"\s+\"?({'|'.join(sorted(WATCHED_TABLES))})\b",
+    rf"\s+(?:\w+\.)?\"?({'|'.join(sorted(WATCHED_TABLES))})\b",
     re.IGNORECASE,
 )
 
@@ -75,7 +75,8 @@ def read_generation(session: Session) -> int:
 
 
 def writes_inventory(context: DefaultExecutionContext | None, statement: str) -> bool:
-    """Whether a statement about to be (or just) run writes to a watched table."""
+    """Whether a statement just run wrote to a watched table (SQLAlchemy's own DML
+    by its table, raw SQL by its words)."""
     if context is None:
         return _RAW_WRITE.search(statement) is not None
     if context.isinsert or context.isupdate or context.isdelete:
