@@ -321,8 +321,8 @@ def at_link_width(reports: dict[str, HardwareList], width: str) -> list[Hardware
 def test_a_first_inventory_moves_the_inventory_generation(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    # On PostgreSQL a first inventory is written by COPY, which the session's own
-    # watch does not see: the api's cached lists must still learn of it.
+    # On PostgreSQL a first inventory is written by COPY, which SQLAlchemy's statement
+    # events do not see: the api's cached lists must still learn of it.
     record_hello(sessions, "node1", "127.0.0.1:6671", "1.5", T0)
     with sessions() as session:
         before = read_generation(session)

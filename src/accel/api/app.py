@@ -3,8 +3,9 @@
 Layers, outermost first: every error becomes Cyborg's error body (accel.api.failures,
 the one place that chooses statuses); the ``/accelerator`` prefix that OpenStack
 service catalogs use is stripped, so every route is served at both roots;
-microversions; who is calling; a trailing slash dropped; the cached reads; then the
-routes.
+microversions; who is calling; a trailing slash dropped; the cached reads
+(accel.api.fast_reads, built from the route table's CachedRead routes); then the
+routes (``ROUTES``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from accel.api import (
@@ -114,6 +115,23 @@ async def fleet_metrics(request: Request) -> Response:
     return await metrics(request)
 
 
+# The one route table; its CachedRead routes are also answered before routing.
+ROUTES: list[BaseRoute] = [
+    Route("/", root, methods=["GET"]),
+    Route("/v2", v2_root, methods=["GET"]),
+    Route("/v2/", v2_root, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/metrics", fleet_metrics, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    *devices.routes,
+    *device_profiles.routes,
+    *deployables.routes,
+    *accelerator_requests.routes,
+    *fleet.routes,
+    *operations.routes,
+]
+
+
 def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
     keystone = None
     resolver: Resolver | None = None
@@ -154,24 +172,7 @@ def create_app(engine: Engine, settings: ApiSettings) -> ASGIApp:
             watch.close()
             engine.dispose()
 
-    app = Starlette(
-        routes=[
-            Route("/", root, methods=["GET"]),
-            Route("/v2", v2_root, methods=["GET"]),
-            Route("/v2/", v2_root, methods=["GET"]),
-            Route("/openapi.json", openapi, methods=["GET"]),
-            Route("/metrics", fleet_metrics, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            *devices.routes,
-            *device_profiles.routes,
-            *deployables.routes,
-            *accelerator_requests.routes,
-            *fleet.routes,
-            *operations.routes,
-        ],
-        exception_handlers=HANDLERS,
-        lifespan=lifespan,
-    )
+    app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
     # Its redirects would be built from the Host header and lose the catalog prefix.
     app.router.redirect_slashes = False
     served = CachedReads(app, cache, settings.policy)

@@ -5,10 +5,13 @@ dictionary look-up instead of a query, thousands of objects and their JSON. Ever
 entry is labelled with the generation it was rendered under, and the generation is
 read after the request arrived, so a change committed before a request is always in
 its answer. Keys hold everything an answer depends on (path, query, microversion,
-the host the links name); who asks is checked before the cache is consulted, and no
-cached answer depends on who asks. Answers carry an ETag (a hash of the body), so a
-client that sends If-None-Match gets 304 while the content is the same, even across
-generations that changed something else.
+the host the links name); no cached answer depends on who asks, and each entry names
+the policy rule of the route that rendered it (accel.api.routing.CachedRead), which
+the caller's roles must pass before it is shown. Answers carry an ETag (a hash of
+the body), so a client that sends If-None-Match gets 304 while the content is the
+same, even across generations that changed something else. ``Rendered.send`` is that
+answer, whether the request was routed or answered before routing
+(accel.api.fast_reads).
 """
 
 from __future__ import annotations
@@ -24,20 +27,40 @@ from typing import Any
 
 import anyio.to_thread
 from sqlalchemy import Engine, text
+from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import Scope
+from starlette.types import Scope, Send
 
 from accel.db.generation import GENERATION_SQL
 
 MAX_CACHED_BYTES = 64 << 20
+# Renders a cached read's body; called only when no true entry is stored.
+Render = Callable[[], Awaitable[bytes]]
 
 
 @dataclass(frozen=True)
 class Rendered:
     generation: int
+    # The policy rule of the route that rendered it: who may be shown it.
+    rule: str
     etag: str
     body: bytes
+
+    async def send(self, scope: Scope, send: Send) -> None:
+        """The answer to a cached read: 304 while the request's If-None-Match names
+        this ETag, else the body. Sent as raw messages: no Response is built."""
+        etag = self.etag.encode()
+        if not_modified(Headers(scope=scope).get("if-none-match"), self.etag):
+            await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", etag)]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        headers = [
+            (b"content-length", str(len(self.body)).encode()),
+            (b"content-type", b"application/json"),
+            (b"etag", etag),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 class GenerationWatch:
@@ -145,31 +168,30 @@ class ResponseCache:
         assert self.watch is not None, "the cache is watched while the app serves"
         return await self.watch.current()
 
-    async def fresh(self, key: Hashable) -> Rendered | None:
-        """The entry for ``key`` if it is true as of now, else None."""
-        entry = self._entries.get(key)
-        if entry is None or entry.generation != await self._generation():
-            return None
-        self._entries.move_to_end(key)
-        return entry
+    def stored(self, key: Hashable) -> Rendered | None:
+        """The entry for ``key``, true or not: see ``is_current``."""
+        return self._entries.get(key)
 
-    async def respond(self, request: Request, render: Callable[[], Awaitable[bytes]]) -> Response:
-        """The cached answer to ``request``, rendered by ``render`` when stale or missing."""
-        key = request_key(request.scope)
+    async def is_current(self, key: Hashable, entry: Rendered) -> bool:
+        """Whether ``entry``, stored for ``key``, is true as of now."""
+        if entry.generation != await self._generation():
+            return False
+        if key in self._entries:  # not dropped while the generation was read
+            self._entries.move_to_end(key)
+        return True
+
+    async def rendered(self, scope: Scope, rule: str, render: Render) -> Rendered:
+        """The entry answering the request of ``scope``, rendered by ``render`` (under
+        the route's policy ``rule``) when stale or missing."""
+        key = request_key(scope)
         generation = await self._generation()
         entry = self._entries.get(key)
         if entry is not None and entry.generation == generation:
             self._entries.move_to_end(key)
-        else:
-            entry = await self._render(key, generation, render)
-        headers = {"ETag": entry.etag}
-        if not_modified(request.headers.get("if-none-match"), entry.etag):
-            return Response(status_code=304, headers=headers)
-        return Response(entry.body, media_type="application/json", headers=headers)
+            return entry
+        return await self._render(key, generation, rule, render)
 
-    async def _render(
-        self, key: Hashable, generation: int, render: Callable[[], Awaitable[bytes]]
-    ) -> Rendered:
+    async def _render(self, key: Hashable, generation: int, rule: str, render: Render) -> Rendered:
         running = self._rendering.get((key, generation))
         if running is not None:
             return await asyncio.shield(running)
@@ -177,7 +199,7 @@ class ResponseCache:
         self._rendering[(key, generation)] = future
         try:
             body = await render()
-            entry = Rendered(generation, etag_of(body), body)
+            entry = Rendered(generation, rule, etag_of(body), body)
             self._store(key, entry)
             future.set_result(entry)
             return entry

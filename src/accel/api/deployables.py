@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session, selectinload
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from accel.api.cache import cache, json_bytes
+from accel.api.cache import Render, json_bytes
 from accel.api.devices import timestamp
 from accel.api.openstack import link, public_url
 from accel.api.policy import authorize
 from accel.api.queries import one_by_uuid, reader, valid_uuid, writer
-from accel.api.routing import resource
+from accel.api.routing import CachedRead, resource
 from accel.db.models import Attribute, Deployable, Device
 from accel.errors import InvalidInput, NotFound
 from accel.web.bodies import read_json
@@ -106,8 +106,7 @@ def _present_deployables() -> Select[Deployable]:
     )
 
 
-async def list_deployables(request: Request) -> Response:
-    authorize(request, "cyborg:deployable:get_all")
+def list_deployables(request: Request) -> Render:
     only_params(request, ("filters",))
 
     def query(session: Session) -> list[tuple[Any, list[tuple[str, str]]]]:
@@ -132,7 +131,7 @@ async def list_deployables(request: Request) -> Response:
         found = await reader(request).run(query)
         return json_bytes({"deployables": [_body(request, row, pairs) for row, pairs in found]})
 
-    return await cache(request).respond(request, render)
+    return render
 
 
 async def get_deployable(request: Request) -> Response:
@@ -229,7 +228,7 @@ async def delete_attribute(request: Request) -> Response:
 
 
 routes = [
-    resource("/v2/deployables", get=list_deployables),
+    CachedRead("/v2/deployables", "cyborg:deployable:get_all", list_deployables),
     resource("/v2/deployables/{uuid}", get=get_deployable),
     resource("/v2/attributes", get=list_attributes, post=create_attribute),
     resource("/v2/attributes/{uuid}", get=get_attribute, delete=delete_attribute),

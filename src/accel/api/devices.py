@@ -11,11 +11,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from accel.api.cache import cache, json_bytes
+from accel.api.cache import Render, json_bytes
 from accel.api.microversions import ApiFeature, has
 from accel.api.openstack import link
 from accel.api.policy import authorize
 from accel.api.queries import one_by_uuid, reader, valid_uuid, writer
+from accel.api.routing import CachedRead
 from accel.db.models import Device
 from accel.errors import NotFound
 from accel.web.queries import only_params
@@ -68,8 +69,7 @@ def device_body(request: Request, device: Device | DeviceRow) -> dict[str, Any]:
     return body
 
 
-async def list_devices(request: Request) -> Response:
-    authorize(request, "cyborg:device:get_all")
+def list_devices(request: Request) -> Render:
     params = only_params(request, (*FILTERS, "filters"))
     filters = {key: params[key] for key in FILTERS if key in params}
 
@@ -86,12 +86,10 @@ async def list_devices(request: Request) -> Response:
         devices = await reader(request).run(query)
         return json_bytes({"devices": [device_body(request, d) for d in devices]})
 
-    return await cache(request).respond(request, render)
+    return render
 
 
-async def get_device(request: Request) -> Response:
-    authorize(request, "cyborg:device:get_one")
-
+def get_device(request: Request) -> Render:
     async def render() -> bytes:
         device = await one_by_uuid(
             request,
@@ -104,7 +102,7 @@ async def get_device(request: Request) -> Response:
         )
         return json_bytes(device_body(request, device))
 
-    return await cache(request).respond(request, render)
+    return render
 
 
 async def _set_status(request: Request, status: str) -> Response:
@@ -134,8 +132,8 @@ async def enable_device(request: Request) -> Response:
 
 
 routes = [
-    Route("/v2/devices", list_devices, methods=["GET"]),
-    Route("/v2/devices/{uuid}", get_device, methods=["GET"]),
+    CachedRead("/v2/devices", "cyborg:device:get_all", list_devices),
+    CachedRead("/v2/devices/{uuid}", "cyborg:device:get_one", get_device),
     Route("/v2/devices/{uuid}/disable", disable_device, methods=["POST"]),
     Route("/v2/devices/{uuid}/enable", enable_device, methods=["POST"]),
 ]

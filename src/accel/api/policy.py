@@ -12,6 +12,7 @@ check string, in oslo.policy's simplest forms: ``"role:admin or role:member"``,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from starlette.requests import Request
@@ -88,10 +89,16 @@ def context(request: Request) -> RequestContext:
     return found
 
 
+def permits(rules: Mapping[str, frozenset[str]], caller: RequestContext, rule: str) -> bool:
+    """Whether ``rule`` lets ``caller``'s roles through: the one check, for a routed
+    request (``authorize``) and for one answered from the cache (accel.api.fast_reads)."""
+    return not rules[rule].isdisjoint(caller.identity.roles)
+
+
 def authorize(request: Request, rule: str) -> RequestContext:
     """The caller's context, if ``rule`` lets its roles through; 403 otherwise."""
     caller = context(request)
     rules: dict[str, frozenset[str]] = getattr(request.app.state, "policy", RULES)
-    if not rules[rule] & set(caller.identity.roles):
+    if not permits(rules, caller, rule):
         raise Forbidden(f"Access was denied to the following resource: {rule}")
     return caller

@@ -67,10 +67,9 @@ class Writer(Reader):
         return await anyio.to_thread.run_sync(in_transaction)
 
     async def run_sql(self, query: Callable[[Connection], Result]) -> Result:
-        """Core statements in one transaction, outside the session's inventory watch
-        (accel.db.generation): only for tables that no cached read renders. On SQLite
-        the transaction may hold other requests' writes too, so ``query`` must not
-        commit or roll back, and an error it raises is its own (see WriteQueue)."""
+        """Core statements in one transaction. On SQLite the transaction may hold
+        other requests' writes too, so ``query`` must not commit or roll back, and an
+        error it raises is its own (see WriteQueue)."""
         if self.queue is not None:
             return await self.queue.statements(query)
 

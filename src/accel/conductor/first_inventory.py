@@ -17,19 +17,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, ColumnDefault, Table, insert, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Table, insert, text
 from sqlalchemy.orm import Session
 
 from accel.conductor.hardware_rows import DeployablePlan, device_columns, plan_deployables
-from accel.db.generation import WATCHED_TABLES, note_inventory_change
+from accel.db.generation import copy_rows
 from accel.db.models import AttachHandle, Attribute, Base, Deployable, Device
 from accel.internal.schemas import HardwareEntry
 
 # On the tables, not the mapped classes: the ORM's bulk path adds a per-row
-# bookkeeping pass that cost as much as the SQL. Run through the session all the
-# same, so that the inventory generation sees them (accel.db.generation); COPY,
-# which the session does not see, tells it.
+# bookkeeping pass that cost as much as the SQL.
 _DEVICES = Base.metadata.tables[Device.__tablename__]
 _DEPLOYABLES = Base.metadata.tables[Deployable.__tablename__]
 _ATTRIBUTES = Base.metadata.tables[Attribute.__tablename__]
@@ -117,7 +114,7 @@ def insert_first_inventories(session: Session, inventories: Sequence[FirstInvent
         if not rows:
             continue
         if _copies(session):
-            _copy(session, table, rows)
+            copy_rows(session, table, rows)
         else:
             session.execute(insert(table), rows)
 
@@ -142,54 +139,5 @@ def _insert_with_ids(
         return [(tuple(found), new_id) for new_id, *found in session.execute(statement, rows)]
     ids = list(session.scalars(NEW_IDS, {"table": table.name, "n": len(rows)}))
     numbered = list(zip(rows, ids, strict=True))
-    _copy(session, table, [{**row, "id": new_id} for row, new_id in numbered])
+    copy_rows(session, table, [{**row, "id": new_id} for row, new_id in numbered])
     return [(tuple(row[name] for name in key), new_id) for row, new_id in numbered]
-
-
-def _copy(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """``rows`` by PostgreSQL's COPY, in the session's transaction.
-
-    psycopg's executemany sent rows one by one in a pipeline (a large share of a
-    first inventory's CPU on PostgreSQL, by its profile); COPY streams them. Each value
-    goes through its column's bind processing, and a column left out gets its
-    Python-side default, as an INSERT would give it. COPY goes around the session,
-    so the inventory generation is told here.
-    """
-    if table.name in WATCHED_TABLES:
-        note_inventory_change(session)
-    dialect = session.get_bind().dialect
-    given = list(rows[0])
-    defaulted = [
-        column
-        for column in table.columns
-        if column.name not in given and not column.primary_key and column.default is not None
-    ]
-    columns = [table.c[name] for name in given] + defaulted
-    processors = [column.type.bind_processor(dialect) or _as_is for column in columns]
-    quote = dialect.identifier_preparer.quote
-    names = ", ".join(quote(column.name) for column in columns)
-    driver = session.connection().connection.driver_connection
-    assert driver is not None, "the session's connection is open"
-    statement = f"COPY {quote(table.name)} ({names}) FROM STDIN"
-    try:
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                values = [row[name] for name in given] + [_default(c) for c in defaulted]
-                copy.write_row([process(v) for process, v in zip(processors, values, strict=True)])
-    except dialect.loaded_dbapi.Error as exc:
-        # As SQLAlchemy would have raised it (IntegrityError, OperationalError...):
-        # callers tell a bad row from a database that is away by these classes.
-        raise DBAPIError.instance(
-            statement, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
-        ) from exc
-
-
-def _default(column: Column[Any]) -> Any:
-    default = column.default
-    assert isinstance(default, ColumnDefault), f"{column.name} has no Python-side default"
-    # A callable default is wrapped by SQLAlchemy to take the execution context.
-    return default.arg(None) if default.is_callable else default.arg
-
-
-def _as_is(value: Any) -> Any:
-    return value

@@ -62,6 +62,8 @@ def normalize_url(url: str) -> str:
 
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:
+    """An engine for ``url``; its transactions that write inventory bump the inventory
+    generation (accel.db.generation), whichever code path writes."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         database = make_url(url).database
@@ -69,15 +71,17 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
+        return watch_inventory(engine)
     # A server that drops packets would hold a connect for the OS's TCP timeout
     # (minutes); past this, the caller sees the database as away.
-    return create_engine(
-        url,
-        pool_pre_ping=True,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+    return watch_inventory(
+        create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+        )
     )
 
 
@@ -91,8 +95,7 @@ def _sqlite_pragmas(connection: Any, record: Any) -> None:
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions for ``engine``; their inventory writes bump the inventory generation."""
-    return watch_inventory(sessionmaker(engine, expire_on_commit=False))
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 def migrate(engine: Engine, wait: float = MIGRATION_WAIT_SECONDS) -> None:

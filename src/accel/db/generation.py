@@ -2,10 +2,17 @@
 
 The api keeps rendered answers for its hottest reads (the device and deployable
 lists, single devices) and must know cheaply, on every request, whether they are
-still true. Every session made by ``session_factory`` watches its own writes: a
-transaction that inserts, updates or deletes a device, deployable or attribute bumps
-this counter in the same transaction, just before it commits, whichever process
-writes (conductors, apis) and whichever code path. Readers compare one integer.
+still true. Readers compare one integer; writers never have to remember it: every
+engine accel makes (``accel.db.engine.make_engine``) watches the statements its
+connections run, whichever code path sends them (ORM flushes, ``session.execute``,
+Core statements on a bare connection such as the api's ``run_sql``, raw SQL), and a
+transaction that wrote to a watched table bumps the counter just before it commits.
+The one write SQLAlchemy never sees, PostgreSQL's COPY, has its one home in
+``copy_rows`` below, which tells the watch itself.
+
+Watched are the tables the cached answers render: devices, deployables, attributes.
+Agents are not (a heartbeat, the hottest write, changes no cached answer), nor are
+alarms, allocations or accelerator requests.
 
 The bump is the transaction's last statement, so on PostgreSQL the counter's row
 lock is held only from there to the commit, and always taken after any other lock
@@ -14,25 +21,38 @@ lock is held only from there to the commit, and always taken after any other loc
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, event, insert, select, update
-from sqlalchemy.orm import (
-    Mapped,
-    ORMExecuteState,
-    Session,
-    UOWTransaction,
-    mapped_column,
-    sessionmaker,
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnDefault,
+    Connection,
+    Engine,
+    Integer,
+    Table,
+    event,
+    insert,
+    select,
+    update,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.sql.dml import UpdateBase
 
 from accel.db.models import Attribute, Base, Deployable, Device
 
 CHANGED = "accel_inventory_changed"
-# The rows the api's cached reads render; agents, alarms and allocations are not shown.
-WATCHED_CLASSES = (Device, Deployable, Attribute)
-WATCHED_TABLES = frozenset(cls.__tablename__ for cls in WATCHED_CLASSES)
+WATCHED_TABLES = frozenset(cls.__tablename__ for cls in (Device, Deployable, Attribute))
+# Raw SQL (text() or the driver's) naming a watched table as the one it writes to.
+_RAW_WRITE = re.compile(
+    r"\b(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM|COPY)"
+    rf"\s+(?:\w+\.)?\"?({'|'.join(sorted(WATCHED_TABLES))})\b",
+    re.IGNORECASE,
+)
 
 
 class InventoryGeneration(Base):
@@ -43,57 +63,107 @@ class InventoryGeneration(Base):
 
 
 GENERATION_SQL = "SELECT value FROM inventory_generation WHERE id = 1"
+_BUMP = (
+    update(InventoryGeneration)
+    .where(InventoryGeneration.id == 1)
+    .values(value=InventoryGeneration.value + 1)
+)
 
 
 def read_generation(session: Session) -> int:
     return session.scalar(select(InventoryGeneration.value).where(InventoryGeneration.id == 1)) or 0
 
 
-def note_inventory_change(session: Session) -> None:
-    """Marks the session's transaction as changing the inventory, for a write its own
-    events cannot see (PostgreSQL's COPY, on the driver's connection)."""
-    session.info[CHANGED] = True
+def writes_inventory(context: DefaultExecutionContext | None, statement: str) -> bool:
+    """Whether a statement just run wrote to a watched table (SQLAlchemy's own DML
+    by its table, raw SQL by its words)."""
+    if context is None:
+        return _RAW_WRITE.search(statement) is not None
+    if context.isinsert or context.isupdate or context.isdelete:
+        compiled = context.compiled
+        dml = compiled.statement if compiled is not None else None
+        return isinstance(dml, UpdateBase) and getattr(dml.table, "name", None) in WATCHED_TABLES
+    # Everything else compiled is a SELECT or DDL; text() and driver SQL say it in words.
+    return context.is_text and _RAW_WRITE.search(statement) is not None
 
 
-def _after_flush(session: Session, context: UOWTransaction) -> None:
-    if session.info.get(CHANGED):
+def _after_cursor_execute(
+    connection: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: DefaultExecutionContext | None,
+    executemany: bool,
+) -> None:
+    if writes_inventory(context, statement):
+        connection.info[CHANGED] = True
+
+
+def _commit(connection: Connection) -> None:
+    # Still inside the transaction: SQLAlchemy calls this just before the COMMIT.
+    if not connection.info.pop(CHANGED, False):
         return
-    if any(
-        isinstance(obj, WATCHED_CLASSES) for obj in (*session.new, *session.dirty, *session.deleted)
-    ):
-        session.info[CHANGED] = True
+    if not connection.execute(_BUMP).rowcount:
+        connection.execute(insert(InventoryGeneration).values(id=1, value=1))
 
 
-def _on_execute(state: ORMExecuteState) -> None:
-    statement = state.statement
-    if isinstance(statement, UpdateBase) and getattr(statement, "table", None) is not None:
-        name = getattr(statement.table, "name", None)
-        if name in WATCHED_TABLES:
-            state.session.info[CHANGED] = True
+def _rollback(connection: Connection) -> None:
+    connection.info.pop(CHANGED, None)
 
 
-def _before_commit(session: Session) -> None:
-    session.flush()
-    if not session.info.pop(CHANGED, False):
-        return
-    bumped = session.execute(
-        update(InventoryGeneration)
-        .where(InventoryGeneration.id == 1)
-        .values(value=InventoryGeneration.value + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if not getattr(bumped, "rowcount", 1):
-        session.execute(insert(InventoryGeneration).values(id=1, value=1))
+def watch_inventory(engine: Engine) -> Engine:
+    """Makes every transaction on ``engine`` that writes inventory bump the generation."""
+    event.listen(engine, "after_cursor_execute", _after_cursor_execute)
+    event.listen(engine, "commit", _commit)
+    event.listen(engine, "rollback", _rollback)
+    return engine
 
 
-def _forget(session: Session, *args: Any) -> None:
-    session.info.pop(CHANGED, None)
+def copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """``rows`` by PostgreSQL's COPY, in the session's transaction; the one write that
+    goes around SQLAlchemy's statements, so it tells the inventory watch itself.
+
+    psycopg's executemany sent rows one by one in a pipeline (a large share of a first
+    inventory's CPU on PostgreSQL, by its profile); COPY streams them. Each value
+    goes through its column's bind processing, and a column left out gets its
+    Python-side default, as an INSERT would give it.
+    """
+    connection = session.connection()
+    if table.name in WATCHED_TABLES:
+        connection.info[CHANGED] = True
+    dialect = connection.dialect
+    given = list(rows[0])
+    defaulted = [
+        column
+        for column in table.columns
+        if column.name not in given and not column.primary_key and column.default is not None
+    ]
+    columns = [table.c[name] for name in given] + defaulted
+    processors = [column.type.bind_processor(dialect) or _as_is for column in columns]
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(column.name) for column in columns)
+    driver = connection.connection.driver_connection
+    assert driver is not None, "the session's connection is open"
+    statement = f"COPY {quote(table.name)} ({names}) FROM STDIN"
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                values = [row[name] for name in given] + [_default(c) for c in defaulted]
+                copy.write_row([process(v) for process, v in zip(processors, values, strict=True)])
+    except dialect.loaded_dbapi.Error as exc:
+        # As SQLAlchemy would have raised it (IntegrityError, OperationalError...):
+        # callers tell a bad row from a database that is away by these classes.
+        raise DBAPIError.instance(
+            statement, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from exc
 
 
-def watch_inventory(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
-    """Makes every session from ``sessions`` bump the generation when it changes inventory."""
-    event.listen(sessions, "after_flush", _after_flush)
-    event.listen(sessions, "do_orm_execute", _on_execute)
-    event.listen(sessions, "before_commit", _before_commit)
-    event.listen(sessions, "after_rollback", _forget)
-    return sessions
+def _default(column: Column[Any]) -> Any:
+    default = column.default
+    assert isinstance(default, ColumnDefault), f"{column.name} has no Python-side default"
+    # A callable default is wrapped by SQLAlchemy to take the execution context.
+    return default.arg(None) if default.is_callable else default.arg
+
+
+def _as_is(value: Any) -> Any:
+    return value
