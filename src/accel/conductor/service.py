@@ -29,7 +29,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.conductor import agents, allocation
-from accel.conductor.batching import GroupWriter, fleet_linger
 from accel.conductor.hearing import Hearing
 from accel.conductor.name_guard import NameGuard
 from accel.conductor.presence import live_holder, record_conductor
@@ -37,6 +36,7 @@ from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.syncing import SyncLoop
 from accel.db.commit_deadline import TooLate, parse_commit_before
 from accel.db.engine import migrate, session_factory
+from accel.db.group_commit import GroupCommit, fleet_linger
 from accel.db.models import utcnow
 from accel.db.outage import DATABASE_AWAY
 from accel.errors import InvalidInput, Unavailable
@@ -116,7 +116,7 @@ class ConductorService:
         self.hello_limiter = RateLimiter(settings.hello_rate, settings.hello_burst)
         self.names = NameGuard(self.sessions, lambda: self.client, settings.agent_down_after)
         # Heartbeats are many and tiny: recorded many agents to a transaction.
-        self.hellos: GroupWriter[agents.Hello, agents.HelloOutcome] = GroupWriter(
+        self.hellos: GroupCommit[agents.Hello, agents.HelloOutcome] = GroupCommit(
             "hellos",
             lambda batch: agents.record_hellos(
                 self.sessions,
