@@ -17,12 +17,12 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
+from cachetools import LRUCache
 from sqlalchemy import Engine, text
 from starlette.requests import Request
 from starlette.responses import Response
@@ -136,8 +136,8 @@ class ResponseCache:
     def __init__(self, max_bytes: int = MAX_CACHED_BYTES) -> None:
         self.watch: GenerationWatch | None = None
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[Hashable, Rendered] = OrderedDict()
-        self._bytes = 0
+        # An entry weighs its body's bytes; the least recently used go first.
+        self._entries: LRUCache[Hashable, Rendered] = LRUCache(max_bytes, _body_bytes)
         # One rendering per key and generation at a time; others wait for it.
         self._rendering: dict[tuple[Hashable, int], asyncio.Future[Rendered]] = {}
 
@@ -150,7 +150,6 @@ class ResponseCache:
         entry = self._entries.get(key)
         if entry is None or entry.generation != await self._generation():
             return None
-        self._entries.move_to_end(key)
         return entry
 
     async def respond(self, request: Request, render: Callable[[], Awaitable[bytes]]) -> Response:
@@ -158,9 +157,7 @@ class ResponseCache:
         key = request_key(request.scope)
         generation = await self._generation()
         entry = self._entries.get(key)
-        if entry is not None and entry.generation == generation:
-            self._entries.move_to_end(key)
-        else:
+        if entry is None or entry.generation != generation:
             entry = await self._render(key, generation, render)
         headers = {"ETag": entry.etag}
         if not_modified(request.headers.get("if-none-match"), entry.etag):
@@ -192,16 +189,13 @@ class ResponseCache:
             del self._rendering[(key, generation)]
 
     def _store(self, key: Hashable, entry: Rendered) -> None:
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= len(old.body)
-        if len(entry.body) > self.max_bytes:
-            return
-        self._entries[key] = entry
-        self._bytes += len(entry.body)
-        while self._bytes > self.max_bytes:
-            _, dropped = self._entries.popitem(last=False)
-            self._bytes -= len(dropped.body)
+        self._entries.pop(key, None)
+        if len(entry.body) <= self.max_bytes:  # a larger one is served, never kept
+            self._entries[key] = entry
+
+
+def _body_bytes(entry: Rendered) -> int:
+    return len(entry.body)
 
 
 def cache(request: Request) -> ResponseCache:
