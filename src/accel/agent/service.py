@@ -37,6 +37,7 @@ from accel.internal.discovery_http import (
     requested_result,
 )
 from accel.internal.discovery_state import DiscoveryState
+from accel.internal.intervals import DRIVER_TIMEOUT, HEARTBEAT_INTERVAL
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import (
@@ -65,8 +66,8 @@ class AgentSettings:
     endpoint: str
     token: str
     versions: VersionRange
-    heartbeat_interval: float = 10.0
-    driver_timeout: float = 10.0
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
+    driver_timeout: float = DRIVER_TIMEOUT
     allowed_driver_networks: tuple[Network, ...] = ()
     tls: TlsFiles | None = None
 

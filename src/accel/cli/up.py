@@ -21,7 +21,7 @@ import click
 import httpx
 
 from accel.cli.operator import HARDWARE_COLUMNS, hardware_rows, print_table
-from accel.cli.options import default_state_dir, option, positive
+from accel.cli.options import default_state_dir, heartbeat_interval_option, option, positive
 from accel.driver.discovery import count_accelerators
 from accel.internal.auth import create_token_file, load_token
 from accel.internal.schemas import Kind
@@ -85,7 +85,7 @@ def _wait(
 )
 @option("--api-listen", default="127.0.0.1:6666", metavar="HOST:PORT")
 @option("--name", default=None, help="The node's name (default: the hostname).")
-@option("--heartbeat-interval", type=float, default=10.0, callback=positive)
+@heartbeat_interval_option
 @option("--resync-interval", type=float, default=60.0, callback=positive)
 @option("--agent-down-after", type=float, default=None, callback=positive)
 def up(

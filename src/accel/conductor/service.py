@@ -42,6 +42,7 @@ from accel.db.outage import DATABASE_AWAY
 from accel.errors import InvalidInput, Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.identity import answers_as
+from accel.internal.intervals import AGENT_DOWN_AFTER, HEARTBEAT_INTERVAL
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import COMMIT_BEFORE, AgentHello, ArqChanges, ArqOutcomes
@@ -84,8 +85,8 @@ class ConductorSettings:
     endpoint: str
     token: str
     versions: VersionRange
-    heartbeat_interval: float = 10.0
-    agent_down_after: float = 30.0
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
+    agent_down_after: float = AGENT_DOWN_AFTER
     resync_interval: float = 60.0
     discovery_timeout: float = 30.0
     sync_retry_after: float = 5.0
