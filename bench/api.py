@@ -186,8 +186,8 @@ def bench_api(workdir: Path, nodes: int, scale: float = 1.0, cyborg: bool = Fals
     rows = []
     try:
         # A conductor on the same database: deleting an ARQ asks one to unbind it.
-        cluster.conductor(database, "--log-level", "warning")
-        api = cluster.api(database, "--log-level", "warning")
+        cluster.conductor(database, log_level="warning")
+        api = cluster.api(database, log_level="warning")
         pid = api.process.pid
         _create_profile(api.url)
         rows += _measure(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,10 +28,11 @@ def answers(url: str) -> bool:
         return False
 
 
-def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Runs ``argv`` (accel.cli.argv.accel_argv) with its output in ``log``."""
     with open(log, "ab") as output:
         return subprocess.Popen(
-            [sys.executable, "-m", "accel", *args],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,

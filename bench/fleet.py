@@ -34,6 +34,9 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine, func, select
 
+from accel.cli import fleet_daemons
+from accel.cli import sim as sim_command
+from accel.cli.argv import Setting, accel_argv
 from accel.db.engine import make_engine, migrate
 from accel.db.models import Agent, Device
 from bench.daemons import answers, free_port, let_ports_go, spawn, stop
@@ -46,7 +49,7 @@ CONVERGENCE_LIMIT = 300.0
 # Heartbeats every 30 s (a large fleet's setting): one process plays every node,
 # and at 10 s the heartbeats alone would take much of its core at 1,000 nodes.
 HEARTBEAT_SECONDS = 30.0
-HEARTBEAT = ("--heartbeat-interval", f"{HEARTBEAT_SECONDS:g}")
+HEARTBEAT: dict[str, Setting] = {"heartbeat_interval": HEARTBEAT_SECONDS}
 # Hellos released per second by the simulator, and syncs the conductor runs at once.
 RELEASE_RATE = 1000
 CONCURRENT_SYNCS = 256
@@ -152,14 +155,18 @@ def bench_fleet(
     engine = make_engine(database)
     migrate(engine)
     conductor = spawn(
-        [
-            *("conductor", "--listen", f"127.0.0.1:{port}", "--database", database),
-            *("--resync-interval", str(RESYNC_INTERVAL), "--log-level", "warning"),
+        accel_argv(
+            fleet_daemons.conductor,
+            listen=f"127.0.0.1:{port}",
+            database=database,
+            resync_interval=RESYNC_INTERVAL,
+            log_level="warning",
             # Every simulated agent says hello from 127.0.0.1.
-            *("--hello-rate", "100000", "--hello-burst", "100000"),
-            *("--max-concurrent-syncs", str(CONCURRENT_SYNCS)),
-            *HEARTBEAT,
-        ],
+            hello_rate=100000,
+            hello_burst=100000,
+            max_concurrent_syncs=CONCURRENT_SYNCS,
+            **HEARTBEAT,
+        ),
         log,
     )
     sims: list[subprocess.Popen[bytes]] = []
@@ -177,17 +184,20 @@ def bench_fleet(
         for index, (share, manifest) in enumerate(zip(shares, manifests, strict=True)):
             sims.append(
                 spawn(
-                    [
-                        *("sim", "--conductor", f"http://127.0.0.1:{port}"),
-                        *("--nodes", str(share), "--name-prefix", f"sim{index}-"),
-                        *("--seed", str(index + 1), "--manifest", str(manifest)),
-                        *("--tree-dir", str(workdir / f"trees-{index}")),
-                        *HEARTBEAT,
+                    accel_argv(
+                        sim_command.sim,
+                        conductor=f"http://127.0.0.1:{port}",
+                        nodes=share,
+                        name_prefix=f"sim{index}-",
+                        seed=index + 1,
+                        manifest=manifest,
+                        tree_dir=workdir / f"trees-{index}",
+                        **HEARTBEAT,
                         # The fleet as a whole says hello at release_rate a second.
-                        *("--hello-interval", "60"),
-                        *("--release-rate", str(release_rate / len(shares))),
-                        "--release-on-signal",
-                    ],
+                        hello_interval=60,
+                        release_rate=release_rate / len(shares),
+                        release_on_signal=True,
+                    ),
                     log,
                 )
             )

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from accel.cli.argv import Setting, accel_argv
+from accel.cli.fleet_daemons import conductor as conductor_command
 from accel.conductor.agents import Hello, record_hellos
 from accel.db.engine import make_engine, migrate, session_factory
 from accel.db.models import Agent
@@ -141,19 +143,22 @@ def _rounds(workdir: Path, nodes: int, tls: bool) -> list[str]:
     database = f"sqlite:///{workdir / f'heartbeats-{nodes}-{int(tls)}.db'}"
     names = _register(database, nodes)
     port = free_port()
-    flags = (
-        ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key), "--tls-ca", str(pki.ca)]
-        if pki
-        else []
+    tls_settings: dict[str, Setting] = (
+        {"tls_cert": pki.cert, "tls_key": pki.key, "tls_ca": pki.ca} if pki else {}
     )
     conductor = spawn(
-        [
-            *("conductor", "--listen", f"127.0.0.1:{port}", "--database", database),
-            *("--heartbeat-interval", str(INTERVAL), "--agent-down-after", "3600"),
-            *("--resync-interval", "3600", "--log-level", "warning"),
-            *("--hello-rate", "100000", "--hello-burst", "100000"),
-            *flags,
-        ],
+        accel_argv(
+            conductor_command,
+            listen=f"127.0.0.1:{port}",
+            database=database,
+            heartbeat_interval=INTERVAL,
+            agent_down_after=3600,
+            resync_interval=3600,
+            log_level="warning",
+            hello_rate=100000,
+            hello_burst=100000,
+            **tls_settings,
+        ),
         workdir / "heartbeats.log",
     )
     rows = []

@@ -27,16 +27,16 @@ def bench_memory(workdir: Path, tree: Path, functions: int) -> list[str]:
     cluster = Cluster(workdir / "memory")
     engine = make_engine(database)
     try:
-        conductor = cluster.conductor(database, "--log-level", "warning")
-        agent = cluster.agent([conductor.endpoint], "wide-node", "--log-level", "warning")
-        driver = cluster.driver("NIC", agent, tree, "--log-level", "warning")
+        conductor = cluster.conductor(database, log_level="warning")
+        agent = cluster.agent([conductor.endpoint], "wide-node", log_level="warning")
+        driver = cluster.driver("NIC", agent, tree, log_level="warning")
 
         def stored() -> int:
             with engine.connect() as connection:
                 return connection.scalar(select(func.count()).select_from(Device)) or 0
 
         devices = wait_until(stored, "the wide node's inventory to be stored", timeout=120)
-        api = cluster.api(database, "--log-level", "warning")
+        api = cluster.api(database, log_level="warning")
         for path in ("/v2/devices", "/v2/deployables"):
             status, _ = asyncio.run(call(api.url, "GET", path))
             assert status == 200, (path, status)

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from accel.cli import discover as discover_command
+from accel.cli.argv import accel_argv
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from accel.internal.schemas import Kind
@@ -64,7 +66,7 @@ def bench_discovery(workdir: Path) -> list[str]:
     assert len(found) == NICS
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "accel", "discover", "--sysfs-root", str(root), "--json"],
+        accel_argv(discover_command.discover, sysfs_root=root, as_json=True),
         check=True,
         capture_output=True,
     )

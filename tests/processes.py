@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from accel.cli import fleet_daemons, node_daemons
+from accel.cli.argv import Setting, accel_argv
 from accel.internal.tls import TlsFiles
 
 TOKEN = "integration-test-token-0123456789"
@@ -134,17 +136,11 @@ class Cluster:
     # With certificates, internal components speak mutual TLS (the api as a client).
     tls: TlsFiles | None = None
 
-    def _tls_flags(self) -> list[str]:
+    def _tls_settings(self) -> dict[str, Setting]:
+        """The TLS settings of every internal component of this cluster."""
         if self.tls is None:
-            return []
-        return [
-            "--tls-cert",
-            str(self.tls.cert),
-            "--tls-key",
-            str(self.tls.key),
-            "--tls-ca",
-            str(self.tls.ca),
-        ]
+            return {}
+        return {"tls_cert": self.tls.cert, "tls_key": self.tls.key, "tls_ca": self.tls.ca}
 
     def _internal_url(self, sock: socket.socket) -> str:
         url = url_of(sock)
@@ -153,18 +149,16 @@ class Cluster:
     def logs(self) -> str:
         return "\n".join(service.log() for service in self.services)
 
-    def _spawn(
+    def spawn(
         self,
         name: str,
-        args: list[str],
+        argv: list[str],
         sock: socket.socket | None,
         url: str,
         env: dict[str, str] | None = None,
     ) -> Service:
+        """Runs ``argv`` (see accel.cli.argv), handing it ``sock`` if given."""
         log_path = self.workdir / f"{name}-{len(self.services)}.log"
-        argv = [sys.executable, "-m", "accel", *args]
-        if sock is not None:
-            argv += ["--listen-fd", str(sock.fileno())]
         environment = {**os.environ, "ACCEL_INTERNAL_TOKEN": TOKEN, **(env or {})}
         with open(log_path, "ab") as output:
             process = subprocess.Popen(
@@ -192,74 +186,61 @@ class Cluster:
         """Starts the same command again on the same socket (same address)."""
         service.stop()
         self.services.remove(service)
-        args = service.argv[3:]
-        if service.sock is not None:
-            args = args[: args.index("--listen-fd")] + args[args.index("--listen-fd") + 2 :]
-        again = self._spawn(service.name, args, service.sock, service.url)
+        # The same socket keeps its descriptor: the command line holds as it was.
+        again = self.spawn(service.name, service.argv, service.sock, service.url)
         return self._ready(again) if service.sock is not None else again
 
-    def conductor(self, database: str, *flags: str) -> Service:
+    def conductor(self, database: str, **settings: Setting) -> Service:
         sock = bound_socket()
-        return self._ready(
-            self._spawn(
-                "conductor",
-                ["conductor", "--database", database, *self._tls_flags(), *flags],
-                sock,
-                self._internal_url(sock),
-            )
+        argv = accel_argv(
+            fleet_daemons.conductor,
+            database=database,
+            listen_fd=sock.fileno(),
+            **self._tls_settings(),
+            **settings,
         )
+        return self._ready(self.spawn("conductor", argv, sock, self._internal_url(sock)))
 
-    def api(self, database: str, *flags: str) -> Service:
+    def api(self, database: str, **settings: Setting) -> Service:
         sock = bound_socket()
-        return self._ready(
-            self._spawn(
-                "api",
-                ["api", "--database", database, "--auth", "noauth", *self._tls_flags(), *flags],
-                sock,
-                url_of(sock),
-            )
+        argv = accel_argv(
+            fleet_daemons.api,
+            database=database,
+            auth="noauth",
+            listen_fd=sock.fileno(),
+            **self._tls_settings(),
+            **settings,
         )
+        return self._ready(self.spawn("api", argv, sock, url_of(sock)))
 
     def agent(
-        self, conductors: list[str], name: str, *flags: str, env: dict[str, str] | None = None
+        self,
+        conductors: list[str],
+        name: str,
+        **settings: Setting,
     ) -> Service:
         sock = bound_socket()
-        return self._ready(
-            self._spawn(
-                f"agent-{name}",
-                [
-                    "agent",
-                    "--conductor",
-                    ",".join(conductors),
-                    "--name",
-                    name,
-                    *self._tls_flags(),
-                    *flags,
-                ],
-                sock,
-                self._internal_url(sock),
-                env,
-            )
+        argv = accel_argv(
+            node_daemons.agent,
+            conductor=",".join(conductors),
+            name=name,
+            listen_fd=sock.fileno(),
+            **self._tls_settings(),
+            **settings,
         )
+        return self._ready(self.spawn(f"agent-{name}", argv, sock, self._internal_url(sock)))
 
-    def driver(self, kind: str, agent: Service, sysfs_root: Path, *flags: str) -> Service:
+    def driver(self, kind: str, agent: Service, sysfs_root: Path, **settings: Setting) -> Service:
         """A driver on 127.0.0.1:0, ready once the agent lists it."""
-        service = self._spawn(
-            f"driver-{kind.lower()}",
-            [
-                "driver",
-                "--kind",
-                kind,
-                "--agent",
-                agent.url,
-                "--sysfs-root",
-                str(sysfs_root),
-                *self._tls_flags(),
-                *flags,
-            ],
-            None,
-            "",
+        argv = accel_argv(
+            node_daemons.driver,
+            kind=kind,
+            agent=agent.url,
+            sysfs_root=sysfs_root,
+            **self._tls_settings(),
+            **settings,
         )
+        service = self.spawn(f"driver-{kind.lower()}", argv, None, "")
 
         def registered() -> str | None:
             if not service.alive():

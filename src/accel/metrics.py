@@ -44,7 +44,8 @@ SYNC_LEASES = Counter(
 )
 WRITE_BATCH_ITEMS = Histogram(
     "accel_write_batch_items",
-    "Items a conductor wrote in one transaction, by writer (hellos, inventory).",
+    "Items written in one transaction, by writer (the conductor's hellos and "
+    "inventory, the api's writes on SQLite).",
     ["writer"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     registry=REGISTRY,

@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import syncing
 from accel.conductor.agents import Hello, record_hellos
-from accel.conductor.batching import GroupWriter
 from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
 from accel.conductor.service import ConductorSettings
 from accel.conductor.syncing import SyncLoop
+from accel.db.group_commit import GroupCommit
 from accel.db.models import Agent, Device, utcnow
 from accel.internal.client import Discovery, InternalClient
 from accel.internal.schemas import HardwareList
@@ -53,7 +53,7 @@ async def synced_names(sessions: sessionmaker[Session]) -> set[str]:
 def synced_with_one_slot(
     sessions: sessionmaker[Session],
     tmp_path: Path,
-    store: Callable[[], GroupWriter[FinishedSync, InventoryDiff]] | None = None,
+    store: Callable[[], GroupCommit[FinishedSync, InventoryDiff]] | None = None,
 ) -> RecordingAgents:
     """NODES, due for their first sync, synced by a loop with one sync slot (and the
     inventory writer ``store`` makes, if given); the agents, as they were asked."""
@@ -110,10 +110,10 @@ def test_a_report_waiting_for_its_batch_holds_no_slot(
     be written with others: the slot bounds the agents called at once, not the
     reports waiting for a transaction."""
 
-    def three_at_once() -> GroupWriter[FinishedSync, InventoryDiff]:
+    def three_at_once() -> GroupCommit[FinishedSync, InventoryDiff]:
         # Nothing is written until all three reports wait together: were a waiting
         # report to hold the only slot, the second agent would never be called.
-        return GroupWriter(
+        return GroupCommit(
             "inventory",
             lambda syncs: store_inventories(sessions, syncs),
             max_batch=len(NODES),

@@ -9,18 +9,16 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from accel.cli.argv import Setting
 from tests.processes import TOKEN, Service, wait_until
 
-FAST_CONDUCTOR = (
-    "--heartbeat-interval",
-    "0.5",
-    "--resync-interval",
-    "1",
-    "--discovery-timeout",
-    "5",
-)
-FAST_AGENT = ("--heartbeat-interval", "0.5", "--driver-timeout", "3")
-FAST_DRIVER = ("--hello-interval", "0.5")
+FAST_CONDUCTOR: dict[str, Setting] = {
+    "heartbeat_interval": 0.5,
+    "resync_interval": 1,
+    "discovery_timeout": 5,
+}
+FAST_AGENT: dict[str, Setting] = {"heartbeat_interval": 0.5, "driver_timeout": 3}
+FAST_DRIVER: dict[str, Setting] = {"hello_interval": 0.5}
 
 
 # A component's /metrics asks for the internal token.

@@ -6,20 +6,15 @@ import functools
 
 import httpx
 
+from accel.cli.argv import Setting, accel_argv
+from accel.cli.node_daemons import driver
 from accel.driver.fake_sysfs import FakeSysfs
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, agents, alarms
 from tests.processes import Cluster, Service, agent_drivers, internal_client, wait_until
 
 
-def conductor_flags(down_after: str) -> tuple[str, ...]:
-    return (
-        "--heartbeat-interval",
-        "0.5",
-        "--resync-interval",
-        "1",
-        "--agent-down-after",
-        down_after,
-    )
+def conductor_settings(down_after: float) -> dict[str, Setting]:
+    return {"heartbeat_interval": 0.5, "resync_interval": 1, "agent_down_after": down_after}
 
 
 def heard_since(api: Service, name: str, since: str) -> bool:
@@ -29,11 +24,11 @@ def heard_since(api: Service, name: str, since: str) -> bool:
 def test_a_second_agent_of_a_live_agents_name_is_refused_and_alarmed(
     cluster: Cluster, sqlite_url: str
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *conductor_flags("5"))
+    conductor = cluster.conductor(sqlite_url, **conductor_settings(5))
     api = cluster.api(sqlite_url)
-    first = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    first = cluster.agent([conductor.url], "node1", **FAST_AGENT)
     wait_until(lambda: "node1" in agents(api), "node1 registered")
-    second = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    second = cluster.agent([conductor.url], "node1", **FAST_AGENT)
 
     wait_until(
         lambda: ("agent_name_clash", "node1") in alarms(api),
@@ -62,15 +57,15 @@ def test_a_second_agent_of_a_live_agents_name_is_refused_and_alarmed(
 
 def test_an_agent_restarted_on_a_new_port_keeps_its_name(cluster: Cluster, sqlite_url: str) -> None:
     # A long grace: the new process is let in because the old one is gone, not DOWN.
-    conductor = cluster.conductor(sqlite_url, *conductor_flags("600"))
+    conductor = cluster.conductor(sqlite_url, **conductor_settings(600))
     api = cluster.api(sqlite_url)
-    first = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    first = cluster.agent([conductor.url], "node1", **FAST_AGENT)
     wait_until(lambda: "node1" in agents(api), "node1 registered")
     first.kill()
     assert first.sock is not None
     first.sock.close()
     cluster.services.remove(first)
-    again = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    again = cluster.agent([conductor.url], "node1", **FAST_AGENT)
     wait_until(
         lambda: agents(api)["node1"]["endpoint"] == again.endpoint,
         "node1 at its new endpoint",
@@ -83,14 +78,14 @@ def test_an_agent_restarted_on_a_new_port_keeps_its_name(cluster: Cluster, sqlit
 def test_a_second_live_driver_of_a_kind_is_refused_and_a_restarted_one_let_in(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *conductor_flags("5"))
+    conductor = cluster.conductor(sqlite_url, **conductor_settings(5))
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    first = cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
-    driver_args = ["driver", "--kind", "GPU", "--agent", agent.url, *FAST_DRIVER]
-    second = cluster._spawn(
-        "driver-gpu-2", [*driver_args, "--sysfs-root", str(gpu_server.root)], None, ""
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    first = cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
+    argv = accel_argv(
+        driver, kind="GPU", agent=agent.url, sysfs_root=gpu_server.root, **FAST_DRIVER
     )
+    second = cluster.spawn("driver-gpu-2", argv, None, "")
 
     wait_until(
         lambda: "stop one of them" in second.log(),

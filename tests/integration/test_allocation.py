@@ -22,10 +22,10 @@ HEADERS = {"OpenStack-API-Version": "accelerator 2.3"}
 
 
 def qat_node(cluster: Cluster, database: str, tree: FakeSysfs) -> Service:
-    conductor = cluster.conductor(database, *FAST_CONDUCTOR)
+    conductor = cluster.conductor(database, **FAST_CONDUCTOR)
     api = cluster.api(database)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    cluster.driver("QAT", agent, tree.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("QAT", agent, tree.root, **FAST_DRIVER)
     wait_for_devices(api, 2, cluster.logs())
     return api
 

@@ -198,10 +198,10 @@ def qat_node_of_two_conductors(
     cluster: Cluster, database: str, tree: FakeSysfs
 ) -> tuple[Service, Service]:
     """A QAT node heard by two conductors on one database: its api, and the first."""
-    pair = [cluster.conductor(database, *FAST_CONDUCTOR) for _ in range(2)]
+    pair = [cluster.conductor(database, **FAST_CONDUCTOR) for _ in range(2)]
     api = cluster.api(database)
-    agent = cluster.agent([c.url for c in pair], "node1", *FAST_AGENT)
-    cluster.driver("QAT", agent, tree.root, *FAST_DRIVER)
+    agent = cluster.agent([c.url for c in pair], "node1", **FAST_AGENT)
+    cluster.driver("QAT", agent, tree.root, **FAST_DRIVER)
     wait_for_devices(api, 2, cluster.logs)
     return api, pair[0]
 
@@ -268,11 +268,11 @@ def test_a_change_whose_answer_was_lost_answers_what_was_done(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs, proxy: AnswerLosingProxy
 ) -> None:
     """The conductor commits, then its answer is lost: the api and a retry learn the truth."""
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR, "--advertise", proxy.endpoint)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR, advertise=proxy.endpoint)
     proxy.target = conductor.endpoint
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("QAT", agent, gpu_server.root, **FAST_DRIVER)
     wait_for_devices(api, 2, cluster.logs)
     create_profile(api, "qat-two", {"resources:CUSTOM_QAT": "2"})
     first, second = (r["uuid"] for r in create_arqs(api, "qat-two"))
@@ -334,11 +334,11 @@ def test_a_setup_request_whose_answer_was_lost_answers_its_operation(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs, proxy: AnswerLosingProxy
 ) -> None:
     """The sibling of a lost bind: the conductor stored the operation, its answer was lost."""
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR, "--advertise", proxy.endpoint)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR, advertise=proxy.endpoint)
     proxy.target = conductor.endpoint
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("QAT", agent, gpu_server.root, **FAST_DRIVER)
     wait_for_devices(api, 2, cluster.logs)
     device = qat_hardware(api, IDLE_QAT)["uuid"]
 

@@ -24,7 +24,7 @@ def conductor_and_api(
     shared = Cluster(workdir)
     database = f"sqlite:///{workdir / 'accel.db'}"
     try:
-        yield shared.conductor(database, *FAST_CONDUCTOR), shared.api(database)
+        yield shared.conductor(database, **FAST_CONDUCTOR), shared.api(database)
     finally:
         shared.stop_all()
 
@@ -143,7 +143,7 @@ def test_allowed_networks_admit_endpoints_behind_nat(
     cluster: Cluster, sqlite_url: str, client: httpx.Client
 ) -> None:
     conductor = cluster.conductor(
-        sqlite_url, *FAST_CONDUCTOR, "--allowed-agent-networks", "192.0.2.0/24"
+        sqlite_url, **FAST_CONDUCTOR, allowed_agent_networks="192.0.2.0/24"
     )
     api = cluster.api(sqlite_url)
     response = client.post(
@@ -165,8 +165,8 @@ def test_hellos_are_idempotent(
 def test_the_agent_guards_its_drivers_hello_the_same_way(
     cluster: Cluster, sqlite_url: str, client: httpx.Client, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
     hello = {"status": "READY", "endpoint": "127.0.0.1:7000", "type": "GPU"}
     assert httpx.post(agent.url + "/v1/hello", json=hello).status_code == 401
     assert client.post(agent.url + "/v1/hello", json={**hello, "type": "TPU"}).status_code == 400
@@ -183,7 +183,7 @@ def test_the_agent_guards_its_drivers_hello_the_same_way(
         assert refused.status_code == 400, odd
         assert "endpoint" in refused.json()["error"]
     assert agent_drivers(agent) == []
-    driver = cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
+    driver = cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
     bad_wait = client.get(driver.url + "/v1/hardware", params={"wait": "soon"})
     assert bad_wait.status_code == 400 and "wait" in bad_wait.json()["error"]
 
@@ -191,9 +191,9 @@ def test_the_agent_guards_its_drivers_hello_the_same_way(
 def test_every_component_lists_its_versions_to_anyone(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    driver = cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    driver = cluster.driver("QAT", agent, gpu_server.root, **FAST_DRIVER)
     for service, component in ((conductor, "conductor"), (agent, "agent"), (driver, "driver")):
         answer = httpx.get(service.url + "/").json()
         assert answer["component"] == component
@@ -207,13 +207,10 @@ def test_a_flood_of_hellos_is_cut_off_and_cannot_grow_the_registry(
 ) -> None:
     conductor = cluster.conductor(
         sqlite_url,
-        *FAST_CONDUCTOR,
-        "--max-agents",
-        "2",
-        "--hello-rate",
-        "0.01",
-        "--hello-burst",
-        "4",
+        **FAST_CONDUCTOR,
+        max_agents=2,
+        hello_rate=0.01,
+        hello_burst=4,
     )
     api = cluster.api(sqlite_url)
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from accel.cli.argv import accel_argv
+from accel.cli.fleet_daemons import conductor
 from tests.processes import Cluster, Service, bound_socket, url_of, wait_until
 
 
@@ -22,13 +24,13 @@ def conductors(api: Service) -> dict[str, dict[str, Any]]:
 def test_a_second_conductor_of_a_live_conductors_name_does_not_start(
     cluster: Cluster, sqlite_url: str
 ) -> None:
-    first = cluster.conductor(sqlite_url, "--name", "conductor-a")
+    first = cluster.conductor(sqlite_url, name="conductor-a")
     api = cluster.api(sqlite_url)
     wait_until(lambda: "conductor-a" in conductors(api), "conductor-a recorded")
     sock = bound_socket()
-    second = cluster._spawn(
+    second = cluster.spawn(
         "conductor",
-        ["conductor", "--database", sqlite_url, "--name", "conductor-a"],
+        accel_argv(conductor, database=sqlite_url, name="conductor-a", listen_fd=sock.fileno()),
         sock,
         url_of(sock),
     )
@@ -43,12 +45,12 @@ def test_a_second_conductor_of_a_live_conductors_name_does_not_start(
 def test_a_conductor_started_elsewhere_under_a_dead_ones_name_starts(
     cluster: Cluster, sqlite_url: str
 ) -> None:
-    first = cluster.conductor(sqlite_url, "--name", "conductor-a")
+    first = cluster.conductor(sqlite_url, name="conductor-a")
     api = cluster.api(sqlite_url)
     wait_until(lambda: "conductor-a" in conductors(api), "conductor-a recorded")
     first.kill()  # its record still vouches for it, but nothing answers there
 
-    second = cluster.conductor(sqlite_url, "--name", "conductor-a")
+    second = cluster.conductor(sqlite_url, name="conductor-a")
 
     wait_until(
         lambda: conductors(api)["conductor-a"]["endpoint"] == second.endpoint,

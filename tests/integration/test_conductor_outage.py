@@ -13,20 +13,18 @@ from typing import Literal
 
 import pytest
 
+from accel.cli.argv import Setting
 from tests.integration.fleet import FAST_AGENT, get
 from tests.integration.fleet import agents as get_agents
 from tests.postgres import ThrowawayPostgres
 from tests.processes import Cluster, Service, wait_until
 
 DOWN_AFTER = 3.0
-CONDUCTOR = (
-    "--heartbeat-interval",
-    "0.5",
-    "--agent-down-after",
-    str(DOWN_AFTER),
-    "--resync-interval",
-    "60",
-)
+CONDUCTOR: dict[str, Setting] = {
+    "heartbeat_interval": 0.5,
+    "agent_down_after": DOWN_AFTER,
+    "resync_interval": 60,
+}
 
 
 def all_alarms(api: Service) -> list[tuple[str, str]]:
@@ -37,10 +35,10 @@ def all_alarms(api: Service) -> list[tuple[str, str]]:
 def test_after_an_outage_longer_than_agent_down_after_only_the_dead_agent_goes_down(
     cluster: Cluster, database_url: str, outage: Literal["restart", "pause"]
 ) -> None:
-    conductor = cluster.conductor(database_url, *CONDUCTOR)
+    conductor = cluster.conductor(database_url, **CONDUCTOR)
     api = cluster.api(database_url)
-    live = cluster.agent([conductor.url], "live", *FAST_AGENT)
-    dead = cluster.agent([conductor.url], "dead", *FAST_AGENT)
+    live = cluster.agent([conductor.url], "live", **FAST_AGENT)
+    dead = cluster.agent([conductor.url], "dead", **FAST_AGENT)
     wait_until(
         lambda: (
             {a["state"] for a in get_agents(api).values()} == {"UP"} and len(get_agents(api)) == 2
@@ -77,10 +75,10 @@ def test_after_a_database_outage_longer_than_agent_down_after_no_live_agent_goes
     cluster: Cluster, postgres: ThrowawayPostgres
 ) -> None:
     database = postgres.new_database()
-    conductor = cluster.conductor(database, *CONDUCTOR)
+    conductor = cluster.conductor(database, **CONDUCTOR)
     api = cluster.api(database)
-    live = cluster.agent([conductor.url], "live", *FAST_AGENT)
-    dead = cluster.agent([conductor.url], "dead", *FAST_AGENT)
+    live = cluster.agent([conductor.url], "live", **FAST_AGENT)
+    dead = cluster.agent([conductor.url], "dead", **FAST_AGENT)
     wait_until(lambda: len(get_agents(api)) == 2, "both agents registered", on_timeout=cluster.logs)
 
     postgres.stop()

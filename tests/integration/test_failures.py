@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from accel.cli.argv import Setting
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from tests.integration.fleet import (
     FAST_DRIVER,
@@ -15,17 +16,13 @@ from tests.integration.fleet import (
 from tests.processes import Cluster, internal_client, wait_until
 
 # Slow heartbeats' patience: a paused agent must stay UP while its syncs fail.
-PATIENT_CONDUCTOR = (
-    "--heartbeat-interval",
-    "0.5",
-    "--agent-down-after",
-    "120",
-    "--resync-interval",
-    "0.5",
-    "--discovery-timeout",
-    "1",
-)
-IMPATIENT_AGENT = ("--heartbeat-interval", "0.5", "--driver-timeout", "0.5")
+PATIENT_CONDUCTOR: dict[str, Setting] = {
+    "heartbeat_interval": 0.5,
+    "agent_down_after": 120,
+    "resync_interval": 0.5,
+    "discovery_timeout": 1,
+}
+IMPATIENT_AGENT: dict[str, Setting] = {"heartbeat_interval": 0.5, "driver_timeout": 0.5}
 
 
 def agent_report(url: str) -> dict[str, Any]:
@@ -37,11 +34,11 @@ def agent_report(url: str) -> dict[str, Any]:
 def test_a_hung_driver_is_skipped_and_its_hardware_kept(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *PATIENT_CONDUCTOR)
+    conductor = cluster.conductor(sqlite_url, **PATIENT_CONDUCTOR)
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *IMPATIENT_AGENT)
-    gpu = cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
-    cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **IMPATIENT_AGENT)
+    gpu = cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
+    cluster.driver("QAT", agent, gpu_server.root, **FAST_DRIVER)
     wait_for_devices(api, 6, cluster.logs())
 
     gpu.pause()  # answers nothing from now on
@@ -60,10 +57,10 @@ def test_a_hung_driver_is_skipped_and_its_hardware_kept(
 def test_a_hung_agent_fails_the_sync_and_keeps_the_inventory(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *PATIENT_CONDUCTOR)
+    conductor = cluster.conductor(sqlite_url, **PATIENT_CONDUCTOR)
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *IMPATIENT_AGENT)
-    cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **IMPATIENT_AGENT)
+    cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
     before = wait_for_devices(api, 4, cluster.logs())
 
     agent.pause()
@@ -85,23 +82,19 @@ def test_a_sync_with_a_failed_driver_is_retried_soon_not_at_the_next_resync(
     # Without the short retry, the GPU added below would wait an hour to be seen.
     conductor = cluster.conductor(
         sqlite_url,
-        "--heartbeat-interval",
-        "0.5",
-        "--agent-down-after",
-        "120",
-        "--resync-interval",
-        "3600",
-        "--sync-retry-after",
-        "0.5",
+        heartbeat_interval=0.5,
+        agent_down_after=120,
+        resync_interval=3600,
+        sync_retry_after=0.5,
     )
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *IMPATIENT_AGENT)
-    gpu = cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **IMPATIENT_AGENT)
+    gpu = cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
     wait_for_devices(api, 4, cluster.logs)
 
     gpu.pause()
     # A new driver registering makes the agent ask for a sync, which the GPU fails.
-    cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
+    cluster.driver("QAT", agent, gpu_server.root, **FAST_DRIVER)
 
     def gpu_failed() -> bool:
         outcomes = {d["type"]: d["state"] for d in agent_report(agent.url)["drivers"]}

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from accel.cli.argv import Setting
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction
 from accel.internal.schemas import Kind
@@ -33,18 +34,13 @@ from tests.processes import Cluster, Service, internal_client, wait_until
 # A dead conductor's socket stays open in the test (to restart it on the same address),
 # so an agent's hello to it times out (--driver-timeout) before the agent fails over:
 # agents are declared DOWN only well after that.
-FLEET_CONDUCTOR = (
-    "--heartbeat-interval",
-    "0.5",
-    "--resync-interval",
-    "1",
-    "--discovery-timeout",
-    "5",
-    "--agent-down-after",
-    "8",
-    "--sync-lease",
-    "1.5",
-)
+FLEET_CONDUCTOR: dict[str, Setting] = {
+    "heartbeat_interval": 0.5,
+    "resync_interval": 1,
+    "discovery_timeout": 5,
+    "agent_down_after": 8,
+    "sync_lease": 1.5,
+}
 
 
 def conductors(api: Service) -> dict[str, dict[str, Any]]:
@@ -83,13 +79,13 @@ def pull_gpu(node: Node, address: str) -> str:
 def start_fleet(
     cluster: Cluster, database: str, workdir: Path, count: int = 3
 ) -> tuple[list[Service], Service, list[Node]]:
-    pair = [cluster.conductor(database, *FLEET_CONDUCTOR) for _ in range(2)]
+    pair = [cluster.conductor(database, **FLEET_CONDUCTOR) for _ in range(2)]
     api = cluster.api(database)
     nodes = make_nodes(workdir, count, (Kind.GPU,))
     for i, node in enumerate(nodes):
         # Half the agents prefer each conductor, so both take hellos.
         order = [pair[i % 2].url, pair[(i + 1) % 2].url]
-        start_node(cluster, node, order, FAST_AGENT, *FAST_DRIVER)
+        start_node(cluster, node, order, FAST_AGENT, **FAST_DRIVER)
     wait_for_truth(api, nodes, cluster)
     return pair, api, nodes
 
@@ -97,7 +93,7 @@ def start_fleet(
 def restart_driver(cluster: Cluster, node: Node) -> None:
     assert node.agent is not None
     cluster.discard(node.drivers[Kind.GPU])
-    node.drivers[Kind.GPU] = cluster.driver("GPU", node.agent, node.tree.root, *FAST_DRIVER)
+    node.drivers[Kind.GPU] = cluster.driver("GPU", node.agent, node.tree.root, **FAST_DRIVER)
 
 
 def restart_agent(cluster: Cluster, node: Node) -> None:
@@ -207,10 +203,10 @@ def test_postgresql_restarts_under_a_running_conductor_and_api(
     cluster: Cluster, postgres: ThrowawayPostgres, tmp_path: Path
 ) -> None:
     database = postgres.new_database()
-    conductor = cluster.conductor(database, *FLEET_CONDUCTOR)
+    conductor = cluster.conductor(database, **FLEET_CONDUCTOR)
     api = cluster.api(database)
     [node] = make_nodes(tmp_path, 1, (Kind.GPU,))
-    start_node(cluster, node, [conductor.url], FAST_AGENT, *FAST_DRIVER)
+    start_node(cluster, node, [conductor.url], FAST_AGENT, **FAST_DRIVER)
     wait_for_truth(api, [node], cluster)
 
     postgres.restart()  # every pooled connection of both processes is now dead
@@ -248,11 +244,15 @@ def test_two_conductors_sweeping_raise_each_agent_down_alarm_once(
     cluster: Cluster, postgres: ThrowawayPostgres
 ) -> None:
     database = postgres.new_database()
-    quick = ("--heartbeat-interval", "0.5", "--agent-down-after", "1", "--resync-interval", "60")
-    pair = [cluster.conductor(database, *quick) for _ in range(2)]
+    quick: dict[str, Setting] = {
+        "heartbeat_interval": 0.5,
+        "agent_down_after": 1,
+        "resync_interval": 60,
+    }
+    pair = [cluster.conductor(database, **quick) for _ in range(2)]
     api = cluster.api(database)
     names = [f"node{i}" for i in range(4)]
-    nodes = [cluster.agent([c.url for c in pair], name, *FAST_AGENT) for name in names]
+    nodes = [cluster.agent([c.url for c in pair], name, **FAST_AGENT) for name in names]
     wait_until(lambda: sorted(get_agents(api)) == names, "every agent registered")
 
     for agent in nodes:
@@ -273,10 +273,14 @@ def test_a_conductor_stopped_cleanly_gives_its_sync_leases_back(
     database = postgres.new_database()
     # Leases long enough that only the clean stop can have freed one within the test.
     # A paused agent stays UP (a long --agent-down-after), so its syncs are claimed.
-    patient = ("--sync-lease", "600", "--discovery-timeout", "60", "--agent-down-after", "600")
-    conductor = cluster.conductor(database, *patient, "--resync-interval", "1")
+    patient: dict[str, Setting] = {
+        "sync_lease": 600,
+        "discovery_timeout": 60,
+        "agent_down_after": 600,
+    }
+    conductor = cluster.conductor(database, **patient, resync_interval=1)
     api = cluster.api(database)
-    agent = cluster.agent([conductor.url], "node0", *FAST_AGENT)
+    agent = cluster.agent([conductor.url], "node0", **FAST_AGENT)
     wait_until(lambda: get_agents(api).get("node0", {}).get("last_synced_at"), "a first sync")
     agent.pause()  # the next sync of node0 hangs, holding its lease
 

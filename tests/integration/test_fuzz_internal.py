@@ -30,9 +30,11 @@ def components(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, S
     workdir = Path(tmp_path_factory.mktemp("fuzz-internal"))
     cluster = Cluster(workdir)
     try:
-        conductor = cluster.conductor(f"sqlite:///{workdir / 'accel.db'}", *FAST_CONDUCTOR)
-        agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-        driver = cluster.driver("GPU", agent, build_gpu_server(workdir / "node").root, *FAST_DRIVER)
+        conductor = cluster.conductor(f"sqlite:///{workdir / 'accel.db'}", **FAST_CONDUCTOR)
+        agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+        driver = cluster.driver(
+            "GPU", agent, build_gpu_server(workdir / "node").root, **FAST_DRIVER
+        )
         yield {"conductor": conductor, "agent": agent, "driver": driver}
     finally:
         cluster.stop_all()

@@ -9,6 +9,7 @@ import datetime as dt
 import httpx
 import pytest
 
+from accel.cli.argv import Setting
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from tests.integration.fleet import (
     AUTH,
@@ -23,7 +24,7 @@ from tests.integration.fleet import (
 from tests.processes import Cluster, Service, wait_until
 
 # The periodic resync is an hour away: whatever happens below, hellos did it.
-NO_PERIODIC_RESYNC = ("--resync-interval", "3600")
+NO_PERIODIC_RESYNC: dict[str, Setting] = {"resync_interval": 3600}
 CONDUCTOR_DISCOVERIES = (
     "accel_discoveries_total",
     (("component", "conductor"), ("outcome", "ok")),
@@ -38,10 +39,10 @@ def last_synced(api: Service) -> dt.datetime | None:
 def test_a_still_node_is_confirmed_by_heartbeats_and_a_change_comes_with_the_next(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR, *NO_PERIODIC_RESYNC)
+    conductor = cluster.conductor(sqlite_url, **{**FAST_CONDUCTOR, **NO_PERIODIC_RESYNC})
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
     wait_for_devices(api, 4, cluster.logs())
     first = wait_until(lambda: last_synced(api), "the first sync")
     discoveries = samples(conductor, AUTH)[CONDUCTOR_DISCOVERIES]
@@ -71,7 +72,7 @@ def test_a_still_node_is_confirmed_by_heartbeats_and_a_change_comes_with_the_nex
 def test_a_hello_with_an_etag_it_may_not_carry_is_refused_and_nothing_recorded(
     cluster: Cluster, sqlite_url: str, version: str, etag: str
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
     hello = {"status": "READY", "endpoint": "127.0.0.1:7001", "inventory_etag": etag}
     refused = httpx.post(
         conductor.url + "/v1/hello",

@@ -25,11 +25,11 @@ from tests.processes import Cluster, Service, agent_drivers, bound_socket, url_o
 def node(
     cluster: Cluster, sqlite_url: str, tree: Path, kinds: tuple[str, ...] = ("GPU", "QAT", "NIC")
 ) -> tuple[Service, Service, Service]:
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
     for kind in kinds:
-        cluster.driver(kind, agent, tree, *FAST_DRIVER)
+        cluster.driver(kind, agent, tree, **FAST_DRIVER)
     return conductor, api, agent
 
 
@@ -121,12 +121,12 @@ def test_a_silent_agent_goes_down_and_comes_back(
 def test_the_agent_fails_over_to_a_conductor_that_answers(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
     api = cluster.api(sqlite_url)
     dead = bound_socket()  # bound and listening, but nobody ever answers
     dead_url = url_of(dead)
     refused = _refusing_url()
-    cluster.agent([refused, dead_url, conductor.url], "node1", *FAST_AGENT)
+    cluster.agent([refused, dead_url, conductor.url], "node1", **FAST_AGENT)
     wait_until(
         lambda: "node1" in agents(api),
         "the agent to reach the third conductor",

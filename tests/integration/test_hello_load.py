@@ -16,6 +16,7 @@ import socket
 
 import httpx
 
+from accel.cli.argv import Setting
 from tests.integration.fleet import get
 from tests.postgres import ThrowawayPostgres
 from tests.processes import TOKEN, Cluster, Service
@@ -24,18 +25,13 @@ AGENTS = 1000
 HELLOS_LINE = re.compile(r'^accel_hellos_total\{component="conductor".*\} (\S+)$', re.M)
 # Slow heartbeats, so no agent goes DOWN before the test looks on a busy machine, and
 # a failed sync of a fake agent is not retried within the test: the hellos are tested.
-CONDUCTOR = (
-    "--heartbeat-interval",
-    "60",
-    "--resync-interval",
-    "600",
-    "--sync-retry-after",
-    "600",
-    "--max-concurrent-syncs",
-    "8",
-    "--discovery-timeout",
-    "2",
-)
+CONDUCTOR: dict[str, Setting] = {
+    "heartbeat_interval": 60,
+    "resync_interval": 600,
+    "sync_retry_after": 600,
+    "max_concurrent_syncs": 8,
+    "discovery_timeout": 2,
+}
 
 
 async def say_hello(conductors: list[Service], endpoint: str, known: bool) -> list[int]:
@@ -68,7 +64,7 @@ def test_a_thousand_agents_say_hello_at_once_to_two_conductors(
     cluster: Cluster, postgres: ThrowawayPostgres
 ) -> None:
     database = postgres.new_database()
-    pair = [cluster.conductor(database, *CONDUCTOR) for _ in range(2)]
+    pair = [cluster.conductor(database, **CONDUCTOR) for _ in range(2)]
     api = cluster.api(database)
     # A port bound but not listening: every connection to it is refused at once.
     with socket.socket() as nowhere:

@@ -46,10 +46,12 @@ def components(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, S
     cluster = Cluster(workdir)
     database = f"sqlite:///{workdir / 'accel.db'}"
     try:
-        conductor = cluster.conductor(database, *FAST_CONDUCTOR)
+        conductor = cluster.conductor(database, **FAST_CONDUCTOR)
         api = cluster.api(database)
-        agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-        driver = cluster.driver("GPU", agent, build_gpu_server(workdir / "node").root, *FAST_DRIVER)
+        agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+        driver = cluster.driver(
+            "GPU", agent, build_gpu_server(workdir / "node").root, **FAST_DRIVER
+        )
         yield {"api": api, "conductor": conductor, "agent": agent, "driver": driver}
     finally:
         cluster.stop_all()

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from accel.cli.argv import flags
+from accel.cli.fleet_daemons import api
 from accel.http_protocol import WireLimits
 from tests.integration.raw_http import (
     RawAnswer,
@@ -230,12 +232,12 @@ def test_connections_past_the_cap_are_refused_and_the_process_keeps_its_descript
                 "-c",
                 LOW_FILE_LIMIT,
                 "api",
-                "--database",
-                f"sqlite:///{tmp_path / 'accel.db'}",
-                "--auth",
-                "noauth",
-                "--listen-fd",
-                str(sock.fileno()),
+                *flags(
+                    api,
+                    database=f"sqlite:///{tmp_path / 'accel.db'}",
+                    auth="noauth",
+                    listen_fd=sock.fileno(),
+                ),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from accel.cli.argv import Setting
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs, build_gpu_server
 from accel.internal.schemas import MAX_DRIVER_ANSWER_BYTES, MAX_ENTRIES_PER_DRIVER, Kind
@@ -32,10 +33,13 @@ from tests.processes import (
 )
 
 ROOT = Path(__file__).parents[2]
-CONDUCTOR = (
-    *("--heartbeat-interval", "0.5", "--resync-interval", "1", "--discovery-timeout", "20"),
-    *("--agent-down-after", "10", "--sync-retry-after", "0.5"),
-)
+CONDUCTOR: dict[str, Setting] = {
+    "heartbeat_interval": 0.5,
+    "resync_interval": 1,
+    "discovery_timeout": 20,
+    "agent_down_after": 10,
+    "sync_retry_after": 0.5,
+}
 
 
 def hostile_driver(cluster: Cluster, agent: Service, *flags: str) -> Service:
@@ -93,13 +97,13 @@ def moved_on(api: Service, node1: dict[str, Any], node2: dict[str, Any]) -> bool
 def test_an_oversize_driver_is_refused_as_failed_and_no_other_node_stalls(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs, tmp_path: Path
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *CONDUCTOR)
+    conductor = cluster.conductor(sqlite_url, **CONDUCTOR)
     api = cluster.api(sqlite_url)
-    node1 = cluster.agent([conductor.url], "node1", *FAST_AGENT, "--driver-timeout", "10")
-    gpu = cluster.driver("GPU", node1, gpu_server.root, *FAST_DRIVER)
-    cluster.driver("QAT", node1, gpu_server.root, *FAST_DRIVER)
-    node2 = cluster.agent([conductor.url], "node2", *FAST_AGENT)
-    cluster.driver("GPU", node2, build_gpu_server(tmp_path / "node2").root, *FAST_DRIVER)
+    node1 = cluster.agent([conductor.url], "node1", **{**FAST_AGENT, "driver_timeout": 10})
+    gpu = cluster.driver("GPU", node1, gpu_server.root, **FAST_DRIVER)
+    cluster.driver("QAT", node1, gpu_server.root, **FAST_DRIVER)
+    node2 = cluster.agent([conductor.url], "node2", **FAST_AGENT)
+    cluster.driver("GPU", node2, build_gpu_server(tmp_path / "node2").root, **FAST_DRIVER)
     before = wait_until(
         lambda: (found := devices(api)) and len(found) == 10 and found, "10 devices"
     )
@@ -145,10 +149,10 @@ def test_an_oversize_driver_is_refused_as_failed_and_no_other_node_stalls(
 def test_a_node_reporting_another_nodes_uuids_loses_only_those_entries(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs, tmp_path: Path
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *CONDUCTOR)
+    conductor = cluster.conductor(sqlite_url, **CONDUCTOR)
     api = cluster.api(sqlite_url)
-    node1 = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    cluster.driver("GPU", node1, gpu_server.root, *FAST_DRIVER)
+    node1 = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("GPU", node1, gpu_server.root, **FAST_DRIVER)
     held = {str(e.uuid) for e in discover(Kind.GPU, gpu_server.root, "node1")}
     wait_until(lambda: len(devices(api)) == 4, "node1's GPUs")
 
@@ -157,8 +161,8 @@ def test_a_node_reporting_another_nodes_uuids_loses_only_those_entries(
     copied = build_gpu_server(tmp_path / "copy")
     copied.add(FakeFunction("0000:e1:00.0", 0x10DE, 0x2331, 0x030200, driver="nvidia"))
     own = {str(e.uuid) for e in discover(Kind.GPU, copied.root, "node1")} - held
-    node2 = cluster.agent([conductor.url], "node2", *FAST_AGENT)
-    cluster.driver("GPU", node2, copied.root, *FAST_DRIVER, "--node", "node1")
+    node2 = cluster.agent([conductor.url], "node2", **FAST_AGENT)
+    cluster.driver("GPU", node2, copied.root, **FAST_DRIVER, node="node1")
 
     def clash_seen() -> bool:
         raised = {subject for kind, subject in alarms(api) if kind == "hardware_uuid_clash"}
@@ -179,10 +183,10 @@ def test_text_no_database_can_store_is_refused_as_a_failed_driver(
 ) -> None:
     """A NUL inside a report's text: PostgreSQL refused the whole node's report at every
     sync, for ever; SQLite stored it. The agent fails that driver, and says why."""
-    conductor = cluster.conductor(database_url, *CONDUCTOR)
+    conductor = cluster.conductor(database_url, **CONDUCTOR)
     api = cluster.api(database_url)
-    node1 = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    cluster.driver("QAT", node1, gpu_server.root, *FAST_DRIVER)
+    node1 = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("QAT", node1, gpu_server.root, **FAST_DRIVER)
     wait_until(lambda: len(devices(api)) == 2, "node1's QAT functions")
     liar = hostile_driver(cluster, node1, "--entries", "2", "--vendor-id", "10\\0de")
     wait_until(
@@ -201,10 +205,10 @@ def test_text_no_database_can_store_is_refused_as_a_failed_driver(
 def test_a_report_naming_one_pci_function_twice_keeps_the_stored_inventory(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *CONDUCTOR)
+    conductor = cluster.conductor(sqlite_url, **CONDUCTOR)
     api = cluster.api(sqlite_url)
-    node1 = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    gpu = cluster.driver("GPU", node1, gpu_server.root, *FAST_DRIVER)
+    node1 = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    gpu = cluster.driver("GPU", node1, gpu_server.root, **FAST_DRIVER)
     before = wait_until(lambda: (found := devices(api)) and len(found) == 4 and found, "4 GPUs")
     cluster.discard(gpu)
     hostile_driver(cluster, node1, "--entries", "2", "--same-address")

@@ -42,7 +42,7 @@ def hello_over(connection: socket.socket, endpoint: str) -> bytes:
 def test_an_idle_agent_connection_outlives_uvicorns_default(
     cluster: Cluster, sqlite_url: str
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, "--heartbeat-interval", str(HEARTBEAT))
+    conductor = cluster.conductor(sqlite_url, heartbeat_interval=HEARTBEAT)
     url = urlsplit(conductor.url)
     # The agent's address: bound, not listening, so the sync the hello asks for fails fast.
     with socket.socket() as agent, socket.create_connection((url.hostname, url.port), 10) as conn:

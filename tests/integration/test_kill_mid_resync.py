@@ -24,11 +24,11 @@ from tests.processes import Cluster, Service, wait_until
 
 
 def fleet(cluster: Cluster, database: str, workdir: Path) -> tuple[Service, Service, list[Node]]:
-    conductor = cluster.conductor(database, *FLEET_CONDUCTOR)
+    conductor = cluster.conductor(database, **FLEET_CONDUCTOR)
     api = cluster.api(database)
     nodes = make_nodes(workdir, 2, (Kind.GPU,))
     for node in nodes:
-        start_node(cluster, node, [conductor.url], FAST_AGENT, *FAST_DRIVER)
+        start_node(cluster, node, [conductor.url], FAST_AGENT, **FAST_DRIVER)
     wait_for_truth(api, nodes, cluster)
     return conductor, api, nodes
 

@@ -20,12 +20,12 @@ from tests.processes import Cluster, wait_until
 def test_metrics_count_hellos_discoveries_changes_agents_and_requests(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
     api = cluster.api(sqlite_url)
     # An agent of 1.4: its heartbeats carry no hardware ETag, so the conductor's
     # periodic resyncs ask it, and get 304s.
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT, "--internal-version-max", "1.4")
-    driver = cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT, internal_version_max="1.4")
+    driver = cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
     wait_for_devices(api, 4, cluster.logs())
 
     assert httpx.get(conductor.url + "/metrics", timeout=10).status_code == 401

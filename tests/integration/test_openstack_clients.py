@@ -29,10 +29,10 @@ OPENSTACK = str(Path(sys.executable).parent / "openstack")
 
 @pytest.fixture
 def gpu_node(cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs) -> Iterator[Service]:
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
     wait_for_devices(api, 4, cluster.logs())
     yield api
 

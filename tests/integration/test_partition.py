@@ -15,29 +15,26 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from accel.cli import fleet_daemons, node_daemons
+from accel.cli.argv import Setting, accel_argv
 from accel.driver.fake_sysfs import build_gpu_server
 from accel.internal.schemas import Kind
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, agents, alarms, hardware
 from tests.integration.truth import Node, wait_for_truth
 from tests.processes import TOKEN, Cluster, Service, agent_drivers, wait_until
 
-CONDUCTOR = (
-    "--heartbeat-interval",
-    "0.5",
-    "--agent-down-after",
-    "2",
-    "--resync-interval",
-    "1",
-    "--discovery-timeout",
-    "2",
-)
+CONDUCTOR: dict[str, Setting] = {
+    "heartbeat_interval": 0.5,
+    "agent_down_after": 2,
+    "resync_interval": 1,
+    "discovery_timeout": 2,
+}
 AGENT_PORT = 6671  # the namespace has its own ports: nothing else can hold this one
 
 
@@ -53,10 +50,11 @@ class Link:
     def set(self, up: bool) -> None:
         _ip("link", "set", self.host_side, "up" if up else "down")
 
-    def spawn(self, cluster: Cluster, name: str, args: list[str]) -> Service:
-        """``accel ARGS`` inside the namespace, stopped with the rest of the cluster."""
+    def spawn(self, cluster: Cluster, name: str, daemon: list[str]) -> Service:
+        """``daemon`` (accel.cli.argv) inside the namespace, stopped with the rest of the
+        cluster."""
         log_path = cluster.workdir / f"{name}.log"
-        argv = ["ip", "netns", "exec", self.namespace, sys.executable, "-m", "accel", *args]
+        argv = ["ip", "netns", "exec", self.namespace, *daemon]
         with open(log_path, "ab") as output:
             process = subprocess.Popen(
                 argv,
@@ -110,9 +108,14 @@ def test_a_partitioned_node_goes_down_keeps_its_hardware_and_heals(
     sock.listen(128)
     sock.set_inheritable(True)
     conductor = cluster._ready(
-        cluster._spawn(
+        cluster.spawn(
             "conductor",
-            ["conductor", "--database", sqlite_url, *CONDUCTOR],
+            accel_argv(
+                fleet_daemons.conductor,
+                database=sqlite_url,
+                listen_fd=sock.fileno(),
+                **CONDUCTOR,
+            ),
             sock,
             f"http://{link.host_address}:{sock.getsockname()[1]}",
         )
@@ -123,33 +126,26 @@ def test_a_partitioned_node_goes_down_keeps_its_hardware_and_heals(
     node.agent = link.spawn(
         cluster,
         "agent-node1",
-        [
-            "agent",
-            "--conductor",
-            conductor.url,
-            "--name",
-            node.name,
-            "--listen",
-            f"{link.node_address}:{AGENT_PORT}",
-            *FAST_AGENT,
-        ],
+        accel_argv(
+            node_daemons.agent,
+            conductor=conductor.url,
+            name=node.name,
+            listen=f"{link.node_address}:{AGENT_PORT}",
+            **FAST_AGENT,
+        ),
     )
     node.agent.url = agent_url
     node.drivers[Kind.GPU] = link.spawn(
         cluster,
         "driver-gpu",
-        [
-            "driver",
-            "--kind",
-            "GPU",
-            "--agent",
-            agent_url,
-            "--sysfs-root",
-            str(node.tree.root),
-            "--listen",
-            f"{link.node_address}:0",  # the address its hellos to the agent come from
-            *FAST_DRIVER,
-        ],
+        accel_argv(
+            node_daemons.driver,
+            kind="GPU",
+            agent=agent_url,
+            sysfs_root=node.tree.root,
+            listen=f"{link.node_address}:0",  # the address its hellos to the agent come from
+            **FAST_DRIVER,
+        ),
     )
     agent = node.agent
     wait_until(lambda: agent_drivers(agent), "the driver to register", on_timeout=cluster.logs)

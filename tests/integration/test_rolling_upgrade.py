@@ -10,6 +10,7 @@ import uuid
 
 import httpx
 
+from accel.cli.argv import Setting
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.internal.versions import NEWEST, format_version
 from tests.integration.fleet import (
@@ -24,17 +25,17 @@ from tests.integration.fleet import (
 )
 from tests.processes import Cluster
 
-OLD = ("--internal-version-max", "1.0")
+OLD: dict[str, Setting] = {"internal_version_max": "1.0"}
 
 
 def test_an_old_driver_under_a_new_agent(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER, *OLD)
-    cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER, **OLD)
+    cluster.driver("QAT", agent, gpu_server.root, **FAST_DRIVER)
 
     found = wait_for_devices(api, 6, cluster.logs())
     by_type = {d["type"]: d for d in found}
@@ -48,13 +49,13 @@ def test_peers_before_one_call_discovery_are_started_then_polled(
 ) -> None:
     # 1.3 knows no POST /v1/discovery?wait: the new conductor and agent fall back to
     # starting a discovery and polling for its generation.
-    before = ("--internal-version-max", "1.3")
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR)
+    before: dict[str, Setting] = {"internal_version_max": "1.3"}
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT, *before)
-    cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER, *before)
-    new_agent = cluster.agent([conductor.url], "node2", *FAST_AGENT)
-    cluster.driver("QAT", new_agent, gpu_server.root, *FAST_DRIVER, *before)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT, **before)
+    cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER, **before)
+    new_agent = cluster.agent([conductor.url], "node2", **FAST_AGENT)
+    cluster.driver("QAT", new_agent, gpu_server.root, **FAST_DRIVER, **before)
 
     found = wait_for_devices(api, 6, cluster.logs())
     assert {(d["hostname"], d["type"]) for d in found} == {("node1", "GPU"), ("node2", "QAT")}
@@ -67,10 +68,10 @@ def test_peers_before_one_call_discovery_are_started_then_polled(
 def test_an_old_agent_under_a_new_conductor(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT, *OLD)
-    cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT, **OLD)
+    cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
 
     wait_for_devices(api, 4, cluster.logs())
     # A 1.0 hello names no node: the agent is known by its endpoint.
@@ -82,10 +83,10 @@ def test_an_old_agent_under_a_new_conductor(
 def test_a_new_agent_under_an_old_conductor(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR, *OLD)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR, **OLD)
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    cluster.driver("NIC", agent, gpu_server.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("NIC", agent, gpu_server.root, **FAST_DRIVER)
 
     found = wait_for_devices(api, 2, cluster.logs())
     assert {d["vendor"] for d in found} == {"unknown"}
@@ -96,10 +97,10 @@ def test_a_new_agent_under_an_old_conductor(
 def test_an_api_asking_an_older_conductor_to_bind_says_why_it_cannot(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR, "--internal-version-max", "1.1")
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR, internal_version_max="1.1")
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
     wait_for_devices(api, 4, cluster.logs())
     created = httpx.post(
         api.url + "/v2/device_profiles",

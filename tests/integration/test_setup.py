@@ -12,12 +12,13 @@ from typing import Any
 
 import httpx
 
+from accel.cli.argv import Setting
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, get, hardware
 from tests.processes import Cluster, Service, run_accel, wait_until
 
 # Resyncs an hour apart: hardware that changes after setup shows only if setup resyncs.
-SLOW_RESYNC_CONDUCTOR = ("--heartbeat-interval", "0.5", "--resync-interval", "3600")
+SLOW_RESYNC_CONDUCTOR: dict[str, Setting] = {"heartbeat_interval": 0.5, "resync_interval": 3600}
 IDLE_QAT = "0000:70:00.0"  # a QAT PF with 16 possible VFs and none enabled
 IDLE_QAT_PF = FakeFunction(
     IDLE_QAT, 0x8086, 0x4940, 0x0B4000, numa_node=1, driver="4xxx", iommu_group=41
@@ -29,11 +30,11 @@ def qat_hardware(api: Service, address: str) -> dict[str, Any]:
     return found
 
 
-def node(cluster: Cluster, sqlite_url: str, tree: FakeSysfs, *driver_flags: str) -> Service:
-    conductor = cluster.conductor(sqlite_url, *SLOW_RESYNC_CONDUCTOR)
+def node(cluster: Cluster, sqlite_url: str, tree: FakeSysfs, **driver_settings: Setting) -> Service:
+    conductor = cluster.conductor(sqlite_url, **SLOW_RESYNC_CONDUCTOR)
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    cluster.driver("QAT", agent, tree.root, *FAST_DRIVER, *driver_flags)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("QAT", agent, tree.root, **FAST_DRIVER, **driver_settings)
     wait_until(lambda: len(hardware(api)) == 2, "both QAT cards in the API")
     return api
 
@@ -135,10 +136,10 @@ def test_bad_requests_are_refused_with_a_reason_and_store_nothing(
 def test_a_second_operation_on_a_busy_device_is_a_conflict(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    conductor = cluster.conductor(sqlite_url, *SLOW_RESYNC_CONDUCTOR)
+    conductor = cluster.conductor(sqlite_url, **SLOW_RESYNC_CONDUCTOR)
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    driver = cluster.driver("QAT", agent, gpu_server.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    driver = cluster.driver("QAT", agent, gpu_server.root, **FAST_DRIVER)
     wait_until(lambda: len(hardware(api)) == 2, "both QAT cards in the API")
     device = qat_hardware(api, IDLE_QAT)["uuid"]
 
@@ -161,7 +162,7 @@ def test_a_second_operation_on_a_busy_device_is_a_conflict(
 def test_a_driver_too_old_for_setup_fails_the_operation_and_says_why(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
-    api = node(cluster, sqlite_url, gpu_server, "--internal-version-max", "1.2")
+    api = node(cluster, sqlite_url, gpu_server, internal_version_max="1.2")
     device = qat_hardware(api, IDLE_QAT)["uuid"]
     answer = setup(api, device, {"action": "enable_vfs", "num_vfs": 2})
     assert answer.status_code == 202
@@ -200,8 +201,8 @@ printf '%s %s\\n' "$1" "$2" > MARKER
 """
 
 
-def fpga_driver_flags(tmp_path: Path, tool_script: str, *bitstreams: str) -> tuple[str, ...]:
-    """An FPGA driver's flags: ``tool_script`` as its tool, a folder with ``bitstreams``."""
+def fpga_driver_settings(tmp_path: Path, tool_script: str, *bitstreams: str) -> dict[str, Setting]:
+    """An FPGA driver's settings: ``tool_script`` as its tool, a folder with ``bitstreams``."""
     folder = tmp_path / "bitstreams"
     folder.mkdir()
     for name in bitstreams:
@@ -209,13 +210,11 @@ def fpga_driver_flags(tmp_path: Path, tool_script: str, *bitstreams: str) -> tup
     tool = tmp_path / "program-fpga"
     tool.write_text(tool_script)
     tool.chmod(0o755)
-    return (
-        *FAST_DRIVER,
-        "--fpga-program-tool",
-        f"{tool} {{address}} {{bitstream}}",
-        "--bitstream-dir",
-        str(folder),
-    )
+    return {
+        **FAST_DRIVER,
+        "fpga_program_tool": f"{tool} {{address}} {{bitstream}}",
+        "bitstream_dir": folder,
+    }
 
 
 def test_cyborgs_program_call_runs_the_configured_tool_on_the_fpga(
@@ -223,11 +222,11 @@ def test_cyborgs_program_call_runs_the_configured_tool_on_the_fpga(
 ) -> None:
     marker = tmp_path / "programmed"
     script = PROGRAM_TOOL.replace("MARKER", str(marker))
-    flags = fpga_driver_flags(tmp_path, script, "nlb0.gbs", "broken.gbs")
-    conductor = cluster.conductor(sqlite_url, *SLOW_RESYNC_CONDUCTOR)
+    settings = fpga_driver_settings(tmp_path, script, "nlb0.gbs", "broken.gbs")
+    conductor = cluster.conductor(sqlite_url, **SLOW_RESYNC_CONDUCTOR)
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    cluster.driver("FPGA", agent, gpu_server.root, *flags)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("FPGA", agent, gpu_server.root, **settings)
     [deployable] = wait_until(
         lambda: get(api, "/v2/deployables")["deployables"] or None, "the FPGA's deployable"
     )
@@ -265,11 +264,11 @@ def test_an_operation_survives_its_driver_being_killed(
 ) -> None:
     runs, release = tmp_path / "runs", tmp_path / "release"
     script = WAITING_TOOL.replace("RUNS", str(runs)).replace("RELEASE", str(release))
-    flags = fpga_driver_flags(tmp_path, script, "nlb0.gbs")
-    conductor = cluster.conductor(sqlite_url, *SLOW_RESYNC_CONDUCTOR)
+    settings = fpga_driver_settings(tmp_path, script, "nlb0.gbs")
+    conductor = cluster.conductor(sqlite_url, **SLOW_RESYNC_CONDUCTOR)
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-    driver = cluster.driver("FPGA", agent, gpu_server.root, *flags)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    driver = cluster.driver("FPGA", agent, gpu_server.root, **settings)
     [device] = wait_until(lambda: hardware(api) or None, "the FPGA in the API")
 
     answer = setup(api, device["uuid"], {"action": "program", "bitstream": "nlb0.gbs"})
@@ -281,7 +280,7 @@ def test_an_operation_survives_its_driver_being_killed(
 
     wait_until(lambda: runs_seen(1), "the tool to start")
     driver.kill()  # kill -9 mid-programming: the driver forgets the operation
-    cluster.driver("FPGA", agent, gpu_server.root, *flags)
+    cluster.driver("FPGA", agent, gpu_server.root, **settings)
     wait_until(lambda: runs_seen(2), "the conductor to send the operation again")
     release.touch()
     done = finished(api, operation)

@@ -25,7 +25,7 @@ from tests.integration.test_setup import (
     SLOW_RESYNC_CONDUCTOR,
     WAITING_TOOL,
     finished,
-    fpga_driver_flags,
+    fpga_driver_settings,
     setup,
 )
 from tests.processes import Cluster, wait_until
@@ -52,11 +52,11 @@ def test_a_frozen_conductors_operation_is_taken_over_and_runs_once(
 ) -> None:
     runs, release = tmp_path / "runs", tmp_path / "release"
     script = WAITING_TOOL.replace("RUNS", str(runs)).replace("RELEASE", str(release))
-    flags = fpga_driver_flags(tmp_path, script, "nlb0.gbs")
-    frozen = cluster.conductor(sqlite_url, *SLOW_RESYNC_CONDUCTOR, "--name", "frozen")
+    settings = fpga_driver_settings(tmp_path, script, "nlb0.gbs")
+    frozen = cluster.conductor(sqlite_url, **SLOW_RESYNC_CONDUCTOR, name="frozen")
     api = cluster.api(sqlite_url)
-    agent = cluster.agent([frozen.url], "node1", *FAST_AGENT)
-    driver = cluster.driver("FPGA", agent, gpu_server.root, *flags)
+    agent = cluster.agent([frozen.url], "node1", **FAST_AGENT)
+    driver = cluster.driver("FPGA", agent, gpu_server.root, **settings)
     [device] = wait_until(lambda: hardware(api) or None, "the FPGA in the API")
     answer = setup(api, device["uuid"], {"action": "program", "bitstream": "nlb0.gbs"})
     assert answer.status_code == 202, answer.text
@@ -66,7 +66,7 @@ def test_a_frozen_conductors_operation_is_taken_over_and_runs_once(
         return len(runs.read_text().splitlines()) if runs.exists() else 0
 
     wait_until(lambda: run_count() == 1, "the tool to start")
-    cluster.conductor(sqlite_url, *SLOW_RESYNC_CONDUCTOR, "--name", "live")
+    cluster.conductor(sqlite_url, **SLOW_RESYNC_CONDUCTOR, name="live")
     assert owner_and_last_seen(sqlite_url, operation)[0] == "frozen"
 
     frozen.process.send_signal(signal.SIGSTOP)
@@ -83,7 +83,7 @@ def test_a_frozen_conductors_operation_is_taken_over_and_runs_once(
         # The driver restarts and forgets the operation: asked again, it would run it.
         driver.kill()
         release.unlink()
-        cluster.driver("FPGA", agent, gpu_server.root, *flags)
+        cluster.driver("FPGA", agent, gpu_server.root, **settings)
     finally:
         frozen.process.send_signal(signal.SIGCONT)
 

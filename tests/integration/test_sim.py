@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from accel.cli.argv import Setting, accel_argv
+from accel.cli.sim import sim
 from accel.driver.discovery import Discoverer
 from accel.sim.plan import build_templates, plan_fleet
 from tests.integration.fleet import agents, get, wait_for_devices
@@ -19,18 +21,17 @@ DEVICES_PER_NODE = 8
 SEED = 7
 
 
-def spawn_sim(cluster: Cluster, conductor: Service, tmp_path: Path, *flags: str) -> Service:
+def spawn_sim(cluster: Cluster, conductor: Service, tmp_path: Path, **settings: Setting) -> Service:
     """``accel sim`` for ``conductor``, its trees and manifest.json under ``tmp_path``."""
-    return cluster._spawn(
-        "sim",
-        [
-            *("sim", "--conductor", conductor.url, "--seed", str(SEED)),
-            *("--tree-dir", str(tmp_path / "trees"), "--manifest", str(tmp_path / "manifest.json")),
-            *flags,
-        ],
-        None,
-        "",
+    argv = accel_argv(
+        sim,
+        conductor=conductor.url,
+        seed=SEED,
+        tree_dir=tmp_path / "trees",
+        manifest=tmp_path / "manifest.json",
+        **settings,
     )
+    return cluster.spawn("sim", argv, None, "")
 
 
 def test_every_simulated_node_reaches_the_api(
@@ -43,10 +44,8 @@ def test_every_simulated_node_reaches_the_api(
         cluster,
         conductor,
         tmp_path,
-        "--nodes",
-        str(NODES),
-        "--devices-per-node",
-        str(DEVICES_PER_NODE),
+        nodes=NODES,
+        devices_per_node=DEVICES_PER_NODE,
     )
     devices = wait_for_devices(api, NODES * DEVICES_PER_NODE, on_timeout=cluster.logs)
 
@@ -100,7 +99,7 @@ def test_a_held_fleet_says_hello_only_when_released(
     conductor = cluster.conductor(sqlite_url)
     api = cluster.api(sqlite_url)
     manifest_path = tmp_path / "manifest.json"
-    sim = spawn_sim(cluster, conductor, tmp_path, "--nodes", "3", "--release-on-signal")
+    sim = spawn_sim(cluster, conductor, tmp_path, nodes=3, release_on_signal=True)
     wait_until(manifest_path.exists, "the simulator's manifest", on_timeout=cluster.logs)
     # Every node is up, and until released none has a conductor to greet.
     assert agents(api) == {}

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from accel.cli.argv import accel_argv
+from accel.cli.fleet_daemons import api, conductor
+from accel.cli.node_daemons import agent, driver
 from accel.driver.fake_sysfs import build_gpu_server
 from accel.internal.schemas import Kind
 from tests.integration.fleet import FAST_AGENT, FAST_CONDUCTOR, FAST_DRIVER
@@ -56,29 +59,24 @@ class Fleet:
 
     def start(self, part: str) -> Service:
         sock: socket.socket | None = self.sockets.get(part)
-        args = {
-            "conductor": ["conductor", "--database", self.database, *FAST_CONDUCTOR],
-            "api": ["api", "--database", self.database, "--auth", "noauth"],
-            "agent": [
-                "agent",
-                "--conductor",
-                self.url("conductor"),
-                "--name",
-                self.node.name,
-                *FAST_AGENT,
-            ],
-            "driver": [
-                "driver",
-                "--kind",
-                "GPU",
-                "--agent",
-                self.url("agent"),
-                "--sysfs-root",
-                str(self.node.tree.root),
-                *FAST_DRIVER,
-            ],
-        }[part]
-        service = self.cluster._spawn(part, args, sock, self.url(part) if sock else "")
+        listen = {"listen_fd": sock.fileno()} if sock is not None else {}
+        if part == "conductor":
+            argv = accel_argv(conductor, database=self.database, **FAST_CONDUCTOR, **listen)
+        elif part == "api":
+            argv = accel_argv(api, database=self.database, auth="noauth", **listen)
+        elif part == "agent":
+            argv = accel_argv(
+                agent, conductor=self.url("conductor"), name=self.node.name, **FAST_AGENT, **listen
+            )
+        else:
+            argv = accel_argv(
+                driver,
+                kind="GPU",
+                agent=self.url("agent"),
+                sysfs_root=self.node.tree.root,
+                **FAST_DRIVER,
+            )
+        service = self.cluster.spawn(part, argv, sock, self.url(part) if sock else "")
         self.services[part] = service
         if part == "agent":
             self.node.agent = service

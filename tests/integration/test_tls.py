@@ -29,10 +29,10 @@ def test_every_component_speaks_mutual_tls(
     cluster = Cluster(tmp_path / "logs", tls=tls)
     (tmp_path / "logs").mkdir()
     try:
-        conductor = cluster.conductor(sqlite_url, *FAST_CONDUCTOR)
+        conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
         api = cluster.api(sqlite_url)
-        agent = cluster.agent([conductor.url], "node1", *FAST_AGENT)
-        driver = cluster.driver("GPU", agent, gpu_server.root, *FAST_DRIVER)
+        agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+        driver = cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
         assert conductor.url.startswith("https://") and driver.url.startswith("https://")
         wait_for_devices(api, 4, cluster.logs())
         assert agents(api)["node1"]["endpoint"] == agent.endpoint

@@ -14,6 +14,7 @@ from collections.abc import Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accel.cli.argv import Setting
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeSysfs, build_gpu_server
 from accel.internal.schemas import Kind
@@ -40,11 +41,17 @@ def make_nodes(workdir: Path, count: int, kinds: tuple[Kind, ...]) -> list[Node]
 
 
 def start_node(
-    cluster: Cluster, node: Node, conductors: list[str], agent_flags: tuple[str, ...], *flags: str
+    cluster: Cluster,
+    node: Node,
+    conductors: list[str],
+    agent_settings: dict[str, Setting],
+    **driver_settings: Setting,
 ) -> None:
-    node.agent = cluster.agent(conductors, node.name, *agent_flags)
+    node.agent = cluster.agent(conductors, node.name, **agent_settings)
     for kind in node.kinds:
-        node.drivers[kind] = cluster.driver(kind.value, node.agent, node.tree.root, *flags)
+        node.drivers[kind] = cluster.driver(
+            kind.value, node.agent, node.tree.root, **driver_settings
+        )
 
 
 def problems(api: Service, nodes: list[Node], vanished_alarms: Set[str]) -> list[str]:

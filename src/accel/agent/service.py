@@ -26,6 +26,7 @@ from accel.agent.setup_relay import SetupRelay
 from accel.internal.client import InternalClient
 from accel.internal.discovery_http import discovery_answer, hardware_response, requested_result
 from accel.internal.gate import request_version
+from accel.internal.intervals import DRIVER_TIMEOUT, HEARTBEAT_INTERVAL
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import MAX_DRIVER_ANSWER_BYTES, DriverHello
@@ -44,8 +45,8 @@ class AgentSettings:
     endpoint: str
     token: str
     versions: VersionRange
-    heartbeat_interval: float = 10.0
-    driver_timeout: float = 10.0
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
+    driver_timeout: float = DRIVER_TIMEOUT
     allowed_driver_networks: tuple[Network, ...] = ()
     tls: TlsFiles | None = None
 

@@ -8,10 +8,10 @@ its own status and words.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
+from cachetools import LRUCache
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -42,7 +42,8 @@ class SetupRelay:
         self._drivers = drivers
         self._client = client
         self._versions = versions
-        self._holders: OrderedDict[str, Kind] = OrderedDict()
+        # Which driver holds each operation; the least recently asked about are forgotten.
+        self._holders: LRUCache[str, Kind] = LRUCache(MAX_REMEMBERED)
 
     async def start(self, request: Request) -> Response:
         require(request, Feature.SETUP, "setup", self._versions)
@@ -71,6 +72,3 @@ class SetupRelay:
 
     def _remember(self, operation: str, kind: Kind) -> None:
         self._holders[operation] = kind
-        self._holders.move_to_end(operation)
-        while len(self._holders) > MAX_REMEMBERED:
-            self._holders.popitem(last=False)

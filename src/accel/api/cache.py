@@ -20,12 +20,12 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
+from cachetools import LRUCache
 from sqlalchemy import Engine, text
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -159,8 +159,8 @@ class ResponseCache:
     def __init__(self, max_bytes: int = MAX_CACHED_BYTES) -> None:
         self.watch: GenerationWatch | None = None
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[Hashable, Rendered] = OrderedDict()
-        self._bytes = 0
+        # An entry weighs its body's bytes; the least recently used go first.
+        self._entries: LRUCache[Hashable, Rendered] = LRUCache(max_bytes, _body_bytes)
         # One rendering per key and generation at a time; others wait for it.
         self._rendering: dict[tuple[Hashable, int], asyncio.Future[Rendered]] = {}
 
@@ -169,16 +169,13 @@ class ResponseCache:
         return await self.watch.current()
 
     def stored(self, key: Hashable) -> Rendered | None:
-        """The entry for ``key``, true or not: see ``is_current``."""
+        """The entry for ``key``, true or not: see ``is_current``. Looking it up counts
+        as its use (LRUCache.get)."""
         return self._entries.get(key)
 
-    async def is_current(self, key: Hashable, entry: Rendered) -> bool:
-        """Whether ``entry``, stored for ``key``, is true as of now."""
-        if entry.generation != await self._generation():
-            return False
-        if key in self._entries:  # not dropped while the generation was read
-            self._entries.move_to_end(key)
-        return True
+    async def is_current(self, entry: Rendered) -> bool:
+        """Whether ``entry`` is true as of now."""
+        return entry.generation == await self._generation()
 
     async def rendered(self, scope: Scope, rule: str, render: Render) -> Rendered:
         """The entry answering the request of ``scope``, rendered by ``render`` (under
@@ -187,7 +184,6 @@ class ResponseCache:
         generation = await self._generation()
         entry = self._entries.get(key)
         if entry is not None and entry.generation == generation:
-            self._entries.move_to_end(key)
             return entry
         return await self._render(key, generation, rule, render)
 
@@ -214,16 +210,13 @@ class ResponseCache:
             del self._rendering[(key, generation)]
 
     def _store(self, key: Hashable, entry: Rendered) -> None:
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= len(old.body)
-        if len(entry.body) > self.max_bytes:
-            return
-        self._entries[key] = entry
-        self._bytes += len(entry.body)
-        while self._bytes > self.max_bytes:
-            _, dropped = self._entries.popitem(last=False)
-            self._bytes -= len(dropped.body)
+        self._entries.pop(key, None)
+        if len(entry.body) <= self.max_bytes:  # a larger one is served, never kept
+            self._entries[key] = entry
+
+
+def _body_bytes(entry: Rendered) -> int:
+    return len(entry.body)
 
 
 def cache(request: Request) -> ResponseCache:

@@ -50,7 +50,7 @@ class CachedReads:
                 if (
                     entry is not None
                     and permits(self.policy, caller, entry.rule)
-                    and await self.cache.is_current(key, entry)
+                    and await self.cache.is_current(entry)
                 ):
                     await entry.send(scope, send)
                     return

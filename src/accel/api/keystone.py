@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from typing import Any
 
 import httpx
+from cachetools import TLRUCache
 
 from accel.api.auth import KNOWN_ROLES, Identity
 from accel.errors import Unavailable
@@ -37,7 +37,11 @@ class KeystoneValidator:
         self.auth_url = auth_url.rstrip("/")
         self.cache_seconds = cache_seconds
         self.max_cached = max_cached
-        self._cache: OrderedDict[str, tuple[float, Identity | None]] = OrderedDict()
+        # A token's answer is kept cache_seconds from when Keystone was asked; beyond
+        # max_cached, the least recently used go first.
+        self._cache: TLRUCache[str, tuple[float, Identity | None]] = TLRUCache(
+            max_cached, self._expires, timer=time.monotonic
+        )
         self._http = httpx.AsyncClient(timeout=timeout)
 
     async def aclose(self) -> None:
@@ -45,16 +49,18 @@ class KeystoneValidator:
 
     async def identity(self, token: str) -> Identity | None:
         """Who the token belongs to, or None if Keystone does not accept it."""
-        now = time.monotonic()
         cached = self._cache.get(token)
-        if cached is not None and now - cached[0] < self.cache_seconds:
+        if cached is not None:
             return cached[1]
+        asked = time.monotonic()
         found = await self._validate(token)
-        self._cache[token] = (now, found)
-        self._cache.move_to_end(token)
-        while len(self._cache) > self.max_cached:
-            self._cache.popitem(last=False)
+        self._cache[token] = (asked, found)
         return found
+
+    def _expires(self, token: str, cached: tuple[float, Identity | None], now: float) -> float:
+        # Timed from the question, not the answer: a revoked token is trusted at most
+        # cache_seconds after Keystone last accepted it.
+        return cached[0] + self.cache_seconds
 
     async def _validate(self, token: str) -> Identity | None:
         url = f"{self.auth_url}/v3/auth/tokens"

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from sqlalchemy import Connection, Engine, Select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
-from accel.api.write_queue import WriteQueue
+from accel.db.group_commit import GroupCommit
 from accel.errors import InvalidInput, NotFound
 from accel.web.queries import only_params
 
@@ -43,19 +44,30 @@ class Reader:
         return await anyio.to_thread.run_sync(on_connection)
 
 
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One request's write: statements on a connection whose transaction other
+    writes may share, or else a whole transaction of its own."""
+
+    statements: Callable[[Connection], Any] | None = None
+    transaction: Callable[[], Any] | None = None
+
+
 class Writer(Reader):
     """Runs a change in one transaction off the event loop; an error rolls it all back.
 
-    On SQLite the api's writes go through one writer thread (``WriteQueue``): SQLite
+    On SQLite the api's writes go through one writer thread (``GroupCommit``): SQLite
     lets one writer in at a time and makes the others sleep in its busy handler (1
     ms, then 2, 5, 10...), which at a few concurrent requests cost more than the
-    writes themselves; and writes waiting together share a transaction there. On
+    writes themselves; and statements waiting together share a transaction there. On
     PostgreSQL each runs in a worker thread of its own.
     """
 
     def __init__(self, sessions: sessionmaker[Session], engine: Engine) -> None:
         super().__init__(sessions, engine)
-        self.queue = WriteQueue(engine) if engine.dialect.name == "sqlite" else None
+        self.queue: GroupCommit[_Write, Any] | None = None
+        if engine.dialect.name == "sqlite":
+            self.queue = GroupCommit("api", self._write_batch, max_batch=64)
 
     async def run(self, query: Callable[[Session], Result]) -> Result:
         def in_transaction() -> Result:
@@ -63,15 +75,17 @@ class Writer(Reader):
                 return query(session)
 
         if self.queue is not None:
-            return await self.queue.transaction(in_transaction)
+            result: Result = await self.queue.submit(_Write(transaction=in_transaction))
+            return result
         return await anyio.to_thread.run_sync(in_transaction)
 
     async def run_sql(self, query: Callable[[Connection], Result]) -> Result:
         """Core statements in one transaction. On SQLite the transaction may hold
         other requests' writes too, so ``query`` must not commit or roll back, and an
-        error it raises is its own (see WriteQueue)."""
+        error it raises is its own (see GroupCommit)."""
         if self.queue is not None:
-            return await self.queue.statements(query)
+            result: Result = await self.queue.submit(_Write(statements=query))
+            return result
 
         def in_transaction() -> Result:
             with self.engine.begin() as connection:
@@ -80,8 +94,30 @@ class Writer(Reader):
         return await anyio.to_thread.run_sync(in_transaction)
 
     def close(self) -> None:
+        """Lets the writes already queued finish, then stops the writer thread."""
         if self.queue is not None:
             self.queue.close()
+
+    def _write_batch(self, batch: list[_Write]) -> list[Any]:
+        """Each write's result or exception, in batch order (on the writer thread).
+
+        The statements share one transaction, written first: if it raises, nothing of
+        the batch has run and GroupCommit writes each again alone. A whole transaction
+        (an ORM session's, with its inventory watch) runs after them, on its own.
+        """
+        outcomes: list[Any] = [None] * len(batch)
+        shared = [(i, w.statements) for i, w in enumerate(batch) if w.statements is not None]
+        if shared:
+            with self.engine.begin() as connection:
+                for i, statements in shared:
+                    outcomes[i] = statements(connection)
+        for i, write in enumerate(batch):
+            if write.transaction is not None:
+                try:
+                    outcomes[i] = write.transaction()
+                except Exception as exc:  # that request's own error, as to_thread raises it
+                    outcomes[i] = exc
+        return outcomes
 
 
 def reader(request: Request) -> Reader:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 from accel.cli.options import (
     default_database,
+    heartbeat_interval_option,
     internal_options,
     internal_token,
     listen_socket,
@@ -24,6 +25,7 @@ from accel.cli.options import (
     version_range,
 )
 from accel.internal.auth import TokenMissing, load_token
+from accel.internal.intervals import DOWN_AFTER_HEARTBEATS
 from accel.sockets import endpoint_of
 
 log = logging.getLogger(__name__)
@@ -50,13 +52,7 @@ def _engine(database: str) -> Engine:
     help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
 )
 @option("--name", default=None, help="This conductor's name (default: host:port).")
-@option(
-    "--heartbeat-interval",
-    type=float,
-    default=10.0,
-    callback=positive,
-    help="The agents' heartbeat interval.",
-)
+@heartbeat_interval_option
 @option(
     "--agent-down-after",
     type=float,
@@ -146,7 +142,7 @@ def conductor(
             token=settings_token,
             versions=versions,
             heartbeat_interval=heartbeat_interval,
-            agent_down_after=agent_down_after or 3 * heartbeat_interval,
+            agent_down_after=agent_down_after or DOWN_AFTER_HEARTBEATS * heartbeat_interval,
             resync_interval=resync_interval,
             discovery_timeout=discovery_timeout,
             sync_retry_after=sync_retry_after,

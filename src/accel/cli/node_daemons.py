@@ -11,6 +11,9 @@ import click
 from accel.cli.options import (
     device_filter,
     device_filter_options,
+    driver_timeout_option,
+    heartbeat_interval_option,
+    hello_interval_option,
     internal_options,
     internal_token,
     listen_socket,
@@ -62,7 +65,7 @@ def _program_tool(
     help="Where discovery reads sys/bus/pci/devices.",
 )
 @option("--node", default=None, help="Node name for hardware uuids (default: the agent's).")
-@option("--hello-interval", type=float, default=10.0, callback=positive)
+@hello_interval_option
 @option("--timeout", type=float, default=5.0, callback=positive)
 @device_filter_options
 @option("--nvml/--no-nvml", default=True, help="Ask NVIDIA's NVML about GPUs, where present.")
@@ -172,8 +175,8 @@ def driver(
 )
 @option("--listen", default="0.0.0.0:6671", metavar="HOST:PORT")
 @option("--name", default=None, help="This node's name (default: the hostname).")
-@option("--heartbeat-interval", type=float, default=10.0, callback=positive)
-@option("--driver-timeout", type=float, default=10.0, callback=positive)
+@heartbeat_interval_option
+@driver_timeout_option
 @option(
     "--allowed-driver-networks",
     default=None,

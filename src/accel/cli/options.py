@@ -13,6 +13,7 @@ import click
 
 from accel.driver.filters import DeviceFilter
 from accel.internal.auth import TokenMissing, load_token
+from accel.internal.intervals import DRIVER_TIMEOUT, HEARTBEAT_INTERVAL, HELLO_INTERVAL
 from accel.internal.origin import Network, parse_networks
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
@@ -107,6 +108,31 @@ def positive(ctx: click.Context, param: click.Parameter, value: float | None) ->
     if value is not None and value <= 0:
         raise click.BadParameter("must be greater than 0")
     return value
+
+
+# The timing options of the daemons and of the commands that start them, each with
+# its default from accel.internal.intervals.
+heartbeat_interval_option = option(
+    "--heartbeat-interval",
+    type=float,
+    default=HEARTBEAT_INTERVAL,
+    callback=positive,
+    help="Seconds between an agent's hellos (heartbeats) to its conductor.",
+)
+hello_interval_option = option(
+    "--hello-interval",
+    type=float,
+    default=HELLO_INTERVAL,
+    callback=positive,
+    help="Seconds between a driver's hellos to its agent.",
+)
+driver_timeout_option = option(
+    "--driver-timeout",
+    type=float,
+    default=DRIVER_TIMEOUT,
+    callback=positive,
+    help="Seconds an agent waits for a driver's answer.",
+)
 
 
 def device_filter_options(command: Command) -> Command:

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from accel.cli.options import internal_token, option, positive
+from accel.cli.options import (
+    driver_timeout_option,
+    heartbeat_interval_option,
+    hello_interval_option,
+    internal_token,
+    option,
+)
 
 if TYPE_CHECKING:
     from accel.sim.fleet import Fleet
@@ -51,9 +57,9 @@ log = logging.getLogger(__name__)
     default=None,
     help="Write every node's endpoint and hardware uuids here (JSON) once all are up.",
 )
-@option("--heartbeat-interval", type=float, default=10.0, callback=positive)
-@option("--hello-interval", type=float, default=10.0, callback=positive)
-@option("--driver-timeout", type=float, default=10.0, callback=positive)
+@heartbeat_interval_option
+@hello_interval_option
+@driver_timeout_option
 @option(
     "--release-rate",
     type=click.FloatRange(0.0),

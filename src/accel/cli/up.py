@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +19,11 @@ from typing import Any
 import click
 import httpx
 
+from accel.cli.argv import accel_argv
+from accel.cli.fleet_daemons import api, conductor
+from accel.cli.node_daemons import agent, driver
 from accel.cli.operator import HARDWARE_COLUMNS, hardware_rows, print_table
-from accel.cli.options import default_state_dir, option, positive
+from accel.cli.options import default_state_dir, heartbeat_interval_option, option, positive
 from accel.driver.discovery import count_accelerators
 from accel.internal.auth import create_token_file, load_token
 from accel.internal.schemas import Kind
@@ -86,7 +88,7 @@ def _wait(
 )
 @option("--api-listen", default="127.0.0.1:6666", metavar="HOST:PORT")
 @option("--name", default=None, help="The node's name (default: the hostname).")
-@option("--heartbeat-interval", type=float, default=10.0, callback=positive)
+@heartbeat_interval_option
 @option("--resync-interval", type=float, default=60.0, callback=positive)
 @option("--agent-down-after", type=float, default=None, callback=positive)
 def up(
@@ -117,74 +119,49 @@ def up(
     agent_url = f"http://{endpoint_of(agent_socket)}"
     api_url = f"http://{endpoint_of(api_socket)}"
     database = f"sqlite:///{state_dir / 'accel.db'}"
-    accel = [sys.executable, "-m", "accel"]
-    common = ["--internal-token-file", str(token_file)]
-    timing = ["--heartbeat-interval", str(heartbeat_interval)]
+    common = {"internal_token_file": token_file}
     conductor_part = Part(
         "conductor",
-        [
-            *accel,
-            "conductor",
-            "--listen-fd",
-            str(conductor_socket.fileno()),
-            "--database",
-            database,
-            *common,
-            *timing,
-            "--resync-interval",
-            str(resync_interval),
-            *(["--agent-down-after", str(agent_down_after)] if agent_down_after else []),
-        ],
+        accel_argv(
+            conductor,
+            listen_fd=conductor_socket.fileno(),
+            database=database,
+            **common,
+            heartbeat_interval=heartbeat_interval,
+            resync_interval=resync_interval,
+            agent_down_after=agent_down_after or None,
+        ),
         (conductor_socket.fileno(),),
     )
     api_part = Part(
         "api",
-        [
-            *accel,
-            "api",
-            "--listen-fd",
-            str(api_socket.fileno()),
-            "--database",
-            database,
-            "--auth",
-            "noauth",
-            *common,
-        ],
+        accel_argv(api, listen_fd=api_socket.fileno(), database=database, auth="noauth", **common),
         (api_socket.fileno(),),
     )
     agent_part = Part(
         "agent",
-        [
-            *accel,
-            "agent",
-            "--listen-fd",
-            str(agent_socket.fileno()),
-            "--conductor",
-            conductor_url,
-            *common,
-            *timing,
-            *(["--name", name] if name else []),
-        ],
+        accel_argv(
+            agent,
+            listen_fd=agent_socket.fileno(),
+            conductor=conductor_url,
+            **common,
+            heartbeat_interval=heartbeat_interval,
+            name=name or None,
+        ),
         (agent_socket.fileno(),),
     )
     driver_parts = [
         Part(
             f"driver-{kind.value.lower()}",
-            [
-                *accel,
-                "driver",
-                "--kind",
-                kind.value,
-                "--agent",
-                agent_url,
-                "--listen",
-                "127.0.0.1:0",
-                "--sysfs-root",
-                str(tree.resolve()),
-                *common,
-                "--hello-interval",
-                str(heartbeat_interval),
-            ],
+            accel_argv(
+                driver,
+                kind=kind.value,
+                agent=agent_url,
+                listen="127.0.0.1:0",
+                sysfs_root=tree.resolve(),
+                **common,
+                hello_interval=heartbeat_interval,
+            ),
         )
         for kind in Kind
     ]

@@ -29,7 +29,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.conductor import agents, allocation
-from accel.conductor.batching import GroupWriter, fleet_linger
 from accel.conductor.hearing import Hearing
 from accel.conductor.name_guard import NameGuard
 from accel.conductor.presence import live_holder, record_conductor
@@ -38,12 +37,14 @@ from accel.conductor.sync_schedule import SyncSchedule
 from accel.conductor.syncing import SyncLoop
 from accel.db.commit_deadline import TooLate, parse_commit_before
 from accel.db.engine import migrate, session_factory
+from accel.db.group_commit import GroupCommit, fleet_linger
 from accel.db.models import utcnow
 from accel.db.outage import DATABASE_AWAY
 from accel.errors import InvalidInput, Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.gate import request_version, require
 from accel.internal.identity import answers_as
+from accel.internal.intervals import AGENT_DOWN_AFTER, HEARTBEAT_INTERVAL
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import COMMIT_BEFORE, AgentHello, ArqChanges, ArqOutcomes
@@ -83,8 +84,8 @@ class ConductorSettings:
     token: str
     versions: VersionRange
     # The command line's intervals: kept only as ``schedule``, which the conductor reads.
-    heartbeat_interval: InitVar[float] = 10.0
-    agent_down_after: InitVar[float] = 30.0
+    heartbeat_interval: InitVar[float] = HEARTBEAT_INTERVAL
+    agent_down_after: InitVar[float] = AGENT_DOWN_AFTER
     resync_interval: InitVar[float] = 60.0
     sync_retry_after: InitVar[float] = 5.0
     discovery_timeout: float = 30.0
@@ -132,7 +133,7 @@ class ConductorService:
         self.hello_limiter = RateLimiter(settings.hello_rate, settings.hello_burst)
         self.names = NameGuard(self.sessions, lambda: self.client, schedule.down_after)
         # Heartbeats are many and tiny: recorded many agents to a transaction.
-        self.hellos: GroupWriter[agents.Hello, agents.HelloOutcome] = GroupWriter(
+        self.hellos: GroupCommit[agents.Hello, agents.HelloOutcome] = GroupCommit(
             "hellos",
             lambda batch: agents.record_hellos(
                 self.sessions,

@@ -25,9 +25,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import agents, leases
-from accel.conductor.batching import GroupWriter, fleet_linger
 from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
 from accel.conductor.sync_schedule import hellos_carry_etags
+from accel.db.group_commit import GroupCommit, fleet_linger
 from accel.db.models import utcnow
 from accel.db.outage import DATABASE_AWAY
 from accel.errors import PeerError
@@ -73,7 +73,7 @@ class SyncLoop:
         # lease is checked, and given back, in the write itself.
         self.storing: set[asyncio.Task[Any]] = set()
         # Finished discoveries are stored many agents to a transaction.
-        self.store: GroupWriter[FinishedSync, InventoryDiff] = GroupWriter(
+        self.store: GroupCommit[FinishedSync, InventoryDiff] = GroupCommit(
             "inventory",
             lambda syncs: store_inventories(sessions, syncs),
             linger=fleet_linger(settings.schedule.heartbeat),

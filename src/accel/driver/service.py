@@ -40,6 +40,7 @@ from accel.internal.discovery_http import (
 )
 from accel.internal.discovery_state import DiscoveryState
 from accel.internal.gate import require
+from accel.internal.intervals import HELLO_INTERVAL
 from accel.internal.schemas import DriverHello, HardwareEntry, Kind
 from accel.internal.server import internal_app
 from accel.internal.setup_schemas import SetupCall, SetupProgress
@@ -60,7 +61,7 @@ class DriverSettings:
     token: str
     versions: VersionRange
     node: str | None = None
-    hello_interval: float = 10.0
+    hello_interval: float = HELLO_INTERVAL
     timeout: float = 5.0
     tls: TlsFiles | None = None
     setup: SetupConfig = field(default_factory=SetupConfig)

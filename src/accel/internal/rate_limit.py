@@ -8,9 +8,10 @@ is forgotten, so a flood from many addresses cannot grow memory either.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from cachetools import LRUCache
 
 from accel.errors import AccelError
 
@@ -37,7 +38,8 @@ class RateLimiter:
         self.burst = burst
         self.max_sources = max_sources
         self.clock = clock
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        # The sources heard from least recently are forgotten first (a full bucket).
+        self._buckets: LRUCache[str, _Bucket] = LRUCache(max_sources)
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -45,14 +47,11 @@ class RateLimiter:
     def check(self, source: str) -> None:
         """Spends one token of ``source``; TooManyRequests when it has none left."""
         now = self.clock()
-        bucket = self._buckets.pop(source, None)
+        bucket = self._buckets.get(source)
         if bucket is None:
-            bucket = _Bucket(float(self.burst), now)
+            bucket = self._buckets[source] = _Bucket(float(self.burst), now)
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
         bucket.updated = now
-        self._buckets[source] = bucket
-        while len(self._buckets) > self.max_sources:
-            self._buckets.popitem(last=False)
         if bucket.tokens < 1:
             raise TooManyRequests(
                 f"too many hellos from {source}; at most {self.rate:g}/s "

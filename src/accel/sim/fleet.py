@@ -27,6 +27,7 @@ import anyio.to_thread
 
 from accel.agent.service import AgentService, AgentSettings
 from accel.driver.service import DriverService, DriverSettings
+from accel.internal.intervals import DRIVER_TIMEOUT, HEARTBEAT_INTERVAL, HELLO_INTERVAL
 from accel.internal.schemas import Kind
 from accel.internal.versions import VersionRange
 from accel.sim.plan import (
@@ -54,9 +55,9 @@ class SimSettings:
     seed: int = 0
     prefix: str = "sim"
     versions: VersionRange = field(default_factory=VersionRange)
-    heartbeat_interval: float = 10.0
-    hello_interval: float = 10.0
-    driver_timeout: float = 10.0
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
+    hello_interval: float = HELLO_INTERVAL
+    driver_timeout: float = DRIVER_TIMEOUT
     # Nodes being started at once: enough to start thousands quickly, few enough
     # that the first discoveries do not all queue for the same worker threads.
     start_concurrency: int = 32

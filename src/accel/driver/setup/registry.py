@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -66,7 +65,10 @@ class OperationRegistry:
     ) -> None:
         self._after_change = after_change
         self._capacity = capacity
-        self._operations: OrderedDict[UUID, Operation] = OrderedDict()
+        # Not an LRU map: beyond capacity the oldest *finished* operations are
+        # forgotten, and a running one never is (its caller polls it to the end).
+        # A dict keeps its insertion order, which is the age order here.
+        self._operations: dict[UUID, Operation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:

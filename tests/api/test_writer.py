@@ -1,5 +1,5 @@
-"""The api's SQLite writer: writes that wait together share one transaction, and each
-keeps an outcome of its own."""
+"""The api's SQLite writer (queries.Writer on accel.db.group_commit): writes that wait
+together share one transaction, and each keeps an outcome of its own."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
-from accel.api.write_queue import WriteQueue
+from accel.api.queries import Writer
 from accel.db.engine import make_engine
 
 
@@ -48,7 +49,7 @@ def names(engine: Engine) -> list[str]:
 
 
 async def behind_a_busy_writer(
-    writes: WriteQueue, queued: Sequence[Callable[[], Coroutine[Any, Any, Any]]]
+    writes: Writer, queued: Sequence[Callable[[], Coroutine[Any, Any, Any]]]
 ) -> tuple[Any, list[Any]]:
     """Holds the writer thread in a first write while ``queued`` are submitted, so that
     they wait together; the first write's outcome and theirs (results or exceptions)."""
@@ -59,7 +60,7 @@ async def behind_a_busy_writer(
         assert go_on.wait(30), "the test never let the first write finish"
         return insert("first")(connection)
 
-    held = asyncio.create_task(writes.statements(first))
+    held = asyncio.create_task(writes.run_sql(first))
     assert await asyncio.to_thread(started.wait, 30)
     waiting = [asyncio.create_task(submit()) for submit in queued]
     await asyncio.sleep(0)  # each task has put its write on the queue
@@ -69,9 +70,9 @@ async def behind_a_busy_writer(
 
 
 def test_writes_that_wait_together_share_one_commit(engine: Engine) -> None:
-    writes = WriteQueue(engine)
+    writes = Writer(sessionmaker(engine), engine)
     commits = commits_of(engine)
-    queued = [partial(writes.statements, insert(name)) for name in "abc"]
+    queued = [partial(writes.run_sql, insert(name)) for name in "abc"]
     first, results = asyncio.run(behind_a_busy_writer(writes, queued))
     writes.close()
 
@@ -83,8 +84,8 @@ def test_writes_that_wait_together_share_one_commit(engine: Engine) -> None:
 def test_a_failing_write_fails_alone_and_the_others_stand(engine: Engine) -> None:
     with engine.begin() as connection:
         insert("taken")(connection)
-    writes = WriteQueue(engine)
-    queued = [partial(writes.statements, insert(name)) for name in ("a", "taken", "b")]
+    writes = Writer(sessionmaker(engine), engine)
+    queued = [partial(writes.run_sql, insert(name)) for name in ("a", "taken", "b")]
     _, results = asyncio.run(behind_a_busy_writer(writes, queued))
     writes.close()
 
@@ -94,18 +95,17 @@ def test_a_failing_write_fails_alone_and_the_others_stand(engine: Engine) -> Non
 
 
 def test_a_whole_transaction_runs_in_its_turn(engine: Engine) -> None:
-    writes = WriteQueue(engine)
+    writes = Writer(sessionmaker(engine), engine)
     commits = commits_of(engine)
 
-    def own_transaction() -> int:
-        with engine.begin() as connection:
-            insert("own")(connection)
-            return len(names(engine))
+    def own_transaction(session: Session) -> int:
+        session.execute(text("INSERT INTO item VALUES ('own')"))
+        return len(names(engine))
 
     queued: list[Callable[[], Coroutine[Any, Any, Any]]] = [
-        partial(writes.statements, insert("a")),
-        partial(writes.transaction, own_transaction),
-        partial(writes.statements, insert("b")),
+        partial(writes.run_sql, insert("a")),
+        partial(writes.run, own_transaction),
+        partial(writes.run_sql, insert("b")),
     ]
     _, results = asyncio.run(behind_a_busy_writer(writes, queued))
     writes.close()
@@ -124,7 +124,7 @@ def test_a_locked_database_fails_the_batch_without_each_write_waiting_again(
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.2})
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE item (name TEXT PRIMARY KEY)"))
-    writes = WriteQueue(engine)
+    writes = Writer(sessionmaker(engine), engine)
     tried: list[str] = []
 
     def counted(name: str) -> Callable[[Connection], str]:
@@ -139,7 +139,7 @@ def test_a_locked_database_fails_the_batch_without_each_write_waiting_again(
         locker = sqlite3.connect(path, isolation_level=None)
         locker.execute("BEGIN IMMEDIATE")
         try:
-            queued = [partial(writes.statements, counted(name)) for name in "abc"]
+            queued = [partial(writes.run_sql, counted(name)) for name in "abc"]
             _, results = await behind_a_busy_writer(writes, queued)
             return results
         finally:

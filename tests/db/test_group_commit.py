@@ -1,4 +1,4 @@
-"""GroupWriter: callers' writes gathered into shared transactions, outcomes kept apart."""
+"""GroupCommit: callers' writes gathered into shared transactions, outcomes kept apart."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from accel.conductor.batching import GroupWriter
+from accel.db.group_commit import GroupCommit
 from accel.metrics import REGISTRY
 
 metadata = MetaData()
@@ -29,9 +29,14 @@ class Names:
         self.engine = create_engine(f"sqlite:///{path}")
         metadata.create_all(self.engine)
         self.batches: list[list[str]] = []
+        self.holding, self.release = threading.Event(), threading.Event()
 
     def write(self, batch: list[str]) -> list[int | Exception]:
         self.batches.append(batch)
+        if batch == ["held"]:  # holds the writer while others queue (behind_a_held_batch)
+            self.holding.set()
+            assert self.release.wait(10), "the test never let the held batch finish"
+            return [0]
         outcomes: list[int | Exception] = []
         with self.engine.begin() as connection:
             for name in batch:
@@ -52,22 +57,40 @@ class Names:
             return sorted(connection.scalars(select(names.c.name)))
 
 
-async def submit_all(writer: GroupWriter[str, int], items: list[str]) -> list[int | BaseException]:
+async def submit_all(writer: GroupCommit[str, int], items: list[str]) -> list[int | BaseException]:
     return await asyncio.gather(*(writer.submit(item) for item in items), return_exceptions=True)
+
+
+async def behind_a_held_batch(
+    writer: GroupCommit[str, int], table: Names, items: list[str]
+) -> list[int | BaseException]:
+    """Submits ``items`` while the writer thread is held in a first batch, so that they
+    all wait together (the thread would take a lone first caller at once); their
+    outcomes."""
+    held = asyncio.ensure_future(writer.submit("held"))
+    assert await asyncio.to_thread(table.holding.wait, 10)
+    waiting = asyncio.ensure_future(submit_all(writer, items))
+    for _ in range(3):  # each caller has queued its item
+        await asyncio.sleep(0)
+    table.release.set()
+    assert await held == 0
+    return await waiting
 
 
 def test_concurrent_callers_share_transactions_and_get_their_own_outcomes(tmp_path: Path) -> None:
     table = Names(tmp_path / "names.db")
 
     async def scenario() -> list[int | BaseException]:
-        writer = GroupWriter("names", table.write, max_batch=4)
+        writer = GroupCommit("names", table.write, max_batch=4)
         try:
-            return await submit_all(writer, [f"n{i}" for i in range(5)] + ["bad1"])
+            items = [f"n{i}" for i in range(5)] + ["bad1"]
+            return await behind_a_held_batch(writer, table, items)
         finally:
             await writer.aclose()
 
     outcomes = asyncio.run(scenario())
-    assert [len(batch) for batch in table.batches] == [4, 2]  # gathered, at most max_batch
+    # gathered, at most max_batch
+    assert [len(batch) for batch in table.batches] == [1, 4, 2]
     assert isinstance(outcomes[5], ValueError)
     assert sorted(o for o in outcomes[:5] if isinstance(o, int)) == [1, 2, 3, 4, 5]
     assert table.stored() == [f"n{i}" for i in range(5)]
@@ -80,12 +103,12 @@ def test_lingering_gathers_callers_that_arrive_one_by_one_until_the_batch_is_ful
 
     async def scenario() -> list[int]:
         # An hour's linger: the test ends only because a full batch cuts it short.
-        writer = GroupWriter("names", table.write, max_batch=3, linger=3600)
+        writer = GroupCommit("names", table.write, max_batch=3, linger=3600)
         try:
             waiting = []
             for name in ("a", "b", "c"):
                 waiting.append(asyncio.ensure_future(writer.submit(name)))
-                for _ in range(5):  # the writer task runs meanwhile, and lingers
+                for _ in range(5):  # the writer runs meanwhile, and lingers
                     await asyncio.sleep(0)
             return list(await asyncio.gather(*waiting))
         finally:
@@ -105,22 +128,22 @@ def test_each_batch_is_counted_with_its_size(tmp_path: Path) -> None:
     before = counted("count"), counted("sum")
 
     async def scenario() -> None:
-        writer = GroupWriter("sized", table.write, max_batch=4)
+        writer = GroupCommit("sized", table.write, max_batch=4)
         try:
-            await submit_all(writer, [f"n{i}" for i in range(6)])
+            await behind_a_held_batch(writer, table, [f"n{i}" for i in range(6)])
         finally:
             await writer.aclose()
 
     asyncio.run(scenario())
-    assert [len(batch) for batch in table.batches] == [4, 2]
-    assert (counted("count") - before[0], counted("sum") - before[1]) == (2, 6)
+    assert [len(batch) for batch in table.batches] == [1, 4, 2]
+    assert (counted("count") - before[0], counted("sum") - before[1]) == (3, 7)
 
 
 def test_a_lone_caller_is_written_once_the_linger_is_over(tmp_path: Path) -> None:
     table = Names(tmp_path / "names.db")
 
     async def scenario() -> int:
-        writer = GroupWriter("names", table.write, max_batch=100, linger=0.01)
+        writer = GroupCommit("names", table.write, max_batch=100, linger=0.01)
         try:
             return await writer.submit("alone")
         finally:
@@ -136,17 +159,17 @@ def test_a_constraint_failure_is_retried_item_by_item_and_fails_only_its_caller(
     table = Names(tmp_path / "names.db")
 
     async def scenario() -> list[int | BaseException]:
-        writer = GroupWriter("names", table.write)
+        writer = GroupCommit("names", table.write)
         try:
             await writer.submit("taken")
-            return await submit_all(writer, ["a", "taken", "b"])
+            return await behind_a_held_batch(writer, table, ["a", "taken", "b"])
         finally:
             await writer.aclose()
 
     outcomes = asyncio.run(scenario())
     assert isinstance(outcomes[1], IntegrityError)
     assert all(isinstance(o, int) for o in (outcomes[0], outcomes[2]))
-    assert table.batches[1:] == [["a", "taken", "b"], ["a"], ["taken"], ["b"]]
+    assert table.batches[2:] == [["a", "taken", "b"], ["a"], ["taken"], ["b"]]
     assert table.stored() == ["a", "b", "taken"]
 
 
@@ -154,7 +177,7 @@ def test_a_value_that_breaks_the_batch_fails_only_its_own_caller(tmp_path: Path)
     table = Names(tmp_path / "names.db")
 
     async def scenario() -> list[int | BaseException]:
-        writer = GroupWriter("names", table.write)
+        writer = GroupCommit("names", table.write)
         try:
             return await submit_all(writer, ["a", "poison", "b"])
         finally:
@@ -186,7 +209,10 @@ def test_a_failure_of_the_whole_batch_reaches_every_caller(away: Exception) -> N
         raise away
 
     async def scenario() -> list[int | BaseException]:
-        writer: GroupWriter[str, int] = GroupWriter("names", database_away)
+        # An hour's linger: the batch goes when both have come, never before.
+        writer: GroupCommit[str, int] = GroupCommit(
+            "names", database_away, max_batch=2, linger=3600
+        )
         try:
             return await submit_all(writer, ["a", "b"])
         finally:
@@ -201,7 +227,7 @@ def test_closing_cancels_callers_still_waiting(tmp_path: Path) -> None:
     table = Names(tmp_path / "names.db")
 
     async def scenario() -> None:
-        writer = GroupWriter("names", table.write)
+        writer = GroupCommit("names", table.write)
         waiting = asyncio.ensure_future(writer.submit("late"))
         await asyncio.sleep(0)  # queued; the writer has not run yet
         await writer.aclose()
@@ -227,7 +253,7 @@ def test_callers_that_come_while_a_batch_is_written_linger_for_the_next(tmp_path
 
     async def scenario() -> list[int]:
         # An hour's linger: a batch goes when three have gathered, never before.
-        writer = GroupWriter("names", slow_write, max_batch=3, linger=3600)
+        writer = GroupCommit("names", slow_write, max_batch=3, linger=3600)
         try:
             first = [asyncio.ensure_future(writer.submit(name)) for name in ("a", "b", "c")]
             await asyncio.to_thread(writing.wait, 10)
@@ -236,7 +262,7 @@ def test_callers_that_come_while_a_batch_is_written_linger_for_the_next(tmp_path
             release.set()
             await asyncio.gather(*first)
             for name in ("e", "f"):
-                for _ in range(5):  # the writer task runs meanwhile, and lingers
+                for _ in range(5):  # the writer runs meanwhile, and lingers
                     await asyncio.sleep(0)
                 late.append(asyncio.ensure_future(writer.submit(name)))
             async with asyncio.timeout(10):  # were "d" written alone, e and f would wait
@@ -252,15 +278,20 @@ def test_a_batch_stops_at_its_weight_and_a_heavy_item_goes_alone(tmp_path: Path)
     # Weights as a sync's entries: a huge report does not share its transaction.
     table = Names(tmp_path / "weights.db")
     weights = {"small-1": 1, "small-2": 2, "huge": 50, "small-3": 3, "small-4": 4}
-    writer: GroupWriter[str, int] = GroupWriter(
-        "weights", table.write, linger=10.0, weight=weights.__getitem__, max_weight=10
+    # An hour's linger: the batches go once all five have come, never before.
+    writer: GroupCommit[str, int] = GroupCommit(
+        "weights",
+        table.write,
+        max_batch=len(weights),
+        linger=3600,
+        weight=weights.__getitem__,
+        max_weight=10,
     )
 
     async def scenario() -> None:
         tasks = [asyncio.create_task(writer.submit(name)) for name in weights]
-        await asyncio.sleep(0)
-        writer._full.set()  # everyone is here: write without lingering
-        await asyncio.gather(*tasks)
+        async with asyncio.timeout(10):  # were the rest to linger again, it would wait
+            await asyncio.gather(*tasks)
         await writer.aclose()
 
     asyncio.run(scenario())
@@ -275,7 +306,7 @@ def test_oldest_waiting_covers_queued_and_in_flight_items_until_written() -> Non
         return [len(item) for item in batch]
 
     async def scenario() -> None:
-        writer: GroupWriter[str, int] = GroupWriter("slow", slow)
+        writer: GroupCommit[str, int] = GroupCommit("slow", slow)
         assert writer.oldest_waiting() is None
         before = time.monotonic()
         first = asyncio.create_task(writer.submit("a"))
@@ -290,3 +321,66 @@ def test_oldest_waiting_covers_queued_and_in_flight_items_until_written() -> Non
         await writer.aclose()
 
     asyncio.run(scenario())
+
+
+def test_closing_writes_what_is_queued_first(tmp_path: Path) -> None:
+    """``close`` (the api's shutdown) lets the writes already queued finish."""
+    table = Names(tmp_path / "names.db")
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_write(batch: list[str]) -> list[int | Exception]:
+        writing.set()
+        release.wait(10)
+        return table.write(batch)
+
+    async def scenario() -> list[int]:
+        writer = GroupCommit("names", slow_write, linger=3600)
+        first = asyncio.ensure_future(writer.submit("a"))
+        await asyncio.sleep(0)
+        writer.close(timeout=0)  # closed while "a" lingers: it is written at once
+        assert await asyncio.to_thread(writing.wait, 10)
+        with pytest.raises(RuntimeError, match="closed"):
+            await writer.submit("late")
+        release.set()
+        return [await first]
+
+    assert asyncio.run(scenario()) == [1]
+    assert table.batches == [["a"]]
+
+
+def test_callers_on_several_event_loops_each_get_their_outcome(tmp_path: Path) -> None:
+    table = Names(tmp_path / "names.db")
+    writer = GroupCommit("names", table.write)
+
+    async def caller(name: str) -> int:
+        return await writer.submit(name)
+
+    outcomes: dict[str, int] = {}
+
+    def on_its_own_loop(name: str) -> None:
+        outcomes[name] = asyncio.run(caller(name))
+
+    threads = [threading.Thread(target=on_its_own_loop, args=(name,)) for name in "abc"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    writer.close()
+    assert sorted(outcomes.values()) == [1, 2, 3]
+    assert table.stored() == ["a", "b", "c"]
+
+
+def test_a_write_batch_with_too_few_outcomes_fails_its_callers_not_hangs() -> None:
+    def forgetful(batch: list[str]) -> list[int]:
+        return []
+
+    async def scenario() -> list[int | BaseException]:
+        writer: GroupCommit[str, int] = GroupCommit("forgetful", forgetful, max_batch=2)
+        try:
+            async with asyncio.timeout(10):
+                return await submit_all(writer, ["a", "b"])
+        finally:
+            await writer.aclose()
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
