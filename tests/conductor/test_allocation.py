@@ -64,13 +64,21 @@ def rp_of(sessions: sessionmaker[Session], name: str = VF) -> str:
     return rp
 
 
-def bind(sessions: sessionmaker[Session], arq: str, rp: str, hostname: str = "node1") -> ArqOutcome:
-    change = {"arq_uuid": arq, "hostname": hostname, "device_rp_uuid": rp}
-    [outcome] = allocation.apply_changes(
-        sessions,
-        ArqChanges.model_validate({"bind": [change | {"instance_uuid": str(uuid.uuid4())}]}),
-        T0,
+def binds(rp: str, *arqs: str, hostname: str = "node1") -> ArqChanges:
+    """Binds of ``arqs`` to provider ``rp`` on ``hostname``, each for a new instance."""
+    return ArqChanges.model_validate(
+        {
+            "bind": [
+                {"arq_uuid": arq, "hostname": hostname, "device_rp_uuid": rp}
+                | {"instance_uuid": str(uuid.uuid4())}
+                for arq in arqs
+            ]
+        }
     )
+
+
+def bind(sessions: sessionmaker[Session], arq: str, rp: str, hostname: str = "node1") -> ArqOutcome:
+    [outcome] = allocation.apply_changes(sessions, binds(rp, arq, hostname=hostname), T0)
     return outcome
 
 
@@ -169,23 +177,7 @@ def test_the_last_accelerator_goes_to_one_request_of_one_change(
 ) -> None:
     first, second = request(sessions, QAT_GROUP), request(sessions, QAT_GROUP)
     rp = rp_of(sessions)
-    outcomes = allocation.apply_changes(
-        sessions,
-        ArqChanges.model_validate(
-            {
-                "bind": [
-                    {
-                        "arq_uuid": a,
-                        "hostname": "node1",
-                        "device_rp_uuid": rp,
-                        "instance_uuid": str(uuid.uuid4()),
-                    }
-                    for a in (first, second)
-                ]
-            }
-        ),
-        T0,
-    )
+    outcomes = allocation.apply_changes(sessions, binds(rp, first, second), T0)
     assert sorted(o.state for o in outcomes) == ["BindFailed", "Bound"]
     [failed] = [o for o in outcomes if o.state == "BindFailed"]
     assert failed.reason == f"deployable {VF} has no free accelerator left"
