@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from accel.internal.json_bodies import MAX_DEPTH, NotJson, depth, is_json_media_type, loads
+from accel.web.json_bodies import MAX_DEPTH, NotJson, depth, is_json_media_type, loads
 
 
 def nested(levels: int) -> str:
