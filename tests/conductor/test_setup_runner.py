@@ -57,8 +57,8 @@ def nowhere() -> str:
 def start_node(cluster: Cluster, sessions: sessionmaker[Session], tree: FakeSysfs) -> None:
     """node1's agent and QAT driver, as processes; the agent's conductor never answers."""
     conductor = f"http://{nowhere()}"
-    agent = cluster.agent([conductor], "node1", *FAST_AGENT)
-    cluster.driver("QAT", agent, tree.root, *FAST_DRIVER)
+    agent = cluster.agent([conductor], "node1", **FAST_AGENT)
+    cluster.driver("QAT", agent, tree.root, **FAST_DRIVER)
     node_at(sessions, agent.endpoint)
 
 
