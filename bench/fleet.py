@@ -36,6 +36,7 @@ from sqlalchemy import Engine, func, select
 
 from accel.db.engine import make_engine, migrate
 from accel.db.models import Agent, Device
+from accel.states import AgentState
 from bench.daemons import answers, free_port, let_ports_go, spawn, stop
 from bench.procfs import cpu_seconds, rss_mib
 from bench.profile import Profile, py_spy
@@ -126,7 +127,7 @@ def _settled(engine: Engine) -> bool:
     with engine.connect() as connection:
         unsettled = connection.scalar(
             select(func.count()).where(
-                Agent.state == "UP",
+                Agent.state == AgentState.UP,
                 Agent.inventory_etag.is_(None) | Agent.last_sync_error.is_not(None),
             )
         )

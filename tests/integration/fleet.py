@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from accel.states import AlarmState
 from tests.processes import TOKEN, Service, wait_until
 
 FAST_CONDUCTOR = (
@@ -57,7 +58,7 @@ def agents(api: Service) -> dict[str, dict[str, Any]]:
     return {agent["name"]: agent for agent in get(api, "/v2/agents")["agents"]}
 
 
-def alarms(api: Service, state: str = "active") -> list[tuple[str, str]]:
+def alarms(api: Service, state: str = AlarmState.ACTIVE) -> list[tuple[str, str]]:
     return [(a["kind"], a["subject"]) for a in get(api, "/v2/alarms", state=state)["alarms"]]
 
 

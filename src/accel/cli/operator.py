@@ -16,6 +16,7 @@ import click
 
 from accel.cli.options import option
 from accel.internal.json_bodies import NotJson, loads
+from accel.states import AlarmState
 
 if TYPE_CHECKING:
     import httpx
@@ -241,7 +242,10 @@ def alarms() -> None:
 @alarms.command("list")
 @api_options
 @click.option(
-    "--state", type=click.Choice(["active", "cleared", "all"]), default="active", show_default=True
+    "--state",
+    type=click.Choice([*(state.value for state in AlarmState), "all"]),
+    default=AlarmState.ACTIVE.value,
+    show_default=True,
 )
 def alarms_list(api_url: str, token_file: Path | None, as_json: bool, state: str) -> None:
     """Active alarms (or cleared, or all)."""

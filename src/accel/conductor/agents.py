@@ -23,10 +23,11 @@ from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from accel.conductor.alarms import AGENT_DOWN, clear_alarm, raise_alarm
+from accel.conductor.alarms import clear_alarm, raise_alarm
 from accel.conductor.leases import check_and_release
 from accel.db.models import Agent
 from accel.internal.rate_limit import TooManyRequests
+from accel.states import AgentState, AlarmKind
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class _Seen:
 
     id: int
     name: str
-    state: str
+    state: AgentState
     endpoint: str
     inventory_etag: str | None
     stored_last_seen: dt.datetime | None = None  # when it was last heard, as read
@@ -156,13 +157,13 @@ WRITE_SEEN = (
 WRITE_SYNC_NOW = (
     update(AGENTS)
     .where(AGENTS.c.id == bindparam("b_id"))
-    .values(state="UP", endpoint=bindparam("b_endpoint"), next_sync_at=bindparam("b_now"))
+    .values(state=AgentState.UP, endpoint=bindparam("b_endpoint"), next_sync_at=bindparam("b_now"))
 )
 # Seen, and the node holds what is stored: as good as a resync that found nothing, if
 # the stored ETag is still the one confirmed (a sync stored since, or a setup that
 # dropped the ETag to have the node rediscovered, wins). The periodic resync only
 # moves later. One statement, not WRITE_SEEN and another, for the common heartbeat.
-_CONFIRMS = and_(AGENTS.c.inventory_etag == bindparam("b_etag"), AGENTS.c.state == "UP")
+_CONFIRMS = and_(AGENTS.c.inventory_etag == bindparam("b_etag"), AGENTS.c.state == AgentState.UP)
 _NOW = bindparam("b_now", type_=AGENTS.c.last_seen.type)
 _RESYNC_AT = bindparam("b_resync_at", type_=AGENTS.c.next_sync_at.type)
 WRITE_SEEN_CONFIRMED = (
@@ -235,7 +236,7 @@ def _record_hellos(
         new[hello.name] = Agent(
             name=hello.name,
             endpoint=hello.endpoint,
-            state="UP",
+            state=AgentState.UP,
             internal_version=hello.version,
             last_seen=hello.now,
             next_sync_at=hello.now,
@@ -255,17 +256,17 @@ def _held_by_new(fresh: Agent, hello: Hello, live_for: float) -> bool:
 def _held_elsewhere(agent: _Seen, hello: Hello, live_for: float) -> bool:
     if hello.may_move or live_for <= 0 or agent.endpoint == hello.endpoint:
         return False
-    if agent.state != "UP":
+    if agent.state != AgentState.UP:
         return False
     heard = agent.last_seen if agent.last_seen is not None else agent.stored_last_seen
     return heard is not None and heard > hello.now - dt.timedelta(seconds=live_for)
 
 
 def _refresh(session: Session, agent: _Seen, hello: Hello) -> HelloOutcome:
-    came_back = agent.state != "UP"
+    came_back = agent.state != AgentState.UP
     if came_back:
-        agent.state = "UP"
-        clear_alarm(session, AGENT_DOWN, agent.name, hello.now)
+        agent.state = AgentState.UP
+        clear_alarm(session, AlarmKind.AGENT_DOWN, agent.name, hello.now)
     moved = agent.endpoint != hello.endpoint
     agent.endpoint = hello.endpoint
     agent.last_seen, agent.internal_version = hello.now, hello.version
@@ -322,7 +323,7 @@ def mark_silent_agents_down(
     conditional UPDATE changed its row, and only that sweep raises its alarm.
     """
     deadline = now - dt.timedelta(seconds=down_after)
-    silent_now = and_(Agent.state == "UP", Agent.last_seen < deadline)
+    silent_now = and_(Agent.state == AgentState.UP, Agent.last_seen < deadline)
     with sessions.begin() as session:
         # PostgreSQL: rows another sweep holds are skipped, not waited for.
         silent = session.execute(
@@ -337,14 +338,14 @@ def mark_silent_agents_down(
             changed = session.execute(
                 update(Agent)
                 .where(Agent.id == agent_id, silent_now)
-                .values(state="DOWN")
+                .values(state=AgentState.DOWN)
                 .execution_options(synchronize_session=False)
             )
             if not changed.rowcount:  # type: ignore[attr-defined]
                 continue
             raise_alarm(
                 session,
-                AGENT_DOWN,
+                AlarmKind.AGENT_DOWN,
                 name,
                 f"agent {name} at {endpoint} sent no heartbeat for "
                 f"{down_after:g}s (last at {last_seen.isoformat()})",
@@ -375,7 +376,7 @@ def record_sync_failure(
                 agent.next_sync_at = retry_at
 
 
-def count_by_state(sessions: sessionmaker[Session]) -> dict[str, int]:
+def count_by_state(sessions: sessionmaker[Session]) -> dict[AgentState, int]:
     with sessions() as session:
         rows = session.execute(select(Agent.state, func.count()).group_by(Agent.state)).all()
     return {state: count for state, count in rows}

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from accel.db.models import Agent
+from accel.states import AgentState
 
 
 class LeaseLost(Exception):
@@ -52,7 +53,7 @@ def claim_due_agents(
     """Takes the leases of up to ``limit`` agents due for a sync that nobody holds."""
     if limit <= 0:
         return []
-    due = and_(Agent.state == "UP", Agent.next_sync_at <= now, _free(now))
+    due = and_(Agent.state == AgentState.UP, Agent.next_sync_at <= now, _free(now))
     with sessions.begin() as session:
         # On PostgreSQL the candidates are locked, and rows another conductor is
         # claiming right now skipped rather than waited for. They are read apart from

@@ -55,6 +55,7 @@ from accel.internal.server import (
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import HELLO_ETAG_VERSION, VersionRange, format_version
 from accel.metrics import AGENTS, HELLOS
+from accel.states import AgentState
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ class ConductorService:
             now = utcnow()
             try:
                 counts = await anyio.to_thread.run_sync(agents.count_by_state, self.sessions)
-                for state in ("UP", "DOWN"):
+                for state in AgentState:
                     AGENTS.labels(state).set(counts.get(state, 0))
                 await anyio.to_thread.run_sync(
                     record_conductor,

@@ -32,6 +32,7 @@ from accel.internal.schemas import COMMIT_BEFORE
 from accel.internal.server import only_query, read_body, require_version
 from accel.internal.setup_schemas import SETUP_VERSION, OperationRequest
 from accel.internal.versions import VersionRange
+from accel.states import OPERATION_FINAL, OperationState
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class SetupRunner:
         """One step of one operation: send it, or ask how it goes."""
         client = self.client()
         try:
-            if work.state == "PENDING":
+            if work.state == OperationState.PENDING:
                 progress = await client.setup(work.agent_endpoint, work.call)
             else:
                 try:
@@ -145,7 +146,7 @@ class SetupRunner:
         await anyio.to_thread.run_sync(
             operations.record_progress, self.sessions, progress, utcnow()
         )
-        if progress.state in ("DONE", "FAILED"):
+        if progress.state in OPERATION_FINAL:
             self._forget(work.uuid)
             log.info("operation %s %s", work.uuid, progress.state)
 

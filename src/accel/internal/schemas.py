@@ -40,6 +40,7 @@ from pydantic import (
 
 from accel.internal.endpoints import NODE_NAME_PATTERN, canonical_endpoint
 from accel.internal.json_bodies import depth
+from accel.states import ArqState
 
 # An ETag of ours is a quoted 40-digit hash; anything much longer is not one (and
 # agents.inventory_etag holds 80).
@@ -380,7 +381,8 @@ class ArqChanges(StrictBody):
 
 class ArqOutcome(LenientBody):
     uuid: str
-    state: str
+    # The request's state after the change; "Deleted" once it is gone, "" if refused.
+    state: ArqState | Literal["Deleted", ""]
     reason: str | None = None
     refused: bool = False  # not found, or in a state that cannot change so
 

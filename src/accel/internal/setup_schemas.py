@@ -20,6 +20,7 @@ from uuid import UUID
 from pydantic import Field
 
 from accel.internal.schemas import Kind, LenientBody, StrictBody
+from accel.states import OperationState
 
 SETUP_VERSION = (1, 3)
 
@@ -65,9 +66,6 @@ SetupAction = Annotated[
     EnableVfs | ProgramFpga | SetMigMode | CreateMigInstance,
     Field(discriminator="action"),
 ]
-
-OperationState = Literal["PENDING", "RUNNING", "DONE", "FAILED"]
-FINAL_STATES: frozenset[str] = frozenset({"DONE", "FAILED"})
 
 
 class SetupCall(StrictBody):
