@@ -1,8 +1,8 @@
 """The states (and alarm kinds) that rows keep and the APIs show: one enum each.
 
 Each member's value is the string stored in the database and sent on the wire
-(Cyborg's own strings for agents' ARQs), so a member compares and serialises as that
-string. Sets of states that mean something have their one name here too.
+(Cyborg's own strings for ARQs), so a member compares and serialises as that string.
+Sets of states that mean something have their one name here too.
 
 This module sits above ``accel.db`` because the driver and the operator's commands
 read operation states and import nothing from the database.
