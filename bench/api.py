@@ -28,6 +28,7 @@ from accel.db.models import Device
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import build_gpu_server
 from accel.internal.schemas import DriverOutcome, HardwareList, Kind
+from accel.states import DeviceStatus
 from bench.cyborg import PROFILE_NAME as CYBORG_PROFILE
 from bench.cyborg import CyborgUnavailable, cyborg_api
 from bench.load import LoadResult, call, run_load, run_pairs
@@ -64,7 +65,9 @@ def touch_inventory(url: str, uuid: str) -> None:
     engine = make_engine(url)
     try:
         with session_factory(engine).begin() as session:
-            session.execute(update(Device).where(Device.uuid == uuid).values(status="enabled"))
+            session.execute(
+                update(Device).where(Device.uuid == uuid).values(status=DeviceStatus.ENABLED)
+            )
     finally:
         engine.dispose()
 

@@ -39,6 +39,7 @@ from accel.cli import sim as sim_command
 from accel.cli.argv import Setting, accel_argv
 from accel.db.engine import make_engine, migrate
 from accel.db.models import Agent, Device
+from accel.states import AgentState
 from bench.daemons import answers, free_port, let_ports_go, spawn, stop
 from bench.procfs import cpu_seconds, rss_mib
 from bench.profile import Profile, py_spy
@@ -129,7 +130,7 @@ def _settled(engine: Engine) -> bool:
     with engine.connect() as connection:
         unsettled = connection.scalar(
             select(func.count()).where(
-                Agent.state == "UP",
+                Agent.state == AgentState.UP,
                 Agent.inventory_etag.is_(None) | Agent.last_sync_error.is_not(None),
             )
         )

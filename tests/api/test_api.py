@@ -17,6 +17,7 @@ from accel.db.engine import make_engine, migrate, session_factory
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.internal.schemas import DriverOutcome, HardwareList, Kind
+from accel.states import AgentState, DeviceStatus
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 ADMIN_TOKEN = "admin-token"
@@ -112,7 +113,7 @@ def test_status_appears_from_microversion_2_3(api: TestClient) -> None:
     old = api.get("/v2/devices", headers={"OpenStack-API-Version": "accelerator 2.2"})
     assert "status" not in old.json()["devices"][0]
     new = api.get("/v2/devices", headers={"OpenStack-API-Version": "accelerator 2.3"})
-    assert new.json()["devices"][0]["status"] == "enabled"
+    assert new.json()["devices"][0]["status"] == DeviceStatus.ENABLED
     assert new.headers["OpenStack-API-Version"] == "accelerator 2.3"
     bare = api.get("/v2/devices", headers={"OpenStack-API-Version": "2.3"})
     assert bare.headers["OpenStack-API-Version"] == "accelerator 2.3"
@@ -161,7 +162,11 @@ def test_hardware_shows_readiness_and_history(api: TestClient) -> None:
 
 def test_agents_and_alarms(api: TestClient) -> None:
     [agent] = api.get("/v2/agents").json()["agents"]
-    assert (agent["name"], agent["endpoint"], agent["state"]) == ("node1", "127.0.0.1:6671", "UP")
+    assert (agent["name"], agent["endpoint"], agent["state"]) == (
+        "node1",
+        "127.0.0.1:6671",
+        AgentState.UP,
+    )
     assert api.get("/v2/alarms").json() == {"alarms": []}
     assert api.get("/v2/alarms", params={"state": "all"}).json() == {"alarms": []}
     assert api.get("/v2/alarms", params={"state": "loud"}).status_code == 400

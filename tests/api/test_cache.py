@@ -17,6 +17,7 @@ from accel.conductor.reconcile import store_inventory
 from accel.db.engine import make_engine, session_factory
 from accel.db.models import Device
 from accel.internal.schemas import HardwareList
+from accel.states import DeviceStatus
 from tests.api.test_api import fill
 
 T1 = dt.datetime(2026, 11, 27, 13, 0, tzinfo=dt.UTC)
@@ -66,18 +67,20 @@ def test_a_conductor_write_is_in_the_next_answer(
     assert len(api.get("/v2/deployables").json()["deployables"]) < before
 
     # A write by any code path, here a plain ORM update from another engine.
-    assert api.get(f"/v2/devices/{kept}", headers=MV23).json()["status"] == "enabled"
+    assert api.get(f"/v2/devices/{kept}", headers=MV23).json()["status"] == DeviceStatus.ENABLED
     engine = make_engine(database_url)
     try:
         with session_factory(engine).begin() as session:
-            session.execute(update(Device).where(Device.uuid == kept).values(status="maintaining"))
+            session.execute(
+                update(Device).where(Device.uuid == kept).values(status=DeviceStatus.MAINTAINING)
+            )
     finally:
         engine.dispose()
-    assert api.get(f"/v2/devices/{kept}", headers=MV23).json()["status"] == "maintaining"
+    assert api.get(f"/v2/devices/{kept}", headers=MV23).json()["status"] == DeviceStatus.MAINTAINING
     statuses = {
         d["uuid"]: d["status"] for d in api.get("/v2/devices", headers=MV23).json()["devices"]
     }
-    assert statuses[kept] == "maintaining"
+    assert statuses[kept] == DeviceStatus.MAINTAINING
 
 
 def test_the_apis_own_writes_are_in_the_next_answer(api: TestClient) -> None:

@@ -22,6 +22,7 @@ from accel.api.app import ApiSettings, create_app
 from accel.db.engine import make_engine, session_factory
 from accel.db.models import AcceleratorRequest, Conductor, utcnow
 from accel.driver.fake_sysfs import FakeSysfs
+from accel.states import ArqState
 from tests.api.test_api import fill
 from tests.api.test_cyborg_resources import GPU_GROUP, TOKENS, as_, fault, make_profile
 
@@ -50,7 +51,7 @@ class Api:
             session.execute(
                 update(AcceleratorRequest)
                 .where(AcceleratorRequest.uuid == arq)
-                .values(state="Bound", instance_uuid=instance, hostname="node1")
+                .values(state=ArqState.BOUND, instance_uuid=instance, hostname="node1")
             )
         engine.dispose()
 

@@ -14,15 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import agents
-from accel.conductor.alarms import (
-    AGENT_DOWN,
-    HARDWARE_VANISHED,
-    clear_alarm,
-    clear_alarms,
-    raise_alarm,
-    raise_alarms,
-)
+from accel.conductor.alarms import clear_alarm, clear_alarms, raise_alarm, raise_alarms
 from accel.db.models import Alarm
+from accel.states import AlarmKind, AlarmState
 
 T0 = dt.datetime(2026, 12, 6, 5, 0, 0, tzinfo=dt.UTC)
 
@@ -37,19 +31,19 @@ def test_a_clear_stamped_before_the_raise_is_stored_at_the_raise(
 ) -> None:
     raised = T0 + dt.timedelta(seconds=5)
     with sessions.begin() as session:
-        assert raise_alarm(session, AGENT_DOWN, "node1", "silent", raised)
+        assert raise_alarm(session, AlarmKind.AGENT_DOWN, "node1", "silent", raised)
     with sessions.begin() as session:
-        assert clear_alarm(session, AGENT_DOWN, "node1", raised - dt.timedelta(seconds=2))
+        assert clear_alarm(session, AlarmKind.AGENT_DOWN, "node1", raised - dt.timedelta(seconds=2))
     [alarm] = stored_alarms(sessions)
-    assert alarm.state == "cleared"
+    assert alarm.state == AlarmState.CLEARED
     assert alarm.cleared_at == alarm.raised_at == raised
 
 
 def test_a_later_clear_keeps_its_own_time(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        raise_alarm(session, AGENT_DOWN, "node1", "silent", T0)
+        raise_alarm(session, AlarmKind.AGENT_DOWN, "node1", "silent", T0)
     with sessions.begin() as session:
-        clear_alarm(session, AGENT_DOWN, "node1", T0 + dt.timedelta(seconds=3))
+        clear_alarm(session, AlarmKind.AGENT_DOWN, "node1", T0 + dt.timedelta(seconds=3))
     [alarm] = stored_alarms(sessions)
     assert alarm.cleared_at == T0 + dt.timedelta(seconds=3)
 
@@ -63,7 +57,7 @@ def test_a_hello_written_after_the_sweep_that_came_before_it(
     assert agents.mark_silent_agents_down(sessions, swept, 30.0) == ["node1"]
     assert agents.record_hello(sessions, "node1", "127.0.0.1:7001", "1.5", came).sync_now
     [alarm] = stored_alarms(sessions)
-    assert alarm.state == "cleared"
+    assert alarm.state == AlarmState.CLEARED
     assert alarm.cleared_at is not None and alarm.cleared_at >= alarm.raised_at
 
 
@@ -73,9 +67,11 @@ def test_a_bulk_clear_stamped_before_the_raise_is_stored_at_the_raise(
     """Vanished hardware that returns, and clashes that end, are cleared in bulk."""
     raised = T0 + dt.timedelta(seconds=5)
     with sessions.begin() as session:
-        raise_alarms(session, HARDWARE_VANISHED, {"a": "gone", "b": "gone"}, raised)
+        raise_alarms(session, AlarmKind.HARDWARE_VANISHED, {"a": "gone", "b": "gone"}, raised)
     with sessions.begin() as session:
-        clear_alarms(session, HARDWARE_VANISHED, ["a", "b"], raised - dt.timedelta(seconds=2))
+        clear_alarms(
+            session, AlarmKind.HARDWARE_VANISHED, ["a", "b"], raised - dt.timedelta(seconds=2)
+        )
     for alarm in stored_alarms(sessions):
-        assert alarm.state == "cleared"
+        assert alarm.state == AlarmState.CLEARED
         assert alarm.cleared_at == alarm.raised_at == raised

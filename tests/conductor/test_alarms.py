@@ -15,10 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import allocation
 from accel.conductor.alarms import (
-    AGENT_DOWN,
-    ALLOCATED_HARDWARE_VANISHED,
     CHUNK,
-    HARDWARE_VANISHED,
     alarm_allocation_holders,
     allocation_holders,
     clear_alarm,
@@ -30,6 +27,7 @@ from accel.db.engine import make_engine, session_factory
 from accel.db.models import AcceleratorRequest, Alarm, Deployable, Device, DeviceProfile
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.internal.schemas import ArqChanges
+from accel.states import AlarmKind, AlarmState
 from tests.api.test_api import fill
 
 T0 = dt.datetime(2026, 12, 6, 9, 0, tzinfo=dt.UTC)
@@ -40,7 +38,9 @@ def active(sessions: sessionmaker[Session], kind: str) -> dict[str, str]:
     """The active alarms of ``kind``: subject -> message."""
     with sessions() as session:
         rows = session.execute(
-            select(Alarm.subject, Alarm.message).where(Alarm.kind == kind, Alarm.state == "active")
+            select(Alarm.subject, Alarm.message).where(
+                Alarm.kind == kind, Alarm.state == AlarmState.ACTIVE
+            )
         )
         return {subject: message for subject, message in rows}
 
@@ -52,32 +52,32 @@ def count(sessions: sessionmaker[Session]) -> int:
 
 def test_an_alarm_is_raised_once_while_it_is_active(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        assert raise_alarm(session, AGENT_DOWN, "node1", "silent for 30s", T0)
-        assert not raise_alarm(session, AGENT_DOWN, "node1", "silent again", LATER)
+        assert raise_alarm(session, AlarmKind.AGENT_DOWN, "node1", "silent for 30s", T0)
+        assert not raise_alarm(session, AlarmKind.AGENT_DOWN, "node1", "silent again", LATER)
         # Another kind, or another subject, is another alarm.
-        assert raise_alarm(session, HARDWARE_VANISHED, "node1", "gone", T0)
-        assert raise_alarm(session, AGENT_DOWN, "node2", "silent", T0)
-    assert active(sessions, AGENT_DOWN) == {"node1": "silent for 30s", "node2": "silent"}
+        assert raise_alarm(session, AlarmKind.HARDWARE_VANISHED, "node1", "gone", T0)
+        assert raise_alarm(session, AlarmKind.AGENT_DOWN, "node2", "silent", T0)
+    assert active(sessions, AlarmKind.AGENT_DOWN) == {"node1": "silent for 30s", "node2": "silent"}
 
 
 def test_a_cleared_alarm_may_be_raised_again_as_a_new_one(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        raise_alarm(session, AGENT_DOWN, "node1", "first", T0)
+        raise_alarm(session, AlarmKind.AGENT_DOWN, "node1", "first", T0)
     with sessions.begin() as session:
-        assert clear_alarm(session, AGENT_DOWN, "node1", LATER)
-        assert not clear_alarm(session, AGENT_DOWN, "node1", LATER)
+        assert clear_alarm(session, AlarmKind.AGENT_DOWN, "node1", LATER)
+        assert not clear_alarm(session, AlarmKind.AGENT_DOWN, "node1", LATER)
     with sessions.begin() as session:
-        assert raise_alarm(session, AGENT_DOWN, "node1", "second", LATER)
-    assert active(sessions, AGENT_DOWN) == {"node1": "second"}
+        assert raise_alarm(session, AlarmKind.AGENT_DOWN, "node1", "second", LATER)
+    assert active(sessions, AlarmKind.AGENT_DOWN) == {"node1": "second"}
     with sessions() as session:
         states = session.scalars(select(Alarm.state).order_by(Alarm.id)).all()
-    assert states == ["cleared", "active"]
+    assert states == [AlarmState.CLEARED, AlarmState.ACTIVE]
 
 
 def test_clearing_what_was_never_raised_changes_nothing(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        assert not clear_alarm(session, AGENT_DOWN, "node1", T0)
-        clear_alarms(session, AGENT_DOWN, ["node1", "node2"], T0)
+        assert not clear_alarm(session, AlarmKind.AGENT_DOWN, "node1", T0)
+        clear_alarms(session, AlarmKind.AGENT_DOWN, ["node1", "node2"], T0)
     assert count(sessions) == 0
 
 
@@ -85,26 +85,34 @@ def test_raising_in_bulk_raises_only_the_subjects_without_an_active_alarm(
     sessions: sessionmaker[Session],
 ) -> None:
     with sessions.begin() as session:
-        raise_alarm(session, HARDWARE_VANISHED, "b", "already", T0)
+        raise_alarm(session, AlarmKind.HARDWARE_VANISHED, "b", "already", T0)
     with sessions.begin() as session:
-        raised = raise_alarms(session, HARDWARE_VANISHED, {"c": "gone", "a": "gone", "b": "x"}, T0)
+        raised = raise_alarms(
+            session, AlarmKind.HARDWARE_VANISHED, {"c": "gone", "a": "gone", "b": "x"}, T0
+        )
     assert raised == ["a", "c"]
-    assert active(sessions, HARDWARE_VANISHED) == {"a": "gone", "b": "already", "c": "gone"}
+    assert active(sessions, AlarmKind.HARDWARE_VANISHED) == {
+        "a": "gone",
+        "b": "already",
+        "c": "gone",
+    }
     with sessions.begin() as session:
-        assert raise_alarms(session, HARDWARE_VANISHED, {"a": "again"}, LATER) == []
-        assert raise_alarms(session, HARDWARE_VANISHED, {}, LATER) == []
+        assert raise_alarms(session, AlarmKind.HARDWARE_VANISHED, {"a": "again"}, LATER) == []
+        assert raise_alarms(session, AlarmKind.HARDWARE_VANISHED, {}, LATER) == []
 
 
 def test_clearing_in_bulk_clears_only_the_named_subjects_of_that_kind(
     sessions: sessionmaker[Session],
 ) -> None:
     with sessions.begin() as session:
-        raise_alarms(session, HARDWARE_VANISHED, {"a": "gone", "b": "gone", "c": "gone"}, T0)
-        raise_alarm(session, AGENT_DOWN, "a", "silent", T0)
+        raise_alarms(
+            session, AlarmKind.HARDWARE_VANISHED, {"a": "gone", "b": "gone", "c": "gone"}, T0
+        )
+        raise_alarm(session, AlarmKind.AGENT_DOWN, "a", "silent", T0)
     with sessions.begin() as session:
-        clear_alarms(session, HARDWARE_VANISHED, {"a", "c", "z"}, LATER)
-    assert active(sessions, HARDWARE_VANISHED) == {"b": "gone"}
-    assert active(sessions, AGENT_DOWN) == {"a": "silent"}
+        clear_alarms(session, AlarmKind.HARDWARE_VANISHED, {"a", "c", "z"}, LATER)
+    assert active(sessions, AlarmKind.HARDWARE_VANISHED) == {"b": "gone"}
+    assert active(sessions, AlarmKind.AGENT_DOWN) == {"a": "silent"}
 
 
 def test_more_subjects_than_one_statement_takes_are_raised_and_cleared(
@@ -112,11 +120,13 @@ def test_more_subjects_than_one_statement_takes_are_raised_and_cleared(
 ) -> None:
     subjects = {f"device-{n:05}": "gone" for n in range(2 * CHUNK + 7)}
     with sessions.begin() as session:
-        assert len(raise_alarms(session, HARDWARE_VANISHED, subjects, T0)) == len(subjects)
+        assert len(raise_alarms(session, AlarmKind.HARDWARE_VANISHED, subjects, T0)) == len(
+            subjects
+        )
     with sessions.begin() as session:
-        assert raise_alarms(session, HARDWARE_VANISHED, subjects, LATER) == []
-        clear_alarms(session, HARDWARE_VANISHED, list(subjects), LATER)
-    assert active(sessions, HARDWARE_VANISHED) == {}
+        assert raise_alarms(session, AlarmKind.HARDWARE_VANISHED, subjects, LATER) == []
+        clear_alarms(session, AlarmKind.HARDWARE_VANISHED, list(subjects), LATER)
+    assert active(sessions, AlarmKind.HARDWARE_VANISHED) == {}
 
 
 def test_each_request_bound_to_vanished_hardware_gets_an_alarm_by_name(
@@ -159,7 +169,7 @@ def test_each_request_bound_to_vanished_hardware_gets_an_alarm_by_name(
             assert allocation_holders(session, gpu) == []
             alarm_allocation_holders(session, qat, T0)
             alarm_allocation_holders(session, qat, LATER)  # raised once
-        alarms = active(sessions, ALLOCATED_HARDWARE_VANISHED)
+        alarms = active(sessions, AlarmKind.ALLOCATED_HARDWARE_VANISHED)
         assert sorted(alarms) == sorted([bound, other])
         assert alarms[bound] == (
             f"accelerator request {bound} of instance {instance} is bound to QAT "

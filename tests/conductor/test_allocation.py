@@ -30,6 +30,7 @@ from accel.db.models import (
 )
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.internal.schemas import ArqChanges, ArqOutcome
+from accel.states import AgentState, ArqState, DeviceStatus
 from tests.api.test_api import fill
 
 T0 = dt.datetime(2026, 12, 6, 9, 0, tzinfo=dt.UTC)
@@ -106,7 +107,7 @@ def test_a_bind_takes_a_free_accelerator_of_the_named_deployable(
 ) -> None:
     arq = request(sessions, QAT_GROUP)
     outcome = bind(sessions, arq, rp_of(sessions))
-    assert (outcome.state, outcome.reason, outcome.refused) == ("Bound", None, False)
+    assert (outcome.state, outcome.reason, outcome.refused) == (ArqState.BOUND, None, False)
     bound = stored(sessions, arq)
     assert (bound.hostname, bound.device_rp_uuid) == ("node1", rp_of(sessions))
     assert bound.attach_handle_id is not None and bound.deployable_id is not None
@@ -117,7 +118,7 @@ def test_a_bind_takes_a_free_accelerator_of_the_named_deployable(
     ("device_change", "reason"),
     [
         ({"present": False}, "has vanished"),
-        ({"status": "maintaining"}, "is in maintenance"),
+        ({"status": DeviceStatus.MAINTAINING}, "is in maintenance"),
         ({"setup_required": True}, "needs setup or a reboot"),
         ({"reboot_required": True}, "needs setup or a reboot"),
     ],
@@ -129,23 +130,26 @@ def test_a_device_that_is_not_ready_fails_the_bind_saying_why(
         session.execute(update(Device).where(Device.pci_address == QAT).values(**device_change))
     arq = request(sessions, QAT_GROUP)
     outcome = bind(sessions, arq, rp_of(sessions))
-    assert outcome.state == "BindFailed" and reason in (outcome.reason or "")
+    assert outcome.state == ArqState.BIND_FAILED and reason in (outcome.reason or "")
     assert stored(sessions, arq).bind_failure == outcome.reason
     assert handles_in_use(sessions) == 0
 
 
 def test_a_node_whose_agent_is_down_takes_no_binds(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        session.execute(update(Agent).values(state="DOWN"))
+        session.execute(update(Agent).values(state=AgentState.DOWN))
     outcome = bind(sessions, request(sessions, QAT_GROUP), rp_of(sessions))
-    assert (outcome.state, outcome.reason) == ("BindFailed", "the agent of host node1 is DOWN")
+    assert (outcome.state, outcome.reason) == (
+        ArqState.BIND_FAILED,
+        "the agent of host node1 is DOWN",
+    )
 
 
 def test_a_deployable_of_another_resource_class_does_not_fit(
     sessions: sessionmaker[Session],
 ) -> None:
     outcome = bind(sessions, request(sessions, {"resources:PGPU": "1"}), rp_of(sessions))
-    assert outcome.state == "BindFailed"
+    assert outcome.state == ArqState.BIND_FAILED
     assert outcome.reason == (f"deployable {VF} offers CUSTOM_QAT, the request asks for PGPU")
 
 
@@ -159,14 +163,14 @@ def test_required_and_forbidden_traits_are_honoured(sessions: sessionmaker[Sessi
     assert outcome.reason == f"deployable {VF} has the forbidden trait CUSTOM_QAT_INTEL"
 
     fits = request(sessions, QAT_GROUP | {"trait:CUSTOM_QAT_INTEL": "required"})
-    assert bind(sessions, fits, rp_of(sessions)).state == "Bound"
+    assert bind(sessions, fits, rp_of(sessions)).state == ArqState.BOUND
 
 
 def test_a_provider_that_is_not_on_the_named_host_fails_the_bind(
     sessions: sessionmaker[Session],
 ) -> None:
     outcome = bind(sessions, request(sessions, QAT_GROUP), rp_of(sessions), hostname="node2")
-    assert outcome.state == "BindFailed"
+    assert outcome.state == ArqState.BIND_FAILED
     assert outcome.reason == (
         f"no deployable with resource provider {rp_of(sessions)} on host node2"
     )
@@ -178,8 +182,8 @@ def test_the_last_accelerator_goes_to_one_request_of_one_change(
     first, second = request(sessions, QAT_GROUP), request(sessions, QAT_GROUP)
     rp = rp_of(sessions)
     outcomes = allocation.apply_changes(sessions, binds(rp, first, second), T0)
-    assert sorted(o.state for o in outcomes) == ["BindFailed", "Bound"]
-    [failed] = [o for o in outcomes if o.state == "BindFailed"]
+    assert sorted(o.state for o in outcomes) == [ArqState.BIND_FAILED, ArqState.BOUND]
+    [failed] = [o for o in outcomes if o.state == ArqState.BIND_FAILED]
     assert failed.reason == f"deployable {VF} has no free accelerator left"
     assert handles_in_use(sessions) == 1
 
@@ -191,7 +195,7 @@ def test_racing_binds_for_the_last_accelerator_bind_exactly_one(
     arqs = [request(sessions, QAT_GROUP) for _ in range(4)]
     with ThreadPoolExecutor(len(arqs)) as pool:
         outcomes = list(pool.map(lambda arq: bind(sessions, arq, rp), arqs))
-    assert sorted(o.state for o in outcomes) == ["BindFailed"] * 3 + ["Bound"]
+    assert sorted(o.state for o in outcomes) == [ArqState.BIND_FAILED] * 3 + [ArqState.BOUND]
     assert handles_in_use(sessions) == 1
 
 
@@ -202,13 +206,13 @@ def test_an_unbind_frees_the_accelerator_for_the_next_request(
     first = request(sessions, QAT_GROUP)
     bind(sessions, first, rp)
     [outcome] = change(sessions, unbind=[first])
-    assert outcome.state == "Unbound"
+    assert outcome.state == ArqState.UNBOUND
     unbound = stored(sessions, first)
     assert (unbound.attach_handle_id, unbound.hostname, unbound.instance_uuid) == (None,) * 3
     assert handles_in_use(sessions) == 0
-    assert bind(sessions, request(sessions, QAT_GROUP), rp).state == "Bound"
+    assert bind(sessions, request(sessions, QAT_GROUP), rp).state == ArqState.BOUND
     # An unbound request may be bound again.
-    assert bind(sessions, first, rp_of(sessions, "node1_0000:6b:00.2")).state == "Bound"
+    assert bind(sessions, first, rp_of(sessions, "node1_0000:6b:00.2")).state == ArqState.BOUND
 
 
 def test_deleting_a_bound_request_frees_its_accelerator(sessions: sessionmaker[Session]) -> None:
@@ -221,7 +225,7 @@ def test_deleting_a_bound_request_frees_its_accelerator(sessions: sessionmaker[S
 
 def test_a_failed_request_is_not_bindable_until_unbound(sessions: sessionmaker[Session]) -> None:
     arq = request(sessions, {"resources:PGPU": "1"})
-    assert bind(sessions, arq, rp_of(sessions)).state == "BindFailed"
+    assert bind(sessions, arq, rp_of(sessions)).state == ArqState.BIND_FAILED
     refused = bind(sessions, arq, rp_of(sessions))
     assert refused.refused
     assert refused.reason is not None and "is BindFailed" in refused.reason

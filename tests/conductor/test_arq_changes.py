@@ -23,6 +23,7 @@ from accel.db.engine import make_engine, session_factory
 from accel.db.models import AcceleratorRequest, AttachHandle, Deployable, DeviceProfile
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.internal.schemas import ArqChanges
+from accel.states import ArqState
 from tests.api.test_api import fill
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
@@ -46,7 +47,9 @@ def sessions(database_url: str, gpu_server: FakeSysfs) -> Iterator[sessionmaker[
     engine.dispose()
 
 
-def new_arq(sessions: sessionmaker[Session], state: str = "Initial", **values: object) -> str:
+def new_arq(
+    sessions: sessionmaker[Session], state: ArqState = ArqState.INITIAL, **values: object
+) -> str:
     with sessions.begin() as session:
         profile = session.scalar(select(DeviceProfile).where(DeviceProfile.name == "qat"))
         arq = AcceleratorRequest(
@@ -91,7 +94,7 @@ def test_a_bind_repeated_answers_what_was_done(sessions: sessionmaker[Session]) 
     change = binds(rp_of(sessions), (arq, instance))
     [first] = allocation.apply_changes(sessions, change, T0)
     [again] = allocation.apply_changes(sessions, change, T0)
-    assert (first.state, again.state, again.refused) == ("Bound", "Bound", False)
+    assert (first.state, again.state, again.refused) == (ArqState.BOUND, ArqState.BOUND, False)
     assert handles_in_use(sessions) == 1
 
     # Asked for another instance, it is refused: that is not what was done.
@@ -115,7 +118,7 @@ def test_a_change_with_one_refused_part_changes_nothing(sessions: sessionmaker[S
         T0,
     )
     assert [o.refused for o in outcomes] == [True]
-    assert states(sessions) == before and before[free] == "Initial"
+    assert states(sessions) == before and before[free] == ArqState.INITIAL
     assert handles_in_use(sessions) == 1
 
 
@@ -127,14 +130,14 @@ def test_a_change_past_its_deadline_commits_nothing(sessions: sessionmaker[Sessi
         allocation.apply_changes(
             sessions, binds(rp_of(sessions), (arq, str(uuid.uuid4()))), T0, passed
         )
-    assert states(sessions)[arq] == "Initial"
+    assert states(sessions)[arq] == ArqState.INITIAL
     assert handles_in_use(sessions) == 0
     with sessions() as session:
         later = database_clock(session) + 60
     [bound] = allocation.apply_changes(
         sessions, binds(rp_of(sessions), (arq, str(uuid.uuid4()))), T0, later
     )
-    assert bound.state == "Bound"
+    assert bound.state == ArqState.BOUND
 
 
 def test_a_delete_repeated_is_done(sessions: sessionmaker[Session]) -> None:
@@ -150,12 +153,14 @@ def test_a_delete_repeated_is_done(sessions: sessionmaker[Session]) -> None:
 def test_binds_left_started_are_failed_after_their_grace(sessions: sessionmaker[Session]) -> None:
     rp = rp_of(sessions)
     where = {"hostname": "node1", "device_rp_uuid": rp, "instance_uuid": str(uuid.uuid4())}
-    old = new_arq(sessions, "BindStarted", updated_at=T0 - dt.timedelta(minutes=5), **where)
-    recent = new_arq(sessions, "BindStarted", updated_at=T0 - dt.timedelta(seconds=5), **where)
+    old = new_arq(sessions, ArqState.BIND_STARTED, updated_at=T0 - dt.timedelta(minutes=5), **where)
+    recent = new_arq(
+        sessions, ArqState.BIND_STARTED, updated_at=T0 - dt.timedelta(seconds=5), **where
+    )
 
     assert allocation.fail_abandoned_binds(sessions, T0, grace=60) == [old]
-    assert states(sessions)[old] == "BindFailed"
-    assert states(sessions)[recent] == "BindStarted"  # an older conductor may finish it
+    assert states(sessions)[old] == ArqState.BIND_FAILED
+    assert states(sessions)[recent] == ArqState.BIND_STARTED  # an older conductor may finish it
     assert allocation.fail_abandoned_binds(sessions, T0, grace=60) == []
     later = T0 + dt.timedelta(minutes=2)
     assert allocation.fail_abandoned_binds(sessions, later, grace=60) == [recent]

@@ -24,6 +24,7 @@ from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import build_gpu_server
 from accel.errors import PeerError
 from accel.internal.schemas import DriverOutcome, HardwareEntry, HardwareList, Kind
+from accel.states import AgentState, AlarmKind
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 LATER = T0 + dt.timedelta(minutes=1)
@@ -89,7 +90,7 @@ def test_first_inventories_in_bulk_are_the_rows_the_object_path_writes(
     try:
         with other.begin() as session:
             for node, report in reports.items():
-                agent = Agent(name=node, endpoint="x:1", state="UP", last_seen=T0)
+                agent = Agent(name=node, endpoint="x:1", state=AgentState.UP, last_seen=T0)
                 session.add(agent)
                 session.flush()
                 reported = {str(entry.uuid): entry for entry in report.hardware}
@@ -160,7 +161,9 @@ def test_a_uuid_another_node_holds_is_not_taken_over_in_a_batch(
     # ... and the GPU stays node1's, as stored before.
     with sessions() as session:
         host = session.scalar(select(Device.hostname).where(Device.uuid == str(gpu.uuid)))
-        clash = session.scalar(select(Alarm.subject).where(Alarm.kind == "hardware_uuid_clash"))
+        clash = session.scalar(
+            select(Alarm.subject).where(Alarm.kind == AlarmKind.HARDWARE_UUID_CLASH)
+        )
     assert host == "node1" and clash == str(gpu.uuid)
 
 

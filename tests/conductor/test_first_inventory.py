@@ -21,6 +21,7 @@ from accel.db.models import Agent, AttachHandle, Attribute, Deployable, Device
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import build_gpu_server
 from accel.internal.schemas import HardwareEntry, Kind
+from accel.states import DeviceStatus
 
 T0 = dt.datetime(2026, 12, 6, 9, 0, tzinfo=dt.UTC)
 
@@ -58,7 +59,7 @@ def test_the_inventories_of_several_agents_are_written_at_once(
                 assert (device.hostname, device.present, device.status) == (
                     given.hostname,
                     True,
-                    "enabled",
+                    DeviceStatus.ENABLED,
                 )
                 assert device.created_at == T0
                 plans = plan_deployables(entry, given.hostname)

@@ -22,6 +22,7 @@ from accel.conductor.reconcile import FinishedSync, store_inventories
 from accel.conductor.sync_schedule import SyncSchedule
 from accel.db.models import Agent, Alarm
 from accel.internal.schemas import DriverOutcome, Kind
+from accel.states import AgentState, AlarmState
 from tests.conductor.test_batched_syncs import node_report
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
@@ -126,8 +127,8 @@ def test_an_agent_back_from_down_is_synced_whatever_its_etag(
     assert hello(sessions, '"a"') == HelloOutcome(known=True, sync_now=True)
     assert sync_times(sessions) == (SYNCED, HELLO)
     with sessions() as session:
-        assert session.scalars(select(Agent.state)).one() == "UP"
-        assert session.scalars(select(Alarm.state)).one() == "cleared"
+        assert session.scalars(select(Agent.state)).one() == AgentState.UP
+        assert session.scalars(select(Alarm.state)).one() == AlarmState.CLEARED
 
 
 def test_a_sync_asked_for_in_a_batch_is_not_undone_by_a_later_hello(

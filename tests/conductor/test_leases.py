@@ -28,6 +28,7 @@ from accel.conductor.leases import (
 from accel.conductor.reconcile import store_inventory
 from accel.db.models import Agent, Alarm
 from accel.internal.schemas import HardwareList
+from accel.states import AlarmState
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 LEASE = 10.0
@@ -135,6 +136,8 @@ def test_sweeps_by_several_conductors_raise_each_alarm_once(
     assert sorted(marked) == names
     assert set(marked.values()) == {1}  # each agent went DOWN in exactly one sweep
     with sessions() as session:
-        kinds = Counter(session.scalars(select(Alarm.subject).where(Alarm.state == "active")))
+        kinds = Counter(
+            session.scalars(select(Alarm.subject).where(Alarm.state == AlarmState.ACTIVE))
+        )
     assert sorted(kinds) == names
     assert set(kinds.values()) == {1}

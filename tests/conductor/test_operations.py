@@ -20,6 +20,7 @@ from accel.driver.fake_sysfs import FakeSysfs
 from accel.errors import Conflict, InvalidInput, NotFound
 from accel.internal.schemas import Kind
 from accel.internal.setup_schemas import OperationRequest, SetupProgress
+from accel.states import AgentState, OperationState
 from tests.api.test_api import fill
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
@@ -56,7 +57,7 @@ def test_an_accepted_operation_is_pending_and_driven_by_its_conductor(
     device = device_at(sessions, IDLE_QAT)
     view = operations.accept(sessions, ask(device, ENABLE_TWO), "conductor-a", T0)
     assert (view.state, view.kind, view.address, view.hostname) == (
-        "PENDING",
+        OperationState.PENDING,
         Kind.QAT,
         IDLE_QAT,
         "node1",
@@ -87,7 +88,7 @@ def test_one_unfinished_operation_per_device(sessions: sessionmaker[Session]) ->
     first = operations.accept(sessions, ask(device, ENABLE_TWO), "c", T0)
     with pytest.raises(Conflict, match=str(first.uuid)):
         operations.accept(sessions, ask(device, ENABLE_TWO), "c", T0)
-    done = SetupProgress(operation=first.uuid, state="DONE", steps=["wrote 2"])
+    done = SetupProgress(operation=first.uuid, state=OperationState.DONE, steps=["wrote 2"])
     operations.record_progress(sessions, done, T0)
     second = operations.accept(sessions, ask(device, ENABLE_TWO), "c", T0)
     assert second.uuid != first.uuid
@@ -101,10 +102,12 @@ def test_a_finished_change_resyncs_the_node_and_a_final_state_is_final(
         session.execute(update(Agent).values(next_sync_at=T0 + dt.timedelta(hours=1)))
     finished_at = T0 + dt.timedelta(seconds=5)
     operations.record_progress(
-        sessions, SetupProgress(operation=view.uuid, state="FAILED", error="EBUSY"), finished_at
+        sessions,
+        SetupProgress(operation=view.uuid, state=OperationState.FAILED, error="EBUSY"),
+        finished_at,
     )
     operations.record_progress(
-        sessions, SetupProgress(operation=view.uuid, state="DONE"), finished_at
+        sessions, SetupProgress(operation=view.uuid, state=OperationState.DONE), finished_at
     )
     operations.fail(sessions, str(view.uuid), "late", finished_at)
     with sessions() as session:
@@ -113,7 +116,7 @@ def test_a_finished_change_resyncs_the_node_and_a_final_state_is_final(
     assert operations.unfinished(sessions, "c", T0) == []  # FAILED stayed FAILED
     with sessions() as session:
         state = session.scalar(select(Operation.state).where(Operation.uuid == str(view.uuid)))
-    assert state == "FAILED"
+    assert state == OperationState.FAILED
 
 
 @pytest.mark.parametrize(
@@ -156,11 +159,11 @@ def test_allocated_vanished_or_unreachable_hardware_is_left_alone(
 
     idle = device_at(sessions, IDLE_QAT)
     with sessions.begin() as session:
-        session.execute(update(Agent).values(state="DOWN"))
-    with pytest.raises(Conflict, match="DOWN"):
+        session.execute(update(Agent).values(state=AgentState.DOWN))
+    with pytest.raises(Conflict, match=AgentState.DOWN):
         operations.accept(sessions, ask(idle, ENABLE_TWO), "c", T0)
     with sessions.begin() as session:
-        session.execute(update(Agent).values(state="UP"))
+        session.execute(update(Agent).values(state=AgentState.UP))
         session.execute(update(Device).where(Device.uuid == idle).values(present=False))
     with pytest.raises(Conflict, match="vanished"):
         operations.accept(sessions, ask(idle, ENABLE_TWO), "c", T0)

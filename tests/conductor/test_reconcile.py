@@ -17,6 +17,7 @@ from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs, build_from_description
 from accel.errors import PeerError
 from accel.internal.schemas import DriverOutcome, HardwareEntry, HardwareList, Kind
+from accel.states import AlarmKind, AlarmState
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
@@ -48,7 +49,7 @@ def active_alarms(sessions: sessionmaker[Session]) -> list[tuple[str, str]]:
     with sessions() as session:
         return [
             (a.kind, a.subject)
-            for a in session.scalars(select(Alarm).where(Alarm.state == "active"))
+            for a in session.scalars(select(Alarm).where(Alarm.state == AlarmState.ACTIVE))
         ]
 
 
@@ -119,13 +120,13 @@ def test_vanished_hardware_leaves_the_list_raises_an_alarm_and_stays_in_history(
     diff = sync(registered, report(gpu_server), T0 + dt.timedelta(minutes=1))
     assert diff.vanished == [gone]
     assert gone not in present(registered)
-    assert active_alarms(registered) == [("hardware_vanished", gone)]
+    assert active_alarms(registered) == [(AlarmKind.HARDWARE_VANISHED, gone)]
     with registered() as session:
         kept = session.scalar(select(Device).where(Device.uuid == gone))
         assert kept is not None and kept.vanished_at == T0 + dt.timedelta(minutes=1)
     # A second sync without it raises no second alarm.
     sync(registered, report(gpu_server), T0 + dt.timedelta(minutes=2))
-    assert active_alarms(registered) == [("hardware_vanished", gone)]
+    assert active_alarms(registered) == [(AlarmKind.HARDWARE_VANISHED, gone)]
 
 
 def test_hardware_that_comes_back_clears_its_alarm(
@@ -180,7 +181,7 @@ def test_a_silent_agent_goes_down_once_and_comes_back_with_its_alarm_cleared(
     later = T0 + dt.timedelta(seconds=31)
     assert mark_silent_agents_down(registered, later, down_after=30) == ["node1"]
     assert mark_silent_agents_down(registered, later, down_after=30) == []
-    assert active_alarms(registered) == [("agent_down", "node1")]
+    assert active_alarms(registered) == [(AlarmKind.AGENT_DOWN, "node1")]
     outcome = record_hello(registered, "node1", "127.0.0.1:6671", "1.1", later)
     assert outcome.known and outcome.sync_now
     assert active_alarms(registered) == []

@@ -24,6 +24,7 @@ from accel.internal.schemas import (
     HardwareList,
     Kind,
 )
+from accel.states import AlarmKind, AlarmState
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
@@ -121,7 +122,7 @@ def test_a_whole_driver_vanishing_at_once_raises_one_alarm_per_device_and_clears
         active = set(
             session.scalars(
                 select(Alarm.subject).where(
-                    Alarm.kind == "hardware_vanished", Alarm.state == "active"
+                    Alarm.kind == AlarmKind.HARDWARE_VANISHED, Alarm.state == AlarmState.ACTIVE
                 )
             )
         )
@@ -132,4 +133,4 @@ def test_a_whole_driver_vanishing_at_once_raises_one_alarm_per_device_and_clears
     with sessions() as session:
         states = set(session.scalars(select(Alarm.state)))
         cleared = session.scalar(select(func.min(Alarm.cleared_at)))
-    assert states == {"cleared"} and cleared == back
+    assert states == {AlarmState.CLEARED} and cleared == back

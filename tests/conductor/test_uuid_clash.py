@@ -15,6 +15,7 @@ from accel.db.models import Agent, Alarm, Device
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction, build_gpu_server
 from accel.internal.schemas import DriverOutcome, HardwareList, Kind
+from accel.states import AlarmKind, AlarmState
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 OK = [DriverOutcome(type=Kind.GPU, endpoint="x:1", state="ok")]
@@ -33,12 +34,14 @@ def owners(sessions: sessionmaker[Session]) -> dict[str, str]:
     return {uuid: name for uuid, name in rows}
 
 
-def clash_alarms(sessions: sessionmaker[Session], state: str = "active") -> list[str]:
+def clash_alarms(
+    sessions: sessionmaker[Session], state: AlarmState = AlarmState.ACTIVE
+) -> list[str]:
     with sessions() as session:
         return sorted(
             session.scalars(
                 select(Alarm.subject).where(
-                    Alarm.kind == "hardware_uuid_clash", Alarm.state == state
+                    Alarm.kind == AlarmKind.HARDWARE_UUID_CLASH, Alarm.state == state
                 )
             )
         )
@@ -86,7 +89,7 @@ def test_only_the_clashing_entries_are_refused_each_with_an_alarm(
     even_later = T0 + dt.timedelta(minutes=2)
     store_inventory(two_nodes, "node2", fixed, even_later, even_later, even_later)
     assert clash_alarms(two_nodes) == []
-    assert clash_alarms(two_nodes, "cleared") == clashing
+    assert clash_alarms(two_nodes, AlarmState.CLEARED) == clashing
     assert owners(two_nodes) == stored
 
 

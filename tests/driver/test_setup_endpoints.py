@@ -27,6 +27,7 @@ from accel.errors import NotFound
 from accel.internal.schemas import Kind
 from accel.internal.setup_schemas import SetupCall
 from accel.internal.versions import VersionRange
+from accel.states import OperationState
 from tests.driver.setup_fakes import E810_PORT_1, Kernel, MigNvml, snapshot
 
 TOKEN = "driver-setup-test-token-0123456789"
@@ -81,7 +82,7 @@ def finished(client: TestClient, operation: str) -> dict[str, Any]:
         answer = client.get(f"/v1/setup/{operation}")
         assert answer.status_code == 200, answer.text
         body: dict[str, Any] = answer.json()
-        if body["state"] in ("DONE", "FAILED"):
+        if body["state"] in (OperationState.DONE, OperationState.FAILED):
             return body
         assert time.monotonic() < deadline, f"operation {operation} never finished: {body}"
         time.sleep(0.02)
@@ -97,10 +98,18 @@ def test_setup_runs_in_the_background_and_rediscovers(nic: TestClient, kernel: K
     answer = nic.post("/v1/setup", json=call)
     assert answer.status_code == 202
     assert answer.headers["Accel-Internal-Version"] == "1.3"
-    assert answer.json()["state"] in ("PENDING", "RUNNING", "DONE")
+    assert answer.json()["state"] in (
+        OperationState.PENDING,
+        OperationState.RUNNING,
+        OperationState.DONE,
+    )
     assert answer.json()["operation"] == call["operation"]
     done = finished(nic, call["operation"])
-    assert (done["state"], done["error"], done["reboot_required"]) == ("DONE", None, False)
+    assert (done["state"], done["error"], done["reboot_required"]) == (
+        OperationState.DONE,
+        None,
+        False,
+    )
     assert done["steps"][0].endswith(f"sys/bus/pci/devices/{PF1}/sriov_numvfs")
     assert len(kernel.writes) == 1 + 2 * 3
     # Final means rediscovered: the hardware answer already shows the new VFs.
@@ -134,7 +143,7 @@ def test_a_dry_run_says_what_it_would_do_and_changes_nothing(
     answer = nic.post("/v1/setup", json=call)
     assert answer.status_code == 202
     body = answer.json()
-    assert body["state"] == "DONE"
+    assert body["state"] == OperationState.DONE
     numvfs = f"{gpu_server.root}/sys/bus/pci/devices/{PF0}/sriov_numvfs"
     assert body["steps"][:2] == [f"write 0 to {numvfs}", f"write 3 to {numvfs}"]
     assert nic.get(f"/v1/setup/{call['operation']}").json() == body
@@ -204,7 +213,7 @@ def test_a_failed_write_fails_the_operation(gpu_server: FakeSysfs) -> None:
         call = setup_call(PF0, vfs(2))
         assert client.post("/v1/setup", json=call).status_code == 202
         failed = finished(client, call["operation"])
-    assert failed["state"] == "FAILED"
+    assert failed["state"] == OperationState.FAILED
     assert failed["error"].endswith("sriov_numvfs failed: Device or resource busy (EBUSY)")
     assert failed["steps"] == []
 
@@ -244,7 +253,9 @@ def test_a_second_operation_on_a_busy_device_is_a_conflict(
         while not started.exists():
             assert time.monotonic() < deadline, "the tool never started"
             time.sleep(0.02)
-        assert client.get(f"/v1/setup/{first['operation']}").json()["state"] == "RUNNING"
+        assert (
+            client.get(f"/v1/setup/{first['operation']}").json()["state"] == OperationState.RUNNING
+        )
         second = client.post("/v1/setup", json=setup_call(PAC, program, kind="FPGA"))
         assert second.status_code == 409
         assert f"operation {first['operation']} is still RUNNING" in second.json()["error"]
@@ -252,7 +263,7 @@ def test_a_second_operation_on_a_busy_device_is_a_conflict(
         dry = client.post("/v1/setup", json=setup_call(PAC, program, kind="FPGA", dry_run=True))
         assert dry.status_code == 202 and dry.json()["steps"][0].startswith("run ")
         release.touch()
-        assert finished(client, first["operation"])["state"] == "DONE"
+        assert finished(client, first["operation"])["state"] == OperationState.DONE
         # Rediscovered: the FPGA shows its function and needs no more setup.
         [entry] = client.get("/v1/hardware").json()["hardware"]
         assert entry["fpga"]["afu_ids"] == ["0badcafe-0000-0000-0000-000000000001"]
@@ -271,7 +282,7 @@ def test_mig_through_the_endpoint_reports_reboot_required(gpu_server: FakeSysfs)
             "/v1/setup",
             json=setup_call(H100, {"action": "create_mig_instance", "profile": "1g.10gb"}, "GPU"),
         )
-    assert (done["state"], done["reboot_required"]) == ("DONE", True)
+    assert (done["state"], done["reboot_required"]) == (OperationState.DONE, True)
     assert nvml.calls == [("nvmlDeviceSetMigMode", 1)]
     assert no_profile.status_code == 400
     assert "MIG mode is not enabled" in no_profile.json()["error"]
@@ -292,7 +303,7 @@ def test_the_registry_forgets_the_oldest_finished_operations() -> None:
         assert len(registry) == 2
         with pytest.raises(NotFound):
             registry.progress(calls[0].operation)
-        assert registry.progress(calls[2].operation).state == "DONE"
+        assert registry.progress(calls[2].operation).state == OperationState.DONE
 
     asyncio.run(scenario())
 
@@ -312,7 +323,10 @@ def test_unfinished_operations_are_never_forgotten() -> None:
         registry.start(running, Plan(["wait"], wait))
         registry.start(SetupCall.model_validate(setup_call(PF0, vfs(1))), Plan(["wait"], wait))
         assert len(registry) == 2  # over capacity, but both still run
-        assert registry.progress(running.operation).state in ("PENDING", "RUNNING")
+        assert registry.progress(running.operation).state in (
+            OperationState.PENDING,
+            OperationState.RUNNING,
+        )
         gate.set()
         await registry.close()
 

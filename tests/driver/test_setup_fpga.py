@@ -21,6 +21,7 @@ from accel.driver.setup.fpga import parse_tool_template, plan_program
 from accel.driver.setup.registry import OperationRegistry
 from accel.errors import InvalidInput
 from accel.internal.setup_schemas import ProgramFpga, SetupCall
+from accel.states import OperationState
 
 PAC = "0000:86:00.0"
 AFU_ID = "d8424dc4-a4a3-c413-f89e-433683f9040b"
@@ -154,7 +155,7 @@ def test_a_driver_that_stops_kills_the_tool_it_runs(tmp_path: Path) -> None:
         while not pid_file.exists():
             assert time.monotonic() < deadline, "the tool never started"
             await asyncio.sleep(0.02)
-        assert registry.progress(call.operation).state == "RUNNING"
+        assert registry.progress(call.operation).state == OperationState.RUNNING
         await registry.close()
         return int(pid_file.read_text())
 

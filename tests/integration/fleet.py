@@ -10,6 +10,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from accel.cli.argv import Setting
+from accel.states import AlarmState
 from tests.processes import TOKEN, Service, wait_until
 
 FAST_CONDUCTOR: dict[str, Setting] = {
@@ -55,7 +56,7 @@ def agents(api: Service) -> dict[str, dict[str, Any]]:
     return {agent["name"]: agent for agent in get(api, "/v2/agents")["agents"]}
 
 
-def alarms(api: Service, state: str = "active") -> list[tuple[str, str]]:
+def alarms(api: Service, state: str = AlarmState.ACTIVE) -> list[tuple[str, str]]:
     return [(a["kind"], a["subject"]) for a in get(api, "/v2/alarms", state=state)["alarms"]]
 
 

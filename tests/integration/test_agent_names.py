@@ -9,6 +9,7 @@ import httpx
 from accel.cli.argv import Setting, accel_argv
 from accel.cli.node_daemons import driver
 from accel.driver.fake_sysfs import FakeSysfs
+from accel.states import AgentState, AlarmKind
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, agents, alarms
 from tests.processes import Cluster, Service, agent_drivers, internal_client, wait_until
 
@@ -31,7 +32,7 @@ def test_a_second_agent_of_a_live_agents_name_is_refused_and_alarmed(
     second = cluster.agent([conductor.url], "node1", **FAST_AGENT)
 
     wait_until(
-        lambda: ("agent_name_clash", "node1") in alarms(api),
+        lambda: (AlarmKind.AGENT_NAME_CLASH, "node1") in alarms(api),
         "a name clash alarm",
         on_timeout=cluster.logs,
     )
@@ -48,11 +49,11 @@ def test_a_second_agent_of_a_live_agents_name_is_refused_and_alarmed(
         seen = agents(api)["node1"]["last_seen"]
         wait_until(functools.partial(heard_since, api, "node1", seen), "a heartbeat of node1")
         assert agents(api)["node1"]["endpoint"] == first.endpoint
-    assert [kind for kind, _ in alarms(api)] == ["agent_name_clash"]
+    assert [kind for kind, _ in alarms(api)] == [AlarmKind.AGENT_NAME_CLASH]
 
     cluster.discard(second)  # the clash ends; its alarm clears once refusals stop
     wait_until(lambda: alarms(api) == [], "the clash alarm to clear", timeout=60)
-    assert agents(api)["node1"]["state"] == "UP"
+    assert agents(api)["node1"]["state"] == AgentState.UP
 
 
 def test_an_agent_restarted_on_a_new_port_keeps_its_name(cluster: Cluster, sqlite_url: str) -> None:
@@ -71,7 +72,7 @@ def test_an_agent_restarted_on_a_new_port_keeps_its_name(cluster: Cluster, sqlit
         "node1 at its new endpoint",
         on_timeout=cluster.logs,
     )
-    assert alarms(api) == [] and agents(api)["node1"]["state"] == "UP"
+    assert alarms(api) == [] and agents(api)["node1"]["state"] == AgentState.UP
     assert httpx.get(again.url + "/").json()["name"] == "node1"
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from accel.driver.fake_sysfs import FakeSysfs
+from accel.states import AlarmKind, ArqState, DeviceStatus
 from tests.integration.fleet import (
     FAST_AGENT,
     FAST_CONDUCTOR,
@@ -66,7 +67,7 @@ def test_bind_allocates_a_vf_and_unbind_and_delete_free_it(
         api, "qat-vf", {"resources:CUSTOM_QAT": "2", "trait:CUSTOM_QAT_INTEL": "required"}
     )
     first, second = create_arqs(api, "qat-vf")
-    assert (first["state"], first["device_profile_group_id"]) == ("Initial", 0)
+    assert (first["state"], first["device_profile_group_id"]) == (ArqState.INITIAL, 0)
     vf = qat_vf_deployables(api)["node1_0000:6b:00.2"]
     instance = str(uuid.uuid4())
 
@@ -75,7 +76,7 @@ def test_bind_allocates_a_vf_and_unbind_and_delete_free_it(
     )
     assert patch.status_code == 202, patch.text
     bound = arq(api, first["uuid"])
-    assert bound["state"] == "Bound"
+    assert bound["state"] == ArqState.BOUND
     assert bound["attach_handle_type"] == "PCI"
     assert bound["attach_handle_info"] == {
         "domain": "0000",
@@ -99,7 +100,8 @@ def test_bind_allocates_a_vf_and_unbind_and_delete_free_it(
     )
     failed = arq(api, second["uuid"])
     assert (
-        failed["state"] == "BindFailed" and "no free accelerator" in failed["bind_failure_reason"]
+        failed["state"] == ArqState.BIND_FAILED
+        and "no free accelerator" in failed["bind_failure_reason"]
     )
 
     unbind = [
@@ -110,7 +112,7 @@ def test_bind_allocates_a_vf_and_unbind_and_delete_free_it(
     assert (
         call(api, "PATCH", "/v2/accelerator_requests", {first["uuid"]: unbind}).status_code == 202
     )
-    assert arq(api, first["uuid"])["state"] == "Unbound"
+    assert arq(api, first["uuid"])["state"] == ArqState.UNBOUND
     assert arq(api, first["uuid"])["attach_handle_info"] == {}
     call(api, "PATCH", "/v2/accelerator_requests", {second["uuid"]: unbind})
     call(
@@ -119,7 +121,7 @@ def test_bind_allocates_a_vf_and_unbind_and_delete_free_it(
         "/v2/accelerator_requests",
         {second["uuid"]: bind_ops(vf["rp_uuid"], other_instance)},
     )
-    assert arq(api, second["uuid"])["state"] == "Bound"  # the freed VF
+    assert arq(api, second["uuid"])["state"] == ArqState.BOUND  # the freed VF
 
     assert call(api, "DELETE", "/v2/accelerator_requests", arqs=second["uuid"]).status_code == 204
     assert call(api, "GET", f"/v2/accelerator_requests/{second['uuid']}").status_code == 404
@@ -127,7 +129,7 @@ def test_bind_allocates_a_vf_and_unbind_and_delete_free_it(
     call(
         api, "PATCH", "/v2/accelerator_requests", {first["uuid"]: bind_ops(vf["rp_uuid"], instance)}
     )
-    assert arq(api, first["uuid"])["state"] == "Bound"  # deleting freed it again
+    assert arq(api, first["uuid"])["state"] == ArqState.BOUND  # deleting freed it again
 
 
 def test_parallel_binds_never_over_allocate(
@@ -152,10 +154,10 @@ def test_parallel_binds_never_over_allocate(
         statuses = list(pool.map(bind, range(12)))
     assert statuses == [202] * 12
     states = [arq(api, r["uuid"]) for r in requests]
-    bound = [s for s in states if s["state"] == "Bound"]
+    bound = [s for s in states if s["state"] == ArqState.BOUND]
     assert len(bound) == 2
     assert len({json_key(s["attach_handle_info"]) for s in bound}) == 2
-    assert sum(s["state"] == "BindFailed" for s in states) == 10
+    assert sum(s["state"] == ArqState.BIND_FAILED for s in states) == 10
 
 
 def json_key(info: dict[str, str]) -> str:
@@ -180,7 +182,10 @@ def test_devices_in_maintenance_are_not_allocated(
         )
     )
     assert call(api, "POST", f"/v2/devices/{device['uuid']}/disable").status_code == 200
-    assert call(api, "GET", f"/v2/devices/{device['uuid']}").json()["status"] == "maintaining"
+    assert (
+        call(api, "GET", f"/v2/devices/{device['uuid']}").json()["status"]
+        == DeviceStatus.MAINTAINING
+    )
 
     call(
         api,
@@ -189,7 +194,9 @@ def test_devices_in_maintenance_are_not_allocated(
         {request["uuid"]: bind_ops(vf["rp_uuid"], str(uuid.uuid4()))},
     )
     failed = arq(api, request["uuid"])
-    assert failed["state"] == "BindFailed" and "maintenance" in failed["bind_failure_reason"]
+    assert (
+        failed["state"] == ArqState.BIND_FAILED and "maintenance" in failed["bind_failure_reason"]
+    )
 
     # A request in BindFailed cannot be bound again before it is unbound.
     again = call(
@@ -214,7 +221,7 @@ def test_hardware_vanishing_under_an_allocation_raises_an_alarm_naming_the_reque
         "/v2/accelerator_requests",
         {request["uuid"]: bind_ops(vf["rp_uuid"], str(uuid.uuid4()))},
     )
-    assert arq(api, request["uuid"])["state"] == "Bound"
+    assert arq(api, request["uuid"])["state"] == ArqState.BOUND
 
     for address in ("0000:6b:00.0", *(f"0000:6b:00.{n}" for n in range(1, 5))):
         gpu_server.remove(address)  # the QAT card is pulled, VFs and all
@@ -224,11 +231,11 @@ def test_hardware_vanishing_under_an_allocation_raises_an_alarm_naming_the_reque
         return {a["kind"] for a in alarms}
 
     wait_until(
-        lambda: "allocated_hardware_vanished" in alarm_kinds(),
+        lambda: AlarmKind.ALLOCATED_HARDWARE_VANISHED in alarm_kinds(),
         "the allocation alarm",
         on_timeout=cluster.logs,
     )
     alarms = {a["kind"]: a for a in call(api, "GET", "/v2/alarms").json()["alarms"]}
-    assert alarms["allocated_hardware_vanished"]["subject"] == request["uuid"]
-    assert "0000:6b:00.0" in alarms["allocated_hardware_vanished"]["message"]
-    assert "hardware_vanished" in alarms
+    assert alarms[AlarmKind.ALLOCATED_HARDWARE_VANISHED]["subject"] == request["uuid"]
+    assert "0000:6b:00.0" in alarms[AlarmKind.ALLOCATED_HARDWARE_VANISHED]["message"]
+    assert AlarmKind.HARDWARE_VANISHED in alarms

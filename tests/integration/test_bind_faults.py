@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 from accel.db.engine import make_engine
 from accel.db.models import AcceleratorRequest, AttachHandle
 from accel.driver.fake_sysfs import FakeSysfs
+from accel.states import ArqState, OperationState
 from tests.integration.fleet import (
     FAST_AGENT,
     FAST_CONDUCTOR,
@@ -45,7 +46,7 @@ from tests.lossy_proxy import AnswerLosingProxy
 from tests.postgres import ThrowawayPostgres
 from tests.processes import Cluster, Service, wait_until
 
-FINAL = ("Bound", "BindFailed", "Initial", "Unbound")
+FINAL = (ArqState.BOUND, ArqState.BIND_FAILED, ArqState.INITIAL, ArqState.UNBOUND)
 UNBIND = [
     {"op": "remove", "path": "/hostname"},
     {"op": "remove", "path": "/device_rp_uuid"},
@@ -128,7 +129,9 @@ def binds_through_a_kill(
             answers[request] = 0  # no answer at all
 
     def some_bind_landed() -> bool:
-        return bool(answers) or any(s != "Initial" for s, _, _ in stored(database).arqs.values())
+        return bool(answers) or any(
+            s != ArqState.INITIAL for s, _, _ in stored(database).arqs.values()
+        )
 
     with ThreadPoolExecutor(max_workers=BINDS) as pool:
         done = [pool.submit(bind, index) for index in range(BINDS)]
@@ -165,25 +168,25 @@ def binds_through_a_kill(
     for request in requests:
         state, _, instance = final.arqs[request]
         if answers[request] == 202:
-            assert state in ("Bound", "BindFailed"), (request, state)
+            assert state in (ArqState.BOUND, ArqState.BIND_FAILED), (request, state)
             assert instance == instances[request]
         else:  # told it failed: it holds nothing
-            assert state != "Bound", (request, answers[request], state)
-    holders = [h for s, h, _ in final.arqs.values() if s == "Bound"]
+            assert state != ArqState.BOUND, (request, answers[request], state)
+    holders = [h for s, h, _ in final.arqs.values() if s == ArqState.BOUND]
     assert None not in holders and len(set(holders)) == len(holders)
     assert final.handles_in_use == set(holders)
 
     # Every request that is not Bound can be bound again, once an accelerator is free.
     survivor = retry_via or api
-    loose = next(r for r in requests if final.arqs[r][0] != "Bound")
+    loose = next(r for r in requests if final.arqs[r][0] != ArqState.BOUND)
     assert patch(survivor, loose, UNBIND).status_code == 202
-    bound = [r for r in requests if final.arqs[r][0] == "Bound"]
+    bound = [r for r in requests if final.arqs[r][0] == ArqState.BOUND]
     if bound:
         assert patch(survivor, bound[0], UNBIND).status_code == 202
     freed = {vf["rp_uuid"] for vf in vfs} - {arq(survivor, r)["device_rp_uuid"] for r in bound[1:]}
     again = patch(survivor, loose, bind_ops(sorted(freed)[0], str(uuid.uuid4())))
     assert again.status_code == 202, again.text
-    assert arq(survivor, loose)["state"] == "Bound"
+    assert arq(survivor, loose)["state"] == ArqState.BOUND
 
 
 def test_a_conductor_killed_among_binds_on_sqlite_loses_none(
@@ -239,7 +242,7 @@ def test_a_request_left_bind_started_is_failed_by_a_live_conductor(
                 update(AcceleratorRequest)
                 .where(AcceleratorRequest.uuid == request["uuid"])
                 .values(
-                    state="BindStarted",
+                    state=ArqState.BIND_STARTED,
                     hostname="node1",
                     device_rp_uuid=vf["rp_uuid"],
                     instance_uuid=instance,
@@ -256,12 +259,12 @@ def test_a_request_left_bind_started_is_failed_by_a_live_conductor(
         return answer.json()["arqs"] if answer.status_code == 200 else None
 
     [failed] = wait_until(resolved, "Nova's poll to see the request resolved")
-    assert failed["state"] == "BindFailed"
+    assert failed["state"] == ArqState.BIND_FAILED
     assert "stopped" in failed["bind_failure_reason"]
     assert stored(sqlite_url).handles_in_use == set()
     assert patch(api, request["uuid"], UNBIND).status_code == 202
     assert patch(api, request["uuid"], bind_ops(vf["rp_uuid"], instance)).status_code == 202
-    assert arq(api, request["uuid"])["state"] == "Bound"
+    assert arq(api, request["uuid"])["state"] == ArqState.BOUND
 
 
 def test_a_change_whose_answer_was_lost_answers_what_was_done(
@@ -283,17 +286,17 @@ def test_a_change_whose_answer_was_lost_answers_what_was_done(
     answer = patch(api, first, bind)
     assert proxy.lost == 1
     assert answer.status_code == 202, answer.text
-    assert arq(api, first)["state"] == "Bound"
+    assert arq(api, first)["state"] == ArqState.BOUND
 
     proxy.losing = False  # the client's own retry reaches the conductor, which agrees
     again = patch(api, first, bind)
     assert again.status_code == 202, again.text
-    assert arq(api, first)["state"] == "Bound"
+    assert arq(api, first)["state"] == ArqState.BOUND
 
     proxy.losing = True
     assert patch(api, first, UNBIND).status_code == 202
     assert proxy.lost == 2
-    assert arq(api, first)["state"] == "Unbound"
+    assert arq(api, first)["state"] == ArqState.UNBOUND
     assert stored(sqlite_url).handles_in_use == set()
 
     proxy.losing = False
@@ -326,7 +329,7 @@ def test_a_bind_the_api_gave_up_on_never_commits_later(
         "the woken conductor to refuse the bind",
         on_timeout=cluster.logs,
     )
-    assert arq(api, request["uuid"])["state"] == "Initial"
+    assert arq(api, request["uuid"])["state"] == ArqState.INITIAL
     assert stored(sqlite_url).handles_in_use == set()
 
 
@@ -346,7 +349,7 @@ def test_a_setup_request_whose_answer_was_lost_answers_its_operation(
     assert proxy.lost == 1
     assert answer.status_code == 202, answer.text
     operation = answer.json()["operation"]
-    assert finished(api, operation["uuid"])["state"] == "DONE"
+    assert finished(api, operation["uuid"])["state"] == OperationState.DONE
     assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "2"
 
 
@@ -368,7 +371,7 @@ def undo_one(
 
 def any_not_bound(database: str, requests: list[str]) -> bool:
     now = stored(database).arqs
-    return any(now.get(r, ("gone",))[0] != "Bound" for r in requests)
+    return any(now.get(r, ("gone",))[0] != ArqState.BOUND for r in requests)
 
 
 def test_a_conductor_killed_among_unbinds_and_deletes_frees_exactly_what_it_said(
@@ -406,10 +409,14 @@ def test_a_conductor_killed_among_unbinds_and_deletes_frees_exactly_what_it_said
         for request, (what, status) in answers.items():
             state = final.arqs.get(request, ("gone", None, None))[0]
             if status in (202, 204):
-                assert state == ("Unbound" if what == "unbind" else "gone"), (request, what, state)
+                assert state == (ArqState.UNBOUND if what == "unbind" else "gone"), (
+                    request,
+                    what,
+                    state,
+                )
             elif status != 0:  # told it failed: it is as it was
-                assert state == "Bound", (request, what, status, state)
-        holders = [h for s, h, _ in final.arqs.values() if s == "Bound"]
+                assert state == ArqState.BOUND, (request, what, status, state)
+        holders = [h for s, h, _ in final.arqs.values() if s == ArqState.BOUND]
         assert None not in holders and len(set(holders)) == len(holders)
         assert final.handles_in_use == set(holders)
         # Whatever is left is undone now, so that the next round has every VF free.
@@ -471,11 +478,11 @@ def test_a_conductor_killed_among_setup_requests_runs_each_answered_one_once(
         assert answer.status_code in (202, 503), answer.text
         if answer.status_code == 202:
             done = finished(api, answer.json()["operation"]["uuid"])
-            assert done["state"] == "DONE", done
+            assert done["state"] == OperationState.DONE, done
         else:
             assert len(operations()) == stored_before, answer.text
     listed = operations()
-    assert {o["state"] for o in listed} <= {"DONE", "FAILED"}, listed
+    assert {o["state"] for o in listed} <= {OperationState.DONE, OperationState.FAILED}, listed
     accepted = {a.json()["operation"]["uuid"] for a in answers if a.status_code == 202}
     assert {o["uuid"] for o in listed} == accepted
 
@@ -534,4 +541,4 @@ def test_a_bind_whose_commit_stalls_past_the_apis_patience_is_not_answered_faile
     final = stored(database).arqs[request]
     print("answer", answer.status_code, answer.text, "state", final)
     if answer.status_code != 202:  # told it failed: it holds nothing
-        assert final[0] != "Bound", (answer.status_code, answer.text, final)
+        assert final[0] != ArqState.BOUND, (answer.status_code, answer.text, final)

@@ -14,6 +14,7 @@ from typing import Literal
 import pytest
 
 from accel.cli.argv import Setting
+from accel.states import AgentState, AlarmKind
 from tests.integration.fleet import FAST_AGENT, get
 from tests.integration.fleet import agents as get_agents
 from tests.postgres import ThrowawayPostgres
@@ -41,7 +42,8 @@ def test_after_an_outage_longer_than_agent_down_after_only_the_dead_agent_goes_d
     dead = cluster.agent([conductor.url], "dead", **FAST_AGENT)
     wait_until(
         lambda: (
-            {a["state"] for a in get_agents(api).values()} == {"UP"} and len(get_agents(api)) == 2
+            {a["state"] for a in get_agents(api).values()} == {AgentState.UP}
+            and len(get_agents(api)) == 2
         ),
         "both agents UP",
         on_timeout=cluster.logs,
@@ -61,12 +63,12 @@ def test_after_an_outage_longer_than_agent_down_after_only_the_dead_agent_goes_d
 
     # Once the dead agent is DOWN, the returning conductor has judged the fleet.
     wait_until(
-        lambda: get_agents(api)["dead"]["state"] == "DOWN",
+        lambda: get_agents(api)["dead"]["state"] == AgentState.DOWN,
         "the dead agent DOWN",
         on_timeout=cluster.logs,
     )
-    assert get_agents(api)["live"]["state"] == "UP"
-    assert all_alarms(api) == [("agent_down", "dead")]
+    assert get_agents(api)["live"]["state"] == AgentState.UP
+    assert all_alarms(api) == [(AlarmKind.AGENT_DOWN, "dead")]
     assert live.alive() and conductor.alive()
 
 
@@ -90,11 +92,11 @@ def test_after_a_database_outage_longer_than_agent_down_after_no_live_agent_goes
         postgres.start()
 
     wait_until(
-        lambda: get_agents(api)["dead"]["state"] == "DOWN",
+        lambda: get_agents(api)["dead"]["state"] == AgentState.DOWN,
         "the dead agent DOWN",
         timeout=60,
         on_timeout=cluster.logs,
     )
-    assert get_agents(api)["live"]["state"] == "UP"
-    assert all_alarms(api) == [("agent_down", "dead")]
+    assert get_agents(api)["live"]["state"] == AgentState.UP
+    assert all_alarms(api) == [(AlarmKind.AGENT_DOWN, "dead")]
     assert live.alive() and conductor.alive()

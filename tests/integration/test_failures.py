@@ -6,6 +6,7 @@ from typing import Any
 
 from accel.cli.argv import Setting
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
+from accel.states import AlarmKind
 from tests.integration.fleet import (
     FAST_DRIVER,
     agents,
@@ -51,7 +52,7 @@ def test_a_hung_driver_is_skipped_and_its_hardware_kept(
     wait_until(gpu_failed, "the agent to report the GPU driver failed", on_timeout=cluster.logs)
     wait_for_devices(api, 5, cluster.logs())  # the QAT card vanished; no GPU did
     assert len(devices(api, type="GPU")) == 4
-    assert [kind for kind, _ in alarms(api)] == ["hardware_vanished"]
+    assert [kind for kind, _ in alarms(api)] == [AlarmKind.HARDWARE_VANISHED]
 
 
 def test_a_hung_agent_fails_the_sync_and_keeps_the_inventory(

@@ -25,6 +25,7 @@ from accel.cli.argv import Setting
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction
 from accel.internal.schemas import Kind
+from accel.states import AgentState, AlarmKind
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, get, hardware
 from tests.integration.fleet import agents as get_agents
 from tests.integration.truth import Node, make_nodes, start_node, wait_for_truth
@@ -258,13 +259,13 @@ def test_two_conductors_sweeping_raise_each_agent_down_alarm_once(
     for agent in nodes:
         agent.kill()  # both conductors' sweeps now race to mark them DOWN
     wait_until(
-        lambda: {a["state"] for a in get_agents(api).values()} == {"DOWN"},
+        lambda: {a["state"] for a in get_agents(api).values()} == {AgentState.DOWN},
         "every agent DOWN",
         on_timeout=cluster.logs,
     )
     raised = [(a["kind"], a["subject"]) for a in get(api, "/v2/alarms", state="all")["alarms"]]
-    assert sorted(raised) == [("agent_down", name) for name in names]
-    assert sum(alarms_raised(c, "agent_down") for c in pair) == len(names)
+    assert sorted(raised) == [(AlarmKind.AGENT_DOWN, name) for name in names]
+    assert sum(alarms_raised(c, AlarmKind.AGENT_DOWN) for c in pair) == len(names)
 
 
 def test_a_conductor_stopped_cleanly_gives_its_sync_leases_back(

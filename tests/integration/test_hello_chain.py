@@ -9,6 +9,7 @@ import httpx
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from accel.internal.schemas import Kind
+from accel.states import AgentState, AlarmKind
 from tests.integration.fleet import (
     FAST_AGENT,
     FAST_CONDUCTOR,
@@ -47,7 +48,7 @@ def test_a_nodes_hardware_reaches_the_api(
     # The drivers took the node's name from the agent, so uuids match a local discovery.
     assert {device["uuid"] for device in found} == expected
     assert {d["hostname"] for d in found} == {"node1"}
-    assert agents(api)["node1"]["state"] == "UP"
+    assert agents(api)["node1"]["state"] == AgentState.UP
     assert agents(api)["node1"]["endpoint"] == agent.endpoint
     assert len(devices(api, type="QAT")) == 2
 
@@ -88,7 +89,7 @@ def test_resync_applies_what_changed_on_the_node(
 
     wait_until(converged, "the changes to reach the API", on_timeout=cluster.logs)
     gone = before["0000:b1:00.0"]["uuid"]
-    assert alarms(api) == [("hardware_vanished", gone)]
+    assert alarms(api) == [(AlarmKind.HARDWARE_VANISHED, gone)]
     [vanished] = hardware(api, state="vanished")
     assert vanished["uuid"] == gone and vanished["present"] is False
     assert vanished["vanished_at"] is not None
@@ -105,17 +106,17 @@ def test_a_silent_agent_goes_down_and_comes_back(
     wait_for_devices(api, 4, cluster.logs())
 
     agent.pause()  # no more heartbeats
-    wait_until(lambda: agents(api)["node1"]["state"] == "DOWN", "the agent to go DOWN")
-    assert alarms(api) == [("agent_down", "node1")]
+    wait_until(lambda: agents(api)["node1"]["state"] == AgentState.DOWN, "the agent to go DOWN")
+    assert alarms(api) == [(AlarmKind.AGENT_DOWN, "node1")]
     # Its hardware is unreachable, not gone.
     assert len(devices(api)) == 4
     assert {h["reachable"] for h in hardware(api)} == {False}
 
     agent.resume()
-    wait_until(lambda: agents(api)["node1"]["state"] == "UP", "the agent to come back")
+    wait_until(lambda: agents(api)["node1"]["state"] == AgentState.UP, "the agent to come back")
     assert alarms(api) == []
     [cleared] = [a for a in httpx.get(api.url + "/v2/alarms?state=cleared").json()["alarms"]]
-    assert cleared["kind"] == "agent_down" and cleared["cleared_at"] is not None
+    assert cleared["kind"] == AlarmKind.AGENT_DOWN and cleared["cleared_at"] is not None
 
 
 def test_the_agent_fails_over_to_a_conductor_that_answers(
@@ -163,7 +164,7 @@ def test_uuids_survive_restarts_of_every_part(
     )
     # The agent was away long enough to be DOWN for a moment; no hardware vanished.
     assert alarms(api) == []
-    assert [kind for kind, _ in alarms(api, state="all")] in ([], ["agent_down"])
+    assert [kind for kind, _ in alarms(api, state="all")] in ([], [AlarmKind.AGENT_DOWN])
 
 
 def test_a_restarted_agent_relearns_its_drivers_and_loses_nothing(

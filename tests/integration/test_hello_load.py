@@ -17,6 +17,7 @@ import socket
 import httpx
 
 from accel.cli.argv import Setting
+from accel.states import AgentState
 from tests.integration.fleet import get
 from tests.postgres import ThrowawayPostgres
 from tests.processes import TOKEN, Cluster, Service
@@ -79,7 +80,7 @@ def test_a_thousand_agents_say_hello_at_once_to_two_conductors(
 
         listed = get(api, "/v2/agents")["agents"]
         assert sorted(a["name"] for a in listed) == [f"node-{i:04d}" for i in range(AGENTS)]
-        assert {a["state"] for a in listed} == {"UP"}
+        assert {a["state"] for a in listed} == {AgentState.UP}
         counted = [hellos_counted(conductor) for conductor in pair]
         assert sum(counted) == 2 * AGENTS and all(counted)
     for conductor in pair:

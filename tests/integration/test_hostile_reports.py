@@ -21,6 +21,7 @@ from accel.cli.argv import Setting
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs, build_gpu_server
 from accel.internal.schemas import MAX_DRIVER_ANSWER_BYTES, MAX_ENTRIES_PER_DRIVER, Kind
+from accel.states import AgentState, AlarmKind
 from accel.web.json_bodies import loads
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, agents, alarms, devices, get
 from tests.processes import (
@@ -139,7 +140,7 @@ def test_an_oversize_driver_is_refused_as_failed_and_no_other_node_stalls(
         assert devices(api) == before
         cluster.discard(liar)
     assert alarms(api, "all") == []
-    assert {a["state"] for a in agents(api).values()} == {"UP"}
+    assert {a["state"] for a in agents(api).values()} == {AgentState.UP}
     stored = json.dumps(get(api, "/v2/hardware", state="all"))
     assert "ppppppppppppppppppppppppppppppp" not in stored
     # What an operator's command reads back through accel's bounded parser.
@@ -165,7 +166,7 @@ def test_a_node_reporting_another_nodes_uuids_loses_only_those_entries(
     cluster.driver("GPU", node2, copied.root, **FAST_DRIVER, node="node1")
 
     def clash_seen() -> bool:
-        raised = {subject for kind, subject in alarms(api) if kind == "hardware_uuid_clash"}
+        raised = {subject for kind, subject in alarms(api) if kind == AlarmKind.HARDWARE_UUID_CLASH}
         return raised == held
 
     wait_until(clash_seen, "a clash alarm for each of node1's uuids", on_timeout=cluster.logs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from accel.driver.fake_sysfs import FakeSysfs
+from accel.states import AgentState
 from tests.integration.fleet import (
     AUTH,
     FAST_AGENT,
@@ -32,7 +33,7 @@ def test_metrics_count_hellos_discoveries_changes_agents_and_requests(
 
     def agents_counted() -> Samples | None:
         now = samples(conductor, AUTH)
-        return now if now.get(("accel_agents", (("state", "UP"),))) == 1 else None
+        return now if now.get(("accel_agents", (("state", AgentState.UP),))) == 1 else None
 
     found = wait_until(agents_counted, "the agents gauge")
     assert found[("accel_hellos_total", (("component", "conductor"), ("outcome", "new")))] == 1

@@ -25,6 +25,7 @@ from accel.cli import fleet_daemons, node_daemons
 from accel.cli.argv import Setting, accel_argv
 from accel.driver.fake_sysfs import build_gpu_server
 from accel.internal.schemas import Kind
+from accel.states import AgentState, AlarmKind, AlarmState
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, agents, alarms, hardware
 from tests.integration.truth import Node, wait_for_truth
 from tests.processes import TOKEN, Cluster, Service, agent_drivers, wait_until
@@ -154,9 +155,11 @@ def test_a_partitioned_node_goes_down_keeps_its_hardware_and_heals(
 
     link.set(up=False)
     wait_until(
-        lambda: agents(api)["node1"]["state"] == "DOWN", "node1 DOWN", on_timeout=cluster.logs
+        lambda: agents(api)["node1"]["state"] == AgentState.DOWN,
+        "node1 DOWN",
+        on_timeout=cluster.logs,
     )
-    assert alarms(api) == [("agent_down", "node1")]
+    assert alarms(api) == [(AlarmKind.AGENT_DOWN, "node1")]
     during = hardware(api)  # still the inventory, marked unreachable, nothing vanished
     assert sorted(e["uuid"] for e in during) == sorted(e["uuid"] for e in before)
     assert {e["reachable"] for e in during} == {False}
@@ -165,4 +168,4 @@ def test_a_partitioned_node_goes_down_keeps_its_hardware_and_heals(
     link.set(up=True)
     wait_for_truth(api, [node], cluster)  # UP again, alarm cleared, the same hardware
     assert {e["reachable"] for e in hardware(api)} == {True}
-    assert alarms(api, "cleared") == [("agent_down", "node1")]
+    assert alarms(api, AlarmState.CLEARED) == [(AlarmKind.AGENT_DOWN, "node1")]

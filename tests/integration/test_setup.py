@@ -14,6 +14,7 @@ import httpx
 
 from accel.cli.argv import Setting
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
+from accel.states import OperationState
 from tests.integration.fleet import FAST_AGENT, FAST_DRIVER, get, hardware
 from tests.processes import Cluster, Service, run_accel, wait_until
 
@@ -46,7 +47,7 @@ def setup(api: Service, device: str, body: dict[str, Any]) -> httpx.Response:
 def finished(api: Service, operation: str) -> dict[str, Any]:
     def final() -> dict[str, Any] | None:
         found: dict[str, Any] = get(api, f"/v2/operations/{operation}")["operation"]
-        return found if found["state"] in ("DONE", "FAILED") else None
+        return found if found["state"] in (OperationState.DONE, OperationState.FAILED) else None
 
     return wait_until(final, f"operation {operation} to finish")
 
@@ -66,7 +67,7 @@ def test_enabling_vfs_writes_sysfs_and_the_change_reaches_the_api(
     assert operation["requested_by"]  # who asked is kept with what was asked
 
     done = finished(api, operation["uuid"])
-    assert done["state"] == "DONE", done
+    assert done["state"] == OperationState.DONE, done
     assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "4"
     assert done["reboot_required"] is False and done["steps"]
     # The conductor resynced the node at once: the new count is in the inventory.
@@ -78,7 +79,7 @@ def test_enabling_vfs_writes_sysfs_and_the_change_reaches_the_api(
     gpu_server.add_virtual_functions(IDLE_QAT_PF, 0x4941, vfs, driver="4xxx_vf")
     answer = setup(api, before["uuid"], {"action": "enable_vfs", "num_vfs": 4, "bind_vfio": True})
     assert answer.status_code == 202, answer.text
-    assert finished(api, answer.json()["operation"]["uuid"])["state"] == "DONE"
+    assert finished(api, answer.json()["operation"]["uuid"])["state"] == OperationState.DONE
     for vf in vfs:
         assert (gpu_server.device_dir(vf) / "driver_override").read_text().strip() == "vfio-pci"
     assert (gpu_server.sys / "bus/pci/drivers/4xxx_vf/unbind").read_text().strip() == vfs[-1]
@@ -103,7 +104,7 @@ def test_a_dry_run_says_what_it_would_do_and_changes_nothing(
     answer = setup(api, device, {"action": "enable_vfs", "num_vfs": 8, "dry_run": True})
     assert answer.status_code == 202, answer.text
     done = finished(api, answer.json()["operation"]["uuid"])
-    assert (done["state"], done["dry_run"]) == ("DONE", True)
+    assert (done["state"], done["dry_run"]) == (OperationState.DONE, True)
     assert any("sriov_numvfs" in step for step in done["steps"]), done["steps"]
     assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "0"
 
@@ -151,10 +152,10 @@ def test_a_second_operation_on_a_busy_device_is_a_conflict(
     assert first.json()["operation"]["uuid"] in second.json()["error_message"]
 
     driver.resume()
-    assert finished(api, first.json()["operation"]["uuid"])["state"] == "DONE"
+    assert finished(api, first.json()["operation"]["uuid"])["state"] == OperationState.DONE
     third = setup(api, device, {"action": "enable_vfs", "num_vfs": 3})
     assert third.status_code == 202
-    assert finished(api, third.json()["operation"]["uuid"])["state"] == "DONE"
+    assert finished(api, third.json()["operation"]["uuid"])["state"] == OperationState.DONE
     # 2 -> 3 goes through 0, as the kernel requires.
     assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "3"
 
@@ -167,7 +168,7 @@ def test_a_driver_too_old_for_setup_fails_the_operation_and_says_why(
     answer = setup(api, device, {"action": "enable_vfs", "num_vfs": 2})
     assert answer.status_code == 202
     done = finished(api, answer.json()["operation"]["uuid"])
-    assert done["state"] == "FAILED"
+    assert done["state"] == OperationState.FAILED
     assert "1.2" in done["error"] and "1.3" in done["error"], done["error"]
     assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "0"
 
@@ -181,7 +182,7 @@ def test_the_cli_runs_an_action_follows_it_and_lists_it(
     ran = run_accel("setup", device, "--enable-vfs", "6", "--api-url", api.url, "--json")
     assert ran.returncode == 0, ran.stderr
     operation = json.loads(ran.stdout)
-    assert (operation["state"], operation["params"]["num_vfs"]) == ("DONE", 6)
+    assert (operation["state"], operation["params"]["num_vfs"]) == (OperationState.DONE, 6)
     assert (gpu_server.device_dir(IDLE_QAT) / "sriov_numvfs").read_text().strip() == "6"
 
     listed = run_accel("operations", "list", "--api-url", api.url, "--json")
@@ -240,14 +241,18 @@ def test_cyborgs_program_call_runs_the_configured_tool_on_the_fpga(
     assert answer.status_code == 202, answer.text
     assert answer.json()["uuid"] == deployable["uuid"]  # Cyborg's deployable, plus...
     done = finished(api, answer.json()["operation"]["uuid"])  # ...the operation to follow
-    assert (done["state"], done["action"], done["address"]) == ("DONE", "program", FPGA), done
+    assert (done["state"], done["action"], done["address"]) == (
+        OperationState.DONE,
+        "program",
+        FPGA,
+    ), done
     assert marker.read_text().split() == [FPGA, str(tmp_path / "bitstreams" / "nlb0.gbs")]
 
     broken = finished(api, patch("broken.gbs").json()["operation"]["uuid"])
-    assert broken["state"] == "FAILED"
+    assert broken["state"] == OperationState.FAILED
     assert "CRC mismatch" in broken["error"], broken["error"]
     missing = finished(api, patch("absent.gbs").json()["operation"]["uuid"])
-    assert missing["state"] == "FAILED" and "absent.gbs" in missing["error"]
+    assert missing["state"] == OperationState.FAILED and "absent.gbs" in missing["error"]
     assert patch("../../etc/passwd").status_code == 400
 
 
@@ -284,5 +289,5 @@ def test_an_operation_survives_its_driver_being_killed(
     wait_until(lambda: runs_seen(2), "the conductor to send the operation again")
     release.touch()
     done = finished(api, operation)
-    assert done["state"] == "DONE", done
+    assert done["state"] == OperationState.DONE, done
     assert [o["uuid"] for o in get(api, "/v2/operations")["operations"]] == [operation]

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from accel.db.engine import make_engine
 from accel.db.models import Conductor, Operation
 from accel.driver.fake_sysfs import FakeSysfs
+from accel.states import OperationState
 from tests.integration.fleet import FAST_AGENT, hardware
 from tests.integration.test_setup import (
     SLOW_RESYNC_CONDUCTOR,
@@ -79,7 +80,7 @@ def test_a_frozen_conductors_operation_is_taken_over_and_runs_once(
         )
         release.touch()
         done = finished(api, operation)
-        assert done["state"] == "DONE", done
+        assert done["state"] == OperationState.DONE, done
         # The driver restarts and forgets the operation: asked again, it would run it.
         driver.kill()
         release.unlink()
@@ -101,5 +102,5 @@ def test_a_frozen_conductors_operation_is_taken_over_and_runs_once(
             on_timeout=cluster.logs,
         )
     assert run_count() == 1, runs.read_text()
-    assert finished(api, operation)["state"] == "DONE"
+    assert finished(api, operation)["state"] == OperationState.DONE
     assert owner_and_last_seen(sqlite_url, operation)[0] == "live"

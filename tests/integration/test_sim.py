@@ -13,6 +13,7 @@ from accel.cli.argv import Setting, accel_argv
 from accel.cli.sim import sim
 from accel.driver.discovery import Discoverer
 from accel.sim.plan import build_templates, plan_fleet
+from accel.states import AgentState
 from tests.integration.fleet import agents, get, wait_for_devices
 from tests.processes import Cluster, Service, wait_until
 
@@ -70,7 +71,7 @@ def test_every_simulated_node_reaches_the_api(
     assert len(deployables) == NODES * DEVICES_PER_NODE
     known = agents(api)
     assert set(known) == {plan.name for plan in plans}
-    assert all(agent["state"] == "UP" for agent in known.values())
+    assert all(agent["state"] == AgentState.UP for agent in known.values())
     assert len({agent["endpoint"] for agent in known.values()}) == NODES
 
     manifest: dict[str, Any] = wait_until(

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from accel.driver.fake_sysfs import FakeSysfs
+from accel.states import ArqState
 from tests.certificates import make_pki
 from tests.integration.fleet import (
     FAST_AGENT,
@@ -68,6 +69,6 @@ def test_every_component_speaks_mutual_tls(
         )
         assert bind.status_code == 202, bind.text
         bound = httpx.get(f"{api.url}/v2/accelerator_requests/{arq['uuid']}").json()
-        assert bound["state"] == "Bound"
+        assert bound["state"] == ArqState.BOUND
     finally:
         cluster.stop_all()

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from accel.states import AgentState
 from tests.processes import run_accel, wait_until
 
 EXAMPLE_TREE = Path(__file__).parents[2] / "examples" / "gpu-server"
@@ -142,7 +143,7 @@ def test_up_serves_the_example_tree_restarts_a_dead_part_and_stops_cleanly(
     hardware = json.loads(listed.stdout)
     assert len(hardware) == 10 and {h["node"] for h in hardware} == {"demo"}
     table = run_accel("agents", "list", "--api-url", stack.api_url)
-    assert "demo" in table.stdout and "UP" in table.stdout
+    assert "demo" in table.stdout and AgentState.UP in table.stdout
 
     first_agent = stack.pids()["agent"]
     os.kill(first_agent, signal.SIGKILL)
@@ -151,7 +152,9 @@ def test_up_serves_the_example_tree_restarts_a_dead_part_and_stops_cleanly(
     restarted = stack.pids()
     seen_before = _agent(stack)["last_seen"]
     wait_until(
-        lambda: _agent(stack)["last_seen"] > seen_before and _agent(stack)["state"] == "UP",
+        lambda: (
+            _agent(stack)["last_seen"] > seen_before and _agent(stack)["state"] == AgentState.UP
+        ),
         "the restarted agent's heartbeat",
     )
 

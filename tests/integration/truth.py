@@ -18,6 +18,7 @@ from accel.cli.argv import Setting
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeSysfs, build_gpu_server
 from accel.internal.schemas import Kind
+from accel.states import AgentState, AlarmKind
 from tests.integration.fleet import agents, alarms, hardware
 from tests.processes import Cluster, Service, wait_until
 
@@ -69,10 +70,10 @@ def problems(api: Service, nodes: list[Node], vanished_alarms: Set[str]) -> list
         found.append(f"present but not in any tree: {sorted(set(present) - truth)}")
     if gone & truth:
         found.append(f"marked vanished but there: {sorted(gone & truth)}")
-    down = [name for name, agent in agents(api).items() if agent["state"] != "UP"]
+    down = [name for name, agent in agents(api).items() if agent["state"] != AgentState.UP]
     if down:
         found.append(f"agents not UP: {down}")
-    expected = {("hardware_vanished", uuid) for uuid in vanished_alarms}
+    expected = {(AlarmKind.HARDWARE_VANISHED, uuid) for uuid in vanished_alarms}
     active = alarms(api)
     if Counter(active) != Counter(expected):
         found.append(f"active alarms {sorted(active)}, expected {sorted(expected)}")

@@ -27,20 +27,13 @@ from accel.api.patches import bindings_from_patch
 from accel.api.policy import authorize
 from accel.api.queries import reader, uuid_list, valid_uuid, writer
 from accel.api.routing import resource
-from accel.db.models import (
-    HOLDING_NOTHING,
-    AcceleratorRequest,
-    AttachHandle,
-    DeviceProfile,
-    new_uuid,
-    utcnow,
-)
+from accel.db.models import AcceleratorRequest, AttachHandle, DeviceProfile, new_uuid, utcnow
 from accel.errors import Conflict, InvalidInput, Locked, NotFound
 from accel.internal.schemas import MAX_ARQS_PER_CHANGE, ArqChanges
+from accel.states import ARQ_HOLDING_NOTHING, ARQ_RESOLVED, ArqState
 from accel.web.bodies import read_json
 from accel.web.queries import only_params
 
-RESOLVED = ("Bound", "BindFailed", "Deleting")
 MAX_ARQS_PER_PROFILE = 1000
 
 
@@ -52,7 +45,7 @@ class ArqView:
     delete pair skips the unit of work's bookkeeping, and no cached read shows ARQs."""
 
     uuid: str
-    state: str
+    state: ArqState
     device_profile_name: str
     device_profile_group_id: int
     project_id: str | None
@@ -93,7 +86,7 @@ ARQ_VIEW = (
 
 
 def arq_body(request: Request, arq: ArqView) -> dict[str, Any]:
-    bound = arq.state == "Bound" and arq.handle_uuid is not None
+    bound = arq.state == ArqState.BOUND and arq.handle_uuid is not None
     body: dict[str, Any] = {
         "uuid": arq.uuid,
         "state": arq.state,
@@ -110,7 +103,7 @@ def arq_body(request: Request, arq: ArqView) -> dict[str, Any]:
         "updated_at": timestamp(arq.updated_at),
         "links": link(request, "accelerator_requests", arq.uuid),
     }
-    if arq.state == "BindFailed" and arq.bind_failure:
+    if arq.state == ArqState.BIND_FAILED and arq.bind_failure:
         body["bind_failure_reason"] = arq.bind_failure  # accel's addition: why
     return body
 
@@ -152,7 +145,7 @@ def delete_statement(caller_is_admin: bool, chosen: Chosen) -> ReturningDelete[s
         delete(AcceleratorRequest)
         .where(
             *_where(caller_is_admin, chosen),
-            AcceleratorRequest.state.in_(HOLDING_NOTHING),
+            AcceleratorRequest.state.in_(ARQ_HOLDING_NOTHING),
             AcceleratorRequest.attach_handle_id.is_(None),
         )
         .returning(AcceleratorRequest.uuid)
@@ -208,7 +201,7 @@ async def create_arqs(request: Request) -> Response:
             )
         now = utcnow()
         created = [
-            ArqView(new_uuid(), "Initial", name, index, project, now)
+            ArqView(new_uuid(), ArqState.INITIAL, name, index, project, now)
             for index, count in enumerate(counts)
             for _ in range(count)
         ]
@@ -249,9 +242,9 @@ async def list_arqs(request: Request) -> Response:
 
     arqs = await reader(request).run_sql(query)
     if "bind_state" in params:
-        if "instance" in params and any(arq.state not in RESOLVED for arq in arqs):
+        if "instance" in params and any(arq.state not in ARQ_RESOLVED for arq in arqs):
             raise Locked(f"accelerator requests of instance {params['instance']} are still binding")
-        arqs = [arq for arq in arqs if arq.state in RESOLVED]
+        arqs = [arq for arq in arqs if arq.state in ARQ_RESOLVED]
     return JSONResponse({"arqs": [arq_body(request, arq) for arq in arqs]})
 
 

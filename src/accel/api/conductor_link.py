@@ -22,19 +22,13 @@ from starlette.requests import Request
 from accel.api.queries import reader
 from accel.db.commit_deadline import database_clock, lock_for_writing, locked_requests
 from accel.db.engine import LOCK_NOT_AVAILABLE
-from accel.db.models import (
-    HOLDING_NOTHING,
-    AcceleratorRequest,
-    Conductor,
-    Device,
-    Operation,
-    utcnow,
-)
+from accel.db.models import AcceleratorRequest, Conductor, Device, Operation, utcnow
 from accel.db.operation_view import asked_since
 from accel.errors import PeerError, PeerRefused, PeerTooOld, Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.schemas import ArqChanges, ArqOutcome
 from accel.internal.setup_schemas import OperationRequest, OperationView
+from accel.states import ARQ_HOLDING_NOTHING
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +201,7 @@ def _as_asked(arqs: dict[str, AcceleratorRequest], changes: ArqChanges) -> bool:
         if arq is None or not arq.resolved_as(*asked):
             return False
     unbound = all(
-        str(u) not in arqs or arqs[str(u)].state in HOLDING_NOTHING for u in changes.unbind
+        str(u) not in arqs or arqs[str(u)].state in ARQ_HOLDING_NOTHING for u in changes.unbind
     )
     return unbound and all(str(u) not in arqs for u in changes.delete)
 

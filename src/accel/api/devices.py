@@ -19,6 +19,7 @@ from accel.api.queries import one_by_uuid, reader, valid_uuid, writer
 from accel.api.routing import CachedRead
 from accel.db.models import Device
 from accel.errors import NotFound
+from accel.states import DeviceStatus
 from accel.web.queries import only_params
 
 FILTERS = ("type", "vendor", "hostname")
@@ -105,7 +106,7 @@ def get_device(request: Request) -> Render:
     return render
 
 
-async def _set_status(request: Request, status: str) -> Response:
+async def _set_status(request: Request, status: DeviceStatus) -> Response:
     uuid = valid_uuid(request.path_params["uuid"], "device uuid")
 
     def change(session: Session) -> None:
@@ -122,13 +123,13 @@ async def disable_device(request: Request) -> Response:
     """Maintenance: the device stays listed but nothing new is allocated from it."""
     authorize(request, "cyborg:device:disable")
     only_params(request, ())
-    return await _set_status(request, "maintaining")
+    return await _set_status(request, DeviceStatus.MAINTAINING)
 
 
 async def enable_device(request: Request) -> Response:
     authorize(request, "cyborg:device:enable")
     only_params(request, ())
-    return await _set_status(request, "enabled")
+    return await _set_status(request, DeviceStatus.ENABLED)
 
 
 routes = [

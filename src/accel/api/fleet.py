@@ -18,6 +18,7 @@ from accel.api.policy import authorize
 from accel.api.queries import reader
 from accel.db.models import Agent, Alarm, Conductor, Device, utcnow
 from accel.errors import InvalidInput
+from accel.states import AgentState, AlarmState
 from accel.web.queries import only_params
 
 
@@ -95,7 +96,7 @@ async def list_conductors(request: Request) -> Response:
 async def list_alarms(request: Request) -> Response:
     authorize(request, "accel:fleet:get")
     params = only_params(request, ("state",))
-    state = _choice(params, "state", ("active", "cleared", "all"), "active")
+    state = _choice(params, "state", (*AlarmState, "all"), AlarmState.ACTIVE)
 
     def query(session: Session) -> list[Alarm]:
         statement = select(Alarm).order_by(Alarm.raised_at, Alarm.id)
@@ -122,13 +123,13 @@ async def list_alarms(request: Request) -> Response:
     )
 
 
-def hardware_body(device: Device, agent_state: str) -> dict[str, Any]:
+def hardware_body(device: Device, agent_state: AgentState) -> dict[str, Any]:
     reported: dict[str, Any] = json.loads(device.hardware)
     return {
         **reported,
         "node": device.hostname,
         "present": device.present,
-        "reachable": agent_state == "UP",
+        "reachable": agent_state == AgentState.UP,
         "vanished_at": timestamp(device.vanished_at),
         "first_seen": timestamp(device.created_at),
         "updated_at": timestamp(device.updated_at),
@@ -141,7 +142,7 @@ async def list_hardware(request: Request) -> Response:
     params = only_params(request, ("state", "type", "node"))
     state = _choice(params, "state", ("present", "vanished", "all"), "present")
 
-    def query(session: Session) -> list[tuple[Device, str]]:
+    def query(session: Session) -> list[tuple[Device, AgentState]]:
         statement = (
             select(Device, Agent.state)
             .join(Agent)

@@ -34,12 +34,12 @@ from accel.internal.setup_schemas import (
     OperationView,
     SetupAction,
 )
+from accel.states import OperationState
 from accel.web.bodies import read_json
 from accel.web.problems import problems_text, validation_problems
 from accel.web.queries import only_params
 
 SETUP_ACTION: TypeAdapter[SetupAction] = TypeAdapter(SetupAction)
-STATES = ("PENDING", "RUNNING", "DONE", "FAILED")
 LIST_LIMIT = 1000
 
 
@@ -169,8 +169,8 @@ def _bitstream_from_patch(patch: object) -> str:
 async def list_operations(request: Request) -> Response:
     authorize(request, "accel:operation:get")
     params = only_params(request, ("state", "device_uuid", "hostname"))
-    if "state" in params and params["state"] not in STATES:
-        raise InvalidInput(f"query parameter state must be one of {', '.join(STATES)}")
+    if "state" in params and params["state"] not in list(OperationState):
+        raise InvalidInput(f"query parameter state must be one of {', '.join(OperationState)}")
     if "device_uuid" in params:
         params["device_uuid"] = valid_uuid(params["device_uuid"], "device_uuid")
 

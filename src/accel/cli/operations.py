@@ -15,8 +15,8 @@ from typing import Any
 import click
 
 from accel.cli.operator import api_options, fetch, print_table
+from accel.states import OPERATION_FINAL, OperationState
 
-FINAL = ("DONE", "FAILED")
 OPERATION_COLUMNS = ("uuid", "node", "address", "kind", "action", "state", "reboot", "error")
 
 
@@ -106,7 +106,7 @@ def setup(
     path = f"/v2/devices/{device_uuid}/setup"
     operation = fetch(api_url, token_file, path, method="POST", body=body)["operation"]
     deadline = time.monotonic() + wait_timeout
-    while wait and operation["state"] not in FINAL:
+    while wait and operation["state"] not in OPERATION_FINAL:
         if time.monotonic() > deadline:
             raise click.ClickException(
                 f"operation {operation['uuid']} is still {operation['state']} after "
@@ -115,7 +115,7 @@ def setup(
         time.sleep(0.5)
         operation = fetch(api_url, token_file, f"/v2/operations/{operation['uuid']}")["operation"]
     _show(operation, as_json)
-    if operation["state"] == "FAILED":
+    if operation["state"] == OperationState.FAILED:
         raise SystemExit(1)
 
 
@@ -126,7 +126,7 @@ def operations() -> None:
 
 @operations.command("list")
 @api_options
-@click.option("--state", type=click.Choice(["PENDING", "RUNNING", "DONE", "FAILED"]))
+@click.option("--state", type=click.Choice([state.value for state in OperationState]))
 @click.option("--device", "device_uuid", default=None, metavar="UUID")
 def operations_list(
     api_url: str,

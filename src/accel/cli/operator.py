@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from accel.cli.options import option
+from accel.states import AlarmState
 from accel.web.json_bodies import NotJson, loads
 
 if TYPE_CHECKING:
@@ -241,7 +242,10 @@ def alarms() -> None:
 @alarms.command("list")
 @api_options
 @click.option(
-    "--state", type=click.Choice(["active", "cleared", "all"]), default="active", show_default=True
+    "--state",
+    type=click.Choice([*(state.value for state in AlarmState), "all"]),
+    default=AlarmState.ACTIVE.value,
+    show_default=True,
 )
 def alarms_list(api_url: str, token_file: Path | None, as_json: bool, state: str) -> None:
     """Active alarms (or cleared, or all)."""

@@ -18,7 +18,7 @@ from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from accel.conductor.alarms import AGENT_DOWN, clear_alarm, raise_alarm
+from accel.conductor.alarms import clear_alarm, raise_alarm
 from accel.conductor.leases import check_and_release
 from accel.conductor.sync_schedule import (
     DEFAULT_SCHEDULE,
@@ -32,6 +32,7 @@ from accel.conductor.sync_schedule import (
 )
 from accel.db.models import Agent
 from accel.internal.rate_limit import TooManyRequests
+from accel.states import AgentState, AlarmKind
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class _Seen:
 
     id: int
     name: str
-    state: str
+    state: AgentState
     endpoint: str
     inventory_etag: str | None
     stored_last_seen: dt.datetime | None = None  # when it was last heard, as read
@@ -160,7 +161,7 @@ _NOW = bindparam("b_now", type_=AGENTS.c.last_seen.type)
 WRITE_SYNC_NOW = (
     update(AGENTS)
     .where(AGENTS.c.id == bindparam("b_id"))
-    .values(state="UP", endpoint=bindparam("b_endpoint"), **sync_now(_NOW))
+    .values(state=AgentState.UP, endpoint=bindparam("b_endpoint"), **sync_now(_NOW))
 )
 # Rule 3, re-tested in SQL (the row may have changed since it was read). One
 # statement, not WRITE_SEEN and another, for the common heartbeat.
@@ -234,7 +235,7 @@ def _record_hellos(
         new[hello.name] = Agent(
             name=hello.name,
             endpoint=hello.endpoint,
-            state="UP",
+            state=AgentState.UP,
             internal_version=hello.version,
             last_seen=hello.now,
             **sync_now(hello.now),
@@ -254,7 +255,7 @@ def _held_by_new(fresh: Agent, hello: Hello, live_for: float) -> bool:
 def _held_elsewhere(agent: _Seen, hello: Hello, live_for: float) -> bool:
     if hello.may_move or live_for <= 0 or agent.endpoint == hello.endpoint:
         return False
-    if agent.state != "UP":
+    if agent.state != AgentState.UP:
         return False
     heard = agent.last_seen if agent.last_seen is not None else agent.stored_last_seen
     return heard is not None and heard > hello.now - dt.timedelta(seconds=live_for)
@@ -268,9 +269,9 @@ def _refresh(session: Session, agent: _Seen, hello: Hello) -> HelloOutcome:
         hello.inventory_etag,
         agent.inventory_etag,
     )
-    if agent.state != "UP":
-        agent.state = "UP"
-        clear_alarm(session, AGENT_DOWN, agent.name, hello.now)
+    if agent.state != AgentState.UP:
+        agent.state = AgentState.UP
+        clear_alarm(session, AlarmKind.AGENT_DOWN, agent.name, hello.now)
     agent.endpoint = hello.endpoint
     agent.last_seen, agent.internal_version = hello.now, hello.version
     if verdict is Verdict.CONFIRMS:
@@ -324,7 +325,7 @@ def mark_silent_agents_down(
     conditional UPDATE changed its row, and only that sweep raises its alarm.
     """
     deadline = now - dt.timedelta(seconds=down_after)
-    silent_now = and_(Agent.state == "UP", Agent.last_seen < deadline)
+    silent_now = and_(Agent.state == AgentState.UP, Agent.last_seen < deadline)
     with sessions.begin() as session:
         # PostgreSQL: rows another sweep holds are skipped, not waited for.
         silent = session.execute(
@@ -339,14 +340,14 @@ def mark_silent_agents_down(
             changed = session.execute(
                 update(Agent)
                 .where(Agent.id == agent_id, silent_now)
-                .values(state="DOWN")
+                .values(state=AgentState.DOWN)
                 .execution_options(synchronize_session=False)
             )
             if not changed.rowcount:  # type: ignore[attr-defined]
                 continue
             raise_alarm(
                 session,
-                AGENT_DOWN,
+                AlarmKind.AGENT_DOWN,
                 name,
                 f"agent {name} at {endpoint} sent no heartbeat for "
                 f"{down_after:g}s (last at {last_seen.isoformat()})",
@@ -377,7 +378,7 @@ def record_sync_failure(
             agent.next_sync_at = unless_asked_since(retry_at, agent.next_sync_at, started)
 
 
-def count_by_state(sessions: sessionmaker[Session]) -> dict[str, int]:
+def count_by_state(sessions: sessionmaker[Session]) -> dict[AgentState, int]:
     with sessions() as session:
         rows = session.execute(select(Agent.state, func.count()).group_by(Agent.state)).all()
     return {state: count for state, count in rows}

@@ -21,15 +21,7 @@ from sqlalchemy.orm import Session
 
 from accel.db.models import AcceleratorRequest, Alarm, Deployable, Device, UtcDateTime
 from accel.metrics import ALARMS_RAISED
-
-AGENT_DOWN = "agent_down"
-HARDWARE_VANISHED = "hardware_vanished"
-# Subject: the accelerator request whose accelerator vanished under it.
-ALLOCATED_HARDWARE_VANISHED = "allocated_hardware_vanished"
-# Subject: a hardware uuid one node reports while another holds it.
-HARDWARE_UUID_CLASH = "hardware_uuid_clash"
-# Subject: an agent's name, which a live agent at another endpoint holds.
-AGENT_NAME_CLASH = "agent_name_clash"
+from accel.states import AlarmKind, AlarmState, ArqState
 
 # Subjects per IN (...): well under every backend's limit on bound parameters.
 CHUNK = 500
@@ -41,11 +33,13 @@ def chunks(items: Sequence[Item], size: int = CHUNK) -> Iterator[Sequence[Item]]
         yield items[start : start + size]
 
 
-def raise_alarm(session: Session, kind: str, subject: str, message: str, now: dt.datetime) -> bool:
+def raise_alarm(
+    session: Session, kind: AlarmKind, subject: str, message: str, now: dt.datetime
+) -> bool:
     """Raises an alarm unless one is active already; True if this call raised it."""
     active = session.scalar(
         select(Alarm.id).where(
-            Alarm.kind == kind, Alarm.subject == subject, Alarm.state == "active"
+            Alarm.kind == kind, Alarm.subject == subject, Alarm.state == AlarmState.ACTIVE
         )
     )
     if active is not None:
@@ -53,7 +47,13 @@ def raise_alarm(session: Session, kind: str, subject: str, message: str, now: dt
     try:
         with session.begin_nested():
             session.add(
-                Alarm(kind=kind, subject=subject, state="active", raised_at=now, message=message)
+                Alarm(
+                    kind=kind,
+                    subject=subject,
+                    state=AlarmState.ACTIVE,
+                    raised_at=now,
+                    message=message,
+                )
             )
     except IntegrityError:
         return False
@@ -62,7 +62,7 @@ def raise_alarm(session: Session, kind: str, subject: str, message: str, now: dt
 
 
 def raise_alarms(
-    session: Session, kind: str, messages: Mapping[str, str], now: dt.datetime
+    session: Session, kind: AlarmKind, messages: Mapping[str, str], now: dt.datetime
 ) -> list[str]:
     """Raises an alarm of ``kind`` per subject of ``messages`` that has no active one,
     in one INSERT; the subjects raised.
@@ -76,7 +76,9 @@ def raise_alarms(
         active.update(
             session.scalars(
                 select(Alarm.subject).where(
-                    Alarm.kind == kind, Alarm.subject.in_(chunk), Alarm.state == "active"
+                    Alarm.kind == kind,
+                    Alarm.subject.in_(chunk),
+                    Alarm.state == AlarmState.ACTIVE,
                 )
             )
         )
@@ -84,7 +86,13 @@ def raise_alarms(
     if not new:
         return []
     rows = [
-        {"kind": kind, "subject": s, "state": "active", "raised_at": now, "message": messages[s]}
+        {
+            "kind": kind,
+            "subject": s,
+            "state": AlarmState.ACTIVE,
+            "raised_at": now,
+            "message": messages[s],
+        }
         for s in new
     ]
     try:
@@ -97,23 +105,25 @@ def raise_alarms(
     return new
 
 
-def clear_alarms(session: Session, kind: str, subjects: Collection[str], now: dt.datetime) -> None:
+def clear_alarms(
+    session: Session, kind: AlarmKind, subjects: Collection[str], now: dt.datetime
+) -> None:
     """Clears the active alarms of ``kind`` for ``subjects``, a few statements in all."""
     for chunk in chunks(sorted(subjects)):
         session.execute(
             update(Alarm)
-            .where(Alarm.kind == kind, Alarm.subject.in_(chunk), Alarm.state == "active")
-            .values(state="cleared", cleared_at=_cleared_at(now))
+            .where(Alarm.kind == kind, Alarm.subject.in_(chunk), Alarm.state == AlarmState.ACTIVE)
+            .values(state=AlarmState.CLEARED, cleared_at=_cleared_at(now))
             .execution_options(synchronize_session=False)
         )
 
 
-def clear_alarm(session: Session, kind: str, subject: str, now: dt.datetime) -> bool:
+def clear_alarm(session: Session, kind: AlarmKind, subject: str, now: dt.datetime) -> bool:
     """Clears the active alarm of this kind and subject; True if there was one."""
     result = session.execute(
         update(Alarm)
-        .where(Alarm.kind == kind, Alarm.subject == subject, Alarm.state == "active")
-        .values(state="cleared", cleared_at=_cleared_at(now))
+        .where(Alarm.kind == kind, Alarm.subject == subject, Alarm.state == AlarmState.ACTIVE)
+        .values(state=AlarmState.CLEARED, cleared_at=_cleared_at(now))
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -134,7 +144,7 @@ def allocation_holders(session: Session, devices: Sequence[Device]) -> list[str]
             session.scalars(
                 select(AcceleratorRequest.uuid)
                 .join(Deployable, AcceleratorRequest.deployable_id == Deployable.id)
-                .where(Deployable.device_id.in_(chunk), AcceleratorRequest.state == "Bound")
+                .where(Deployable.device_id.in_(chunk), AcceleratorRequest.state == ArqState.BOUND)
             )
         )
     return found
@@ -148,7 +158,7 @@ def alarm_allocation_holders(session: Session, devices: Sequence[Device], now: d
         rows = session.execute(
             select(AcceleratorRequest, Deployable.device_id)
             .join(Deployable, AcceleratorRequest.deployable_id == Deployable.id)
-            .where(Deployable.device_id.in_(chunk), AcceleratorRequest.state == "Bound")
+            .where(Deployable.device_id.in_(chunk), AcceleratorRequest.state == ArqState.BOUND)
         )
         for arq, device_id in rows:
             device = by_id[device_id]
@@ -157,4 +167,4 @@ def alarm_allocation_holders(session: Session, devices: Sequence[Device], now: d
                 f"to {device.type} {device.pci_address or device.uuid} on "
                 f"{device.hostname}, which vanished"
             )
-    raise_alarms(session, ALLOCATED_HARDWARE_VANISHED, holders, now)
+    raise_alarms(session, AlarmKind.ALLOCATED_HARDWARE_VANISHED, holders, now)

@@ -32,8 +32,8 @@ from accel.db.models import (
     DeviceProfile,
 )
 from accel.internal.schemas import ArqChanges, ArqOutcome
+from accel.states import ARQ_HOLDING_NOTHING, AgentState, ArqState, DeviceStatus
 
-BINDABLE = ("Initial", "Unbound")
 # Seconds a request may stay BindStarted (left by an older release) before it is failed.
 ABANDONED_BIND_GRACE = 60.0
 
@@ -84,25 +84,25 @@ def _bind(session: Session, arq: AcceleratorRequest, binding: Binding) -> None:
         return
     arq.attach_handle_id = handle.id
     arq.deployable_id = deployable.id
-    arq.state = "Bound"
+    arq.state = ArqState.BOUND
 
 
 def _fail(arq: AcceleratorRequest, reason: str) -> None:
-    arq.state = "BindFailed"
+    arq.state = ArqState.BIND_FAILED
     arq.bind_failure = reason
 
 
 def why_unfit(
-    deployable: Deployable, device: Device, agent_state: str, group: dict[str, str]
+    deployable: Deployable, device: Device, agent_state: AgentState, group: dict[str, str]
 ) -> str | None:
     """Why this deployable cannot serve the group, or None if it can."""
     if not device.present:
         return f"device {device.uuid} has vanished"
-    if device.status != "enabled":
+    if device.status != DeviceStatus.ENABLED:
         return f"device {device.uuid} is in maintenance"
     if device.setup_required or device.reboot_required:
         return f"device {device.uuid} needs setup or a reboot before use"
-    if agent_state != "UP":
+    if agent_state != AgentState.UP:
         return f"the agent of host {device.hostname} is DOWN"
     attributes = {a.key: a.value for a in deployable.attributes}
     traits = {value for key, value in attributes.items() if key.startswith("trait")}
@@ -152,7 +152,7 @@ def unbind(session: Session, arq: AcceleratorRequest, now: dt.datetime) -> None:
     arq.hostname = None
     arq.device_rp_uuid = None
     arq.instance_uuid = None
-    arq.state = "Unbound"
+    arq.state = ArqState.UNBOUND
     arq.updated_at = now
 
 
@@ -168,7 +168,7 @@ def _refusals(
         arq = arqs.get(binding.arq_uuid)
         if arq is None:
             reason = f"Accelerator request not found with uuid={binding.arq_uuid}"
-        elif arq.state in BINDABLE or arq.resolved_as(
+        elif arq.state in ARQ_HOLDING_NOTHING or arq.resolved_as(
             binding.hostname, binding.device_rp_uuid, binding.instance_uuid
         ):
             continue
@@ -176,7 +176,7 @@ def _refusals(
             reason = (
                 f"accelerator request {arq.uuid} is {arq.state}"
                 + (f" for instance {arq.instance_uuid}" if arq.instance_uuid else "")
-                + "; only an Initial or Unbound request can be bound"
+                + f"; only an {' or '.join(ARQ_HOLDING_NOTHING)} request can be bound"
             )
         refused.append(ArqOutcome(uuid=binding.arq_uuid, state="", refused=True, reason=reason))
     return refused
@@ -213,7 +213,7 @@ def apply_changes(
         outcomes = []
         for arq_uuid in unbound:
             unbind(session, arqs[arq_uuid], now)
-            outcomes.append(ArqOutcome(uuid=arq_uuid, state="Unbound"))
+            outcomes.append(ArqOutcome(uuid=arq_uuid, state=ArqState.UNBOUND))
         for arq_uuid in doomed:
             if arq_uuid in arqs:
                 unbind(session, arqs[arq_uuid], now)
@@ -224,7 +224,7 @@ def apply_changes(
         # PostgreSQL without a cycle.
         for binding in sorted(bindings, key=lambda b: (b.device_rp_uuid, b.arq_uuid)):
             arq = arqs[binding.arq_uuid]
-            if arq.state in BINDABLE:
+            if arq.state in ARQ_HOLDING_NOTHING:
                 _bind(session, arq, binding)
                 arq.updated_at = now
             outcomes.append(ArqOutcome(uuid=arq.uuid, state=arq.state, reason=arq.bind_failure))
@@ -245,7 +245,7 @@ def fail_abandoned_binds(
     older conductor (a rolling upgrade) time to finish its own.
     """
     abandoned = (
-        AcceleratorRequest.state == "BindStarted",
+        AcceleratorRequest.state == ArqState.BIND_STARTED,
         or_(
             AcceleratorRequest.updated_at < now - dt.timedelta(seconds=grace),
             AcceleratorRequest.updated_at.is_(None),
@@ -259,7 +259,7 @@ def fail_abandoned_binds(
                 update(AcceleratorRequest)
                 .where(AcceleratorRequest.uuid.in_(uuids), *abandoned)
                 .values(
-                    state="BindFailed",
+                    state=ArqState.BIND_FAILED,
                     bind_failure="the conductor binding it stopped before finishing; "
                     "unbind the request and bind it again",
                     updated_at=now,

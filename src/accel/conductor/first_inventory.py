@@ -24,6 +24,7 @@ from accel.conductor.hardware_rows import DeployablePlan, device_columns, plan_d
 from accel.db.generation import copy_rows
 from accel.db.models import AttachHandle, Attribute, Base, Deployable, Device
 from accel.internal.schemas import HardwareEntry
+from accel.states import DeviceStatus
 
 # On the tables, not the mapped classes: the ORM's bulk path adds a per-row
 # bookkeeping pass that cost as much as the SQL.
@@ -57,7 +58,7 @@ def insert_first_inventories(session: Session, inventories: Sequence[FirstInvent
                     "uuid": uuid,
                     "agent_id": inventory.agent_id,
                     "present": True,
-                    "status": "enabled",
+                    "status": DeviceStatus.ENABLED,
                     "created_at": inventory.now,
                 }
             )

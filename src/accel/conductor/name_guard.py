@@ -26,11 +26,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor.agents import NameHeld
-from accel.conductor.alarms import AGENT_NAME_CLASH, clear_alarms, raise_alarm
+from accel.conductor.alarms import clear_alarms, raise_alarm
 from accel.db.models import utcnow
 from accel.errors import Conflict
 from accel.internal.client import InternalClient
 from accel.internal.identity import answers_as
+from accel.states import AlarmKind
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class NameGuard:
 
     def _raise(self, name: str, message: str) -> None:
         with self.sessions.begin() as session:
-            raise_alarm(session, AGENT_NAME_CLASH, name, message, utcnow())
+            raise_alarm(session, AlarmKind.AGENT_NAME_CLASH, name, message, utcnow())
 
     async def clear_quiet(self) -> None:
         """Clears the alarms of names no hello was refused for lately."""
@@ -88,4 +89,4 @@ class NameGuard:
 
     def _clear(self, names: list[str]) -> None:
         with self.sessions.begin() as session:
-            clear_alarms(session, AGENT_NAME_CLASH, names, utcnow())
+            clear_alarms(session, AlarmKind.AGENT_NAME_CLASH, names, utcnow())

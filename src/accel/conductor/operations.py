@@ -26,7 +26,6 @@ from accel.db.operation_view import operation_view
 from accel.errors import Conflict, InvalidInput, NotFound
 from accel.internal.schemas import HardwareEntry, Kind
 from accel.internal.setup_schemas import (
-    FINAL_STATES,
     CreateMigInstance,
     EnableVfs,
     OperationRequest,
@@ -37,6 +36,7 @@ from accel.internal.setup_schemas import (
     SetupCall,
     SetupProgress,
 )
+from accel.states import OPERATION_FINAL, OPERATION_UNFINISHED, AgentState, OperationState
 
 ACTION_KINDS: dict[type[SetupAction], frozenset[Kind]] = {
     EnableVfs: frozenset(Kind),
@@ -51,7 +51,7 @@ class OperationWork:
     """An unfinished operation and where to reach the node that runs it."""
 
     uuid: str
-    state: str
+    state: OperationState
     agent_endpoint: str
     call: SetupCall
 
@@ -87,7 +87,7 @@ def accept(
                 action=request.setup.action,
                 params_json=request.setup.model_dump_json(),
                 dry_run=request.dry_run,
-                state="PENDING",
+                state=OperationState.PENDING,
                 steps_json="[]",
                 reboot_required=False,
                 requested_by=request.requested_by,
@@ -105,7 +105,7 @@ def accept(
             running = session.scalar(
                 select(Operation.uuid).where(
                     Operation.device_uuid == str(request.device_uuid),
-                    Operation.state.in_(("PENDING", "RUNNING")),
+                    Operation.state.in_(OPERATION_UNFINISHED),
                 )
             )
         raise Conflict(
@@ -118,7 +118,7 @@ def _check_device(session: Session, device: Device, request: OperationRequest) -
     setup = request.setup
     if not device.present:
         raise Conflict(f"device {device.uuid} has vanished from {device.hostname}")
-    if device.agent.state != "UP":
+    if device.agent.state != AgentState.UP:
         raise Conflict(f"the agent of {device.hostname} is {device.agent.state}; it cannot act")
     if not device.pci_address:
         raise InvalidInput(f"device {device.uuid} has no PCI address to act on")
@@ -151,7 +151,7 @@ def _check_device(session: Session, device: Device, request: OperationRequest) -
             )
 
 
-ANY_UNFINISHED = select(exists().where(Operation.state.in_(("PENDING", "RUNNING"))))
+ANY_UNFINISHED = select(exists().where(Operation.state.in_(OPERATION_UNFINISHED)))
 
 
 def unfinished(
@@ -164,7 +164,7 @@ def unfinished(
             return []
         silent = select(Conductor.name).where(Conductor.last_seen < live_after)
         orphaned = (
-            Operation.state.in_(("PENDING", "RUNNING")),
+            Operation.state.in_(OPERATION_UNFINISHED),
             Operation.conductor != conductor,
             or_(Operation.conductor.in_(silent), Operation.conductor.is_(None)),
         )
@@ -175,7 +175,7 @@ def unfinished(
         rows = session.execute(
             select(Operation, Agent.endpoint)
             .join(Agent, Agent.name == Operation.agent_name)
-            .where(Operation.state.in_(("PENDING", "RUNNING")), Operation.conductor == conductor)
+            .where(Operation.state.in_(OPERATION_UNFINISHED), Operation.conductor == conductor)
             .order_by(Operation.id)
             .limit(1000)
         ).all()
@@ -206,14 +206,14 @@ def record_progress(
         operation = session.scalar(
             select(Operation).where(Operation.uuid == str(progress.operation)).with_for_update()
         )
-        if operation is None or operation.state in FINAL_STATES:
+        if operation is None or operation.state in OPERATION_FINAL:
             return
         operation.state = progress.state
         operation.steps_json = json.dumps(progress.steps)
         operation.error = progress.error
         operation.reboot_required = progress.reboot_required
         operation.updated_at = now
-        if progress.state in FINAL_STATES:
+        if progress.state in OPERATION_FINAL:
             operation.finished_at = now
             if not operation.dry_run:
                 _resync_soon(session, operation, now)
@@ -224,9 +224,9 @@ def fail(sessions: sessionmaker[Session], uuid: str, reason: str, now: dt.dateti
         operation = session.scalar(
             select(Operation).where(Operation.uuid == uuid).with_for_update()
         )
-        if operation is None or operation.state in FINAL_STATES:
+        if operation is None or operation.state in OPERATION_FINAL:
             return
-        operation.state = "FAILED"
+        operation.state = OperationState.FAILED
         operation.error = reason[:2000]
         operation.updated_at = now
         operation.finished_at = now

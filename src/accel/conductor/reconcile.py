@@ -20,8 +20,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from accel.conductor.alarms import (
-    ALLOCATED_HARDWARE_VANISHED,
-    HARDWARE_VANISHED,
     alarm_allocation_holders,
     allocation_holders,
     clear_alarms,
@@ -46,6 +44,7 @@ from accel.db.models import (
 )
 from accel.errors import PeerError
 from accel.internal.schemas import MAX_ENTRIES_PER_DRIVER, HardwareEntry, HardwareList, Kind
+from accel.states import AlarmKind
 
 log = logging.getLogger(__name__)
 
@@ -329,8 +328,10 @@ def _apply(
                 setattr(device, name, value)
         device.updated_at = now
         sync_deployables(device, plan_deployables(entry, agent.name), now)
-    clear_alarms(session, HARDWARE_VANISHED, [device.uuid for device in back], now)
-    clear_alarms(session, ALLOCATED_HARDWARE_VANISHED, allocation_holders(session, back), now)
+    clear_alarms(session, AlarmKind.HARDWARE_VANISHED, [device.uuid for device in back], now)
+    clear_alarms(
+        session, AlarmKind.ALLOCATED_HARDWARE_VANISHED, allocation_holders(session, back), now
+    )
     gone = [loaded[uuid] for uuid in sorted(vanishing) if loaded[uuid].present]
     for device in gone:
         device.present = False
@@ -340,7 +341,7 @@ def _apply(
     # report): the transaction, and the write lock it holds, stay short.
     raise_alarms(
         session,
-        HARDWARE_VANISHED,
+        AlarmKind.HARDWARE_VANISHED,
         {
             device.uuid: f"{device.type} {device.pci_address or device.uuid} on "
             f"{agent.name} is no longer reported by its driver"

@@ -52,6 +52,7 @@ from accel.internal.server import internal_app
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import Feature, VersionRange, format_version
 from accel.metrics import AGENTS, HELLOS
+from accel.states import AgentState
 from accel.web.bodies import read_body
 from accel.web.queries import only_params
 
@@ -292,7 +293,7 @@ class ConductorService:
             now = utcnow()
             try:
                 counts = await anyio.to_thread.run_sync(agents.count_by_state, self.sessions)
-                for state in ("UP", "DOWN"):
+                for state in AgentState:
                     AGENTS.labels(state).set(counts.get(state, 0))
                 await anyio.to_thread.run_sync(
                     record_conductor,

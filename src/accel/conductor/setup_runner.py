@@ -32,6 +32,7 @@ from accel.internal.gate import require
 from accel.internal.schemas import COMMIT_BEFORE
 from accel.internal.setup_schemas import OperationRequest
 from accel.internal.versions import Feature, VersionRange
+from accel.states import OPERATION_FINAL, OperationState
 from accel.web.bodies import read_body
 from accel.web.queries import only_params
 
@@ -116,7 +117,7 @@ class SetupRunner:
         """One step of one operation: send it, or ask how it goes."""
         client = self.client()
         try:
-            if work.state == "PENDING":
+            if work.state == OperationState.PENDING:
                 progress = await client.setup(work.agent_endpoint, work.call)
             else:
                 try:
@@ -147,7 +148,7 @@ class SetupRunner:
         await anyio.to_thread.run_sync(
             operations.record_progress, self.sessions, progress, utcnow()
         )
-        if progress.state in ("DONE", "FAILED"):
+        if progress.state in OPERATION_FINAL:
             self._forget(work.uuid)
             log.info("operation %s %s", work.uuid, progress.state)
 

@@ -41,8 +41,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from accel.db.models import Agent
 from accel.internal.versions import Feature, parse_version
+from accel.states import AgentState
 
-UP = "UP"
 V = TypeVar("V")  # a column's value: a Python one, or an SQL expression
 B = TypeVar("B")  # a condition on such values
 
@@ -109,7 +109,7 @@ def sync_now(now: V) -> dict[str, V]:
 
 def due(now: dt.datetime) -> ColumnElement[bool]:
     """Rule 9, as a condition on agents (sync leases add theirs)."""
-    return and_(Agent.state == UP, Agent.next_sync_at <= now)
+    return and_(Agent.state == AgentState.UP, Agent.next_sync_at <= now)
 
 
 # Rule 9's order: the longest overdue first, then a stable one.
@@ -132,7 +132,7 @@ def judge_hello(
     stored_etag: str | None,
 ) -> Verdict:
     """Rules 2 to 4, for a hello of a known agent in ``state``, as read."""
-    if state != UP or moved or asked:
+    if state != AgentState.UP or moved or asked:
         return Verdict.SYNC_NOW
     if etag is None or stored_etag is None:
         return Verdict.SEEN
@@ -159,7 +159,7 @@ class _PythonTerms:
         return a is not None and b is not None and bool(a == b)
 
     def up(self, state: Any) -> bool:
-        return bool(state == UP)
+        return bool(state == AgentState.UP)
 
     def both(self, a: bool, b: bool) -> bool:
         return a and b
@@ -180,7 +180,7 @@ class _SqlTerms:
         return a == b
 
     def up(self, state: ColumnElement[Any]) -> ColumnElement[bool]:
-        return state == UP
+        return state == AgentState.UP
 
     def both(self, a: ColumnElement[bool], b: ColumnElement[bool]) -> ColumnElement[bool]:
         return and_(a, b)
@@ -265,7 +265,7 @@ def after_hello(
     """Rules 2 to 4 on values: ``row`` as it is after ``hello``."""
     verdict = judge_hello(row.state, hello.moved, hello.asked, hello.etag, row.inventory_etag)
     if verdict is Verdict.SYNC_NOW:
-        return dataclasses.replace(row, state=UP, **sync_now(hello.now))
+        return dataclasses.replace(row, state=AgentState.UP, **sync_now(hello.now))
     if verdict is Verdict.SEEN:
         return row
     return confirmation(row, hello.etag, hello.now, hello.now + schedule.confirmed_for)

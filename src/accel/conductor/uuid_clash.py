@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from accel.conductor.alarms import HARDWARE_UUID_CLASH, chunks, clear_alarms, raise_alarms
+from accel.conductor.alarms import chunks, clear_alarms, raise_alarms
 from accel.db.models import Agent, Alarm, Device
+from accel.states import AlarmKind, AlarmState
 
 
 def _message(reporter: str, uuid: str, holder: str) -> str:
@@ -61,7 +62,7 @@ class UuidClashes:
             holders.update({uuid: name for uuid, name in rows})
         alarms = session.execute(
             select(Alarm.subject, Alarm.message).where(
-                Alarm.kind == HARDWARE_UUID_CLASH, Alarm.state == "active"
+                Alarm.kind == AlarmKind.HARDWARE_UUID_CLASH, Alarm.state == AlarmState.ACTIVE
             )
         )
         return cls(holders, {subject: reporter_of(message) for subject, message in alarms})
@@ -84,8 +85,8 @@ class UuidClashes:
         return refused
 
     def write(self, session: Session, now: dt.datetime) -> None:
-        clear_alarms(session, HARDWARE_UUID_CLASH, self.clearing - set(self.raising), now)
-        raise_alarms(session, HARDWARE_UUID_CLASH, self.raising, now)
+        clear_alarms(session, AlarmKind.HARDWARE_UUID_CLASH, self.clearing - set(self.raising), now)
+        raise_alarms(session, AlarmKind.HARDWARE_UUID_CLASH, self.raising, now)
 
 
 def new_uuids(stored: Mapping[str, object], reported: Iterable[str]) -> list[str]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid as uuid_module
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
     DateTime,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -26,6 +28,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from accel.states import (
+    ARQ_BIND_OUTCOMES,
+    OPERATION_UNFINISHED,
+    AgentState,
+    AlarmKind,
+    AlarmState,
+    ArqState,
+    DeviceStatus,
+    OperationState,
+)
 
 
 def utcnow() -> dt.datetime:
@@ -56,6 +69,18 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+def state_type(enum: type[StrEnum], length: int) -> Enum:
+    """A state column: rows come back as the enum's members, stored as their values
+    in a plain VARCHAR (no native enum, no CHECK), the schema the migrations made."""
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -71,7 +96,7 @@ class Agent(Timestamps, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     endpoint: Mapped[str] = mapped_column(String(300))
-    state: Mapped[str] = mapped_column(String(8), default="UP")  # UP | DOWN
+    state: Mapped[AgentState] = mapped_column(state_type(AgentState, 8), default=AgentState.UP)
     internal_version: Mapped[str | None] = mapped_column(String(16))
     last_seen: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     last_synced_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
@@ -101,7 +126,9 @@ class Device(Timestamps, Base):
     std_board_info: Mapped[str | None] = mapped_column(Text)
     vendor_board_info: Mapped[str | None] = mapped_column(Text)
     hostname: Mapped[str] = mapped_column(String(255), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="enabled")  # enabled | maintaining
+    status: Mapped[DeviceStatus] = mapped_column(
+        state_type(DeviceStatus, 16), default=DeviceStatus.ENABLED
+    )
     pci_address: Mapped[str | None] = mapped_column(String(16))
     setup_required: Mapped[bool] = mapped_column(Boolean, default=False)
     reboot_required: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -177,16 +204,18 @@ class Alarm(Base):
             "kind",
             "subject",
             unique=True,
-            sqlite_where=text("state = 'active'"),
-            postgresql_where=text("state = 'active'"),
+            sqlite_where=text(f"state = '{AlarmState.ACTIVE}'"),
+            postgresql_where=text(f"state = '{AlarmState.ACTIVE}'"),
         ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
-    kind: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[AlarmKind] = mapped_column(state_type(AlarmKind, 64))
     subject: Mapped[str] = mapped_column(String(255))
-    state: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    state: Mapped[AlarmState] = mapped_column(
+        state_type(AlarmState, 16), default=AlarmState.ACTIVE, index=True
+    )
     raised_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     cleared_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     message: Mapped[str] = mapped_column(Text)
@@ -217,10 +246,6 @@ class DeviceProfile(Base):
     updated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
-# Accelerator request states with no accelerator allocated.
-HOLDING_NOTHING = ("Initial", "Unbound")
-
-
 class AcceleratorRequest(Base):
     """An ARQ: one accelerator asked for by one group of a device profile."""
 
@@ -229,7 +254,7 @@ class AcceleratorRequest(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
     project_id: Mapped[str | None] = mapped_column(String(255), index=True)
-    state: Mapped[str] = mapped_column(String(16), default="Initial")
+    state: Mapped[ArqState] = mapped_column(state_type(ArqState, 16), default=ArqState.INITIAL)
     device_profile_id: Mapped[int] = mapped_column(
         ForeignKey("device_profiles.id", ondelete="RESTRICT"), index=True
     )
@@ -256,7 +281,11 @@ class AcceleratorRequest(Base):
         it to learn what became of a bind whose answer was lost."""
         where = (self.hostname, self.device_rp_uuid, self.instance_uuid)
         asked = (hostname, device_rp_uuid, instance_uuid)
-        return self.state in ("Bound", "BindFailed") and where == asked
+        return self.state in ARQ_BIND_OUTCOMES and where == asked
+
+
+# The partial index's predicate: the unfinished states, spelled in SQL.
+_UNFINISHED = "(" + ", ".join(f"'{state}'" for state in OPERATION_UNFINISHED) + ")"
 
 
 class Operation(Base):
@@ -269,8 +298,8 @@ class Operation(Base):
             "uq_operations_active_device",
             "device_id",
             unique=True,
-            sqlite_where=text("state IN ('PENDING', 'RUNNING')"),
-            postgresql_where=text("state IN ('PENDING', 'RUNNING')"),
+            sqlite_where=text(f"state IN {_UNFINISHED}"),
+            postgresql_where=text(f"state IN {_UNFINISHED}"),
         ),
     )
 
@@ -287,7 +316,9 @@ class Operation(Base):
     action: Mapped[str] = mapped_column(String(32))
     params_json: Mapped[str] = mapped_column(Text)  # the setup action as the API took it
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
-    state: Mapped[str] = mapped_column(String(16), default="PENDING", index=True)
+    state: Mapped[OperationState] = mapped_column(
+        state_type(OperationState, 16), default=OperationState.PENDING, index=True
+    )
     steps_json: Mapped[str] = mapped_column(Text, default="[]")
     error: Mapped[str | None] = mapped_column(Text)
     reboot_required: Mapped[bool] = mapped_column(Boolean, default=False)

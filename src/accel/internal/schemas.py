@@ -40,6 +40,7 @@ from pydantic import (
 
 from accel.internal.endpoints import NODE_NAME_PATTERN, canonical_endpoint
 from accel.internal.versions import Feature, Version
+from accel.states import ArqState
 from accel.web.json_bodies import depth
 
 # An ETag of ours is a quoted 40-digit hash; anything much longer is not one (and
@@ -381,7 +382,8 @@ class ArqChanges(StrictBody):
 
 class ArqOutcome(LenientBody):
     uuid: str
-    state: str
+    # The request's state after the change; "Deleted" once it is gone, "" if refused.
+    state: ArqState | Literal["Deleted", ""]
     reason: str | None = None
     refused: bool = False  # not found, or in a state that cannot change so
 

@@ -20,6 +20,7 @@ from uuid import UUID
 from pydantic import Field
 
 from accel.internal.schemas import Kind, LenientBody, StrictBody
+from accel.states import OperationState
 
 PCI_ADDRESS = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$"
 # A bitstream is named by a plain file name inside the driver's bitstream folder.
@@ -63,9 +64,6 @@ SetupAction = Annotated[
     EnableVfs | ProgramFpga | SetMigMode | CreateMigInstance,
     Field(discriminator="action"),
 ]
-
-OperationState = Literal["PENDING", "RUNNING", "DONE", "FAILED"]
-FINAL_STATES: frozenset[str] = frozenset({"DONE", "FAILED"})
 
 
 class SetupCall(StrictBody):

@@ -24,12 +24,8 @@ from uuid import UUID
 
 from accel.driver.setup.common import Plan, Progress, SetupFailed
 from accel.errors import Conflict, NotFound
-from accel.internal.setup_schemas import (
-    FINAL_STATES,
-    OperationState,
-    SetupCall,
-    SetupProgress,
-)
+from accel.internal.setup_schemas import SetupCall, SetupProgress
+from accel.states import OPERATION_FINAL, OperationState
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +35,13 @@ DEFAULT_CAPACITY = 1000
 @dataclass
 class Operation:
     call: SetupCall
-    state: OperationState = "PENDING"
+    state: OperationState = OperationState.PENDING
     progress: Progress = field(default_factory=Progress)
     error: str | None = None
 
     @property
     def finished(self) -> bool:
-        return self.state in FINAL_STATES
+        return self.state in OPERATION_FINAL
 
     def view(self) -> SetupProgress:
         return SetupProgress(
@@ -108,7 +104,7 @@ class OperationRegistry:
         if call.dry_run:
             # Nothing to run: the plan's steps are the answer, and nothing is held.
             operation.progress.steps.extend(plan.steps)
-            operation.state = "DONE"
+            operation.state = OperationState.DONE
         else:
             self.check_free(call.address)
             task = asyncio.create_task(self._run(operation, plan), name=f"setup {call.operation}")
@@ -120,7 +116,7 @@ class OperationRegistry:
 
     async def _run(self, operation: Operation, plan: Plan) -> None:
         call = operation.call
-        operation.state = "RUNNING"
+        operation.state = OperationState.RUNNING
         log.info("setup %s: %s on %s", call.operation, call.setup.action, call.address)
         error = None
         try:
@@ -137,7 +133,7 @@ class OperationRegistry:
             except Exception:
                 log.exception("rediscovery after setup %s failed", call.operation)
         operation.error = error
-        operation.state = "FAILED" if error is not None else "DONE"
+        operation.state = OperationState.FAILED if error is not None else OperationState.DONE
         if error is None:
             log.info("setup %s done", call.operation)
         else:

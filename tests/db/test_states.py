@@ -1,0 +1,84 @@
+"""The domain states keep their wire values: what the database stores and the APIs
+send are Cyborg's strings (and accel's published ones), whatever the members are named.
+
+The other tests compare with the enum members, so they would follow a changed value;
+these spell each value out, so a changed one fails here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, text
+
+from accel.db.engine import make_engine, migrate, session_factory
+from accel.db.models import Agent, Alarm
+from accel.states import (
+    ARQ_BIND_OUTCOMES,
+    ARQ_HOLDING_NOTHING,
+    ARQ_RESOLVED,
+    OPERATION_FINAL,
+    OPERATION_UNFINISHED,
+    AgentState,
+    AlarmKind,
+    AlarmState,
+    ArqState,
+    DeviceStatus,
+    OperationState,
+)
+
+T0 = dt.datetime(2026, 12, 6, 8, 0, 0, tzinfo=dt.UTC)
+
+
+def test_every_state_keeps_its_wire_value() -> None:
+    assert [state.value for state in ArqState] == [
+        "Initial",
+        "BindStarted",
+        "Bound",
+        "BindFailed",
+        "Unbound",
+        "Deleting",
+    ]
+    assert [state.value for state in OperationState] == ["PENDING", "RUNNING", "DONE", "FAILED"]
+    assert [state.value for state in AgentState] == ["UP", "DOWN"]
+    assert [state.value for state in DeviceStatus] == ["enabled", "maintaining"]
+    assert [state.value for state in AlarmState] == ["active", "cleared"]
+    assert [kind.value for kind in AlarmKind] == [
+        "agent_down",
+        "hardware_vanished",
+        "allocated_hardware_vanished",
+        "hardware_uuid_clash",
+        "agent_name_clash",
+    ]
+
+
+def test_the_named_sets_of_states() -> None:
+    assert ARQ_HOLDING_NOTHING == ("Initial", "Unbound")
+    assert ARQ_BIND_OUTCOMES == ("Bound", "BindFailed")
+    # Cyborg's bind_state=resolved, which Nova polls for.
+    assert ARQ_RESOLVED == ("Bound", "BindFailed", "Deleting")
+    assert OPERATION_UNFINISHED == ("PENDING", "RUNNING")
+    assert OPERATION_FINAL == ("DONE", "FAILED")
+    assert set(OPERATION_UNFINISHED) | set(OPERATION_FINAL) == set(OperationState)
+
+
+def test_rows_store_the_value_and_read_back_the_member(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        sessions = session_factory(engine)
+        with sessions.begin() as session:
+            session.add(Agent(name="n1", endpoint="x:1", state=AgentState.DOWN, last_seen=T0))
+            session.add(Alarm(kind=AlarmKind.AGENT_DOWN, subject="n1", raised_at=T0, message="m"))
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT state FROM agents")).one() == ("DOWN",)
+            stored = connection.execute(text("SELECT kind, state FROM alarms")).one()
+            assert tuple(stored) == ("agent_down", "active")
+        with sessions() as session:
+            agent = session.scalars(select(Agent)).one()
+            alarm = session.scalars(select(Alarm)).one()
+            assert type(agent.state) is AgentState and agent.state is AgentState.DOWN
+            assert (alarm.kind, alarm.state) == (AlarmKind.AGENT_DOWN, AlarmState.ACTIVE)
+            assert type(alarm.state) is AlarmState
+    finally:
+        engine.dispose()
