@@ -16,8 +16,10 @@
     └── PeerError           another component timed out or answered garbage
 
 Foreign errors (aiohttp, httpx, SQLAlchemy, OSError from sysfs) are translated where they
-enter accel and chained with ``from``; HTTP status codes are chosen in exactly one
-place for every app, keyed by these classes (accel.web.errors).
+enter accel and chained with ``from``; HTTP status codes are chosen by these classes,
+and an error is turned into an answer by one mapping for every app (accel.web.errors).
+Two gates answer before any app is reached and render their refusals with that
+mapping's body shapes: the api's authentication and the internal token check.
 """
 
 from __future__ import annotations

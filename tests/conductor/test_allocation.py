@@ -29,7 +29,7 @@ from accel.db.models import (
     DeviceProfile,
 )
 from accel.driver.fake_sysfs import FakeSysfs
-from accel.internal.schemas import ArqChanges, ArqOutcome
+from accel.internal.schemas import ARQ_DELETED, ArqChanges, ArqOutcome
 from accel.states import AgentState, ArqState, DeviceStatus
 from tests.api.test_api import fill
 
@@ -219,7 +219,7 @@ def test_deleting_a_bound_request_frees_its_accelerator(sessions: sessionmaker[S
     arq = request(sessions, QAT_GROUP)
     bind(sessions, arq, rp_of(sessions))
     [outcome] = change(sessions, delete=[arq])
-    assert outcome.state == "Deleted"
+    assert outcome.state == ARQ_DELETED
     assert handles_in_use(sessions) == 0
 
 

@@ -384,3 +384,31 @@ def test_a_write_batch_with_too_few_outcomes_fails_its_callers_not_hangs() -> No
 
     outcomes = asyncio.run(scenario())
     assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
+
+
+def test_a_writer_that_dies_fails_its_callers_and_the_next_caller_gets_a_new_one(
+    tmp_path: Path,
+) -> None:
+    table = Names(tmp_path / "dies.db")
+
+    def weight(name: str) -> int:
+        if name == "unweighable":  # a bug in the weight: the writer thread itself fails
+            raise KeyError(name)
+        return 1
+
+    writer: GroupCommit[str, int] = GroupCommit(
+        "dies", table.write, max_batch=4, linger=0, weight=weight, max_weight=10
+    )
+
+    async def scenario() -> tuple[list[int | BaseException], int]:
+        try:
+            async with asyncio.timeout(10):  # a dead writer with callers waiting would hang
+                failed = await submit_all(writer, ["unweighable", "first"])
+                return failed, await writer.submit("after")
+        finally:
+            await writer.aclose()
+
+    failed, after = asyncio.run(scenario())
+    assert all(isinstance(outcome, KeyError) for outcome in failed), failed
+    assert after > 0
+    assert table.stored() == ["after"]

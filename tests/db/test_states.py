@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import StatementError
 
 from accel.db.engine import make_engine, migrate, session_factory
 from accel.db.models import Agent, Alarm
@@ -80,5 +82,37 @@ def test_rows_store_the_value_and_read_back_the_member(database_url: str) -> Non
             assert type(agent.state) is AgentState and agent.state is AgentState.DOWN
             assert (alarm.kind, alarm.state) == (AlarmKind.AGENT_DOWN, AlarmState.ACTIVE)
             assert type(alarm.state) is AlarmState
+    finally:
+        engine.dispose()
+
+
+def test_a_state_this_release_does_not_know_reads_back_as_its_text(database_url: str) -> None:
+    """As a newer conductor may store it while older apis still read the table."""
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        sessions = session_factory(engine)
+        with sessions.begin() as session:
+            session.add(Alarm(kind=AlarmKind.AGENT_DOWN, subject="n1", raised_at=T0, message="m"))
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alarms SET kind = 'fan_failed', state = 'muted'"))
+        with sessions() as session:
+            alarm = session.scalars(select(Alarm)).one()
+            assert (alarm.kind, alarm.state) == ("fan_failed", "muted")
+            assert type(alarm.kind) is str
+    finally:
+        engine.dispose()
+
+
+def test_a_state_not_of_its_enum_is_not_written(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        sessions = session_factory(engine)
+        refused = pytest.raises(StatementError, match="'Bound' is not a valid AgentState")
+        with refused, sessions.begin() as session:
+            session.add(Agent(name="n1", endpoint="x:1", state="Bound", last_seen=T0))
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM agents")).scalar() == 0
     finally:
         engine.dispose()

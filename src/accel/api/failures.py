@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from accel.errors import AccelError
@@ -34,11 +33,6 @@ CYBORG_ERRORS = errors.ErrorShape(
     error_body, bug_message="internal error; the api's log has the details"
 )
 HANDLERS = errors.exception_handlers(CYBORG_ERRORS)
-
-
-def failure_response(exc: Exception) -> Response:
-    """The public API's answer to ``exc``."""
-    return errors.failure_response(exc, CYBORG_ERRORS)
 
 
 class Failures(errors.Failures):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
-from enum import Enum
+from enum import Enum, unique
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
@@ -21,6 +21,9 @@ SERVICE_TYPE = "accelerator"
 Microversion = tuple[int, int]
 
 
+# Unique: a second feature of one version would quietly become an alias of the
+# first (and drop out of iteration): a version's features go under one name.
+@unique
 class ApiFeature(Enum):
     """What each microversion after 2.0 brought, as Cyborg has it."""
 

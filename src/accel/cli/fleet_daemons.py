@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 from accel.cli.options import (
+    agent_down_after_option,
     default_database,
     heartbeat_interval_option,
     internal_options,
@@ -20,12 +21,13 @@ from accel.cli.options import (
     networks,
     option,
     positive,
+    resync_interval_option,
     tls_files,
     tls_options,
     version_range,
 )
 from accel.internal.auth import TokenMissing, load_token
-from accel.internal.intervals import DOWN_AFTER_HEARTBEATS
+from accel.internal.intervals import DOWN_AFTER_HEARTBEATS, SYNC_RETRY_AFTER
 from accel.sockets import endpoint_of
 
 log = logging.getLogger(__name__)
@@ -53,20 +55,14 @@ def _engine(database: str) -> Engine:
 )
 @option("--name", default=None, help="This conductor's name (default: host:port).")
 @heartbeat_interval_option
-@option(
-    "--agent-down-after",
-    type=float,
-    default=None,
-    callback=positive,
-    help="Seconds without a heartbeat before an agent is DOWN [default: 3 intervals].",
-)
-@option("--resync-interval", type=float, default=60.0, callback=positive)
+@agent_down_after_option
+@resync_interval_option
 @option("--discovery-timeout", type=float, default=30.0, callback=positive)
 @option("--max-concurrent-syncs", type=click.IntRange(1, 10_000), default=32)
 @option(
     "--sync-retry-after",
     type=float,
-    default=5.0,
+    default=SYNC_RETRY_AFTER,
     callback=positive,
     help="Seconds before a failed or partial sync (a driver failed) is tried again.",
 )
@@ -125,6 +121,7 @@ def conductor(
 ) -> None:
     """Wrangle all agents and keep the database true."""
     from accel.conductor.service import ConductorService, ConductorSettings
+    from accel.conductor.sync_schedule import SyncSchedule
     from accel.serving import configure_logging, serve
 
     configure_logging("conductor", log_level)
@@ -141,11 +138,13 @@ def conductor(
             endpoint=endpoint,
             token=settings_token,
             versions=versions,
-            heartbeat_interval=heartbeat_interval,
-            agent_down_after=agent_down_after or DOWN_AFTER_HEARTBEATS * heartbeat_interval,
-            resync_interval=resync_interval,
+            schedule=SyncSchedule(
+                heartbeat=heartbeat_interval,
+                resync=resync_interval,
+                down_after=agent_down_after or DOWN_AFTER_HEARTBEATS * heartbeat_interval,
+                retry_after=sync_retry_after,
+            ),
             discovery_timeout=discovery_timeout,
-            sync_retry_after=sync_retry_after,
             max_concurrent_syncs=max_concurrent_syncs,
             max_agents=max_agents,
             hello_rate=hello_rate,

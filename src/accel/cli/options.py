@@ -13,7 +13,13 @@ import click
 
 from accel.driver.filters import DeviceFilter
 from accel.internal.auth import TokenMissing, load_token
-from accel.internal.intervals import DRIVER_TIMEOUT, HEARTBEAT_INTERVAL, HELLO_INTERVAL
+from accel.internal.intervals import (
+    DOWN_AFTER_HEARTBEATS,
+    DRIVER_TIMEOUT,
+    HEARTBEAT_INTERVAL,
+    HELLO_INTERVAL,
+    RESYNC_INTERVAL,
+)
 from accel.internal.origin import Network, parse_networks
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
@@ -118,6 +124,21 @@ heartbeat_interval_option = option(
     default=HEARTBEAT_INTERVAL,
     callback=positive,
     help="Seconds between an agent's hellos (heartbeats) to its conductor.",
+)
+agent_down_after_option = option(
+    "--agent-down-after",
+    type=float,
+    default=None,
+    callback=positive,
+    help="Seconds without a heartbeat before an agent is DOWN "
+    f"[default: {DOWN_AFTER_HEARTBEATS} intervals].",
+)
+resync_interval_option = option(
+    "--resync-interval",
+    type=float,
+    default=RESYNC_INTERVAL,
+    callback=positive,
+    help="Seconds between full reads of every agent's hardware.",
 )
 hello_interval_option = option(
     "--hello-interval",

@@ -23,7 +23,13 @@ from accel.cli.argv import accel_argv
 from accel.cli.fleet_daemons import api, conductor
 from accel.cli.node_daemons import agent, driver
 from accel.cli.operator import HARDWARE_COLUMNS, hardware_rows, print_table
-from accel.cli.options import default_state_dir, heartbeat_interval_option, option, positive
+from accel.cli.options import (
+    agent_down_after_option,
+    default_state_dir,
+    heartbeat_interval_option,
+    option,
+    resync_interval_option,
+)
 from accel.driver.discovery import count_accelerators
 from accel.internal.auth import create_token_file, load_token
 from accel.internal.schemas import Kind
@@ -89,8 +95,8 @@ def _wait(
 @option("--api-listen", default="127.0.0.1:6666", metavar="HOST:PORT")
 @option("--name", default=None, help="The node's name (default: the hostname).")
 @heartbeat_interval_option
-@option("--resync-interval", type=float, default=60.0, callback=positive)
-@option("--agent-down-after", type=float, default=None, callback=positive)
+@resync_interval_option
+@agent_down_after_option
 def up(
     state_dir: Path,
     sysfs_root: Path | None,

@@ -31,7 +31,7 @@ from accel.db.models import (
     Device,
     DeviceProfile,
 )
-from accel.internal.schemas import ArqChanges, ArqOutcome
+from accel.internal.schemas import ARQ_DELETED, ARQ_REFUSED, ArqChanges, ArqOutcome
 from accel.states import ARQ_HOLDING_NOTHING, AgentState, ArqState, DeviceStatus
 
 # Seconds a request may stay BindStarted (left by an older release) before it is failed.
@@ -160,7 +160,7 @@ def _refusals(
     arqs: dict[str, AcceleratorRequest], changes: ArqChanges, bindings: list[Binding]
 ) -> list[ArqOutcome]:
     refused = [
-        ArqOutcome(uuid=str(uuid), state="", refused=True, reason="not found")
+        ArqOutcome(uuid=str(uuid), state=ARQ_REFUSED, refused=True, reason="not found")
         for uuid in changes.unbind
         if str(uuid) not in arqs
     ]
@@ -178,7 +178,9 @@ def _refusals(
                 + (f" for instance {arq.instance_uuid}" if arq.instance_uuid else "")
                 + f"; only an {' or '.join(ARQ_HOLDING_NOTHING)} request can be bound"
             )
-        refused.append(ArqOutcome(uuid=binding.arq_uuid, state="", refused=True, reason=reason))
+        refused.append(
+            ArqOutcome(uuid=binding.arq_uuid, state=ARQ_REFUSED, refused=True, reason=reason)
+        )
     return refused
 
 
@@ -218,7 +220,7 @@ def apply_changes(
             if arq_uuid in arqs:
                 unbind(session, arqs[arq_uuid], now)
                 session.delete(arqs[arq_uuid])
-            outcomes.append(ArqOutcome(uuid=arq_uuid, state="Deleted"))
+            outcomes.append(ArqOutcome(uuid=arq_uuid, state=ARQ_DELETED))
         # Binds take handles in one order (provider, then handle id): two changes that
         # bind, with requests locked in uuid order first, wait for each other on
         # PostgreSQL without a cycle.

@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import InitVar, dataclass
+from dataclasses import dataclass
 
 import anyio.to_thread
 from sqlalchemy import Engine
@@ -44,7 +44,6 @@ from accel.errors import InvalidInput, Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.gate import request_version, require
 from accel.internal.identity import answers_as
-from accel.internal.intervals import AGENT_DOWN_AFTER, HEARTBEAT_INTERVAL
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import COMMIT_BEFORE, AgentHello, ArqChanges, ArqOutcomes
@@ -84,11 +83,8 @@ class ConductorSettings:
     endpoint: str
     token: str
     versions: VersionRange
-    # The command line's intervals: kept only as ``schedule``, which the conductor reads.
-    heartbeat_interval: InitVar[float] = HEARTBEAT_INTERVAL
-    agent_down_after: InitVar[float] = AGENT_DOWN_AFTER
-    resync_interval: InitVar[float] = 60.0
-    sync_retry_after: InitVar[float] = 5.0
+    # The intervals that agents' heartbeats and syncs keep.
+    schedule: SyncSchedule = dataclasses.field(default_factory=SyncSchedule)
     discovery_timeout: float = 30.0
     max_concurrent_syncs: int = 32
     allowed_agent_networks: tuple[Network, ...] = ()
@@ -98,22 +94,6 @@ class ConductorSettings:
     tls: TlsFiles | None = None
     # Seconds a sync lease lasts unrenewed; None: three heartbeat intervals.
     sync_lease: float | None = None
-    schedule: SyncSchedule = dataclasses.field(init=False)
-
-    def __post_init__(
-        self,
-        heartbeat_interval: float,
-        agent_down_after: float,
-        resync_interval: float,
-        sync_retry_after: float,
-    ) -> None:
-        schedule = SyncSchedule(
-            heartbeat=heartbeat_interval,
-            resync=resync_interval,
-            down_after=agent_down_after,
-            retry_after=sync_retry_after,
-        )
-        object.__setattr__(self, "schedule", schedule)
 
 
 class ConductorService:

@@ -106,7 +106,8 @@ class SetupRunner:
                     operations.unfinished, self.sessions, self.settings.conductor, silent_before
                 )
                 await asyncio.gather(*(self._step(item) for item in work))
-            except SQLAlchemyError as exc:  # the database is away: the next round retries
+            # Any database error, away or not: the loop lives on, the next round retries.
+            except SQLAlchemyError as exc:
                 log.warning("setup operations not driven this round, database error: %s", exc)
             self.wake.clear()
             with suppress(TimeoutError):

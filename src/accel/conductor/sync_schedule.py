@@ -40,7 +40,13 @@ from sqlalchemy import and_, case, null, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 from accel.db.models import Agent
-from accel.internal.versions import Feature, parse_version
+from accel.internal.intervals import (
+    AGENT_DOWN_AFTER,
+    HEARTBEAT_INTERVAL,
+    RESYNC_INTERVAL,
+    SYNC_RETRY_AFTER,
+)
+from accel.internal.versions import OLDEST, Feature, parse_version
 from accel.states import AgentState
 
 V = TypeVar("V")  # a column's value: a Python one, or an SQL expression
@@ -51,12 +57,12 @@ B = TypeVar("B")  # a condition on such values
 class SyncSchedule:
     """The intervals, in seconds, that agents' heartbeats and syncs keep."""
 
-    heartbeat: float = 10.0
-    resync: float = 60.0
+    heartbeat: float = HEARTBEAT_INTERVAL
+    resync: float = RESYNC_INTERVAL
     # Silent this long, an agent goes DOWN (and is not due until it is back).
-    down_after: float = 30.0
+    down_after: float = AGENT_DOWN_AFTER
     # After a failed or partial sync.
-    retry_after: float = 5.0
+    retry_after: float = SYNC_RETRY_AFTER
 
     @property
     def confirmed_for(self) -> dt.timedelta:
@@ -81,7 +87,9 @@ DEFAULT_SCHEDULE = SyncSchedule()
 def hellos_carry_etags(internal_version: str | None) -> bool:
     """Rule 5: whether an agent whose last hello spoke this version sends its ETag."""
     try:
-        return Feature.HELLO_ETAG.spoken_in(parse_version(internal_version or "1.0"))
+        return Feature.HELLO_ETAG.spoken_in(
+            parse_version(internal_version) if internal_version else OLDEST
+        )
     except ValueError:
         return False
 

@@ -240,7 +240,7 @@ class SyncLoop:
         try:
             return await anyio.to_thread.run_sync(lambda: call(*args, **kwargs))
         except SQLAlchemyError as exc:
-            log.warning("database unavailable for %s: %s", call.__name__, exc)
+            log.warning("database error in %s, left for the next round: %s", call.__name__, exc)
             return None
 
 

@@ -162,6 +162,18 @@ class GroupCommit(Generic[T, R]):
             thread.join(timeout)
 
     def _run(self) -> None:
+        try:
+            self._write_until_closed()
+        except Exception as exc:  # a bug (a weight that raises): nobody may hang on it
+            log.exception("%s: the writer stopped", self.name)
+            with self._changed:
+                stranded = list(self._queue)
+                self._queue.clear()
+                self._due = 0
+                self._thread = None  # the next submit starts a writer again
+            _hand_back(stranded, [exc] * len(stranded))
+
+    def _write_until_closed(self) -> None:
         while True:
             with self._changed:
                 batch = self._next_batch()
@@ -227,7 +239,8 @@ class GroupCommit(Generic[T, R]):
         except Exception as exc:  # one item's data (a constraint, a value): find which
             if len(items) == 1:
                 return [exc]
-            log.warning(
+            # Each item's own error reaches its caller; the batch's is no news.
+            log.debug(
                 "%s: a batch of %d failed (%s); writing it item by item",
                 self.name,
                 len(items),

@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     DateTime,
-    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -69,16 +68,33 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def state_type(enum: type[StrEnum], length: int) -> Enum:
-    """A state column: rows come back as the enum's members, stored as their values
-    in a plain VARCHAR (no native enum, no CHECK), the schema the migrations made."""
-    return Enum(
-        enum,
-        native_enum=False,
-        create_constraint=False,
-        length=length,
-        values_callable=lambda members: [member.value for member in members],
-    )
+class StateColumn(TypeDecorator[StrEnum]):
+    """A state column: stored as the member's value in a plain VARCHAR (no native
+    enum, no CHECK: the schema the migrations made), read back as the member.
+
+    A value this release does not know reads back as its text, not as an error: during
+    an upgrade a newer conductor may store a state or alarm kind that an older api or
+    conductor still reads, and those must go on answering (docs/operations.md). Writing
+    an unknown value is refused here, before it reaches the database.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        try:
+            return self.enum(value)
+        except ValueError:
+            return value
 
 
 class Base(DeclarativeBase):
@@ -96,7 +112,7 @@ class Agent(Timestamps, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     endpoint: Mapped[str] = mapped_column(String(300))
-    state: Mapped[AgentState] = mapped_column(state_type(AgentState, 8), default=AgentState.UP)
+    state: Mapped[AgentState] = mapped_column(StateColumn(AgentState, 8), default=AgentState.UP)
     internal_version: Mapped[str | None] = mapped_column(String(16))
     last_seen: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     last_synced_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
@@ -127,7 +143,7 @@ class Device(Timestamps, Base):
     vendor_board_info: Mapped[str | None] = mapped_column(Text)
     hostname: Mapped[str] = mapped_column(String(255), index=True)
     status: Mapped[DeviceStatus] = mapped_column(
-        state_type(DeviceStatus, 16), default=DeviceStatus.ENABLED
+        StateColumn(DeviceStatus, 16), default=DeviceStatus.ENABLED
     )
     pci_address: Mapped[str | None] = mapped_column(String(16))
     setup_required: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -211,10 +227,10 @@ class Alarm(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
-    kind: Mapped[AlarmKind] = mapped_column(state_type(AlarmKind, 64))
+    kind: Mapped[AlarmKind] = mapped_column(StateColumn(AlarmKind, 64))
     subject: Mapped[str] = mapped_column(String(255))
     state: Mapped[AlarmState] = mapped_column(
-        state_type(AlarmState, 16), default=AlarmState.ACTIVE, index=True
+        StateColumn(AlarmState, 16), default=AlarmState.ACTIVE, index=True
     )
     raised_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     cleared_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
@@ -254,7 +270,7 @@ class AcceleratorRequest(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
     project_id: Mapped[str | None] = mapped_column(String(255), index=True)
-    state: Mapped[ArqState] = mapped_column(state_type(ArqState, 16), default=ArqState.INITIAL)
+    state: Mapped[ArqState] = mapped_column(StateColumn(ArqState, 16), default=ArqState.INITIAL)
     device_profile_id: Mapped[int] = mapped_column(
         ForeignKey("device_profiles.id", ondelete="RESTRICT"), index=True
     )
@@ -317,7 +333,7 @@ class Operation(Base):
     params_json: Mapped[str] = mapped_column(Text)  # the setup action as the API took it
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
     state: Mapped[OperationState] = mapped_column(
-        state_type(OperationState, 16), default=OperationState.PENDING, index=True
+        StateColumn(OperationState, 16), default=OperationState.PENDING, index=True
     )
     steps_json: Mapped[str] = mapped_column(Text, default="[]")
     error: Mapped[str | None] = mapped_column(Text)

@@ -18,3 +18,8 @@ DRIVER_TIMEOUT = 10.0
 # Heartbeats an agent may miss before its conductor marks it DOWN.
 DOWN_AFTER_HEARTBEATS = 3
 AGENT_DOWN_AFTER = DOWN_AFTER_HEARTBEATS * HEARTBEAT_INTERVAL
+# How often a conductor reads every agent's hardware anew, even when heartbeats say
+# nothing changed (a heartbeat's ETag confirms it in between).
+RESYNC_INTERVAL = 60.0
+# How soon a failed or partial sync (a driver failed) is tried again.
+SYNC_RETRY_AFTER = 5.0

@@ -40,7 +40,6 @@ from pydantic import (
 
 from accel.internal.endpoints import NODE_NAME_PATTERN, canonical_endpoint
 from accel.internal.versions import Feature, Version
-from accel.states import ArqState
 from accel.web.json_bodies import depth
 
 # An ETag of ours is a quoted 40-digit hash; anything much longer is not one (and
@@ -380,10 +379,18 @@ class ArqChanges(StrictBody):
     delete: list[UUID] = Field(default_factory=list, max_length=MAX_ARQS_PER_CHANGE)
 
 
+# An outcome's state for a request that is gone, and for one whose change was refused:
+# never stored, so not ArqStates.
+ARQ_DELETED = "Deleted"
+ARQ_REFUSED = ""
+
+
 class ArqOutcome(LenientBody):
     uuid: str
-    # The request's state after the change; "Deleted" once it is gone, "" if refused.
-    state: ArqState | Literal["Deleted", ""]
+    # The request's state after the change (an ArqState's value), ARQ_DELETED once it
+    # is gone, ARQ_REFUSED if refused. Text on the wire, as the body is lenient: a newer conductor
+    # may answer a state this release does not know.
+    state: str
     reason: str | None = None
     refused: bool = False  # not found, or in a state that cannot change so
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, unique
 
 from accel.errors import SupportedRange, VersionNotAcceptable
 
@@ -20,6 +20,9 @@ MAJOR = 1
 Version = tuple[int, int]
 
 
+# Unique: a second feature of one version would quietly become an alias of the
+# first (and drop out of iteration): a version's features go under one name.
+@unique
 class Feature(Enum):
     """What each minor version brought (docs/internal-api.md has the whole list). A
     gate asks whether a version has a feature, never compares version numbers."""
