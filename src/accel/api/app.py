@@ -1,7 +1,7 @@
 """The public API application: Cyborg's v2 and accel's additions, from the database.
 
 Layers, outermost first: every error becomes Cyborg's error body (accel.api.failures,
-the one place that chooses statuses); the ``/accelerator`` prefix that OpenStack
+its status chosen by accel.web.errors); the ``/accelerator`` prefix that OpenStack
 service catalogs use is stripped, so every route is served at both roots;
 microversions; who is calling; a trailing slash dropped; the cached reads
 (accel.api.fast_reads, built from the route table's CachedRead routes); then the

@@ -12,11 +12,13 @@ agent's life (docs/internal-api.md lists the same ones):
    interval on (never nearer): it comes only if heartbeats stop confirming.
 4. Any other hello (no ETag sent, or none stored): the schedule stays.
 5. A complete sync stored: the next in a resync interval, a heartbeat interval
-   more if the agent's hellos carry ETags (1.5), so that a heartbeat confirms first.
+   more if the sync got an ETag (1.4) and the agent's hellos carry ETags (1.5), so
+   that a heartbeat confirms first.
 6. A partial sync (a driver failed) or a failed one: the next in the retry interval.
 7. Rules 5 and 6 give way to a sync asked for while the sync ran.
-8. A 304 for an ETag that is no longer the stored one, or a finished setup
-   operation: a sync now, in full (the stored ETag is dropped, so no heartbeat
+8. A 304 for an ETag that is no longer the stored one, or the end of a setup
+   operation as the node reports it (not a dry run, nor an operation the conductor
+   fails itself): a sync now, in full (the stored ETag is dropped, so no heartbeat
    from before can confirm the old inventory).
 9. Due: an agent that is UP and whose next sync time has come; earliest first.
 

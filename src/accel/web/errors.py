@@ -12,7 +12,7 @@ any other 5xx as one warning line per kind of error every ``LOG_INTERVAL_S``, si
 failing dependency fails every request and must not flood the log.
 
 How the body looks is each API's own contract, an ``ErrorShape``: Cyborg's for the
-public API (accel.api.openstack), accel's for the internal one
+public API (accel.api.failures), accel's for the internal one
 (accel.internal.error_body). The mapping is applied with the same function by
 Starlette's exception handlers (errors raised in a route), by ``Failures`` (errors
 raised before routing) and by answers written outside the router
