@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.api.failures import HANDLERS, Failures
+from accel.conductor.service import CONDUCTOR_ERRORS
 from accel.errors import Conflict, FieldProblem, InvalidInput, NotFound, Unavailable
 from accel.internal.server import internal_app
 from accel.internal.versions import VersionRange
@@ -56,9 +57,15 @@ def public_app() -> ASGIApp:
 
 
 def internal(direct: bool) -> ASGIApp:
+    """An internal service with a database, as the conductor is."""
     route = Route("/v1/fail", raising, methods=["GET"])
     return internal_app(
-        "test", [route], TOKEN, VersionRange(), direct=("/v1/fail",) if direct else ()
+        "test",
+        [route],
+        TOKEN,
+        VersionRange(),
+        direct=("/v1/fail",) if direct else (),
+        errors=CONDUCTOR_ERRORS,
     )
 
 

@@ -5,6 +5,8 @@ pieces from it, never the internal services' app factory."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 SOURCE = Path(__file__).parents[2] / "src" / "accel"
@@ -32,3 +34,21 @@ def test_the_shared_layer_imports_neither_api() -> None:
 def test_the_public_api_does_not_import_the_internal_app_factory() -> None:
     for module, names in imported("api").items():
         assert "accel.internal.server" not in names, module
+
+
+def test_a_nodes_daemons_load_no_database_library() -> None:
+    """A driver and an agent have no database: the error mapping they share with the
+    api and the conductor must not bring SQLAlchemy into their memory."""
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, accel.driver.service, accel.agent.service, accel.cli.node_daemons; "
+            "print(sorted({m.split('.')[0] for m in sys.modules}))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "'sqlalchemy'" not in loaded
+    assert "'psycopg'" not in loaded

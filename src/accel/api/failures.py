@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp
 
+from accel.db.outage import DATABASE_AWAY
 from accel.errors import AccelError
 from accel.web import errors
 
@@ -30,7 +31,9 @@ def error_body(status: int, message: str, error: AccelError | None = None) -> di
 
 
 CYBORG_ERRORS = errors.ErrorShape(
-    error_body, bug_message="internal error; the api's log has the details"
+    error_body,
+    bug_message="internal error; the api's log has the details",
+    outage=DATABASE_AWAY,
 )
 HANDLERS = errors.exception_handlers(CYBORG_ERRORS)
 

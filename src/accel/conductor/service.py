@@ -42,6 +42,7 @@ from accel.db.models import utcnow
 from accel.db.outage import DATABASE_AWAY
 from accel.errors import InvalidInput, Unavailable
 from accel.internal.client import InternalClient
+from accel.internal.error_body import INTERNAL_ERRORS
 from accel.internal.gate import request_version, require
 from accel.internal.identity import answers_as
 from accel.internal.origin import Network, check_origin
@@ -75,6 +76,10 @@ def _hello_answer(known: bool, newest: str) -> bytes:
     """A hello's answer, rendered once: every heartbeat gets one of these two."""
     answer = {"status": "registered", "known": known, "max_version": newest}
     return json.dumps(answer, separators=(",", ":")).encode()
+
+
+# The internal API's error bodies; a database that is away answers 503.
+CONDUCTOR_ERRORS = dataclasses.replace(INTERNAL_ERRORS, outage=DATABASE_AWAY)
 
 
 @dataclass(frozen=True)
@@ -336,4 +341,5 @@ class ConductorService:
             lifespan,
             extra_root={"name": self.settings.name},
             direct=("/v1/hello",),  # every agent's heartbeat
+            errors=CONDUCTOR_ERRORS,
         )

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from accel.web.errors import KNOWN, ErrorShape, failure_response
+from accel.web.errors import ErrorShape, failure_response
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class DirectRoutes:
         try:
             response = await endpoint(Request(scope, receive))
         except Exception as exc:
-            if not isinstance(exc, KNOWN):
+            if not isinstance(exc, self.errors.known):
                 # No server sees it: its traceback is logged here.
                 log.exception("%s %s failed", scope["method"], scope["path"])
             response = failure_response(exc, self.errors, scope)

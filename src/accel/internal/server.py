@@ -19,7 +19,7 @@ from accel.internal.gate import InternalGate
 from accel.internal.openapi import document
 from accel.internal.versions import VersionRange, format_version
 from accel.metrics import RequestTimer, metrics
-from accel.web.errors import exception_handlers
+from accel.web.errors import ErrorShape, exception_handlers
 
 
 def internal_app(
@@ -30,9 +30,11 @@ def internal_app(
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     extra_root: Mapping[str, Any] | None = None,
     direct: Collection[str] = (),
+    errors: ErrorShape = INTERNAL_ERRORS,
 ) -> ASGIApp:
     """The service; the routes whose paths are in ``direct`` are answered by
-    ``DirectRoutes``."""
+    ``DirectRoutes``. ``errors``: INTERNAL_ERRORS with its ``outage`` for a service
+    with a database."""
 
     async def root(request: Request) -> Response:
         return JSONResponse(
@@ -60,7 +62,7 @@ def internal_app(
             Route("/metrics", metrics, methods=["GET"]),
             *routes,
         ],
-        exception_handlers=exception_handlers(INTERNAL_ERRORS),
+        exception_handlers=exception_handlers(errors),
         lifespan=lifespan,
     )
     endpoints = {
@@ -70,5 +72,5 @@ def internal_app(
         for method in route.methods or ()
     }
     if endpoints:
-        app = DirectRoutes(app, endpoints, INTERNAL_ERRORS)
+        app = DirectRoutes(app, endpoints, errors)
     return RequestTimer(InternalGate(app, token, versions), component)

@@ -31,15 +31,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from accel.db.outage import DATABASE_AWAY
 from accel.errors import AccelError, DatabaseUnavailable
 from accel.log_limit import EveryFew
 
 log = logging.getLogger(__name__)
 
 LOG_INTERVAL_S = 10.0
-# Expected failures; any other exception is a bug.
-KNOWN: tuple[type[Exception], ...] = (AccelError, HTTPException, *DATABASE_AWAY)
+# Expected failures, with an API's own ``ErrorShape.outage``; any other is a bug.
+KNOWN: tuple[type[Exception], ...] = (AccelError, HTTPException)
 
 BodyOf = Callable[[int, str, AccelError | None], dict[str, Any]]
 Handler = Callable[[Request, Exception], Awaitable[Response]]
@@ -54,6 +53,15 @@ class ErrorShape:
     body_of: BodyOf
     # What a 500 for a bug says.
     bug_message: str
+    # The foreign errors that mean the store behind this API is away (503):
+    # accel.db.outage's for an API with a database. None for a node's daemons, which
+    # so never load a database library.
+    outage: tuple[type[Exception], ...] = ()
+
+    @property
+    def known(self) -> tuple[type[Exception], ...]:
+        """The errors this API expects; any other is a bug."""
+        return (*KNOWN, *self.outage)
 
     def response(self, status: int, message: str, error: AccelError | None = None) -> JSONResponse:
         return JSONResponse(self.body_of(status, message, error), status_code=status)
@@ -67,11 +75,11 @@ class ErrorShape:
 _logged: dict[type[AccelError], EveryFew] = {}
 
 
-def as_accel_error(exc: Exception) -> AccelError | None:
+def as_accel_error(exc: Exception, outage: tuple[type[Exception], ...]) -> AccelError | None:
     """The accel error ``exc`` means, or None for a bug."""
     if isinstance(exc, AccelError):
         return exc
-    if isinstance(exc, DATABASE_AWAY):
+    if isinstance(exc, outage):
         if _due(DatabaseUnavailable):
             # The driver's own words, without the statement and its parameters.
             reason = getattr(exc, "orig", None) or exc
@@ -87,7 +95,7 @@ def failure_response(exc: Exception, shape: ErrorShape, scope: Scope | None = No
         # A 405 says which methods would do (RFC 9110 wants the Allow header).
         response.headers.update(exc.headers or {})
         return response
-    error = as_accel_error(exc)
+    error = as_accel_error(exc, shape.outage)
     if error is None:
         return shape.response(500, shape.bug_message)
     if error.status_code >= 500 and error is exc and _due(type(error)):
@@ -111,7 +119,7 @@ def exception_handlers(shape: ErrorShape) -> dict[Any, Handler]:
     async def on_error(request: Request, exc: Exception) -> Response:
         return failure_response(exc, shape, request.scope)
 
-    return dict.fromkeys((*KNOWN, Exception), on_error)
+    return dict.fromkeys((*shape.known, Exception), on_error)
 
 
 class Failures:
@@ -138,5 +146,5 @@ class Failures:
             if started:
                 raise
             await failure_response(exc, self.shape, scope)(scope, receive, send)
-            if not isinstance(exc, KNOWN):
+            if not isinstance(exc, self.shape.known):
                 raise  # a bug: the server logs its traceback
