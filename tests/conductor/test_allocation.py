@@ -24,7 +24,6 @@ from accel.db.models import (
     AcceleratorRequest,
     Agent,
     AttachHandle,
-    Deployable,
     Device,
     DeviceProfile,
 )
@@ -32,6 +31,7 @@ from accel.driver.fake_sysfs import FakeSysfs
 from accel.internal.schemas import ARQ_DELETED, ArqChanges, ArqOutcome
 from accel.states import AgentState, ArqState, DeviceStatus
 from tests.api.test_api import fill
+from tests.conductor.test_arq_changes import rp_of
 
 T0 = dt.datetime(2026, 12, 6, 9, 0, tzinfo=dt.UTC)
 VF = "node1_0000:6b:00.1"
@@ -56,13 +56,6 @@ def request(sessions: sessionmaker[Session], *groups: dict[str, str]) -> str:
         session.add(arq)
         session.flush()
         return arq.uuid
-
-
-def rp_of(sessions: sessionmaker[Session], name: str = VF) -> str:
-    with sessions() as session:
-        rp = session.scalar(select(Deployable.rp_uuid).where(Deployable.name == name))
-    assert rp is not None
-    return rp
 
 
 def binds(rp: str, *arqs: str, hostname: str = "node1") -> ArqChanges:
