@@ -62,6 +62,27 @@ OPERATION_UNFINISHED = (OperationState.PENDING, OperationState.RUNNING)
 OPERATION_FINAL = (OperationState.DONE, OperationState.FAILED)
 
 
+class HealthState(StrEnum):
+    """A device's observed health (docs: DESIGN "Device health").
+
+    ``degraded`` is still handed out, flagged; ``failed`` never is; ``unknown`` means
+    no evidence and is never treated as failed.
+    """
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class CheckSeverity(StrEnum):
+    """What one health check's latest reading means for its device."""
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+
+
 class AlarmState(StrEnum):
     ACTIVE = "active"
     CLEARED = "cleared"
@@ -78,3 +99,4 @@ class AlarmKind(StrEnum):
     HARDWARE_UUID_CLASH = "hardware_uuid_clash"
     # An agent's name, which a live agent at another endpoint holds.
     AGENT_NAME_CLASH = "agent_name_clash"
+    HARDWARE_UNHEALTHY = "hardware_unhealthy"  # the hardware's uuid

@@ -16,6 +16,7 @@ History of the minor versions (each component speaks a range, see versions.py):
   (``POST /v1/accelerator_requests``).
 * 1.3: the setup call, conductor -> agent -> driver (``POST /v1/setup``,
   ``GET /v1/setup/{operation}``); its bodies are in setup_schemas.py.
+* 1.4: hardware entries carry ``health`` (health_schemas.py).
 
 Request bodies are strict (unknown fields are refused); answers read from peers are
 lenient, so a newer peer's additions never break an older reader.
@@ -39,6 +40,7 @@ from pydantic import (
 )
 
 from accel.internal.endpoints import NODE_NAME_PATTERN, canonical_endpoint
+from accel.internal.health_schemas import DeviceHealth
 from accel.internal.versions import Feature, Version
 from accel.web.json_bodies import depth
 
@@ -294,6 +296,8 @@ class HardwareEntry(LenientBody):
     qat: QatFacts | None = None
     fpga: FpgaFacts | None = None
     network: NetworkFacts | None = None
+    # 1.4: what the driver's health checks read (None from a driver that has none).
+    health: DeviceHealth | None = None
 
     @model_validator(mode="after")
     def _attachable_bounded(self) -> HardwareEntry:
