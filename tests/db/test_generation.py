@@ -161,6 +161,9 @@ def test_writes_the_cache_does_not_show_leave_it(
     with pytest.raises(RuntimeError), sessions.begin() as session:
         session.execute(update(Device).values(status="maintaining"))
         raise RuntimeError("changed my mind")
+    # ...and leaves nothing behind for the next transaction on its connection.
+    with engine.begin() as connection:
+        connection.execute(update(TABLES["agents"]).values(endpoint="y"))
     assert generation(sessions) == before
 
 

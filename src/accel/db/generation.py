@@ -4,9 +4,10 @@ The api keeps rendered answers for its hottest reads (the device and deployable
 lists, single devices) and must know cheaply, on every request, whether they are
 still true. Readers compare one integer; writers never have to remember it: every
 engine accel makes (``accel.db.engine.make_engine``) watches the statements its
-connections run, whichever code path sends them (ORM flushes, ``session.execute``,
-Core statements on a bare connection such as the api's ``run_sql``, raw SQL), and a
-transaction that wrote to a watched table bumps the counter just before it commits.
+connections run (``watch_inventory``), whichever code path sends them (ORM flushes,
+``session.execute``, Core statements on a bare connection such as the api's
+``run_sql``, raw SQL), and a transaction that wrote to a watched table bumps the
+counter just before it commits.
 The one write SQLAlchemy never sees, PostgreSQL's COPY, has its one home in
 ``copy_rows`` below, which tells the watch itself.
 
@@ -29,11 +30,10 @@ from sqlalchemy import (
     BigInteger,
     Column,
     ColumnDefault,
-    Connection,
     Engine,
     Integer,
+    PoolProxiedConnection,
     Table,
-    event,
     insert,
     select,
     update,
@@ -74,49 +74,75 @@ def read_generation(session: Session) -> int:
     return session.scalar(select(InventoryGeneration.value).where(InventoryGeneration.id == 1)) or 0
 
 
-def writes_inventory(context: DefaultExecutionContext | None, statement: str) -> bool:
+def writes_inventory(context: DefaultExecutionContext) -> bool:
     """Whether a statement just run wrote to a watched table (SQLAlchemy's own DML
     by its table, raw SQL by its words)."""
-    if context is None:
-        return _RAW_WRITE.search(statement) is not None
     if context.isinsert or context.isupdate or context.isdelete:
         compiled = context.compiled
         dml = compiled.statement if compiled is not None else None
         return isinstance(dml, UpdateBase) and getattr(dml.table, "name", None) in WATCHED_TABLES
     # Everything else compiled is a SELECT or DDL; text() and driver SQL say it in words.
-    return context.is_text and _RAW_WRITE.search(statement) is not None
-
-
-def _after_cursor_execute(
-    connection: Connection,
-    cursor: Any,
-    statement: str,
-    parameters: Any,
-    context: DefaultExecutionContext | None,
-    executemany: bool,
-) -> None:
-    if writes_inventory(context, statement):
-        connection.info[CHANGED] = True
-
-
-def _commit(connection: Connection) -> None:
-    # Still inside the transaction: SQLAlchemy calls this just before the COMMIT.
-    if not connection.info.pop(CHANGED, False):
-        return
-    if not connection.execute(_BUMP).rowcount:
-        connection.execute(insert(InventoryGeneration).values(id=1, value=1))
-
-
-def _rollback(connection: Connection) -> None:
-    connection.info.pop(CHANGED, None)
+    return context.is_text and _RAW_WRITE.search(context.statement) is not None
 
 
 def watch_inventory(engine: Engine) -> Engine:
-    """Makes every transaction on ``engine`` that writes inventory bump the generation."""
-    event.listen(engine, "after_cursor_execute", _after_cursor_execute)
-    event.listen(engine, "commit", _commit)
-    event.listen(engine, "rollback", _rollback)
+    """Makes every transaction on ``engine`` that writes inventory bump the generation.
+
+    The watch sits in the engine's dialect, not in SQLAlchemy's engine events: any
+    execution listener puts every statement of every connection on SQLAlchemy's
+    slower evented path (docs/benchmarks.md, "The inventory watch"), while every
+    statement, whichever API sent it, already passes through the dialect's execution
+    context, and every commit and rollback through ``do_commit``/``do_rollback``.
+    """
+    dialect = engine.dialect
+    plain = dialect.execution_ctx_cls
+
+    class WatchingContext(plain):  # type: ignore[valid-type,misc]
+        def post_exec(self) -> None:
+            super().post_exec()
+            if writes_inventory(self):
+                self.root_connection.info[CHANGED] = True
+
+    bump = str(_BUMP.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    first = str(
+        insert(InventoryGeneration)
+        .values(id=1, value=1)
+        .compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+    )
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi_connection: PoolProxiedConnection) -> None:
+        # Still inside the transaction: the counter's row lock is taken last.
+        if _changed(dbapi_connection):
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(bump)
+                if not cursor.rowcount:
+                    cursor.execute(first)
+            finally:
+                cursor.close()
+        commit(dbapi_connection)
+
+    def do_rollback(dbapi_connection: PoolProxiedConnection) -> None:
+        _changed(dbapi_connection)
+        rollback(dbapi_connection)
+
+    dialect.execution_ctx_cls = WatchingContext
+    # The dialect is the engine's own instance: these shadow its methods for this engine only.
+    setattr(dialect, "do_commit", do_commit)  # noqa: B010
+    setattr(dialect, "do_rollback", do_rollback)  # noqa: B010
     return engine
+
+
+def _changed(dbapi_connection: PoolProxiedConnection) -> bool:
+    """Whether the connection's transaction wrote inventory; forgets it (it ends now)."""
+    try:
+        info = dbapi_connection.info
+    except NotImplementedError:
+        # The engine's first connect hands the dialect an ad hoc proxy, before any
+        # transaction of ours could have written.
+        return False
+    return bool(info.pop(CHANGED, False))
 
 
 def copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
