@@ -19,6 +19,7 @@ from accel.conductor.agents import record_hello
 from accel.db.engine import make_engine, migrate, session_factory
 from accel.db.generation import copy_rows, read_generation
 from accel.db.models import Agent, Attribute, Base, Deployable, Device
+from accel.db.outage import DATABASE_AWAY
 from tests.postgres import ThrowawayPostgres
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
@@ -177,3 +178,28 @@ def test_only_copy_rows_writes_around_sqlalchemy() -> None:
         if "driver_connection" in path.read_text() or "raw_connection(" in path.read_text()
     }
     assert reaching == {"db/generation.py"}
+
+
+@pytest.mark.postgres
+def test_a_server_lost_before_the_commit_loses_the_write_and_its_bump(
+    postgres: ThrowawayPostgres,
+) -> None:
+    """The bump runs inside the commit: a server that goes away there fails the
+    commit as SQLAlchemy's own error (callers read it as the database away), and
+    neither the write nor the bump happened."""
+    engine = make_engine(postgres.new_database())
+    try:
+        migrate(engine)
+        sessions = session_factory(engine)
+        record_hello(sessions, "node1", "127.0.0.1:6671", "1.5", T0)
+        before = generation(sessions)
+        with pytest.raises(DATABASE_AWAY), engine.begin() as connection:
+            connection.execute(update(TABLES["agents"]).values(endpoint="y"))
+            connection.execute(text("UPDATE devices SET status = 'maintaining'"))
+            postgres.restart("immediate")
+        assert generation(sessions) == before
+        # ...and the next inventory write on the pool's fresh connection bumps once.
+        core_on_a_connection(sessions, engine)
+        assert generation(sessions) == before + 1
+    finally:
+        engine.dispose()
