@@ -17,7 +17,9 @@ def test_a_document_is_read_from_bytes_or_text() -> None:
     assert loads('"just a string"') == "just a string"
 
 
-@pytest.mark.parametrize("raw", [b"", b"{", b"{'a': 1}", b"[1,]", b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "raw", [b"", b"{", b"{'a': 1}", b"[1,]", b"\xff\xfe", b"[NaN]", b'{"a": -Infinity}']
+)
 def test_what_is_not_json_is_refused(raw: bytes) -> None:
     with pytest.raises(NotJson, match="not valid JSON"):
         loads(raw)

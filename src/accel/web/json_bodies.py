@@ -26,7 +26,8 @@ class NotJson(ValueError):
 def loads(raw: bytes | str) -> Any:
     """The document in ``raw``; NotJson (a ValueError) when it is not one accel takes."""
     try:
-        document = pydantic_core.from_json(raw)
+        # NaN and Infinity are not JSON (RFC 8259), and no field of accel's means them.
+        document = pydantic_core.from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
         if "recursion limit" in str(exc):
             raise NotJson(f"nested deeper than {MAX_DEPTH} levels") from exc
