@@ -38,6 +38,7 @@ CONFIG = DEPLOY / "accel.toml"
 DASHBOARD = DEPLOY / "grafana" / "accel-fleet.json"
 RULES = DEPLOY / "prometheus" / "accel-alerts.yml"
 RULES_TESTS = DEPLOY / "prometheus" / "accel-alerts.test.yml"
+PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="no promtool here (scripts/ensure-prometheus installs it)"
@@ -161,6 +162,23 @@ def test_the_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
             [str(PROMTOOL), *argv], cwd=RULES.parent, capture_output=True, text=True, check=False
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+@needs_promtool
+def test_the_example_prometheus_config_passes_promtool(tmp_path: Path) -> None:
+    """With its token file in place (promtool reads it), rules and all."""
+    token = tmp_path / "internal-token"
+    token.write_text("token")
+    shutil.copy(RULES, tmp_path / RULES.name)
+    config = tmp_path / PROMETHEUS_CONFIG.name
+    text = PROMETHEUS_CONFIG.read_text()
+    assert "/etc/accel/internal-token" in text
+    config.write_text(text.replace("/etc/accel/internal-token", str(token)))
+    done = subprocess.run(
+        [str(PROMTOOL), "check", "config", str(config)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Checking {tmp_path / RULES.name}" in done.stdout  # the rules were loaded
 
 
 def test_the_names_not_served_yet_are_used() -> None:
