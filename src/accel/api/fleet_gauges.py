@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,31 +25,39 @@ from accel.states import AgentState, AlarmKind, AlarmState, DeviceStatus
 log = logging.getLogger(__name__)
 
 
+def _use(present: bool, pending: bool, status: str) -> DeviceUse:
+    """A device's use, but for in_use, which _device_counts decides from the handles."""
+    if not present:
+        return DeviceUse.VANISHED
+    if pending:
+        return DeviceUse.SETUP_REQUIRED
+    return DeviceUse.MAINTAINING if status == DeviceStatus.MAINTAINING else DeviceUse.READY
+
+
 def _device_counts(session: Session) -> dict[tuple[str, DeviceUse], int]:
-    in_use = exists(
-        select(AttachHandle.id)
-        .join(Deployable, AttachHandle.deployable_id == Deployable.id)
-        .where(Deployable.device_id == Device.id, AttachHandle.in_use.is_(True))
+    """Grouped on plain columns, then the devices with a bound handle moved from their
+    group to in_use: a subquery per device made a scrape of 10,000 devices on
+    PostgreSQL several times slower."""
+    pending = or_(Device.setup_required.is_(True), Device.reboot_required.is_(True))
+    columns = (Device.type, Device.present, pending, Device.status)
+    counts: dict[tuple[str, DeviceUse], int] = {}
+    for kind, present, waits, status, count in session.execute(
+        select(*columns, func.count()).group_by(*columns)
+    ):
+        use = _use(present, waits, status)
+        counts[kind, use] = counts.get((kind, use), 0) + count
+    bound = (
+        select(*columns, func.count(func.distinct(Device.id)))
+        .join(Deployable, Deployable.device_id == Device.id)
+        .join(AttachHandle, AttachHandle.deployable_id == Deployable.id)
+        .where(AttachHandle.in_use.is_(True), Device.present.is_(True))
+        .group_by(*columns)
     )
-    use = case(
-        (Device.present.is_(False), DeviceUse.VANISHED.value),
-        (in_use, DeviceUse.IN_USE.value),
-        (
-            or_(Device.setup_required.is_(True), Device.reboot_required.is_(True)),
-            DeviceUse.SETUP_REQUIRED.value,
-        ),
-        (Device.status == DeviceStatus.MAINTAINING, DeviceUse.MAINTAINING.value),
-        else_=DeviceUse.READY.value,
-    )
-    # Grouped outside: PostgreSQL would not match a GROUP BY on the CASE itself, whose
-    # literals are bound apart from the SELECT's.
-    each = select(Device.type.label("kind"), use.label("use")).subquery()
-    return {
-        (kind, DeviceUse(found)): count
-        for kind, found, count in session.execute(
-            select(each.c.kind, each.c.use, func.count()).group_by(each.c.kind, each.c.use)
-        )
-    }
+    for kind, present, waits, status, count in session.execute(bound):
+        use = _use(present, waits, status)
+        counts[kind, use] -= count
+        counts[kind, DeviceUse.IN_USE] = counts.get((kind, DeviceUse.IN_USE), 0) + count
+    return {key: count for key, count in counts.items() if count}
 
 
 def fleet_snapshot(session: Session) -> FleetSnapshot:
