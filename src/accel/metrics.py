@@ -3,14 +3,23 @@
 Hellos, discoveries, what each sync changed, agents by state, alarms raised, and
 the latency of every HTTP request served. Each process has its own registry, so a
 test (or an embedding) never mixes two components' numbers.
+
+The api adds the fleet as the database holds it (``accel_fleet_*``), read once per
+scrape: devices by kind and use, active alarms, each agent's state, live conductors,
+and how far behind the syncs are. Every api replica serves the same numbers.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -58,8 +67,105 @@ REQUEST_SECONDS = Histogram(
 )
 
 
+class DeviceUse(StrEnum):
+    """What a device is to the fleet's roll-up; the first that applies, in this order."""
+
+    VANISHED = "vanished"  # gone from its node's reports, kept in history
+    IN_USE = "in_use"  # an attach handle of it is bound to an instance
+    SETUP_REQUIRED = "setup_required"  # setup or a reboot pending: not offered
+    MAINTAINING = "maintaining"  # an admin keeps it out of new binds
+    READY = "ready"
+
+
+@dataclass(frozen=True)
+class FleetSnapshot:
+    """The fleet as one read of the database found it."""
+
+    devices: Mapping[tuple[str, DeviceUse], int]  # (kind, use): devices
+    active_alarms: Mapping[str, int]  # alarm kind: active alarms
+    agents_up: Mapping[str, bool]  # node: whether its agent is UP
+    conductors_alive: int
+    # UP agents whose sync is due, and how long the longest-waiting one has waited.
+    syncs_due: int
+    sync_lag_seconds: float
+    # UP agents whose last sync failed.
+    syncs_failing: int
+    # Sync leases past their expiry that no conductor took over (their holder died).
+    leases_orphaned: int
+
+
+class FleetCollector:
+    """Serves one FleetSnapshot, or, where the database could not be read, only that."""
+
+    def __init__(self, snapshot: FleetSnapshot | None, alarm_kinds: tuple[str, ...]) -> None:
+        self.snapshot = snapshot
+        # Every kind is served, 0 when none is active: an alert's series never vanishes.
+        self.alarm_kinds = alarm_kinds
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "accel_fleet_read_ok",
+            "1 if this scrape read the fleet from the database, 0 if the database was away.",
+            value=0 if self.snapshot is None else 1,
+        )
+        fleet = self.snapshot
+        if fleet is None:
+            return
+        devices = GaugeMetricFamily(
+            "accel_fleet_devices",
+            "Devices in the database, by kind and use.",
+            labels=["kind", "use"],
+        )
+        for (kind, use), count in sorted(fleet.devices.items()):
+            devices.add_metric([kind, use], count)
+        yield devices
+        alarms = GaugeMetricFamily(
+            "accel_fleet_alarms_active", "Active alarms, by kind.", labels=["kind"]
+        )
+        for kind in sorted({*self.alarm_kinds, *fleet.active_alarms}):
+            alarms.add_metric([kind], fleet.active_alarms.get(kind, 0))
+        yield alarms
+        agents = GaugeMetricFamily(
+            "accel_fleet_agent_up", "1 if the node's agent is UP, 0 if DOWN.", labels=["node"]
+        )
+        for node, up in sorted(fleet.agents_up.items()):
+            agents.add_metric([node], 1 if up else 0)
+        yield agents
+        for name, text, value in (
+            (
+                "accel_fleet_conductors_alive",
+                "Conductors whose presence is fresh.",
+                fleet.conductors_alive,
+            ),
+            ("accel_fleet_syncs_due", "UP agents whose sync is due now.", fleet.syncs_due),
+            (
+                "accel_fleet_sync_lag_seconds",
+                "How long the UP agent waiting longest for its due sync has waited.",
+                fleet.sync_lag_seconds,
+            ),
+            ("accel_fleet_syncs_failing", "UP agents whose last sync failed.", fleet.syncs_failing),
+            (
+                "accel_fleet_sync_leases_orphaned",
+                "Sync leases past their expiry that no conductor took over.",
+                fleet.leases_orphaned,
+            ),
+        ):
+            yield GaugeMetricFamily(name, text, value=value)
+
+
+def exposition(*collectors: Collector) -> Response:
+    """This process's metrics, then those of ``collectors``, made for this scrape."""
+    body = generate_latest(REGISTRY)
+    if collectors:
+        scrape = CollectorRegistry(auto_describe=False)
+        for collector in collectors:
+            scrape.register(collector)
+        body += generate_latest(scrape)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return exposition()
 
 
 # Methods named as such in the request metric; any other is counted as OTHER, so a

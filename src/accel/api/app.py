@@ -19,8 +19,6 @@ from pathlib import Path
 import anyio.to_thread
 from sqlalchemy import Engine
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -36,18 +34,19 @@ from accel.api.auth import Authentication, AuthMode, Identity, Resolver, tokens_
 from accel.api.cache import GenerationWatch, ResponseCache
 from accel.api.failures import CYBORG_ERRORS, HANDLERS, Failures
 from accel.api.fast_reads import CachedReads
+from accel.api.fleet_gauges import fleet_metrics
 from accel.api.health import healthz
 from accel.api.keystone import KeystoneValidator
 from accel.api.microversions import Microversions
 from accel.api.openapi import openapi
 from accel.api.openstack import root, v2_root
-from accel.api.policy import RULES, authorize
+from accel.api.policy import RULES
 from accel.api.queries import Reader, Writer
 from accel.db.engine import migrate, session_factory
 from accel.internal.client import InternalClient
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
-from accel.metrics import RequestTimer, metrics
+from accel.metrics import RequestTimer
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +107,6 @@ class TrailingSlash:
                 return
             scope = {**scope, "path": path[:-1]}
         await self.app(scope, receive, send)
-
-
-async def fleet_metrics(request: Request) -> Response:
-    authorize(request, "accel:fleet:get")
-    return await metrics(request)
 
 
 # The one route table; its CachedRead routes are also answered before routing.

@@ -47,6 +47,14 @@ Answer = TypeVar("Answer")
 Found = TypeVar("Found")
 
 
+def conductor_alive(
+    alive_until: dt.datetime | None, last_seen: dt.datetime, now: dt.datetime
+) -> bool:
+    """Whether a conductor's record is fresh; a record from before ``alive_until``
+    existed is judged by LIVE_WITHIN, the api's own rule for binds."""
+    return (alive_until or last_seen + LIVE_WITHIN) >= now
+
+
 def live_conductors(session: Session) -> list[str]:
     return list(
         session.scalars(

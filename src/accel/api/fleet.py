@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from accel.api.conductor_link import LIVE_WITHIN
+from accel.api.conductor_link import conductor_alive
 from accel.api.devices import timestamp
 from accel.api.policy import authorize
 from accel.api.queries import reader
@@ -82,8 +82,7 @@ async def list_conductors(request: Request) -> Response:
                 "started_at": timestamp(conductor.started_at),
                 "last_seen": timestamp(conductor.last_seen),
                 "alive_until": timestamp(conductor.alive_until),
-                # A record from before alive_until existed: the api's own rule for binds.
-                "alive": (conductor.alive_until or conductor.last_seen + LIVE_WITHIN) >= now,
+                "alive": conductor_alive(conductor.alive_until, conductor.last_seen, now),
                 "sync_leases": held.get(conductor.name, []),
                 "synced_agents": synced.get(conductor.name, []),
             }
