@@ -84,3 +84,16 @@ class HealthNvmlFake:
     def nvmlDeviceGetTemperatureThreshold(self, handle: Any, threshold: int) -> int:
         self._handle(handle)
         return self.slowdown
+
+
+class DiscoverableNvml(HealthNvmlFake):
+    """The same GPU for discovery too: every query discovery makes is not supported."""
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("nvml"):
+            raise AttributeError(name)
+
+        def not_supported(*args: Any) -> Any:
+            raise NVMLError(NOT_SUPPORTED)
+
+        return not_supported

@@ -16,7 +16,7 @@ from accel.driver.fake_health import (
     set_qat_ras,
     set_qat_state,
 )
-from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
+from accel.driver.fake_sysfs import FakeFunction, FakeSysfs, build_from_description
 from accel.driver.health.evidence import Counters, Reading
 from accel.driver.health.fpga import fpga_readings
 from accel.driver.health.gpu import GpuHealth
@@ -28,6 +28,7 @@ from accel.driver.health.pcie import (
     upstream_bridge,
 )
 from accel.driver.health.qat import qat_readings
+from accel.driver.tree_description import describe
 from tests.driver.health_fakes import HealthNvmlFake
 
 GPU = "0000:17:00.0"
@@ -239,3 +240,21 @@ def test_a_gpu_nvml_does_not_see_reads_nothing(nvml: HealthNvmlFake) -> None:
     """A GPU bound to vfio-pci is not NVML's: its NVML checks are silent, not failed."""
     readings = GpuHealth(nvml, ()).readings("0000:31:00.0", Counters())
     assert all(reading.bad is None for reading in readings)
+
+
+def test_a_description_nests_functions_under_their_bridge(tmp_path: Path) -> None:
+    description = tmp_path / "server.toml"
+    description.write_text(
+        "[[function]]\n"
+        f'address = "{GPU}"\nid = "10de:2331"\nclass = "030200"\nupstream = "{BRIDGE}"\n\n'
+        f'[[function]]\naddress = "{BRIDGE}"\nid = "8086:347a"\nclass = "060400"\n'
+    )
+    tree = build_from_description(description, tmp_path / "node")
+    assert upstream_bridge(device(tree, GPU)) == str(tree.device_dir(BRIDGE))
+    assert f'upstream = "{BRIDGE}"' in describe(tree.root)
+    description.write_text(
+        f'[[function]]\naddress = "{GPU}"\nid = "10de:2331"\nclass = "030200"\n'
+        'upstream = "0000:15:00.0"\n'
+    )
+    with pytest.raises(ValueError, match=r"0000:15:00\.0 not described"):
+        build_from_description(description, tmp_path / "other")
