@@ -121,11 +121,21 @@ def test_a_device_that_flaps_is_latched_failed(clock: Clock) -> None:
     assert run(machine, clock, FATAL) == [HealthState.FAILED]
     flapping = {c.check: c for c in machine.health().checks}["flapping"]
     assert flapping.latch and flapping.severity is CheckSeverity.FAILED
-    assert flapping.value == "3 times unhealthy in 600 s"
+    assert flapping.value == "3 times failed in 600 s"
     # Held failed while the window still holds three entries, clean evidence or not.
     assert run(machine, clock, OK, OK) == [HealthState.FAILED] * 2
     clock.tick(600)
     assert run(machine, clock, OK) == [HealthState.OK]
+
+
+def test_going_degraded_again_and_again_is_not_flapping(clock: Clock) -> None:
+    machine = DeviceMachine(HealthPolicy(recover_polls=1, flap_count=2, flap_window=600), T0)
+    for _ in range(3):
+        assert run(machine, clock, NARROW, NARROW, OK)[1:] == [
+            HealthState.DEGRADED,
+            HealthState.OK,
+        ]
+    assert "flapping" not in {c.check for c in machine.health().checks}
 
 
 def test_entries_spread_wider_than_the_window_are_not_flapping(clock: Clock) -> None:

@@ -56,14 +56,14 @@ def health_options(command: Command) -> Command:
             "--health-flap-count",
             type=click.IntRange(min=2),
             default=3,
-            help="Entries into a bad state within the flap window that latch a device failed.",
+            help="Entries into failed within the flap window that latch a device failed.",
         ),
         option(
             "--health-flap-window",
             type=float,
             default=3600.0,
             callback=positive,
-            help="Seconds over which entries into a bad state are counted as flapping.",
+            help="Seconds over which entries into failed are counted as flapping.",
         ),
     ]
     for decorate in reversed(decorators):

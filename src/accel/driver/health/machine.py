@@ -8,8 +8,9 @@
   NVML not answering) is silence: it breaks the run, so silence never heals.
 * A device that reads nothing at all is ``unknown``, never failed; one already
   degraded or failed stays so.
-* ``flap_count`` entries into a bad state within ``flap_window`` seconds add the
-  ``flapping`` check, whose default action latches.
+* ``flap_count`` entries into ``failed`` within ``flap_window`` seconds add the
+  ``flapping`` check, whose default action latches. Entries into ``degraded`` do not
+  count: a GPU that runs hot under load and cools between jobs is not broken.
 
 A check's record keeps the last bad value with its first and last sighting and count;
 ``last_seen`` and ``count`` move only on new evidence, so a condition that merely
@@ -77,7 +78,7 @@ class DeviceMachine:
         taken = [r for r in readings if r.check != FLAPPING]
         worst = max((self._rank_of(r) for r in taken), default=0)
         self.marks.append(worst == 1)
-        if _rank(self.state) == 0 and self._enters(worst):
+        if worst == 2 and _rank(self.state) < 2:
             self.entries.append(now)
         taken.append(self._flapping(now))
         worst = max(worst, self._rank_of(taken[-1]))
@@ -102,18 +103,12 @@ class DeviceMachine:
             return 0
         return _RANK[_SEVERITY.get(action, CheckSeverity.FAILED)]
 
-    def _enters(self, worst: int) -> bool:
-        """Whether this poll takes a device from ok or unknown into a bad state."""
-        if worst == 2:
-            return True
-        return worst == 1 and sum(self.marks) >= self.policy.degrade_polls
-
     def _flapping(self, now: datetime) -> Reading:
         window = self.policy.flap_window
         while self.entries and (now - self.entries[0]).total_seconds() > window:
             self.entries.popleft()
         flapping = len(self.entries) >= self.policy.flap_count
-        value = f"{len(self.entries)} times unhealthy in {window:g} s"
+        value = f"{len(self.entries)} times failed in {window:g} s"
         return Reading(FLAPPING, flapping, value, new=flapping)
 
     def _record(self, reading: Reading, now: datetime) -> None:

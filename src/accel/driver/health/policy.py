@@ -74,7 +74,7 @@ class HealthPolicy:
     degrade_window: int = 3
     # Consecutive polls of positive evidence before a device leaves a worse state.
     recover_polls: int = 3
-    # This many entries into a bad state within ``flap_window`` seconds is flapping.
+    # This many entries into failed within ``flap_window`` seconds is flapping.
     flap_count: int = 3
     flap_window: float = 3600.0
 
