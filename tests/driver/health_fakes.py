@@ -33,6 +33,7 @@ class HealthNvmlFake:
     temperature: int = 45
     slowdown: int = 87
     lost: bool = False
+    freed: int = 0  # event sets freed
     NVMLError: type[Exception] = NVMLError
 
     def _handle(self, handle: Any) -> None:
@@ -48,6 +49,9 @@ class HealthNvmlFake:
 
     def nvmlEventSetCreate(self) -> object:
         return "event set"
+
+    def nvmlEventSetFree(self, eventSet: Any) -> None:
+        self.freed += 1
 
     def nvmlDeviceRegisterEvents(self, handle: Any, eventTypes: int, eventSet: Any) -> None:
         assert eventTypes & EVENT_XID

@@ -62,12 +62,17 @@ class HealthMonitor:
     def attach(self, entries: Sequence[HardwareEntry]) -> list[HardwareEntry]:
         """``entries`` with each device's and VF's health as of the last poll."""
         with self._lock:
-            unseen = [
-                e for e in entries if e.pci is not None and e.pci.address not in self.machines
-            ]
+            unseen = [e for e in entries if not self._known(e)]
             if unseen:
                 self._poll(unseen, forget=False)
             return [self._with_health(entry) for entry in entries]
+
+    def _known(self, entry: HardwareEntry) -> bool:
+        """Whether the entry's device and every VF of it have been read before."""
+        if entry.pci is None:
+            return True
+        addresses = [entry.pci.address, *(vf.address for vf in entry.virtual_functions)]
+        return all(address in self.machines for address in addresses)
 
     def _with_health(self, entry: HardwareEntry) -> HardwareEntry:
         if entry.pci is None:
@@ -108,6 +113,8 @@ class HealthMonitor:
                 del self.machines[address]
                 self.counters.forget(f"{self.devices}/{address}/")
                 self.counters.forget(f"nvml/{address}/")
+                if self.gpu is not None:
+                    self.gpu.forget(address)
         return changed
 
     def _read(self, address: str, virtual: bool, bridges: BridgeSteps) -> list[Reading]:
