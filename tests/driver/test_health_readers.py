@@ -258,3 +258,26 @@ def test_a_description_nests_functions_under_their_bridge(tmp_path: Path) -> Non
     )
     with pytest.raises(ValueError, match=r"0000:15:00\.0 not described"):
         build_from_description(description, tmp_path / "other")
+
+
+def test_qat_ras_nonfatal_and_correctable_past_the_limit(gpu_server: FakeSysfs) -> None:
+    counters = Counters()
+    root, directory = str(gpu_server.root), device(gpu_server, QAT)
+    set_qat_ras(gpu_server, QAT, "nonfatal", 0)
+    set_qat_ras(gpu_server, QAT, "correctable", 0)
+    qat_readings(root, QAT, directory, counters, 10)
+    set_qat_ras(gpu_server, QAT, "nonfatal", 1)
+    set_qat_ras(gpu_server, QAT, "correctable", 9)
+    readings = by_check(qat_readings(root, QAT, directory, counters, 10))
+    assert readings["qat_ras_nonfatal"].bad is True and readings["qat_ras_nonfatal"].value == "+1"
+    assert readings["qat_ras_correctable"].bad is False
+    set_qat_ras(gpu_server, QAT, "correctable", 19)
+    readings = by_check(qat_readings(root, QAT, directory, counters, 10))
+    assert readings["qat_ras_correctable"].bad is True
+
+
+def test_an_fpga_power_alarm_at_its_critical_level(gpu_server: FakeSysfs) -> None:
+    set_fme_alarm(gpu_server, FPGA, "power1_max_alarm", False)
+    set_fme_alarm(gpu_server, FPGA, "power1_crit_alarm", True)
+    power = by_check(fpga_readings(device(gpu_server, FPGA)))["fpga_power"]
+    assert power.bad is True and power.value == "hwmon0/power1_crit_alarm=0x1"
