@@ -1,4 +1,4 @@
-"""The health a driver reports with each hardware entry (internal API 1.4).
+"""The health a driver reports with each hardware entry (internal API 1.6).
 
 The driver reads the evidence and applies each check's policy; what it sends is the
 DESIGN's ``health`` object, plus ``latch`` on a check whose policy keeps its device
