@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -144,33 +145,9 @@ def up(
         accel_argv(api, listen_fd=api_socket.fileno(), database=database, auth="noauth", **common),
         (api_socket.fileno(),),
     )
-    agent_part = Part(
-        "agent",
-        accel_argv(
-            agent,
-            listen_fd=agent_socket.fileno(),
-            conductor=conductor_url,
-            **common,
-            heartbeat_interval=heartbeat_interval,
-            name=name or None,
-        ),
-        (agent_socket.fileno(),),
+    agent_part, *driver_parts = node_parts(
+        agent_socket, conductor_url, tree.resolve(), token_file, heartbeat_interval, name
     )
-    driver_parts = [
-        Part(
-            f"driver-{kind.value.lower()}",
-            accel_argv(
-                driver,
-                kind=kind.value,
-                agent=agent_url,
-                listen="127.0.0.1:0",
-                sysfs_root=tree.resolve(),
-                **common,
-                hello_interval=heartbeat_interval,
-            ),
-        )
-        for kind in Kind
-    ]
 
     env = {key: value for key, value in os.environ.items() if not key.startswith("ACCEL_")}
     supervisor = Supervisor(
@@ -210,6 +187,49 @@ def up(
         supervisor.stop()
         internal.close()
     click.echo("accel up: stopped")
+
+
+def node_parts(
+    agent_socket: socket.socket,
+    conductor_url: str,
+    tree: Path,
+    token_file: Path,
+    heartbeat_interval: float,
+    name: str | None,
+) -> list[Part]:
+    """The node's processes as ``accel up`` runs them: the agent first, then its drivers.
+
+    bench.node_footprint measures the node from these very parts.
+    """
+    agent_url = f"http://{endpoint_of(agent_socket)}"
+    agent_part = Part(
+        "agent",
+        accel_argv(
+            agent,
+            listen_fd=agent_socket.fileno(),
+            conductor=conductor_url,
+            internal_token_file=token_file,
+            heartbeat_interval=heartbeat_interval,
+            name=name or None,
+        ),
+        (agent_socket.fileno(),),
+    )
+    driver_parts = [
+        Part(
+            f"driver-{kind.value.lower()}",
+            accel_argv(
+                driver,
+                kind=kind.value,
+                agent=agent_url,
+                listen="127.0.0.1:0",
+                sysfs_root=tree,
+                internal_token_file=token_file,
+                hello_interval=heartbeat_interval,
+            ),
+        )
+        for kind in Kind
+    ]
+    return [agent_part, *driver_parts]
 
 
 def _answers(client: httpx.Client, url: str) -> bool:
