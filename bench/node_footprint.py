@@ -13,7 +13,11 @@ they report to (not counted: it is the fleet's). Three figures per tree:
 - the node's memory at the end of that period: the sum of ``Pss`` in
   ``/proc/PID/smaps_rollup`` over the node's processes (and their resident sizes).
 
-Run: ``python -m bench.node_footprint [--quiet-seconds 60]``.
+Both layouts are measured in the same run: the drivers served in the agent's process
+(``accel up``'s default) and each driver its own process (``--driver-processes``).
+
+Run: ``python -m bench.node_footprint [--quiet-seconds 60] [--only example|big]
+[--layout built-in|processes|both]``.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ START_LIMIT_SECONDS = 60.0
 @dataclass(frozen=True)
 class Footprint:
     tree: str
+    layout: str
     processes: int
     first_answer_s: float
     hardware: int
@@ -102,7 +107,9 @@ def complete_answer(client: httpx.Client, agent_url: str) -> dict[str, Any] | No
     return None
 
 
-def measure(name: str, tree: Path, workdir: Path, quiet: float) -> Footprint:
+def measure(
+    name: str, tree: Path, workdir: Path, quiet: float, driver_processes: bool
+) -> Footprint:
     workdir.mkdir(parents=True, exist_ok=True)
     token_file = workdir / "internal-token"
     token_file.write_text(TOKEN + "\n")
@@ -112,7 +119,9 @@ def measure(name: str, tree: Path, workdir: Path, quiet: float) -> Footprint:
     agent_socket = bind("127.0.0.1:0")
     host, port = agent_socket.getsockname()
     agent_url = f"http://{host}:{port}"
-    parts = node_parts(agent_socket, conductor.url, tree.resolve(), token_file, 10.0, "node")
+    parts = node_parts(
+        agent_socket, conductor.url, tree.resolve(), token_file, 10.0, "node", driver_processes
+    )
     supervisor = Supervisor(parts, workdir / "logs", environment(), on_event=print)
     client = httpx.Client(timeout=2.0, headers={"Authorization": f"Bearer {TOKEN}"})
     try:
@@ -138,6 +147,7 @@ def measure(name: str, tree: Path, workdir: Path, quiet: float) -> Footprint:
         assert all(p.process is not None and p.process.poll() is None for p in parts)
         return Footprint(
             tree=name,
+            layout="a process per driver" if driver_processes else "drivers in the agent",
             processes=len(pids),
             first_answer_s=first,
             hardware=len(answer["hardware"]),
@@ -154,13 +164,14 @@ def measure(name: str, tree: Path, workdir: Path, quiet: float) -> Footprint:
 
 def rows(results: list[Footprint], quiet: float) -> list[str]:
     lines = [
-        "| node | processes | first complete GET /v1/hardware | hardware | CPU idle "
+        "| node | layout | processes | first complete GET /v1/hardware | hardware | CPU idle "
         f"({quiet:g} s, default intervals) | PSS (sum) | RSS (sum) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r.tree} | {r.processes} | {r.first_answer_s * 1000:.0f} ms | {r.hardware} "
+            f"| {r.tree} | {r.layout} | {r.processes} | {r.first_answer_s * 1000:.0f} ms "
+            f"| {r.hardware} "
             f"| {r.cpu_ms_per_s:.2f} ms/s | {r.pss_mib:.1f} MiB | {r.rss_mib:.1f} MiB |"
         )
     return lines
@@ -170,19 +181,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quiet-seconds", type=float, default=QUIET_SECONDS)
     parser.add_argument("--only", choices=["example", "big"], default=None)
+    parser.add_argument(
+        "--layout",
+        choices=["built-in", "processes", "both"],
+        default="both",
+        help="Drivers in the agent's process (accel up's default), each its own, or both.",
+    )
     arguments = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="accel-node-"))
+    layouts = {"built-in": [False], "processes": [True], "both": [True, False]}
     try:
         results = []
+        trees = []
         if arguments.only in (None, "example"):
-            example = measure(
-                "example GPU server", EXAMPLE_TREE, workdir / "example", arguments.quiet_seconds
-            )
-            results.append(example)
+            trees.append(("example GPU server", EXAMPLE_TREE))
         if arguments.only in (None, "big"):
-            big_tree = workdir / "big-tree"
-            build_from_description(BIG_NODE, big_tree)
-            results.append(measure("big node", big_tree, workdir / "big", arguments.quiet_seconds))
+            build_from_description(BIG_NODE, workdir / "big-tree")
+            trees.append(("big node", workdir / "big-tree"))
+        for name, tree in trees:
+            for processes in layouts[arguments.layout]:
+                where = workdir / f"{name.replace(' ', '-')}-{processes}"
+                results.append(measure(name, tree, where, arguments.quiet_seconds, processes))
         print("\n".join(rows(results, arguments.quiet_seconds)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

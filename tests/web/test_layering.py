@@ -48,7 +48,7 @@ def test_a_nodes_daemons_load_no_database_library() -> None:
             sys.executable,
             "-c",
             "import sys, accel.cli.main, accel.driver.service, accel.agent.service, "
-            "accel.cli.node_daemons; "
+            "accel.agent.builtin_drivers, accel.cli.node_daemons; "
             "print(sorted({m.split('.')[0] for m in sys.modules}))",
         ],
         check=True,

@@ -1,6 +1,7 @@
 """``accel up``: the whole stack on this machine, each part its own process.
 
-A conductor, an api, an agent and a driver per kind, on loopback, with embedded
+A conductor, an api, and an agent serving a driver per kind in its own process
+(``--driver-processes``: each driver a process of its own), on loopback, with embedded
 SQLite and a generated internal token in the state folder. When the first sync is
 done it prints where the API is and what was found, then serves until Ctrl-C.
 """
@@ -98,6 +99,11 @@ def _wait(
 @heartbeat_interval_option
 @resync_interval_option
 @agent_down_after_option
+@option(
+    "--driver-processes/--built-in-drivers",
+    default=False,
+    help="Run each driver as a process of its own, rather than in the agent's.",
+)
 def up(
     state_dir: Path,
     sysfs_root: Path | None,
@@ -107,6 +113,7 @@ def up(
     heartbeat_interval: float,
     resync_interval: float,
     agent_down_after: float | None,
+    driver_processes: bool,
 ) -> None:
     """Run the whole stack on this machine until Ctrl-C."""
     state_dir = state_dir.resolve()
@@ -145,13 +152,19 @@ def up(
         accel_argv(api, listen_fd=api_socket.fileno(), database=database, auth="noauth", **common),
         (api_socket.fileno(),),
     )
-    agent_part, *driver_parts = node_parts(
-        agent_socket, conductor_url, tree.resolve(), token_file, heartbeat_interval, name
+    node = node_parts(
+        agent_socket,
+        conductor_url,
+        tree.resolve(),
+        token_file,
+        heartbeat_interval,
+        name,
+        driver_processes,
     )
 
     env = {key: value for key, value in os.environ.items() if not key.startswith("ACCEL_")}
     supervisor = Supervisor(
-        [conductor_part, api_part, agent_part, *driver_parts],
+        [conductor_part, api_part, *node],
         state_dir / "logs",
         env,
         on_event=lambda message: click.echo(f"accel up: {message}"),
@@ -169,9 +182,12 @@ def up(
         _wait("the conductor", lambda: _answers(internal, conductor_url + "/"), supervisor)
         supervisor.start(api_part)
         _wait("the api", lambda: _answers(internal, api_url + "/"), supervisor)
-        for part in (agent_part, *driver_parts):
+        for part in node:
             supervisor.start(part)
-        click.echo(f"accel up: conductor and api answer; {len(Kind)} drivers are starting")
+        click.echo(
+            f"accel up: conductor and api answer; {len(Kind)} drivers are starting"
+            + (" (each its own process)" if driver_processes else " (in the agent's process)")
+        )
         _wait(
             "every driver to say hello",
             lambda: len(_drivers(internal, agent_url)) == len(Kind),
@@ -196,8 +212,11 @@ def node_parts(
     token_file: Path,
     heartbeat_interval: float,
     name: str | None,
+    driver_processes: bool = False,
 ) -> list[Part]:
-    """The node's processes as ``accel up`` runs them: the agent first, then its drivers.
+    """The node's processes as ``accel up`` runs them: the agent, serving a driver per
+    kind in its own process, or with ``driver_processes`` the agent and then a driver
+    process per kind.
 
     bench.node_footprint measures the node from these very parts.
     """
@@ -211,9 +230,13 @@ def node_parts(
             internal_token_file=token_file,
             heartbeat_interval=heartbeat_interval,
             name=name or None,
+            drivers=None if driver_processes else "all",
+            sysfs_root=None if driver_processes else tree,
         ),
         (agent_socket.fileno(),),
     )
+    if not driver_processes:
+        return [agent_part]
     driver_parts = [
         Part(
             f"driver-{kind.value.lower()}",

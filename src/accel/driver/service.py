@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.driver.discovery import Discoverer
+from accel.driver.scan_thread import run_in_daemon_thread
 from accel.driver.setup import OperationRegistry, SetupConfig, plan_setup
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
@@ -82,7 +83,7 @@ class DriverService:
         self.operations = OperationRegistry(self._rediscover)
 
     async def _scan(self) -> list[HardwareEntry]:
-        entries = await anyio.to_thread.run_sync(self.settings.discoverer.discover, self.node)
+        entries = await run_in_daemon_thread(self.settings.discoverer.discover, self.node)
         DISCOVERIES.labels("driver", "ok").inc()
         return entries
 

@@ -1,0 +1,49 @@
+"""A driver's scans run each on a daemon thread of its own.
+
+A read of sysfs can block for good (a device that stopped answering its config
+space, a FIFO where a file should be). On a pooled worker thread such a scan would
+hold a thread of the pool the whole process shares (the agent's built-in drivers
+share one), and, the pool's threads not being daemons, keep the process from ever
+exiting. On a daemon thread it holds only itself: its driver's discovery stays
+running (every later one joins it) and the agent reports that driver failed, the
+others scan on, and the process still stops when asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+
+async def run_in_daemon_thread(
+    work: Callable[Params, Result], *args: Params.args, **kwargs: Params.kwargs
+) -> Result:
+    """``work(*args, **kwargs)`` on a new daemon thread; its result, or its error."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Result] = loop.create_future()
+
+    def settle(result: Result | None, error: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result, error = work(*args, **kwargs), None
+        except BaseException as exc:  # handed to the awaiting task, as a pool would
+            result, error = None, exc
+        # RuntimeError: the loop closed while this ran, and nobody waits.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="scan", daemon=True).start()
+    return await done
