@@ -92,6 +92,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         wait_until(
             lambda: outcomes(agent) == dict.fromkeys((*BUILT_IN, "NIC"), "ok"),
             "every driver to report",
+            timeout=120,  # six processes starting on a shared, loaded machine
             on_timeout=cluster.logs,
         )
         yield Node(cluster, tree, agent, nic)

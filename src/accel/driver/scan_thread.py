@@ -1,12 +1,12 @@
 """A driver's scans run each on a daemon thread of its own.
 
 A read of sysfs can block for good (a device that stopped answering its config
-space, a FIFO where a file should be). On a pooled worker thread such a scan would
-hold a thread of the pool the whole process shares (the agent's built-in drivers
-share one), and, the pool's threads not being daemons, keep the process from ever
-exiting. On a daemon thread it holds only itself: its driver's discovery stays
-running (every later one joins it) and the agent reports that driver failed, the
-others scan on, and the process still stops when asked.
+space, a FIFO where a file should be). On a worker thread of the pool the process
+shares (the agent's built-in drivers share one), such a scan would keep the process
+from ever exiting: the pool's threads are not daemons. On a daemon thread it holds
+only itself and one of the 40 tokens of the limiter that bounds them: its driver's
+discovery stays running (every later one joins it), the agent reports that driver
+failed, the others scan on, and the process still stops when asked.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import contextlib
 import threading
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
+
+import anyio.to_thread
 
 Params = ParamSpec("Params")
 Result = TypeVar("Result")
@@ -45,5 +47,8 @@ async def run_in_daemon_thread(
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle, result, error)
 
-    threading.Thread(target=run, name="scan", daemon=True).start()
-    return await done
+    # As many at once as the process's worker threads (anyio's limiter, which the
+    # simulator sets for its thousands of nodes); a hung scan keeps its token.
+    async with anyio.to_thread.current_default_thread_limiter():
+        threading.Thread(target=run, name="scan", daemon=True).start()
+        return await done
