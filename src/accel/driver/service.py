@@ -31,6 +31,7 @@ from starlette.types import ASGIApp
 from accel.driver.discovery import Discoverer
 from accel.driver.scan_thread import run_in_daemon_thread
 from accel.driver.setup import OperationRegistry, SetupConfig, plan_setup
+from accel.driver.shared_scan import note_change
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
 from accel.internal.discovery_http import (
@@ -108,6 +109,7 @@ class DriverService:
 
         Not joined with a scan already running: that one may have read the old state.
         """
+        note_change()  # nor with another driver's reading of the tree (shared_scan)
         generation = self.discoveries.start(self._scan, join=False)
         await self.discoveries.wait_for(generation, MAX_WAIT_SECONDS)
 
