@@ -94,9 +94,11 @@ class _DrainingServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         counter = 0
         while True:
-            # A multiple of ten: uvicorn refreshes the Date header on those.
-            beside_exit = [await server.on_tick(counter) for server in self.beside]
-            if await self.on_tick(counter) or any(beside_exit):
+            # A multiple of ten: uvicorn refreshes the Date header on those. What a
+            # server beside says of exiting is not this process's end.
+            for server in self.beside:
+                await server.on_tick(counter)
+            if await self.on_tick(counter):
                 break
             counter = (counter + 10) % 864000
             with contextlib.suppress(TimeoutError):
@@ -150,6 +152,7 @@ class _BesideServer(uvicorn.Server):
             raise
         except BaseException:  # uvicorn exits the process (SystemExit) when an app fails
             log.exception("%s stopped; the rest of this process serves on", served.name)
+            served.sock.close()  # its callers are refused at once, not left waiting
 
 
 def collect_rarely() -> None:

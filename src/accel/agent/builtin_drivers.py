@@ -23,12 +23,17 @@ from pathlib import Path
 from accel.driver.discovery import Discoverer
 from accel.driver.nvml import nvml_for
 from accel.driver.service import DriverService, DriverSettings
-from accel.internal.intervals import HELLO_INTERVAL
 from accel.internal.schemas import Kind
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
 from accel.serving import Served
 from accel.sockets import bind, endpoint_of
+
+# A driver's periodic hello re-registers it with an agent that restarted and forgot
+# it (HELLO_INTERVAL, 10 s). A built-in driver's agent cannot restart without it, so
+# its hellos only refresh ``last_hello``: once a minute rather than every 10 s took
+# the idle big node from 2.67 to 2.17 ms of CPU a second (docs/benchmarks.md, issue 25).
+BUILTIN_HELLO_INTERVAL = 60.0
 
 
 def parse_kinds(text: str) -> tuple[Kind, ...]:
@@ -62,7 +67,7 @@ def builtin_drivers(
     token: str,
     versions: VersionRange,
     tls: TlsFiles | None = None,
-    hello_interval: float = HELLO_INTERVAL,
+    hello_interval: float = BUILTIN_HELLO_INTERVAL,
 ) -> list[Served]:
     """One driver per kind, each bound now to a free port on the agent's host (loopback
     where the agent listens on every address), to serve beside the agent."""

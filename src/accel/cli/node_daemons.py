@@ -255,9 +255,7 @@ def agent(
             tls=tls,
         )
     )
-    beside = builtin_drivers(
-        drivers, sysfs_root, sock, node, settings_token, versions, tls, heartbeat_interval
-    )
+    beside = builtin_drivers(drivers, sysfs_root, sock, node, settings_token, versions, tls)
     log.info(
         "agent %s listening on %s%s",
         service.settings.name,
