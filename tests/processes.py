@@ -135,6 +135,8 @@ class Cluster:
     services: list[Service] = field(default_factory=list)
     # With certificates, internal components speak mutual TLS (the api as a client).
     tls: TlsFiles | None = None
+    # Set in every component's environment (e.g. PYTHONPROFILEIMPORTTIME).
+    env: dict[str, str] = field(default_factory=dict)
 
     def _tls_settings(self) -> dict[str, Setting]:
         """The TLS settings of every internal component of this cluster."""
@@ -159,7 +161,7 @@ class Cluster:
     ) -> Service:
         """Runs ``argv`` (see accel.cli.argv), handing it ``sock`` if given."""
         log_path = self.workdir / f"{name}-{len(self.services)}.log"
-        environment = {**os.environ, "ACCEL_INTERNAL_TOKEN": TOKEN, **(env or {})}
+        environment = {**os.environ, "ACCEL_INTERNAL_TOKEN": TOKEN, **self.env, **(env or {})}
         with open(log_path, "ab") as output:
             process = subprocess.Popen(
                 argv,

@@ -8,20 +8,34 @@ variable, which beats the file, which beats the default.
 
 from __future__ import annotations
 
+import importlib
 import tomllib
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import click
 
 from accel import __version__
-from accel.cli.discover import discover
-from accel.cli.fleet_daemons import api, conductor
-from accel.cli.node_daemons import agent, driver
-from accel.cli.operations import operations, setup
-from accel.cli.operator import agents, alarms, conductors, hardware
-from accel.cli.sim import sim
-from accel.cli.up import up
+
+# Where each command lives, imported only when it runs (or is listed): a node's
+# daemon never loads what the operator's and the fleet's commands import (rich,
+# httpx, the simulator), and starts sooner.
+LAZY_COMMANDS = {
+    "driver": "accel.cli.node_daemons:driver",
+    "agent": "accel.cli.node_daemons:agent",
+    "conductor": "accel.cli.fleet_daemons:conductor",
+    "api": "accel.cli.fleet_daemons:api",
+    "up": "accel.cli.up:up",
+    "discover": "accel.cli.discover:discover",
+    "sim": "accel.cli.sim:sim",
+    "agents": "accel.cli.operator:agents",
+    "conductors": "accel.cli.operator:conductors",
+    "hardware": "accel.cli.operator:hardware",
+    "alarms": "accel.cli.operator:alarms",
+    "setup": "accel.cli.operations:setup",
+    "operations": "accel.cli.operations:operations",
+}
 
 COMMANDS = ("driver", "agent", "conductor", "api", "up", "discover", "sim")
 
@@ -60,22 +74,37 @@ def cli(ctx: click.Context, config: Path | None) -> None:
         ctx.default_map = _default_map(config)
 
 
-for command in (
-    driver,
-    agent,
-    conductor,
-    api,
-    up,
-    discover,
-    sim,
-    agents,
-    conductors,
-    hardware,
-    alarms,
-    setup,
-    operations,
-):
-    cli.add_command(command)
+class LazyCommands(MutableMapping[str, click.Command]):
+    """click's table of a group's commands, each imported on first use."""
+
+    def __init__(self, where: dict[str, str]) -> None:
+        self._where = dict(where)
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            module, _, attribute = self._where[name].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command), name
+            self._loaded[name] = command
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._loaded[name] = command
+        self._where.setdefault(name, "")
+
+    def __delitem__(self, name: str) -> None:
+        del self._where[name]
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+cli.commands = LazyCommands(LAZY_COMMANDS)
 
 
 def main() -> None:

@@ -40,6 +40,17 @@ def _kind(ctx: click.Context, param: click.Parameter, value: str) -> Kind:
         ) from exc
 
 
+def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[Kind, ...]:
+    from accel.agent.builtin_drivers import parse_kinds
+
+    try:
+        return parse_kinds(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{value!r}: name kinds among {', '.join(k.value for k in Kind)}, or all"
+        ) from exc
+
+
 def _program_tool(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> tuple[str, ...] | None:
@@ -125,7 +136,7 @@ def driver(
 ) -> None:
     """Discover one kind of hardware on this node and serve it to the agent."""
     from accel.driver.discovery import Discoverer
-    from accel.driver.nvml import load_nvml
+    from accel.driver.nvml import nvml_for
     from accel.driver.service import DriverService, DriverSettings
     from accel.driver.setup import SetupConfig
     from accel.serving import configure_logging, serve
@@ -138,10 +149,7 @@ def driver(
         kind,
         sysfs_root,
         device_filter(allow, deny),
-        # NVML speaks for this machine's GPUs; a fake tree's GPUs are not them.
-        nvml=load_nvml()
-        if nvml and kind is Kind.GPU and sysfs_root.resolve() == Path("/")
-        else None,
+        nvml=nvml_for(kind, sysfs_root, nvml),
     )
     sock = listen_socket(listen, listen_fd)
     service = DriverService(
@@ -196,6 +204,20 @@ def driver(
 @heartbeat_interval_option
 @driver_timeout_option
 @option(
+    "--drivers",
+    default="",
+    callback=_kinds,
+    metavar="KIND[,KIND...]|all",
+    help="Serve these kinds' drivers in this process, each on its own port (accel up: "
+    "all). A driver run on its own (accel driver) registers beside them.",
+)
+@option(
+    "--sysfs-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/"),
+    help="Where the built-in drivers read sys/bus/pci/devices.",
+)
+@option(
     "--allowed-driver-networks",
     default=None,
     metavar="CIDR[,CIDR...]",
@@ -208,6 +230,8 @@ def agent(
     name: str | None,
     heartbeat_interval: float,
     driver_timeout: float,
+    drivers: tuple[Kind, ...],
+    sysfs_root: Path,
     allowed_driver_networks: str | None,
     listen_fd: int | None,
     advertise: str | None,
@@ -219,6 +243,7 @@ def agent(
     log_level: str,
 ) -> None:
     """Wrangle this node's drivers and report to a conductor."""
+    from accel.agent.builtin_drivers import builtin_drivers
     from accel.agent.service import AgentService, AgentSettings
     from accel.serving import configure_logging, serve
 
@@ -248,5 +273,13 @@ def agent(
             tls=tls,
         )
     )
-    log.info("agent %s listening on %s", service.settings.name, service.settings.endpoint)
-    serve(service.app(), sock, tls)
+    beside = builtin_drivers(drivers, sysfs_root, sock, node, settings_token, versions, tls)
+    log.info(
+        "agent %s listening on %s%s",
+        service.settings.name,
+        service.settings.endpoint,
+        f", with built-in drivers for {', '.join(k.value for k in drivers)} reading {sysfs_root}"
+        if drivers
+        else "",
+    )
+    serve(service.app(), sock, tls, beside=beside)

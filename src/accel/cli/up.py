@@ -1,6 +1,7 @@
 """``accel up``: the whole stack on this machine, each part its own process.
 
-A conductor, an api, an agent and a driver per kind, on loopback, with embedded
+A conductor, an api, and an agent serving a driver per kind in its own process
+(``--driver-processes``: each driver a process of its own), on loopback, with embedded
 SQLite and a generated internal token in the state folder. When the first sync is
 done it prints where the API is and what was found, then serves until Ctrl-C.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -97,6 +99,11 @@ def _wait(
 @heartbeat_interval_option
 @resync_interval_option
 @agent_down_after_option
+@option(
+    "--driver-processes/--built-in-drivers",
+    default=False,
+    help="Run each driver as a process of its own, rather than in the agent's.",
+)
 def up(
     state_dir: Path,
     sysfs_root: Path | None,
@@ -106,6 +113,7 @@ def up(
     heartbeat_interval: float,
     resync_interval: float,
     agent_down_after: float | None,
+    driver_processes: bool,
 ) -> None:
     """Run the whole stack on this machine until Ctrl-C."""
     state_dir = state_dir.resolve()
@@ -144,37 +152,19 @@ def up(
         accel_argv(api, listen_fd=api_socket.fileno(), database=database, auth="noauth", **common),
         (api_socket.fileno(),),
     )
-    agent_part = Part(
-        "agent",
-        accel_argv(
-            agent,
-            listen_fd=agent_socket.fileno(),
-            conductor=conductor_url,
-            **common,
-            heartbeat_interval=heartbeat_interval,
-            name=name or None,
-        ),
-        (agent_socket.fileno(),),
+    node = node_parts(
+        agent_socket,
+        conductor_url,
+        tree.resolve(),
+        token_file,
+        heartbeat_interval,
+        name,
+        driver_processes,
     )
-    driver_parts = [
-        Part(
-            f"driver-{kind.value.lower()}",
-            accel_argv(
-                driver,
-                kind=kind.value,
-                agent=agent_url,
-                listen="127.0.0.1:0",
-                sysfs_root=tree.resolve(),
-                **common,
-                hello_interval=heartbeat_interval,
-            ),
-        )
-        for kind in Kind
-    ]
 
     env = {key: value for key, value in os.environ.items() if not key.startswith("ACCEL_")}
     supervisor = Supervisor(
-        [conductor_part, api_part, agent_part, *driver_parts],
+        [conductor_part, api_part, *node],
         state_dir / "logs",
         env,
         on_event=lambda message: click.echo(f"accel up: {message}"),
@@ -192,9 +182,12 @@ def up(
         _wait("the conductor", lambda: _answers(internal, conductor_url + "/"), supervisor)
         supervisor.start(api_part)
         _wait("the api", lambda: _answers(internal, api_url + "/"), supervisor)
-        for part in (agent_part, *driver_parts):
+        for part in node:
             supervisor.start(part)
-        click.echo(f"accel up: conductor and api answer; {len(Kind)} drivers are starting")
+        click.echo(
+            f"accel up: conductor and api answer; {len(Kind)} drivers are starting"
+            + (" (each its own process)" if driver_processes else " (in the agent's process)")
+        )
         _wait(
             "every driver to say hello",
             lambda: len(_drivers(internal, agent_url)) == len(Kind),
@@ -210,6 +203,56 @@ def up(
         supervisor.stop()
         internal.close()
     click.echo("accel up: stopped")
+
+
+def node_parts(
+    agent_socket: socket.socket,
+    conductor_url: str,
+    tree: Path,
+    token_file: Path,
+    heartbeat_interval: float,
+    name: str | None,
+    driver_processes: bool = False,
+) -> list[Part]:
+    """The node's processes as ``accel up`` runs them: the agent, serving a driver per
+    kind in its own process, or with ``driver_processes`` the agent and then a driver
+    process per kind.
+
+    bench.node_footprint measures the node from these very parts.
+    """
+    agent_url = f"http://{endpoint_of(agent_socket)}"
+    agent_part = Part(
+        "agent",
+        accel_argv(
+            agent,
+            listen_fd=agent_socket.fileno(),
+            conductor=conductor_url,
+            internal_token_file=token_file,
+            heartbeat_interval=heartbeat_interval,
+            name=name or None,
+            drivers=None if driver_processes else "all",
+            sysfs_root=None if driver_processes else tree,
+        ),
+        (agent_socket.fileno(),),
+    )
+    if not driver_processes:
+        return [agent_part]
+    driver_parts = [
+        Part(
+            f"driver-{kind.value.lower()}",
+            accel_argv(
+                driver,
+                kind=kind.value,
+                agent=agent_url,
+                listen="127.0.0.1:0",
+                sysfs_root=tree,
+                internal_token_file=token_file,
+                hello_interval=heartbeat_interval,
+            ),
+        )
+        for kind in Kind
+    ]
+    return [agent_part, *driver_parts]
 
 
 def _answers(client: httpx.Client, url: str) -> bool:

@@ -19,8 +19,9 @@ from accel.driver import kind_facts
 from accel.driver.filters import EVERYTHING, DeviceFilter
 from accel.driver.kinds import RULES
 from accel.driver.nvml import NvidiaFacts, NvmlLibrary
-from accel.driver.pci import PciFunction, read_function, scan_identities
+from accel.driver.pci import PciFunction, read_function
 from accel.driver.pci_ids import PciIdDatabase, default_database
+from accel.driver.shared_scan import shared_identities
 from accel.internal.schemas import (
     AccSpecs,
     AccStatus,
@@ -58,7 +59,7 @@ class Discoverer:
         """Every device of this kind, sorted by PCI address."""
         rule = RULES[self.kind]
         functions: dict[str, PciFunction] = {}
-        for identity in scan_identities(self.sysfs_root):
+        for identity in shared_identities(self.sysfs_root):
             if not rule.candidate(identity) or not self.device_filter.admits(identity):
                 continue
             function = read_function(self.sysfs_root, identity)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from accel.internal.schemas import GpuFacts, MigInstance
+from accel.internal.schemas import GpuFacts, Kind, MigInstance
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,14 @@ class NvmlLibrary(Protocol):
     ) -> Any: ...
     def nvmlGpuInstanceCreateComputeInstance(self, gpuInstance: Any, profileId: int) -> Any: ...
     def nvmlGpuInstanceDestroy(self, gpuInstance: Any) -> None: ...
+
+
+def nvml_for(kind: Kind, sysfs_root: Path, wanted: bool = True) -> NvmlLibrary | None:
+    """NVML for a GPU driver reading this machine's own /sys; None for any other
+    driver, and for a fake tree, whose GPUs are not this machine's."""
+    if wanted and kind is Kind.GPU and sysfs_root.resolve() == Path("/"):
+        return load_nvml()
+    return None
 
 
 def load_nvml() -> NvmlLibrary | None:

@@ -33,7 +33,9 @@ from accel.driver.discovery import Discoverer
 from accel.driver.health.gpu import HealthNvml
 from accel.driver.health.monitor import HEALTH_INTERVAL, HealthMonitor, poll_forever
 from accel.driver.health.policy import HealthPolicy
+from accel.driver.scan_thread import run_in_daemon_thread
 from accel.driver.setup import OperationRegistry, SetupConfig, plan_setup
+from accel.driver.shared_scan import note_change
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
 from accel.internal.discovery_http import (
@@ -104,7 +106,7 @@ class DriverService:
         return entries if self.health is None else self.health.attach(entries)
 
     async def _scan(self) -> list[HardwareEntry]:
-        entries = await anyio.to_thread.run_sync(self._discover)
+        entries = await run_in_daemon_thread(self._discover)
         DISCOVERIES.labels("driver", "ok").inc()
         return entries
 
@@ -133,6 +135,7 @@ class DriverService:
 
         Not joined with a scan already running: that one may have read the old state.
         """
+        note_change()  # nor with another driver's reading of the tree (shared_scan)
         generation = self.discoveries.start(self._scan, join=False)
         await self.discoveries.wait_for(generation, MAX_WAIT_SECONDS)
 
