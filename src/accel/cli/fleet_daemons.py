@@ -96,6 +96,21 @@ def _engine(database: str) -> Engine:
     metavar="CIDR[,CIDR...]",
     help="Networks agents may announce besides their own address (NAT, proxies).",
 )
+@option(
+    "--placement-url",
+    default=None,
+    metavar="URL|catalog",
+    help='Report accelerators to OpenStack Placement here ("catalog": Keystone\'s '
+    "catalog); needs --openstack-token-file or --openstack-auth-url.",
+)
+@option(
+    "--placement-check-interval",
+    type=float,
+    default=600.0,
+    callback=positive,
+    help="Seconds between checks that a node's tree in Placement is still as reported "
+    "(two calls a node); changes are reported at once.",
+)
 @openstack_options
 @internal_options
 def conductor(
@@ -113,6 +128,8 @@ def conductor(
     hello_burst: int,
     sync_lease: float | None,
     allowed_agent_networks: str | None,
+    placement_url: str | None,
+    placement_check_interval: float,
     openstack_token_file: Path | None,
     openstack_auth_url: str | None,
     openstack_credentials_file: Path | None,
@@ -126,6 +143,7 @@ def conductor(
     log_level: str,
 ) -> None:
     """Wrangle all agents and keep the database true."""
+    from accel.conductor.placement.settings import PlacementSettings
     from accel.conductor.service import ConductorService, ConductorSettings
     from accel.conductor.sync_schedule import SyncSchedule
     from accel.serving import configure_logging, serve
@@ -138,6 +156,15 @@ def conductor(
     openstack = openstack_credentials(
         openstack_token_file, openstack_auth_url, openstack_credentials_file
     )
+    if placement_url is not None:
+        if openstack is None:
+            raise click.UsageError(
+                "--placement-url needs --openstack-token-file or --openstack-auth-url"
+            )
+        if placement_url == "catalog":
+            if not openstack.keystone:
+                raise click.UsageError("--placement-url catalog needs --openstack-auth-url")
+            placement_url = ""
     engine = _engine(database)
     sock = listen_socket(listen, listen_fd)
     endpoint = endpoint_of(sock, advertise)
@@ -162,6 +189,8 @@ def conductor(
             tls=tls,
             allowed_agent_networks=allowed,
             openstack=openstack,
+            placement_url=placement_url,
+            placement=PlacementSettings(check_interval=placement_check_interval),
         ),
         engine,
     )
