@@ -106,11 +106,14 @@ def children(placement: ThrowawayPlacement, root: str) -> dict[str, dict[str, An
             if provider["uuid"] == root:
                 continue
             base = f"/resource_providers/{provider['uuid']}"
+            inventories, traits = client.get(base + "/inventories"), client.get(base + "/traits")
+            if not (inventories.is_success and traits.is_success):
+                continue  # deleted between the two reads: gone
             found[provider["name"]] = {
                 "uuid": provider["uuid"],
                 "parent": provider["parent_provider_uuid"],
-                "inventories": client.get(base + "/inventories").json()["inventories"],
-                "traits": set(client.get(base + "/traits").json()["traits"]),
+                "inventories": inventories.json()["inventories"],
+                "traits": set(traits.json()["traits"]),
             }
     return found
 
