@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -96,3 +97,36 @@ def throwaway_placement(venv: Path, folder: Path) -> Iterator[ThrowawayPlacement
             process.kill()
             process.wait()
         sock.close()
+
+
+def make_root(placement: ThrowawayPlacement, name: str) -> str:
+    """The compute node's provider, as nova-compute makes it."""
+    with placement.client() as client:
+        answer = client.post("/resource_providers", json={"name": name})
+        assert answer.status_code == 200, answer.text
+        root: str = answer.json()["uuid"]
+        generation = answer.json()["generation"]
+        traits = {"resource_provider_generation": generation, "traits": ["COMPUTE_ACCELERATORS"]}
+        assert client.put(f"/resource_providers/{root}/traits", json=traits).status_code == 200
+    return root
+
+
+def children(placement: ThrowawayPlacement, root: str) -> dict[str, dict[str, Any]]:
+    """Each child of ``root`` by name: its uuid, parent, inventory and traits."""
+    found: dict[str, dict[str, Any]] = {}
+    with placement.client() as client:
+        tree = client.get("/resource_providers", params={"in_tree": root}).json()
+        for provider in tree["resource_providers"]:
+            if provider["uuid"] == root:
+                continue
+            base = f"/resource_providers/{provider['uuid']}"
+            inventories, traits = client.get(base + "/inventories"), client.get(base + "/traits")
+            if not (inventories.is_success and traits.is_success):
+                continue  # deleted between the two reads: gone
+            found[provider["name"]] = {
+                "uuid": provider["uuid"],
+                "parent": provider["parent_provider_uuid"],
+                "inventories": inventories.json()["inventories"],
+                "traits": set(traits.json()["traits"]),
+            }
+    return found

@@ -21,8 +21,7 @@ from tests.integration.fleet import (
     hardware,
     wait_for_devices,
 )
-from tests.os_services.test_placement_reporting import children, make_root
-from tests.placement_service import TOKEN, ThrowawayPlacement
+from tests.placement_service import TOKEN, ThrowawayPlacement, children, make_root
 from tests.processes import Cluster, run_accel, wait_until
 
 GPU = "0000:17:00.0"
