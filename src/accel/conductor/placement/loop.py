@@ -46,15 +46,16 @@ class PlacementLoop:
 
     async def run(self) -> None:
         while True:
+            reported = 0
             try:
-                await self.round()
+                reported = await self.round()
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("placement round failed, trying again: %s", exc)
             except Exception:
                 # Reporting must outlive a bug in one round: the next round starts over
                 # from the database.
                 log.exception("placement round failed, trying again")
-            await asyncio.sleep(self.settings.tick)
+            await asyncio.sleep(0 if reported else self.settings.tick)
 
     async def round(self) -> int:
         """One round; the number of nodes it reported (or tried to)."""

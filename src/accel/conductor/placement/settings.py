@@ -14,8 +14,10 @@ class PlacementSettings:
     check_interval: float = 600.0
     # Seconds before a failed report is tried again, doubled on each failure.
     retry_after: float = 5.0
-    # Nodes reported at once, and claimed per round.
+    # Nodes reported at once, and claimed per round: few, so that a claim ends well
+    # within its lease even when Placement is slow; a round that found work is
+    # followed by the next at once.
     concurrency: int = 8
-    batch: int = 256
+    batch: int = 16
     # Seconds a claimed node stays this conductor's while its report runs.
     lease: float = 120.0
