@@ -36,13 +36,15 @@ unit: install
 	$(BIN)/python -m pytest -n auto --maxprocesses=4 \
 		--cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
-# Debian packages the tests need: a PostgreSQL server (the tests start a throwaway
-# one), the PCI id database (names for discovery) and promtool (checks
-# deploy/prometheus/'s alert rules and the dashboard's queries). Installed where missing.
+# What the tests need besides .venv: a PostgreSQL server (the tests start a throwaway
+# one), the PCI id database (names for discovery), promtool (checks
+# deploy/prometheus/'s alert rules and the dashboard's queries), and OpenStack
+# Placement in a venv of its own under ~/.cache/accel. Installed where missing.
 system-packages:
 	./scripts/ensure-postgres
 	./scripts/ensure-pci-ids
 	./scripts/ensure-prometheus
+	./scripts/ensure-placement
 
 test: lint typecheck system-packages unit
 

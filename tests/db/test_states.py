@@ -54,6 +54,8 @@ def test_every_state_keeps_its_wire_value() -> None:
         "hardware_uuid_clash",
         "agent_name_clash",
         "hardware_unhealthy",
+        "placement_root_missing",
+        "placement_provider_in_use",
     ]
     assert [state.value for state in HealthState] == ["ok", "degraded", "failed", "unknown"]
     assert [severity.value for severity in CheckSeverity] == ["ok", "degraded", "failed"]

@@ -19,6 +19,8 @@ from accel.cli.options import (
     internal_token,
     listen_socket,
     networks,
+    openstack_credentials,
+    openstack_options,
     option,
     positive,
     resync_interval_option,
@@ -94,6 +96,22 @@ def _engine(database: str) -> Engine:
     metavar="CIDR[,CIDR...]",
     help="Networks agents may announce besides their own address (NAT, proxies).",
 )
+@option(
+    "--placement-url",
+    default=None,
+    metavar="URL|catalog",
+    help='Report accelerators to OpenStack Placement here ("catalog": Keystone\'s '
+    "catalog); needs --openstack-token-file or --openstack-auth-url.",
+)
+@option(
+    "--placement-check-interval",
+    type=float,
+    default=600.0,
+    callback=positive,
+    help="Seconds between checks that a node's tree in Placement is still as reported "
+    "(two calls a node); changes are reported at once.",
+)
+@openstack_options
 @internal_options
 def conductor(
     listen: str,
@@ -110,6 +128,11 @@ def conductor(
     hello_burst: int,
     sync_lease: float | None,
     allowed_agent_networks: str | None,
+    placement_url: str | None,
+    placement_check_interval: float,
+    openstack_token_file: Path | None,
+    openstack_auth_url: str | None,
+    openstack_credentials_file: Path | None,
     listen_fd: int | None,
     advertise: str | None,
     internal_token_file: Path | None,
@@ -120,6 +143,7 @@ def conductor(
     log_level: str,
 ) -> None:
     """Wrangle all agents and keep the database true."""
+    from accel.conductor.placement.settings import PlacementSettings
     from accel.conductor.service import ConductorService, ConductorSettings
     from accel.conductor.sync_schedule import SyncSchedule
     from accel.serving import configure_logging, serve
@@ -129,6 +153,18 @@ def conductor(
     versions = version_range(internal_version_max)
     tls = tls_files(tls_cert, tls_key, tls_ca)
     allowed = networks(allowed_agent_networks, "--allowed-agent-networks")
+    openstack = openstack_credentials(
+        openstack_token_file, openstack_auth_url, openstack_credentials_file
+    )
+    if placement_url is not None:
+        if openstack is None:
+            raise click.UsageError(
+                "--placement-url needs --openstack-token-file or --openstack-auth-url"
+            )
+        if placement_url == "catalog":
+            if not openstack.keystone:
+                raise click.UsageError("--placement-url catalog needs --openstack-auth-url")
+            placement_url = ""
     engine = _engine(database)
     sock = listen_socket(listen, listen_fd)
     endpoint = endpoint_of(sock, advertise)
@@ -152,6 +188,9 @@ def conductor(
             sync_lease=sync_lease,
             tls=tls,
             allowed_agent_networks=allowed,
+            openstack=openstack,
+            placement_url=placement_url,
+            placement=PlacementSettings(check_interval=placement_check_interval),
         ),
         engine,
     )

@@ -33,6 +33,7 @@ LAZY_COMMANDS = {
     "conductors": "accel.cli.operator:conductors",
     "hardware": "accel.cli.operator:hardware",
     "alarms": "accel.cli.operator:alarms",
+    "placement": "accel.cli.operator:placement",
     "setup": "accel.cli.operations:setup",
     "operations": "accel.cli.operations:operations",
 }

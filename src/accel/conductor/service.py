@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from sqlalchemy import Engine
@@ -31,6 +32,7 @@ from starlette.types import ASGIApp
 from accel.conductor import agents, allocation
 from accel.conductor.hearing import Hearing
 from accel.conductor.name_guard import NameGuard
+from accel.conductor.placement.settings import PlacementSettings
 from accel.conductor.presence import live_holder, record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.sync_schedule import SyncSchedule
@@ -55,6 +57,11 @@ from accel.metrics import AGENTS, HELLOS
 from accel.states import AgentState
 from accel.web.bodies import read_body
 from accel.web.queries import only_params
+
+if TYPE_CHECKING:
+    # keystoneauth1 is imported only by a conductor that talks to OpenStack.
+    from accel.conductor.placement.loop import PlacementLoop
+    from accel.openstack.credentials import OpenStackCredentials
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +106,12 @@ class ConductorSettings:
     tls: TlsFiles | None = None
     # Seconds a sync lease lasts unrenewed; None: three heartbeat intervals.
     sync_lease: float | None = None
+    # How to reach OpenStack's services (Placement, Nova); None: accel talks to none.
+    openstack: OpenStackCredentials | None = None
+    # Reporting to Placement (needs ``openstack``): its URL, "" for Keystone's catalog;
+    # None: no reporting.
+    placement_url: str | None = None
+    placement: PlacementSettings = dataclasses.field(default_factory=PlacementSettings)
 
 
 class ConductorService:
@@ -294,6 +307,21 @@ class ConductorService:
                 log.warning("could not record this conductor's presence: %s", exc)
             await asyncio.sleep(interval)
 
+    def _placement_loop(self) -> PlacementLoop | None:
+        settings = self.settings
+        if settings.placement_url is None or settings.openstack is None:
+            return None
+        # Imported here: keystoneauth1 is loaded only by a conductor reporting to Placement.
+        from accel.conductor.placement.loop import placement_loop
+
+        return placement_loop(
+            self.sessions,
+            settings.name,
+            settings.openstack,
+            settings.placement_url or None,
+            settings.placement,
+        )
+
     def app(self) -> ASGIApp:
         @asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -305,6 +333,7 @@ class ConductorService:
                 tls=self.settings.tls,
             )
             await self._refuse_a_held_name()
+            placement = self._placement_loop()
             loops = [
                 asyncio.create_task(loop(), name=loop.__name__)
                 for loop in (
@@ -313,6 +342,7 @@ class ConductorService:
                     self.sweep_forever,
                     self.announce_forever,
                     self.setup.drive_forever,
+                    *((placement.run,) if placement else ()),
                 )
             ]
             try:
@@ -324,6 +354,8 @@ class ConductorService:
                     with suppress(asyncio.CancelledError):
                         await task
                 await self.syncs.stop()  # others may take this conductor's agents now
+                if placement is not None:
+                    await placement.stop()
                 await self.hellos.aclose()
                 await self._client.aclose()
                 self.engine.dispose()
