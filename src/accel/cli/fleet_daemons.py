@@ -19,6 +19,8 @@ from accel.cli.options import (
     internal_token,
     listen_socket,
     networks,
+    openstack_credentials,
+    openstack_options,
     option,
     positive,
     resync_interval_option,
@@ -94,6 +96,7 @@ def _engine(database: str) -> Engine:
     metavar="CIDR[,CIDR...]",
     help="Networks agents may announce besides their own address (NAT, proxies).",
 )
+@openstack_options
 @internal_options
 def conductor(
     listen: str,
@@ -110,6 +113,9 @@ def conductor(
     hello_burst: int,
     sync_lease: float | None,
     allowed_agent_networks: str | None,
+    openstack_token_file: Path | None,
+    openstack_auth_url: str | None,
+    openstack_credentials_file: Path | None,
     listen_fd: int | None,
     advertise: str | None,
     internal_token_file: Path | None,
@@ -129,6 +135,9 @@ def conductor(
     versions = version_range(internal_version_max)
     tls = tls_files(tls_cert, tls_key, tls_ca)
     allowed = networks(allowed_agent_networks, "--allowed-agent-networks")
+    openstack = openstack_credentials(
+        openstack_token_file, openstack_auth_url, openstack_credentials_file
+    )
     engine = _engine(database)
     sock = listen_socket(listen, listen_fd)
     endpoint = endpoint_of(sock, advertise)
@@ -152,6 +161,7 @@ def conductor(
             sync_lease=sync_lease,
             tls=tls,
             allowed_agent_networks=allowed,
+            openstack=openstack,
         ),
         engine,
     )

@@ -7,7 +7,7 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -24,6 +24,9 @@ from accel.internal.origin import Network, parse_networks
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
 from accel.sockets import adopt, bind
+
+if TYPE_CHECKING:
+    from accel.openstack.credentials import OpenStackCredentials
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -231,3 +234,47 @@ def listen_socket(listen: str, listen_fd: int | None) -> socket.socket:
         raise click.BadParameter(
             f"cannot listen on {listen}: {exc}", param_hint="--listen"
         ) from exc
+
+
+def openstack_options(command: Command) -> Command:
+    """How accel authenticates to OpenStack services: a static token or a Keystone user."""
+    file = click.Path(path_type=Path, dir_okay=False)
+    for decorate in reversed(
+        [
+            option(
+                "--openstack-token-file",
+                type=file,
+                default=None,
+                help="File holding a static token for Placement and Nova (noauth2 "
+                "deployments, tests); their URLs must then be given.",
+            ),
+            option(
+                "--openstack-auth-url",
+                default=None,
+                metavar="URL",
+                help="Keystone (Identity v3) for a service user, e.g. http://keystone:5000/v3.",
+            ),
+            option(
+                "--openstack-credentials-file",
+                type=file,
+                default=None,
+                help="JSON object: username, password, project_name, user_domain_name, "
+                "project_domain_name (the Keystone service user).",
+            ),
+        ]
+    ):
+        command = decorate(command)
+    return command
+
+
+def openstack_credentials(
+    token_file: Path | None, auth_url: str | None, credentials_file: Path | None
+) -> OpenStackCredentials | None:
+    """The credentials of ``openstack_options``, or None when none is given."""
+    # Imported here: keystoneauth1 (requests) is slow to import and only conductors use it.
+    from accel.openstack.credentials import CredentialsInvalid, read_credentials
+
+    try:
+        return read_credentials(token_file, auth_url, credentials_file)
+    except CredentialsInvalid as exc:
+        raise click.BadParameter(str(exc), param_hint="--openstack-*") from exc

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from sqlalchemy import Engine
@@ -55,6 +56,10 @@ from accel.metrics import AGENTS, HELLOS
 from accel.states import AgentState
 from accel.web.bodies import read_body
 from accel.web.queries import only_params
+
+if TYPE_CHECKING:
+    # keystoneauth1 is imported only by a conductor that talks to OpenStack.
+    from accel.openstack.credentials import OpenStackCredentials
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +104,8 @@ class ConductorSettings:
     tls: TlsFiles | None = None
     # Seconds a sync lease lasts unrenewed; None: three heartbeat intervals.
     sync_lease: float | None = None
+    # How to reach OpenStack's services (Placement, Nova); None: accel talks to none.
+    openstack: OpenStackCredentials | None = None
 
 
 class ConductorService:

@@ -1,0 +1,1 @@
+"""accel and OpenStack: credentials, Placement and Nova clients."""
