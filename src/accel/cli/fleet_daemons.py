@@ -11,6 +11,8 @@ import click
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from accel.conductor.nova_events import NovaSettings
+
 from accel.cli.options import (
     agent_down_after_option,
     default_database,
@@ -45,6 +47,21 @@ def _engine(database: str) -> Engine:
         return make_engine(database)
     except (ValueError, ArgumentError, ImportError) as exc:
         raise click.BadParameter(str(exc), param_hint="--database") from exc
+
+
+def _nova_settings(
+    url: str | None, timeout: float, attempts: int, have_credentials: bool
+) -> NovaSettings | None:
+    from accel.conductor.nova_events import NovaSettings
+
+    if url is None:
+        return None
+    if not have_credentials:
+        raise click.BadParameter(
+            "Nova's events need --openstack-token-file or --openstack-auth-url",
+            param_hint="--nova-url",
+        )
+    return NovaSettings(url=None if url == "catalog" else url, timeout=timeout, attempts=attempts)
 
 
 @click.command()
@@ -97,6 +114,20 @@ def _engine(database: str) -> Engine:
     help="Networks agents may announce besides their own address (NAT, proxies).",
 )
 @openstack_options
+@option(
+    "--nova-url",
+    default=None,
+    metavar="URL|catalog",
+    help="Nova's API (e.g. http://nova:8774/v2.1), or 'catalog' for Keystone's: turns on "
+    "Nova's accelerator-request-bound events after binds. Needs --openstack-*.",
+)
+@option("--nova-timeout", type=float, default=10.0, callback=positive, help="Seconds per try.")
+@option(
+    "--nova-attempts",
+    type=click.IntRange(1, 100),
+    default=8,
+    help="Tries per event, with backoff from 1 s doubling up to 60 s, before it is given up.",
+)
 @internal_options
 def conductor(
     listen: str,
@@ -116,6 +147,9 @@ def conductor(
     openstack_token_file: Path | None,
     openstack_auth_url: str | None,
     openstack_credentials_file: Path | None,
+    nova_url: str | None,
+    nova_timeout: float,
+    nova_attempts: int,
     listen_fd: int | None,
     advertise: str | None,
     internal_token_file: Path | None,
@@ -138,6 +172,7 @@ def conductor(
     openstack = openstack_credentials(
         openstack_token_file, openstack_auth_url, openstack_credentials_file
     )
+    nova = _nova_settings(nova_url, nova_timeout, nova_attempts, openstack is not None)
     engine = _engine(database)
     sock = listen_socket(listen, listen_fd)
     endpoint = endpoint_of(sock, advertise)
@@ -162,6 +197,7 @@ def conductor(
             tls=tls,
             allowed_agent_networks=allowed,
             openstack=openstack,
+            nova=nova,
         ),
         engine,
     )
