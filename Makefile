@@ -36,11 +36,14 @@ unit: install
 	$(BIN)/python -m pytest -n auto --maxprocesses=4 \
 		--cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
-# Debian packages the tests need: a PostgreSQL server (the tests start a throwaway
-# one) and the PCI id database (names for discovery). Installed where missing.
+# What the tests need besides .venv: a PostgreSQL server (the tests start a throwaway
+# one), the PCI id database (names for discovery), and Keystone and Nova 34's code in
+# venvs of their own under ~/.cache/accel. Installed where missing.
 system-packages:
 	./scripts/ensure-postgres
 	./scripts/ensure-pci-ids
+	./scripts/ensure-keystone
+	./scripts/ensure-nova-client
 
 test: lint typecheck system-packages unit
 
