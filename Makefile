@@ -37,11 +37,12 @@ unit: install
 		--cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 # What the tests need besides .venv: a PostgreSQL server (the tests start a throwaway
-# one), the PCI id database (names for discovery), and Keystone and Nova 34's code in
-# venvs of their own under ~/.cache/accel. Installed where missing.
+# one), the PCI id database (names for discovery), and OpenStack Placement, Keystone
+# and Nova 34's code in venvs of their own under ~/.cache/accel. Installed where missing.
 system-packages:
 	./scripts/ensure-postgres
 	./scripts/ensure-pci-ids
+	./scripts/ensure-placement
 	./scripts/ensure-keystone
 	./scripts/ensure-nova-client
 

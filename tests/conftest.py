@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from accel.driver.fake_sysfs import FakeSysfs, build_gpu_server
+from tests.placement_service import ThrowawayPlacement, placement_venv, throwaway_placement
 from tests.postgres import ThrowawayPostgres, server_binaries, throwaway_postgres
 from tests.processes import Cluster
 
@@ -57,3 +58,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if call.when == "call" and call.excinfo is not None:
         item.failed_call = True  # type: ignore[attr-defined]
     return report
+
+
+@pytest.fixture(scope="module")
+def placement(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawayPlacement]:
+    """One real Placement 16 (SQLite, noauth2) per test module."""
+    venv = placement_venv()
+    if venv is None:
+        pytest.skip("no Placement here (scripts/ensure-placement installs it)")
+    with throwaway_placement(venv, tmp_path_factory.mktemp("placement")) as server:
+        yield server

@@ -57,6 +57,19 @@ WRITE_BATCH_ITEMS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     registry=REGISTRY,
 )
+# Dashboards use these two names as they are.
+PLACEMENT_CALLS = Counter(
+    "accel_placement_calls",
+    "Calls to OpenStack Placement, by HTTP method and outcome (ok, conflict, "
+    "not_found, refused, error, unreachable).",
+    ["method", "outcome"],
+    registry=REGISTRY,
+)
+PLACEMENT_PENDING = Gauge(
+    "accel_placement_pending_nodes",
+    "Nodes whose Placement report this conductor has yet to make (changed, or failed).",
+    registry=REGISTRY,
+)
 REQUEST_SECONDS = Histogram(
     "accel_http_request_duration_seconds",
     "Time to answer an HTTP request.",

@@ -108,3 +108,7 @@ class AlarmKind(StrEnum):
     # An agent's name, which a live agent at another endpoint holds.
     AGENT_NAME_CLASH = "agent_name_clash"
     HARDWARE_UNHEALTHY = "hardware_unhealthy"  # the hardware's uuid
+    # A node whose compute-node provider Placement does not know (the provider's name).
+    PLACEMENT_ROOT_MISSING = "placement_root_missing"
+    # A vanished deployable's provider that allocations still hold (the provider's uuid).
+    PLACEMENT_PROVIDER_IN_USE = "placement_provider_in_use"

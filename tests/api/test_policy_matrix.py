@@ -156,6 +156,7 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("GET", "/v2/hardware", None, (*ADMIN_ONLY, 200)),
     ("GET", "/v2/agents", None, (*ADMIN_ONLY, 200)),
     ("GET", "/v2/alarms", None, (*ADMIN_ONLY, 200)),
+    ("GET", "/v2/placement/status", None, (*ADMIN_ONLY, 200)),
 ]
 
 

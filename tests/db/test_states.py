@@ -52,6 +52,9 @@ def test_every_state_keeps_its_wire_value() -> None:
         "allocated_hardware_vanished",
         "hardware_uuid_clash",
         "agent_name_clash",
+        "hardware_unhealthy",
+        "placement_root_missing",
+        "placement_provider_in_use",
     ]
 
 

@@ -151,6 +151,23 @@ class Alarms(Shape):
     alarms: list[Alarm]
 
 
+class PlacementNode(Shape):
+    node: str
+    root_uuid: str | None
+    providers: int
+    held_by_allocations: list[str]
+    pending: bool
+    reported_at: str | None
+    checked_at: str | None
+    next_try_at: str | None
+    failures: int
+    last_error: str | None
+
+
+class PlacementStatus(Shape):
+    nodes: list[PlacementNode]
+
+
 class Operation(Shape):
     uuid: str
     device_uuid: str
@@ -387,6 +404,7 @@ def document() -> dict[str, Any]:
         "/v2/agents": {"get": _operation("200", Agents)},
         "/v2/alarms": {"get": _operation("200", Alarms, _query("state"))},
         "/v2/conductors": {"get": _operation("200", Conductors)},
+        "/v2/placement/status": {"get": _operation("200", PlacementStatus, _query("node"))},
         "/healthz": {"get": {"parameters": [], "responses": {"200": HEALTH, "503": HEALTH}}},
     }
     return {

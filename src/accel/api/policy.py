@@ -61,6 +61,7 @@ RULES: dict[str, frozenset[str]] = {
     "accel:fleet:get": MANAGER_OR_ADMIN,
     "accel:operation:create": ADMIN,
     "accel:operation:get": MANAGER_OR_ADMIN,
+    "accel:placement:get": ADMIN,
 }
 
 

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from accel.conductor.nova_events import NovaSettings
+    from accel.openstack.credentials import OpenStackCredentials
 
 from accel.cli.options import (
     agent_down_after_option,
@@ -50,16 +51,20 @@ def _engine(database: str) -> Engine:
 
 
 def _nova_settings(
-    url: str | None, timeout: float, attempts: int, have_credentials: bool
+    url: str | None, timeout: float, attempts: int, openstack: OpenStackCredentials | None
 ) -> NovaSettings | None:
     from accel.conductor.nova_events import NovaSettings
 
     if url is None:
         return None
-    if not have_credentials:
+    if openstack is None:
         raise click.BadParameter(
             "Nova's events need --openstack-token-file or --openstack-auth-url",
             param_hint="--nova-url",
+        )
+    if url == "catalog" and not openstack.keystone:
+        raise click.BadParameter(
+            "--nova-url catalog needs --openstack-auth-url", param_hint="--nova-url"
         )
     return NovaSettings(url=None if url == "catalog" else url, timeout=timeout, attempts=attempts)
 
@@ -113,6 +118,21 @@ def _nova_settings(
     metavar="CIDR[,CIDR...]",
     help="Networks agents may announce besides their own address (NAT, proxies).",
 )
+@option(
+    "--placement-url",
+    default=None,
+    metavar="URL|catalog",
+    help='Report accelerators to OpenStack Placement here ("catalog": Keystone\'s '
+    "catalog); needs --openstack-token-file or --openstack-auth-url.",
+)
+@option(
+    "--placement-check-interval",
+    type=float,
+    default=600.0,
+    callback=positive,
+    help="Seconds between checks that a node's tree in Placement is still as reported "
+    "(two calls a node); changes are reported at once.",
+)
 @openstack_options
 @option(
     "--nova-url",
@@ -144,6 +164,8 @@ def conductor(
     hello_burst: int,
     sync_lease: float | None,
     allowed_agent_networks: str | None,
+    placement_url: str | None,
+    placement_check_interval: float,
     openstack_token_file: Path | None,
     openstack_auth_url: str | None,
     openstack_credentials_file: Path | None,
@@ -160,6 +182,7 @@ def conductor(
     log_level: str,
 ) -> None:
     """Wrangle all agents and keep the database true."""
+    from accel.conductor.placement.settings import PlacementSettings
     from accel.conductor.service import ConductorService, ConductorSettings
     from accel.conductor.sync_schedule import SyncSchedule
     from accel.serving import configure_logging, serve
@@ -172,7 +195,16 @@ def conductor(
     openstack = openstack_credentials(
         openstack_token_file, openstack_auth_url, openstack_credentials_file
     )
-    nova = _nova_settings(nova_url, nova_timeout, nova_attempts, openstack is not None)
+    if placement_url is not None:
+        if openstack is None:
+            raise click.UsageError(
+                "--placement-url needs --openstack-token-file or --openstack-auth-url"
+            )
+        if placement_url == "catalog":
+            if not openstack.keystone:
+                raise click.UsageError("--placement-url catalog needs --openstack-auth-url")
+            placement_url = ""
+    nova = _nova_settings(nova_url, nova_timeout, nova_attempts, openstack)
     engine = _engine(database)
     sock = listen_socket(listen, listen_fd)
     endpoint = endpoint_of(sock, advertise)
@@ -198,6 +230,8 @@ def conductor(
             allowed_agent_networks=allowed,
             openstack=openstack,
             nova=nova,
+            placement_url=placement_url,
+            placement=PlacementSettings(check_interval=placement_check_interval),
         ),
         engine,
     )

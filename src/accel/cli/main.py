@@ -19,7 +19,7 @@ from accel.cli.discover import discover
 from accel.cli.fleet_daemons import api, conductor
 from accel.cli.node_daemons import agent, driver
 from accel.cli.operations import operations, setup
-from accel.cli.operator import agents, alarms, conductors, hardware
+from accel.cli.operator import agents, alarms, conductors, hardware, placement
 from accel.cli.sim import sim
 from accel.cli.up import up
 
@@ -72,6 +72,7 @@ for command in (
     conductors,
     hardware,
     alarms,
+    placement,
     setup,
     operations,
 ):

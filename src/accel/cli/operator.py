@@ -261,3 +261,37 @@ def alarms_list(api_url: str, token_file: Path | None, as_json: bool, state: str
             for a in found
         ],
     )
+
+
+@click.group()
+def placement() -> None:
+    """What the conductors report to OpenStack Placement."""
+
+
+@placement.command("status")
+@api_options
+@click.option("--node", default=None, help="Only this node.")
+def placement_status(
+    api_url: str, token_file: Path | None, as_json: bool, node: str | None
+) -> None:
+    """Per node: what was reported and when, whether a report is pending, the last error."""
+    found = fetch(api_url, token_file, "/v2/placement/status", {"node": node} if node else None)
+    nodes = found["nodes"]
+    if as_json:
+        click.echo(json.dumps(nodes, indent=2))
+        return
+    print_table(
+        "placement",
+        ("node", "providers", "reported", "pending", "next try", "last error"),
+        [
+            [
+                n["node"],
+                n["providers"],
+                n["reported_at"] or "never",
+                "yes" if n["pending"] else "no",
+                n["next_try_at"] or "-",
+                n["last_error"] or "-",
+            ]
+            for n in nodes
+        ],
+    )

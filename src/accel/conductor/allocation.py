@@ -23,6 +23,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor.nova_events import queue_bound_events
+from accel.conductor.placement.offer import why_not_offered
 from accel.db.commit_deadline import commit_in_time, lock_for_writing, locked_requests
 from accel.db.models import (
     AcceleratorRequest,
@@ -33,7 +34,7 @@ from accel.db.models import (
     DeviceProfile,
 )
 from accel.internal.schemas import ARQ_DELETED, ARQ_REFUSED, ArqChanges, ArqOutcome
-from accel.states import ARQ_HOLDING_NOTHING, AgentState, ArqState, DeviceStatus
+from accel.states import ARQ_HOLDING_NOTHING, AgentState, ArqState
 
 # Seconds a request may stay BindStarted (left by an older release) before it is failed.
 ABANDONED_BIND_GRACE = 60.0
@@ -97,14 +98,17 @@ def why_unfit(
     deployable: Deployable, device: Device, agent_state: AgentState, group: dict[str, str]
 ) -> str | None:
     """Why this deployable cannot serve the group, or None if it can."""
-    if not device.present:
-        return f"device {device.uuid} has vanished"
-    if device.status != DeviceStatus.ENABLED:
-        return f"device {device.uuid} is in maintenance"
-    if device.setup_required or device.reboot_required:
-        return f"device {device.uuid} needs setup or a reboot before use"
-    if agent_state != AgentState.UP:
-        return f"the agent of host {device.hostname} is DOWN"
+    refusal = why_not_offered(
+        uuid=device.uuid,
+        hostname=device.hostname,
+        present=device.present,
+        status=device.status,
+        setup_required=device.setup_required,
+        reboot_required=device.reboot_required,
+        agent_state=agent_state,
+    )
+    if refusal is not None:
+        return refusal
     attributes = {a.key: a.value for a in deployable.attributes}
     traits = {value for key, value in attributes.items() if key.startswith("trait")}
     wanted = {key.removeprefix("resources:") for key in group if key.startswith("resources:")}

@@ -33,6 +33,7 @@ from accel.conductor import agents, allocation
 from accel.conductor.hearing import Hearing
 from accel.conductor.name_guard import NameGuard
 from accel.conductor.nova_events import NovaNotifier, NovaSettings, keystoneauth_post
+from accel.conductor.placement.settings import PlacementSettings
 from accel.conductor.presence import live_holder, record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.sync_schedule import SyncSchedule
@@ -60,6 +61,7 @@ from accel.web.queries import only_params
 
 if TYPE_CHECKING:
     # keystoneauth1 is imported only by a conductor that talks to OpenStack.
+    from accel.conductor.placement.loop import PlacementLoop
     from accel.openstack.credentials import OpenStackCredentials
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,10 @@ class ConductorSettings:
     openstack: OpenStackCredentials | None = None
     # Nova's external events after binds (--nova-url); needs ``openstack``.
     nova: NovaSettings | None = None
+    # Reporting to Placement (needs ``openstack``): its URL, "" for Keystone's catalog;
+    # None: no reporting.
+    placement_url: str | None = None
+    placement: PlacementSettings = dataclasses.field(default_factory=PlacementSettings)
 
 
 class ConductorService:
@@ -317,6 +323,21 @@ class ConductorService:
                 log.warning("could not record this conductor's presence: %s", exc)
             await asyncio.sleep(interval)
 
+    def _placement_loop(self) -> PlacementLoop | None:
+        settings = self.settings
+        if settings.placement_url is None or settings.openstack is None:
+            return None
+        # Imported here: keystoneauth1 is loaded only by a conductor reporting to Placement.
+        from accel.conductor.placement.loop import placement_loop
+
+        return placement_loop(
+            self.sessions,
+            settings.name,
+            settings.openstack,
+            settings.placement_url or None,
+            settings.placement,
+        )
+
     def app(self) -> ASGIApp:
         @asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -328,6 +349,7 @@ class ConductorService:
                 tls=self.settings.tls,
             )
             await self._refuse_a_held_name()
+            placement = self._placement_loop()
             loops = [
                 asyncio.create_task(loop(), name=loop.__name__)
                 for loop in (
@@ -337,6 +359,7 @@ class ConductorService:
                     self.announce_forever,
                     self.setup.drive_forever,
                     *([self.nova.run_forever] if self.nova is not None else []),
+                    *((placement.run,) if placement else ()),
                 )
             ]
             try:
@@ -348,6 +371,8 @@ class ConductorService:
                     with suppress(asyncio.CancelledError):
                         await task
                 await self.syncs.stop()  # others may take this conductor's agents now
+                if placement is not None:
+                    await placement.stop()
                 await self.hellos.aclose()
                 await self._client.aclose()
                 self.engine.dispose()

@@ -127,6 +127,9 @@ class Agent(Timestamps, Base):
     # The ETag (internal 1.4) of the last report stored: a resync sends it, and an
     # agent whose hardware still matches answers 304 instead of the whole report.
     inventory_etag: Mapped[str | None] = mapped_column(String(80))
+    # The name of the node's compute-node provider in Placement, if not the node's name
+    # (the agent's --resource-provider-name; Nova often knows a node by its FQDN).
+    resource_provider_name: Mapped[str | None] = mapped_column(String(255))
 
     devices: Mapped[list[Device]] = relationship(back_populates="agent")
 
@@ -299,6 +302,33 @@ class AcceleratorRequest(Base):
         where = (self.hostname, self.device_rp_uuid, self.instance_uuid)
         asked = (hostname, device_rp_uuid, instance_uuid)
         return self.state in ARQ_BIND_OUTCOMES and where == asked
+
+
+class PlacementNode(Base):
+    """What accel last reported to Placement for one node, and what is still to do.
+
+    ``providers_json`` maps each provider accel made under the node's root to what it
+    last left there (its generation and the digests of its inventory and traits): a
+    provider whose generation moved was touched by someone else and is read again.
+    A node is reported by one conductor at a time (``owner`` until ``lease_until``).
+    """
+
+    __tablename__ = "placement_nodes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str] = mapped_column(String(255), unique=True)
+    root_uuid: Mapped[str | None] = mapped_column(String(36))
+    # The digest of the tree last reported whole; None: never reported.
+    reported_digest: Mapped[str | None] = mapped_column(String(64))
+    providers_json: Mapped[str] = mapped_column(Text, default="{}")
+    pending: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    reported_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    checked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    next_try_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    owner: Mapped[str | None] = mapped_column(String(255))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 # The partial index's predicate: the unfinished states, spelled in SQL.
