@@ -7,7 +7,8 @@ the query that its report client sends as ``GET /allocation_candidates`` (at
 placement 1.36). With a Placement URL in the plan, the report client really sends it
 and the candidates come back. Prints one JSON document.
 
-stdin: {"conf", "user_token", "project", "profile", "vcpus", "memory_mb", "disk_gb"}.
+stdin: {"conf", "user_token", "project", "profile", "vcpus", "memory_mb", "disk_gb",
+"placement": whether to send the query (nova.conf then says where Placement is)}.
 """
 
 from __future__ import annotations

@@ -44,14 +44,22 @@ def nova_python() -> Path | None:
     return venv / "bin" / "python" if (venv / ".installed-stamp").exists() else None
 
 
-def nova_conf(folder: Path, api: Service, service_token: bool) -> Path:
-    """nova.conf's Cyborg settings: the endpoint, and Nova's service token (or none)."""
+def nova_conf(
+    folder: Path, api: Service, service_token: bool, placement: str | None = None
+) -> Path:
+    """nova.conf's Cyborg settings: the endpoint, and Nova's service token (or none);
+    with ``placement``, the scheduler's report client's (noauth2's admin token)."""
     path = folder / f"nova-{'service' if service_token else 'user'}.conf"
     text = f"[cyborg]\nendpoint_override = {api.url}/v2\n"
     if service_token:
         text += (
             "[service_user]\nsend_service_user_token = True\nauth_type = admin_token\n"
             f"endpoint = {api.url}/v2\ntoken = {NOVA}\n"
+        )
+    if placement is not None:
+        text += (
+            "[placement]\nauth_type = admin_token\ntoken = admin\n"
+            f"endpoint = {placement}\nendpoint_override = {placement}\n"
         )
     path.write_text(text)
     return path
