@@ -32,6 +32,7 @@ from accel.internal.schemas import DriverOutcome, HardwareEntry, HardwareList, K
 from accel.metrics import PLACEMENT_CALLS, PLACEMENT_PENDING
 from accel.openstack.credentials import OpenStackCredentials
 from accel.states import AgentState, AlarmKind, AlarmState, DeviceStatus
+from tests.os_services.conftest import Recorder
 from tests.placement_service import ThrowawayPlacement
 
 T0 = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
@@ -444,3 +445,17 @@ def test_a_gpus_virtual_function_is_never_offered_as_a_whole_gpu() -> None:
     assert reason and "virtual function" in reason
     # A VF of another kind is what that kind offers (each QAT or NIC VF is one unit).
     assert why_not_whole_gpu("CUSTOM_QAT", "n1_0000:6b:00.1", "n1", "0000:6b:00.0") is None
+
+
+def test_a_placement_answering_garbage_leaves_the_node_pending(
+    sessions: sessionmaker[Session],
+    placement: ThrowawayPlacement,
+    gpu_server: FakeSysfs,
+    node: str,
+    recorder: Recorder,
+) -> None:
+    store(sessions, node, hardware(gpu_server, node, (Kind.FPGA,)))
+    run_round(loop_for(sessions, placement, url=recorder.url))  # 200 with "{}" to all
+    row = node_row(sessions, node)
+    assert row.pending and row.last_error and "not the answer Placement gives" in row.last_error
+    assert active(sessions, AlarmKind.PLACEMENT_ROOT_MISSING) == []

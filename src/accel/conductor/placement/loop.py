@@ -50,6 +50,10 @@ class PlacementLoop:
                 await self.round()
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("placement round failed, trying again: %s", exc)
+            except Exception:
+                # Reporting must outlive a bug in one round: the next round starts over
+                # from the database.
+                log.exception("placement round failed, trying again")
             await asyncio.sleep(self.settings.tick)
 
     async def round(self) -> int:
