@@ -39,12 +39,15 @@ unit: install
 # What the tests need besides .venv: a PostgreSQL server (the tests start a throwaway
 # one), the PCI id database (names for discovery), promtool (checks
 # deploy/prometheus/'s alert rules and the dashboard's queries), and OpenStack
-# Placement in a venv of its own under ~/.cache/accel. Installed where missing.
+# Placement, Keystone and Nova 34's code in venvs of their own under ~/.cache/accel.
+# Installed where missing.
 system-packages:
 	./scripts/ensure-postgres
 	./scripts/ensure-pci-ids
 	./scripts/ensure-prometheus
 	./scripts/ensure-placement
+	./scripts/ensure-keystone
+	./scripts/ensure-nova-client
 
 test: lint typecheck system-packages unit
 

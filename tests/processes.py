@@ -204,14 +204,14 @@ class Cluster:
         return self._ready(self.spawn("conductor", argv, sock, self._internal_url(sock)))
 
     def api(self, database: str, **settings: Setting) -> Service:
+        """An api, under noauth unless ``settings`` say otherwise."""
         sock = bound_socket()
         argv = accel_argv(
             fleet_daemons.api,
             database=database,
-            auth="noauth",
             listen_fd=sock.fileno(),
             **self._tls_settings(),
-            **settings,
+            **{"auth": "noauth", **settings},
         )
         return self._ready(self.spawn("api", argv, sock, url_of(sock)))
 

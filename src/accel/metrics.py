@@ -51,6 +51,13 @@ SYNC_LEASES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+NOVA_EVENTS = Counter(
+    "accel_nova_events",
+    "Posts of accelerator-request-bound events to Nova, by outcome: sent, rejected "
+    "(Nova refused them: given up), retry (failed, tried again later), gave_up.",
+    ["outcome"],
+    registry=REGISTRY,
+)
 WRITE_BATCH_ITEMS = Histogram(
     "accel_write_batch_items",
     "Items written in one transaction, by writer (the conductor's hellos and "

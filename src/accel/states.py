@@ -48,6 +48,14 @@ ARQ_BIND_OUTCOMES = (ArqState.BOUND, ArqState.BIND_FAILED)
 ARQ_RESOLVED = (ArqState.BOUND, ArqState.BIND_FAILED, ArqState.DELETING)
 
 
+class NovaEventState(StrEnum):
+    """Where a Nova external event (accelerator-request-bound) stands in the outbox."""
+
+    PENDING = "pending"
+    SENT = "sent"  # Nova took it (or answered the known 422 race)
+    FAILED = "failed"  # Nova refused it, or every try failed: given up
+
+
 class OperationState(StrEnum):
     """A setup operation's state, the same in the database, the internal API and v2."""
 

@@ -24,6 +24,8 @@ TOKENS = {
     "alice": Identity(user_id="alice", project_id="project-a", roles=("member",)),
     "bob": Identity(user_id="bob", project_id="project-b", roles=("member",)),
     "rita": Identity(user_id="rita", project_id="project-a", roles=("reader",)),
+    # Nova's service user: its token comes as X-Service-Token beside the user's.
+    "nova": Identity(user_id="nova", project_id="service", roles=("service",)),
 }
 GPU_GROUP = {"resources:PGPU": "1", "trait:CUSTOM_GPU_NVIDIA": "required"}
 
@@ -38,6 +40,11 @@ def api(database_url: str, gpu_server: FakeSysfs) -> Iterator[TestClient]:
 
 def as_(who: str, version: str = "2.3") -> dict[str, str]:
     return {"X-Auth-Token": who, "OpenStack-API-Version": f"accelerator {version}"}
+
+
+def nova_for(who: str, version: str = "2.3") -> dict[str, str]:
+    """Nova acting for ``who``: the user's token, and Nova's own as the service token."""
+    return {**as_(who, version), "X-Service-Token": "nova"}
 
 
 def fault(response: Any) -> str:
@@ -181,17 +188,17 @@ def test_bad_patches_are_refused_before_any_conductor_is_asked(api: TestClient) 
         ({arq["uuid"]: [*ops, {"op": "add", "path": "/project_id", "value": "p"}]}, "alice", 403),
     ]
     for body, who, status in cases:
-        response = api.patch("/v2/accelerator_requests", headers=as_(who), json=body)
+        response = api.patch("/v2/accelerator_requests", headers=nova_for(who), json=body)
         assert response.status_code == status, (body, response.text)
     old = api.patch(
         "/v2/accelerator_requests",
-        headers=as_("admin", "2.0"),
+        headers=nova_for("admin", "2.0"),
         json={arq["uuid"]: [*ops, {"op": "add", "path": "/project_id", "value": "p"}]},
     )
     assert old.status_code == 406
     # A valid bind, with no internal token configured, explains why it cannot proceed.
     unavailable = api.patch(
-        "/v2/accelerator_requests", headers=as_("alice"), json={arq["uuid"]: ops}
+        "/v2/accelerator_requests", headers=nova_for("alice"), json={arq["uuid"]: ops}
     )
     assert unavailable.status_code == 503 and "internal token" in fault(unavailable)
     assert (
@@ -280,7 +287,9 @@ def test_a_malformed_binding_is_refused_naming_its_field(api: TestClient) -> Non
         {"op": "add", "path": "/device_rp_uuid", "value": "not-a-uuid"},
         {"op": "add", "path": "/instance_uuid", "value": "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"},
     ]
-    response = api.patch("/v2/accelerator_requests", headers=as_("alice"), json={arq["uuid"]: ops})
+    response = api.patch(
+        "/v2/accelerator_requests", headers=nova_for("alice"), json={arq["uuid"]: ops}
+    )
     assert response.status_code == 400
     assert f"binding {arq['uuid']}: device_rp_uuid: " in fault(response)
 

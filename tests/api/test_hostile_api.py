@@ -24,7 +24,14 @@ from accel.db.models import AcceleratorRequest, Conductor, utcnow
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.states import ArqState
 from tests.api.test_api import fill
-from tests.api.test_cyborg_resources import GPU_GROUP, TOKENS, as_, fault, make_profile
+from tests.api.test_cyborg_resources import (
+    GPU_GROUP,
+    TOKENS,
+    as_,
+    fault,
+    make_profile,
+    nova_for,
+)
 
 ARQS = "/v2/accelerator_requests"
 FOREIGN = str(uuid.UUID(int=7))
@@ -92,7 +99,9 @@ def test_a_delete_that_needs_a_conductor_it_cannot_reach_deletes_nothing(api: Ap
     api.mark_bound(bound, instance)
     # The bound one has an accelerator to free, which only a conductor may do; with none
     # to ask, the unbound one must not go either: a retry would then find it missing.
-    answer = api.client.delete(ARQS, headers=as_("admin"), params={"arqs": f"{initial},{bound}"})
+    answer = api.client.delete(
+        ARQS, headers=nova_for("admin"), params={"arqs": f"{initial},{bound}"}
+    )
     assert is_cyborg_error(answer, 503)
     assert api.arqs() == {bound, initial}
 
@@ -292,7 +301,7 @@ def test_a_conductor_that_cannot_be_reached_is_not_described_by_class_names(
             {"op": "add", "path": "/device_rp_uuid", "value": FOREIGN},
             {"op": "add", "path": "/instance_uuid", "value": FOREIGN},
         ]
-        answer = client.patch(ARQS, headers=as_("alice"), json={arq: ops})
+        answer = client.patch(ARQS, headers=nova_for("alice"), json={arq: ops})
         assert is_cyborg_error(answer, 503), answer.text
         assert "127.0.0.1:9" in fault(answer)
         assert not INTERNALS.search(fault(answer)), fault(answer)

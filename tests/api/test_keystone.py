@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +31,11 @@ KEYSTONE_TOKENS: dict[str, dict[str, Any]] = {
         "user": {"id": "u-alice"},
         "project": {"id": "project-a"},
         "roles": [{"name": "member"}, {"name": "load-balancer_member"}],
+    },
+    "nova-token": {
+        "user": {"id": "u-nova"},
+        "project": {"id": "service"},
+        "roles": [{"name": "service"}],
     },
     "domain-token": {
         "user": {"id": "u-dom"},
@@ -109,6 +115,21 @@ def test_keystone_tokens_become_callers_with_their_roles(
         for _ in range(5):
             api.get("/v2/device_profiles", headers=member)
         assert fake.calls == calls  # answered from the cache
+        # Binding is Nova's: the member's own token is not enough, Nova's service
+        # token (validated as any token) is (503: no conductor runs here).
+        bind = {
+            arq["uuid"]: [
+                {"op": "add", "path": "/hostname", "value": "node1"},
+                {"op": "add", "path": "/device_rp_uuid", "value": str(uuid.UUID(int=1))},
+                {"op": "add", "path": "/instance_uuid", "value": str(uuid.UUID(int=2))},
+            ]
+        }
+        path = "/v2/accelerator_requests"
+        assert api.patch(path, headers=member, json=bind).status_code == 403
+        as_nova = {**member, "X-Service-Token": "nova-token"}
+        assert api.patch(path, headers=as_nova, json=bind).status_code == 503
+        forged = {**member, "X-Service-Token": "forged"}
+        assert api.patch(path, headers=forged, json=bind).status_code == 401
 
 
 def test_an_unreachable_identity_service_is_503_not_a_hang(sqlite_url: str) -> None:

@@ -9,19 +9,23 @@ in these tests, which is how a pass through the policy shows.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from starlette.testclient import TestClient
 
 from accel.api.app import ApiSettings, create_app
 from accel.api.auth import Identity
 from accel.api.policy import load_policy
-from accel.db.engine import make_engine
+from accel.db.engine import make_engine, session_factory
+from accel.db.models import AcceleratorRequest
 from accel.driver.fake_sysfs import FakeSysfs
+from accel.states import ArqState
 from tests.api.test_api import fill
 
 CALLERS = ("nobody", "reader-a", "member-a", "member-b", "admin")
@@ -30,6 +34,8 @@ TOKENS = {
     "member-a": Identity(user_id="a", project_id="project-a", roles=("member",)),
     "member-b": Identity(user_id="b", project_id="project-b", roles=("member",)),
     "admin": Identity(user_id="x", project_id="ops", roles=("admin",)),
+    # Nova's service user, whose token Nova sends as X-Service-Token.
+    "nova": Identity(user_id="n", project_id="service", roles=("service",)),
 }
 ADMIN_ONLY = (401, 403, 403, 403)
 
@@ -39,10 +45,14 @@ class World:
     client: TestClient
     ids: dict[str, str]
 
-    def call(self, caller: str, method: str, path: str, body: Any = None) -> int:
+    def call(
+        self, caller: str, method: str, path: str, body: Any = None, service: str | None = None
+    ) -> int:
         headers = {"OpenStack-API-Version": "accelerator 2.3"}
         if caller != "nobody":
             headers["X-Auth-Token"] = caller
+        if service is not None:
+            headers["X-Service-Token"] = service
         response = self.client.request(method, path.format(**self.ids), headers=headers, json=body)
         status: int = response.status_code
         return status
@@ -114,7 +124,8 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("GET", "/v2/accelerator_requests", None, (401, 200, 200, 200, 200)),
     ("GET", "/v2/accelerator_requests/{arq}", None, (401, 200, 200, 404, 200)),
     ("POST", "/v2/accelerator_requests", {"device_profile_name": "gpu"}, (401, 403, 201, 201, 201)),
-    ("PATCH", "/v2/accelerator_requests", "bind-arq", (401, 403, 503, 404, 503)),
+    # Binding is Nova's alone (its service token): no user, not even an admin, binds.
+    ("PATCH", "/v2/accelerator_requests", "bind-arq", (401, 403, 403, 403, 403)),
     # An unbound request holds nothing: its owner deletes it without a conductor, and
     # the admin, asking next, finds it gone.
     ("DELETE", "/v2/accelerator_requests?arqs={arq}", None, (401, 403, 204, 404, 404)),
@@ -179,10 +190,69 @@ def test_a_policy_file_overrides_the_defaults(
 
 
 @pytest.mark.parametrize(
-    "content", ['{"cyborg:device:get_all": "rule:admin_api"}', '{"no:such:rule": "@"}', "[]", "{"]
+    "content",
+    [
+        '{"cyborg:device:get_all": "rule:admin_api"}',
+        '{"cyborg:arq:bind": "service_roles:"}',
+        '{"no:such:rule": "@"}',
+        "[]",
+        "{",
+    ],
 )
 def test_a_policy_file_accel_cannot_read_is_refused(tmp_path: Path, content: str) -> None:
     policy = tmp_path / "policy.json"
     policy.write_text(content)
     with pytest.raises(ValueError):
         load_policy(policy)
+
+
+UNBIND = [{"op": "remove", "path": "/hostname"}]
+
+
+def test_binding_unbinding_and_deleting_bound_requests_need_nova_s_service_token(
+    world: World, sqlite_url: str
+) -> None:
+    arq = world.ids["arq"]
+    bind, unbind = {arq: BIND}, {arq: UNBIND}
+    path = "/v2/accelerator_requests"
+    # Let through (503: no conductor runs here) only with a service token of the
+    # service role, whoever the user is; refused whatever the user's own role.
+    for user in ("member-a", "admin"):
+        assert world.call(user, "PATCH", path, bind, service="nova") == 503
+        assert world.call(user, "PATCH", path, unbind, service="nova") == 503
+        assert world.call(user, "PATCH", path, bind) == 403
+        assert world.call(user, "PATCH", path, unbind) == 403
+        # A service token whose owner lacks the service role is no service's.
+        assert world.call(user, "PATCH", path, bind, service="admin") == 403
+    # A service token that is not valid is refused as a bad token is.
+    assert world.call("member-a", "PATCH", path, bind, service="forged") == 401
+    assert world.call("member-a", "PATCH", path, bind, service="") == 401
+    # Deleting a request that holds nothing needs no service; a bound one does, and a
+    # refused delete deletes nothing.
+    engine = make_engine(sqlite_url)
+    with session_factory(engine).begin() as session:
+        session.execute(
+            update(AcceleratorRequest)
+            .where(AcceleratorRequest.uuid == arq)
+            .values(state=ArqState.BOUND, instance_uuid=str(uuid.uuid4()), hostname="node1")
+        )
+    engine.dispose()
+    delete = f"{path}?arqs={arq}"
+    assert world.call("member-a", "DELETE", delete) == 403
+    assert world.call("admin", "DELETE", delete) == 403
+    assert world.call("member-a", "GET", f"{path}/{arq}") == 200
+    assert world.call("member-a", "DELETE", delete, service="nova") == 503
+
+
+def test_a_policy_file_may_let_admins_bind_without_a_service_token(
+    tmp_path: Path, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"cyborg:arq:bind": "role:admin or service_roles:service"}))
+    for world in world_for(sqlite_url, gpu_server, policy):
+        bind = {world.ids["arq"]: BIND}
+        assert world.call("admin", "PATCH", "/v2/accelerator_requests", bind) == 503
+        assert world.call("member-a", "PATCH", "/v2/accelerator_requests", bind) == 403
+        assert world.call("member-a", "PATCH", "/v2/accelerator_requests", bind, "nova") == 503
+        unbind = {world.ids["arq"]: UNBIND}
+        assert world.call("admin", "PATCH", "/v2/accelerator_requests", unbind) == 403

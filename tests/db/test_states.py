@@ -28,6 +28,7 @@ from accel.states import (
     CheckSeverity,
     DeviceStatus,
     HealthState,
+    NovaEventState,
     OperationState,
 )
 
@@ -123,3 +124,7 @@ def test_a_state_not_of_its_enum_is_not_written(database_url: str) -> None:
             assert connection.execute(text("SELECT count(*) FROM agents")).scalar() == 0
     finally:
         engine.dispose()
+
+
+def test_nova_event_states_keep_their_stored_values() -> None:
+    assert [state.value for state in NovaEventState] == ["pending", "sent", "failed"]

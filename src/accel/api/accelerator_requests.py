@@ -3,7 +3,8 @@
 Creating makes one ARQ per requested unit of each group. Binding and unbinding are
 RFC 6902 patches that a conductor carries out (it owns allocation); the api checks
 them, and who may touch which ARQ: a caller without the admin role sees only its
-own project's ARQs, and others' are 404, not 403.
+own project's ARQs, and others' are 404, not 403. Binding, unbinding and deleting a
+bound ARQ are Nova's (its service token, accel.api.policy).
 """
 
 from __future__ import annotations
@@ -264,6 +265,10 @@ async def patch_arqs(request: Request) -> Response:
     caller = authorize(request, "cyborg:arq:update")
     only_params(request, ())
     changes = bindings_from_patch(request, caller, await read_json(request))
+    if changes.bind:
+        authorize(request, "cyborg:arq:bind")
+    if changes.unbind:
+        authorize(request, "cyborg:arq:unbind")
     uuids = {str(b.arq_uuid) for b in changes.bind} | set(map(str, changes.unbind))
     instances = {str(b.instance_uuid) for b in changes.bind}
 
@@ -347,6 +352,7 @@ async def delete_arqs(request: Request) -> Response:
     try:
         await writer(request).run_sql(delete_all_free)
     except _Held as some_held:
+        authorize(request, "cyborg:arq:delete_bound")
         await _delete_through_conductor(request, some_held.uuids)
     return Response(status_code=204)
 

@@ -3,8 +3,12 @@
 Under ``noauth`` every caller is an admin, so requests a browser sends from a page
 of another site (a foreign ``Origin``) are refused (403).
 
-Callers send ``X-Auth-Token`` as OpenStack clients do. The version documents at
-``/`` and ``/v2`` answer anyone, as in Cyborg.
+Callers send ``X-Auth-Token`` as OpenStack clients do. A service acting for a user
+(Nova binding a user's ARQs) adds its own token as ``X-Service-Token``, checked by the
+same resolver; its roles are the request's service roles, which the policy's
+``service_roles:NAME`` checks read (keystonemiddleware's convention). Under
+``noauth`` every caller is also the service. The version documents at ``/`` and
+``/v2`` answer anyone, as in Cyborg.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -23,7 +28,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from accel.api.failures import CYBORG_ERRORS
-from accel.errors import AccelError
+from accel.errors import AccelError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +63,24 @@ class Identity(BaseModel):
 @dataclass(frozen=True)
 class RequestContext:
     identity: Identity
+    # The roles of the X-Service-Token's owner; empty without a service token.
+    service_roles: tuple[Role, ...] = ()
 
     @property
     def is_admin(self) -> bool:
         return "admin" in self.identity.roles
 
+    @cached_property
+    def credentials(self) -> frozenset[str]:
+        """What policy checks match: the roles, and ``service_roles:NAME`` per service role."""
+        return frozenset(self.identity.roles).union(
+            f"service_roles:{role}" for role in self.service_roles
+        )
+
 
 DEVELOPER = Identity(user_id="noauth", project_id="noauth", roles=("admin",))
+# Without tokens there is no telling Nova from anyone: everyone may do what Nova does.
+DEVELOPER_CONTEXT = RequestContext(DEVELOPER, service_roles=("service",))
 
 
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
@@ -145,18 +161,33 @@ class Authentication:
             await self.app(scope, receive, send)
             return
         if self.resolve is None:
-            identity: Identity | None = DEVELOPER
+            context: RequestContext | None = DEVELOPER_CONTEXT
         else:
-            token = Headers(scope=scope).get("x-auth-token")
             try:
-                identity = await self.resolve(token) if token else None
+                context = await self._context(Headers(scope=scope))
             except AccelError as exc:
                 await CYBORG_ERRORS.response(exc.status_code, exc.message)(scope, receive, send)
                 return
-        if identity is None:
+        if context is None:
             await CYBORG_ERRORS.response(401, "authentication required: send a valid X-Auth-Token")(
                 scope, receive, send
             )
             return
-        scope.setdefault("state", {})["context"] = RequestContext(identity)
+        scope.setdefault("state", {})["context"] = context
         await self.app(scope, receive, send)
+
+    async def _context(self, headers: Headers) -> RequestContext | None:
+        """The caller's context, None without a valid token; Unauthorized for a service
+        token that is not valid (keystonemiddleware refuses those too)."""
+        assert self.resolve is not None
+        token = headers.get("x-auth-token")
+        identity = await self.resolve(token) if token else None
+        if identity is None:
+            return None
+        service_token = headers.get("x-service-token")
+        if service_token is None:
+            return RequestContext(identity)
+        service = await self.resolve(service_token) if service_token else None
+        if service is None:
+            raise Unauthorized("the X-Service-Token is not valid")
+        return RequestContext(identity, service_roles=service.roles)

@@ -5,9 +5,16 @@ holds for any project-scoped token; what separates callers is the role. Tenant
 isolation of accelerator requests is a filter on the data (see
 accelerator_requests.visible), not a rule here.
 
+Binding, unbinding and deleting a bound ARQ are Nova's, as in Cyborg since
+CVE-2026-40214: by default they need a service token (``X-Service-Token``) whose
+owner has the service role, so a project member cannot bind its ARQ to a provider
+Nova's scheduler did not choose. A deployment whose Nova sends no service token
+sets those rules to ``"role:admin"``, say.
+
 ``accel api --policy-file FILE`` overrides rules with a JSON object of rule name to
 check string, in oslo.policy's simplest forms: ``"role:admin or role:member"``,
-``"@"`` (any authenticated caller) or ``"!"`` (nobody).
+``"service_roles:service"`` (the service token's roles), ``"@"`` (any authenticated
+caller) or ``"!"`` (nobody).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ ANY_ROLE = frozenset({"admin", "manager", "member", "reader", "service"})
 ADMIN = frozenset({"admin"})
 MANAGER_OR_ADMIN = frozenset({"admin", "manager"})
 MEMBER_OR_SERVICE = frozenset({"admin", "member", "service"})
+SERVICE_TOKEN = frozenset({"service_roles:service"})
+CHECK_PREFIXES = ("role:", "service_roles:")
 
 RULES: dict[str, frozenset[str]] = {
     "cyborg:device_profile:get_all": ANY_ROLE,
@@ -35,6 +44,9 @@ RULES: dict[str, frozenset[str]] = {
     "cyborg:arq:create": MEMBER_OR_SERVICE,
     "cyborg:arq:update": MEMBER_OR_SERVICE,
     "cyborg:arq:delete": MEMBER_OR_SERVICE,
+    "cyborg:arq:bind": SERVICE_TOKEN,
+    "cyborg:arq:unbind": SERVICE_TOKEN,
+    "cyborg:arq:delete_bound": SERVICE_TOKEN,
     "cyborg:device:get_all": MANAGER_OR_ADMIN,
     "cyborg:device:get_one": MANAGER_OR_ADMIN,
     "cyborg:device:enable": ADMIN,
@@ -62,12 +74,12 @@ def parse_check(rule: str, check: object) -> frozenset[str]:
         return ANY_ROLE
     if text == "!":
         return frozenset()
-    roles = set()
+    credentials = set()
     for term in (part.strip() for part in text.split(" or ")):
-        if not term.startswith("role:") or term == "role:":
-            raise ValueError(f"{rule}: {term!r} is not role:NAME, @ or !")
-        roles.add(term.removeprefix("role:"))
-    return frozenset(roles)
+        if not term.startswith(CHECK_PREFIXES) or term in CHECK_PREFIXES:
+            raise ValueError(f"{rule}: {term!r} is not role:NAME, service_roles:NAME, @ or !")
+        credentials.add(term.removeprefix("role:"))
+    return frozenset(credentials)
 
 
 def load_policy(path: Path | None) -> dict[str, frozenset[str]]:
@@ -93,7 +105,7 @@ def context(request: Request) -> RequestContext:
 def permits(rules: Mapping[str, frozenset[str]], caller: RequestContext, rule: str) -> bool:
     """Whether ``rule`` lets ``caller``'s roles through: the one check, for a routed
     request (``authorize``) and for one answered from the cache (accel.api.fast_reads)."""
-    return not rules[rule].isdisjoint(caller.identity.roles)
+    return not rules[rule].isdisjoint(caller.credentials)
 
 
 def authorize(request: Request, rule: str) -> RequestContext:

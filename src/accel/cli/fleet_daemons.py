@@ -11,6 +11,9 @@ import click
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from accel.conductor.nova_events import NovaSettings
+    from accel.openstack.credentials import OpenStackCredentials
+
 from accel.cli.options import (
     agent_down_after_option,
     default_database,
@@ -45,6 +48,25 @@ def _engine(database: str) -> Engine:
         return make_engine(database)
     except (ValueError, ArgumentError, ImportError) as exc:
         raise click.BadParameter(str(exc), param_hint="--database") from exc
+
+
+def _nova_settings(
+    url: str | None, timeout: float, attempts: int, openstack: OpenStackCredentials | None
+) -> NovaSettings | None:
+    from accel.conductor.nova_events import NovaSettings
+
+    if url is None:
+        return None
+    if openstack is None:
+        raise click.BadParameter(
+            "Nova's events need --openstack-token-file or --openstack-auth-url",
+            param_hint="--nova-url",
+        )
+    if url == "catalog" and not openstack.keystone:
+        raise click.BadParameter(
+            "--nova-url catalog needs --openstack-auth-url", param_hint="--nova-url"
+        )
+    return NovaSettings(url=None if url == "catalog" else url, timeout=timeout, attempts=attempts)
 
 
 @click.command()
@@ -112,6 +134,20 @@ def _engine(database: str) -> Engine:
     "(two calls a node); changes are reported at once.",
 )
 @openstack_options
+@option(
+    "--nova-url",
+    default=None,
+    metavar="URL|catalog",
+    help="Nova's API (e.g. http://nova:8774/v2.1), or 'catalog' for Keystone's: turns on "
+    "Nova's accelerator-request-bound events after binds. Needs --openstack-*.",
+)
+@option("--nova-timeout", type=float, default=10.0, callback=positive, help="Seconds per try.")
+@option(
+    "--nova-attempts",
+    type=click.IntRange(1, 100),
+    default=8,
+    help="Tries per event, with backoff from 1 s doubling up to 60 s, before it is given up.",
+)
 @internal_options
 def conductor(
     listen: str,
@@ -133,6 +169,9 @@ def conductor(
     openstack_token_file: Path | None,
     openstack_auth_url: str | None,
     openstack_credentials_file: Path | None,
+    nova_url: str | None,
+    nova_timeout: float,
+    nova_attempts: int,
     listen_fd: int | None,
     advertise: str | None,
     internal_token_file: Path | None,
@@ -165,6 +204,7 @@ def conductor(
             if not openstack.keystone:
                 raise click.UsageError("--placement-url catalog needs --openstack-auth-url")
             placement_url = ""
+    nova = _nova_settings(nova_url, nova_timeout, nova_attempts, openstack)
     engine = _engine(database)
     sock = listen_socket(listen, listen_fd)
     endpoint = endpoint_of(sock, advertise)
@@ -189,6 +229,7 @@ def conductor(
             tls=tls,
             allowed_agent_networks=allowed,
             openstack=openstack,
+            nova=nova,
             placement_url=placement_url,
             placement=PlacementSettings(check_interval=placement_check_interval),
         ),

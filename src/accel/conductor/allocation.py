@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from accel.conductor.nova_events import queue_bound_events
 from accel.conductor.placement.offer import why_not_offered
 from accel.db.commit_deadline import commit_in_time, lock_for_writing, locked_requests
 from accel.db.models import (
@@ -193,6 +194,7 @@ def apply_changes(
     changes: ArqChanges,
     now: dt.datetime,
     commit_before: float | None = None,
+    notify_nova: bool = False,
 ) -> list[ArqOutcome]:
     """Unbinds, deletes and binds, all in one transaction, or nothing at all.
 
@@ -201,6 +203,8 @@ def apply_changes(
     was lost, learns what was done. A delete of a request already gone is done.
     ``commit_before`` (the database's clock, seconds since 1970) is when the caller
     stops listening: past it, the transaction rolls back and TooLate is raised.
+    With ``notify_nova``, an instance whose requests this change resolved (all Bound
+    or BindFailed) gets its Nova event queued in the same transaction.
     """
     bindings = [
         Binding(
@@ -228,13 +232,18 @@ def apply_changes(
         # Binds take handles in one order (provider, then handle id): two changes that
         # bind, with requests locked in uuid order first, wait for each other on
         # PostgreSQL without a cycle.
+        resolved_now = set()
         for binding in sorted(bindings, key=lambda b: (b.device_rp_uuid, b.arq_uuid)):
             arq = arqs[binding.arq_uuid]
             if arq.state in ARQ_HOLDING_NOTHING:
                 _bind(session, arq, binding)
                 arq.updated_at = now
+                resolved_now.add(binding.instance_uuid)
             outcomes.append(ArqOutcome(uuid=arq.uuid, state=arq.state, reason=arq.bind_failure))
         session.flush()
+        if notify_nova:
+            # A repeated bind resolved nothing now: Nova was (or will be) told already.
+            queue_bound_events(session, resolved_now, now)
         commit_in_time(session, commit_before)
         return outcomes
 

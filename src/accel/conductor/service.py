@@ -32,6 +32,7 @@ from starlette.types import ASGIApp
 from accel.conductor import agents, allocation
 from accel.conductor.hearing import Hearing
 from accel.conductor.name_guard import NameGuard
+from accel.conductor.nova_events import NovaNotifier, NovaSettings, keystoneauth_post
 from accel.conductor.placement.settings import PlacementSettings
 from accel.conductor.presence import live_holder, record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
@@ -108,6 +109,8 @@ class ConductorSettings:
     sync_lease: float | None = None
     # How to reach OpenStack's services (Placement, Nova); None: accel talks to none.
     openstack: OpenStackCredentials | None = None
+    # Nova's external events after binds (--nova-url); needs ``openstack``.
+    nova: NovaSettings | None = None
     # Reporting to Placement (needs ``openstack``): its URL, "" for Keystone's catalog;
     # None: no reporting.
     placement_url: str | None = None
@@ -129,6 +132,12 @@ class ConductorService:
             SetupSettings(conductor=settings.name, versions=settings.versions),
         )
         self.hearing = Hearing(schedule.down_after)
+        self.nova: NovaNotifier | None = None
+        if settings.nova is not None:
+            if settings.openstack is None:
+                raise ValueError("Nova's events need OpenStack credentials")
+            post = keystoneauth_post(settings.openstack, settings.nova)
+            self.nova = NovaNotifier(self.sessions, post, settings.nova)
         self.hello_limiter = RateLimiter(settings.hello_rate, settings.hello_burst)
         self.names = NameGuard(self.sessions, lambda: self.client, schedule.down_after)
         # Heartbeats are many and tiny: recorded many agents to a transaction.
@@ -201,10 +210,17 @@ class ConductorService:
         commit_before = parse_commit_before(request.headers.get(COMMIT_BEFORE))
         try:
             outcomes = await anyio.to_thread.run_sync(
-                allocation.apply_changes, self.sessions, changes, utcnow(), commit_before
+                allocation.apply_changes,
+                self.sessions,
+                changes,
+                utcnow(),
+                commit_before,
+                self.nova is not None,
             )
         except TooLate as exc:
             raise Unavailable(f"{exc}; nothing was changed") from exc
+        if self.nova is not None and changes.bind:
+            self.nova.wake()
         return JSONResponse(ArqOutcomes(arqs=outcomes).model_dump(mode="json"))
 
     async def sync_forever(self) -> None:
@@ -342,6 +358,7 @@ class ConductorService:
                     self.sweep_forever,
                     self.announce_forever,
                     self.setup.drive_forever,
+                    *([self.nova.run_forever] if self.nova is not None else []),
                     *((placement.run,) if placement else ()),
                 )
             ]

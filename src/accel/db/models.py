@@ -36,6 +36,7 @@ from accel.states import (
     AlarmState,
     ArqState,
     DeviceStatus,
+    NovaEventState,
     OperationState,
 )
 
@@ -374,3 +375,24 @@ class Operation(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class NovaEvent(Base):
+    """An outbox row: one POST of accelerator-request-bound events for an instance,
+    written in the bind's transaction and sent after its commit (accel.conductor.nova_events)."""
+
+    __tablename__ = "nova_events"
+    __table_args__ = (Index("ix_nova_events_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_uuid: Mapped[str] = mapped_column(String(36))
+    events_json: Mapped[str] = mapped_column(Text)  # [[arq uuid, "completed"|"failed"], ...]
+    state: Mapped[NovaEventState] = mapped_column(
+        StateColumn(NovaEventState, 16), default=NovaEventState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When a conductor may (next) send it; a claim moves it on by the claim's length.
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)

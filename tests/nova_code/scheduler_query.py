@@ -1,0 +1,65 @@
+"""Run by Nova 34's own Python (scripts/ensure-nova-client's venv), never by accel's:
+what Nova's scheduler asks Placement for when a flavor says ``accel:device_profile``.
+
+As nova-api does at boot, the profile's request groups come from accel through Nova's
+Cyborg client; the scheduler's accelerators filter and ``ResourceRequest`` then build
+the query that its report client sends as ``GET /allocation_candidates`` (at
+placement 1.36). With a Placement URL in the plan, the report client really sends it
+and the candidates come back. Prints one JSON document.
+
+stdin: {"conf", "user_token", "project", "profile", "vcpus", "memory_mb", "disk_gb",
+"placement": whether to send the query (nova.conf then says where Placement is)}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def main() -> None:
+    plan = json.load(sys.stdin)
+    from nova import conf, context, objects
+    from nova.accelerator import cyborg
+    from nova.scheduler import request_filter
+    from nova.scheduler import utils as scheduler_utils
+    from nova.scheduler.client import report
+
+    conf.CONF([], project="nova", default_config_files=[plan["conf"]])
+    objects.register_all()
+    ctx = context.RequestContext(
+        user_id="alice",
+        project_id=plan["project"],
+        auth_token=plan["user_token"],
+        roles=["member"],
+    )
+    flavor = objects.Flavor(
+        name="accel-test",
+        vcpus=plan["vcpus"],
+        memory_mb=plan["memory_mb"],
+        root_gb=plan["disk_gb"],
+        ephemeral_gb=0,
+        swap=0,
+        extra_specs={"accel:device_profile": plan["profile"]},
+    )
+    spec = objects.RequestSpec(
+        flavor=flavor,
+        image=objects.ImageMeta.from_dict({"properties": {}}),
+        is_bfv=False,
+        num_instances=1,
+        requested_resources=cyborg.get_device_profile_request_groups(ctx, plan["profile"]),
+    )
+    request_filter.accelerators_filter(ctx, spec)
+    resources = scheduler_utils.resources_from_request_spec(ctx, spec, None)
+    result: dict[str, Any] = {"querystring": resources.to_querystring()}
+    if plan.get("placement"):
+        client = report.SchedulerReportClient()
+        candidates, _, version = client.get_allocation_candidates(ctx, resources)
+        result["version"] = version
+        result["allocation_requests"] = candidates
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
