@@ -28,8 +28,7 @@ from accel.driver.fake_sysfs import FakeSysfs
 from tests.integration.fleet import FAST_AGENT, FAST_CONDUCTOR, FAST_DRIVER
 from tests.integration.nova_recorder import nova_recorder
 from tests.nova_code.test_nova_code import ADMIN, TOKENS, nova_conf, nova_python
-from tests.os_services.test_placement_reporting import children, make_root
-from tests.placement_service import TOKEN, ThrowawayPlacement
+from tests.placement_service import TOKEN, ThrowawayPlacement, children, make_root
 from tests.processes import Cluster, Service, wait_until
 
 PROFILE = {"resources:PGPU": "1", "trait:CUSTOM_GPU_NVIDIA": "required"}
