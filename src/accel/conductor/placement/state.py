@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor.alarms import clear_alarm, clear_alarms, raise_alarm, raise_alarms
@@ -41,8 +42,9 @@ def note_trees(sessions: sessionmaker[Session], digests: Mapping[str, str]) -> i
         )
         new = [node for node in digests if node not in stored]
         if new:
+            # Another conductor may note the same new node at the same time: its row stands.
             session.execute(
-                insert(PlacementNode),
+                _insert(session).on_conflict_do_nothing(index_elements=[PlacementNode.node]),
                 [
                     {"node": node, "providers_json": "{}", "pending": True, "failures": 0}
                     for node in new
@@ -59,6 +61,13 @@ def note_trees(sessions: sessionmaker[Session], digests: Mapping[str, str]) -> i
                 .execution_options(synchronize_session=False)
             )
     return len(new) + len(changed)
+
+
+def _insert(session: Session) -> Any:
+    """An INSERT of the dialect in use, which knows ON CONFLICT."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(PlacementNode)
+    return sqlite.insert(PlacementNode)
 
 
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
