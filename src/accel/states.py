@@ -100,3 +100,6 @@ class AlarmKind(StrEnum):
     # An agent's name, which a live agent at another endpoint holds.
     AGENT_NAME_CLASH = "agent_name_clash"
     HARDWARE_UNHEALTHY = "hardware_unhealthy"  # the hardware's uuid
+    # "fleet": too many devices turned failed at once; none is taken out of service
+    # automatically until an operator confirms (conductor/health.py).
+    HEALTH_BRAKE = "health_brake"

@@ -25,7 +25,9 @@ from accel.states import (
     AlarmKind,
     AlarmState,
     ArqState,
+    CheckSeverity,
     DeviceStatus,
+    HealthState,
     OperationState,
 )
 
@@ -51,7 +53,11 @@ def test_every_state_keeps_its_wire_value() -> None:
         "allocated_hardware_vanished",
         "hardware_uuid_clash",
         "agent_name_clash",
+        "hardware_unhealthy",
+        "health_brake",
     ]
+    assert [state.value for state in HealthState] == ["ok", "degraded", "failed", "unknown"]
+    assert [state.value for state in CheckSeverity] == ["ok", "degraded", "failed"]
 
 
 def test_the_named_sets_of_states() -> None:

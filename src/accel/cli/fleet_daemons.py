@@ -27,7 +27,12 @@ from accel.cli.options import (
     version_range,
 )
 from accel.internal.auth import TokenMissing, load_token
-from accel.internal.intervals import DOWN_AFTER_HEARTBEATS, SYNC_RETRY_AFTER
+from accel.internal.intervals import (
+    DOWN_AFTER_HEARTBEATS,
+    HEALTH_BRAKE_SHARE,
+    HEALTH_BRAKE_WINDOW,
+    SYNC_RETRY_AFTER,
+)
 from accel.sockets import endpoint_of
 
 log = logging.getLogger(__name__)
@@ -94,6 +99,20 @@ def _engine(database: str) -> Engine:
     metavar="CIDR[,CIDR...]",
     help="Networks agents may announce besides their own address (NAT, proxies).",
 )
+@option(
+    "--health-brake-share",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=HEALTH_BRAKE_SHARE,
+    help="The fleet brake: if more than this share of the fleet's devices turns failed "
+    "within the window, none more is taken out of service until an operator confirms.",
+)
+@option(
+    "--health-brake-window",
+    type=float,
+    default=HEALTH_BRAKE_WINDOW,
+    callback=positive,
+    help="Seconds over which the fleet brake counts devices turning failed.",
+)
 @internal_options
 def conductor(
     listen: str,
@@ -110,6 +129,8 @@ def conductor(
     hello_burst: int,
     sync_lease: float | None,
     allowed_agent_networks: str | None,
+    health_brake_share: float,
+    health_brake_window: float,
     listen_fd: int | None,
     advertise: str | None,
     internal_token_file: Path | None,
@@ -120,6 +141,7 @@ def conductor(
     log_level: str,
 ) -> None:
     """Wrangle all agents and keep the database true."""
+    from accel.conductor.health import HealthBrake
     from accel.conductor.service import ConductorService, ConductorSettings
     from accel.conductor.sync_schedule import SyncSchedule
     from accel.serving import configure_logging, serve
@@ -152,6 +174,7 @@ def conductor(
             sync_lease=sync_lease,
             tls=tls,
             allowed_agent_networks=allowed,
+            health_brake=HealthBrake(health_brake_share, health_brake_window),
         ),
         engine,
     )

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.conductor import agents, allocation
+from accel.conductor.health import HealthBrake
 from accel.conductor.hearing import Hearing
 from accel.conductor.name_guard import NameGuard
 from accel.conductor.presence import live_holder, record_conductor
@@ -99,6 +100,7 @@ class ConductorSettings:
     tls: TlsFiles | None = None
     # Seconds a sync lease lasts unrenewed; None: three heartbeat intervals.
     sync_lease: float | None = None
+    health_brake: HealthBrake = dataclasses.field(default_factory=HealthBrake)
 
 
 class ConductorService:

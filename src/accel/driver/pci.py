@@ -89,7 +89,10 @@ class PciFunction:
             local_cpulist=self.local_cpulist,
             driver=identity.driver,
             iommu_group=self.iommu_group,
-            **self.link,
+            current_link_speed=self.link.get("current_link_speed"),
+            max_link_speed=self.link.get("max_link_speed"),
+            current_link_width=self.link.get("current_link_width"),
+            max_link_width=self.link.get("max_link_width"),
         )
 
 

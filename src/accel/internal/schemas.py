@@ -220,6 +220,8 @@ class PciFunctionFacts(LenientBody):
     max_link_speed: Text | None = None
     current_link_width: Id | None = None
     max_link_width: Id | None = None
+    # 1.6, on a virtual function: its own health (a failed VF does not fail its PF).
+    health: DeviceHealth | None = None
 
 
 class MdevType(LenientBody):
