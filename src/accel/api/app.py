@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio.to_thread
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,6 +32,7 @@ from accel.api import (
     device_profiles,
     devices,
     fleet,
+    hardware_health,
     operations,
 )
 from accel.api.auth import Authentication, AuthMode, Identity, Resolver, tokens_resolver
@@ -37,6 +40,7 @@ from accel.api.cache import GenerationWatch, ResponseCache
 from accel.api.failures import CYBORG_ERRORS, HANDLERS, Failures
 from accel.api.fast_reads import CachedReads
 from accel.api.health import healthz
+from accel.api.health_gauge import health_exposition
 from accel.api.keystone import KeystoneValidator
 from accel.api.microversions import Microversions
 from accel.api.openapi import openapi
@@ -47,7 +51,7 @@ from accel.db.engine import migrate, session_factory
 from accel.internal.client import InternalClient
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
-from accel.metrics import RequestTimer, metrics
+from accel.metrics import REGISTRY, RequestTimer
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +116,8 @@ class TrailingSlash:
 
 async def fleet_metrics(request: Request) -> Response:
     authorize(request, "accel:fleet:get")
-    return await metrics(request)
+    own = generate_latest(REGISTRY)
+    return Response(own + await health_exposition(request), media_type=CONTENT_TYPE_LATEST)
 
 
 # The one route table; its CachedRead routes are also answered before routing.
@@ -128,6 +133,7 @@ ROUTES: list[BaseRoute] = [
     *deployables.routes,
     *accelerator_requests.routes,
     *fleet.routes,
+    *hardware_health.routes,
     *operations.routes,
 ]
 
