@@ -23,11 +23,12 @@ operator's clear and on the operator's confirmation: never on a hot path.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -91,7 +92,7 @@ class HealthChange:
 
     uuid: str
     failed: bool
-    what: str  # "GPU 0000:3b:00.0 on node1"
+    what: str  # "GPU 0000:3b:00.0"
     why: str
 
 
@@ -168,6 +169,27 @@ def _why(reported: DeviceHealth | None, latched_by: str | None) -> str:
     return ", ".join(reasons) or "reported failed"
 
 
+class HealthRow(Protocol):
+    """A device's health columns: an ORM device, or a row that selected them."""
+
+    @property
+    def health_state(self) -> HealthState | None: ...
+    @property
+    def health_since(self) -> dt.datetime | None: ...
+    @property
+    def health_checks(self) -> str | None: ...
+    @property
+    def health_functions(self) -> str | None: ...
+    @property
+    def health_held(self) -> bool: ...
+    @property
+    def health_latched_by(self) -> str | None: ...
+    @property
+    def health_latched_at(self) -> dt.datetime | None: ...
+    @property
+    def health_cleared_at(self) -> dt.datetime | None: ...
+
+
 def why_unhealthy(device: Device, deployable: Deployable) -> str | None:
     """Why health keeps this deployable out of a bind, or None if it does not."""
     if device.health_held:
@@ -188,7 +210,7 @@ def is_failed(device: Device) -> bool:
     return device.health_state == HealthState.FAILED and not device.health_held
 
 
-def failure_reason(device: Device) -> str:
+def failure_reason(device: HealthRow) -> str:
     """The checks behind a device's state (those of its severity, a latch first, then
     its failed VFs), as the alarm and the gauge's ``reason`` label name them."""
     state = str(device.health_state) if device.health_state is not None else None
@@ -319,9 +341,7 @@ def clear_health(session: Session, uuid: str, now: dt.datetime) -> Device | None
     if device is None:
         return None
     memory = HealthMemory.of(device)
-    cleared = HealthMemory(
-        **{**memory.__dict__, "latched_at": None, "latched_by": None, "cleared_at": now}
-    )
+    cleared = dataclasses.replace(memory, latched_at=None, latched_by=None, cleared_at=now)
     columns, change = judge(HardwareEntry.model_validate_json(device.hardware), cleared, now)
     for name, value in columns.items():
         setattr(device, name, value)
