@@ -250,6 +250,10 @@ def test_the_brake_keeps_a_mass_failure_in_service_until_confirmed(node: Node) -
     assert all(d.health_state == HealthState.FAILED and not health.is_failed(d) for d in held)
     assert not any(node.unfit(failing[4]).values())
     assert "kept in service by the fleet health brake" in node.alarms()[-1].message
+    # Another report of a held device, still failed: it stays held.
+    node.health[failing[4]] = failed_by("aer_nonfatal", minutes(2))
+    node.sync(minutes(2.5))
+    assert not health.is_failed(node.device(failing[4]))
     with node.sessions.begin() as session:
         assert health.confirm_failures(session, minutes(3)) == 2
     assert node.alarms(AlarmKind.HEALTH_BRAKE) == []
