@@ -11,7 +11,7 @@ import random
 from accel.agent.heartbeat import InventoryMemory, hello_pause
 from accel.internal.discovery_http import hardware_response
 from accel.internal.schemas import DriverOutcome, HardwareList, Kind
-from accel.internal.versions import Feature
+from accel.internal.versions import NEWEST, Feature
 from tests.agent.nodes import StoppedClock, node_agent
 
 TOKEN = "agent-heartbeat-test-token-0123456789"
@@ -129,7 +129,7 @@ def test_a_conductor_older_than_1_5_gets_no_etag_and_costs_no_discovery() -> Non
             assert await heartbeat.inventory_etag(CONDUCTOR, fresh=True) is None
             assert await heartbeat.inventory_etag(CONDUCTOR, fresh=False) is None
             assert agent.discovery.state.generation == 1
-            heartbeat.client.peer_spoke(CONDUCTOR, V15)  # and was upgraded again
+            heartbeat.client.peer_spoke(CONDUCTOR, NEWEST)  # and was upgraded again
             assert await heartbeat.inventory_etag(CONDUCTOR, fresh=False) == etag
         finally:
             await agent.aclose()

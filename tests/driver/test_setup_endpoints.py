@@ -186,7 +186,7 @@ def test_setup_needs_internal_version_1_3(nic: TestClient) -> None:
     assert older.json() == {
         "error": "setup needs internal version 1.3",
         "min_version": "1.0",
-        "max_version": "1.5",
+        "max_version": "1.6",
     }
     progress = nic.get(f"/v1/setup/{uuid.uuid4()}", headers={"Accel-Internal-Version": "1.2"})
     assert progress.status_code == 406

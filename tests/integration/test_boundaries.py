@@ -53,7 +53,7 @@ def test_the_conductor_refuses_strangers_and_unknown_versions(
     assert response.status_code == status
     assert "error" in response.json()
     if status == 406:
-        assert (response.json()["min_version"], response.json()["max_version"]) == ("1.0", "1.5")
+        assert (response.json()["min_version"], response.json()["max_version"]) == ("1.0", "1.6")
     assert agents(api) == {}
 
 
@@ -198,7 +198,7 @@ def test_every_component_lists_its_versions_to_anyone(
         answer = httpx.get(service.url + "/").json()
         assert answer["component"] == component
         assert answer["versions"] == [
-            {"id": "v1", "status": "CURRENT", "min_version": "1.0", "max_version": "1.5"}
+            {"id": "v1", "status": "CURRENT", "min_version": "1.0", "max_version": "1.6"}
         ]
 
 

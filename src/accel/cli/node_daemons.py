@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from accel.cli.health_options import health_options, health_settings
 from accel.cli.options import (
     device_filter,
     device_filter_options,
@@ -90,6 +91,7 @@ def _program_tool(
     callback=positive,
     help="Seconds a setup tool (FPGA programming) may run before it is killed.",
 )
+@health_options
 @internal_options
 def driver(
     kind: Kind,
@@ -105,6 +107,13 @@ def driver(
     fpga_program_tool: tuple[str, ...] | None,
     bitstream_dir: Path | None,
     setup_timeout: float,
+    health_interval: float,
+    health_policy: tuple[str, ...],
+    health_ignore_xids: str,
+    health_recover_polls: int,
+    health_correctable_limit: int,
+    health_flap_count: int,
+    health_flap_window: float,
     listen_fd: int | None,
     advertise: str | None,
     internal_token_file: Path | None,
@@ -150,6 +159,15 @@ def driver(
                 program_tool=fpga_program_tool,
                 bitstream_dir=bitstream_dir,
                 timeout=setup_timeout,
+            ),
+            health_interval=health_interval,
+            health_policy=health_settings(
+                health_policy,
+                health_ignore_xids,
+                health_recover_polls,
+                health_correctable_limit,
+                health_flap_count,
+                health_flap_window,
             ),
         )
     )

@@ -34,6 +34,8 @@ class FakeFunction:
     sriov_total_vfs: int | None = None
     local_cpulist: str | None = None
     files: dict[str, str] = field(default_factory=dict)
+    # The bridge (root or switch port) above it, already added: sysfs nests it there.
+    upstream: str | None = None
 
 
 class FakeSysfs:
@@ -49,11 +51,17 @@ class FakeSysfs:
         (self.sys / "bus/pci/drivers_probe").touch()
 
     def device_dir(self, address: str) -> Path:
+        link = self.sys / "bus/pci/devices" / address
+        if link.is_symlink():
+            return Path(os.path.normpath(link.parent / os.readlink(link)))
         domain, bus, _ = address.split(":")
         return self.sys / "devices" / f"pci{domain}:{bus}" / address
 
     def add(self, function: FakeFunction) -> Path:
-        directory = self.device_dir(function.address)
+        if function.upstream is not None:
+            directory = self.device_dir(function.upstream) / function.address
+        else:
+            directory = self.device_dir(function.address)
         directory.mkdir(parents=True, exist_ok=True)
         attributes = {
             "vendor": f"0x{function.vendor:04x}",
@@ -101,6 +109,7 @@ class FakeSysfs:
             vf = replace(
                 physical,
                 address=address,
+                upstream=physical.upstream,
                 device=vf_device,
                 driver=driver,
                 sriov_total_vfs=None,
@@ -279,7 +288,8 @@ def build_from_description(description: Path, root: Path) -> FakeSysfs:
     Each ``[[function]]`` names ``id = "VVVV:DDDD"``, ``class = "CCSSPP"`` and either
     ``address`` or ``addresses`` (the same card in several slots); optional
     ``subsystem``, ``revision``, ``driver``, ``numa``, ``cpus``, ``iommu_group``,
-    ``sriov_total_vfs``, ``files`` (extra attributes by relative path) and
+    ``sriov_total_vfs``, ``files`` (extra attributes by relative path),
+    ``upstream`` (the address of the bridge above it, described too) and
     ``vfs = {count, id, driver}`` to enable virtual functions. A function without
     ``iommu_group`` gets a group of its own, unless the document says ``iommu = false``
     (a machine without an IOMMU, such as most virtual machines).
@@ -288,7 +298,7 @@ def build_from_description(description: Path, root: Path) -> FakeSysfs:
     tree = FakeSysfs(root)
     group = 100
     iommu = bool(document.get("iommu", True))
-    for spec in document.get("function", []):
+    for spec in _bridges_first(document.get("function", [])):
         addresses = spec.get("addresses") or [spec["address"]]
         for address in addresses:
             group += 1
@@ -310,6 +320,23 @@ def build_from_description(description: Path, root: Path) -> FakeSysfs:
     return tree
 
 
+def _bridges_first(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The specs in an order where every ``upstream`` bridge comes before what hangs below."""
+    ordered: list[dict[str, Any]] = []
+    placed: set[str] = set()
+    waiting = list(specs)
+    while waiting:
+        ready = [s for s in waiting if s.get("upstream") in (None, *placed)]
+        if not ready:
+            missing = sorted({str(s.get("upstream")) for s in waiting})
+            raise ValueError(f"upstream bridge(s) {', '.join(missing)} not described")
+        for spec in ready:
+            ordered.append(spec)
+            placed.update(spec.get("addresses") or [spec["address"]])
+        waiting = [s for s in waiting if s not in ready]
+    return ordered
+
+
 def _function_from(spec: dict[str, Any], address: str, group: int | None) -> FakeFunction:
     vendor, device = (int(part, 16) for part in spec["id"].split(":"))
     subsystem_vendor, subsystem_device = (
@@ -329,6 +356,7 @@ def _function_from(spec: dict[str, Any], address: str, group: int | None) -> Fak
         sriov_total_vfs=spec.get("sriov_total_vfs"),
         local_cpulist=spec.get("cpus"),
         files={str(k): str(v) for k, v in spec.get("files", {}).items()},
+        upstream=spec.get("upstream"),
     )
 
 

@@ -19,6 +19,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import cast
 from uuid import UUID
 
 import anyio.to_thread
@@ -29,6 +30,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.driver.discovery import Discoverer
+from accel.driver.health.gpu import HealthNvml
+from accel.driver.health.monitor import HEALTH_INTERVAL, HealthMonitor, poll_forever
+from accel.driver.health.policy import HealthPolicy
 from accel.driver.setup import OperationRegistry, SetupConfig, plan_setup
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
@@ -65,6 +69,10 @@ class DriverSettings:
     timeout: float = 5.0
     tls: TlsFiles | None = None
     setup: SetupConfig = field(default_factory=SetupConfig)
+    # None: no health checks (the simulator, whose thousands of drivers share one
+    # process and one template tree); entries then carry no health.
+    health_interval: float | None = HEALTH_INTERVAL
+    health_policy: HealthPolicy = field(default_factory=HealthPolicy)
 
     @property
     def kind(self) -> Kind:
@@ -80,11 +88,29 @@ class DriverService:
         self.discoveries: DiscoveryState[list[HardwareEntry]] = DiscoveryState([])
         self.registered = asyncio.Event()
         self.operations = OperationRegistry(self._rediscover)
+        discoverer = settings.discoverer
+        self.health = None
+        if settings.health_interval is not None:
+            self.health = HealthMonitor(
+                discoverer.kind,
+                discoverer.sysfs_root,
+                settings.health_policy,
+                # pynvml itself, where present, has the health calls as well.
+                cast(HealthNvml | None, discoverer.nvml),
+            )
+
+    def _discover(self) -> list[HardwareEntry]:
+        entries = self.settings.discoverer.discover(self.node)
+        return entries if self.health is None else self.health.attach(entries)
 
     async def _scan(self) -> list[HardwareEntry]:
-        entries = await anyio.to_thread.run_sync(self.settings.discoverer.discover, self.node)
+        entries = await anyio.to_thread.run_sync(self._discover)
         DISCOVERIES.labels("driver", "ok").inc()
         return entries
+
+    def _health_changed(self) -> None:
+        """A fresh report, so the agent's next heartbeat carries a new ETag."""
+        self.discoveries.start(self._scan, join=False)
 
     async def start_discovery(self, request: Request) -> Response:
         return await discovery_answer(
@@ -177,13 +203,22 @@ class DriverService:
             # wait for a discovery (internal API 1.0) never sees an empty first answer.
             first = self.discoveries.start(self._scan)
             await self.discoveries.wait_for(first, MAX_WAIT_SECONDS)
-            hello = asyncio.create_task(self.hello_forever(client), name="hello")
+            tasks = [asyncio.create_task(self.hello_forever(client), name="hello")]
+            if self.health is not None and self.settings.health_interval is not None:
+                poll = poll_forever(
+                    self.health,
+                    self.settings.health_interval,
+                    lambda: self.discoveries.result,
+                    self._health_changed,
+                )
+                tasks.append(asyncio.create_task(poll, name="health"))
             try:
                 yield
             finally:
-                hello.cancel()
-                with suppress(asyncio.CancelledError):
-                    await hello
+                for task in tasks:
+                    task.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await task
                 await self.operations.close()
                 await self.discoveries.close()
                 await client.aclose()

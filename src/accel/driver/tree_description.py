@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from accel.driver.health.pcie import upstream_bridge
 from accel.driver.pci import (
     PciFunction,
     PciIdentity,
@@ -109,6 +110,10 @@ def _function(function: PciFunction, identities: dict[str, PciIdentity]) -> list
         lines.append(f"iommu_group = {function.iommu_group}")
     if function.sriov_total_vfs is not None:
         lines.append(f"sriov_total_vfs = {function.sriov_total_vfs}")
+    bridge = upstream_bridge(function.directory)
+    if bridge is not None and os.path.basename(bridge) in identities:
+        # Health attributes the bridge's AER counts to the functions below it.
+        lines.append(f"upstream = {_quoted(os.path.basename(bridge))}")
     files = _kind_files(function)
     if files:
         lines.append(f"files = {_inline(files)}")

@@ -16,7 +16,10 @@ History of the minor versions (each component speaks a range, see versions.py):
   (``POST /v1/accelerator_requests``).
 * 1.3: the setup call, conductor -> agent -> driver (``POST /v1/setup``,
   ``GET /v1/setup/{operation}``); its bodies are in setup_schemas.py.
-* 1.4: hardware entries carry ``health`` (health_schemas.py).
+* 1.4: a discovery may wait for its result (``POST /v1/discovery?wait=S``); ETags.
+* 1.5: an agent's hello carries its node's hardware ETag.
+* 1.6: hardware entries and their virtual functions carry ``health``
+  (health_schemas.py); an older peer gets them without it.
 
 Request bodies are strict (unknown fields are refused); answers read from peers are
 lenient, so a newer peer's additions never break an older reader.
@@ -298,7 +301,7 @@ class HardwareEntry(LenientBody):
     qat: QatFacts | None = None
     fpga: FpgaFacts | None = None
     network: NetworkFacts | None = None
-    # 1.4: what the driver's health checks read (None from a driver that has none).
+    # 1.6: what the driver's health checks read (None from a driver that has none).
     health: DeviceHealth | None = None
 
     @model_validator(mode="after")
@@ -325,7 +328,10 @@ class HardwareEntry(LenientBody):
         """The entry as a peer speaking ``version`` expects it."""
         if not Feature.GENERATIONS.spoken_in(version):
             return self.model_dump(mode="json", include={"uuid", "acc_specs", "acc_status"})
-        document = self.model_dump(mode="json", exclude_none=True)
+        exclude: Any = None
+        if not Feature.HEALTH.spoken_in(version):
+            exclude = {"health": True, "virtual_functions": {"__all__": {"health"}}}
+        document = self.model_dump(mode="json", exclude_none=True, exclude=exclude)
         return {key: value for key, value in document.items() if value != []}
 
 

@@ -38,6 +38,8 @@ class Feature(Enum):
     DISCOVERY_WAIT = (1, 4)
     # An agent's hello carries the ETag of its node's hardware as it last discovered it.
     HELLO_ETAG = (1, 5)
+    # Hardware entries, and their virtual functions, carry the driver's ``health``.
+    HEALTH = (1, 6)
 
     @property
     def since(self) -> Version:

@@ -143,6 +143,7 @@ class Fleet:
                     versions=settings.versions,
                     node=plan.name,
                     hello_interval=settings.hello_interval,
+                    health_interval=None,
                 )
             )
             drivers[kind] = driver

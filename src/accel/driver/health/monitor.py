@@ -1,0 +1,153 @@
+"""Polls the health of every device (and VF) the last discovery found, and lends each
+discovery the health as of the last poll (a device new to it is read at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio.to_thread
+
+from accel.driver.health.evidence import Counters, Reading
+from accel.driver.health.fpga import fpga_readings
+from accel.driver.health.gpu import GpuHealth, HealthNvml
+from accel.driver.health.machine import DeviceMachine
+from accel.driver.health.pcie import BridgeSteps, aer_readings, config_reading, link_readings
+from accel.driver.health.policy import HealthPolicy
+from accel.driver.health.qat import qat_readings
+from accel.driver.pci import devices_dir
+from accel.internal.schemas import HardwareEntry, Kind
+
+log = logging.getLogger(__name__)
+
+# Seconds between polls: a poll reads a few small files per device, cheap enough
+# to run every few seconds (docs/benchmarks.md, "Health poll").
+HEALTH_INTERVAL = 5.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class HealthMonitor:
+    """The health of one driver's devices; safe to call from several threads."""
+
+    def __init__(
+        self,
+        kind: Kind,
+        sysfs_root: Path,
+        policy: HealthPolicy | None = None,
+        nvml: HealthNvml | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.kind = kind
+        self.root = str(sysfs_root)
+        self.devices = devices_dir(sysfs_root)
+        self.policy = policy or HealthPolicy()
+        self.gpu = GpuHealth(nvml, self.policy.ignored_xids) if nvml is not None else None
+        self.clock = clock
+        self.counters = Counters()
+        self.machines: dict[str, DeviceMachine] = {}
+        self._lock = threading.Lock()
+
+    def poll(self, entries: Sequence[HardwareEntry]) -> bool:
+        """Reads every device of ``entries`` once; True if any device's health changed."""
+        with self._lock:
+            return self._poll(entries, forget=True)
+
+    def attach(self, entries: Sequence[HardwareEntry]) -> list[HardwareEntry]:
+        """``entries`` with each device's and VF's health as of the last poll."""
+        with self._lock:
+            unseen = [e for e in entries if not self._known(e)]
+            if unseen:
+                self._poll(unseen, forget=False)
+            return [self._with_health(entry) for entry in entries]
+
+    def _known(self, entry: HardwareEntry) -> bool:
+        """Whether the entry's device and every VF of it have been read before."""
+        if entry.pci is None:
+            return True
+        addresses = [entry.pci.address, *(vf.address for vf in entry.virtual_functions)]
+        return all(address in self.machines for address in addresses)
+
+    def _with_health(self, entry: HardwareEntry) -> HardwareEntry:
+        if entry.pci is None:
+            return entry
+        machine = self.machines.get(entry.pci.address)
+        functions = [
+            vf.model_copy(update={"health": self.machines[vf.address].health()})
+            if vf.address in self.machines
+            else vf
+            for vf in entry.virtual_functions
+        ]
+        return entry.model_copy(
+            update={
+                "health": None if machine is None else machine.health(),
+                "virtual_functions": functions,
+            }
+        )
+
+    def _poll(self, entries: Sequence[HardwareEntry], forget: bool) -> bool:
+        now = self.clock()
+        bridges = BridgeSteps(self.counters)
+        changed = False
+        seen = set()
+        for entry in entries:
+            if entry.pci is None:
+                continue
+            functions = [(entry.pci.address, False)]
+            functions += [(vf.address, True) for vf in entry.virtual_functions]
+            for address, virtual in functions:
+                seen.add(address)
+                readings = self._read(address, virtual, bridges)
+                machine = self.machines.get(address)
+                if machine is None:
+                    machine = self.machines[address] = DeviceMachine(self.policy, now)
+                changed = machine.observe(readings, now) or changed
+        if forget:
+            for address in set(self.machines) - seen:
+                del self.machines[address]
+                self.counters.forget(f"{self.devices}/{address}/")
+                self.counters.forget(f"nvml/{address}/")
+                if self.gpu is not None:
+                    self.gpu.forget(address)
+        return changed
+
+    def _read(self, address: str, virtual: bool, bridges: BridgeSteps) -> list[Reading]:
+        directory = f"{self.devices}/{address}"
+        limit = self.policy.correctable_limit
+        readings = [config_reading(directory)]
+        # A VF shares its PF's link: the link and the bridge above it are the PF's.
+        readings += aer_readings(directory, self.counters, None if virtual else bridges, limit)
+        if virtual:
+            return readings
+        readings += link_readings(directory)
+        if self.kind is Kind.QAT:
+            readings += qat_readings(self.root, address, directory, self.counters, limit)
+        elif self.kind is Kind.FPGA:
+            readings += fpga_readings(directory)
+        elif self.kind is Kind.GPU and self.gpu is not None:
+            readings += self.gpu.readings(address, self.counters)
+        return readings
+
+
+async def poll_forever(
+    monitor: HealthMonitor,
+    interval: float,
+    entries: Callable[[], Sequence[HardwareEntry]],
+    on_change: Callable[[], object],
+) -> None:
+    """Polls every ``interval`` seconds; a change calls ``on_change`` (a fresh discovery)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            changed = await anyio.to_thread.run_sync(monitor.poll, entries())
+        except Exception:  # a reader's bug must not end health polling for good
+            log.exception("health poll failed")
+            continue
+        if changed:
+            on_change()
