@@ -10,14 +10,33 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from accel.states import AlarmKind
-from tests.integration.fleet import FAST_AGENT, FAST_CONDUCTOR, alarms, get, hardware
+from accel.driver.fake_health import healthy, set_aer
+from accel.driver.fake_sysfs import FakeSysfs
+from accel.states import AlarmKind, ArqState
+from tests.integration.fleet import (
+    FAST_AGENT,
+    FAST_CONDUCTOR,
+    FAST_DRIVER,
+    alarms,
+    bind_ops,
+    get,
+    hardware,
+    wait_for_devices,
+)
+from tests.integration.test_allocation import (
+    arq,
+    call,
+    create_arqs,
+    create_profile,
+    qat_vf_deployables,
+)
 from tests.integration.test_hostile_reports import hostile_driver
 from tests.postgres import ThrowawayPostgres
 from tests.processes import Cluster, Service, run_accel, wait_until
@@ -121,3 +140,46 @@ def test_a_latched_failure_survives_restarts_alarms_once_and_is_cleared(
 
 def get_text(api: Service, path: str) -> str:
     return httpx.get(api.url + path, timeout=10.0).text
+
+
+QAT = "0000:6b:00.0"
+
+
+def failed(entry: dict[str, Any]) -> bool:
+    return bool(entry["health"]["state"] == "failed")
+
+
+def test_a_fatal_pcie_error_read_by_the_driver_refuses_binds_and_alarms(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    """The whole chain on a fake tree: the QAT driver polls its AER counters, the
+    conductor stores the failure, the api refuses a bind to one of its VFs."""
+    for address in (QAT, "0000:70:00.0"):
+        healthy(gpu_server, address, 0x8086)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("QAT", agent, gpu_server.root, health_interval=0.1, **FAST_DRIVER)
+    wait_for_devices(api, 2, cluster.logs())
+    create_profile(api, "qat-one", {"resources:CUSTOM_QAT": "1"})
+    [request] = create_arqs(api, "qat-one")
+    errors = iter(range(1, 10_000))
+
+    def failed_qat() -> dict[str, Any] | None:
+        # Each look raises the counter again: a poll that took its baseline after
+        # the first error still sees the next one.
+        set_aer(gpu_server, QAT, "fatal", {"Poisoned TLP": next(errors)})
+        return next((e for e in hardware(api) if e["pci"]["address"] == QAT and failed(e)), None)
+
+    qat = wait_until(failed_qat, "the QAT card failed in the API", on_timeout=cluster.logs)
+    assert (AlarmKind.HARDWARE_UNHEALTHY, qat["uuid"]) in alarms(api)
+    vf = qat_vf_deployables(api)["node1_0000:6b:00.1"]
+    call(
+        api,
+        "PATCH",
+        "/v2/accelerator_requests",
+        {request["uuid"]: bind_ops(vf["rp_uuid"], str(uuid.uuid4()))},
+    )
+    refused = arq(api, request["uuid"])
+    assert refused["state"] == ArqState.BIND_FAILED
+    assert f"device {qat['uuid']} is failed" in refused["bind_failure_reason"]
