@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -90,6 +91,9 @@ def main() -> None:
     parser.add_argument("--mdev-instances", type=int, default=0)
     parser.add_argument("--same-address", action="store_true")
     parser.add_argument("--capability-depth", type=int, default=0)
+    # A report a test rewrites while the stack runs (health that changes), read anew
+    # for every answer instead of a made-up one.
+    parser.add_argument("--report-file", default=None)
     args = parser.parse_args()
     token = os.environ["ACCEL_INTERNAL_TOKEN"]
     body = made_up_report(
@@ -105,6 +109,9 @@ def main() -> None:
     endpoint = endpoint_of(sock)
 
     async def report(request: Request) -> Response:
+        if args.report_file is not None:
+            written = await asyncio.to_thread(Path(args.report_file).read_bytes)
+            return Response(written, media_type="application/json")
         return Response(body, media_type="application/json")
 
     async def hello_forever() -> None:

@@ -44,14 +44,6 @@ needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="no promtool here (scripts/ensure-prometheus installs it)"
 )
 
-# Metrics the dashboard and the rules use that other branches add: added by issue 24/23
-# branches. Empty this list when they are merged.
-NOT_SERVED_YET = {
-    "accel_hardware_health",
-    "accel_placement_calls_total",
-    "accel_placement_pending_nodes",
-    "accel_nova_events_total",
-}
 # Prometheus's own series about each scrape, not served by accel.
 PROMETHEUS_OWN = {"up"}
 # What the dashboard's queries may hold besides PromQL: Grafana's variables, each
@@ -181,12 +173,6 @@ def test_the_example_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     assert f"Checking {tmp_path / RULES.name}" in done.stdout  # the rules were loaded
 
 
-def test_the_names_not_served_yet_are_used() -> None:
-    """The list above holds only names the dashboard or the rules use."""
-    used = metric_names(RULES.read_text()) | metric_names("\n".join(dashboard_queries()))
-    assert used >= NOT_SERVED_YET
-
-
 def test_every_metric_the_dashboard_and_the_rules_use_is_served(
     cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
 ) -> None:
@@ -209,4 +195,4 @@ def test_every_metric_the_dashboard_and_the_rules_use_is_served(
         for name, _ in samples(service, headers)
     }
     used = metric_names(RULES.read_text()) | metric_names("\n".join(dashboard_queries()))
-    assert used - served - NOT_SERVED_YET - PROMETHEUS_OWN == set()
+    assert used - served - PROMETHEUS_OWN == set()

@@ -79,6 +79,21 @@ PLACEMENT_PENDING = Gauge(
     "Nodes whose Placement report this conductor has yet to make (changed, or failed).",
     registry=REGISTRY,
 )
+NOVA_EVENT_OUTCOMES = ("sent", "rejected", "retry", "gave_up")
+PLACEMENT_CALL_OUTCOMES = ("ok", "conflict", "not_found", "refused", "error", "unreachable")
+PLACEMENT_METHODS = ("GET", "PUT", "POST", "DELETE")
+
+
+def show_openstack_calls() -> None:
+    """Every series of the OpenStack counters at 0, on a conductor: alert rules and
+    dashboards see them (and their rate) before the first call, not only after it."""
+    for outcome in NOVA_EVENT_OUTCOMES:
+        NOVA_EVENTS.labels(outcome)
+    for method in PLACEMENT_METHODS:
+        for outcome in PLACEMENT_CALL_OUTCOMES:
+            PLACEMENT_CALLS.labels(method, outcome)
+
+
 REQUEST_SECONDS = Histogram(
     "accel_http_request_duration_seconds",
     "Time to answer an HTTP request.",

@@ -112,3 +112,6 @@ class AlarmKind(StrEnum):
     PLACEMENT_ROOT_MISSING = "placement_root_missing"
     # A vanished deployable's provider that allocations still hold (the provider's uuid).
     PLACEMENT_PROVIDER_IN_USE = "placement_provider_in_use"
+    # "fleet": too many devices turned failed at once; none is taken out of service
+    # automatically until an operator confirms (conductor/health.py).
+    HEALTH_BRAKE = "health_brake"

@@ -97,6 +97,7 @@ def test_devices_look_like_cyborgs(api: TestClient, found: HardwareList) -> None
         "created_at",
         "updated_at",
         "links",
+        "health",
     }
     assert (first["vendor"], first["model"], first["hostname"]) == ("10de", "2331", "node1")
     assert json.loads(first["std_board_info"]) == {

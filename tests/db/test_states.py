@@ -57,6 +57,7 @@ def test_every_state_keeps_its_wire_value() -> None:
         "hardware_unhealthy",
         "placement_root_missing",
         "placement_provider_in_use",
+        "health_brake",
     ]
     assert [state.value for state in HealthState] == ["ok", "degraded", "failed", "unknown"]
     assert [severity.value for severity in CheckSeverity] == ["ok", "degraded", "failed"]

@@ -28,6 +28,7 @@ from accel.api import (
     device_profiles,
     devices,
     fleet,
+    hardware_health,
     operations,
     placement,
 )
@@ -123,6 +124,7 @@ ROUTES: list[BaseRoute] = [
     *deployables.routes,
     *accelerator_requests.routes,
     *fleet.routes,
+    *hardware_health.routes,
     *operations.routes,
     *placement.routes,
 ]

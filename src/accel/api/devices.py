@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from sqlalchemy import Row, select
@@ -17,9 +18,10 @@ from accel.api.openstack import link
 from accel.api.policy import authorize
 from accel.api.queries import one_by_uuid, reader, valid_uuid, writer
 from accel.api.routing import CachedRead
+from accel.conductor.health import HEALTH_COLUMNS, HealthRow, failure_reason
 from accel.db.models import Device
 from accel.errors import NotFound
-from accel.states import DeviceStatus
+from accel.states import DeviceStatus, HealthState
 from accel.web.queries import only_params
 
 FILTERS = ("type", "vendor", "hostname")
@@ -28,6 +30,8 @@ FILTERS = ("type", "vendor", "hostname")
 def timestamp(value: dt.datetime | None) -> str | None:
     return None if value is None else value.replace(microsecond=0).isoformat()
 
+
+# The columns health_body reads, for queries that load only what they render.
 
 # What a Cyborg device shows; the raw hardware report (kilobytes each) stays unloaded.
 DEVICE_COLUMNS = (
@@ -42,14 +46,31 @@ DEVICE_COLUMNS = (
     Device.status,
     Device.created_at,
     Device.updated_at,
+    *HEALTH_COLUMNS,
 )
 
 
-DeviceRow = Row[
-    tuple[
-        int, str, str, str, str, str | None, str | None, str, str, dt.datetime, dt.datetime | None
-    ]
-]
+DeviceRow = Row[Any]
+
+
+def health_body(device: HealthRow) -> dict[str, Any]:
+    """DESIGN's ``health`` object; a latch, failed VFs and the brake's hold as extras."""
+    body: dict[str, Any] = {
+        "state": device.health_state or HealthState.UNKNOWN,
+        "since": timestamp(device.health_since),
+        "checks": json.loads(device.health_checks or "[]"),
+        "reason": failure_reason(device),
+    }
+    if device.health_latched_at is not None:
+        body["latched_by"] = device.health_latched_by
+        body["latched_at"] = timestamp(device.health_latched_at)
+    if device.health_cleared_at is not None:
+        body["cleared_at"] = timestamp(device.health_cleared_at)
+    if device.health_functions:
+        body["failed_functions"] = json.loads(device.health_functions)
+    if device.health_held:
+        body["held_by_brake"] = True
+    return body
 
 
 def device_body(request: Request, device: Device | DeviceRow) -> dict[str, Any]:
@@ -64,6 +85,7 @@ def device_body(request: Request, device: Device | DeviceRow) -> dict[str, Any]:
         "created_at": timestamp(device.created_at),
         "updated_at": timestamp(device.updated_at),
         "links": link(request, "devices", device.uuid),
+        "health": health_body(device),
     }
     if has(request, ApiFeature.DEVICE_STATUS):
         body["status"] = device.status

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from accel.api.conductor_link import conductor_alive
-from accel.api.devices import timestamp
+from accel.api.devices import health_body, timestamp
 from accel.api.policy import authorize
 from accel.api.queries import reader
 from accel.db.models import Agent, Alarm, Conductor, Device, utcnow
@@ -132,6 +132,8 @@ def hardware_body(device: Device, agent_state: AgentState) -> dict[str, Any]:
         "vanished_at": timestamp(device.vanished_at),
         "first_seen": timestamp(device.created_at),
         "updated_at": timestamp(device.updated_at),
+        # The stored health: the latch and the brake's hold over the driver's reading.
+        "health": health_body(device),
     }
 
 

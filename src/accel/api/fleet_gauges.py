@@ -8,6 +8,7 @@ loaded 2-core machine). The gauges themselves are defined in accel.metrics.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from accel.api.conductor_link import conductor_alive
+from accel.api.health_gauge import HealthCollector, health_rows
 from accel.api.policy import authorize
 from accel.api.queries import reader
 from accel.db.models import Agent, Alarm, AttachHandle, Conductor, Deployable, Device, utcnow
@@ -104,9 +106,13 @@ async def fleet_metrics(request: Request) -> Response:
     """The process's metrics and the fleet's, or the process's alone while the
     database is away (its request latencies matter most then)."""
     authorize(request, "accel:fleet:get")
+
+    def read(session: Session) -> tuple[FleetSnapshot, list[Any]]:
+        return fleet_snapshot(session), health_rows(session)
+
     try:
-        snapshot: FleetSnapshot | None = await reader(request).run(fleet_snapshot)
+        snapshot, devices = await reader(request).run(read)
     except DATABASE_AWAY as exc:
         log.warning("metrics without the fleet's gauges: the database is away: %s", exc)
-        snapshot = None
-    return exposition(FleetCollector(snapshot, tuple(AlarmKind)))
+        return exposition(FleetCollector(None, tuple(AlarmKind)))
+    return exposition(FleetCollector(snapshot, tuple(AlarmKind)), HealthCollector(devices))

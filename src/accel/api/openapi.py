@@ -30,6 +30,37 @@ class Link(Shape):
     rel: str
 
 
+class HealthCheck(Shape):
+    check: str
+    severity: str
+    value: str
+    first_seen: str
+    last_seen: str
+    count: int
+    latch: bool = False
+
+
+class Health(Shape):
+    state: str
+    since: str | None
+    checks: list[HealthCheck]
+    reason: str
+    latched_by: str | None = None
+    latched_at: str | None = None
+    cleared_at: str | None = None
+    failed_functions: list[str] | None = None
+    held_by_brake: bool | None = None
+
+
+class ClearedHealth(Shape):
+    uuid: str
+    health: Health
+
+
+class ConfirmedFailures(Shape):
+    taken_out_of_service: int
+
+
 class Device(Shape):
     uuid: str
     type: str
@@ -42,6 +73,7 @@ class Device(Shape):
     created_at: str | None
     updated_at: str | None
     links: list[Link]
+    health: Health
 
 
 class Deployable(Shape):
@@ -232,6 +264,10 @@ class NewRequests(Shape):
 
 MODELS: list[type[BaseModel]] = [
     Link,
+    HealthCheck,
+    Health,
+    ClearedHealth,
+    ConfirmedFailures,
     Operation,
     OneOperation,
     Operations,
@@ -401,6 +437,8 @@ def document() -> dict[str, Any]:
             "delete": _operation("204", None, [UUID_PATH]),
         },
         "/v2/hardware": {"get": _operation("200", Hardware, _query("state", "type", "node"))},
+        "/v2/hardware/{uuid}/clear-health": {"post": _operation("200", ClearedHealth, [UUID_PATH])},
+        "/v2/hardware/confirm-failures": {"post": _operation("200", ConfirmedFailures)},
         "/v2/agents": {"get": _operation("200", Agents)},
         "/v2/alarms": {"get": _operation("200", Alarms, _query("state"))},
         "/v2/conductors": {"get": _operation("200", Conductors)},

@@ -59,6 +59,8 @@ RULES: dict[str, frozenset[str]] = {
     "cyborg:attribute:create": ADMIN,
     "cyborg:attribute:delete": ADMIN,
     "accel:fleet:get": MANAGER_OR_ADMIN,
+    "accel:hardware:clear_health": ADMIN,
+    "accel:hardware:confirm_failures": ADMIN,
     "accel:operation:create": ADMIN,
     "accel:operation:get": MANAGER_OR_ADMIN,
     "accel:placement:get": ADMIN,

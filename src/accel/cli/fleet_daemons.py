@@ -32,7 +32,12 @@ from accel.cli.options import (
     version_range,
 )
 from accel.internal.auth import TokenMissing, load_token
-from accel.internal.intervals import DOWN_AFTER_HEARTBEATS, SYNC_RETRY_AFTER
+from accel.internal.intervals import (
+    DOWN_AFTER_HEARTBEATS,
+    HEALTH_BRAKE_SHARE,
+    HEALTH_BRAKE_WINDOW,
+    SYNC_RETRY_AFTER,
+)
 from accel.sockets import endpoint_of
 
 log = logging.getLogger(__name__)
@@ -148,6 +153,20 @@ def _nova_settings(
     default=8,
     help="Tries per event, with backoff from 1 s doubling up to 60 s, before it is given up.",
 )
+@option(
+    "--health-brake-share",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=HEALTH_BRAKE_SHARE,
+    help="The fleet brake: if more than this share of the fleet's devices turns failed "
+    "within the window, none more is taken out of service until an operator confirms.",
+)
+@option(
+    "--health-brake-window",
+    type=float,
+    default=HEALTH_BRAKE_WINDOW,
+    callback=positive,
+    help="Seconds over which the fleet brake counts devices turning failed.",
+)
 @internal_options
 def conductor(
     listen: str,
@@ -172,6 +191,8 @@ def conductor(
     nova_url: str | None,
     nova_timeout: float,
     nova_attempts: int,
+    health_brake_share: float,
+    health_brake_window: float,
     listen_fd: int | None,
     advertise: str | None,
     internal_token_file: Path | None,
@@ -182,6 +203,7 @@ def conductor(
     log_level: str,
 ) -> None:
     """Wrangle all agents and keep the database true."""
+    from accel.conductor.health import HealthBrake
     from accel.conductor.placement.settings import PlacementSettings
     from accel.conductor.service import ConductorService, ConductorSettings
     from accel.conductor.sync_schedule import SyncSchedule
@@ -232,6 +254,7 @@ def conductor(
             nova=nova,
             placement_url=placement_url,
             placement=PlacementSettings(check_interval=placement_check_interval),
+            health_brake=HealthBrake(health_brake_share, health_brake_window),
         ),
         engine,
     )

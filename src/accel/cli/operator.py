@@ -127,10 +127,20 @@ def hardware_rows(hardware: Sequence[dict[str, Any]]) -> list[list[Any]]:
                 pci.get("driver"),
                 specs.get("num"),
                 readiness(entry),
+                health_cell(entry),
                 entry.get("uuid"),
             ]
         )
     return rows
+
+
+def health_cell(entry: dict[str, Any]) -> str:
+    """The device's health and, unless ok, the checks behind it."""
+    health = entry.get("health") or {}
+    state = str(health.get("state", "unknown"))
+    reason = health.get("reason")
+    held = " (held in service by the brake)" if health.get("held_by_brake") else ""
+    return f"{state}: {reason}{held}" if reason else state + held
 
 
 HARDWARE_COLUMNS = (
@@ -141,6 +151,7 @@ HARDWARE_COLUMNS = (
     "driver",
     "num",
     "state",
+    "health",
     "uuid",
 )
 
@@ -232,6 +243,29 @@ def hardware_list(
         click.echo(json.dumps(found, indent=2))
         return
     print_table("hardware", HARDWARE_COLUMNS, hardware_rows(found))
+
+
+@hardware.command("clear-health")
+@api_options
+@click.argument("uuid")
+def hardware_clear_health(api_url: str, token_file: Path | None, as_json: bool, uuid: str) -> None:
+    """Clear a latched failure: the device's health is judged again from its last report."""
+    found = fetch(api_url, token_file, f"/v2/hardware/{uuid}/clear-health", method="POST")
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    click.echo(f"{uuid}: {health_cell(found)}")
+
+
+@hardware.command("confirm-failures")
+@api_options
+def hardware_confirm_failures(api_url: str, token_file: Path | None, as_json: bool) -> None:
+    """Release the fleet health brake: the devices it kept in service go out of it."""
+    found = fetch(api_url, token_file, "/v2/hardware/confirm-failures", method="POST")
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    click.echo(f"{found['taken_out_of_service']} device(s) taken out of service; brake released")
 
 
 @click.group()

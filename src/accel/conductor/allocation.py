@@ -2,9 +2,10 @@
 
 A bind picks the deployable whose resource provider the caller names on the named
 host, checks it is ready (device present and enabled, no setup or reboot pending,
-its agent UP) and fits the request's group (its resource class asked for, required
-traits present, forbidden ones absent), then takes one free attach handle with a
-conditional UPDATE: of many binds racing for the last handle, exactly one wins, on
+its agent UP, not failed by its health: conductor/health.py) and fits the request's
+group (its resource class asked for, required traits present, forbidden ones absent),
+then takes one free attach handle with a conditional UPDATE: of many binds racing for
+the last handle, exactly one wins, on
 SQLite (writes serialise) and on PostgreSQL (the row lock re-checks ``in_use``).
 The ARQ's unique ``attach_handle_id`` backs this up in the schema.
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from accel.conductor.health import why_unhealthy
 from accel.conductor.nova_events import queue_bound_events
 from accel.conductor.placement.offer import why_not_offered
 from accel.db.commit_deadline import commit_in_time, lock_for_writing, locked_requests
@@ -109,6 +111,9 @@ def why_unfit(
     )
     if refusal is not None:
         return refusal
+    unhealthy = why_unhealthy(device, deployable.name)
+    if unhealthy is not None:
+        return unhealthy
     attributes = {a.key: a.value for a in deployable.attributes}
     traits = {value for key, value in attributes.items() if key.startswith("trait")}
     wanted = {key.removeprefix("resources:") for key in group if key.startswith("resources:")}

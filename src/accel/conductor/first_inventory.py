@@ -21,6 +21,7 @@ from sqlalchemy import Table, insert, text
 from sqlalchemy.orm import Session
 
 from accel.conductor.hardware_rows import DeployablePlan, device_columns, plan_deployables
+from accel.conductor.health import HealthChange, HealthMemory, judge
 from accel.db.generation import copy_rows
 from accel.db.models import AttachHandle, Attribute, Base, Deployable, Device
 from accel.internal.schemas import HardwareEntry
@@ -44,17 +45,25 @@ class FirstInventory:
     now: dt.datetime
 
 
-def insert_first_inventories(session: Session, inventories: Sequence[FirstInventory]) -> None:
-    """Inserts every reported device of agents that have none stored yet."""
+def insert_first_inventories(
+    session: Session, inventories: Sequence[FirstInventory]
+) -> list[HealthChange]:
+    """Inserts every reported device of agents that have none stored yet; the devices
+    reported failed, for their alarms (``health.settle``)."""
     device_rows: list[dict[str, Any]] = []
+    failed: list[HealthChange] = []
     plans: dict[str, list[DeployablePlan]] = {}
     created: dict[str, dt.datetime] = {}
     for inventory in inventories:
         for uuid, entry in inventory.reported.items():
             columns = device_columns(entry, inventory.hostname)
+            health, change = judge(entry, HealthMemory(), inventory.now)
+            if change is not None:
+                failed.append(change)
             device_rows.append(
                 {
                     **columns,
+                    **health,
                     "uuid": uuid,
                     "agent_id": inventory.agent_id,
                     "present": True,
@@ -67,7 +76,7 @@ def insert_first_inventories(session: Session, inventories: Sequence[FirstInvent
             plans[uuid] = list(by_name.values())
             created[uuid] = inventory.now
     if not device_rows:
-        return
+        return failed
     device_ids = {
         uuid: device_id
         for (uuid,), device_id in _insert_with_ids(session, _DEVICES, device_rows, ("uuid",))
@@ -78,7 +87,7 @@ def insert_first_inventories(session: Session, inventories: Sequence[FirstInvent
         for plan in device_plans
     ]
     if not wanted:
-        return
+        return failed
     deployable_rows = [
         {
             "device_id": device_id,
@@ -118,6 +127,7 @@ def insert_first_inventories(session: Session, inventories: Sequence[FirstInvent
             copy_rows(session, table, rows)
         else:
             session.execute(insert(table), rows)
+    return failed
 
 
 def _copies(session: Session) -> bool:

@@ -33,6 +33,7 @@ from accel.conductor.hardware_rows import (
     plan_deployables,
     sync_deployables,
 )
+from accel.conductor.health import HealthBrake, HealthChange, HealthMemory, judge, settle
 from accel.conductor.leases import LeaseLost, check_and_release
 from accel.conductor.sync_schedule import sync_in_full_now, unless_asked_since
 from accel.conductor.uuid_clash import UuidClashes, new_uuids
@@ -113,20 +114,24 @@ def store_inventory(
 
 
 def store_inventories(
-    sessions: sessionmaker[Session], syncs: Sequence[FinishedSync]
+    sessions: sessionmaker[Session],
+    syncs: Sequence[FinishedSync],
+    brake: HealthBrake | None = None,
 ) -> list[InventoryDiff | Exception]:
     """Stores several agents' syncs in one transaction; each one's diff, or its error.
 
     A sync asked for since a sync began stays due. A sync with an ``owner`` is written
     only while that conductor still holds the agent's sync lease (else ``LeaseLost``
-    in its place, and nothing of it written), and the lease is given back.
+    in its place, and nothing of it written), and the lease is given back. Devices
+    that turn failed or recover have their effects settled (``health.settle``, with
+    ``brake``, the default one if None).
     """
     names = [sync.agent_name for sync in syncs]
     for index, name in enumerate(names):
         if name in names[:index]:  # a later sync of one agent sees the earlier one's rows
             return [
-                *store_inventories(sessions, syncs[:index]),
-                *store_inventories(sessions, syncs[index:]),
+                *store_inventories(sessions, syncs[:index], brake),
+                *store_inventories(sessions, syncs[index:], brake),
             ]
     outcomes: list[InventoryDiff | Exception] = []
     with sessions.begin() as session:
@@ -183,7 +188,7 @@ def store_inventories(
         clashes.write(session, max((sync.now for sync in syncs), default=utcnow()))
         # Agents with nothing stored yet (a fleet coming up) are inserted in bulk.
         first = [entry for entry in changing if not stored[entry[1].id]]
-        insert_first_inventories(
+        health_changes = insert_first_inventories(
             session,
             [
                 FirstInventory(agent.id, agent.name, reported, now)
@@ -208,7 +213,19 @@ def store_inventories(
                     reported,
                     now,
                     vanishing[agent.id],
+                    health_changes,
                 )
+        if health_changes:
+            hostnames = {
+                str(uuid): agent.name for _, agent, _, _, reported in changing for uuid in reported
+            }
+            settle(
+                session,
+                health_changes,
+                hostnames,
+                max(sync.now for sync in syncs),
+                brake or HealthBrake(),
+            )
     return outcomes
 
 
@@ -296,9 +313,11 @@ def _apply(
     reported: dict[str, HardwareEntry],
     now: dt.datetime,
     vanishing: set[str],
+    health_changes: list[HealthChange] | None = None,
 ) -> InventoryDiff:
     """Applies one agent's report to its stored devices. ``loaded`` holds those of
-    them the report rewrites (``_rewritten``) and those in ``vanishing``."""
+    them the report rewrites (``_rewritten``) and those in ``vanishing``. Devices
+    that turn failed or recover are added to ``health_changes``."""
     diff = InventoryDiff()
     back: list[Device] = []
     for uuid, entry in reported.items():
@@ -310,6 +329,11 @@ def _apply(
         # here (one another agent holds was refused already, see uuid_clash).
         device = loaded[uuid] if known else None
         columns = device_columns(entry, agent.name)
+        memory = HealthMemory() if device is None else HealthMemory.of(device)
+        health, change = judge(entry, memory, now)
+        if change is not None and health_changes is not None:
+            health_changes.append(change)
+        columns.update(health)
         if device is None:
             device = Device(uuid=uuid, agent_id=agent.id, present=True, created_at=now, **columns)
             session.add(device)

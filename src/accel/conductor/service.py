@@ -30,6 +30,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.conductor import agents, allocation
+from accel.conductor.health import HealthBrake
 from accel.conductor.hearing import Hearing
 from accel.conductor.name_guard import NameGuard
 from accel.conductor.nova_events import NovaNotifier, NovaSettings, keystoneauth_post
@@ -54,7 +55,7 @@ from accel.internal.schemas import COMMIT_BEFORE, AgentHello, ArqChanges, ArqOut
 from accel.internal.server import internal_app
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import Feature, VersionRange, format_version
-from accel.metrics import AGENTS, HELLOS
+from accel.metrics import AGENTS, HELLOS, show_openstack_calls
 from accel.states import AgentState
 from accel.web.bodies import read_body
 from accel.web.queries import only_params
@@ -115,11 +116,13 @@ class ConductorSettings:
     # None: no reporting.
     placement_url: str | None = None
     placement: PlacementSettings = dataclasses.field(default_factory=PlacementSettings)
+    health_brake: HealthBrake = dataclasses.field(default_factory=HealthBrake)
 
 
 class ConductorService:
     def __init__(self, settings: ConductorSettings, engine: Engine) -> None:
         self.settings = settings
+        show_openstack_calls()
         schedule = settings.schedule
         self.engine = engine
         self.sessions = session_factory(engine)

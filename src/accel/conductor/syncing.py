@@ -75,7 +75,7 @@ class SyncLoop:
         # Finished discoveries are stored many agents to a transaction.
         self.store: GroupCommit[FinishedSync, InventoryDiff] = GroupCommit(
             "inventory",
-            lambda syncs: store_inventories(sessions, syncs),
+            lambda syncs: store_inventories(sessions, syncs, settings.health_brake),
             linger=fleet_linger(settings.schedule.heartbeat),
             weight=_entries,
             max_weight=MAX_ENTRIES_PER_TRANSACTION,

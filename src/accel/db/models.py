@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -36,6 +37,7 @@ from accel.states import (
     AlarmState,
     ArqState,
     DeviceStatus,
+    HealthState,
     NovaEventState,
     OperationState,
 )
@@ -156,6 +158,20 @@ class Device(Timestamps, Base):
     vanished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     fingerprint: Mapped[str] = mapped_column(String(64))
     hardware: Mapped[str] = mapped_column(Text)  # the entry as the agent last reported it
+    # Observed health (conductor/health.py writes it; ``status`` above is the operator's).
+    # The state shown: the driver's, or failed while a latch holds. None: never reported.
+    health_state: Mapped[HealthState | None] = mapped_column(StateColumn(HealthState, 16))
+    health_since: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    health_checks: Mapped[str | None] = mapped_column(Text)  # JSON: the reported checks
+    # JSON: the addresses of the VFs whose own health reads failed.
+    health_functions: Mapped[str | None] = mapped_column(Text)
+    # When the device (or one of its VFs) last turned failed; None while it is not.
+    health_failed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, index=True)
+    # Failed while the fleet brake was on: kept in service until an operator confirms.
+    health_held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    health_latched_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    health_latched_by: Mapped[str | None] = mapped_column(String(64))  # the check's name
+    health_cleared_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
     agent: Mapped[Agent] = relationship(back_populates="devices")
     deployables: Mapped[list[Deployable]] = relationship(

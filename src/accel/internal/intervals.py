@@ -23,3 +23,7 @@ AGENT_DOWN_AFTER = DOWN_AFTER_HEARTBEATS * HEARTBEAT_INTERVAL
 RESYNC_INTERVAL = 60.0
 # How soon a failed or partial sync (a driver failed) is tried again.
 SYNC_RETRY_AFTER = 5.0
+# The conductor's fleet health brake: more than this share of the fleet's devices
+# turning failed within this many seconds looks like a bad rollout, not dying hardware.
+HEALTH_BRAKE_SHARE = 0.1
+HEALTH_BRAKE_WINDOW = 600.0

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from accel.conductor.health import HEALTH_COLUMNS, why_unhealthy
 from accel.conductor.placement.offer import why_not_offered, why_not_whole_gpu
 from accel.db.models import Agent, Attribute, Deployable, Device
 
@@ -92,6 +93,7 @@ def desired_trees(session: Session, nodes: Collection[str] | None = None) -> dic
             Deployable.name,
             Deployable.rp_uuid,
             Deployable.num_accelerators,
+            *HEALTH_COLUMNS,
         )
         .join(Deployable, Deployable.device_id == Device.id)
         .where(Device.present.is_(True), Device.agent_id.in_(list(by_id)))
@@ -122,6 +124,8 @@ def desired_trees(session: Session, nodes: Collection[str] | None = None) -> dic
             reboot_required=row.reboot_required,
             agent_state=agent.state,
         ) or why_not_whole_gpu(rc, row.name, row.hostname, row.pci_address)
+        # A failed device, or VF, is reserved as a bind would refuse it.
+        withheld = withheld or why_unhealthy(row, row.name)
         traits = {value for key, value in attrs.items() if key.startswith("trait")}
         children[row.agent_id].append(
             ChildProvider(

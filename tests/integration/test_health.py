@@ -1,0 +1,185 @@
+"""Device health through the real processes: a driver reports it, two conductors on
+one PostgreSQL store it, the api shows it and the operator clears it.
+
+The driver is tests/hostile_driver.py answering with a report file this test
+rewrites while the stack runs, so the health a driver would read from sysfs is set
+here directly (branch health-evidence's drivers read it from fake trees).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from accel.driver.fake_health import healthy, set_aer
+from accel.driver.fake_sysfs import FakeSysfs
+from accel.states import AlarmKind, ArqState
+from tests.integration.fleet import (
+    FAST_AGENT,
+    FAST_CONDUCTOR,
+    FAST_DRIVER,
+    alarms,
+    bind_ops,
+    get,
+    hardware,
+    wait_for_devices,
+)
+from tests.integration.test_allocation import (
+    arq,
+    call,
+    create_arqs,
+    create_profile,
+    qat_vf_deployables,
+)
+from tests.integration.test_hostile_reports import hostile_driver
+from tests.postgres import ThrowawayPostgres
+from tests.processes import Cluster, Service, run_accel, wait_until
+
+T0 = dt.datetime(2026, 12, 6, 10, 0, tzinfo=dt.UTC)
+ADDRESSES = ("0000:17:00.0", "0000:31:00.0")
+
+
+def health(state: str, *checks: tuple[str, str, dt.datetime, bool]) -> dict[str, Any]:
+    return {
+        "state": state,
+        "since": T0.isoformat(),
+        "checks": [
+            {
+                "check": name,
+                "severity": severity,
+                "value": "1",
+                "first_seen": T0.isoformat(),
+                "last_seen": seen.isoformat(),
+                "count": 1,
+                "latch": latch,
+            }
+            for name, severity, seen, latch in checks
+        ],
+    }
+
+
+def write_report(path: Path, first_gpu_health: dict[str, Any]) -> None:
+    entries = [
+        {
+            "uuid": f"00000000-0000-4000-8000-00000000000{index}",
+            "acc_specs": {"num": 1, "device_type": "GPU"},
+            "acc_status": {"setup_required": False, "reboot_required": False},
+            "pci": {
+                "address": address,
+                "vendor_id": "10de",
+                "product_id": "2331",
+                "class_code": "030200",
+            },
+            "health": first_gpu_health if index == 0 else health("ok"),
+        }
+        for index, address in enumerate(ADDRESSES)
+    ]
+    path.write_text(json.dumps({"hardware": entries, "generation": 1}))
+
+
+def first_gpu(api: Service) -> dict[str, Any]:
+    return next(e for e in hardware(api) if e["pci"]["address"] == ADDRESSES[0])
+
+
+@pytest.mark.postgres
+def test_a_latched_failure_survives_restarts_alarms_once_and_is_cleared(
+    cluster: Cluster, postgres: ThrowawayPostgres, tmp_path: Path
+) -> None:
+    database = postgres.new_database()
+    report = tmp_path / "report.json"
+    write_report(report, health("ok"))
+    conductors = [cluster.conductor(database, **FAST_CONDUCTOR) for _ in range(2)]
+    api = cluster.api(database)
+    agent = cluster.agent([c.url for c in conductors], "node1", **FAST_AGENT)
+    hostile_driver(cluster, agent, "--report-file", str(report))
+    wait_until(lambda: len(hardware(api)) == 2, "both GPUs stored", on_timeout=cluster.logs)
+
+    flapped = dt.datetime.now(dt.UTC)
+    write_report(report, health("failed", ("flapping", "failed", flapped, True)))
+    gpu = wait_until(
+        lambda: (e := first_gpu(api))["health"]["state"] == "failed" and e,
+        "the flapping GPU failed",
+        on_timeout=cluster.logs,
+    )
+    assert gpu["health"]["latched_by"] == "flapping"
+    # The driver sees it well again, still naming the flap it latched on.
+    write_report(report, health("ok", ("flapping", "ok", flapped, True)))
+    wait_until(
+        lambda: first_gpu(api)["health"]["checks"][0]["severity"] == "ok",
+        "the GPU's well reading stored",
+    )
+    for index, conductor in enumerate(conductors):
+        conductor.kill()
+        conductors[index] = cluster.restart(conductor)
+    synced = get(api, "/v2/agents")["agents"][0]["last_synced_at"]
+    wait_until(
+        lambda: get(api, "/v2/agents")["agents"][0]["last_synced_at"] != synced,
+        "a sync by a restarted conductor",
+    )
+    assert first_gpu(api)["health"]["state"] == "failed"  # the latch holds
+    assert (AlarmKind.HARDWARE_UNHEALTHY, gpu["uuid"]) in alarms(api)
+
+    listed = run_accel("hardware", "list", "--api-url", api.url)
+    assert "failed: latched:flapping" in listed.stdout, listed.stderr
+    metrics = get_text(api, "/metrics")
+    assert f'hardware="{gpu["uuid"]}",kind="GPU",node="node1",reason="latched:flapping"' in metrics
+
+    cleared = run_accel("hardware", "clear-health", gpu["uuid"], "--api-url", api.url)
+    assert cleared.returncode == 0 and f"{gpu['uuid']}: ok" in cleared.stdout, cleared.stderr
+    assert first_gpu(api)["health"]["state"] == "ok"
+    unhealthy = [a for a in alarms(api, "all") if a[0] == AlarmKind.HARDWARE_UNHEALTHY]
+    assert unhealthy == [(AlarmKind.HARDWARE_UNHEALTHY, gpu["uuid"])]  # raised once, in all
+    assert AlarmKind.HARDWARE_UNHEALTHY not in {kind for kind, _ in alarms(api)}
+
+
+def get_text(api: Service, path: str) -> str:
+    return httpx.get(api.url + path, timeout=10.0).text
+
+
+QAT = "0000:6b:00.0"
+
+
+def failed(entry: dict[str, Any]) -> bool:
+    return bool(entry["health"]["state"] == "failed")
+
+
+def test_a_fatal_pcie_error_read_by_the_driver_refuses_binds_and_alarms(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    """The whole chain on a fake tree: the QAT driver polls its AER counters, the
+    conductor stores the failure, the api refuses a bind to one of its VFs."""
+    for address in (QAT, "0000:70:00.0"):
+        healthy(gpu_server, address, 0x8086)
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    cluster.driver("QAT", agent, gpu_server.root, health_interval=0.1, **FAST_DRIVER)
+    wait_for_devices(api, 2, cluster.logs())
+    create_profile(api, "qat-one", {"resources:CUSTOM_QAT": "1"})
+    [request] = create_arqs(api, "qat-one")
+    errors = iter(range(1, 10_000))
+
+    def failed_qat() -> dict[str, Any] | None:
+        # Each look raises the counter again: a poll that took its baseline after
+        # the first error still sees the next one.
+        set_aer(gpu_server, QAT, "fatal", {"Poisoned TLP": next(errors)})
+        return next((e for e in hardware(api) if e["pci"]["address"] == QAT and failed(e)), None)
+
+    qat = wait_until(failed_qat, "the QAT card failed in the API", on_timeout=cluster.logs)
+    assert (AlarmKind.HARDWARE_UNHEALTHY, qat["uuid"]) in alarms(api)
+    vf = qat_vf_deployables(api)["node1_0000:6b:00.1"]
+    call(
+        api,
+        "PATCH",
+        "/v2/accelerator_requests",
+        {request["uuid"]: bind_ops(vf["rp_uuid"], str(uuid.uuid4()))},
+    )
+    refused = arq(api, request["uuid"])
+    assert refused["state"] == ArqState.BIND_FAILED
+    assert f"device {qat['uuid']} is failed" in refused["bind_failure_reason"]
