@@ -31,6 +31,7 @@ from accel.api import (
     devices,
     fleet,
     operations,
+    ui,
 )
 from accel.api.auth import Authentication, AuthMode, Identity, Resolver, tokens_resolver
 from accel.api.cache import GenerationWatch, ResponseCache
@@ -129,6 +130,7 @@ ROUTES: list[BaseRoute] = [
     *accelerator_requests.routes,
     *fleet.routes,
     *operations.routes,
+    *ui.routes,
 ]
 
 

@@ -1,0 +1,191 @@
+"""The fleet page served in process: what it shows, whom to, and how it is sent.
+
+The browser tests (tests/integration/test_ui_browser.py) drive it in Chromium
+against real processes; these check the HTML and headers the api sends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from html.parser import HTMLParser
+
+import pytest
+from sqlalchemy import update
+from starlette.testclient import TestClient
+
+from accel.api.app import ApiSettings, create_app
+from accel.api.auth import Identity
+from accel.api.ui.model import health_of
+from accel.api.ui.views import CSP
+from accel.db.engine import make_engine, session_factory
+from accel.db.models import Device
+from accel.driver.fake_sysfs import build_gpu_server
+from accel.states import HealthState
+from tests.api.test_api import fill
+
+TOKENS = {
+    "admin": Identity(user_id="x", project_id="ops", roles=("admin",)),
+    "reader": Identity(user_id="r", project_id="p", roles=("reader",)),
+}
+MARKUP = '<script>window.pwned = 1</script><b onmouseover="x()">bold</b>'
+PART = {"Accel-UI-Part": "content"}
+ADMIN = {"X-Auth-Token": "admin"}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One api for the module: no test here writes."""
+    where = tmp_path_factory.mktemp("ui")
+    sqlite_url = f"sqlite:///{where / 'accel.db'}"
+    fill(sqlite_url, build_gpu_server(where / "node"))
+    engine = make_engine(sqlite_url)
+    with session_factory(engine).begin() as session:
+        # A name is input from the fleet: a driver may report anything.
+        session.execute(update(Device).where(Device.type == "QAT").values(model=MARKUP))
+    settings = ApiSettings(auth="token", tokens=TOKENS)
+    with TestClient(create_app(engine, settings)) as client:
+        yield client
+
+
+class Scripts(HTMLParser):
+    """What a strict Content-Security-Policy would refuse: inline scripts, inline
+    handlers, inline styles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inline: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        names = {name for name, _ in attrs}
+        if tag == "script" and "src" not in names:
+            self.inline.append("<script> without src")
+        if tag == "style" or "style" in names:
+            self.inline.append(f"inline style on <{tag}>")
+        self.inline += [f"{name} on <{tag}>" for name in names if name.startswith("on")]
+        self.inline += [f"{name} on <{tag}>" for name in names if name.startswith("hx-on")]
+
+
+PAGES = ("/ui/", "/ui/devices", "/ui/alarms", "/accelerator/ui/")
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_is_sent_with_a_strict_csp_and_nothing_inline(
+    client: TestClient, path: str
+) -> None:
+    response = client.get(path, headers=ADMIN)
+    assert response.status_code == 200
+    assert response.headers["content-security-policy"] == CSP
+    assert "script-src 'self'" in CSP and "unsafe-inline" not in CSP
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    parser = Scripts()
+    parser.feed(response.text)
+    assert parser.inline == []
+
+
+def test_the_page_behind_the_catalog_prefix_links_under_it(client: TestClient) -> None:
+    text = client.get("/accelerator/ui/devices", headers=ADMIN).text
+    assert 'src="/accelerator/ui/static/htmx-2.0.11.min.js"' in text
+    assert 'href="/accelerator/ui/devices/' in text
+
+
+def test_a_name_with_markup_is_escaped(client: TestClient) -> None:
+    text = client.get("/ui/devices", headers=ADMIN).text
+    assert "&lt;script&gt;window.pwned = 1&lt;/script&gt;" in text
+    assert "<script>window" not in text and "<b onmouseover" not in text
+
+
+def test_without_a_token_the_frame_asks_for_one_and_shows_no_data(client: TestClient) -> None:
+    page = client.get("/ui/devices")
+    assert page.status_code == 401
+    assert page.headers["content-security-policy"] == CSP
+    assert 'id="token-form"' in page.text and "node1" not in page.text
+    # The content alone (what the page's refresh asks for) is refused outright.
+    part = client.get("/ui/devices", headers=PART)
+    assert part.status_code == 401 and "node1" not in part.text
+    # A wrong token is refused as on the API.
+    assert client.get("/ui/", headers={"X-Auth-Token": "nope"}).status_code == 401
+    # The page's own files are public: the browser loads them without a token.
+    script = client.get("/ui/static/accel-ui.js")
+    assert script.status_code == 200 and "X-Auth-Token" in script.text
+
+
+def test_a_reader_is_refused_what_the_policy_refuses(client: TestClient) -> None:
+    for path in ("/ui/", "/ui/devices", "/ui/alarms"):
+        response = client.get(path, headers={"X-Auth-Token": "reader", **PART})
+        assert response.status_code == 403, path
+        assert "node1" not in response.text
+
+
+def test_the_refresh_gets_the_content_alone_and_304_while_unchanged(client: TestClient) -> None:
+    first = client.get("/ui/devices", headers={**ADMIN, **PART})
+    assert first.status_code == 200
+    assert "<html" not in first.text and 'id="devices"' in first.text
+    again = client.get(
+        "/ui/devices", headers={**ADMIN, **PART, "If-None-Match": first.headers["etag"]}
+    )
+    assert again.status_code == 304
+    full = client.get("/ui/devices", headers=ADMIN)
+    assert full.headers["etag"] != first.headers["etag"]
+    assert "Accel-UI-Part" in full.headers["vary"]
+
+
+def rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("<tr data-uuid=")]
+
+
+def test_filters_choose_devices_and_bad_ones_are_400(client: TestClient) -> None:
+    every = rows(client.get("/ui/devices", headers=ADMIN).text)
+    gpus = rows(client.get("/ui/devices?kind=GPU&node=&state=", headers=ADMIN).text)
+    assert 0 < len(gpus) < len(every)
+    page = client.get("/ui/devices?kind=GPU", headers=ADMIN).text
+    assert "<option selected>GPU</option>" in page
+    ready = rows(client.get("/ui/devices?state=ready&health=unknown", headers=ADMIN).text)
+    setup = rows(client.get("/ui/devices?state=needs_setup", headers=ADMIN).text)
+    assert ready and setup and len(ready) + len(setup) == len(every)
+    assert all('data-condition="ready"' in row for row in ready)
+    assert rows(client.get("/ui/devices?state=vanished", headers=ADMIN).text) == []
+    assert rows(client.get("/ui/devices?node=elsewhere", headers=ADMIN).text) == []
+    for bad in ("kind=TPU", "state=broken", "health=meh", "colour=red", "kind=GPU&kind=QAT"):
+        response = client.get(f"/ui/devices?{bad}", headers={**ADMIN, **PART})
+        assert response.status_code == 400, bad
+        assert "faultstring" in response.json()["error_message"]
+
+
+def test_the_device_page_shows_facts_history_and_refuses_bad_uuids(client: TestClient) -> None:
+    device = client.get("/v2/devices?type=GPU", headers=ADMIN).json()["devices"][0]
+    page = client.get(f"/ui/devices/{device['uuid']}", headers=ADMIN)
+    assert page.status_code == 200
+    for fact in ("NUMA node", "Link", "Virtual functions", "appeared", 'id="arqs"'):
+        assert fact in page.text
+    missing = client.get("/ui/devices/9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", headers=ADMIN)
+    assert missing.status_code == 404
+    assert client.get("/ui/devices/not-a-uuid", headers=ADMIN).status_code == 400
+
+
+def test_health_is_unknown_until_a_device_has_some() -> None:
+    assert health_of({}).state == HealthState.UNKNOWN
+    assert health_of({"health": {"state": "bogus"}}).why == "health unreadable"
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC).isoformat()
+    check = {"first_seen": now, "last_seen": now, "count": 1}
+    health = health_of(
+        {
+            "health": json.loads(
+                json.dumps(
+                    {
+                        "state": "failed",
+                        "since": now,
+                        "checks": [
+                            {**check, "check": "aer_fatal", "severity": "failed", "value": "3"},
+                            {**check, "check": "link", "severity": "ok", "value": "x16"},
+                        ],
+                    }
+                )
+            )
+        }
+    )
+    assert health.state == HealthState.FAILED
+    assert health.why == "aer_fatal: 3"
+    assert health.since == "2026-12-01T00:00:00+00:00"
