@@ -37,10 +37,12 @@ unit: install
 		--cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 # Debian packages the tests need: a PostgreSQL server (the tests start a throwaway
-# one) and the PCI id database (names for discovery). Installed where missing.
+# one), the PCI id database (names for discovery) and Chromium (the fleet page's
+# browser tests, driven by Playwright). Installed where missing.
 system-packages:
 	./scripts/ensure-postgres
 	./scripts/ensure-pci-ids
+	./scripts/ensure-chromium
 
 test: lint typecheck system-packages unit
 

@@ -48,6 +48,7 @@ def made_up_report(
     mdev_instances: int = 0,
     same_address: bool = False,
     capability_depth: int = 0,
+    product_name: str | None = None,
 ) -> bytes:
     capability = nested(capability_depth) if capability_depth else {}
     hardware: list[dict[str, Any]] = [
@@ -68,7 +69,7 @@ def made_up_report(
                 "vendor_id": vendor_id,
                 "product_id": "2331",
                 "class_code": "030200",
-                "product_name": "p" * name_length,
+                "product_name": product_name or "p" * name_length,
             },
         }
         for index in range(entries)
@@ -90,6 +91,8 @@ def main() -> None:
     parser.add_argument("--mdev-instances", type=int, default=0)
     parser.add_argument("--same-address", action="store_true")
     parser.add_argument("--capability-depth", type=int, default=0)
+    # Any text, markup included: a name is input from the fleet.
+    parser.add_argument("--product-name")
     args = parser.parse_args()
     token = os.environ["ACCEL_INTERNAL_TOKEN"]
     body = made_up_report(
@@ -100,6 +103,7 @@ def main() -> None:
         args.mdev_instances,
         args.same_address,
         args.capability_depth,
+        args.product_name,
     )
     sock = bind("127.0.0.1:0")
     endpoint = endpoint_of(sock)
