@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from collections.abc import Iterator
 from html.parser import HTMLParser
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
 from accel.api.app import ApiSettings, create_app
-from accel.api.auth import Identity
-from accel.api.ui.model import health_of
+from accel.api.auth import Identity, RequestContext
+from accel.api.ui import views
+from accel.api.ui.model import Condition, device_lines, fleet, health_of
 from accel.api.ui.views import CSP
 from accel.db.engine import make_engine, session_factory
-from accel.db.models import Device
-from accel.driver.fake_sysfs import build_gpu_server
-from accel.states import HealthState
+from accel.db.models import AcceleratorRequest, Device, DeviceProfile
+from accel.driver.fake_sysfs import FakeSysfs, build_gpu_server
+from accel.states import ArqState, HealthState
 from tests.api.test_api import fill
 
 TOKENS = {
@@ -166,26 +168,82 @@ def test_the_device_page_shows_facts_history_and_refuses_bad_uuids(client: TestC
 
 
 def test_health_is_unknown_until_a_device_has_some() -> None:
-    assert health_of({}).state == HealthState.UNKNOWN
-    assert health_of({"health": {"state": "bogus"}}).why == "health unreadable"
+    assert health_of(None).state == HealthState.UNKNOWN
+    assert health_of({"state": "bogus"}).why == "health unreadable"
     now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC).isoformat()
     check = {"first_seen": now, "last_seen": now, "count": 1}
     health = health_of(
         {
-            "health": json.loads(
-                json.dumps(
-                    {
-                        "state": "failed",
-                        "since": now,
-                        "checks": [
-                            {**check, "check": "aer_fatal", "severity": "failed", "value": "3"},
-                            {**check, "check": "link", "severity": "ok", "value": "x16"},
-                        ],
-                    }
-                )
-            )
+            "state": "failed",
+            "since": now,
+            "checks": [
+                {**check, "check": "aer_fatal", "severity": "failed", "value": "3"},
+                {**check, "check": "link", "severity": "ok", "value": "x16"},
+            ],
         }
     )
     assert health.state == HealthState.FAILED
     assert health.why == "aer_fatal: 3"
     assert health.since == "2026-12-01T00:00:00+00:00"
+
+
+def test_the_lists_and_the_roll_up_agree_on_each_backend(
+    database_url: str, gpu_server: FakeSysfs
+) -> None:
+    """The lists read a few fields of the stored report in SQL (JSON on SQLite and
+    PostgreSQL alike), and the roll-up counts in SQL: both tell the same."""
+    fill(database_url, gpu_server)
+    engine = make_engine(database_url)
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    with session_factory(engine).begin() as session:
+        gpu, other = session.scalars(select(Device).where(Device.type == "GPU")).all()[:2]
+        report = json.loads(gpu.hardware)
+        report["pci"]["product_name"] = "Named <card>"
+        report["health"] = {"state": "failed", "since": now.isoformat(), "checks": []}
+        gpu.hardware = json.dumps(report)
+        profile = DeviceProfile(name="gpu", profile_json="{}")
+        session.add(profile)
+        session.flush()
+        session.add(
+            AcceleratorRequest(
+                project_id="ops",
+                state=ArqState.BOUND,
+                device_profile_id=profile.id,
+                device_profile_group_id=0,
+                deployable_id=other.deployables[0].id,
+                instance_uuid="1e3a5c7e-9b0d-4f2a-8c6e-0a2c4e6a8c0e",
+                created_at=now,
+            )
+        )
+        failed, in_use = gpu.uuid, other.uuid
+    admin = RequestContext(Identity(user_id="x", project_id="ops", roles=("admin",)))
+    stranger = RequestContext(Identity(user_id="y", project_id="elsewhere", roles=("manager",)))
+    with session_factory(engine)() as session:
+        lines = {line.uuid: line for line in device_lines(session, admin)}
+        counts = fleet(session, admin).totals
+        strangers = {line.uuid: line for line in device_lines(session, stranger)}
+        strangers_counts = fleet(session, stranger).totals
+    engine.dispose()
+    assert lines[failed].model == "Named <card>"
+    assert lines[failed].health.state == HealthState.FAILED
+    assert lines[failed].condition == Condition.UNHEALTHY
+    assert lines[in_use].instances == ("1e3a5c7e-9b0d-4f2a-8c6e-0a2c4e6a8c0e",)
+    assert lines[in_use].condition == Condition.IN_USE
+    others = [line for uuid, line in lines.items() if uuid != failed]
+    assert others and all(line.health.state == HealthState.UNKNOWN for line in others)
+    assert counts == Counter(line.condition for line in lines.values())
+    assert counts[Condition.IN_USE] == 1 and counts[Condition.UNHEALTHY] == 1
+    # Another project's caller is not shown whose instance holds the device.
+    assert strangers[in_use].instances == () and strangers_counts[Condition.IN_USE] == 0
+    assert strangers_counts == Counter(line.condition for line in strangers.values())
+
+
+def test_the_device_table_shows_its_first_rows_and_says_how_many_match(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(views, "ROWS_SHOWN", 3)
+    page = client.get("/ui/devices", headers=ADMIN).text
+    assert len(rows(page)) == 3
+    every = client.get("/v2/hardware?state=all", headers=ADMIN).json()["hardware"]
+    assert f"Showing the first 3 of {len(every)}" in page
+    assert 'id="more"' not in client.get("/ui/devices?kind=FPGA", headers=ADMIN).text

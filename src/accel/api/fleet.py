@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -142,18 +142,18 @@ def hardware_body(device: Device, agent_state: AgentState) -> dict[str, Any]:
     }
 
 
-def hardware_rows(
-    session: Session,
+def hardware_statement(
+    columns: tuple[Any, ...],
     state: str,
     kind: str | None = None,
     node: str | None = None,
     uuid: str | None = None,
-) -> list[tuple[Device, AgentState]]:
-    """Hardware ``present``, ``vanished`` or ``all``, with its agent's state, by node,
-    kind and PCI address (``/v2/hardware`` and the fleet page)."""
+) -> Select[Any]:
+    """``columns`` of hardware ``present``, ``vanished`` or ``all`` (joined with its
+    agent), by node, kind and PCI address: ``/v2/hardware`` and the fleet page."""
     statement = (
-        select(Device, Agent.state)
-        .join(Agent)
+        select(*columns)
+        .join_from(Device, Agent, Device.agent_id == Agent.id)
         .order_by(Device.hostname, Device.type, Device.pci_address, Device.id)
     )
     if state != "all":
@@ -164,6 +164,18 @@ def hardware_rows(
         statement = statement.where(Device.hostname == node)
     if uuid is not None:
         statement = statement.where(Device.uuid == uuid)
+    return statement
+
+
+def hardware_rows(
+    session: Session,
+    state: str,
+    kind: str | None = None,
+    node: str | None = None,
+    uuid: str | None = None,
+) -> list[tuple[Device, AgentState]]:
+    """Each device chosen as ``hardware_statement`` chooses, with its agent's state."""
+    statement = hardware_statement((Device, Agent.state), state, kind, node, uuid)
     return [(device, agent_state) for device, agent_state in session.execute(statement)]
 
 

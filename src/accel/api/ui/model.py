@@ -16,13 +16,19 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import JSON, Select, cast, func, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from accel.api.accelerator_requests import ArqView, view_statement
 from accel.api.auth import RequestContext
 from accel.api.devices import timestamp
-from accel.api.fleet import agent_rows, alarm_rows, hardware_body, hardware_rows
+from accel.api.fleet import (
+    agent_rows,
+    alarm_rows,
+    hardware_body,
+    hardware_rows,
+    hardware_statement,
+)
 from accel.db.models import AcceleratorRequest, Agent, Alarm, Deployable, Device
 from accel.internal.health_schemas import DeviceHealth
 from accel.states import AgentState, ArqState, CheckSeverity, HealthState
@@ -49,10 +55,10 @@ class Health:
 NO_HEALTH = Health(HealthState.UNKNOWN, "no health reported", None)
 
 
-def health_of(hardware: Mapping[str, Any]) -> Health:
-    """A device's health as the page shows it, from its hardware body (``/v2/hardware``):
-    the one place the page reads health, ``unknown`` while the device has none."""
-    reported = hardware.get("health")
+def health_of(reported: object) -> Health:
+    """A device's health as the page shows it, from the DESIGN's ``health`` object as
+    stored for the device (None while it has none): the one place the page reads
+    health, ``unknown`` until there is some."""
     if reported is None:
         return NO_HEALTH
     try:
@@ -81,19 +87,25 @@ class DeviceLine:
     instances: tuple[str, ...]
     first_seen: str | None
     vanished_at: str | None
-    hardware: dict[str, Any]
 
     @property
     def condition(self) -> Condition:
-        if not self.present:
-            return Condition.VANISHED
-        if self.health.state in (HealthState.FAILED, HealthState.DEGRADED):
-            return Condition.UNHEALTHY
-        if self.setup_pending:
-            return Condition.NEEDS_SETUP
-        if self.instances:
-            return Condition.IN_USE
-        return Condition.READY
+        return condition_of(
+            self.present, self.health.state, self.setup_pending, bool(self.instances)
+        )
+
+
+def condition_of(present: bool, health: str | None, setup_pending: bool, in_use: bool) -> Condition:
+    """The one rule that puts a device in its Condition (a row, and the roll-up's counts)."""
+    if not present:
+        return Condition.VANISHED
+    if health in (HealthState.FAILED, HealthState.DEGRADED):
+        return Condition.UNHEALTHY
+    if setup_pending:
+        return Condition.NEEDS_SETUP
+    if in_use:
+        return Condition.IN_USE
+    return Condition.READY
 
 
 @dataclass
@@ -104,23 +116,59 @@ class NodeLine:
     counts: Counter[Condition] = field(default_factory=Counter)
 
 
-def _model_name(device: Device, hardware: Mapping[str, Any]) -> str:
-    gpu = hardware.get("gpu") or {}
-    pci = hardware.get("pci") or {}
-    return str(gpu.get("name") or pci.get("product_name") or device.model)
+def _report(dialect: str) -> Any:
+    """The stored report as JSON, so that a list reads the few fields it shows in SQL
+    rather than loading and parsing kilobytes a device: SQLite reads the text as JSON
+    as it is, PostgreSQL is told to."""
+    if dialect == "postgresql":
+        return cast(Device.hardware, JSON)
+    return type_coerce(Device.hardware, JSON)
 
 
-def _bound_instances(session: Session, caller: RequestContext) -> dict[int, list[str]]:
-    """The instances bound to each device (by device id), as far as ``caller`` may see
-    accelerator requests (the API's own statement, with its project filter)."""
-    statement = (
+def _stored_health(dialect: str) -> tuple[Any, Any]:
+    """Where the page reads a device's stored health, in SQL: the DESIGN's ``health``
+    object, and its state (the report's ``health`` field, null while it has none)."""
+    report = _report(dialect)
+    return report["health"], report[("health", "state")].as_string()
+
+
+def _line_columns(dialect: str) -> tuple[Any, ...]:
+    report = _report(dialect)
+    health, _ = _stored_health(dialect)
+    return (
+        Device.id,
+        Device.uuid,
+        Device.hostname,
+        Device.type,
+        Device.model,
+        Device.pci_address,
+        Device.status,
+        Device.present,
+        Device.setup_required,
+        Device.reboot_required,
+        Device.created_at,
+        Device.vanished_at,
+        report[("gpu", "name")].as_string().label("gpu_name"),
+        report[("pci", "product_name")].as_string().label("product_name"),
+        health.label("health"),
+    )
+
+
+def _bound(caller: RequestContext) -> Select[Any]:
+    """The bound accelerator requests with their device's id, as far as ``caller`` may
+    see requests (the API's own statement, with its project filter)."""
+    return (
         view_statement(caller.is_admin, None)
         .add_columns(Deployable.device_id)
         .join(Deployable, AcceleratorRequest.deployable_id == Deployable.id)
         .where(AcceleratorRequest.state == ArqState.BOUND)
     )
+
+
+def _bound_instances(session: Session, caller: RequestContext) -> dict[int, list[str]]:
+    """The instances bound to each device, by device id."""
     bound: dict[int, list[str]] = {}
-    for row in session.execute(statement, {"project": caller.identity.project_id}):
+    for row in session.execute(_bound(caller), {"project": caller.identity.project_id}):
         if row.instance_uuid is not None:
             bound.setdefault(row.device_id, []).append(row.instance_uuid)
     return bound
@@ -133,41 +181,68 @@ def device_lines(
     kind: str | None = None,
     uuid: str | None = None,
 ) -> list[DeviceLine]:
-    """Every device, present or vanished, by node, kind and PCI address."""
-    rows = hardware_rows(session, "all", kind, node, uuid)
+    """Every device, present or vanished, by node, kind and PCI address (the devices
+    ``/v2/hardware?state=all`` lists, chosen by the same statement)."""
+    columns = _line_columns(session.get_bind().dialect.name)
+    # On the bare connection: plain rows, without the ORM's bookkeeping per row.
+    rows = session.connection().execute(hardware_statement(columns, "all", kind, node, uuid))
     bound = _bound_instances(session, caller)
-    lines = []
-    for device, agent_state in rows:
-        body = hardware_body(device, agent_state)
-        lines.append(
-            DeviceLine(
-                uuid=device.uuid,
-                node=device.hostname,
-                kind=device.type,
-                model=_model_name(device, body),
-                pci_address=device.pci_address,
-                admin_state=device.status,
-                present=device.present,
-                setup_pending=device.setup_required or device.reboot_required,
-                health=health_of(body),
-                instances=tuple(bound.get(device.id, ())),
-                first_seen=timestamp(device.created_at),
-                vanished_at=timestamp(device.vanished_at),
-                hardware=body,
-            )
+    return [
+        DeviceLine(
+            uuid=row.uuid,
+            node=row.hostname,
+            kind=row.type,
+            # The driver's or the PCI database's name; Cyborg's model is the product id.
+            model=row.gpu_name or row.product_name or row.model,
+            pci_address=row.pci_address,
+            admin_state=row.status,
+            present=row.present,
+            setup_pending=row.setup_required or row.reboot_required,
+            health=health_of(row.health),
+            instances=tuple(bound.get(row.id, ())),
+            first_seen=timestamp(row.created_at),
+            vanished_at=timestamp(row.vanished_at),
         )
-    return lines
+        for row in rows
+    ]
 
 
-def node_lines(agents: Sequence[Agent], devices: Sequence[DeviceLine]) -> list[NodeLine]:
+def device_report(session: Session, uuid: str) -> dict[str, Any] | None:
+    """A device's whole report, as ``/v2/hardware`` shows it (its page's facts)."""
+    found = hardware_rows(session, "all", uuid=uuid)
+    return hardware_body(*found[0]) if found else None
+
+
+def node_counts(session: Session, caller: RequestContext) -> dict[str, Counter[Condition]]:
+    """How many devices of each node are in each Condition, counted in SQL: the
+    roll-up of a large fleet never loads its devices one by one."""
+    _, health = _stored_health(session.get_bind().dialect.name)
+    bound = _bound(caller).with_only_columns(Deployable.device_id).order_by(None)
+    per_device = select(
+        Device.hostname.label("node"),
+        Device.present.label("present"),
+        health.label("health"),
+        or_(Device.setup_required, Device.reboot_required).label("setup"),
+        Device.id.in_(bound).label("in_use"),
+    ).subquery()
+    keys = [per_device.c[name] for name in ("node", "present", "health", "setup", "in_use")]
+    statement = select(*keys, func.count().label("devices")).group_by(*keys)
+    counts: dict[str, Counter[Condition]] = {}
+    rows = session.connection().execute(statement, {"project": caller.identity.project_id})
+    for row in rows:
+        condition = condition_of(bool(row.present), row.health, bool(row.setup), bool(row.in_use))
+        counts.setdefault(row.node, Counter())[condition] += row.devices
+    return counts
+
+
+def node_lines(agents: Sequence[Agent], counts: Mapping[str, Counter[Condition]]) -> list[NodeLine]:
     """One line per node: its agent and how many of its devices are in each condition."""
     nodes = {
         agent.name: NodeLine(agent.name, agent.state, timestamp(agent.last_seen))
         for agent in agents
     }
-    for device in devices:
-        line = nodes.setdefault(device.node, NodeLine(device.node, None, None))
-        line.counts[device.condition] += 1
+    for node, found in counts.items():
+        nodes.setdefault(node, NodeLine(node, None, None)).counts.update(found)
     return sorted(nodes.values(), key=lambda line: line.name)
 
 
@@ -179,9 +254,9 @@ class Fleet:
 
 
 def fleet(session: Session, caller: RequestContext) -> Fleet:
-    devices = device_lines(session, caller)
-    nodes = node_lines(agent_rows(session), devices)
-    totals: Counter[Condition] = Counter(device.condition for device in devices)
+    counts = node_counts(session, caller)
+    nodes = node_lines(agent_rows(session), counts)
+    totals: Counter[Condition] = sum(counts.values(), Counter())
     return Fleet(nodes, totals, len(alarm_rows(session, "active")))
 
 

@@ -42,6 +42,9 @@ from accel.web.queries import only_params
 
 HERE = Path(__file__).parent
 REFRESH_SECONDS = 5
+# The device table shows this many rows at most, and says how many more match: a
+# table of 10,000 rows takes a browser seconds to lay out, and nobody reads it.
+ROWS_SHOWN = 500
 PART_HEADER = "accel-ui-part"
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -149,7 +152,7 @@ async def load_devices(request: Request, caller: RequestContext) -> dict[str, An
 
     def query(session: Session) -> tuple[list[model.DeviceLine], list[str]]:
         lines = model.device_lines(session, caller, node=node, kind=kind)
-        nodes = [line.name for line in model.node_lines(agent_rows(session), [])]
+        nodes = [line.name for line in model.node_lines(agent_rows(session), {})]
         return lines, nodes
 
     lines, nodes = await reader(request).run(query)
@@ -160,7 +163,8 @@ async def load_devices(request: Request, caller: RequestContext) -> dict[str, An
         and (health is None or line.health.state == health)
     ]
     return {
-        "devices": shown,
+        "devices": shown[:ROWS_SHOWN],
+        "matched": len(shown),
         "nodes": nodes,
         "kinds": KINDS,
         "conditions": CONDITIONS,
@@ -195,13 +199,15 @@ async def load_device(request: Request, caller: RequestContext) -> dict[str, Any
 
     def query(session: Session) -> dict[str, Any]:
         lines = model.device_lines(session, caller, uuid=uuid)
-        if not lines:
+        report = model.device_report(session, uuid)
+        if not lines or report is None:
             raise NotFound(f"Device not found with uuid={uuid}")
         alarms = alarm_rows(session, "all", subject=uuid)
         operations = operation_rows(session, {"device_uuid": uuid}) if may_see_operations else []
         arqs = model.device_arqs(session, caller, uuid) if may_see_arqs else []
         return {
             "device": lines[0],
+            "hardware": report,
             "history": _history(lines[0], alarms, operations),
             "arqs": arqs,
             "may_see_arqs": may_see_arqs,
