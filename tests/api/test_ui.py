@@ -88,7 +88,9 @@ def test_every_page_is_sent_with_a_strict_csp_and_nothing_inline(
 
 
 def test_the_page_behind_the_catalog_prefix_links_under_it(client: TestClient) -> None:
-    text = client.get("/accelerator/ui/devices", headers=ADMIN).text
+    text = client.get("/accelerator/ui/devices?kind=GPU", headers=ADMIN).text
+    assert 'hx-get="/accelerator/ui/devices?kind=GPU"' in text
+    assert 'data-here="/accelerator/ui/devices?kind=GPU"' in text
     assert 'src="/accelerator/ui/static/htmx-2.0.11.min.js"' in text
     assert 'href="/accelerator/ui/devices/' in text
 

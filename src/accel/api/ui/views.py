@@ -85,13 +85,14 @@ def _caller(request: Request) -> RequestContext | None:
 
 def _page(request: Request, view: View, status: int, **context: Any) -> Response:
     partial = request.headers.get(PART_HEADER) == "content"
-    root = request.scope.get("root_path", "") + "/ui"
+    prefix: str = request.scope.get("root_path", "")
     query = request.url.query
     body = templates.get_template(view.template).render(
         partial=partial,
         view=view.name,
-        ui=root,
-        here=request.url.path + (f"?{query}" if query else ""),
+        ui=prefix + "/ui",
+        # What the page refreshes from: under the catalog's prefix too.
+        here=prefix + request.scope["path"] + (f"?{query}" if query else ""),
         refresh=REFRESH_SECONDS,
         signed_in=status != 401,
         **context,
