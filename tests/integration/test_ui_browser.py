@@ -179,6 +179,10 @@ def test_a_token_protected_api_refuses_the_page_without_a_token(stack: Stack, ta
     # Navigation carries the token too (the page's links are htmx requests).
     page.click("nav a[href$='/ui/devices']")
     expect(page.locator("#devices tbody tr[data-uuid]").first).to_be_visible()
+    # Signing out forgets the token: the page asks for one again.
+    page.click("#sign-out")
+    expect(page.locator("#token-form")).to_be_visible()
+    expect(page.locator("#devices")).to_have_count(0)
 
 
 def test_a_reader_sees_what_the_policy_lets_a_reader_see(stack: Stack, browser: Browser) -> None:

@@ -88,10 +88,19 @@
     }
   });
 
+  // The sign-out button shows while a token is kept (a navigation redraws the body).
+  function showSignOut() {
+    var out = byId("sign-out");
+    if (out) {
+      out.hidden = !token();
+    }
+  }
+
   document.addEventListener("htmx:afterSettle", function (event) {
     if (event.detail.target === document.body) {
       document.body.dataset.signedIn = "yes";
     }
+    showSignOut();
   });
 
   document.addEventListener("change", function (event) {
@@ -125,9 +134,6 @@
     if (document.body.dataset.signedIn === "no" && token()) {
       loadWithToken();
     }
-    var out = byId("sign-out");
-    if (out && token()) {
-      out.hidden = false;
-    }
+    showSignOut();
   });
 })();
