@@ -38,13 +38,14 @@ unit: install
 
 # What the tests need besides .venv: a PostgreSQL server (the tests start a throwaway
 # one), the PCI id database (names for discovery), promtool (checks
-# deploy/prometheus/'s alert rules and the dashboard's queries), and OpenStack
-# Placement, Keystone and Nova 34's code in venvs of their own under ~/.cache/accel.
-# Installed where missing.
+# deploy/prometheus/'s alert rules and the dashboard's queries), Chromium (the fleet
+# page's browser tests, driven by Playwright), and OpenStack Placement, Keystone and
+# Nova 34's code in venvs of their own under ~/.cache/accel. Installed where missing.
 system-packages:
 	./scripts/ensure-postgres
 	./scripts/ensure-pci-ids
 	./scripts/ensure-prometheus
+	./scripts/ensure-chromium
 	./scripts/ensure-placement
 	./scripts/ensure-keystone
 	./scripts/ensure-nova-client

@@ -1,7 +1,8 @@
 """accel's benchmarks, measured here and appended to a file: discovery, the public API
 beside a minimal ASGI app on the same stack (bench.api), a conductor's CPU for a round
-of heartbeats (bench.heartbeats), and fleet convergence and resync with ``accel sim``
-on SQLite and PostgreSQL (bench.fleet).
+of heartbeats (bench.heartbeats), fleet convergence and resync with ``accel sim``
+on SQLite and PostgreSQL (bench.fleet), and the fleet page's first load in Chromium
+(bench.ui).
 
     python -m bench.run [--append docs/benchmarks] [--fleet 100,1000,5000]
 
@@ -33,6 +34,7 @@ from bench.api import bench_api
 from bench.fleet import RELEASE_RATE, bench_fleet
 from bench.heartbeats import bench_heartbeats
 from bench.memory import bench_memory
+from bench.ui import bench_ui
 from tests.postgres import server_binaries, throwaway_postgres
 
 NICS = 100
@@ -141,7 +143,10 @@ def main() -> int:
         "--heartbeat-nodes", type=int, default=5000, help="Agents in the heartbeat rounds."
     )
     parser.add_argument(
-        "--only", choices=["discovery", "memory", "api", "heartbeats", "fleet"], default=None
+        "--only", choices=["discovery", "memory", "api", "heartbeats", "fleet", "ui"], default=None
+    )
+    parser.add_argument(
+        "--ui-nodes", type=int, default=1000, help="Nodes of 10 devices for the fleet page."
     )
     args = parser.parse_args()
     started = dt.datetime.now(dt.UTC)
@@ -163,6 +168,8 @@ def main() -> int:
         if args.only in (None, "fleet"):
             sizes = [int(n) for n in args.fleet.split(",") if n]
             rows += bench_fleets(workdir, sizes, not args.no_postgres, args.release_rate)
+        if args.only in (None, "ui"):
+            rows += bench_ui(args.ui_nodes)
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, {platform.platform()}"

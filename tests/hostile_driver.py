@@ -49,6 +49,7 @@ def made_up_report(
     mdev_instances: int = 0,
     same_address: bool = False,
     capability_depth: int = 0,
+    product_name: str | None = None,
 ) -> bytes:
     capability = nested(capability_depth) if capability_depth else {}
     hardware: list[dict[str, Any]] = [
@@ -69,7 +70,7 @@ def made_up_report(
                 "vendor_id": vendor_id,
                 "product_id": "2331",
                 "class_code": "030200",
-                "product_name": "p" * name_length,
+                "product_name": product_name or "p" * name_length,
             },
         }
         for index in range(entries)
@@ -94,6 +95,8 @@ def main() -> None:
     # A report a test rewrites while the stack runs (health that changes), read anew
     # for every answer instead of a made-up one.
     parser.add_argument("--report-file", default=None)
+    # Any text, markup included: a name is input from the fleet.
+    parser.add_argument("--product-name")
     args = parser.parse_args()
     token = os.environ["ACCEL_INTERNAL_TOKEN"]
     body = made_up_report(
@@ -104,6 +107,7 @@ def main() -> None:
         args.mdev_instances,
         args.same_address,
         args.capability_depth,
+        args.product_name,
     )
     sock = bind("127.0.0.1:0")
     endpoint = endpoint_of(sock)

@@ -206,13 +206,9 @@ class Cluster:
     def api(self, database: str, **settings: Setting) -> Service:
         """An api, under noauth unless ``settings`` say otherwise."""
         sock = bound_socket()
-        argv = accel_argv(
-            fleet_daemons.api,
-            database=database,
-            listen_fd=sock.fileno(),
-            **self._tls_settings(),
-            **{"auth": "noauth", **settings},
-        )
+        # noauth unless ``settings`` names another --auth.
+        chosen: dict[str, Setting] = {"auth": "noauth", **self._tls_settings(), **settings}
+        argv = accel_argv(fleet_daemons.api, database=database, listen_fd=sock.fileno(), **chosen)
         return self._ready(self.spawn("api", argv, sock, url_of(sock)))
 
     def agent(

@@ -157,6 +157,11 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("GET", "/v2/agents", None, (*ADMIN_ONLY, 200)),
     ("GET", "/v2/alarms", None, (*ADMIN_ONLY, 200)),
     ("GET", "/v2/placement/status", None, (*ADMIN_ONLY, 200)),
+    # The fleet page: without a token, its frame and a token form (401), no data.
+    ("GET", "/ui/", None, (*ADMIN_ONLY, 200)),
+    ("GET", "/ui/devices", None, (*ADMIN_ONLY, 200)),
+    ("GET", "/ui/devices/{device}", None, (*ADMIN_ONLY, 200)),
+    ("GET", "/ui/alarms", None, (*ADMIN_ONLY, 200)),
 ]
 
 

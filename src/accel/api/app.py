@@ -31,6 +31,7 @@ from accel.api import (
     hardware_health,
     operations,
     placement,
+    ui,
 )
 from accel.api.auth import Authentication, AuthMode, Identity, Resolver, tokens_resolver
 from accel.api.cache import GenerationWatch, ResponseCache
@@ -127,6 +128,7 @@ ROUTES: list[BaseRoute] = [
     *hardware_health.routes,
     *operations.routes,
     *placement.routes,
+    *ui.routes,
 ]
 
 

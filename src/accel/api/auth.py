@@ -51,6 +51,11 @@ PUBLIC_PATHS = frozenset(
     }
 )
 
+# The fleet page (accel.api.ui): a browser's navigation carries no token, so a request
+# here without one goes on without a caller; the page then answers 401 with its frame
+# and a token form, no data, and its script and style files are public.
+PAGE_PREFIX = "/ui"
+
 
 class Identity(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -163,6 +168,11 @@ class Authentication:
         if self.resolve is None:
             context: RequestContext | None = DEVELOPER_CONTEXT
         else:
+            token = Headers(scope=scope).get("x-auth-token")
+            path: str = scope["path"]
+            if not token and (path == PAGE_PREFIX or path.startswith(PAGE_PREFIX + "/")):
+                await self.app(scope, receive, send)
+                return
             try:
                 context = await self._context(Headers(scope=scope))
             except AccelError as exc:

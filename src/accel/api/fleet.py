@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,14 +29,16 @@ def _choice(params: dict[str, str], name: str, choices: tuple[str, ...], default
     return value
 
 
+def agent_rows(session: Session) -> list[Agent]:
+    """Every agent, by name (``/v2/agents`` and the fleet page)."""
+    return list(session.scalars(select(Agent).order_by(Agent.name)))
+
+
 async def list_agents(request: Request) -> Response:
     authorize(request, "accel:fleet:get")
     only_params(request, ())
 
-    def query(session: Session) -> list[Agent]:
-        return list(session.scalars(select(Agent).order_by(Agent.name)))
-
-    agents = await reader(request).run(query)
+    agents = await reader(request).run(agent_rows)
     return JSONResponse(
         {
             "agents": [
@@ -92,18 +94,22 @@ async def list_conductors(request: Request) -> Response:
     return JSONResponse({"conductors": await reader(request).run(query)})
 
 
+def alarm_rows(session: Session, state: str, subject: str | None = None) -> list[Alarm]:
+    """The alarms in ``state`` (or ``all``), oldest first, of ``subject`` if given."""
+    statement = select(Alarm).order_by(Alarm.raised_at, Alarm.id)
+    if state != "all":
+        statement = statement.where(Alarm.state == state)
+    if subject is not None:
+        statement = statement.where(Alarm.subject == subject)
+    return list(session.scalars(statement))
+
+
 async def list_alarms(request: Request) -> Response:
     authorize(request, "accel:fleet:get")
     params = only_params(request, ("state",))
     state = _choice(params, "state", (*AlarmState, "all"), AlarmState.ACTIVE)
 
-    def query(session: Session) -> list[Alarm]:
-        statement = select(Alarm).order_by(Alarm.raised_at, Alarm.id)
-        if state != "all":
-            statement = statement.where(Alarm.state == state)
-        return list(session.scalars(statement))
-
-    alarms = await reader(request).run(query)
+    alarms = await reader(request).run(lambda session: alarm_rows(session, state))
     return JSONResponse(
         {
             "alarms": [
@@ -137,27 +143,52 @@ def hardware_body(device: Device, agent_state: AgentState) -> dict[str, Any]:
     }
 
 
+def hardware_statement(
+    columns: tuple[Any, ...],
+    state: str,
+    kind: str | None = None,
+    node: str | None = None,
+    uuid: str | None = None,
+) -> Select[Any]:
+    """``columns`` of hardware ``present``, ``vanished`` or ``all`` (joined with its
+    agent), by node, kind and PCI address: ``/v2/hardware`` and the fleet page."""
+    statement = (
+        select(*columns)
+        .join_from(Device, Agent, Device.agent_id == Agent.id)
+        .order_by(Device.hostname, Device.type, Device.pci_address, Device.id)
+    )
+    if state != "all":
+        statement = statement.where(Device.present.is_(state == "present"))
+    if kind is not None:
+        statement = statement.where(Device.type == kind.upper())
+    if node is not None:
+        statement = statement.where(Device.hostname == node)
+    if uuid is not None:
+        statement = statement.where(Device.uuid == uuid)
+    return statement
+
+
+def hardware_rows(
+    session: Session,
+    state: str,
+    kind: str | None = None,
+    node: str | None = None,
+    uuid: str | None = None,
+) -> list[tuple[Device, AgentState]]:
+    """Each device chosen as ``hardware_statement`` chooses, with its agent's state."""
+    statement = hardware_statement((Device, Agent.state), state, kind, node, uuid)
+    return [(device, agent_state) for device, agent_state in session.execute(statement)]
+
+
 async def list_hardware(request: Request) -> Response:
     """Every device any driver reported, ready or not, present or (on request) vanished."""
     authorize(request, "accel:fleet:get")
     params = only_params(request, ("state", "type", "node"))
     state = _choice(params, "state", ("present", "vanished", "all"), "present")
 
-    def query(session: Session) -> list[tuple[Device, AgentState]]:
-        statement = (
-            select(Device, Agent.state)
-            .join(Agent)
-            .order_by(Device.hostname, Device.type, Device.pci_address, Device.id)
-        )
-        if state != "all":
-            statement = statement.where(Device.present.is_(state == "present"))
-        if "type" in params:
-            statement = statement.where(Device.type == params["type"].upper())
-        if "node" in params:
-            statement = statement.where(Device.hostname == params["node"])
-        return [(device, agent_state) for device, agent_state in session.execute(statement)]
-
-    rows = await reader(request).run(query)
+    rows = await reader(request).run(
+        lambda session: hardware_rows(session, state, params.get("type"), params.get("node"))
+    )
     return JSONResponse({"hardware": [hardware_body(d, s) for d, s in rows]})
 
 

@@ -166,6 +166,20 @@ def _bitstream_from_patch(patch: object) -> str:
     return image
 
 
+def operation_rows(session: Session, params: dict[str, str]) -> list[OperationView]:
+    """The newest operations first, chosen by ``state``, ``device_uuid`` and
+    ``hostname`` (``/v2/operations`` and the fleet page's device history)."""
+    chosen: Select[Operation] = select(Operation)
+    if "state" in params:
+        chosen = chosen.where(Operation.state == params["state"])
+    if "device_uuid" in params:
+        chosen = chosen.where(Operation.device_uuid == params["device_uuid"])
+    if "hostname" in params:
+        chosen = chosen.where(Operation.agent_name == params["hostname"])
+    rows = session.scalars(chosen.order_by(Operation.id.desc()).limit(LIST_LIMIT))
+    return [operation_view(row) for row in rows]
+
+
 async def list_operations(request: Request) -> Response:
     authorize(request, "accel:operation:get")
     params = only_params(request, ("state", "device_uuid", "hostname"))
@@ -174,18 +188,7 @@ async def list_operations(request: Request) -> Response:
     if "device_uuid" in params:
         params["device_uuid"] = valid_uuid(params["device_uuid"], "device_uuid")
 
-    def query(session: Session) -> list[OperationView]:
-        chosen: Select[Operation] = select(Operation)
-        if "state" in params:
-            chosen = chosen.where(Operation.state == params["state"])
-        if "device_uuid" in params:
-            chosen = chosen.where(Operation.device_uuid == params["device_uuid"])
-        if "hostname" in params:
-            chosen = chosen.where(Operation.agent_name == params["hostname"])
-        rows = session.scalars(chosen.order_by(Operation.id.desc()).limit(LIST_LIMIT))
-        return [operation_view(row) for row in rows]
-
-    views = await reader(request).run(query)
+    views = await reader(request).run(lambda session: operation_rows(session, params))
     return JSONResponse({"operations": [operation_body(view) for view in views]})
 
 

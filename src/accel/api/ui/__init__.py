@@ -1,0 +1,23 @@
+"""The operator's fleet page at ``GET /ui/`` on the api's port (DESIGN "The fleet page").
+
+Server-rendered (Jinja2 templates in ``templates/``) with htmx, vendored in
+``static/`` with its version and licence; no front-end build. The views
+(accel.api.ui.views) are routes of the api's one route table (accel.api.app.ROUTES)
+under the API's authentication and policy; their data comes from the API's own
+queries (accel.api.ui.model).
+"""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from accel.api.ui.views import HERE, VIEWS, handler
+
+routes: list[BaseRoute] = [
+    Route("/ui", handler(VIEWS["fleet"]), methods=["GET"]),
+    Route("/ui/devices", handler(VIEWS["devices"]), methods=["GET"]),
+    Route("/ui/devices/{uuid}", handler(VIEWS["device"]), methods=["GET"]),
+    Route("/ui/alarms", handler(VIEWS["alarms"]), methods=["GET"]),
+    Mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static"),
+]
