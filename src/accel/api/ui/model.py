@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import JSON, Select, cast, func, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
@@ -29,9 +28,9 @@ from accel.api.fleet import (
     hardware_rows,
     hardware_statement,
 )
+from accel.conductor.health import HEALTH_COLUMNS, HealthRow, failure_reason
 from accel.db.models import AcceleratorRequest, Agent, Alarm, Deployable, Device
-from accel.internal.health_schemas import DeviceHealth
-from accel.states import AgentState, ArqState, CheckSeverity, HealthState
+from accel.states import AgentState, ArqState, HealthState
 
 
 class Condition(StrEnum):
@@ -55,22 +54,14 @@ class Health:
 NO_HEALTH = Health(HealthState.UNKNOWN, "no health reported", None)
 
 
-def health_of(reported: object) -> Health:
-    """A device's health as the page shows it, from the DESIGN's ``health`` object as
-    stored for the device (None while it has none): the one place the page reads
-    health, ``unknown`` until there is some."""
-    if reported is None:
+def health_of(device: HealthRow) -> Health:
+    """A device's health as the page shows it, from its stored health (the one place
+    the page reads health): ``unknown`` until its driver reported some."""
+    if device.health_state is None:
         return NO_HEALTH
-    try:
-        health = DeviceHealth.model_validate(reported)
-    except ValidationError:
-        return Health(HealthState.UNKNOWN, "health unreadable", None)
-    why = "; ".join(
-        f"{check.check}: {check.value}"
-        for check in health.checks
-        if check.severity != CheckSeverity.OK
-    )
-    return Health(health.state, why, timestamp(health.since))
+    state = HealthState(device.health_state)
+    why = failure_reason(device) if state in (HealthState.FAILED, HealthState.DEGRADED) else ""
+    return Health(state, why, timestamp(device.health_since))
 
 
 @dataclass(frozen=True)
@@ -125,16 +116,8 @@ def _report(dialect: str) -> Any:
     return type_coerce(Device.hardware, JSON)
 
 
-def _stored_health(dialect: str) -> tuple[Any, Any]:
-    """Where the page reads a device's stored health, in SQL: the DESIGN's ``health``
-    object, and its state (the report's ``health`` field, null while it has none)."""
-    report = _report(dialect)
-    return report["health"], report[("health", "state")].as_string()
-
-
 def _line_columns(dialect: str) -> tuple[Any, ...]:
     report = _report(dialect)
-    health, _ = _stored_health(dialect)
     return (
         Device.id,
         Device.uuid,
@@ -150,7 +133,7 @@ def _line_columns(dialect: str) -> tuple[Any, ...]:
         Device.vanished_at,
         report[("gpu", "name")].as_string().label("gpu_name"),
         report[("pci", "product_name")].as_string().label("product_name"),
-        health.label("health"),
+        *HEALTH_COLUMNS,
     )
 
 
@@ -198,7 +181,7 @@ def device_lines(
             admin_state=row.status,
             present=row.present,
             setup_pending=row.setup_required or row.reboot_required,
-            health=health_of(row.health),
+            health=health_of(row),
             instances=tuple(bound.get(row.id, ())),
             first_seen=timestamp(row.created_at),
             vanished_at=timestamp(row.vanished_at),
@@ -216,12 +199,11 @@ def device_report(session: Session, uuid: str) -> dict[str, Any] | None:
 def node_counts(session: Session, caller: RequestContext) -> dict[str, Counter[Condition]]:
     """How many devices of each node are in each Condition, counted in SQL: the
     roll-up of a large fleet never loads its devices one by one."""
-    _, health = _stored_health(session.get_bind().dialect.name)
     bound = _bound(caller).with_only_columns(Deployable.device_id).order_by(None)
     per_device = select(
         Device.hostname.label("node"),
         Device.present.label("present"),
-        health.label("health"),
+        Device.health_state.label("health"),
         or_(Device.setup_required, Device.reboot_required).label("setup"),
         Device.id.in_(bound).label("in_use"),
     ).subquery()
