@@ -426,3 +426,22 @@ def test_a_placement_answering_garbage_leaves_the_node_pending(
     row = node_row(sessions, node)
     assert row.pending and row.last_error and "not the answer Placement gives" in row.last_error
     assert active(sessions, AlarmKind.PLACEMENT_ROOT_MISSING) == []
+
+
+def test_a_node_nova_knows_by_another_name_is_reported_under_that_root(
+    sessions: sessionmaker[Session],
+    placement: ThrowawayPlacement,
+    gpu_server: FakeSysfs,
+    node: str,
+) -> None:
+    """The agent's --resource-provider-name reaches the conductor with its report;
+    the children keep Cyborg's names, after the node's own name."""
+    fqdn = f"{node}.example.org"
+    root = make_root(placement, fqdn)
+    found = hardware(gpu_server, node, (Kind.FPGA,)).model_copy(
+        update={"resource_provider_name": fqdn}
+    )
+    store(sessions, node, found)
+    run_round(loop_for(sessions, placement))
+    assert list(children(placement, root)) == [f"{node}_0000:86:00.0"]
+    assert active(sessions, AlarmKind.PLACEMENT_ROOT_MISSING) == []

@@ -31,8 +31,15 @@ DriverAnswer = tuple[list[HardwareEntry], str | None]  # its entries, or why non
 
 
 class NodeDiscovery:
-    def __init__(self, drivers: DriverRegistry, client: InternalClient, timeout: float) -> None:
+    def __init__(
+        self,
+        drivers: DriverRegistry,
+        client: InternalClient,
+        timeout: float,
+        resource_provider_name: str | None = None,
+    ) -> None:
         self.drivers = drivers
+        self.resource_provider_name = resource_provider_name
         self.state: DiscoveryState[HardwareList] = DiscoveryState(
             HardwareList(hardware=[], drivers=[])
         )
@@ -74,7 +81,11 @@ class NodeDiscovery:
                     error=error,
                 )
             )
-        return HardwareList(hardware=hardware, drivers=outcomes)
+        return HardwareList(
+            hardware=hardware,
+            drivers=outcomes,
+            resource_provider_name=self.resource_provider_name,
+        )
 
     async def _discover_one(self, driver: RegisteredDriver) -> DriverAnswer:
         timeout = self._timeout

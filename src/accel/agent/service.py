@@ -49,6 +49,8 @@ class AgentSettings:
     driver_timeout: float = DRIVER_TIMEOUT
     allowed_driver_networks: tuple[Network, ...] = ()
     tls: TlsFiles | None = None
+    # Placement's name for this node's compute-node provider; None: the node's name.
+    resource_provider_name: str | None = None
 
 
 class AgentService:
@@ -59,7 +61,9 @@ class AgentService:
         self.settings = settings
         self.client = _client(settings)  # to the drivers
         self.drivers = DriverRegistry(lambda: self.client)
-        self.discovery = NodeDiscovery(self.drivers, self.client, settings.driver_timeout)
+        self.discovery = NodeDiscovery(
+            self.drivers, self.client, settings.driver_timeout, settings.resource_provider_name
+        )
         self.heartbeat = ConductorHeartbeat(
             name=settings.name,
             endpoint=settings.endpoint,

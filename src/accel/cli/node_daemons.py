@@ -201,6 +201,13 @@ def driver(
 )
 @option("--listen", default="0.0.0.0:6671", metavar="HOST:PORT")
 @option("--name", default=None, help="This node's name (default: the hostname).")
+@option(
+    "--resource-provider-name",
+    default=None,
+    metavar="NAME",
+    help="The name Nova's compute node has in Placement, where it is not --name (often "
+    "the node's FQDN): the root of the node's accelerators there.",
+)
 @heartbeat_interval_option
 @driver_timeout_option
 @option(
@@ -228,6 +235,7 @@ def agent(
     conductor: str,
     listen: str,
     name: str | None,
+    resource_provider_name: str | None,
     heartbeat_interval: float,
     driver_timeout: float,
     drivers: tuple[Kind, ...],
@@ -271,6 +279,7 @@ def agent(
             driver_timeout=driver_timeout,
             allowed_driver_networks=allowed,
             tls=tls,
+            resource_provider_name=resource_provider_name or None,
         )
     )
     beside = builtin_drivers(drivers, sysfs_root, sock, node, settings_token, versions, tls)

@@ -168,6 +168,8 @@ def store_inventories(
                 reported = _reported(agent, sync.report)
                 vouched = vouched_kinds(sync.report)
                 _bookkeep(agent, sync)
+                # Placement's root for the node: the agent's word, else its name.
+                agent.resource_provider_name = sync.report.resource_provider_name
                 for uuid in clashes.refuse(agent.name, new_uuids(stored[agent.id], reported)):
                     del reported[uuid]
                 # A partial report is never matched by ETag: its next sync is in full.

@@ -346,6 +346,10 @@ class DriverOutcome(LenientBody):
 
 class HardwareList(LenientBody):
     hardware: list[HardwareEntry] = Field(max_length=MAX_ENTRIES_PER_NODE)
+    # The name of the node's compute-node provider in Placement, where it is not the
+    # node's own (Nova often knows a node by its FQDN); an agent's answer only. A
+    # conductor that does not know the field ignores it, as it ignores any.
+    resource_provider_name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     generation: int | None = None
     drivers: list[DriverOutcome] | None = Field(default=None, max_length=len(Kind))
 
