@@ -48,6 +48,34 @@ def test_a_narrowed_link_reaches_the_agent_under_the_configured_policy(
     assert after != before
 
 
+def test_the_agents_built_in_drivers_take_its_health_flags(
+    cluster: Cluster, gpu_server: FakeSysfs
+) -> None:
+    """The default layout (accel up) serves the drivers inside the agent: the agent's
+    own health flags reach them."""
+    for address in ("0000:17:00.0", "0000:31:00.0", "0000:b1:00.0", "0000:ca:00.0"):
+        healthy(gpu_server, address, 0x10DE)
+    agent = cluster.agent(
+        ["http://127.0.0.1:9"],
+        "node1",
+        drivers="GPU",
+        sysfs_root=gpu_server.root,
+        health_interval=0.1,
+        health_policy=("link_width=fail",),
+        **FAST_AGENT,
+    )
+
+    def gpu_state() -> str | None:
+        with internal_client("1.6") as client:
+            answer = client.post(f"{agent.url}/v1/discovery?wait=10")
+        entries = {e["pci"]["address"]: e for e in answer.json()["hardware"]}
+        return entries[GPU]["health"]["state"] if GPU in entries else None
+
+    wait_until(lambda: gpu_state() == "ok" or None, "the GPU to be ok", on_timeout=cluster.logs)
+    set_link(gpu_server, GPU, 4)
+    wait_until(lambda: gpu_state() == "failed" or None, "the GPU to fail", on_timeout=cluster.logs)
+
+
 def test_the_config_files_health_policy_is_checked_at_start(tmp_path: Path) -> None:
     config = tmp_path / "accel.toml"
     config.write_text('[driver]\nhealth-policy = ["link_width=fail", "aer_fatl=latch"]\n')

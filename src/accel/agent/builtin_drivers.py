@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from accel.driver.discovery import Discoverer
+from accel.driver.health.monitor import HEALTH_INTERVAL
+from accel.driver.health.policy import HealthPolicy
 from accel.driver.nvml import nvml_for
 from accel.driver.service import DriverService, DriverSettings
 from accel.internal.schemas import Kind
@@ -68,6 +70,8 @@ def builtin_drivers(
     versions: VersionRange,
     tls: TlsFiles | None = None,
     hello_interval: float = BUILTIN_HELLO_INTERVAL,
+    health_interval: float | None = HEALTH_INTERVAL,
+    health_policy: HealthPolicy | None = None,
 ) -> list[Served]:
     """One driver per kind, each bound now to a free port on the agent's host (loopback
     where the agent listens on every address), to serve beside the agent."""
@@ -86,6 +90,8 @@ def builtin_drivers(
                 node=node,
                 hello_interval=hello_interval,
                 tls=tls,
+                health_interval=health_interval,
+                health_policy=health_policy or HealthPolicy(),
             )
         )
         drivers.append(Served(f"the built-in {kind.value} driver", service.app(), sock, tls))

@@ -230,6 +230,7 @@ def driver(
     metavar="CIDR[,CIDR...]",
     help="Networks drivers may announce besides their own address.",
 )
+@health_options
 @internal_options
 def agent(
     conductor: str,
@@ -241,6 +242,13 @@ def agent(
     drivers: tuple[Kind, ...],
     sysfs_root: Path,
     allowed_driver_networks: str | None,
+    health_interval: float,
+    health_policy: tuple[str, ...],
+    health_ignore_xids: str,
+    health_recover_polls: int,
+    health_correctable_limit: int,
+    health_flap_count: int,
+    health_flap_window: float,
     listen_fd: int | None,
     advertise: str | None,
     internal_token_file: Path | None,
@@ -282,7 +290,24 @@ def agent(
             resource_provider_name=resource_provider_name or None,
         )
     )
-    beside = builtin_drivers(drivers, sysfs_root, sock, node, settings_token, versions, tls)
+    beside = builtin_drivers(
+        drivers,
+        sysfs_root,
+        sock,
+        node,
+        settings_token,
+        versions,
+        tls,
+        health_interval=health_interval,
+        health_policy=health_settings(
+            health_policy,
+            health_ignore_xids,
+            health_recover_polls,
+            health_correctable_limit,
+            health_flap_count,
+            health_flap_window,
+        ),
+    )
     log.info(
         "agent %s listening on %s%s",
         service.settings.name,
