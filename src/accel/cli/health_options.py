@@ -4,8 +4,9 @@ is a list of ``"CHECK=ACTION"`` strings)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -18,6 +19,21 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 def health_options(command: Command) -> Command:
+    """The health flags on ``command``, which takes ``health_interval`` and the policy
+    they make as one ``health_policy`` (a HealthPolicy)."""
+
+    @functools.wraps(command)
+    def with_policy(*args: Any, **flags: Any) -> Any:
+        flags["health_policy"] = health_settings(
+            flags.pop("health_policy"),
+            flags.pop("health_ignore_xids"),
+            flags.pop("health_recover_polls"),
+            flags.pop("health_correctable_limit"),
+            flags.pop("health_flap_count"),
+            flags.pop("health_flap_window"),
+        )
+        return command(*args, **flags)
+
     decorators = [
         option(
             "--health-interval",
@@ -66,9 +82,10 @@ def health_options(command: Command) -> Command:
             help="Seconds over which entries into failed are counted as flapping.",
         ),
     ]
+    decorated: Any = with_policy
     for decorate in reversed(decorators):
-        command = decorate(command)
-    return command
+        decorated = decorate(decorated)
+    return cast(Command, decorated)
 
 
 def health_settings(

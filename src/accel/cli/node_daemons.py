@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from accel.cli.health_options import health_options, health_settings
+from accel.cli.health_options import health_options
 from accel.cli.options import (
     device_filter,
     device_filter_options,
@@ -27,6 +28,9 @@ from accel.cli.options import (
 from accel.internal.endpoints import check_node_name
 from accel.internal.schemas import Kind
 from accel.sockets import endpoint_of
+
+if TYPE_CHECKING:
+    from accel.driver.health.policy import HealthPolicy
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +123,7 @@ def driver(
     bitstream_dir: Path | None,
     setup_timeout: float,
     health_interval: float,
-    health_policy: tuple[str, ...],
-    health_ignore_xids: str,
-    health_recover_polls: int,
-    health_correctable_limit: int,
-    health_flap_count: int,
-    health_flap_window: float,
+    health_policy: HealthPolicy,
     listen_fd: int | None,
     advertise: str | None,
     internal_token_file: Path | None,
@@ -169,14 +168,7 @@ def driver(
                 timeout=setup_timeout,
             ),
             health_interval=health_interval,
-            health_policy=health_settings(
-                health_policy,
-                health_ignore_xids,
-                health_recover_polls,
-                health_correctable_limit,
-                health_flap_count,
-                health_flap_window,
-            ),
+            health_policy=health_policy,
         )
     )
     log.info(
@@ -243,12 +235,7 @@ def agent(
     sysfs_root: Path,
     allowed_driver_networks: str | None,
     health_interval: float,
-    health_policy: tuple[str, ...],
-    health_ignore_xids: str,
-    health_recover_polls: int,
-    health_correctable_limit: int,
-    health_flap_count: int,
-    health_flap_window: float,
+    health_policy: HealthPolicy,
     listen_fd: int | None,
     advertise: str | None,
     internal_token_file: Path | None,
@@ -299,14 +286,7 @@ def agent(
         versions,
         tls,
         health_interval=health_interval,
-        health_policy=health_settings(
-            health_policy,
-            health_ignore_xids,
-            health_recover_polls,
-            health_correctable_limit,
-            health_flap_count,
-            health_flap_window,
-        ),
+        health_policy=health_policy,
     )
     log.info(
         "agent %s listening on %s%s",
