@@ -83,6 +83,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._write_deadline: asyncio.TimerHandle | None = None
         self._reading_head = True
         self._head_bytes = 0
+        # The parsed head's size: a head that arrives whole in one read is parsed,
+        # and reset, before data_received can count it.
+        self._parsed_head = 0
         self._refusal: tuple[int, str] | None = None
         self._running: RequestResponseCycle | None = None
 
@@ -153,8 +156,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # Parser callbacks
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._parsed_head = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._parsed_head += len(name) + len(value) + 4  # ": " and CRLF
+        if self._parsed_head > self.limits.max_head_bytes:
+            self._refusal = (431, f"request head larger than {self.limits.max_head_bytes} bytes")
+            raise _Refused
+
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
+        self._parsed_head += len(url)
         if len(self.url) > self.limits.max_url_bytes:
             self._refusal = (414, f"URL longer than {self.limits.max_url_bytes} bytes")
             raise _Refused
