@@ -396,8 +396,10 @@ def test_a_writer_that_dies_fails_its_callers_and_the_next_caller_gets_a_new_one
             raise KeyError(name)
         return 1
 
+    # Both callers are in the batch the writer weighs: it lingers for a full batch of
+    # two (with no linger it could take the first alone before the second came).
     writer: GroupCommit[str, int] = GroupCommit(
-        "dies", table.write, max_batch=4, linger=0, weight=weight, max_weight=10
+        "dies", table.write, max_batch=2, linger=1.0, weight=weight, max_weight=10
     )
 
     async def scenario() -> tuple[list[int | BaseException], int]:
