@@ -15,7 +15,6 @@ import grp
 import os
 import pwd
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.gunicorn_service import gunicorn
 from tests.processes import bound_socket, url_of
 
 VERSION = "30.0.0"
@@ -148,13 +148,6 @@ def _manage(venv: Path, conf: Path, log: Path, *args: str) -> None:
         raise AssertionError(f"keystone-manage {args[0]} failed\n" + log.read_text()[-4000:])
 
 
-def _serves(url: str) -> bool:
-    try:
-        return httpx.get(url + "/v3", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @contextmanager
 def throwaway_keystone(venv: Path, folder: Path) -> Iterator[ThrowawayKeystone]:
     """Keystone on a fresh SQLite database in ``folder``, until the block ends."""
@@ -191,34 +184,20 @@ def throwaway_keystone(venv: Path, folder: Path) -> Iterator[ThrowawayKeystone]:
     (folder / "keystone_app.py").write_text(
         "import sys\nsys.argv = sys.argv[:1]\nfrom keystone.wsgi.api import application\n"
     )
-    argv = [str(venv / "bin" / "gunicorn"), "-w", "1", "--threads", "4"]
-    argv += ["--pythonpath", str(folder), "-b", f"fd://{sock.fileno()}", "keystone_app:application"]
-    with open(log, "ab") as output:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            pass_fds=(sock.fileno(),),
-            env={**os.environ, "OS_KEYSTONE_CONFIG_FILES": str(conf)},
-        )
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while not _serves(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("Keystone did not start\n" + log.read_text()[-4000:])
-            time.sleep(0.2)
+    options = ["-w", "1", "--threads", "4", "--pythonpath", str(folder), "keystone_app:application"]
+    with gunicorn(
+        "Keystone",
+        venv,
+        options,
+        sock,
+        log,
+        {"OS_KEYSTONE_CONFIG_FILES": str(conf)},
+        url + "/v3",
+        START_SECONDS,
+    ):
         keystone = ThrowawayKeystone(url, log)
         keystone._populate()
         yield keystone
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        sock.close()
 
 
 @pytest.fixture(scope="session")

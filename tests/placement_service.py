@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from tests.gunicorn_service import gunicorn
 from tests.processes import bound_socket, url_of
 
 VERSION = "16.0.0"
@@ -49,13 +49,6 @@ class ThrowawayPlacement:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def _serves(url: str) -> bool:
-    try:
-        return httpx.get(url + "/", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @contextmanager
 def throwaway_placement(venv: Path, folder: Path) -> Iterator[ThrowawayPlacement]:
     """Placement on a fresh SQLite database in ``folder``, until the block ends."""
@@ -69,34 +62,19 @@ def throwaway_placement(venv: Path, folder: Path) -> Iterator[ThrowawayPlacement
     )
     sock = bound_socket()
     log = folder / "placement.log"
-    # One worker: SQLite with several writers answers "database is locked".
-    argv = [str(venv / "bin" / "gunicorn"), "-w", "1"]
-    argv += ["-b", f"fd://{sock.fileno()}", "placement.wsgi.api:application"]
-    with open(log, "ab") as output:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            pass_fds=(sock.fileno(),),
-            env={**os.environ, "OS_PLACEMENT_CONFIG_DIR": str(folder)},
-        )
     url = url_of(sock)
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while not _serves(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("Placement did not start\n" + log.read_text()[-4000:])
-            time.sleep(0.1)
+    # One worker: SQLite with several writers answers "database is locked".
+    with gunicorn(
+        "Placement",
+        venv,
+        ["-w", "1", "placement.wsgi.api:application"],
+        sock,
+        log,
+        {"OS_PLACEMENT_CONFIG_DIR": str(folder)},
+        url + "/",
+        START_SECONDS,
+    ) as process:
         yield ThrowawayPlacement(url, process, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        sock.close()
 
 
 def make_root(placement: ThrowawayPlacement, name: str) -> str:
