@@ -168,13 +168,15 @@ class Authentication:
         if self.resolve is None:
             context: RequestContext | None = DEVELOPER_CONTEXT
         else:
-            token = Headers(scope=scope).get("x-auth-token")
+            headers = Headers(scope=scope)
             path: str = scope["path"]
-            if not token and (path == PAGE_PREFIX or path.startswith(PAGE_PREFIX + "/")):
+            if not headers.get("x-auth-token") and (
+                path == PAGE_PREFIX or path.startswith(PAGE_PREFIX + "/")
+            ):
                 await self.app(scope, receive, send)
                 return
             try:
-                context = await self._context(Headers(scope=scope))
+                context = await self._context(headers)
             except AccelError as exc:
                 await CYBORG_ERRORS.response(exc.status_code, exc.message)(scope, receive, send)
                 return
