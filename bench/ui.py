@@ -3,13 +3,16 @@ and the screenshots of docs/ui.md.
 
     python -m bench.run --only ui [--ui-nodes 1000]   (the figures, in bench.run's table)
     python -m bench.ui [--nodes 1000] [--loads 5]
+    python -m bench.ui --refreshes-only [--nodes 1000]   (what a polling tab costs the api)
     python -m bench.ui --screenshots docs/ui
 
 The fleet is written into a SQLite database by the conductor's own code (a hello and
 a stored inventory per node, each node the example GPU server's tree), then served by
 a real ``accel api`` process and loaded by Debian's Chromium through Playwright. Each
 load is in a fresh browser context (nothing cached): the time runs from asking for the
-page until its table holds every node. All traffic stays on loopback.
+page until its table holds every node. A refresh is what an open tab asks every few
+seconds: the content alone with the ETag it holds (``refresh_costs``), timed over
+HTTP without the browser, on an unchanged fleet. All traffic stays on loopback.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 from playwright.sync_api import Browser, sync_playwright
 
 from accel.api.ui.views import ROWS_SHOWN
@@ -39,6 +43,7 @@ from bench.daemons import answers, free_port, spawn, stop
 from tests.processes import wait_until
 
 LOADS = 5
+REFRESHES = 20
 T0 = dt.datetime.now(dt.UTC).replace(microsecond=0)
 DRIVERS = [DriverOutcome(type=kind, endpoint="127.0.0.1:1", state="ok") for kind in Kind]
 
@@ -112,6 +117,48 @@ def first_loads(browser: Browser, url: str, rows: str, count: int, loads: int) -
     return times
 
 
+def refresh_costs(url: str, count: int = REFRESHES) -> list[float]:
+    """Seconds per refresh of an open tab's content (``Accel-UI-Part: content`` with the
+    ETag of the last answer) while the fleet stands still: each one a 304."""
+    headers = {"accel-ui-part": "content"}
+    times = []
+    with httpx.Client(timeout=60.0) as client:
+        first = client.get(url, headers=headers)
+        first.raise_for_status()
+        headers["if-none-match"] = first.headers["etag"]
+        for _ in range(count):
+            started = time.perf_counter()
+            answer = client.get(url, headers=headers)
+            times.append(time.perf_counter() - started)
+            assert answer.status_code == 304, answer.status_code
+    return times
+
+
+def refresh_rows(url: str, nodes: int) -> list[str]:
+    fleet = refresh_costs(url + "/ui/")
+    table = refresh_costs(url + "/ui/devices")
+    return [
+        f"| fleet page /ui/, a tab's refresh of an unchanged fleet (304), {nodes:,} nodes,"
+        f" median of {len(fleet)} | {statistics.median(fleet) * 1000:.1f} ms"
+        f" (max {max(fleet) * 1000:.1f} ms) | - |",
+        f"| device table /ui/devices, a tab's refresh of an unchanged fleet (304),"
+        f" median of {len(table)} | {statistics.median(table) * 1000:.1f} ms"
+        f" (max {max(table) * 1000:.1f} ms) | - |",
+    ]
+
+
+def bench_refreshes(nodes: int) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="accel-bench-ui-") as folder:
+        workdir = Path(folder)
+        database = f"sqlite:///{workdir / 'accel.db'}"
+        seed(database, workdir, nodes)
+        url, api = start_api(database, workdir)
+        try:
+            return refresh_rows(url, nodes)
+        finally:
+            stop(api)
+
+
 def bench_ui(nodes: int, loads: int = LOADS) -> list[str]:
     """Rows of bench.run's table: the fleet page's and the device table's first load."""
     with tempfile.TemporaryDirectory(prefix="accel-bench-ui-") as folder:
@@ -131,6 +178,7 @@ def bench_ui(nodes: int, loads: int = LOADS) -> list[str]:
                 )
                 version = browser.version.split(".")[0]
                 browser.close()
+            refreshes = refresh_rows(url, nodes)
         finally:
             stop(api)
     return [
@@ -141,6 +189,7 @@ def bench_ui(nodes: int, loads: int = LOADS) -> list[str]:
         f"| device table /ui/devices, first load, same fleet ({shown} rows shown),"
         f" median of {loads}; no goal | {statistics.median(table) * 1000:.0f} ms"
         f" (first {table[0] * 1000:.0f} ms, max {max(table) * 1000:.0f} ms) | - |",
+        *refreshes,
     ]
 
 
@@ -184,10 +233,16 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--loads", type=int, default=LOADS)
+    parser.add_argument(
+        "--refreshes-only", action="store_true", help="time a tab's refreshes, no browser"
+    )
     parser.add_argument("--screenshots", type=Path, help="write the docs' PNGs here instead")
     args = parser.parse_args(argv)
     if args.screenshots is not None:
         screenshots(args.screenshots)
+        return 0
+    if args.refreshes_only:
+        print("\n".join(bench_refreshes(args.nodes)))
         return 0
     print("\n".join(bench_ui(args.nodes, args.loads)))
     return 0

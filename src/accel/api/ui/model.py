@@ -219,8 +219,15 @@ def node_counts(session: Session, caller: RequestContext) -> dict[str, Counter[C
 
 def node_lines(agents: Sequence[Agent], counts: Mapping[str, Counter[Condition]]) -> list[NodeLine]:
     """One line per node: its agent and how many of its devices are in each condition."""
+    # An UP agent was heard within its conductor's limit, and its last_seen moves with
+    # every heartbeat: shown, it would make every refresh of the page a new one
+    # (accel.api.ui.freshness). A DOWN agent's stands still and is what one asks.
     nodes = {
-        agent.name: NodeLine(agent.name, agent.state, timestamp(agent.last_seen))
+        agent.name: NodeLine(
+            agent.name,
+            agent.state,
+            None if agent.state == AgentState.UP else timestamp(agent.last_seen),
+        )
         for agent in agents
     }
     for node, found in counts.items():
