@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
-from accel.api.app import ApiSettings, create_app
+from accel.api.app import ROUTES, ApiSettings, create_app
 from accel.api.auth import Identity, RequestContext
 from accel.api.ui import views
 from accel.api.ui.model import Condition, device_lines, fleet, health_of
@@ -246,3 +246,21 @@ def test_the_device_table_shows_its_first_rows_and_says_how_many_match(
     every = client.get("/v2/hardware?state=all", headers=ADMIN).json()["hardware"]
     assert f"Showing the first 3 of {len(every)}" in page
     assert 'id="more"' not in client.get("/ui/devices?kind=FPGA", headers=ADMIN).text
+
+
+def test_openapi_lists_every_view_of_the_route_table_as_html(client: TestClient) -> None:
+    served = client.get("/openapi.json").json()["paths"]
+    views_in_table = {route.path for route in ROUTES if isinstance(route, views.Page)}
+    assert views_in_table == {"/ui", "/ui/devices", "/ui/devices/{uuid}", "/ui/alarms"}
+    assert {path for path in served if path.startswith("/ui")} == views_in_table
+    for path in views_in_table:
+        answers = served[path]["get"]["responses"]
+        assert list(answers["200"]["content"]) == ["text/html"], path
+        assert "304" in answers and "text/html" in answers["401"]["content"]
+        assert "application/json" in answers["400"]["content"]
+    filters = {p["name"] for p in served["/ui/devices"]["get"]["parameters"] if p["in"] == "query"}
+    assert filters == {"node", "kind", "state", "health"}
+    [uuid] = served["/ui/devices/{uuid}"]["get"]["parameters"][:1]
+    assert uuid["in"] == "path" and uuid["name"] == "uuid"
+    # The API's own paths are still there.
+    assert "/v2/devices" in served and "/healthz" in served

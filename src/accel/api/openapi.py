@@ -1,298 +1,56 @@
 """The public API described as OpenAPI 3.0, served at ``/openapi.json``.
 
-The response schemas are generated from pydantic models of Cyborg's shapes, so the
-document and the fuzz tests (tests/api/test_fuzz.py, schemathesis) check the
-answers field by field, and every error code an operation can give is listed.
+The response schemas are generated from the pydantic models of accel.api.shapes, so
+the document and the fuzz tests (tests/api/test_fuzz.py, schemathesis) check the
+answers field by field, and every error code an operation can give is listed. The
+fleet page's views are read from the route table itself (its ``Page`` routes,
+accel.api.ui.views): each with its path and query parameters, answered as
+``text/html`` (or 304 while unchanged).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
 
 from accel.api.health import DatabaseState
 from accel.api.microversions import MAX_MICROVERSION, text
+from accel.api.shapes import (
+    MODELS,
+    AcceleratorRequest,
+    AcceleratorRequests,
+    Agents,
+    Alarms,
+    Attribute,
+    Attributes,
+    ClearedHealth,
+    Conductors,
+    ConfirmedFailures,
+    Deployable,
+    Deployables,
+    Device,
+    DeviceProfile,
+    DeviceProfiles,
+    Devices,
+    Hardware,
+    NewAttribute,
+    NewRequests,
+    OneDeviceProfile,
+    OneOperation,
+    Operations,
+    PlacementStatus,
+    ProgrammedDeployable,
+)
+from accel.api.ui.views import Page
 
 UUID_PATH = {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string"}}
 KEY_PATH = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
 ERRORS = ("400", "401", "403", "404", "406", "409", "413", "415", "423", "429", "501", "503")
-
-
-class Shape(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Link(Shape):
-    href: str
-    rel: str
-
-
-class HealthCheck(Shape):
-    check: str
-    severity: str
-    value: str
-    first_seen: str
-    last_seen: str
-    count: int
-    latch: bool = False
-
-
-class Health(Shape):
-    state: str
-    since: str | None
-    checks: list[HealthCheck]
-    reason: str
-    latched_by: str | None = None
-    latched_at: str | None = None
-    cleared_at: str | None = None
-    failed_functions: list[str] | None = None
-    held_by_brake: bool | None = None
-
-
-class ClearedHealth(Shape):
-    uuid: str
-    health: Health
-
-
-class ConfirmedFailures(Shape):
-    taken_out_of_service: int
-
-
-class Device(Shape):
-    uuid: str
-    type: str
-    vendor: str
-    model: str
-    std_board_info: str | None
-    vendor_board_info: str | None
-    hostname: str
-    status: str | None = None
-    created_at: str | None
-    updated_at: str | None
-    links: list[Link]
-    health: Health
-
-
-class Deployable(Shape):
-    uuid: str
-    parent_id: int | None
-    root_id: int | None
-    name: str
-    num_accelerators: int
-    device_id: int
-    rp_uuid: str | None
-    driver_name: str | None
-    bitstream_id: str | None
-    attributes_list: str
-    created_at: str | None
-    updated_at: str | None
-    links: list[Link]
-
-
-class Attribute(Shape):
-    uuid: str
-    deployable_id: int
-    key: str
-    value: str
-    created_at: str | None
-    updated_at: str | None
-    links: list[Link]
-
-
-class DeviceProfile(Shape):
-    uuid: str
-    name: str
-    description: str | None
-    groups: list[dict[str, str]]
-    created_at: str | None
-    updated_at: str | None
-    links: list[Link]
-
-
-class AcceleratorRequest(Shape):
-    uuid: str
-    state: str
-    device_profile_name: str
-    device_profile_group_id: int
-    hostname: str | None
-    device_rp_uuid: str | None
-    instance_uuid: str | None
-    project_id: str | None
-    attach_handle_type: str
-    attach_handle_uuid: str | None
-    attach_handle_info: dict[str, str]
-    bind_failure_reason: str | None = None
-    created_at: str | None
-    updated_at: str | None
-    links: list[Link]
-
-
-class Agent(Shape):
-    name: str
-    endpoint: str
-    state: str
-    last_seen: str
-    last_synced_at: str | None
-    last_sync_error: str | None
-    internal_version: str | None
-    created_at: str | None
-
-
-class Alarm(Shape):
-    uuid: str
-    kind: str
-    subject: str
-    state: str
-    raised_at: str | None
-    cleared_at: str | None
-    message: str
-
-
-class Devices(Shape):
-    devices: list[Device]
-
-
-class Deployables(Shape):
-    deployables: list[Deployable]
-
-
-class Attributes(Shape):
-    attributes: list[Attribute]
-
-
-class DeviceProfiles(Shape):
-    device_profiles: list[DeviceProfile]
-
-
-class OneDeviceProfile(Shape):
-    device_profile: DeviceProfile
-
-
-class AcceleratorRequests(Shape):
-    arqs: list[AcceleratorRequest]
-
-
-class Agents(Shape):
-    agents: list[Agent]
-
-
-class Alarms(Shape):
-    alarms: list[Alarm]
-
-
-class PlacementNode(Shape):
-    node: str
-    root_uuid: str | None
-    providers: int
-    held_by_allocations: list[str]
-    pending: bool
-    reported_at: str | None
-    checked_at: str | None
-    next_try_at: str | None
-    failures: int
-    last_error: str | None
-
-
-class PlacementStatus(Shape):
-    nodes: list[PlacementNode]
-
-
-class Operation(Shape):
-    uuid: str
-    device_uuid: str
-    deployable_uuid: str | None
-    hostname: str
-    address: str
-    kind: str
-    action: str
-    params: dict[str, Any]
-    dry_run: bool
-    state: str
-    steps: list[str]
-    error: str | None
-    reboot_required: bool
-    requested_by: str | None
-    created_at: str
-    updated_at: str | None
-    finished_at: str | None
-    links: list[Link]
-
-
-class OneOperation(Shape):
-    operation: Operation
-
-
-class Operations(Shape):
-    operations: list[Operation]
-
-
-class ProgrammedDeployable(Deployable):
-    operation: Operation
-
-
-class Hardware(Shape):
-    hardware: list[dict[str, Any]]
-
-
-class Conductor(Shape):
-    name: str
-    endpoint: str
-    started_at: str | None
-    last_seen: str | None
-    alive_until: str | None
-    alive: bool
-    sync_leases: list[str]
-    synced_agents: list[str]
-
-
-class Conductors(Shape):
-    conductors: list[Conductor]
-
-
-class NewAttribute(Shape):
-    deployable_id: int
-    key: str = Field(min_length=1, max_length=255)
-    value: str = Field(max_length=4096)
-
-
-class NewRequests(Shape):
-    device_profile_name: str
-
-
-MODELS: list[type[BaseModel]] = [
-    Link,
-    HealthCheck,
-    Health,
-    ClearedHealth,
-    ConfirmedFailures,
-    Operation,
-    OneOperation,
-    Operations,
-    ProgrammedDeployable,
-    Device,
-    Deployable,
-    Attribute,
-    DeviceProfile,
-    AcceleratorRequest,
-    Agent,
-    Alarm,
-    Devices,
-    Deployables,
-    Attributes,
-    DeviceProfiles,
-    OneDeviceProfile,
-    AcceleratorRequests,
-    Agents,
-    Alarms,
-    Hardware,
-    Conductor,
-    Conductors,
-    NewAttribute,
-    NewRequests,
-]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -345,7 +103,40 @@ def _operation(
     return operation
 
 
-def document() -> dict[str, Any]:
+PAGE_PART = {
+    "name": "Accel-UI-Part",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "content: the view's content alone (the page's refresh); else the page",
+}
+HTML = {"text/html": {"schema": {"type": "string"}}}
+
+
+def _page(route: Page) -> dict[str, Any]:
+    path = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in route.param_convertors
+    ]
+    operation = _operation("200", None, [*path, *_query(*route.view.query), PAGE_PART])
+    responses = operation["responses"]
+    responses["200"] = {"description": "the page, or its content alone", "content": HTML}
+    responses["304"] = {"description": "unchanged since the ETag in If-None-Match"}
+    # A navigation without a token gets the page's frame and a token form.
+    responses["401"] = {
+        "description": "no valid token: the frame and a token form, or the error",
+        "content": {**HTML, **responses["401"]["content"]},
+    }
+    return {"get": {"summary": route.view.summary, **operation}}
+
+
+def pages(routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    """The fleet page's views among ``routes`` (the api's one route table)."""
+    return {route.path: _page(route) for route in routes if isinstance(route, Page)}
+
+
+def document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    """The document of the api serving ``routes`` (accel.api.app.ROUTES)."""
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
@@ -445,6 +236,7 @@ def document() -> dict[str, Any]:
         "/v2/placement/status": {"get": _operation("200", PlacementStatus, _query("node"))},
         "/healthz": {"get": {"parameters": [], "responses": {"200": HEALTH, "503": HEALTH}}},
     }
+    paths.update(pages(routes))
     return {
         "openapi": "3.0.3",
         "info": {
@@ -457,4 +249,4 @@ def document() -> dict[str, Any]:
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(document())
+    return JSONResponse(document(request.app.routes))

@@ -9,15 +9,15 @@ queries (accel.api.ui.model).
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from accel.api.ui.views import HERE, VIEWS, handler
+from accel.api.ui.views import HERE, VIEWS, Page
 
 routes: list[BaseRoute] = [
-    Route("/ui", handler(VIEWS["fleet"]), methods=["GET"]),
-    Route("/ui/devices", handler(VIEWS["devices"]), methods=["GET"]),
-    Route("/ui/devices/{uuid}", handler(VIEWS["device"]), methods=["GET"]),
-    Route("/ui/alarms", handler(VIEWS["alarms"]), methods=["GET"]),
+    Page("/ui", VIEWS["fleet"]),
+    Page("/ui/devices", VIEWS["devices"]),
+    Page("/ui/devices/{uuid}", VIEWS["device"]),
+    Page("/ui/alarms", VIEWS["alarms"]),
     Mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static"),
 ]

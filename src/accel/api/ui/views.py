@@ -28,6 +28,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from accel.api.auth import RequestContext
 from accel.api.cache import not_modified
@@ -69,7 +70,8 @@ templates = Environment(
     lstrip_blocks=True,
 )
 
-Load = Callable[[Request, RequestContext], Awaitable[dict[str, Any]]]
+# A view's data, from the request, its caller and its checked query parameters.
+Load = Callable[[Request, RequestContext, dict[str, str]], Awaitable[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class View:
     template: str
     rule: str  # the policy rule of the API list the view shows
     load: Load
+    summary: str  # what it shows, as openapi.json says it
+    query: tuple[str, ...] = ()  # the query parameters it takes (filters)
 
 
 def _caller(request: Request) -> RequestContext | None:
@@ -113,11 +117,12 @@ def handler(view: View) -> Callable[[Request], Awaitable[Response]]:
                 raise Unauthorized("authentication required: send a valid X-Auth-Token")
             return _page(request, view, 401, empty=True)
         authorize(request, view.rule)
+        params = ui_params(request, view.query)
         partial = request.headers.get(PART_HEADER) == "content"
         etag = await freshness.view_etag(request, view.name, caller, partial)
         if not_modified(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers={**PAGE_HEADERS, "etag": etag})
-        loaded = await view.load(request, caller)
+        loaded = await view.load(request, caller, params)
         return _page(request, view, 200, etag, empty=False, **loaded)
 
     return serve
@@ -138,8 +143,9 @@ def _choice(params: dict[str, str], name: str, choices: list[str]) -> str | None
     return value
 
 
-async def load_fleet(request: Request, caller: RequestContext) -> dict[str, Any]:
-    only_params(request, ())
+async def load_fleet(
+    request: Request, caller: RequestContext, params: dict[str, str]
+) -> dict[str, Any]:
     found = await reader(request).run(lambda session: model.fleet(session, caller))
     return {"fleet": found, "conditions": list(model.Condition)}
 
@@ -149,8 +155,9 @@ CONDITIONS = [condition.value for condition in model.Condition]
 HEALTHS = [state.value for state in HealthState]
 
 
-async def load_devices(request: Request, caller: RequestContext) -> dict[str, Any]:
-    params = ui_params(request, ("node", "kind", "state", "health"))
+async def load_devices(
+    request: Request, caller: RequestContext, params: dict[str, str]
+) -> dict[str, Any]:
     kind = _choice(params, "kind", KINDS)
     condition = _choice(params, "state", CONDITIONS)
     health = _choice(params, "health", HEALTHS)
@@ -196,8 +203,9 @@ def _history(line: model.DeviceLine, alarms: list[Any], operations: list[Any]) -
     return sorted(events, key=lambda event: event[0])
 
 
-async def load_device(request: Request, caller: RequestContext) -> dict[str, Any]:
-    only_params(request, ())
+async def load_device(
+    request: Request, caller: RequestContext, params: dict[str, str]
+) -> dict[str, Any]:
     uuid = valid_uuid(request.path_params["uuid"], "device uuid")
     rules = request.app.state.policy
     may_see_operations = permits(rules, caller, "accel:operation:get")
@@ -222,17 +230,51 @@ async def load_device(request: Request, caller: RequestContext) -> dict[str, Any
     return await reader(request).run(query)
 
 
-async def load_alarms(request: Request, caller: RequestContext) -> dict[str, Any]:
-    only_params(request, ())
+async def load_alarms(
+    request: Request, caller: RequestContext, params: dict[str, str]
+) -> dict[str, Any]:
     return {"alarms": await reader(request).run(model.alarm_lines)}
 
 
 VIEWS = {
     view.name: view
     for view in (
-        View("fleet", "fleet.html", "accel:fleet:get", load_fleet),
-        View("devices", "devices.html", "cyborg:device:get_all", load_devices),
-        View("device", "device.html", "cyborg:device:get_one", load_device),
-        View("alarms", "alarms.html", "accel:fleet:get", load_alarms),
+        View(
+            "fleet",
+            "fleet.html",
+            "accel:fleet:get",
+            load_fleet,
+            "The fleet page: a roll-up per node, totals and active alarms",
+        ),
+        View(
+            "devices",
+            "devices.html",
+            "cyborg:device:get_all",
+            load_devices,
+            "The device table, filtered by node, kind, state and health",
+            ("node", "kind", "state", "health"),
+        ),
+        View(
+            "device",
+            "device.html",
+            "cyborg:device:get_one",
+            load_device,
+            "One device: its facts, history and accelerator requests",
+        ),
+        View(
+            "alarms",
+            "alarms.html",
+            "accel:fleet:get",
+            load_alarms,
+            "The active alarms, each subject linked",
+        ),
     )
 }
+
+
+class Page(Route):
+    """A route of the fleet page: serves ``view`` (openapi.json lists these as text/html)."""
+
+    def __init__(self, path: str, view: View) -> None:
+        super().__init__(path, handler(view), methods=["GET"])
+        self.view = view
