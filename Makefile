@@ -37,8 +37,9 @@ unit: install
 		--cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 # What the tests need besides .venv: a PostgreSQL server (the tests start a throwaway
-# one), the PCI id database (names for discovery), promtool (checks
-# deploy/prometheus/'s alert rules and the dashboard's queries), Chromium (the fleet
+# one), the PCI id database (names for discovery), Prometheus (promtool checks
+# deploy/prometheus/'s alert rules and the dashboard's queries; the server scrapes a
+# test stack and runs the dashboard's queries), Chromium (the fleet
 # page's browser tests, driven by Playwright), and OpenStack Placement, Keystone and
 # Nova 34's code in venvs of their own under ~/.cache/accel. Installed where missing.
 system-packages:

@@ -158,14 +158,16 @@ def test_the_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
 
 @needs_promtool
 def test_the_example_prometheus_config_passes_promtool(tmp_path: Path) -> None:
-    """With its token file in place (promtool reads it), rules and all."""
-    token = tmp_path / "internal-token"
-    token.write_text("token")
+    """With its token files in place (promtool reads them), rules and all."""
     shutil.copy(RULES, tmp_path / RULES.name)
     config = tmp_path / PROMETHEUS_CONFIG.name
     text = PROMETHEUS_CONFIG.read_text()
-    assert "/etc/accel/internal-token" in text
-    config.write_text(text.replace("/etc/accel/internal-token", str(token)))
+    for name in ("internal-token", "prometheus-api-token"):
+        token = tmp_path / name
+        token.write_text("token")
+        assert f"/etc/accel/{name}" in text
+        text = text.replace(f"/etc/accel/{name}", str(token))
+    config.write_text(text)
     done = subprocess.run(
         [str(PROMTOOL), "check", "config", str(config)], capture_output=True, text=True, check=False
     )

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
 from accel.api.app import ApiSettings, create_app
+from accel.api.auth import Identity
 from accel.conductor.presence import record_conductor
 from accel.conductor.reconcile import store_inventory
 from accel.db.engine import make_engine, session_factory
@@ -144,3 +145,34 @@ def test_without_its_database_the_api_serves_its_own_metrics(
         assert found[("accel_fleet_read_ok", ())] == 0
         assert not [name for name, _ in found if name.startswith("accel_fleet_devices")]
         assert any(name == "accel_http_request_duration_seconds_count" for name, _ in found)
+
+
+def test_metrics_take_the_token_as_a_bearer_credential_under_the_same_policy(
+    sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    """What a Prometheus scrape can send (authorization: credentials_file); only on
+    /metrics, and the token and the policy are the API's."""
+    fill(sqlite_url, gpu_server)
+    tokens = {
+        "watcher": Identity(user_id="p", project_id="monitoring", roles=("manager",)),
+        "reader": Identity(user_id="r", project_id="monitoring", roles=("reader",)),
+    }
+    app = create_app(make_engine(sqlite_url), ApiSettings(auth="token", tokens=tokens))
+    with TestClient(app) as client:
+        for scheme in ("Bearer", "bearer"):
+            answer = client.get("/metrics", headers={"Authorization": f"{scheme} watcher"})
+            assert answer.status_code == 200, answer.text
+            assert "accel_fleet_devices" in answer.text
+        assert client.get("/metrics").status_code == 401
+        for refused in ("Bearer nope", "Basic watcher", "Bearer ", "watcher"):
+            assert client.get("/metrics", headers={"Authorization": refused}).status_code == 401
+        # The policy: a reader may not read the fleet, by either header.
+        assert client.get("/metrics", headers={"Authorization": "Bearer reader"}).status_code == 403
+        assert client.get("/metrics", headers={"X-Auth-Token": "reader"}).status_code == 403
+        # X-Auth-Token, when sent, is the token.
+        both = {"X-Auth-Token": "reader", "Authorization": "Bearer watcher"}
+        assert client.get("/metrics", headers=both).status_code == 403
+        # The API itself takes X-Auth-Token alone.
+        bearer = {"Authorization": "Bearer watcher"}
+        assert client.get("/v2/devices", headers=bearer).status_code == 401
+        assert client.get("/v2/devices", headers={"X-Auth-Token": "watcher"}).status_code == 200

@@ -9,6 +9,12 @@ same resolver; its roles are the request's service roles, which the policy's
 ``service_roles:NAME`` checks read (keystonemiddleware's convention). Under
 ``noauth`` every caller is also the service. The version documents at ``/`` and
 ``/v2`` answer anyone, as in Cyborg.
+
+``/metrics`` also takes the token as ``Authorization: Bearer <token>``: that is the
+one credential a Prometheus scrape can send from a file (2.42 cannot send
+``X-Auth-Token``). The token is resolved by the same resolver and the route's policy
+is the same; ``X-Auth-Token`` wins when both are sent. Nowhere else: the API stays
+OpenStack's, one header for one token.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ PUBLIC_PATHS = frozenset(
 # here without one goes on without a caller; the page then answers 401 with its frame
 # and a token form, no data, and its script and style files are public.
 PAGE_PREFIX = "/ui"
+# Prometheus's scrape (see the module's docstring).
+BEARER_PATHS = frozenset({"/metrics"})
 
 
 class Identity(BaseModel):
@@ -145,6 +153,14 @@ def foreign_origin(scope: Scope) -> str | None:
     return origin
 
 
+def bearer_token(headers: Headers) -> str | None:
+    """The credential of ``Authorization: Bearer <token>`` (the scheme's name is
+    case-insensitive, RFC 9110); None for any other scheme or none."""
+    scheme, _, credential = headers.get("authorization", "").partition(" ")
+    credential = credential.strip()
+    return credential if scheme.lower() == "bearer" and credential else None
+
+
 class Authentication:
     """Finds who calls (``resolve`` maps a token to an identity); None means noauth."""
 
@@ -176,7 +192,7 @@ class Authentication:
                 await self.app(scope, receive, send)
                 return
             try:
-                context = await self._context(headers)
+                context = await self._context(headers, path)
             except AccelError as exc:
                 await CYBORG_ERRORS.response(exc.status_code, exc.message)(scope, receive, send)
                 return
@@ -188,11 +204,13 @@ class Authentication:
         scope.setdefault("state", {})["context"] = context
         await self.app(scope, receive, send)
 
-    async def _context(self, headers: Headers) -> RequestContext | None:
+    async def _context(self, headers: Headers, path: str) -> RequestContext | None:
         """The caller's context, None without a valid token; Unauthorized for a service
         token that is not valid (keystonemiddleware refuses those too)."""
         assert self.resolve is not None
         token = headers.get("x-auth-token")
+        if not token and path in BEARER_PATHS:
+            token = bearer_token(headers)
         identity = await self.resolve(token) if token else None
         if identity is None:
             return None
