@@ -5,11 +5,17 @@ that Prometheus scrapes with its token as a bearer credential from a file (what
 deploy/prometheus/prometheus.yml does), an agent and a GPU driver scraped with the
 internal token, one GPU degraded (its link narrowed) and one vanished (an alarm).
 Prometheus scrapes every second.
+
+Then every query of the Grafana dashboard (deploy/grafana/accel-fleet.json) runs
+against it: each returns series where the stack has data, and every metric and
+label it names is on a scraped series, so a typo'd name fails here, not on an
+operator's screen.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +37,7 @@ from tests.integration.fleet import (
     wait_for_devices,
 )
 from tests.processes import TOKEN, Cluster, Service, wait_until
+from tests.test_deploy import GRAFANA_VARIABLES, dashboard, dashboard_queries
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(
@@ -38,7 +45,16 @@ pytestmark = pytest.mark.skipif(
 )
 API_TOKEN = "prometheus-scrape-token-0123456789"
 TOKENS = {API_TOKEN: {"user_id": "prometheus", "project_id": "monitoring", "roles": ["manager"]}}
+# Long enough for a counter to have two samples, short of the module's run.
+RATE_WINDOW = "10m"
+# Queries of what this stack does not run (no Placement, no Nova): nothing to show.
+NO_DATA_HERE = {
+    "accel_placement_calls_total": "no --placement-url",
+    "accel_nova_events_total": "no --nova-url",
+}
 GPUS = ("0000:17:00.0", "0000:31:00.0", "0000:b1:00.0", "0000:ca:00.0")
+# Labels PromQL or Prometheus make, not accel.
+PROMQL_LABELS = {"le", "job", "instance"}
 
 
 @dataclass
@@ -166,3 +182,80 @@ def test_prometheus_scrapes_a_token_protected_api_with_a_bearer_token_file(
         assert [t["health"] for t in targets[job]] == ["up"], targets[job]
     # The fleet's gauges came through the bearer-authenticated scrape.
     assert scraped.query('accel_fleet_agent_up{job="accel-api", node="node1"} == 1')
+
+
+def _selectors(promql: str) -> list[tuple[str, set[str]]]:
+    """Each series selector: its metric name and the label names it matches on."""
+    found = []
+    for match in re.finditer(r"\b(accel_[a-z0-9_]+|up)\b(\{[^}]*\})?", promql):
+        labels = set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", match[2] or ""))
+        found.append((match[1], labels))
+    return found
+
+
+def _grouped_by(promql: str) -> set[str]:
+    return {
+        label.strip()
+        for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", promql)
+        for label in group.split(",")
+        if label.strip()
+    }
+
+
+def _concrete(query: str) -> str:
+    for variable, value in {**GRAFANA_VARIABLES, "$__rate_interval": RATE_WINDOW}.items():
+        query = query.replace(variable, value)
+    return query
+
+
+def test_every_dashboard_query_finds_the_stacks_series(scraped: Scraped) -> None:
+    queries = dashboard_queries()
+    assert len(queries) > 20
+    problems = []
+    for query in queries:
+        promql = _concrete(query)
+        selectors = _selectors(promql)
+        assert selectors, query
+        names = {name for name, _ in selectors}
+        if names & NO_DATA_HERE.keys():
+            continue
+        # Every label the query filters or groups by is on some series it reads.
+        labels_read: set[str] = set()
+        for name, matched in selectors:
+            series = scraped.query(name)
+            if not series:
+                problems.append(f"{query}: no series named {name}")
+                continue
+            on_series = {label for one in series for label in one["metric"]}
+            labels_read |= on_series
+            problems += [f"{query}: {name} has no label {lab}" for lab in matched - on_series]
+        missing = _grouped_by(promql) - labels_read - PROMQL_LABELS
+        problems += [f"{query}: no series it reads has the label {label}" for label in missing]
+        if not scraped.query(promql):
+            problems.append(f"{query}: no series")
+    assert problems == [], "\n".join(problems)
+
+
+def test_every_dashboard_variable_lists_values(scraped: Scraped) -> None:
+    """``label_values(metric, label)``: the node and kind pickers are not empty."""
+    for variable in dashboard()["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        found = re.fullmatch(r"label_values\((\w+), *(\w+)\)", variable["definition"])
+        assert found, variable["definition"]
+        values = {one["metric"].get(found[2]) for one in scraped.query(found[1])} - {None}
+        assert values, variable["definition"]
+
+
+def test_a_typo_in_a_metric_or_a_label_is_caught(scraped: Scraped) -> None:
+    """The check above, against queries that are wrong: it must see each."""
+    right = 'max by (node) (accel_fleet_agent_up{node=~".*"})'
+    assert scraped.query(right)
+    [(name, labels)] = _selectors('max by (nod) (accel_fleet_agent_upp{nodee=~".*"})')
+    assert scraped.query(name) == []
+    on_series = {label for one in scraped.query("accel_fleet_agent_up") for label in one["metric"]}
+    assert labels - on_series == {"nodee"}
+    assert _grouped_by("max by (nod) (x)") - on_series == {"nod"}
+    # A regex matcher on a label no series has still matches (the empty value): only
+    # the label check tells the typo.
+    assert scraped.query('accel_fleet_agent_up{nodee=~".*"}')
