@@ -53,12 +53,17 @@ class Tab:
         return status
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def stack(
-    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[TestClient, sessionmaker[Session]]]:
+    """One api per backend: the side stamp's aggregates are SQL of each dialect."""
     where = tmp_path_factory.mktemp("ui-fresh")
     url = f"sqlite:///{where / 'accel.db'}"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres").new_database()
     fill(url, build_gpu_server(where / "node"))
     engine = make_engine(url)
     with TestClient(create_app(engine, ApiSettings(auth="token", tokens=TOKENS))) as client:
