@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
 from accel.api.app import ApiSettings, create_app
 from accel.api.auth import Identity
+from accel.api.policy import RULES
 from accel.api.ui import model, views
 from accel.conductor.agents import mark_silent_agents_down, record_hello
 from accel.conductor.alarms import clear_alarm, raise_alarm
@@ -58,7 +59,7 @@ class Tab:
 )
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[TestClient, sessionmaker[Session]]]:
+) -> Iterator[tuple[TestClient, sessionmaker[Session], Engine]]:
     """One api per backend: the side stamp's aggregates are SQL of each dialect."""
     where = tmp_path_factory.mktemp("ui-fresh")
     url = f"sqlite:///{where / 'accel.db'}"
@@ -67,7 +68,7 @@ def stack(
     fill(url, build_gpu_server(where / "node"))
     engine = make_engine(url)
     with TestClient(create_app(engine, ApiSettings(auth="token", tokens=TOKENS))) as client:
-        yield client, session_factory(engine)
+        yield client, session_factory(engine), engine
     engine.dispose()
 
 
@@ -76,9 +77,9 @@ def _refused(*args: Any, **kwargs: Any) -> Any:
 
 
 def test_an_unchanged_view_is_304_unread_and_each_change_shows(
-    stack: tuple[TestClient, sessionmaker[Session]], monkeypatch: pytest.MonkeyPatch
+    stack: tuple[TestClient, sessionmaker[Session], Engine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, sessions = stack
+    client, sessions, _ = stack
     fleet, devices, alarms = (Tab(client, path) for path in ("/ui/", "/ui/devices", "/ui/alarms"))
     device = client.get("/v2/devices?type=GPU", headers=PART).json()["devices"][0]["uuid"]
     one = Tab(client, f"/ui/devices/{device}")
@@ -138,3 +139,20 @@ def test_an_unchanged_view_is_304_unread_and_each_change_shows(
     assert [tab.refresh() for tab in tabs] == [200] * 4
     assert 'data-condition="vanished"' in devices.text
     assert [tab.refresh() for tab in tabs] == [304] * 4
+
+
+def test_another_policy_is_another_etag(
+    stack: tuple[TestClient, sessionmaker[Session], Engine],
+) -> None:
+    """An api whose --policy-file hides the requests from the same caller shows the
+    device page without them: never the 304 of an api that shows them."""
+    client, _, engine = stack
+    device = client.get("/v2/devices?type=GPU", headers=PART).json()["devices"][0]["uuid"]
+    path = f"/ui/devices/{device}"
+    shown = Tab(client, path)
+    hidden = {**RULES, "cyborg:arq:get_all": frozenset({"role:manager"})}
+    settings = ApiSettings(auth="token", tokens=TOKENS, policy=hidden)
+    with TestClient(create_app(engine, settings)) as other:
+        assert Tab(other, path).etag != shown.etag
+        shown.client = other
+        assert shown.refresh() == 200 and 'id="arqs"' not in shown.text

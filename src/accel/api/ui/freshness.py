@@ -12,8 +12,9 @@ of it. The ETag is a hash (``etag_of``, the api's one) of:
   requests, setup operations), read by one statement of index look-ups and small
   scans; a raise, a clear, an agent's coming or going, a bind, an unbind, a setup
   step each move one of its numbers;
-- who asks (user, project, roles: what the policy and the project filter let them
-  see), and the request (view, path, query, whether the content alone, the prefix);
+- who asks (user, project, roles) and the policy's rules (a ``--policy-file``
+  changes what a role is shown), and the request (view, path, query, whether the
+  content alone, the prefix);
 - the build: the page's templates and accel's version.
 
 An agent's heartbeat moves none of these: the page shows when an agent was last seen
@@ -35,7 +36,7 @@ from accel.api.auth import RequestContext
 from accel.api.cache import cache, etag_of
 from accel.api.queries import reader
 from accel.db.models import AcceleratorRequest, Agent, Alarm, Operation
-from accel.states import AgentState, AlarmState, OperationState
+from accel.states import AgentState, AlarmState, ArqState, OperationState
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -72,6 +73,7 @@ def _side_stamp() -> Select[Any]:
         _scalar(select(func.count(arq.attach_handle_id))),
         _scalar(select(func.sum(arq.attach_handle_id))),
         _scalar(select(func.sum(arq.id)).where(arq.attach_handle_id.is_not(None))),
+        *(_scalar(select(func.count()).where(arq.state == state)) for state in ArqState),
         # An operation is asked for (a new id) and moves through its states.
         _scalar(select(func.max(Operation.id))),
         *(
@@ -82,6 +84,16 @@ def _side_stamp() -> Select[Any]:
 
 
 SIDE_STAMP = _side_stamp()
+
+
+def policy_digest(request: Request) -> str:
+    """The api's policy rules, digested once per app (they are read at start)."""
+    state = request.app.state
+    digest: str | None = getattr(state, "ui_policy_digest", None)
+    if digest is None:
+        rules = sorted((rule, sorted(checks)) for rule, checks in state.policy.items())
+        digest = state.ui_policy_digest = etag_of(repr(rules).encode())
+    return digest
 
 
 def side_stamp(session: Session) -> tuple[Any, ...]:
@@ -109,5 +121,6 @@ async def view_etag(request: Request, view: str, caller: RequestContext, partial
         identity.project_id,
         tuple(identity.roles),
         tuple(caller.service_roles),
+        policy_digest(request),
     )
     return etag_of(repr(key).encode())
