@@ -12,6 +12,7 @@ from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from accel.driver.health.gpu import HealthNvml
 from accel.driver.health.monitor import HealthMonitor
 from accel.driver.pci_ids import PciIdDatabase
+from accel.internal.health_schemas import DeviceHealth
 from accel.internal.schemas import HardwareEntry, Kind
 from tests.driver.health_fakes import HealthNvmlFake
 
@@ -63,3 +64,45 @@ def test_a_device_that_vanished_and_came_back_starts_from_a_fresh_baseline(
     back = {e.pci.address: e for e in monitor.attach(discover(gpu_server, Kind.GPU)) if e.pci}
     health = back[GPU].health
     assert health is not None and health.state == "ok"
+
+
+def test_a_single_fatal_error_is_still_reported_failed_after_a_few_clean_fast_polls(
+    gpu_server: FakeSysfs,
+) -> None:
+    """The integration test's case, with its poll every 0.1 s and the clock driven
+    here: one fatal AER bump just after discovery. The report must still say failed
+    after the polls that follow, until the hold ends: the conductor learns of it only
+    at the next heartbeat and sync, and would otherwise store the recovered report
+    alone, without an alarm."""
+    qat = "0000:6b:00.0"
+    clock = FastTicks(0.1)
+    monitor = HealthMonitor(Kind.QAT, gpu_server.root, clock=clock)
+    healthy(gpu_server, qat, 0x8086)
+    entries = discover(gpu_server, Kind.QAT)
+    monitor.attach(entries)  # the baseline, at discovery
+    set_aer(gpu_server, qat, "fatal", {"Poisoned TLP": 1})
+    states = []
+    for _ in range(1 + monitor.policy.recover_polls * 10):
+        monitor.poll(entries)
+        states.append(report(monitor, entries, qat).state)
+    assert set(states) == {"failed"}
+    clock.now += timedelta(seconds=monitor.policy.failed_hold)
+    monitor.poll(entries)
+    health = report(monitor, entries, qat)
+    assert health.state == "ok" and health.checks[0].count == 1  # and it is remembered
+
+
+class FastTicks(Ticks):
+    def __init__(self, step: float) -> None:
+        super().__init__()
+        self.step = step
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=self.step)
+        return self.now
+
+
+def report(monitor: HealthMonitor, entries: list[HardwareEntry], address: str) -> DeviceHealth:
+    [entry] = [e for e in monitor.attach(entries) if e.pci and e.pci.address == address]
+    assert entry.health is not None
+    return entry.health

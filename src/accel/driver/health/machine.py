@@ -6,6 +6,9 @@
 * A device leaves a worse state only after ``recover_polls`` consecutive polls in which
   every check that put it there read healthy. A check that reads nothing (a file gone,
   NVML not answering) is silence: it breaks the run, so silence never heals.
+* A failed device stays failed for ``failed_hold`` seconds after its last failing
+  reading, however clean the polls since: long enough for the report that says so
+  to reach the conductor, which would otherwise never learn of a short failure.
 * A device that reads nothing at all is ``unknown``, never failed; one already
   degraded or failed stays so.
 * ``flap_count`` entries into ``failed`` within ``flap_window`` seconds add the
@@ -71,6 +74,7 @@ class DeviceMachine:
         self.calm = 0
         self.marks: deque[bool] = deque(maxlen=policy.degrade_window)
         self.entries: deque[datetime] = deque()
+        self.failing_at: datetime | None = None
 
     def observe(self, readings: Iterable[Reading], now: datetime) -> bool:
         """Takes one poll's readings; True if the reported health changed."""
@@ -82,6 +86,8 @@ class DeviceMachine:
             self.entries.append(now)
         taken.append(self._flapping(now))
         worst = max(worst, self._rank_of(taken[-1]))
+        if worst == 2:
+            self.failing_at = now
         held = {check for check, r in self.records.items() if r.severity is not CheckSeverity.OK}
         silent = False
         read_any = False
@@ -148,9 +154,15 @@ class DeviceMachine:
             return
         # A worse state than the readings now say: leave it only on positive evidence.
         self.calm = 0 if silent else self.calm + 1
-        if self.calm >= self.policy.recover_polls:
+        if self.calm >= self.policy.recover_polls and not self._held(now):
             self._become(_STATE_OF[worst], now)
             self._settle(active)
+
+    def _held(self, now: datetime) -> bool:
+        """Whether a failed device is still within its hold (``failed_hold``)."""
+        if self.state is not HealthState.FAILED or self.failing_at is None:
+            return False
+        return (now - self.failing_at).total_seconds() < self.policy.failed_hold
 
     def _settle(self, active: set[str]) -> None:
         """Checks that read healthy no longer hold the device: their severity is ok."""
