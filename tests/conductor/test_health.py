@@ -20,12 +20,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from accel.conductor import health
 from accel.conductor.agents import record_hello
 from accel.conductor.allocation import apply_changes
+from accel.conductor.health_functions import failed_functions
 from accel.conductor.reconcile import store_inventory
 from accel.db.models import Alarm, Deployable, Device
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.internal.health_schemas import DeviceHealth, HealthCheck
-from accel.internal.schemas import DriverOutcome, HardwareEntry, HardwareList, Kind
+from accel.internal.schemas import (
+    DriverOutcome,
+    GpuFacts,
+    HardwareEntry,
+    HardwareList,
+    Kind,
+    MigInstance,
+)
 from accel.states import (
     AlarmKind,
     AlarmState,
@@ -81,6 +89,7 @@ class Node:
         self.entries = [e for kind in Kind for e in discover(kind, tree.root, "node1")]
         self.health: dict[str, DeviceHealth | None] = {}
         self.vf_health: dict[str, DeviceHealth | None] = {}
+        self.mig: dict[str, list[MigInstance]] = {}
 
     def entry(self, entry: HardwareEntry) -> HardwareEntry:
         assert entry.pci is not None
@@ -88,9 +97,13 @@ class Node:
             vf.model_copy(update={"health": self.vf_health.get(vf.address)})
             for vf in entry.virtual_functions
         ]
-        return entry.model_copy(
-            update={"health": self.health.get(entry.pci.address), "virtual_functions": vfs}
-        )
+        update: dict[str, object] = {
+            "health": self.health.get(entry.pci.address),
+            "virtual_functions": vfs,
+        }
+        if entry.pci.address in self.mig:
+            update["gpu"] = GpuFacts(mig_mode="enabled", mig_instances=self.mig[entry.pci.address])
+        return entry.model_copy(update=update)
 
     def sync(self, at: dt.datetime, *, leave_out: Iterable[str] = ()) -> None:
         gone = set(leave_out)
@@ -232,6 +245,74 @@ def test_a_failed_pf_fails_every_vf_and_a_failed_vf_only_itself(node: Node) -> N
     node.vf_health[QAT_VF] = OK
     node.sync(minutes(3))
     assert not any(node.unfit(QAT).values()) and node.alarms() == []
+
+
+def test_a_vf_whose_checks_flap_is_latched_alone_until_its_device_is_cleared(
+    node: Node,
+) -> None:
+    node.vf_health[QAT_VF] = failed_by("flapping", minutes(1), latch=True)
+    node.sync(minutes(1))
+    # The VF's driver sees it well again, still naming the flap it latched on.
+    node.vf_health[QAT_VF] = reading(
+        HealthState.OK, check("flapping", CheckSeverity.OK, minutes(1), latch=True)
+    )
+    node.sync(minutes(2))
+    device = node.device(QAT)
+    assert device.health_state is None and device.health_latched_at is None  # not the PF
+    assert [name for name, why in node.unfit(QAT).items() if why] == [f"node1_{QAT_VF}"]
+    assert health.failure_reason(device) == f"vf:{QAT_VF}:latched:flapping"
+    [alarm] = node.alarms()
+    assert alarm.subject == device.uuid
+    # A restarted conductor reads the latch back from the row: a report without the
+    # latching check (the driver restarted too) keeps the VF failed.
+    node.vf_health[QAT_VF] = OK
+    node.sync(minutes(3))
+    assert node.unfit(QAT)[f"node1_{QAT_VF}"] is not None
+    node.clear(QAT, minutes(4))
+    assert not any(node.unfit(QAT).values()) and node.alarms() == []
+    # The same flap, seen before the clear, does not latch again; a new one does.
+    node.vf_health[QAT_VF] = reading(
+        HealthState.OK, check("flapping", CheckSeverity.OK, minutes(1), latch=True)
+    )
+    node.sync(minutes(5))
+    assert not any(node.unfit(QAT).values())
+    node.vf_health[QAT_VF] = reading(
+        HealthState.OK, check("flapping", CheckSeverity.OK, minutes(6), latch=True)
+    )
+    node.sync(minutes(6))
+    assert health.failure_reason(node.device(QAT)) == f"vf:{QAT_VF}:latched:flapping"
+    assert node.device(QAT).health_state is None
+
+
+def test_a_mig_instance_failed_on_its_own_evidence_is_named_and_its_gpu_kept(
+    node: Node,
+) -> None:
+    well, broken = "MIG-1111", "MIG-2222"
+    node.mig[GPU] = [
+        MigInstance(uuid=well, health=OK),
+        MigInstance(uuid=broken, health=failed_by("gpu_xid")),
+    ]
+    node.sync(minutes(1))
+    device = node.device(GPU)
+    assert device.health_state is None  # the GPU keeps its own health
+    assert health.failure_reason(device) == f"mig:{broken}"
+    assert [a.subject for a in node.alarms()] == [device.uuid]
+    assert set(node.unfit(GPU).values()) == {None}  # MIG instances are not deployables
+    # The GPU failing takes every instance with it: only the GPU is named.
+    node.health[GPU] = FATAL
+    node.mig[GPU] = [MigInstance(uuid=u, health=failed_by("aer_fatal")) for u in (well, broken)]
+    node.sync(minutes(2))
+    assert health.failure_reason(node.device(GPU)) == "aer_fatal"
+    assert len(node.alarms()) == 1
+    node.health[GPU] = OK
+    node.mig[GPU] = [MigInstance(uuid=u, health=OK) for u in (well, broken)]
+    node.sync(minutes(3))
+    assert health.failure_reason(node.device(GPU)) == "" and node.alarms() == []
+
+
+def test_a_row_written_before_vf_latches_is_read_as_failed_vfs_without_latch() -> None:
+    assert failed_functions(json.dumps([QAT_VF])) == {QAT_VF: None}
+    assert failed_functions(None) == {}
 
 
 def test_the_brake_keeps_a_mass_failure_in_service_until_confirmed(node: Node) -> None:
