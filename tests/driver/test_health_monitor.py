@@ -11,9 +11,10 @@ from accel.driver.fake_health import healthy, set_aer
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from accel.driver.health.gpu import HealthNvml
 from accel.driver.health.monitor import HealthMonitor
+from accel.driver.health.policy import HealthPolicy
 from accel.driver.pci_ids import PciIdDatabase
 from accel.internal.health_schemas import DeviceHealth
-from accel.internal.schemas import HardwareEntry, Kind
+from accel.internal.schemas import GpuFacts, HardwareEntry, Kind, MigInstance
 from tests.driver.health_fakes import HealthNvmlFake
 
 GPU = "0000:17:00.0"
@@ -106,3 +107,59 @@ def report(monitor: HealthMonitor, entries: list[HardwareEntry], address: str) -
     [entry] = [e for e in monitor.attach(entries) if e.pci and e.pci.address == address]
     assert entry.health is not None
     return entry.health
+
+
+def test_a_mig_instance_fails_on_an_xid_scoped_to_it_and_with_its_gpu(
+    gpu_server: FakeSysfs,
+) -> None:
+    nvml = HealthNvmlFake(GPU, mig={1: "MIG-a", 2: "MIG-b"})
+    monitor = HealthMonitor(Kind.GPU, gpu_server.root, nvml=cast(HealthNvml, nvml), clock=Ticks())
+    healthy(gpu_server, GPU, 0x10DE)
+    instances = [MigInstance(uuid="MIG-a"), MigInstance(uuid="MIG-b")]
+    entries = [
+        e.model_copy(update={"gpu": GpuFacts(mig_mode="enabled", mig_instances=instances)})
+        if e.pci and e.pci.address == GPU
+        else e
+        for e in discover(gpu_server, Kind.GPU)
+    ]
+    assert mig_states(monitor, entries) == ("ok", {"MIG-a": "ok", "MIG-b": "ok"})
+    nvml.xids = [(79, 2)]  # NVML scopes it to GPU instance 2: MIG-b alone
+    assert monitor.poll(entries)
+    assert mig_states(monitor, entries) == ("ok", {"MIG-a": "ok", "MIG-b": "failed"})
+    nvml.xids = [79]  # the whole GPU: every instance with it, naming the GPU's check
+    monitor.poll(entries)
+    assert mig_states(monitor, entries) == ("failed", {"MIG-a": "failed", "MIG-b": "failed"})
+    [gpu] = [e for e in monitor.attach(entries) if e.pci and e.pci.address == GPU]
+    assert gpu.gpu is not None and gpu.gpu.mig_instances[0].health is not None
+    assert [c.check for c in gpu.gpu.mig_instances[0].health.checks] == ["gpu_xid"]
+    nvml.mig = {1: "MIG-a"}  # MIG-b destroyed: its evidence is forgotten
+    monitor.poll(entries)
+    assert ("0000:17:00.0", "MIG-b") not in monitor.instances
+
+
+def mig_states(monitor: HealthMonitor, entries: list[HardwareEntry]) -> tuple[str, dict[str, str]]:
+    [gpu] = [e for e in monitor.attach(entries) if e.pci and e.pci.address == GPU]
+    assert gpu.health is not None and gpu.gpu is not None
+    return gpu.health.state, {
+        str(i.uuid): i.health.state for i in gpu.gpu.mig_instances if i.health is not None
+    }
+
+
+def test_a_vf_whose_checks_flap_is_latched_and_its_pf_stays_ok(gpu_server: FakeSysfs) -> None:
+    qat, vf = "0000:6b:00.0", "0000:6b:00.1"
+    policy = HealthPolicy(recover_polls=1, failed_hold=0)
+    monitor = HealthMonitor(Kind.QAT, gpu_server.root, policy, clock=Ticks())
+    for address in (qat, vf):
+        healthy(gpu_server, address, 0x8086, link=address == qat)
+    entries = discover(gpu_server, Kind.QAT)
+    monitor.attach(entries)
+    for errors in range(1, policy.flap_count + 1):
+        set_aer(gpu_server, vf, "fatal", {"Poisoned TLP": errors})
+        monitor.poll(entries)  # failed
+        monitor.poll(entries)  # a clean poll: well again, until it flaps
+    [entry] = [e for e in monitor.attach(entries) if e.pci and e.pci.address == qat]
+    [vf_health] = [f.health for f in entry.virtual_functions if f.address == vf]
+    assert entry.health is not None and entry.health.state == "ok"
+    assert vf_health is not None and vf_health.state == "failed"
+    flapping = next(c for c in vf_health.checks if c.check == "flapping")
+    assert flapping.latch and flapping.severity == "failed"

@@ -188,3 +188,16 @@ class DeviceMachine:
             since=self.since,
             checks=[self.records[check].as_check(check) for check in sorted(self.records)],
         )
+
+
+def fanned_out(parent: DeviceHealth, own: DeviceHealth | None) -> DeviceHealth:
+    """A part's health (a MIG instance) given its parent's: its own, unless the parent's
+    state is worse, which then holds it with the parent's checks of that severity."""
+    if own is not None and _rank(own.state) >= _rank(parent.state):
+        return own
+    if _rank(parent.state) == 0:
+        return own or DeviceHealth(state=parent.state, since=parent.since)
+    holding = [c for c in parent.checks if c.severity.value == parent.state.value]
+    held = {c.check for c in holding}
+    mine = [] if own is None else [c for c in own.checks if c.check not in held]
+    return DeviceHealth(state=parent.state, since=parent.since, checks=[*holding, *mine])
