@@ -83,6 +83,11 @@ def test_silence_never_heals_and_breaks_the_run_of_clean_polls(clock: Clock) -> 
     assert states == [HealthState.FAILED] * 5 + [HealthState.OK]
 
 
+def test_a_first_degrading_reading_is_evidence_ok_not_unknown(clock: Clock) -> None:
+    machine = DeviceMachine(polls_only(), T0)
+    assert run(machine, clock, NARROW, NARROW) == [HealthState.OK, HealthState.DEGRADED]
+
+
 def test_degraded_needs_two_of_three_polls(clock: Clock) -> None:
     machine = DeviceMachine(polls_only(), T0)
     assert run(machine, clock, OK, NARROW, OK, OK, NARROW) == [HealthState.OK] * 5

@@ -140,6 +140,9 @@ class DeviceMachine:
         if worst > rank:
             if worst == 2 or sum(self.marks) >= self.policy.degrade_polls:
                 self._become(_STATE_OF[worst], now)
+            elif self.state is HealthState.UNKNOWN:
+                # Degrading evidence not yet seen often enough is still evidence.
+                self._become(HealthState.OK, now)
             return
         if worst == rank and rank > 0:
             self.calm = 0
