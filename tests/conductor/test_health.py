@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from accel.api.devices import health_body
 from accel.conductor import health
 from accel.conductor.agents import record_hello
 from accel.conductor.allocation import apply_changes
@@ -25,7 +26,14 @@ from accel.conductor.reconcile import store_inventory
 from accel.db.models import Alarm, Deployable, Device
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeSysfs
-from accel.internal.health_schemas import DeviceHealth, HealthCheck
+from accel.internal.health_schemas import (
+    MAX_CHECK_NAME_LENGTH,
+    MAX_CHECKS_PER_DEVICE,
+    MAX_COUNT,
+    MAX_VALUE_LENGTH,
+    DeviceHealth,
+    HealthCheck,
+)
 from accel.internal.schemas import (
     DriverOutcome,
     GpuFacts,
@@ -383,3 +391,42 @@ def test_two_conductors_storing_one_failure_raise_one_alarm(node: Node) -> None:
 
 def rp(name: str) -> str:
     return str(uuid.uuid3(uuid.NAMESPACE_DNS, name))
+
+
+FAR_PAST = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+FAR_FUTURE = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+
+
+def at_every_bound() -> DeviceHealth:
+    """As much health as one device may report: every check at its longest, counts
+    at their largest, times at both ends of what UTC writes, names accel never made."""
+    return DeviceHealth(
+        state=HealthState.FAILED,
+        since=FAR_PAST,
+        checks=[
+            HealthCheck(
+                check=f"vendor_check_{index:02d}".ljust(MAX_CHECK_NAME_LENGTH, "x"),
+                severity=CheckSeverity.FAILED if index % 2 else CheckSeverity.DEGRADED,
+                value="é" * MAX_VALUE_LENGTH,
+                first_seen=FAR_PAST,
+                last_seen=FAR_FUTURE,
+                count=MAX_COUNT,
+            )
+            for index in range(MAX_CHECKS_PER_DEVICE)
+        ],
+    )
+
+
+def test_health_at_every_bound_is_stored_and_shown_intact(node: Node) -> None:
+    reported = at_every_bound()
+    node.health[GPU] = reported
+    node.sync(minutes(1))
+    device = node.device(GPU)
+    shown = health_body(device)
+    assert shown["checks"] == [c.model_dump(mode="json") for c in reported.checks]
+    assert (shown["state"], shown["since"]) == ("failed", "0001-01-01T00:00:00+00:00")
+    assert shown["checks"][0]["last_seen"] == "9999-12-31T23:59:59Z"
+    assert shown["checks"][0]["count"] == MAX_COUNT
+    assert len(shown["reason"].split(",")) == MAX_CHECKS_PER_DEVICE // 2
+    [alarm] = node.alarms()
+    assert alarm.subject == device.uuid
