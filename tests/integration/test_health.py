@@ -45,6 +45,7 @@ from tests.integration.test_allocation import (
     create_profile,
     qat_vf_deployables,
 )
+from tests.integration.test_fleet_faults import FLEET_CONDUCTOR, conductors
 from tests.integration.test_hostile_reports import failed_with, hostile_driver
 from tests.postgres import ThrowawayPostgres
 from tests.processes import Cluster, Service, run_accel, wait_until
@@ -278,3 +279,54 @@ def test_health_at_its_bounds_is_stored_intact_and_past_them_refused_naming_it(
         assert first_gpu(api)["health"] == stored  # nothing of it stored
     unhealthy = [a for a in alarms(api, "all") if a[0] == AlarmKind.HARDWARE_UNHEALTHY]
     assert unhealthy == [(AlarmKind.HARDWARE_UNHEALTHY, uuid_of_gpu)]
+
+
+@pytest.mark.postgres
+def test_a_conductor_killed_during_a_health_sync_loses_nothing_and_alarms_once(
+    cluster: Cluster, postgres: ThrowawayPostgres, tmp_path: Path
+) -> None:
+    database = postgres.new_database()
+    report = tmp_path / "report.json"
+    write_atomically(report, health("ok"))
+    pair = [cluster.conductor(database, **FLEET_CONDUCTOR) for _ in range(2)]
+    api = cluster.api(database)
+    agent = cluster.agent([c.url for c in pair], "node1", **FAST_AGENT)
+    hostile_driver(cluster, agent, "--report-file", str(report))
+    wait_until(lambda: len(hardware(api)) == 2, "both GPUs stored", on_timeout=cluster.logs)
+
+    # The chosen moment: the agent stops answering, so the next sync hangs holding
+    # its lease; the GPU fails meanwhile, and the conductor running that sync dies.
+    agent.pause()
+
+    def holder() -> str | None:
+        return next(
+            (name for name, c in conductors(api).items() if "node1" in c["sync_leases"]),
+            None,
+        )
+
+    victim_name = wait_until(holder, "a conductor to hold node1's sync lease")
+    victim = next(c for c in pair if c.endpoint == victim_name)
+    failed_at = dt.datetime.now(dt.UTC)
+    write_atomically(report, health("failed", ("aer_fatal", "failed", failed_at, False)))
+    victim.kill()
+    agent.resume()
+
+    def failed_gpu() -> dict[str, Any] | None:
+        found = first_gpu(api)
+        return found if failed(found) else None
+
+    gpu = wait_until(
+        failed_gpu,
+        "the other conductor to store the failure",
+        on_timeout=cluster.logs,
+    )
+    assert [c["check"] for c in gpu["health"]["checks"]] == ["aer_fatal"]
+    cluster.restart(victim)
+    synced = get(api, "/v2/agents")["agents"][0]["last_synced_at"]
+    wait_until(
+        lambda: get(api, "/v2/agents")["agents"][0]["last_synced_at"] != synced,
+        "a sync after the restart",
+    )
+    assert first_gpu(api)["health"] == gpu["health"]  # nothing lost, nothing moved
+    unhealthy = [a for a in alarms(api, "all") if a[0] == AlarmKind.HARDWARE_UNHEALTHY]
+    assert unhealthy == [(AlarmKind.HARDWARE_UNHEALTHY, gpu["uuid"])]  # raised once
