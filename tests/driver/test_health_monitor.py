@@ -134,7 +134,10 @@ def test_a_mig_instance_fails_on_an_xid_scoped_to_it_and_with_its_gpu(
     assert [c.check for c in gpu.gpu.mig_instances[0].health.checks] == ["gpu_xid"]
     nvml.mig = {1: "MIG-a"}  # MIG-b destroyed: its evidence is forgotten
     monitor.poll(entries)
-    assert ("0000:17:00.0", "MIG-b") not in monitor.instances
+    assert (GPU, "MIG-b") not in monitor.instances and (GPU, "MIG-a") in monitor.instances
+    nvml.mig = {}  # MIG turned off: nothing kept of its instances
+    monitor.poll(entries)
+    assert monitor.instances == {}
 
 
 def mig_states(monitor: HealthMonitor, entries: list[HardwareEntry]) -> tuple[str, dict[str, str]]:

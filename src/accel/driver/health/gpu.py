@@ -161,12 +161,13 @@ class GpuHealth:
         readings.append(self._xid_reading(xids, evidence))
         scoped = [(xid, instance) for xid, instance in events if instance is not None]
         mode = self._ask(lambda: nvml.nvmlDeviceGetMigMode(handle))
-        if scoped or (mode is not None and mode[0] == MIG_ENABLED):
-            # An XID NVML scopes to a GPU instance is that MIG instance's alone.
-            self.instances[address] = {
-                uuid: [self._xid_reading([x for x, i in scoped if i == instance], evidence)]
-                for instance, uuid in self._mig_uuids(handle).items()
-            }
+        # An XID NVML scopes to a GPU instance is that MIG instance's alone. MIG off:
+        # no instances, so the monitor drops what it kept of earlier ones.
+        on = bool(scoped) or (mode is not None and mode[0] == MIG_ENABLED)
+        self.instances[address] = {
+            uuid: [self._xid_reading([x for x, i in scoped if i == instance], evidence)]
+            for instance, uuid in (self._mig_uuids(handle) if on else {}).items()
+        }
         return readings
 
     def _xid_reading(self, xids: list[int], evidence: bool) -> Reading:
