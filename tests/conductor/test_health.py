@@ -235,6 +235,28 @@ def test_a_latch_seen_again_after_the_clear_latches_again(node: Node) -> None:
     assert (device.health_state, device.health_latched_at) == (HealthState.FAILED, minutes(4))
 
 
+def test_a_latch_the_driver_dates_in_the_far_future_is_cleared_for_good(node: Node) -> None:
+    """A node whose clock runs far ahead: its latch is after every clear by that clock.
+    Cleared, it stays cleared while the driver repeats it; new evidence latches again."""
+    far = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+    node.health[GPU] = reading(HealthState.OK, check("flapping", CheckSeverity.OK, far, True))
+    node.vf_health[QAT_VF] = reading(HealthState.OK, check("flapping", CheckSeverity.OK, far, True))
+    node.sync(minutes(1))
+    assert node.device(GPU).health_latched_by == "flapping"
+    assert health.failure_reason(node.device(QAT)) == f"vf:{QAT_VF}:latched:flapping"
+    node.clear(GPU, minutes(2))
+    node.clear(QAT, minutes(2))
+    for at in (3, 4):
+        node.sync(minutes(at))
+        assert node.device(GPU).health_state == HealthState.OK
+        assert health.failure_reason(node.device(QAT)) == ""
+    assert node.alarms() == []
+    sooner = far - dt.timedelta(days=1)  # a new flap, by the same clock
+    node.health[GPU] = reading(HealthState.OK, check("flapping", CheckSeverity.OK, sooner, True))
+    node.sync(minutes(5))
+    assert node.device(GPU).health_latched_at == minutes(5)
+
+
 def test_a_failed_pf_fails_every_vf_and_a_failed_vf_only_itself(node: Node) -> None:
     node.vf_health[QAT_VF] = failed_by("aer_fatal")
     node.sync(minutes(1))

@@ -36,7 +36,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from accel.conductor.alarms import chunks, clear_alarm, clear_alarms, raise_alarm, raise_alarms
-from accel.conductor.health_functions import aware, failed_functions, function_failures, latch
+from accel.conductor.health_functions import (
+    aware,
+    failed_functions,
+    function_failures,
+    latch,
+    latching_seen,
+)
 from accel.db.models import AcceleratorRequest, Alarm, Deployable, Device
 from accel.internal.health_schemas import DeviceHealth
 from accel.internal.intervals import HEALTH_BRAKE_SHARE, HEALTH_BRAKE_WINDOW
@@ -72,6 +78,8 @@ class HealthMemory:
     latched_at: dt.datetime | None = None
     latched_by: str | None = None
     cleared_at: dt.datetime | None = None
+    # The report stored before (devices.hardware), read only if a latch may matter.
+    before: str | None = None
 
     @classmethod
     def of(cls, device: Device) -> HealthMemory:
@@ -84,6 +92,7 @@ class HealthMemory:
             latched_at=device.health_latched_at,
             latched_by=device.health_latched_by,
             cleared_at=device.health_cleared_at,
+            before=device.hardware,
         )
 
     @property
@@ -108,8 +117,10 @@ def judge(
     whether the device is failed (None if there is none)."""
     reported = entry.health
     latched_at, latched_by = memory.latched_at, memory.latched_by
+    # Only after a clear does a latch ask what the report before said.
+    before = latching_seen(memory.before) if memory.cleared_at is not None else {}
     if latched_at is None and reported is not None:
-        latched_by = latch(reported, memory.cleared_at)
+        latched_by = latch(reported, memory.cleared_at, before)
         latched_at = None if latched_by is None else now
     state = HealthState.FAILED if latched_at is not None else _state(reported)
     if reported is not None and state == reported.state:
@@ -118,7 +129,7 @@ def judge(
         since = memory.since
     else:
         since = now
-    functions = function_failures(entry, dict(memory.functions), memory.cleared_at, state)
+    functions = function_failures(entry, dict(memory.functions), memory.cleared_at, before, state)
     failing = state == HealthState.FAILED or bool(functions)
     columns = {
         "health_state": state,

@@ -28,10 +28,39 @@ def failed_functions(column: str | None) -> dict[str, str | None]:
     return dict.fromkeys(stored) if isinstance(stored, list) else stored
 
 
-def latch(health: DeviceHealth, cleared_at: dt.datetime | None) -> str | None:
-    """The first latching check seen after the operator's last clear, if any."""
+Seen = dict[str, dt.datetime]
+
+
+def latching_seen(hardware: str | None) -> Seen:
+    """When each latching check of a stored report (``devices.hardware``) was last
+    seen: the device's as ``check``, a VF's as ``address/check``."""
+    if not hardware:
+        return {}
+    entry = json.loads(hardware)
+    seen: Seen = {}
+    reports = [("", entry.get("health"))]
+    reports += [
+        (f"{vf.get('address')}/", vf.get("health")) for vf in entry.get("virtual_functions", [])
+    ]
+    for prefix, health in reports:
+        for check in (health or {}).get("checks", []):
+            if check.get("latch"):
+                seen[prefix + check["check"]] = aware(dt.datetime.fromisoformat(check["last_seen"]))
+    return seen
+
+
+def latch(
+    health: DeviceHealth, cleared_at: dt.datetime | None, before: Seen, prefix: str = ""
+) -> str | None:
+    """The first latching check with new evidence since the operator's last clear:
+    seen after the clear, by the driver's clock, and seen anew since the report stored
+    before (whose last sighting the clear already let go). A check the driver dates
+    in the far future therefore latches once, not again after every clear."""
     for check in health.checks:
-        if check.latch and (cleared_at is None or aware(check.last_seen) > cleared_at):
+        seen = aware(check.last_seen)
+        if not check.latch or (cleared_at is not None and seen <= cleared_at):
+            continue
+        if cleared_at is None or before.get(prefix + check.check) != seen:
             return check.check
     return None
 
@@ -40,6 +69,7 @@ def function_failures(
     entry: HardwareEntry,
     latched: dict[str, str | None],
     cleared_at: dt.datetime | None,
+    before: Seen,
     state: HealthState | None,
 ) -> dict[str, str | None]:
     """The entry's failed VFs and MIG instances, each with its latch. A VF's latch is
@@ -49,7 +79,7 @@ def function_failures(
     for vf in entry.virtual_functions:
         latched_by = latched.get(vf.address)
         if latched_by is None and vf.health is not None:
-            latched_by = latch(vf.health, cleared_at)
+            latched_by = latch(vf.health, cleared_at, before, f"{vf.address}/")
         failing = vf.health is not None and vf.health.state == HealthState.FAILED
         if latched_by is not None or failing:
             failed[vf.address] = latched_by
