@@ -4,6 +4,7 @@ ones are forgotten (a device that comes back starts from a fresh baseline)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import cast
 
 from accel.driver.discovery import Discoverer
@@ -166,3 +167,30 @@ def test_a_vf_whose_checks_flap_is_latched_and_its_pf_stays_ok(gpu_server: FakeS
     assert vf_health is not None and vf_health.state == "failed"
     flapping = next(c for c in vf_health.checks if c.check == "flapping")
     assert flapping.latch and flapping.severity == "failed"
+
+
+def test_a_new_device_below_a_bridge_leaves_the_bridges_errors_to_the_next_poll(
+    tmp_path: Path,
+) -> None:
+    """A device discovered between two polls is read at once, as a baseline: an error
+    counted at the bridge above it since the last poll is still seen by that poll,
+    by the devices below the bridge, and not taken by the newcomer alone."""
+    bridge, known, new = "0000:16:00.0", "0000:17:00.0", "0000:17:00.1"
+    tree = FakeSysfs(tmp_path)
+    tree.add(FakeFunction(bridge, 0x8086, 0x347A, 0x060400, driver="pcieport"))
+    tree.add(FakeFunction(known, 0x10DE, 0x2331, 0x030200, upstream=bridge))
+    for address in (bridge, known):
+        healthy(tree, address, 0x10DE)
+    monitor = HealthMonitor(Kind.GPU, tree.root, clock=Ticks())
+    monitor.attach(discover(tree, Kind.GPU))
+    monitor.poll(discover(tree, Kind.GPU))
+    set_aer(tree, bridge, "fatal", {"Surprise Down Error": 1})
+    tree.add(FakeFunction(new, 0x10DE, 0x2331, 0x030200, upstream=bridge))
+    healthy(tree, new, 0x10DE)
+    entries = discover(tree, Kind.GPU)
+    states = {e.pci.address: e.health.state for e in monitor.attach(entries) if e.pci and e.health}
+    assert states == {known: "ok", new: "ok"}  # the newcomer's first look is a baseline
+    monitor.poll(entries)
+    [entry] = [e for e in monitor.attach(entries) if e.pci and e.pci.address == known]
+    assert entry.health is not None and entry.health.state == "failed"
+    assert entry.health.checks[0].value == f"+1 (Surprise Down Error +1) at upstream {bridge}"

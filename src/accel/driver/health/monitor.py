@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from accel.driver.health.evidence import Counters, Reading
+from accel.driver.health.evidence import Counters, FirstLook, Reading
 from accel.driver.health.fpga import fpga_readings
 from accel.driver.health.gpu import GpuHealth, HealthNvml
 from accel.driver.health.machine import DeviceMachine, fanned_out
@@ -66,7 +66,11 @@ class HealthMonitor:
         with self._lock:
             unseen = [e for e in entries if not self._known(e)]
             if unseen:
-                self._poll(unseen, forget=False)
+                counters, self.counters = self.counters, FirstLook(self.counters)
+                try:
+                    self._poll(unseen, forget=False)
+                finally:
+                    self.counters = counters
             return [self._with_health(entry) for entry in entries]
 
     def _known(self, entry: HardwareEntry) -> bool:
