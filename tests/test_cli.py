@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 from accel.cli.discover import display_name
+from accel.driver.fake_health import healthy, set_config, set_link
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.internal.schemas import (
     AccSpecs,
@@ -178,3 +179,26 @@ def test_discover_names_a_gpu_newer_than_the_pci_id_database_by_nvml() -> None:
     # Where the database knows the card, its name stands.
     known = named.model_copy(update={"pci": pci.model_copy(update={"product_name": "GH100"})})
     assert display_name(known) == "NVIDIA Corporation GH100"
+
+
+def test_discover_shows_each_devices_health_with_its_checks(gpu_server: FakeSysfs) -> None:
+    qat, other, vf = "0000:6b:00.0", "0000:70:00.0", "0000:6b:00.1"
+    for address in (qat, other):
+        healthy(gpu_server, address, 0x8086)
+    set_link(gpu_server, qat, 8)
+    set_config(gpu_server, vf, None)  # this VF no longer answers
+    root = str(gpu_server.root)
+    listed = run_accel("discover", "--sysfs-root", root, "--kind", "QAT", "--json")
+    assert listed.returncode == 0, listed.stderr
+    found = {e["pci"]["address"]: e for e in json.loads(listed.stdout)["hardware"]}
+    checks = {c["check"]: c for c in found[qat]["health"]["checks"]}
+    assert checks["link_width"]["value"] == "x8 of x16"
+    assert checks["link_width"]["severity"] == "degraded"
+    assert found[other]["health"]["state"] == "ok" and found[other]["health"]["checks"] == []
+    [vf_health] = [f["health"] for f in found[qat]["virtual_functions"] if f["address"] == vf]
+    assert vf_health["state"] == "failed"
+    table = run_accel("discover", "--sysfs-root", root, "--kind", "QAT", env={"COLUMNS": "300"})
+    assert table.returncode == 0, table.stderr
+    [row] = [line for line in table.stdout.splitlines() if qat in line]
+    assert "ok: link_width x8 of x16" in row
+    assert f"vf {vf} failed: config_space vendor id ffff" in row

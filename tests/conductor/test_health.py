@@ -17,15 +17,31 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from accel.api.devices import health_body
 from accel.conductor import health
 from accel.conductor.agents import record_hello
 from accel.conductor.allocation import apply_changes
+from accel.conductor.health_functions import failed_functions
 from accel.conductor.reconcile import store_inventory
 from accel.db.models import Alarm, Deployable, Device
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeSysfs
-from accel.internal.health_schemas import DeviceHealth, HealthCheck
-from accel.internal.schemas import DriverOutcome, HardwareEntry, HardwareList, Kind
+from accel.internal.health_schemas import (
+    MAX_CHECK_NAME_LENGTH,
+    MAX_CHECKS_PER_DEVICE,
+    MAX_COUNT,
+    MAX_VALUE_LENGTH,
+    DeviceHealth,
+    HealthCheck,
+)
+from accel.internal.schemas import (
+    DriverOutcome,
+    GpuFacts,
+    HardwareEntry,
+    HardwareList,
+    Kind,
+    MigInstance,
+)
 from accel.states import (
     AlarmKind,
     AlarmState,
@@ -81,6 +97,7 @@ class Node:
         self.entries = [e for kind in Kind for e in discover(kind, tree.root, "node1")]
         self.health: dict[str, DeviceHealth | None] = {}
         self.vf_health: dict[str, DeviceHealth | None] = {}
+        self.mig: dict[str, list[MigInstance]] = {}
 
     def entry(self, entry: HardwareEntry) -> HardwareEntry:
         assert entry.pci is not None
@@ -88,9 +105,13 @@ class Node:
             vf.model_copy(update={"health": self.vf_health.get(vf.address)})
             for vf in entry.virtual_functions
         ]
-        return entry.model_copy(
-            update={"health": self.health.get(entry.pci.address), "virtual_functions": vfs}
-        )
+        update: dict[str, object] = {
+            "health": self.health.get(entry.pci.address),
+            "virtual_functions": vfs,
+        }
+        if entry.pci.address in self.mig:
+            update["gpu"] = GpuFacts(mig_mode="enabled", mig_instances=self.mig[entry.pci.address])
+        return entry.model_copy(update=update)
 
     def sync(self, at: dt.datetime, *, leave_out: Iterable[str] = ()) -> None:
         gone = set(leave_out)
@@ -214,6 +235,28 @@ def test_a_latch_seen_again_after_the_clear_latches_again(node: Node) -> None:
     assert (device.health_state, device.health_latched_at) == (HealthState.FAILED, minutes(4))
 
 
+def test_a_latch_the_driver_dates_in_the_far_future_is_cleared_for_good(node: Node) -> None:
+    """A node whose clock runs far ahead: its latch is after every clear by that clock.
+    Cleared, it stays cleared while the driver repeats it; new evidence latches again."""
+    far = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+    node.health[GPU] = reading(HealthState.OK, check("flapping", CheckSeverity.OK, far, True))
+    node.vf_health[QAT_VF] = reading(HealthState.OK, check("flapping", CheckSeverity.OK, far, True))
+    node.sync(minutes(1))
+    assert node.device(GPU).health_latched_by == "flapping"
+    assert health.failure_reason(node.device(QAT)) == f"vf:{QAT_VF}:latched:flapping"
+    node.clear(GPU, minutes(2))
+    node.clear(QAT, minutes(2))
+    for at in (3, 4):
+        node.sync(minutes(at))
+        assert node.device(GPU).health_state == HealthState.OK
+        assert health.failure_reason(node.device(QAT)) == ""
+    assert node.alarms() == []
+    sooner = far - dt.timedelta(days=1)  # a new flap, by the same clock
+    node.health[GPU] = reading(HealthState.OK, check("flapping", CheckSeverity.OK, sooner, True))
+    node.sync(minutes(5))
+    assert node.device(GPU).health_latched_at == minutes(5)
+
+
 def test_a_failed_pf_fails_every_vf_and_a_failed_vf_only_itself(node: Node) -> None:
     node.vf_health[QAT_VF] = failed_by("aer_fatal")
     node.sync(minutes(1))
@@ -232,6 +275,74 @@ def test_a_failed_pf_fails_every_vf_and_a_failed_vf_only_itself(node: Node) -> N
     node.vf_health[QAT_VF] = OK
     node.sync(minutes(3))
     assert not any(node.unfit(QAT).values()) and node.alarms() == []
+
+
+def test_a_vf_whose_checks_flap_is_latched_alone_until_its_device_is_cleared(
+    node: Node,
+) -> None:
+    node.vf_health[QAT_VF] = failed_by("flapping", minutes(1), latch=True)
+    node.sync(minutes(1))
+    # The VF's driver sees it well again, still naming the flap it latched on.
+    node.vf_health[QAT_VF] = reading(
+        HealthState.OK, check("flapping", CheckSeverity.OK, minutes(1), latch=True)
+    )
+    node.sync(minutes(2))
+    device = node.device(QAT)
+    assert device.health_state is None and device.health_latched_at is None  # not the PF
+    assert [name for name, why in node.unfit(QAT).items() if why] == [f"node1_{QAT_VF}"]
+    assert health.failure_reason(device) == f"vf:{QAT_VF}:latched:flapping"
+    [alarm] = node.alarms()
+    assert alarm.subject == device.uuid
+    # A restarted conductor reads the latch back from the row: a report without the
+    # latching check (the driver restarted too) keeps the VF failed.
+    node.vf_health[QAT_VF] = OK
+    node.sync(minutes(3))
+    assert node.unfit(QAT)[f"node1_{QAT_VF}"] is not None
+    node.clear(QAT, minutes(4))
+    assert not any(node.unfit(QAT).values()) and node.alarms() == []
+    # The same flap, seen before the clear, does not latch again; a new one does.
+    node.vf_health[QAT_VF] = reading(
+        HealthState.OK, check("flapping", CheckSeverity.OK, minutes(1), latch=True)
+    )
+    node.sync(minutes(5))
+    assert not any(node.unfit(QAT).values())
+    node.vf_health[QAT_VF] = reading(
+        HealthState.OK, check("flapping", CheckSeverity.OK, minutes(6), latch=True)
+    )
+    node.sync(minutes(6))
+    assert health.failure_reason(node.device(QAT)) == f"vf:{QAT_VF}:latched:flapping"
+    assert node.device(QAT).health_state is None
+
+
+def test_a_mig_instance_failed_on_its_own_evidence_is_named_and_its_gpu_kept(
+    node: Node,
+) -> None:
+    well, broken = "MIG-1111", "MIG-2222"
+    node.mig[GPU] = [
+        MigInstance(uuid=well, health=OK),
+        MigInstance(uuid=broken, health=failed_by("gpu_xid")),
+    ]
+    node.sync(minutes(1))
+    device = node.device(GPU)
+    assert device.health_state is None  # the GPU keeps its own health
+    assert health.failure_reason(device) == f"mig:{broken}"
+    assert [a.subject for a in node.alarms()] == [device.uuid]
+    assert set(node.unfit(GPU).values()) == {None}  # MIG instances are not deployables
+    # The GPU failing takes every instance with it: only the GPU is named.
+    node.health[GPU] = FATAL
+    node.mig[GPU] = [MigInstance(uuid=u, health=failed_by("aer_fatal")) for u in (well, broken)]
+    node.sync(minutes(2))
+    assert health.failure_reason(node.device(GPU)) == "aer_fatal"
+    assert len(node.alarms()) == 1
+    node.health[GPU] = OK
+    node.mig[GPU] = [MigInstance(uuid=u, health=OK) for u in (well, broken)]
+    node.sync(minutes(3))
+    assert health.failure_reason(node.device(GPU)) == "" and node.alarms() == []
+
+
+def test_a_row_written_before_vf_latches_is_read_as_failed_vfs_without_latch() -> None:
+    assert failed_functions(json.dumps([QAT_VF])) == {QAT_VF: None}
+    assert failed_functions(None) == {}
 
 
 def test_the_brake_keeps_a_mass_failure_in_service_until_confirmed(node: Node) -> None:
@@ -302,3 +413,42 @@ def test_two_conductors_storing_one_failure_raise_one_alarm(node: Node) -> None:
 
 def rp(name: str) -> str:
     return str(uuid.uuid3(uuid.NAMESPACE_DNS, name))
+
+
+FAR_PAST = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+FAR_FUTURE = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+
+
+def at_every_bound() -> DeviceHealth:
+    """As much health as one device may report: every check at its longest, counts
+    at their largest, times at both ends of what UTC writes, names accel never made."""
+    return DeviceHealth(
+        state=HealthState.FAILED,
+        since=FAR_PAST,
+        checks=[
+            HealthCheck(
+                check=f"vendor_check_{index:02d}".ljust(MAX_CHECK_NAME_LENGTH, "x"),
+                severity=CheckSeverity.FAILED if index % 2 else CheckSeverity.DEGRADED,
+                value="é" * MAX_VALUE_LENGTH,
+                first_seen=FAR_PAST,
+                last_seen=FAR_FUTURE,
+                count=MAX_COUNT,
+            )
+            for index in range(MAX_CHECKS_PER_DEVICE)
+        ],
+    )
+
+
+def test_health_at_every_bound_is_stored_and_shown_intact(node: Node) -> None:
+    reported = at_every_bound()
+    node.health[GPU] = reported
+    node.sync(minutes(1))
+    device = node.device(GPU)
+    shown = health_body(device)
+    assert shown["checks"] == [c.model_dump(mode="json") for c in reported.checks]
+    assert (shown["state"], shown["since"]) == ("failed", "0001-01-01T00:00:00+00:00")
+    assert shown["checks"][0]["last_seen"] == "9999-12-31T23:59:59Z"
+    assert shown["checks"][0]["count"] == MAX_COUNT
+    assert len(shown["reason"].split(",")) == MAX_CHECKS_PER_DEVICE // 2
+    [alarm] = node.alarms()
+    assert alarm.subject == device.uuid

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from accel.driver.health.gpu import EVENT_XID, FIELD_RECOVERY_ACTION
+from accel.driver.health.gpu import EVENT_XID, FIELD_RECOVERY_ACTION, MIG_ENABLED, NO_INSTANCE
 
 
 class NVMLError(Exception):
@@ -25,7 +25,10 @@ class HealthNvmlFake:
     """One GPU at ``address``; every field is what the next query answers."""
 
     address: str
-    xids: list[int] = field(default_factory=list)  # queued events
+    # Queued events: an XID, or (XID, GPU instance) for one NVML scopes to a MIG instance.
+    xids: list[int | tuple[int, int]] = field(default_factory=list)
+    # MIG instances by GPU instance id (their uuids); none: MIG is off.
+    mig: dict[int, str] = field(default_factory=dict)
     ecc_uncorrected: int = 0
     pages_pending: int = 0
     rows: tuple[int, int, int, int] = (0, 0, 0, 0)  # corrected, uncorrected, pending, failed
@@ -59,7 +62,9 @@ class HealthNvmlFake:
     def nvmlEventSetWait_v2(self, eventSet: Any, timeoutms: int) -> Any:
         if not self.xids:
             raise NVMLError(TIMEOUT)
-        return SimpleNamespace(eventType=EVENT_XID, eventData=self.xids.pop(0))
+        event = self.xids.pop(0)
+        xid, instance = event if isinstance(event, tuple) else (event, NO_INSTANCE)
+        return SimpleNamespace(eventType=EVENT_XID, eventData=xid, gpuInstanceId=instance)
 
     def nvmlDeviceGetTotalEccErrors(self, handle: Any, errorType: int, counterType: int) -> int:
         self._handle(handle)
@@ -88,6 +93,26 @@ class HealthNvmlFake:
     def nvmlDeviceGetTemperatureThreshold(self, handle: Any, threshold: int) -> int:
         self._handle(handle)
         return self.slowdown
+
+    def nvmlDeviceGetMigMode(self, handle: Any) -> tuple[int, int]:
+        self._handle(handle)
+        return (MIG_ENABLED, MIG_ENABLED) if self.mig else (0, 0)
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int:
+        self._handle(handle)
+        return 7
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> object:
+        instances = sorted(self.mig)
+        if index >= len(instances):
+            raise NVMLError(NOT_FOUND)
+        return ("mig", instances[index])
+
+    def nvmlDeviceGetGpuInstanceId(self, handle: Any) -> int:
+        return int(handle[1])
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        return self.mig[handle[1]] if isinstance(handle, tuple) else "GPU-fake"
 
 
 class DiscoverableNvml(HealthNvmlFake):

@@ -55,7 +55,7 @@ def serve(kind: Kind, root: Path, nvml: DiscoverableNvml | None = None) -> TestC
         versions=VersionRange(),
         node="node1",
         health_interval=0.05,
-        health_policy=HealthPolicy(recover_polls=2),
+        health_policy=HealthPolicy(recover_polls=2, failed_hold=0),
     )
     return TestClient(DriverService(settings).app())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.hardware.nvidia_smi import parse
+from tests.hardware.nvidia_smi_health import SmiHealth, parse_health
 
 DOCUMENT = """<?xml version="1.0" ?>
 <nvidia_smi_log>
@@ -59,3 +60,53 @@ def test_missing_and_unknown_fields_are_none_and_the_address_comes_from_the_id()
     assert second.serial is None and second.mig_mode is None and second.name is None
     assert second.memory_total_mib is None
     assert second.subsystem_vendor_id is None and second.max_link_speed is None
+
+
+HEALTH_DOCUMENT = """<?xml version="1.0" ?>
+<nvidia_smi_log>
+  <gpu id="00000000:18:00.0">
+    <ecc_mode><current_ecc>Enabled</current_ecc></ecc_mode>
+    <ecc_errors><volatile>
+      <sram_correctable>0</sram_correctable>
+      <sram_uncorrectable_parity>1</sram_uncorrectable_parity>
+      <sram_uncorrectable_secded>0</sram_uncorrectable_secded>
+      <dram_correctable>4</dram_correctable>
+      <dram_uncorrectable>2</dram_uncorrectable>
+    </volatile></ecc_errors>
+    <retired_pages><pending_blacklist>N/A</pending_blacklist></retired_pages>
+    <remapped_rows>
+      <remapped_row_pending>Yes</remapped_row_pending>
+      <remapped_row_failure>No</remapped_row_failure>
+    </remapped_rows>
+    <temperature>
+      <gpu_temp>34 C</gpu_temp>
+      <gpu_temp_slow_threshold>87 C</gpu_temp_slow_threshold>
+    </temperature>
+    <gpu_recovery_action>None</gpu_recovery_action>
+  </gpu>
+  <gpu id="00000000:3B:00.0">
+    <ecc_mode><current_ecc>Disabled</current_ecc></ecc_mode>
+    <ecc_errors><volatile><double_bit><total>3</total></double_bit></volatile></ecc_errors>
+    <retired_pages><pending_retirement>Yes</pending_retirement></retired_pages>
+    <temperature><gpu_temp>N/A</gpu_temp></temperature>
+  </gpu>
+</nvidia_smi_log>
+"""
+
+
+def test_health_evidence_is_read_in_the_terms_of_accels_checks() -> None:
+    hopper, older = parse_health(HEALTH_DOCUMENT).values()
+    assert hopper == SmiHealth(
+        address="0000:18:00.0",
+        ecc_enabled=True,
+        ecc_uncorrected=3,  # DRAM 2 and SRAM 1 (parity)
+        pages_pending=None,
+        rows_pending=True,
+        row_remap_failure=False,
+        temperature=34,
+        slowdown=87,
+        recovery_action="none",
+    )
+    assert (older.ecc_enabled, older.ecc_uncorrected, older.pages_pending) == (False, 3, True)
+    assert older.rows_pending is None and older.temperature is None and older.slowdown is None
+    assert older.recovery_action is None

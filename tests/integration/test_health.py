@@ -9,6 +9,7 @@ here directly (branch health-evidence's drivers read it from fake trees).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import uuid
 from pathlib import Path
@@ -19,6 +20,13 @@ import pytest
 
 from accel.driver.fake_health import healthy, set_aer
 from accel.driver.fake_sysfs import FakeSysfs
+from accel.internal.health_schemas import (
+    MAX_CHECK_NAME_LENGTH,
+    MAX_CHECKS_PER_DEVICE,
+    MAX_COUNT,
+    MAX_VALUE_LENGTH,
+    DeviceHealth,
+)
 from accel.states import AlarmKind, ArqState
 from tests.integration.fleet import (
     FAST_AGENT,
@@ -37,7 +45,8 @@ from tests.integration.test_allocation import (
     create_profile,
     qat_vf_deployables,
 )
-from tests.integration.test_hostile_reports import hostile_driver
+from tests.integration.test_fleet_faults import FLEET_CONDUCTOR, conductors
+from tests.integration.test_hostile_reports import failed_with, hostile_driver
 from tests.postgres import ThrowawayPostgres
 from tests.processes import Cluster, Service, run_accel, wait_until
 
@@ -159,16 +168,17 @@ def test_a_fatal_pcie_error_read_by_the_driver_refuses_binds_and_alarms(
     conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
     api = cluster.api(sqlite_url)
     agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
-    cluster.driver("QAT", agent, gpu_server.root, health_interval=0.1, **FAST_DRIVER)
+    # The hold keeps the card failed however many clean polls follow the one error,
+    # until the bind below is refused: a loaded machine may take long to sync.
+    cluster.driver(
+        "QAT", agent, gpu_server.root, health_interval=0.1, health_failed_hold=600, **FAST_DRIVER
+    )
     wait_for_devices(api, 2, cluster.logs())
     create_profile(api, "qat-one", {"resources:CUSTOM_QAT": "1"})
     [request] = create_arqs(api, "qat-one")
-    errors = iter(range(1, 10_000))
+    set_aer(gpu_server, QAT, "fatal", {"Poisoned TLP": 1})  # once, just after the first sync
 
     def failed_qat() -> dict[str, Any] | None:
-        # Each look raises the counter again: a poll that took its baseline after
-        # the first error still sees the next one.
-        set_aer(gpu_server, QAT, "fatal", {"Poisoned TLP": next(errors)})
         return next((e for e in hardware(api) if e["pci"]["address"] == QAT and failed(e)), None)
 
     qat = wait_until(failed_qat, "the QAT card failed in the API", on_timeout=cluster.logs)
@@ -183,3 +193,140 @@ def test_a_fatal_pcie_error_read_by_the_driver_refuses_binds_and_alarms(
     refused = arq(api, request["uuid"])
     assert refused["state"] == ArqState.BIND_FAILED
     assert f"device {qat['uuid']} is failed" in refused["bind_failure_reason"]
+
+
+def write_atomically(path: Path, first_gpu_health: dict[str, Any]) -> None:
+    staging = path.with_name(path.name + ".new")
+    write_report(staging, first_gpu_health)
+    staging.replace(path)  # the driver never answers with half a report
+
+
+def at_bounds() -> dict[str, Any]:
+    """A device's health with every bound reached: 64 checks, names and values at
+    their longest, counts at their largest, times at both ends of UTC, names and
+    values accel never made."""
+    return {
+        "state": "failed",
+        "since": "0001-01-01T00:00:00Z",
+        "checks": [
+            {
+                "check": f"vendor_check_{index:02d}".ljust(MAX_CHECK_NAME_LENGTH, "x"),
+                "severity": "failed" if index % 2 else "degraded",
+                "value": "<b>é</b>" * (MAX_VALUE_LENGTH // 8) + "!" * (MAX_VALUE_LENGTH % 8),
+                "first_seen": "0001-01-01T00:00:00Z",
+                "last_seen": "9999-12-31T23:59:59Z",
+                "count": MAX_COUNT,
+                "latch": False,
+            }
+            for index in range(MAX_CHECKS_PER_DEVICE)
+        ],
+    }
+
+
+def over(change: str) -> dict[str, Any]:
+    """``at_bounds`` with one thing past its bound."""
+    body = at_bounds()
+    first = body["checks"][0]
+    if change == "checks":
+        body["checks"].append(dict(first, check="one_too_many"))
+    elif change == "check":
+        first["check"] += "x"
+    elif change == "value":
+        first["value"] += "x"
+    elif change == "count":
+        first["count"] = MAX_COUNT + 1
+    elif change == "severity":
+        first["severity"] = "catastrophic"
+    else:  # a time that UTC cannot write
+        (body if change == "since" else first)[change] = "9999-12-31T23:59:59-01:00"
+    return body
+
+
+def test_health_at_its_bounds_is_stored_intact_and_past_them_refused_naming_it(
+    cluster: Cluster, sqlite_url: str, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    write_atomically(report, at_bounds())
+    conductor = cluster.conductor(sqlite_url, **FAST_CONDUCTOR)
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    liar = hostile_driver(cluster, agent, "--report-file", str(report))
+    stored = wait_until(
+        lambda: len(hardware(api)) == 2 and first_gpu(api)["health"],
+        "the GPU's health stored",
+        on_timeout=cluster.logs,
+    )
+    sent = DeviceHealth.model_validate(at_bounds()).model_dump(mode="json")
+    assert stored["checks"] == sent["checks"]
+    assert stored["checks"][0]["count"] == MAX_COUNT
+    assert (stored["state"], stored["since"]) == ("failed", "0001-01-01T00:00:00+00:00")
+    uuid_of_gpu = first_gpu(api)["uuid"]
+    for change, words in [
+        ("checks", "health.checks: List should have at most 64 items"),
+        ("check", "health.checks[0].check: String should have at most 64 characters"),
+        ("value", "health.checks[0].value: String should have at most 255 characters"),
+        ("count", "health.checks[0].count: Input should be less than or equal to"),
+        ("severity", "health.checks[0].severity: Input should be"),
+        ("last_seen", "health.checks[0].last_seen: Value error, the time is outside"),
+        ("since", "health.since: Value error, the time is outside"),
+    ]:
+        write_atomically(report, over(change))
+        wait_until(
+            functools.partial(failed_with, agent, liar, words),
+            f"the agent to refuse the driver's report ({change} past its bound)",
+            on_timeout=cluster.logs,
+        )
+        assert first_gpu(api)["health"] == stored  # nothing of it stored
+    unhealthy = [a for a in alarms(api, "all") if a[0] == AlarmKind.HARDWARE_UNHEALTHY]
+    assert unhealthy == [(AlarmKind.HARDWARE_UNHEALTHY, uuid_of_gpu)]
+
+
+@pytest.mark.postgres
+def test_a_conductor_killed_during_a_health_sync_loses_nothing_and_alarms_once(
+    cluster: Cluster, postgres: ThrowawayPostgres, tmp_path: Path
+) -> None:
+    database = postgres.new_database()
+    report = tmp_path / "report.json"
+    write_atomically(report, health("ok"))
+    pair = [cluster.conductor(database, **FLEET_CONDUCTOR) for _ in range(2)]
+    api = cluster.api(database)
+    agent = cluster.agent([c.url for c in pair], "node1", **FAST_AGENT)
+    hostile_driver(cluster, agent, "--report-file", str(report))
+    wait_until(lambda: len(hardware(api)) == 2, "both GPUs stored", on_timeout=cluster.logs)
+
+    # The chosen moment: the agent stops answering, so the next sync hangs holding
+    # its lease; the GPU fails meanwhile, and the conductor running that sync dies.
+    agent.pause()
+
+    def holder() -> str | None:
+        return next(
+            (name for name, c in conductors(api).items() if "node1" in c["sync_leases"]),
+            None,
+        )
+
+    victim_name = wait_until(holder, "a conductor to hold node1's sync lease")
+    victim = next(c for c in pair if c.endpoint == victim_name)
+    failed_at = dt.datetime.now(dt.UTC)
+    write_atomically(report, health("failed", ("aer_fatal", "failed", failed_at, False)))
+    victim.kill()
+    agent.resume()
+
+    def failed_gpu() -> dict[str, Any] | None:
+        found = first_gpu(api)
+        return found if failed(found) else None
+
+    gpu = wait_until(
+        failed_gpu,
+        "the other conductor to store the failure",
+        on_timeout=cluster.logs,
+    )
+    assert [c["check"] for c in gpu["health"]["checks"]] == ["aer_fatal"]
+    cluster.restart(victim)
+    synced = get(api, "/v2/agents")["agents"][0]["last_synced_at"]
+    wait_until(
+        lambda: get(api, "/v2/agents")["agents"][0]["last_synced_at"] != synced,
+        "a sync after the restart",
+    )
+    assert first_gpu(api)["health"] == gpu["health"]  # nothing lost, nothing moved
+    unhealthy = [a for a in alarms(api, "all") if a[0] == AlarmKind.HARDWARE_UNHEALTHY]
+    assert unhealthy == [(AlarmKind.HARDWARE_UNHEALTHY, gpu["uuid"])]  # raised once

@@ -19,6 +19,7 @@ from accel.api.policy import authorize
 from accel.api.queries import one_by_uuid, reader, valid_uuid, writer
 from accel.api.routing import CachedRead
 from accel.conductor.health import HEALTH_COLUMNS, HealthRow, failure_reason
+from accel.conductor.health_functions import failed_functions
 from accel.db.models import Device
 from accel.errors import NotFound
 from accel.states import DeviceStatus, HealthState
@@ -67,7 +68,11 @@ def health_body(device: HealthRow) -> dict[str, Any]:
     if device.health_cleared_at is not None:
         body["cleared_at"] = timestamp(device.health_cleared_at)
     if device.health_functions:
-        body["failed_functions"] = json.loads(device.health_functions)
+        functions = failed_functions(device.health_functions)
+        body["failed_functions"] = sorted(functions)
+        latched = {function: latch for function, latch in functions.items() if latch}
+        if latched:
+            body["latched_functions"] = latched
     if device.health_held:
         body["held_by_brake"] = True
     return body

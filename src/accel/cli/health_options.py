@@ -13,7 +13,7 @@ import click
 from accel.cli.options import option, positive
 from accel.driver.health.gpu import DEFAULT_IGNORED_XIDS
 from accel.driver.health.monitor import HEALTH_INTERVAL
-from accel.driver.health.policy import HealthPolicy, parse_actions, parse_xids
+from accel.driver.health.policy import FAILED_HOLD, HealthPolicy, parse_actions, parse_xids
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -31,6 +31,7 @@ def health_options(command: Command) -> Command:
             flags.pop("health_correctable_limit"),
             flags.pop("health_flap_count"),
             flags.pop("health_flap_window"),
+            flags.pop("health_failed_hold"),
         )
         return command(*args, **flags)
 
@@ -81,6 +82,13 @@ def health_options(command: Command) -> Command:
             callback=positive,
             help="Seconds over which entries into failed are counted as flapping.",
         ),
+        option(
+            "--health-failed-hold",
+            type=click.FloatRange(min=0),
+            default=FAILED_HOLD,
+            help="Seconds a failed device stays failed after its last failing reading, "
+            "so that the conductor sees a short failure.",
+        ),
     ]
     decorated: Any = with_policy
     for decorate in reversed(decorators):
@@ -95,6 +103,7 @@ def health_settings(
     correctable_limit: int,
     flap_count: int,
     flap_window: float,
+    failed_hold: float,
 ) -> HealthPolicy:
     try:
         actions = parse_actions(policy)
@@ -111,4 +120,5 @@ def health_settings(
         recover_polls=recover_polls,
         flap_count=flap_count,
         flap_window=flap_window,
+        failed_hold=failed_hold,
     )

@@ -8,7 +8,9 @@ keeps what it reports on the device row, apart from the operator's ``status``:
   ``last_seen`` is after the last clear latches again.
 * Fan-out. A failed device fails everything cut from it (its VFs, its mdevs: every
   attach handle of its deployables); a VF whose own health reads failed fails only its
-  own deployable, never its PF.
+  own deployable, never its PF. A VF's latching check latches that VF alone, as a
+  PF's does the device, until the operator clears the device. A MIG instance whose
+  own evidence reads failed (its GPU still well) is named as the device's VFs are.
 * Effects. A device (or one of its VFs) that turns failed gets a ``hardware_unhealthy``
   alarm naming the accelerator requests bound to it, cleared when it recovers; binds
   never pick a failed device or VF (``why_unhealthy``); degraded is handed out.
@@ -34,6 +36,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from accel.conductor.alarms import chunks, clear_alarm, clear_alarms, raise_alarm, raise_alarms
+from accel.conductor.health_functions import (
+    aware,
+    failed_functions,
+    function_failures,
+    latch,
+    latching_seen,
+)
 from accel.db.models import AcceleratorRequest, Alarm, Deployable, Device
 from accel.internal.health_schemas import DeviceHealth
 from accel.internal.intervals import HEALTH_BRAKE_SHARE, HEALTH_BRAKE_WINDOW
@@ -61,24 +70,29 @@ class HealthMemory:
 
     state: HealthState | None = None
     since: dt.datetime | None = None
-    functions: tuple[str, ...] = ()
+    # Each failed VF (its address) or MIG instance ("mig:UUID"), and the check that
+    # latched it, if one did.
+    functions: tuple[tuple[str, str | None], ...] = ()
     failed_at: dt.datetime | None = None
     held: bool = False
     latched_at: dt.datetime | None = None
     latched_by: str | None = None
     cleared_at: dt.datetime | None = None
+    # The report stored before (devices.hardware), read only if a latch may matter.
+    before: str | None = None
 
     @classmethod
     def of(cls, device: Device) -> HealthMemory:
         return cls(
             state=device.health_state,
             since=device.health_since,
-            functions=tuple(json.loads(device.health_functions or "[]")),
+            functions=tuple(failed_functions(device.health_functions).items()),
             failed_at=device.health_failed_at,
             held=device.health_held,
             latched_at=device.health_latched_at,
             latched_by=device.health_latched_by,
             cleared_at=device.health_cleared_at,
+            before=device.hardware,
         )
 
     @property
@@ -103,30 +117,25 @@ def judge(
     whether the device is failed (None if there is none)."""
     reported = entry.health
     latched_at, latched_by = memory.latched_at, memory.latched_by
+    # Only after a clear does a latch ask what the report before said.
+    before = latching_seen(memory.before) if memory.cleared_at is not None else {}
     if latched_at is None and reported is not None:
-        for check in reported.checks:
-            seen = _aware(check.last_seen)
-            if check.latch and (memory.cleared_at is None or seen > memory.cleared_at):
-                latched_at, latched_by = now, check.check
-                break
+        latched_by = latch(reported, memory.cleared_at, before)
+        latched_at = None if latched_by is None else now
     state = HealthState.FAILED if latched_at is not None else _state(reported)
     if reported is not None and state == reported.state:
-        since = _aware(reported.since)
+        since = aware(reported.since)
     elif state == memory.state and memory.since is not None:
         since = memory.since
     else:
         since = now
-    functions = sorted(
-        vf.address
-        for vf in entry.virtual_functions
-        if vf.health is not None and vf.health.state == HealthState.FAILED
-    )
+    functions = function_failures(entry, dict(memory.functions), memory.cleared_at, before, state)
     failing = state == HealthState.FAILED or bool(functions)
     columns = {
         "health_state": state,
         "health_since": since if state is not None else None,
         "health_checks": None if reported is None else _checks_json(reported),
-        "health_functions": json.dumps(functions) if functions else None,
+        "health_functions": json.dumps(functions, sort_keys=True) if functions else None,
         "health_failed_at": (memory.failed_at or now) if failing else None,
         # Whether a device newly failed stays in service is the brake's (``settle``).
         "health_held": memory.held and failing,
@@ -138,11 +147,6 @@ def judge(
     if failing != memory.failing:
         change = HealthChange(str(entry.uuid), failing, _what(entry), _why(reported, latched_by))
     return columns, change
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    # A driver's time without a zone is UTC, as accel's own are.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def _state(reported: DeviceHealth | None) -> HealthState | None:
@@ -219,7 +223,7 @@ def why_unhealthy(device: NamedHealthRow, deployable_name: str) -> str | None:
         return None
     if device.health_state == HealthState.FAILED:
         return f"device {device.uuid} is failed ({failure_reason(device)})"
-    for address in json.loads(device.health_functions or "[]"):
+    for address in failed_functions(device.health_functions):
         if deployable_name == f"{device.hostname}_{address}":
             return f"virtual function {address} of device {device.uuid} is failed"
     return None
@@ -244,7 +248,9 @@ def failure_reason(device: HealthRow) -> str:
             for check in json.loads(device.health_checks or "[]")
             if check.get("severity") == state and check.get("check") != device.health_latched_by
         ]
-    reasons += [f"vf:{address}" for address in json.loads(device.health_functions or "[]")]
+    for function, check in failed_functions(device.health_functions).items():
+        named = function if function.startswith("mig:") else f"vf:{function}"
+        reasons.append(named if check is None else f"{named}:latched:{check}")
     return ",".join(reasons)
 
 
@@ -364,7 +370,13 @@ def clear_health(session: Session, uuid: str, now: dt.datetime) -> Device | None
     if device is None:
         return None
     memory = HealthMemory.of(device)
-    cleared = dataclasses.replace(memory, latched_at=None, latched_by=None, cleared_at=now)
+    cleared = dataclasses.replace(
+        memory,
+        latched_at=None,
+        latched_by=None,
+        cleared_at=now,
+        functions=tuple((function, None) for function, _ in memory.functions),
+    )
     columns, change = judge(HardwareEntry.model_validate_json(device.hardware), cleared, now)
     for name, value in columns.items():
         setattr(device, name, value)

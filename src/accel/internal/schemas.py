@@ -246,6 +246,8 @@ class MdevType(LenientBody):
 class MigInstance(LenientBody):
     uuid: Id | None = None
     memory_total_mib: int | None = None
+    # 1.6: the instance's health, its GPU's fanned out with its own NVML evidence.
+    health: DeviceHealth | None = None
 
 
 class GpuFacts(LenientBody):
@@ -330,7 +332,11 @@ class HardwareEntry(LenientBody):
             return self.model_dump(mode="json", include={"uuid", "acc_specs", "acc_status"})
         exclude: Any = None
         if not Feature.HEALTH.spoken_in(version):
-            exclude = {"health": True, "virtual_functions": {"__all__": {"health"}}}
+            exclude = {
+                "health": True,
+                "virtual_functions": {"__all__": {"health"}},
+                "gpu": {"mig_instances": {"__all__": {"health"}}},
+            }
         document = self.model_dump(mode="json", exclude_none=True, exclude=exclude)
         return {key: value for key, value in document.items() if value != []}
 

@@ -56,6 +56,21 @@ class Counters:
             del self._last[key]
 
 
+class FirstLook(Counters):
+    """The counters as a first reading of new devices sees them: a key never read is
+    baselined, one read before is left as it is, so the growth since the last poll
+    (of a bridge above both a new device and known ones, or of a known PF whose VF
+    is new) stays for that poll's reader to see, and is not taken by the newcomer."""
+
+    def __init__(self, counters: Counters) -> None:
+        super().__init__()
+        self._last = counters._last
+
+    def delta(self, key: str, value: int) -> int:
+        self._last.setdefault(key, value)
+        return 0
+
+
 def read_counter_lines(path: str) -> dict[str, int] | None:
     """The kernel's ``<name> <count>`` lines (AER, QAT RAS) as a mapping, or None."""
     text = read_text(path)

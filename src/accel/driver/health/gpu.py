@@ -11,6 +11,7 @@ fail on its own, or be missing from an older pynvml: that check reads nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from accel.driver.health.evidence import Counters, Reading, unread
@@ -43,6 +44,9 @@ RECOVERY_ACTIONS = {
 # GPU reset in the catalog, so unlike NVIDIA's device plugin it is not ignored.
 DEFAULT_IGNORED_XIDS = frozenset({13, 31, 43, 45, 68, 94})
 MAX_EVENTS_PER_POLL = 64
+MIG_ENABLED = 1  # NVML_DEVICE_MIG_ENABLE
+# An event's GPU instance id when NVML does not scope it to a MIG instance.
+NO_INSTANCE = 0xFFFFFFFF
 Value = TypeVar("Value")
 
 
@@ -62,6 +66,11 @@ class HealthNvml(Protocol):
     def nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: list[int]) -> Any: ...
     def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int: ...
     def nvmlDeviceGetTemperatureThreshold(self, handle: Any, threshold: int) -> int: ...
+    def nvmlDeviceGetMigMode(self, handle: Any) -> tuple[int, int]: ...
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int: ...
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> Any: ...
+    def nvmlDeviceGetGpuInstanceId(self, handle: Any) -> int: ...
+    def nvmlDeviceGetUUID(self, handle: Any) -> str | bytes: ...
 
 
 class _Lost(Exception):
@@ -75,6 +84,8 @@ class GpuHealth:
         self.library = library
         self.ignored_xids = frozenset(ignored_xids)
         self._event_sets: dict[str, Any] = {}
+        # Per MIG-enabled GPU, this poll's readings of each MIG instance (by its uuid).
+        self.instances: dict[str, dict[str, list[Reading]]] = {}
 
     def _ask(self, query: Callable[[], Value]) -> Value | None:
         try:
@@ -87,6 +98,7 @@ class GpuHealth:
             return None
 
     def readings(self, address: str, counters: Counters) -> list[Reading]:
+        self.instances.pop(address, None)
         try:
             handle = self._ask(lambda: self.library.nvmlDeviceGetHandleByPciBusId(address))
             if handle is None:
@@ -99,7 +111,8 @@ class GpuHealth:
 
     def _polled(self, address: str, handle: Any, counters: Counters) -> list[Reading]:
         nvml = self.library
-        xids = self._xids(address, handle)
+        events = self._xids(address, handle)
+        xids = [xid for xid, instance in events if instance is None]
         ecc = self._ask(
             lambda: nvml.nvmlDeviceGetTotalEccErrors(handle, MEMORY_UNCORRECTED, VOLATILE)
         )
@@ -144,14 +157,43 @@ class GpuHealth:
         # Silence after an XID is no evidence of health: the recovery action reading
         # "none" is, or where the driver lacks that field, memory with nothing pending.
         healthy = action == 0 if action is not None else (not pending and not (rows and rows[3]))
+        evidence = healthy and (action is not None or pages is not None or rows is not None)
+        readings.append(self._xid_reading(xids, evidence))
+        scoped = [(xid, instance) for xid, instance in events if instance is not None]
+        mode = self._ask(lambda: nvml.nvmlDeviceGetMigMode(handle))
+        # An XID NVML scopes to a GPU instance is that MIG instance's alone. MIG off:
+        # no instances, so the monitor drops what it kept of earlier ones.
+        on = bool(scoped) or (mode is not None and mode[0] == MIG_ENABLED)
+        self.instances[address] = {
+            uuid: [self._xid_reading([x for x, i in scoped if i == instance], evidence)]
+            for instance, uuid in (self._mig_uuids(handle) if on else {}).items()
+        }
+        return readings
+
+    def _xid_reading(self, xids: list[int], evidence: bool) -> Reading:
         fatal = sorted(x for x in xids if x not in self.ignored_xids)
         if fatal:
-            readings.append(Reading("gpu_xid", True, ", ".join(f"xid {x}" for x in fatal), True))
-        elif healthy and (action is not None or pages is not None or rows is not None):
-            readings.append(Reading("gpu_xid", False, "no fatal xid"))
-        else:
-            readings.append(unread("gpu_xid"))
-        return readings
+            return Reading("gpu_xid", True, ", ".join(f"xid {x}" for x in fatal), True)
+        return Reading("gpu_xid", False, "no fatal xid") if evidence else unread("gpu_xid")
+
+    def _mig_uuids(self, handle: Any) -> dict[int, str]:
+        """Each MIG instance's uuid by its GPU instance id (what an XID is scoped by)."""
+        nvml = self.library
+        found = {}
+        for index in range(self._ask(lambda: nvml.nvmlDeviceGetMaxMigDeviceCount(handle)) or 0):
+            mig = self._ask(partial(nvml.nvmlDeviceGetMigDeviceHandleByIndex, handle, index))
+            if mig is None:
+                continue  # no instance in this slot
+            instance = self._ask(partial(nvml.nvmlDeviceGetGpuInstanceId, mig))
+            uuid = self._ask(partial(nvml.nvmlDeviceGetUUID, mig))
+            if instance is not None and uuid is not None:
+                found[int(instance)] = uuid if isinstance(uuid, str) else uuid.decode()
+        return found
+
+    def take_instances(self) -> dict[str, dict[str, list[Reading]]]:
+        """The MIG instances' readings of the polls since the last take (each once)."""
+        taken, self.instances = self.instances, {}
+        return taken
 
     def forget(self, address: str) -> None:
         """A GPU gone from discovery: its event set is freed."""
@@ -167,8 +209,9 @@ class GpuHealth:
             return None
         return int(values[0].value.uiVal)
 
-    def _xids(self, address: str, handle: Any) -> list[int]:
-        """The XIDs that arrived since the last poll (a first poll registers the set)."""
+    def _xids(self, address: str, handle: Any) -> list[tuple[int, int | None]]:
+        """The XIDs that arrived since the last poll, each with the GPU instance NVML
+        scopes it to (None: the whole GPU); a first poll registers the set."""
         nvml = self.library
         event_set = self._event_sets.get(address)
         if event_set is None:
@@ -189,5 +232,7 @@ class GpuHealth:
             if data is None:  # NVML_ERROR_TIMEOUT: nothing more queued
                 break
             if data.eventType & EVENT_XID:
-                found.append(int(data.eventData))
+                instance = getattr(data, "gpuInstanceId", NO_INSTANCE)
+                scoped = None if instance in (None, NO_INSTANCE) else int(instance)
+                found.append((int(data.eventData), scoped))
         return found

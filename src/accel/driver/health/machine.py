@@ -6,6 +6,9 @@
 * A device leaves a worse state only after ``recover_polls`` consecutive polls in which
   every check that put it there read healthy. A check that reads nothing (a file gone,
   NVML not answering) is silence: it breaks the run, so silence never heals.
+* A failed device stays failed for ``failed_hold`` seconds after its last failing
+  reading, however clean the polls since: long enough for the report that says so
+  to reach the conductor, which would otherwise never learn of a short failure.
 * A device that reads nothing at all is ``unknown``, never failed; one already
   degraded or failed stays so.
 * ``flap_count`` entries into ``failed`` within ``flap_window`` seconds add the
@@ -71,6 +74,7 @@ class DeviceMachine:
         self.calm = 0
         self.marks: deque[bool] = deque(maxlen=policy.degrade_window)
         self.entries: deque[datetime] = deque()
+        self.failing_at: datetime | None = None
 
     def observe(self, readings: Iterable[Reading], now: datetime) -> bool:
         """Takes one poll's readings; True if the reported health changed."""
@@ -82,6 +86,8 @@ class DeviceMachine:
             self.entries.append(now)
         taken.append(self._flapping(now))
         worst = max(worst, self._rank_of(taken[-1]))
+        if worst == 2:
+            self.failing_at = now
         held = {check for check, r in self.records.items() if r.severity is not CheckSeverity.OK}
         silent = False
         read_any = False
@@ -134,6 +140,9 @@ class DeviceMachine:
         if worst > rank:
             if worst == 2 or sum(self.marks) >= self.policy.degrade_polls:
                 self._become(_STATE_OF[worst], now)
+            elif self.state is HealthState.UNKNOWN:
+                # Degrading evidence not yet seen often enough is still evidence.
+                self._become(HealthState.OK, now)
             return
         if worst == rank and rank > 0:
             self.calm = 0
@@ -148,9 +157,15 @@ class DeviceMachine:
             return
         # A worse state than the readings now say: leave it only on positive evidence.
         self.calm = 0 if silent else self.calm + 1
-        if self.calm >= self.policy.recover_polls:
+        if self.calm >= self.policy.recover_polls and not self._held(now):
             self._become(_STATE_OF[worst], now)
             self._settle(active)
+
+    def _held(self, now: datetime) -> bool:
+        """Whether a failed device is still within its hold (``failed_hold``)."""
+        if self.state is not HealthState.FAILED or self.failing_at is None:
+            return False
+        return (now - self.failing_at).total_seconds() < self.policy.failed_hold
 
     def _settle(self, active: set[str]) -> None:
         """Checks that read healthy no longer hold the device: their severity is ok."""
@@ -176,3 +191,16 @@ class DeviceMachine:
             since=self.since,
             checks=[self.records[check].as_check(check) for check in sorted(self.records)],
         )
+
+
+def fanned_out(parent: DeviceHealth, own: DeviceHealth | None) -> DeviceHealth:
+    """A part's health (a MIG instance) given its parent's: its own, unless the parent's
+    state is worse, which then holds it with the parent's checks of that severity."""
+    if own is not None and _rank(own.state) >= _rank(parent.state):
+        return own
+    if _rank(parent.state) == 0:
+        return own or DeviceHealth(state=parent.state, since=parent.since)
+    holding = [c for c in parent.checks if c.severity.value == parent.state.value]
+    held = {c.check for c in holding}
+    mine = [] if own is None else [c for c in own.checks if c.check not in held]
+    return DeviceHealth(state=parent.state, since=parent.since, checks=[*holding, *mine])

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from accel.driver.health.evidence import Counters, Reading
+from accel.driver.health.evidence import Counters, FirstLook, Reading
 from accel.driver.health.fpga import fpga_readings
 from accel.driver.health.gpu import GpuHealth, HealthNvml
-from accel.driver.health.machine import DeviceMachine
+from accel.driver.health.machine import DeviceMachine, fanned_out
 from accel.driver.health.pcie import BridgeSteps, aer_readings, config_reading, link_readings
 from accel.driver.health.policy import HealthPolicy
 from accel.driver.health.qat import qat_readings
 from accel.driver.pci import devices_dir
-from accel.internal.schemas import HardwareEntry, Kind
+from accel.internal.schemas import HardwareEntry, Kind, MigInstance
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class HealthMonitor:
         self.clock = clock
         self.counters = Counters()
         self.machines: dict[str, DeviceMachine] = {}
+        # Each MIG instance's own evidence, by (its GPU's address, its uuid).
+        self.instances: dict[tuple[str, str], DeviceMachine] = {}
         self._lock = threading.Lock()
 
     def poll(self, entries: Sequence[HardwareEntry]) -> bool:
@@ -64,7 +66,11 @@ class HealthMonitor:
         with self._lock:
             unseen = [e for e in entries if not self._known(e)]
             if unseen:
-                self._poll(unseen, forget=False)
+                counters, self.counters = self.counters, FirstLook(self.counters)
+                try:
+                    self._poll(unseen, forget=False)
+                finally:
+                    self.counters = counters
             return [self._with_health(entry) for entry in entries]
 
     def _known(self, entry: HardwareEntry) -> bool:
@@ -84,12 +90,41 @@ class HealthMonitor:
             else vf
             for vf in entry.virtual_functions
         ]
-        return entry.model_copy(
-            update={
-                "health": None if machine is None else machine.health(),
-                "virtual_functions": functions,
-            }
-        )
+        update: dict[str, object] = {
+            "health": None if machine is None else machine.health(),
+            "virtual_functions": functions,
+        }
+        if entry.gpu is not None and entry.gpu.mig_instances and machine is not None:
+            update["gpu"] = entry.gpu.model_copy(
+                update={"mig_instances": self._instances_with_health(entry.pci.address, entry)}
+            )
+        return entry.model_copy(update=update)
+
+    def _instances_with_health(self, address: str, entry: HardwareEntry) -> list[MigInstance]:
+        """Each MIG instance's health: its own, or its GPU's where that is worse."""
+        assert entry.gpu is not None
+        gpu = self.machines[address].health()
+        found = []
+        for instance in entry.gpu.mig_instances:
+            own = self.instances.get((address, instance.uuid or ""))
+            health = fanned_out(gpu, None if own is None else own.health())
+            found.append(instance.model_copy(update={"health": health}))
+        return found
+
+    def _observe_instances(self, now: datetime) -> bool:
+        """Takes this poll's readings of MIG instances; True if any one's health changed."""
+        if self.gpu is None:
+            return False
+        changed = False
+        for address, readings in self.gpu.take_instances().items():
+            for key in [k for k in self.instances if k[0] == address and k[1] not in readings]:
+                del self.instances[key]  # MIG reconfigured: that instance is gone
+            for uuid, taken in readings.items():
+                machine = self.instances.setdefault(
+                    (address, uuid), DeviceMachine(self.policy, now)
+                )
+                changed = machine.observe(taken, now) or changed
+        return changed
 
     def _poll(self, entries: Sequence[HardwareEntry], forget: bool) -> bool:
         now = self.clock()
@@ -108,6 +143,7 @@ class HealthMonitor:
                 if machine is None:
                     machine = self.machines[address] = DeviceMachine(self.policy, now)
                 changed = machine.observe(readings, now) or changed
+        changed = self._observe_instances(now) or changed
         if forget:
             for address in set(self.machines) - seen:
                 del self.machines[address]
@@ -115,6 +151,8 @@ class HealthMonitor:
                 self.counters.forget(f"nvml/{address}/")
                 if self.gpu is not None:
                     self.gpu.forget(address)
+                for key in [k for k in self.instances if k[0] == address]:
+                    del self.instances[key]
         return changed
 
     def _read(self, address: str, virtual: bool, bridges: BridgeSteps) -> list[Reading]:

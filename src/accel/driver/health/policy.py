@@ -15,6 +15,12 @@ from accel.driver.health.pcie import AER_CHECKS, CONFIG_CHECK, LINK_CHECKS
 from accel.driver.health.qat import QAT_CHECKS
 
 FLAPPING = "flapping"
+# Seconds a failed device stays failed after its last failing reading, whatever the
+# polls say meanwhile. The conductor learns a device's health only when it syncs the
+# node's report (at the agent's next heartbeat, 10 s by default, later on a busy
+# fleet); a failure that came and went between two syncs would otherwise be stored
+# nowhere, raise no alarm, and leave the device bindable while it was failed.
+FAILED_HOLD = 30.0
 
 
 class Action(StrEnum):
@@ -77,6 +83,7 @@ class HealthPolicy:
     # This many entries into failed within ``flap_window`` seconds is flapping.
     flap_count: int = 3
     flap_window: float = 3600.0
+    failed_hold: float = FAILED_HOLD
 
     def __post_init__(self) -> None:
         if not 1 <= self.degrade_polls <= self.degrade_window:
@@ -85,6 +92,8 @@ class HealthPolicy:
             raise ValueError("recover polls must be >= 1, flap count >= 2, flap window > 0")
         if self.correctable_limit < 1:
             raise ValueError("the correctable limit must be >= 1")
+        if self.failed_hold < 0:
+            raise ValueError("the failed hold must be >= 0 seconds")
 
     def action(self, check: str) -> Action:
         return self.actions.get(check, Action.FAIL)
