@@ -5,6 +5,7 @@ fresh Placement. Real conductors (processes), a real Placement 16 (one per modul
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +15,16 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from accel.cli.argv import accel_argv
+from accel.cli.fleet_daemons import api, conductor
+from accel.cli.node_daemons import agent, driver
 from accel.conductor.placement.tree import desired_trees
 from accel.conductor.reconcile import store_inventory
 from accel.db.engine import make_engine, migrate, session_factory
 from accel.db.models import Deployable, Device, PlacementNode, utcnow
-from accel.driver.fake_sysfs import FakeSysfs
+from accel.driver.fake_sysfs import FakeSysfs, build_gpu_server
 from accel.internal.schemas import Kind
-from tests.integration.fleet import FAST_CONDUCTOR
+from tests.integration.fleet import FAST_AGENT, FAST_CONDUCTOR, FAST_DRIVER, wait_for_devices
 from tests.integration.placement_proxy import placement_proxy
 from tests.os_services.test_placement_reporting import (
     T0,
@@ -30,8 +34,15 @@ from tests.os_services.test_placement_reporting import (
     run_round,
     store,
 )
-from tests.placement_service import TOKEN, ThrowawayPlacement, children, make_root
-from tests.processes import Cluster, run_accel, wait_until
+from tests.placement_service import (
+    TOKEN,
+    ThrowawayPlacement,
+    children,
+    make_root,
+    placement_venv,
+    throwaway_placement,
+)
+from tests.processes import Cluster, Service, bound_socket, run_accel, url_of, wait_until
 
 
 @pytest.fixture
@@ -55,9 +66,9 @@ def in_step(
     """Placement holds exactly accel's tree for ``node`` (no orphan, nothing missing,
     inventories and traits equal), and the report is not pending."""
     with sessions() as session:
-        tree = desired_trees(session, [node])[node]
+        tree = desired_trees(session, [node]).get(node)
         row = session.scalar(select(PlacementNode).where(PlacementNode.node == node))
-    if row is None or row.pending:
+    if tree is None or row is None or row.pending:
         return False
     wanted = {
         child.name: {
@@ -163,6 +174,119 @@ def test_a_conductor_killed_mid_report_leaves_it_to_the_next_without_orphans(
     result = run_accel("placement", "status", "--json", "--api-url", api.url)
     assert result.returncode == 0, result.stderr
     assert '"pending": true' not in result.stdout and node in result.stdout
+
+
+def start_part(
+    cluster: Cluster, part: str, node: str, sysfs: Path, database: str, **settings: Any
+) -> Service:
+    """One part of a node's stack, not waited for. ``settings["conductors"]``: the
+    agent's conductors (each conductor's socket is bound beforehand)."""
+    if part == "driver":
+        argv = accel_argv(
+            driver, kind="GPU", agent=settings["agent_url"], sysfs_root=sysfs, **FAST_DRIVER
+        )
+        return cluster.spawn(part, argv, None, "")
+    sock = settings["sockets"][part]
+    listen = {"listen_fd": sock.fileno()}
+    if part.startswith("conductor"):
+        argv = accel_argv(
+            conductor,
+            database=database,
+            name=part,
+            **settings["conductor"],
+            **FAST_CONDUCTOR,
+            **listen,
+        )
+    elif part == "api":
+        argv = accel_argv(api, database=database, auth="noauth", **listen)
+    else:
+        argv = accel_argv(
+            agent, conductor=settings["conductors"], name=node, **FAST_AGENT, **listen
+        )
+    return cluster.spawn(part, argv, sock, url_of(sock))
+
+
+def stack_settings(parts: tuple[str, ...], placement_url: str, token: Path) -> dict[str, Any]:
+    sockets = {part: bound_socket() for part in parts if part != "driver"}
+    return {
+        "sockets": sockets,
+        "agent_url": url_of(sockets["agent"]),
+        "conductors": ",".join(url_of(s) for p, s in sockets.items() if p.startswith("conductor")),
+        "conductor": {
+            "placement_url": placement_url,
+            "openstack_token_file": token,
+            # Configured, never called: no bind happens here.
+            "nova_url": f"{placement_url}/nova-not-called",
+        },
+    }
+
+
+def no_part_exited(cluster: Cluster) -> None:
+    exited = [service.name for service in cluster.services if not service.alive()]
+    assert exited == [], cluster.logs()
+
+
+@pytest.mark.parametrize(
+    "order", [("driver", "agent", "api", "conductor"), ("conductor", "api", "agent", "driver")]
+)
+def test_placement_first_then_each_part_in_turn(
+    cluster: Cluster,
+    placement: ThrowawayPlacement,
+    sessions: sessionmaker[Session],
+    sqlite_url: str,
+    token: Path,
+    tmp_path: Path,
+    order: tuple[str, ...],
+) -> None:
+    node = f"order-{uuid.uuid4().hex[:8]}"
+    root = make_root(placement, node)
+    sysfs = build_gpu_server(tmp_path / node).root
+    settings = stack_settings(order, placement.url, token)
+    for part in order:
+        service = start_part(cluster, part, node, sysfs, sqlite_url, **settings)
+        if service.sock is not None:
+            wait_until(service.serves, f"{part} up", on_timeout=cluster.logs)
+    wait_until(
+        lambda: in_step(placement, sessions, node, root) and len(children(placement, root)) == 4,
+        "the node's 4 GPUs in Placement",
+        on_timeout=cluster.logs,
+    )
+    no_part_exited(cluster)
+
+
+def test_every_part_at_once_two_conductors_and_a_fresh_placement_last(
+    cluster: Cluster,
+    sessions: sessionmaker[Session],
+    sqlite_url: str,
+    token: Path,
+    tmp_path: Path,
+) -> None:
+    """Two conductors, an api, an agent and its driver started at one instant, with a
+    Placement that refuses connections (not there yet); it comes up fresh, without the
+    custom classes and traits that both conductors then make at once."""
+    venv = placement_venv()
+    if venv is None:
+        pytest.skip("no Placement here (scripts/ensure-placement installs it)")
+    node = f"instant-{uuid.uuid4().hex[:8]}"
+    parts = ("conductor-a", "conductor-b", "api", "agent", "driver")
+    not_yet = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    not_yet.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+    settings = stack_settings(parts, url_of(not_yet), token)
+    sysfs = build_gpu_server(tmp_path / node).root
+    for part in parts:
+        start_part(cluster, part, node, sysfs, sqlite_url, **settings)
+    api_service = next(s for s in cluster.services if s.name == "api")
+    wait_until(api_service.serves, "api up", on_timeout=cluster.logs)
+    wait_for_devices(api_service, 4, on_timeout=cluster.logs)
+    with throwaway_placement(venv, tmp_path / "placement", not_yet) as fresh:
+        root = make_root(fresh, node)
+        wait_until(
+            lambda: in_step(fresh, sessions, node, root) and len(children(fresh, root)) == 4,
+            "the node's 4 GPUs in the fresh Placement",
+            timeout=60.0,
+            on_timeout=cluster.logs,
+        )
+    no_part_exited(cluster)
 
 
 def test_a_provider_nobody_recorded_goes_only_if_it_is_of_cyborgs_scheme(
