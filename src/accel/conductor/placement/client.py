@@ -82,6 +82,10 @@ class PlacementClient:
         except ks_exceptions.ClientException as exc:
             PLACEMENT_CALLS.labels(method, "unreachable").inc()
             raise PlacementUnreachable(f"{method} {path}: {exc}") from exc
+        except RecursionError as exc:
+            # Keystone's token answer nested past what json reads (keystoneauth parses it).
+            PLACEMENT_CALLS.labels(method, "unreachable").inc()
+            raise PlacementUnreachable(f"{method} {path}: an answer nested too deep") from exc
         PLACEMENT_CALLS.labels(method, _outcome(response.status_code)).inc()
         if response.status_code in expect:
             return response
@@ -95,9 +99,11 @@ class PlacementClient:
         try:
             document = response.json()
             return document if key is None else document[key]
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than Python's parser goes.
             raise PlacementError(
-                f"{response.request.method} {response.url}: not the answer Placement gives ({exc})"
+                f"{response.request.method} {response.url}: not the answer Placement gives "
+                f"({str(exc)[:200]})"
             ) from exc
 
     @staticmethod
