@@ -21,11 +21,13 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from accel.api.keystone import KeystoneValidator
 from accel.conductor.nova_events import NovaNotifier, NovaSettings, judge, keystoneauth_post
 from accel.conductor.placement.client import PlacementClient, PlacementError
 from accel.conductor.placement.loop import PlacementLoop
 from accel.db.models import NovaEvent, utcnow
 from accel.driver.fake_sysfs import FakeSysfs
+from accel.errors import Unavailable
 from accel.internal.schemas import Kind
 from accel.openstack.credentials import (
     KeystoneUser,
@@ -195,3 +197,22 @@ def test_a_hanging_nova_holds_its_own_threads_never_those_of_binds(
         return answered
 
     assert asyncio.run(scenario()) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_hostile_identity_service_is_503_for_the_apis_caller(
+    peer: HostilePeer, mode: Mode
+) -> None:
+    """``accel api --auth keystone`` validating a token against a hostile Keystone:
+    the caller's request gets 503 (Unavailable), never a hang nor a huge read."""
+    peer.mode = mode
+
+    async def validate() -> object:
+        validator = KeystoneValidator(peer.url, timeout=0.5)
+        try:
+            return await validator.identity("a-token")
+        finally:
+            await validator.aclose()
+
+    failure = bounded(lambda: asyncio.run(validate()))
+    assert isinstance(failure, Unavailable), repr(failure)

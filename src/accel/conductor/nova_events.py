@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from accel.db.models import AcceleratorRequest, NovaEvent, utcnow
 from accel.metrics import NOVA_EVENTS
 from accel.states import ArqState, NovaEventState
+from accel.web.json_bodies import loads
 
 if TYPE_CHECKING:
     from accel.openstack.credentials import OpenStackCredentials
@@ -123,9 +124,8 @@ def judge(status: int, content: bytes) -> tuple[Outcome, str | None]:
         # A 200 whose body is not Nova's (a portal's HTML page, a proxy's garbage) did
         # not come from Nova: the events are not known to have arrived.
         try:
-            codes = {int(event["code"]) for event in json.loads(content)["events"]}
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
-            # RecursionError: JSON nested deeper than Python's parser goes.
+            codes = {int(event["code"]) for event in loads(content)["events"]}
+        except (ValueError, KeyError, TypeError) as exc:
             return "retry", f"Nova answered {status} with events accel cannot read: {exc!r:.200}"
         if codes <= {200, 422}:
             return "sent", None

@@ -19,6 +19,7 @@ from keystoneauth1.adapter import Adapter
 from requests import Response
 
 from accel.metrics import PLACEMENT_CALLS
+from accel.web.json_bodies import loads
 
 # 1.14 nests providers, 1.20 answers a POST with the provider, 1.26 allows
 # reserved == total; every Placement since Rocky (2018) speaks it.
@@ -97,10 +98,11 @@ class PlacementClient:
     @staticmethod
     def _json(response: Response, key: str | None = None) -> Any:
         try:
-            document = response.json()
+            # accel's one JSON reader for peers: bounded depth (json's own recursion
+            # would raise RecursionError on a document nested a hundred thousand deep).
+            document = loads(response.content)
             return document if key is None else document[key]
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
-            # RecursionError: JSON nested deeper than Python's parser goes.
+        except (ValueError, KeyError, TypeError) as exc:
             raise PlacementError(
                 f"{response.request.method} {response.url}: not the answer Placement gives "
                 f"({str(exc)[:200]})"
