@@ -8,6 +8,7 @@ socket the test bound itself (gunicorn's ``fd://``), so no port is raced for.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,8 +51,11 @@ class ThrowawayPlacement:
 
 
 @contextmanager
-def throwaway_placement(venv: Path, folder: Path) -> Iterator[ThrowawayPlacement]:
-    """Placement on a fresh SQLite database in ``folder``, until the block ends."""
+def throwaway_placement(
+    venv: Path, folder: Path, sock: socket.socket | None = None
+) -> Iterator[ThrowawayPlacement]:
+    """Placement on a fresh SQLite database in ``folder``, until the block ends; on
+    ``sock`` if given (bound, not yet listening: its URL refuses until Placement is up)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "placement.conf").write_text(
         "[DEFAULT]\ndebug = False\n"
@@ -60,7 +64,7 @@ def throwaway_placement(venv: Path, folder: Path) -> Iterator[ThrowawayPlacement
         f"connection = sqlite:///{folder / 'placement.sqlite'}\n"
         "sync_on_startup = True\n"
     )
-    sock = bound_socket()
+    sock = sock or bound_socket()
     log = folder / "placement.log"
     url = url_of(sock)
     # One worker: SQLite with several writers answers "database is locked".

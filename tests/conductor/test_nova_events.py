@@ -151,6 +151,9 @@ def events(*codes: int) -> bytes:
     ("status", "content", "outcome"),
     [
         (200, b"", "sent"),
+        (200, events(200, 200), "sent"),
+        (200, b"<html><body>It works!</body></html>", "retry"),  # not Nova: a portal's page
+        (200, b"[" * 100_000 + b"]" * 100_000, "retry"),  # deeper than json reads
         (207, events(422, 422), "sent"),  # Nova's known race (bug 1855752)
         (207, events(200, 422), "sent"),
         (207, events(200, 404), "rejected"),

@@ -20,6 +20,7 @@ import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -95,20 +96,35 @@ def test_a_server_boots_with_a_gpu_from_accel(
 
         tree = wait_until(lambda: tree_of(4), "4 GPUs in Placement", on_timeout=cluster.logs)
         admin = {"X-Auth-Token": ADMIN}
-        made = httpx.post(
-            api.url + "/v2/device_profiles",
-            json=[{"name": "gpu", "groups": [PROFILE]}],
-            headers=admin,
-            timeout=30,
-        )
-        assert made.status_code == 201, made.text
+        for profile, groups in {
+            "gpu": [PROFILE],
+            "gpu-and-qat": [PROFILE, {"resources:CUSTOM_QAT": "2"}],
+        }.items():
+            made = httpx.post(
+                api.url + "/v2/device_profiles",
+                json=[{"name": profile, "groups": groups}],
+                headers=admin,
+                timeout=30,
+            )
+            assert made.status_code == 201, made.text
 
         # nova-scheduler: Nova's own query to Placement, and the claim of a candidate.
         conf = str(nova_conf(tmp_path, api, service_token=True, placement=placement.url))
         plan = {"conf": conf, "profile": "gpu", "vcpus": 2, "memory_mb": 1024, "disk_gb": 10}
         plan["placement"] = True
+        plan["also"] = ["gpu-and-qat"]
         scheduled = subprocess_run(python, "scheduler_query.py", plan)
         assert scheduled["version"] == "1.36"
+        # One request group per profile group, each its own numbered suffix.
+        assert parse_qs(scheduled["also"]["gpu-and-qat"]) == {
+            "group_policy": ["none"],
+            "limit": ["1000"],
+            "requireddevice_profile_0": ["CUSTOM_GPU_NVIDIA"],
+            "resources": ["DISK_GB:10,MEMORY_MB:1024,VCPU:2"],
+            "resourcesdevice_profile_0": ["PGPU:1"],
+            "resourcesdevice_profile_1": ["CUSTOM_QAT:2"],
+            "root_required": ["COMPUTE_ACCELERATORS"],
+        }
         candidates = scheduled["allocation_requests"]
         nvidia = {name for name, child in tree.items() if "CUSTOM_GPU_NVIDIA" in child["traits"]}
         assert len(candidates) == len(nvidia) >= 1

@@ -1,7 +1,7 @@
 """Nova's accelerator-request-bound events, from a real conductor to a recording
 server on loopback that answers as Nova does, or with garbage, slowly, or not at all.
 
-One stack for the module: a conductor with ``--nova-url`` (tries of one second, three
+One stack for the module: a conductor with ``--nova-url`` (tries of half a second, three
 of them), an api, and a GPU node. Each test binds its own instance's requests and
 unbinds them after.
 """
@@ -92,7 +92,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 **FAST_CONDUCTOR,
                 nova_url=nova.url,
                 openstack_token_file=token_file,
-                nova_timeout=1,
+                nova_timeout=0.5,
                 nova_attempts=3,
             )
             api = cluster.api(database)

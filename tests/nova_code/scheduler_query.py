@@ -8,7 +8,8 @@ placement 1.36). With a Placement URL in the plan, the report client really send
 and the candidates come back. Prints one JSON document.
 
 stdin: {"conf", "user_token", "project", "profile", "vcpus", "memory_mb", "disk_gb",
-"placement": whether to send the query (nova.conf then says where Placement is)}.
+"placement": whether to send the query (nova.conf then says where Placement is),
+"also": more profiles whose query is only built (one Nova start for all)}.
 """
 
 from __future__ import annotations
@@ -34,25 +35,32 @@ def main() -> None:
         auth_token=plan["user_token"],
         roles=["member"],
     )
-    flavor = objects.Flavor(
-        name="accel-test",
-        vcpus=plan["vcpus"],
-        memory_mb=plan["memory_mb"],
-        root_gb=plan["disk_gb"],
-        ephemeral_gb=0,
-        swap=0,
-        extra_specs={"accel:device_profile": plan["profile"]},
-    )
-    spec = objects.RequestSpec(
-        flavor=flavor,
-        image=objects.ImageMeta.from_dict({"properties": {}}),
-        is_bfv=False,
-        num_instances=1,
-        requested_resources=cyborg.get_device_profile_request_groups(ctx, plan["profile"]),
-    )
-    request_filter.accelerators_filter(ctx, spec)
-    resources = scheduler_utils.resources_from_request_spec(ctx, spec, None)
-    result: dict[str, Any] = {"querystring": resources.to_querystring()}
+
+    def request_for(profile: str) -> Any:
+        flavor = objects.Flavor(
+            name="accel-test",
+            vcpus=plan["vcpus"],
+            memory_mb=plan["memory_mb"],
+            root_gb=plan["disk_gb"],
+            ephemeral_gb=0,
+            swap=0,
+            extra_specs={"accel:device_profile": profile},
+        )
+        spec = objects.RequestSpec(
+            flavor=flavor,
+            image=objects.ImageMeta.from_dict({"properties": {}}),
+            is_bfv=False,
+            num_instances=1,
+            requested_resources=cyborg.get_device_profile_request_groups(ctx, profile),
+        )
+        request_filter.accelerators_filter(ctx, spec)
+        return scheduler_utils.resources_from_request_spec(ctx, spec, None)
+
+    resources = request_for(plan["profile"])
+    result: dict[str, Any] = {
+        "querystring": resources.to_querystring(),
+        "also": {name: request_for(name).to_querystring() for name in plan.get("also", [])},
+    }
     if plan.get("placement"):
         client = report.SchedulerReportClient()
         candidates, _, version = client.get_allocation_candidates(ctx, resources)

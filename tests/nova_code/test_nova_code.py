@@ -1,7 +1,8 @@
 """Nova 34's own code against accel, run in Nova's venv (scripts/ensure-nova-client) as
 subprocess scripts: its Cyborg client creating, binding (with Nova's service token),
-listing and deleting ARQs, and its scheduler's Placement query for a flavor with
-``accel:device_profile``.
+listing and deleting ARQs. Its scheduler's Placement query for a flavor with
+``accel:device_profile`` is run by the boot test (tests/integration/test_boot.py),
+against a real Placement.
 
 One stack for the module: a conductor, an api taking tokens (a user, Nova's service
 user, an admin), and a GPU node.
@@ -17,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -117,17 +117,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
         deployables = wait_until(listed, "4 deployables", on_timeout=cluster.logs)
         stack.rps = {d["name"]: d["rp_uuid"] for d in deployables}
-        for name, groups in {
-            "gpu": [GPU_GROUP],
-            "gpu-and-qat": [GPU_GROUP, {"resources:CUSTOM_QAT": "2"}],
-        }.items():
-            made = httpx.post(
-                api.url + "/v2/device_profiles",
-                json=[{"name": name, "groups": groups}],
-                headers=admin,
-                timeout=30,
-            )
-            assert made.status_code == 201, made.text
+        made = httpx.post(
+            api.url + "/v2/device_profiles",
+            json=[{"name": "gpu", "groups": [GPU_GROUP]}],
+            headers=admin,
+            timeout=30,
+        )
+        assert made.status_code == 201, made.text
         yield stack
     finally:
         cluster.stop_all()
@@ -194,25 +190,3 @@ def test_nova_without_its_service_token_cannot_bind(stack: Stack) -> None:
     left = stack.admin("GET", f"/v2/accelerator_requests/{created['uuid']}").json()
     assert (left["state"], left["instance_uuid"]) == ("Initial", None)
     assert stack.admin("DELETE", f"/v2/accelerator_requests/{created['uuid']}").status_code == 204
-
-
-def test_nova_s_scheduler_asks_placement_for_the_profile_s_groups(stack: Stack) -> None:
-    got = stack.run(
-        "scheduler_query.py",
-        {
-            "conf": str(nova_conf(stack.folder, stack.api, service_token=True)),
-            "profile": "gpu-and-qat",
-            "vcpus": 2,
-            "memory_mb": 1024,
-            "disk_gb": 10,
-        },
-    )
-    assert parse_qs(got["querystring"]) == {
-        "group_policy": ["none"],
-        "limit": ["1000"],
-        "requireddevice_profile_0": ["CUSTOM_GPU_NVIDIA"],
-        "resources": ["DISK_GB:10,MEMORY_MB:1024,VCPU:2"],
-        "resourcesdevice_profile_0": ["PGPU:1"],
-        "resourcesdevice_profile_1": ["CUSTOM_QAT:2"],
-        "root_required": ["COMPUTE_ACCELERATORS"],
-    }

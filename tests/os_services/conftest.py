@@ -1,12 +1,20 @@
-"""What the OpenStack-side tests share: a small recording HTTP server."""
+"""What the OpenStack-side tests share: a small recording HTTP server, an accel
+database per test and a node name no other test uses."""
 
 from __future__ import annotations
 
+import itertools
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from accel.db.engine import make_engine, migrate, session_factory
+
+NODES = itertools.count()
 
 
 class Recorder(ThreadingHTTPServer):
@@ -51,3 +59,16 @@ def recorder() -> Iterator[Recorder]:
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(sqlite_url)
+    migrate(engine)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def node() -> str:
+    return f"compute-{uuid.uuid4().hex[:8]}-{next(NODES)}"

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import itertools
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,6 @@ from accel.conductor.placement.client import PlacementClient
 from accel.conductor.placement.loop import PlacementLoop, placement_loop
 from accel.conductor.placement.settings import PlacementSettings
 from accel.conductor.reconcile import store_inventory
-from accel.db.engine import make_engine, migrate, session_factory
 from accel.db.models import Alarm, Deployable, Device, PlacementNode
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeSysfs
@@ -36,7 +33,6 @@ from tests.os_services.conftest import Recorder
 from tests.placement_service import ThrowawayPlacement, children, make_root
 
 T0 = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
-NODES = itertools.count()
 FAST = PlacementSettings(retry_after=0.001, check_interval=600.0)
 
 
@@ -44,19 +40,6 @@ def credentials(**changes: Any) -> OpenStackCredentials:
     return dataclasses.replace(
         OpenStackCredentials(token="admin"), timeout=5.0, retries=1, retry_delay=0.01, **changes
     )
-
-
-@pytest.fixture
-def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(sqlite_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def node() -> str:
-    return f"compute-{uuid.uuid4().hex[:8]}-{next(NODES)}"
 
 
 def hardware(tree: FakeSysfs, node: str, kinds: tuple[Kind, ...] = tuple(Kind)) -> HardwareList:

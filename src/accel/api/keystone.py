@@ -4,14 +4,15 @@ A token is checked with Identity v3's ``GET /v3/auth/tokens``, sending it as bot
 the caller (``X-Auth-Token``) and the subject (``X-Subject-Token``): Keystone's
 default policy lets a token's owner validate it, so accel needs no service
 credentials of its own. Answers are cached for a short time in bounded memory;
-the Identity service gets a timeout and one retry, and when it cannot be reached
-the caller gets 503, never a hang. (keystonemiddleware does the same job for WSGI
+the Identity service gets a timeout for its whole answer and one retry, and when it
+cannot be reached the caller gets 503, never a hang. (keystonemiddleware does the same job for WSGI
 apps configured through oslo.config; accel's api is ASGI, so it calls the one
 endpoint itself.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -24,6 +25,9 @@ from accel.errors import Unavailable
 from accel.web.json_bodies import loads
 
 log = logging.getLogger(__name__)
+
+# A token document with its catalog is a few kB, tens in a large cloud.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 class KeystoneValidator:
@@ -42,6 +46,7 @@ class KeystoneValidator:
         self._cache: TLRUCache[str, tuple[float, Identity | None]] = TLRUCache(
             max_cached, self._expires, timer=time.monotonic
         )
+        self.timeout = timeout
         self._http = httpx.AsyncClient(timeout=timeout)
 
     async def aclose(self) -> None:
@@ -67,26 +72,43 @@ class KeystoneValidator:
         headers = {"X-Auth-Token": token, "X-Subject-Token": token}
         for attempt in (1, 2):
             try:
-                response = await self._http.get(url, headers=headers)
+                status, content = await self._get(url, headers)
                 break
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, TimeoutError) as exc:
                 if attempt == 2:
                     # httpx's words go to the log; the caller learns what failed.
                     log.warning("the Identity service at %s: %r", self.auth_url, exc)
                     raise Unavailable(
                         f"the Identity service at {self.auth_url} cannot be reached"
                     ) from exc
-        if response.status_code in (401, 403, 404):
+        if status in (401, 403, 404):
             return None
-        if response.status_code != 200:
-            raise Unavailable(f"the Identity service answered {response.status_code}")
+        if status != 200:
+            raise Unavailable(f"the Identity service answered {status}")
         try:
-            return identity_of(loads(response.content)["token"])
+            return identity_of(loads(content)["token"])
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("the Identity service's token document is malformed: %r", exc)
             raise Unavailable(
                 "the Identity service answered a token document accel cannot read"
             ) from exc
+
+    async def _get(self, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        """One GET, its whole answer within the timeout and at most MAX_ANSWER_BYTES:
+        httpx's timeout bounds each read, and an Identity service dripping a byte at a
+        time would hold the caller's request for ever."""
+        async with (
+            asyncio.timeout(self.timeout),
+            self._http.stream("GET", url, headers=headers) as response,
+        ):
+            content = bytearray()
+            async for chunk in response.aiter_bytes():
+                content += chunk
+                if len(content) > MAX_ANSWER_BYTES:
+                    raise Unavailable(
+                        f"the Identity service answered more than {MAX_ANSWER_BYTES} bytes"
+                    )
+            return response.status_code, bytes(content)
 
 
 def identity_of(token: dict[str, Any]) -> Identity | None:

@@ -10,11 +10,12 @@ due, and whichever conductor runs next sends it. Each try has a timeout; a faile
 one is tried again later with backoff, a bounded number of times; every row ends
 sent or failed.
 
-Nova's answers (``judge``): 200 is done, and so is a 207 whose events are each 200
-or 422 (422 is Nova's known race: the instance has no host yet; its compute polls
-the ARQs as well). Any other 207, a 400 or a 404 (no such instance) is Nova's
-refusal: final. Anything else (no connection, a timeout, 5xx, 401/403 with a token
-that may be renewed, an answer that cannot be read) is tried again.
+Nova's answers (``judge``): 200 is done (if it has a body, it must be Nova's events),
+and so is a 207 whose events are each 200 or 422 (422 is Nova's known race: the
+instance has no host yet; its compute polls the ARQs as well). Any other 207, a 400
+or a 404 (no such instance) is Nova's refusal: final. Anything else (no connection, a
+timeout, 5xx, 401/403 with a token that may be renewed, an answer that cannot be
+read) is tried again.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from accel.db.models import AcceleratorRequest, NovaEvent, utcnow
 from accel.metrics import NOVA_EVENTS
 from accel.states import ArqState, NovaEventState
+from accel.web.json_bodies import loads
 
 if TYPE_CHECKING:
     from accel.openstack.credentials import OpenStackCredentials
@@ -54,6 +56,7 @@ Outcome = Literal["sent", "rejected", "retry"]
 FINAL_REFUSALS = frozenset({400, 404})
 KEPT_FOR = dt.timedelta(days=1)  # sent or failed rows, for an operator to look at
 MAX_ERROR_CHARS = 500
+SEND_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -115,13 +118,15 @@ def event_body(instance: str, events_json: str) -> dict[str, list[dict[str, str]
 
 def judge(status: int, content: bytes) -> tuple[Outcome, str | None]:
     """What Nova's answer means for the row, and the error to keep if any."""
-    if status == 200:
+    if status == 200 and not content.strip():
         return "sent", None
-    if status == 207:
+    if status in (200, 207):
+        # A 200 whose body is not Nova's (a portal's HTML page, a proxy's garbage) did
+        # not come from Nova: the events are not known to have arrived.
         try:
-            codes = {int(event["code"]) for event in json.loads(content)["events"]}
+            codes = {int(event["code"]) for event in loads(content)["events"]}
         except (ValueError, KeyError, TypeError) as exc:
-            return "retry", f"Nova answered 207 with events accel cannot read: {exc!r}"
+            return "retry", f"Nova answered {status} with events accel cannot read: {exc!r:.200}"
         if codes <= {200, 422}:
             return "sent", None
         return "rejected", f"Nova refused events: codes {sorted(codes)}"
@@ -229,6 +234,8 @@ def keystoneauth_post(credentials: OpenStackCredentials, settings: NovaSettings)
             response = adapter.post(EVENTS_PATH, json=body)
         except ClientException as exc:
             raise ConnectionError(str(exc)) from exc
+        except RecursionError as exc:  # Keystone's token answer nested too deep
+            raise ConnectionError("an answer nested too deep to read") from exc
         return response.status_code, response.content
 
     return post
@@ -242,6 +249,9 @@ class NovaNotifier:
         self.post = post
         self.settings = settings
         self._wake = asyncio.Event()
+        # Its own threads: a Nova that hangs holds these, never the ones binds and
+        # syncs use (anyio's default limiter).
+        self._limiter = anyio.CapacityLimiter(SEND_THREADS)
 
     def wake(self) -> None:
         self._wake.set()
@@ -278,10 +288,15 @@ class NovaNotifier:
     async def _send(self, due: Due) -> None:
         body = event_body(due.instance_uuid, due.events_json)
         try:
-            status, content = await anyio.to_thread.run_sync(self.post, body)
+            status, content = await anyio.to_thread.run_sync(self.post, body, limiter=self._limiter)
             outcome, error = judge(status, content)
         except OSError as exc:
             outcome, error = "retry", f"Nova cannot be reached: {exc}"
+        except Exception as exc:
+            # Whatever a try raised, it is recorded: the row ends sent or failed, never
+            # claimed again and again without a count.
+            log.exception("Nova's events: unexpected failure of a try")
+            outcome, error = "retry", f"unexpected failure: {exc!r}"
         error = error[:MAX_ERROR_CHARS] if error else None
         state = await anyio.to_thread.run_sync(
             record, self.sessions, due, outcome, error, self.settings, utcnow()

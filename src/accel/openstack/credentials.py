@@ -19,11 +19,13 @@ from keystoneauth1.identity import v3
 from keystoneauth1.plugin import BaseAuthPlugin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from accel.openstack.bounded_http import BoundedSession
+
 # The service types accel calls, as the service-types authority names them.
 ServiceType = Literal["placement", "compute"]
 
-# Seconds one HTTP call may take, and how often keystoneauth tries again a call that
-# could not connect or that got an answer saying "try later".
+# Seconds one HTTP call may take (its whole answer), and how often keystoneauth tries
+# again a call that could not connect or that got an answer saying "try later".
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 3
 RETRIABLE_STATUSES = (502, 503, 504)
@@ -130,6 +132,9 @@ def make_session(credentials: OpenStackCredentials) -> ks_session.Session:
         auth=auth,
         timeout=credentials.timeout,
         connect_retries=credentials.retries,
+        # requests bounds each read, not the answer: a peer dripping bytes would hold
+        # the call for ever, one sending gigabytes would fill memory.
+        session=BoundedSession(credentials.timeout),
     )
 
 

@@ -19,6 +19,7 @@ from keystoneauth1.adapter import Adapter
 from requests import Response
 
 from accel.metrics import PLACEMENT_CALLS
+from accel.web.json_bodies import loads
 
 # 1.14 nests providers, 1.20 answers a POST with the provider, 1.26 allows
 # reserved == total; every Placement since Rocky (2018) speaks it.
@@ -82,6 +83,10 @@ class PlacementClient:
         except ks_exceptions.ClientException as exc:
             PLACEMENT_CALLS.labels(method, "unreachable").inc()
             raise PlacementUnreachable(f"{method} {path}: {exc}") from exc
+        except RecursionError as exc:
+            # Keystone's token answer nested past what json reads (keystoneauth parses it).
+            PLACEMENT_CALLS.labels(method, "unreachable").inc()
+            raise PlacementUnreachable(f"{method} {path}: an answer nested too deep") from exc
         PLACEMENT_CALLS.labels(method, _outcome(response.status_code)).inc()
         if response.status_code in expect:
             return response
@@ -93,11 +98,14 @@ class PlacementClient:
     @staticmethod
     def _json(response: Response, key: str | None = None) -> Any:
         try:
-            document = response.json()
+            # accel's one JSON reader for peers: bounded depth (json's own recursion
+            # would raise RecursionError on a document nested a hundred thousand deep).
+            document = loads(response.content)
             return document if key is None else document[key]
         except (ValueError, KeyError, TypeError) as exc:
             raise PlacementError(
-                f"{response.request.method} {response.url}: not the answer Placement gives ({exc})"
+                f"{response.request.method} {response.url}: not the answer Placement gives "
+                f"({str(exc)[:200]})"
             ) from exc
 
     @staticmethod

@@ -114,6 +114,11 @@ class PlacementLoop:
             )
         except PlacementError as exc:
             error = str(exc)
+        except Exception as exc:
+            # The node is given back with the error (accel placement status shows it),
+            # not left claimed until its lease runs out.
+            log.exception("placement: node %s: unexpected failure", claim.node)
+            error = f"unexpected failure: {exc!r:.300}"
         if outcome is not None:
             error = outcome.error
         if error:

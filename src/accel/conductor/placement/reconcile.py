@@ -17,6 +17,7 @@ until they are gone.
 from __future__ import annotations
 
 import logging
+import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,7 +115,22 @@ def reconcile_node(client: PlacementClient, tree: NodeTree, left: dict[str, Left
     for uuid, was in left.items():
         if uuid not in wanted:
             _remove(client, uuid, was, outcome)
+    for provider in actual.values():
+        if _orphan(provider, root.uuid, wanted, left):
+            _remove(client, provider.uuid, Left(provider.generation, "", ""), outcome)
     return outcome
+
+
+def _orphan(provider: Provider, root: str, wanted: set[str], left: dict[str, Left]) -> bool:
+    """A child named and numbered as Cyborg's scheme makes them (uuid3 of its name)
+    that accel neither wants nor recorded: made by a conductor that died before it
+    could record it (or by Cyborg before accel), its deployable gone since."""
+    return (
+        provider.parent == root
+        and provider.uuid not in wanted
+        and provider.uuid not in left
+        and provider.uuid == str(uuidlib.uuid3(uuidlib.NAMESPACE_DNS, provider.name))
+    )
 
 
 def _needs_write(child: ChildProvider, actual: Provider | None, left: dict[str, Left]) -> bool:
