@@ -50,24 +50,33 @@ class ThrowawayPlacement:
 
 
 @contextmanager
-def throwaway_placement(venv: Path, folder: Path) -> Iterator[ThrowawayPlacement]:
-    """Placement on a fresh SQLite database in ``folder``, until the block ends."""
+def throwaway_placement(
+    venv: Path,
+    folder: Path,
+    database: str | None = None,
+    workers: int = 1,
+    options: tuple[str, ...] = (),
+) -> Iterator[ThrowawayPlacement]:
+    """Placement on a fresh SQLite database in ``folder`` (or on ``database``, an empty
+    PostgreSQL one), until the block ends; ``options`` go to gunicorn."""
     folder.mkdir(parents=True, exist_ok=True)
+    # One worker on SQLite: several writers answer "database is locked".
+    assert workers == 1 or database is not None, "several workers need PostgreSQL"
+    connection = database or f"sqlite:///{folder / 'placement.sqlite'}"
     (folder / "placement.conf").write_text(
         "[DEFAULT]\ndebug = False\n"
         "[api]\nauth_strategy = noauth2\n"
         "[placement_database]\n"
-        f"connection = sqlite:///{folder / 'placement.sqlite'}\n"
+        f"connection = {connection}\n"
         "sync_on_startup = True\n"
     )
     sock = bound_socket()
     log = folder / "placement.log"
     url = url_of(sock)
-    # One worker: SQLite with several writers answers "database is locked".
     with gunicorn(
         "Placement",
         venv,
-        ["-w", "1", "placement.wsgi.api:application"],
+        ["-w", str(workers), *options, "placement.wsgi.api:application"],
         sock,
         log,
         {"OS_PLACEMENT_CONFIG_DIR": str(folder)},
