@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,11 +81,15 @@ def claim_nodes(
     lease_seconds: float,
     checked_before: dt.datetime,
     limit: int,
+    running: Collection[str] = (),
 ) -> list[Claimed]:
     """Takes up to ``limit`` nodes that are due (pending and not backing off, or not
-    checked since ``checked_before``) and that no live conductor holds."""
+    checked since ``checked_before``) and that no live conductor holds; ``running``:
+    this conductor's reports in flight, never claimed twice."""
     row = PlacementNode
     free = or_(row.owner.is_(None), row.lease_until < now, row.owner == owner)
+    if running:
+        free = and_(free, row.node.not_in(list(running)))
     due = or_(
         and_(row.pending.is_(True), or_(row.next_try_at.is_(None), row.next_try_at <= now)),
         row.checked_at.is_(None),
