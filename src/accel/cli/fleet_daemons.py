@@ -137,7 +137,7 @@ def _nova_settings(
     default=600.0,
     callback=positive,
     help="Seconds between checks that a node's tree in Placement is still as reported "
-    "(two calls a node); changes are reported at once.",
+    "(one call a node); changes are reported at once.",
 )
 @option(
     "--placement-concurrency",

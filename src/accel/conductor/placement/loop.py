@@ -173,7 +173,12 @@ class PlacementLoop:
         error: str | None = None
         try:
             outcome = await anyio.to_thread.run_sync(
-                reconcile_node, self.client, tree, claim.providers, limiter=limiter
+                reconcile_node,
+                self.client,
+                tree,
+                claim.providers,
+                claim.root_uuid,
+                limiter=limiter,
             )
         except PlacementError as exc:
             error = str(exc)

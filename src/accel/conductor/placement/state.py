@@ -31,6 +31,8 @@ class Claimed:
     node: str
     providers: dict[str, Left]
     reported_digest: str | None
+    # The root found by the last report: its tree is read in one call.
+    root_uuid: str | None = None
 
 
 def note_trees(sessions: sessionmaker[Session], digests: Mapping[str, str]) -> int:
@@ -112,11 +114,12 @@ def claim_nodes(
             update(row)
             .where(row.id.in_(ids), claimable)
             .values(owner=owner, lease_until=now + dt.timedelta(seconds=lease_seconds))
-            .returning(row.node, row.providers_json, row.reported_digest)
+            .returning(row.node, row.providers_json, row.reported_digest, row.root_uuid)
             .execution_options(synchronize_session=False)
         ).all()
     return [
-        Claimed(node, _providers(providers_json), digest) for node, providers_json, digest in rows
+        Claimed(node, _providers(providers_json), digest, root)
+        for node, providers_json, digest, root in rows
     ]
 
 
