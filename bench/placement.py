@@ -127,17 +127,19 @@ def until_reported(loop: PlacementLoop, clocks: Clocks) -> tuple[Split, int]:
 @contextmanager
 def placement_service(
     venv: Path, work: Path, workers: int, on_postgres: bool
-) -> Iterator[ThrowawayPlacement]:
-    """Placement as the bench asked: SQLite and one worker, or PostgreSQL and several."""
+) -> Iterator[tuple[ThrowawayPlacement, int | None]]:
+    """Placement as the bench asked: SQLite and one worker, or PostgreSQL and several;
+    with the PostgreSQL server's pid."""
     options = ("--access-logfile", str(work / "access.log"), "--access-logformat", ACCESS_FORMAT)
     if not on_postgres:
         with throwaway_placement(venv, work / "placement", workers=workers, options=options) as p:
-            yield p
+            yield p, None
         return
     with throwaway_postgres() as server:
         database = server.new_database().replace("postgresql://", "postgresql+psycopg://")
+        pid = int((server.folder / "data" / "postmaster.pid").read_text().split()[0])
         with throwaway_placement(venv, work / "placement", database, workers, options) as p:
-            yield p
+            yield p, pid
 
 
 def main() -> None:
@@ -162,7 +164,7 @@ def main() -> None:
         migrate(engine)
         sessions = session_factory(engine)
         fill(sessions, nodes, args.devices, work)
-        with placement_service(venv, work, args.workers, args.postgres) as placement:
+        with placement_service(venv, work, args.workers, args.postgres) as (placement, pg):
             make_roots(placement.url, nodes)
             credentials = OpenStackCredentials(token=TOKEN, timeout=30.0)
             # No drift check during the measured rounds (a first report slower than the
@@ -172,7 +174,7 @@ def main() -> None:
             )
             loop = placement_loop(sessions, "bench", credentials, placement.url, quiet)
             clocks = Clocks(
-                TimedAdapter(loop.client.adapter), placement.process.pid, work / "access.log"
+                TimedAdapter(loop.client.adapter), placement.process.pid, work / "access.log", pg
             )
             with Profile(os.getpid()) as profile:
                 if args.profile:
@@ -212,15 +214,16 @@ def print_table(args: argparse.Namespace, rows: list[tuple[str, Split, int]], to
     print(
         "| what | seconds | Placement calls | calls per node | calls per provider | rounds "
         "| ms per call, conductor waited | ms per call, Placement worked "
-        "| CPU s, conductor | CPU s, Placement |"
+        "| CPU s, conductor | CPU s, Placement | CPU s, its PostgreSQL |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for what, split, rounds in rows:
         waited, worked = split.ms_per_call()
         print(
             f"| {what} | {split.wall:.1f} | {split.calls} | {split.calls / args.nodes:.2f} "
             f"| {split.calls / providers:.3f} | {rounds or 'run'} | {waited:.1f} | {worked:.1f} "
-            f"| {split.conductor_cpu:.1f} | {split.placement_cpu:.1f} |"
+            f"| {split.conductor_cpu:.1f} | {split.placement_cpu:.1f} "
+            f"| {split.database_cpu:.1f} |"
         )
     if top:
         print(f"\nconductor's first report, py-spy (inclusive, accel/): {top}")

@@ -10,7 +10,8 @@ Three clocks, read around each measured phase:
   request read to the response written, inside the worker), so the difference with
   the client's time is queueing for a worker and the wire;
 - CPU seconds: the bench process (the conductor's loop and its SQLite database) and
-  Placement's gunicorn processes, from /proc.
+  Placement's gunicorn processes, and of Placement's PostgreSQL server where it has
+  one, from /proc.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ class TimedAdapter:
                 self.calls += 1
 
 
-def placement_cpu(master: int) -> float:
-    """CPU seconds of Placement's gunicorn master and its workers so far."""
+def tree_cpu(master: int | None) -> float:
+    """CPU seconds so far of a master process (gunicorn's, PostgreSQL's) and its
+    children (workers, backends)."""
+    if master is None:
+        return 0.0
     total = cpu_seconds(master)
     children = Path(f"/proc/{master}/task/{master}/children")
     for pid in children.read_text().split() if children.exists() else []:
@@ -87,6 +91,7 @@ class Split:
     served_seconds: float
     conductor_cpu: float
     placement_cpu: float
+    database_cpu: float
 
     def ms_per_call(self) -> tuple[float, float]:
         """Per call: as the conductor waited for it, as Placement's worker spent on it."""
@@ -97,10 +102,13 @@ class Split:
 
 
 class Clocks:
-    def __init__(self, timed: TimedAdapter, master: int, access_log: Path) -> None:
+    def __init__(
+        self, timed: TimedAdapter, master: int, access_log: Path, database: int | None
+    ) -> None:
         self.timed = timed
         self.master = master
         self.access_log = access_log
+        self.database = database
 
     def read(self) -> tuple[float, ...]:
         served, seconds = served_seconds(self.access_log)
@@ -111,15 +119,16 @@ class Clocks:
             float(served),
             seconds,
             time.process_time(),
-            placement_cpu(self.master),
+            tree_cpu(self.master),
+            tree_cpu(self.database),
         )
 
     def since(self, before: tuple[float, ...]) -> Split:
         now = self.read()
-        wall, calls, client, served, seconds, mine, theirs = (
+        wall, calls, client, served, seconds, mine, theirs, database = (
             b - a for a, b in zip(before, now, strict=True)
         )
-        return Split(wall, int(calls), client, int(served), seconds, mine, theirs)
+        return Split(wall, int(calls), client, int(served), seconds, mine, theirs, database)
 
 
 def load_average() -> str:

@@ -63,13 +63,22 @@ def throwaway_placement(
     # One worker on SQLite: several writers answer "database is locked".
     assert workers == 1 or database is not None, "several workers need PostgreSQL"
     connection = database or f"sqlite:///{folder / 'placement.sqlite'}"
+    # Several workers would each migrate the schema at start, racing: it is made first.
     (folder / "placement.conf").write_text(
         "[DEFAULT]\ndebug = False\n"
         "[api]\nauth_strategy = noauth2\n"
         "[placement_database]\n"
         f"connection = {connection}\n"
-        "sync_on_startup = True\n"
+        f"sync_on_startup = {workers == 1}\n"
     )
+    env = {"OS_PLACEMENT_CONFIG_DIR": str(folder)}
+    if workers > 1:
+        subprocess.run(
+            [str(venv / "bin" / "placement-manage"), "--config-dir", str(folder), "db", "sync"],
+            check=True,
+            capture_output=True,
+            timeout=START_SECONDS,
+        )
     sock = bound_socket()
     log = folder / "placement.log"
     url = url_of(sock)
@@ -79,7 +88,7 @@ def throwaway_placement(
         ["-w", str(workers), *options, "placement.wsgi.api:application"],
         sock,
         log,
-        {"OS_PLACEMENT_CONFIG_DIR": str(folder)},
+        env,
         url + "/",
         START_SECONDS,
     ) as process:
