@@ -19,6 +19,8 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import math
+import time
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -52,6 +54,7 @@ class PlacementLoop:
     running: dict[str, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
     # Set when a report ends and frees its slot (made by ``run``, in its event loop).
     _freed: asyncio.Event = dataclasses.field(init=False, repr=False)
+    _noticed_at: float = -math.inf
 
     async def run(self) -> None:
         """Reports due nodes, ``concurrency`` at a time, until cancelled.
@@ -89,13 +92,17 @@ class PlacementLoop:
             await asyncio.gather(*reports, return_exceptions=True)
 
     async def _start_due(self, free: int) -> int:
-        """Notes what changed and starts the reports of up to ``free`` due nodes."""
-        await self.notice()
+        """Notes what changed (once a tick: a report that ends does not make the
+        fleet's signature worth reading again) and starts the reports of up to
+        ``free`` due nodes."""
+        if time.monotonic() >= self._noticed_at + self.settings.tick:
+            await self.notice()
+            PLACEMENT_PENDING.set(await anyio.to_thread.run_sync(self._pending))
+            self._noticed_at = time.monotonic()
         claims = await self._claim(free) if free > 0 else []
         for claim in claims:
             task = asyncio.create_task(self._report_alone(claim), name=f"placement {claim.node}")
             self.running[claim.node] = task
-        PLACEMENT_PENDING.set(await anyio.to_thread.run_sync(self._pending))
         return len(claims)
 
     async def _report_alone(self, claim: state.Claimed) -> None:
