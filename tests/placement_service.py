@@ -52,29 +52,46 @@ class ThrowawayPlacement:
 
 @contextmanager
 def throwaway_placement(
-    venv: Path, folder: Path, sock: socket.socket | None = None
+    venv: Path,
+    folder: Path,
+    database: str | None = None,
+    workers: int = 1,
+    options: tuple[str, ...] = (),
+    sock: socket.socket | None = None,
 ) -> Iterator[ThrowawayPlacement]:
-    """Placement on a fresh SQLite database in ``folder``, until the block ends; on
-    ``sock`` if given (bound, not yet listening: its URL refuses until Placement is up)."""
+    """Placement on a fresh SQLite database in ``folder`` (or on ``database``, an empty
+    PostgreSQL one), until the block ends; ``options`` go to gunicorn; on ``sock`` if
+    given (bound, not yet listening: its URL refuses until Placement is up)."""
     folder.mkdir(parents=True, exist_ok=True)
+    # One worker on SQLite: several writers answer "database is locked".
+    assert workers == 1 or database is not None, "several workers need PostgreSQL"
+    connection = database or f"sqlite:///{folder / 'placement.sqlite'}"
+    # Several workers would each migrate the schema at start, racing: it is made first.
     (folder / "placement.conf").write_text(
         "[DEFAULT]\ndebug = False\n"
         "[api]\nauth_strategy = noauth2\n"
         "[placement_database]\n"
-        f"connection = sqlite:///{folder / 'placement.sqlite'}\n"
-        "sync_on_startup = True\n"
+        f"connection = {connection}\n"
+        f"sync_on_startup = {workers == 1}\n"
     )
+    env = {"OS_PLACEMENT_CONFIG_DIR": str(folder)}
+    if workers > 1:
+        subprocess.run(
+            [str(venv / "bin" / "placement-manage"), "--config-dir", str(folder), "db", "sync"],
+            check=True,
+            capture_output=True,
+            timeout=START_SECONDS,
+        )
     sock = sock or bound_socket()
     log = folder / "placement.log"
     url = url_of(sock)
-    # One worker: SQLite with several writers answers "database is locked".
     with gunicorn(
         "Placement",
         venv,
-        ["-w", "1", "placement.wsgi.api:application"],
+        ["-w", str(workers), *options, "placement.wsgi.api:application"],
         sock,
         log,
-        {"OS_PLACEMENT_CONFIG_DIR": str(folder)},
+        env,
         url + "/",
         START_SECONDS,
     ) as process:

@@ -26,7 +26,7 @@ from accel.driver.fake_sysfs import FakeSysfs, build_gpu_server
 from accel.internal.schemas import Kind
 from tests.integration.fleet import FAST_AGENT, FAST_CONDUCTOR, FAST_DRIVER, wait_for_devices
 from tests.integration.placement_proxy import placement_proxy
-from tests.os_services.test_placement_reporting import (
+from tests.os_services.placement_rounds import (
     T0,
     hardware,
     loop_for,
@@ -278,7 +278,7 @@ def test_every_part_at_once_two_conductors_and_a_fresh_placement_last(
     api_service = next(s for s in cluster.services if s.name == "api")
     wait_until(api_service.serves, "api up", on_timeout=cluster.logs)
     wait_for_devices(api_service, 4, on_timeout=cluster.logs)
-    with throwaway_placement(venv, tmp_path / "placement", not_yet) as fresh:
+    with throwaway_placement(venv, tmp_path / "placement", sock=not_yet) as fresh:
         root = make_root(fresh, node)
         wait_until(
             lambda: in_step(fresh, sessions, node, root) and len(children(fresh, root)) == 4,

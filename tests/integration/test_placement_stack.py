@@ -42,6 +42,7 @@ def test_the_conductor_keeps_placement_in_step_with_the_hardware(
         sqlite_url,
         placement_url=placement.url,
         openstack_token_file=token,
+        placement_concurrency=2,  # a real conductor takes the flag
         **FAST_CONDUCTOR,
     )
     agent = cluster.agent([conductor.url], node, **FAST_AGENT)

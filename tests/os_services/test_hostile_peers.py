@@ -37,7 +37,7 @@ from accel.openstack.credentials import (
 )
 from accel.states import NovaEventState
 from tests.os_services.hostile_peer import MODES, HostilePeer, Mode, hostile_peer
-from tests.os_services.test_placement_reporting import (
+from tests.os_services.placement_rounds import (
     FAST,
     hardware,
     loop_for,

@@ -4,8 +4,12 @@ Each round reads two cheap things: the inventory generation (devices, deployable
 attributes) and the agents' states and provider names. When either moved, the
 trees are computed again and the nodes whose tree differs from the one last
 reported become pending (``state.note_trees``); nothing else costs a Placement call.
-Then the round claims the nodes that are due (pending, or not checked for drift for
-``check_interval``) and reconciles each in a worker thread, a few at a time.
+Then the loop claims the nodes that are due (pending, or not checked for drift for
+``check_interval``) and reconciles each in a worker thread, ``concurrency`` at a
+time (``--placement-concurrency``), each report on its own: a slow node holds one slot,
+never the others (``run``). Several reports at once is what a Placement with several
+workers needs to be fast (docs/benchmarks.md): each call waits on Placement, not on
+the conductor.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import math
+import time
+from contextlib import suppress
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -43,39 +50,78 @@ class PlacementLoop:
     settings: PlacementSettings = dataclasses.field(default_factory=PlacementSettings)
     _signature: tuple[int, str] | None = None
     _trees: dict[str, NodeTree] = dataclasses.field(default_factory=dict)
+    # The reports ``run`` has going, by node: each holds one of ``concurrency`` slots.
+    running: dict[str, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+    # Set when a report ends and frees its slot (made by ``run``, in its event loop).
+    _freed: asyncio.Event = dataclasses.field(init=False, repr=False)
+    _noticed_at: float = -math.inf
 
     async def run(self) -> None:
-        while True:
-            reported = 0
-            try:
-                reported = await self.round()
-            except (SQLAlchemyError, OSError) as exc:
-                log.warning("placement round failed, trying again: %s", exc)
-            except Exception:
-                # Reporting must outlive a bug in one round: the next round starts over
-                # from the database.
-                log.exception("placement round failed, trying again")
-            await asyncio.sleep(0 if reported else self.settings.tick)
+        """Reports due nodes, ``concurrency`` at a time, until cancelled.
+
+        Each report runs on its own, so a slow or failing node holds its slot only:
+        the loop claims as many nodes as there are free slots, and claims again as
+        soon as one is freed (a claim never waits for a slot, so its lease runs only
+        while its report does)."""
+        self._freed = asyncio.Event()
+        try:
+            while True:
+                self._freed.clear()
+                free = self.settings.concurrency - len(self.running)
+                started = 0
+                try:
+                    started = await self._start_due(free)
+                except (SQLAlchemyError, OSError) as exc:
+                    log.warning("placement round failed, trying again: %s", exc)
+                except Exception:
+                    # Reporting must outlive a bug in one round: the next round starts
+                    # over from the database.
+                    log.exception("placement round failed, trying again")
+                if started and started == free:
+                    # Every slot is taken and more may be due: claim when one is freed.
+                    await self._freed.wait()
+                elif not started:
+                    with suppress(TimeoutError):
+                        async with asyncio.timeout(self.settings.tick):
+                            await self._freed.wait()
+        finally:
+            # A report's worker thread cannot be stopped: its task ends when it returns.
+            reports = list(self.running.values())
+            for task in reports:
+                task.cancel()
+            await asyncio.gather(*reports, return_exceptions=True)
+
+    async def _start_due(self, free: int) -> int:
+        """Notes what changed (once a tick: a report that ends does not make the
+        fleet's signature worth reading again) and starts the reports of up to
+        ``free`` due nodes."""
+        if time.monotonic() >= self._noticed_at + self.settings.tick:
+            await self.notice()
+            PLACEMENT_PENDING.set(await anyio.to_thread.run_sync(self._pending))
+            self._noticed_at = time.monotonic()
+        claims = await self._claim(free) if free > 0 else []
+        for claim in claims:
+            task = asyncio.create_task(self._report_alone(claim), name=f"placement {claim.node}")
+            self.running[claim.node] = task
+        return len(claims)
+
+    async def _report_alone(self, claim: state.Claimed) -> None:
+        try:
+            await self._report(claim, anyio.CapacityLimiter(1))
+        except (SQLAlchemyError, OSError) as exc:
+            # Not recorded: the lease runs out and the node is reported again.
+            log.warning("placement: node %s: its outcome was not stored: %s", claim.node, exc)
+        except Exception:
+            log.exception("placement: node %s: its report failed", claim.node)
+        finally:
+            self.running.pop(claim.node, None)
+            self._freed.set()
 
     async def round(self) -> int:
-        """One round; the number of nodes it reported (or tried to)."""
-        signature = await anyio.to_thread.run_sync(self._read_signature)
-        if signature != self._signature:
-            self._trees = await anyio.to_thread.run_sync(self._read_trees)
-            digests = {node: tree.digest for node, tree in self._trees.items()}
-            await anyio.to_thread.run_sync(state.note_trees, self.sessions, digests)
-            self._signature = signature
-        now = utcnow()
-        claims = await anyio.to_thread.run_sync(
-            lambda: state.claim_nodes(
-                self.sessions,
-                self.owner,
-                now,
-                self.settings.lease,
-                now - dt.timedelta(seconds=self.settings.check_interval),
-                self.settings.batch,
-            )
-        )
+        """One round, run to its end: up to ``batch`` due nodes reported,
+        ``concurrency`` at a time; the number of nodes it reported (or tried to)."""
+        await self.notice()
+        claims = await self._claim(self.settings.batch)
         if claims:
             limiter = anyio.CapacityLimiter(self.settings.concurrency)
             async with anyio.create_task_group() as group:
@@ -83,6 +129,30 @@ class PlacementLoop:
                     group.start_soon(self._report, claim, limiter)
         PLACEMENT_PENDING.set(await anyio.to_thread.run_sync(self._pending))
         return len(claims)
+
+    async def notice(self) -> None:
+        """When the inventory or the agents moved: every tree again, and the nodes
+        whose tree differs from the one reported marked pending."""
+        signature = await anyio.to_thread.run_sync(self._read_signature)
+        if signature != self._signature:
+            self._trees = await anyio.to_thread.run_sync(self._read_trees)
+            digests = {node: tree.digest for node, tree in self._trees.items()}
+            await anyio.to_thread.run_sync(state.note_trees, self.sessions, digests)
+            self._signature = signature
+
+    async def _claim(self, limit: int) -> list[state.Claimed]:
+        now = utcnow()
+        return await anyio.to_thread.run_sync(
+            lambda: state.claim_nodes(
+                self.sessions,
+                self.owner,
+                now,
+                self.settings.lease,
+                now - dt.timedelta(seconds=self.settings.check_interval),
+                limit,
+                list(self.running),
+            )
+        )
 
     async def stop(self) -> None:
         """Gives back the nodes this conductor holds, for others to report at once."""
@@ -110,7 +180,12 @@ class PlacementLoop:
         error: str | None = None
         try:
             outcome = await anyio.to_thread.run_sync(
-                reconcile_node, self.client, tree, claim.providers, limiter=limiter
+                reconcile_node,
+                self.client,
+                tree,
+                claim.providers,
+                claim.root_uuid,
+                limiter=limiter,
             )
         except PlacementError as exc:
             error = str(exc)

@@ -1,6 +1,7 @@
 """One node's reconciliation: Placement is brought to the node's tree, whatever it holds.
 
-The tree in Placement is read (the root by name, then its tree, two calls), and each
+The tree in Placement is read (the root by name, then its tree, two calls; one, the
+tree, where the last report found the root), and each
 child is compared with what accel last left on it (``Left``). A child whose
 generation is the one accel left, and whose wanted inventory and traits are the ones
 accel wrote, costs nothing more; one whose generation moved (allocations, a hand, a
@@ -78,12 +79,18 @@ class Outcome:
         return "; ".join(problems) or None
 
 
-def reconcile_node(client: PlacementClient, tree: NodeTree, left: dict[str, Left]) -> Outcome:
-    """Brings the node's tree in Placement to ``tree``. Raises ``PlacementUnreachable``
-    when Placement does not answer; every other failure is in the outcome."""
+def reconcile_node(
+    client: PlacementClient,
+    tree: NodeTree,
+    left: dict[str, Left],
+    known_root: str | None = None,
+) -> Outcome:
+    """Brings the node's tree in Placement to ``tree``; ``known_root``: the root's uuid
+    as the last report found it. Raises ``PlacementUnreachable`` when Placement does
+    not answer; every other failure is in the outcome."""
     if not tree.children and not left:
         return Outcome(None, {})  # nothing to offer: the node's root is not needed
-    root = client.find_root(tree.root_name)
+    root, actual = _root_and_tree(client, tree.root_name, known_root)
     if root is None:
         return Outcome(
             None,
@@ -91,7 +98,6 @@ def reconcile_node(client: PlacementClient, tree: NodeTree, left: dict[str, Left
             [f"Placement has no provider named {tree.root_name} (nova-compute makes it)"],
             root_missing=True,
         )
-    actual = client.tree(root.uuid)
     outcome = Outcome(root.uuid, {})
     wanted = {child.uuid for child in tree.children}
     if any(_needs_write(child, actual.get(child.uuid), left) for child in tree.children):
@@ -131,6 +137,22 @@ def _orphan(provider: Provider, root: str, wanted: set[str], left: dict[str, Lef
         and provider.uuid not in left
         and provider.uuid == str(uuidlib.uuid3(uuidlib.NAMESPACE_DNS, provider.name))
     )
+
+
+def _root_and_tree(
+    client: PlacementClient, name: str, known: str | None
+) -> tuple[Provider | None, dict[str, Provider]]:
+    """The node's root and every provider in its tree. The tree of the root the last
+    report found is one call; it is believed only if that root is still a root of
+    this name (nova-compute may have made it again, or the node be known by another
+    name now). Otherwise, or the first time, the root is looked up by name first."""
+    if known is not None:
+        actual = client.tree(known)
+        root = actual.get(known)
+        if root is not None and root.name == name and root.parent is None:
+            return root, actual
+    root = client.find_root(name)
+    return (root, client.tree(root.uuid)) if root is not None else (None, {})
 
 
 def _needs_write(child: ChildProvider, actual: Provider | None, left: dict[str, Left]) -> bool:

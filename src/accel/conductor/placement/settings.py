@@ -14,10 +14,11 @@ class PlacementSettings:
     check_interval: float = 600.0
     # Seconds before a failed report is tried again, doubled on each failure.
     retry_after: float = 5.0
-    # Nodes reported at once, and claimed per round: few, so that a claim ends well
-    # within its lease even when Placement is slow; a round that found work is
-    # followed by the next at once.
+    # Nodes reported at once (``--placement-concurrency``): enough to keep several
+    # Placement workers busy, few enough that one report ends well within its lease
+    # even when Placement is slow. A node is claimed only when a slot is free.
     concurrency: int = 8
+    # Nodes claimed by one ``PlacementLoop.round`` (rounds run by hand: tests, bench).
     batch: int = 16
     # Seconds a claimed node stays this conductor's while its report runs.
     lease: float = 120.0

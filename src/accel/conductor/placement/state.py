@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,8 @@ class Claimed:
     node: str
     providers: dict[str, Left]
     reported_digest: str | None
+    # The root found by the last report: its tree is read in one call.
+    root_uuid: str | None = None
 
 
 def note_trees(sessions: sessionmaker[Session], digests: Mapping[str, str]) -> int:
@@ -81,11 +83,15 @@ def claim_nodes(
     lease_seconds: float,
     checked_before: dt.datetime,
     limit: int,
+    running: Collection[str] = (),
 ) -> list[Claimed]:
     """Takes up to ``limit`` nodes that are due (pending and not backing off, or not
-    checked since ``checked_before``) and that no live conductor holds."""
+    checked since ``checked_before``) and that no live conductor holds; ``running``:
+    this conductor's reports in flight, never claimed twice."""
     row = PlacementNode
     free = or_(row.owner.is_(None), row.lease_until < now, row.owner == owner)
+    if running:
+        free = and_(free, row.node.not_in(list(running)))
     due = or_(
         and_(row.pending.is_(True), or_(row.next_try_at.is_(None), row.next_try_at <= now)),
         row.checked_at.is_(None),
@@ -108,11 +114,12 @@ def claim_nodes(
             update(row)
             .where(row.id.in_(ids), claimable)
             .values(owner=owner, lease_until=now + dt.timedelta(seconds=lease_seconds))
-            .returning(row.node, row.providers_json, row.reported_digest)
+            .returning(row.node, row.providers_json, row.reported_digest, row.root_uuid)
             .execution_options(synchronize_session=False)
         ).all()
     return [
-        Claimed(node, _providers(providers_json), digest) for node, providers_json, digest in rows
+        Claimed(node, _providers(providers_json), digest, root)
+        for node, providers_json, digest, root in rows
     ]
 
 
