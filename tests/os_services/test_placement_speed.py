@@ -220,3 +220,46 @@ def test_a_known_root_costs_one_call_and_a_root_no_longer_the_nodes_is_looked_up
     assert row.root_uuid == renamed
     # accel's provider is under the old root: never moved silently, an error to see.
     assert row.pending and f"not the node's {renamed}" in (row.last_error or "")
+
+
+def test_a_change_noticed_while_its_node_is_reported_is_reported_next(
+    sessions: sessionmaker[Session], placement: ThrowawayPlacement, gpu_server: FakeSysfs
+) -> None:
+    """The loop notices changes while reports run: a node changed in the middle of its
+    own report was pending then, so noting it changed nothing; the report must not
+    leave it as done with the tree from before."""
+    node = nodes(1, "moving")[0]
+    root = make_root(placement, node)
+    store(sessions, node, hardware(gpu_server, node, (Kind.FPGA,)))
+    # A free slot: the loop goes on noticing while this report runs.
+    loop = loop_for(sessions, placement, settings=settings(2))
+    noticed = threading.Event()
+
+    def change_midway(name: str) -> None:
+        if name != node or noticed.is_set():
+            return
+        before = loop._trees[node].digest
+        with sessions.begin() as session:
+            session.execute(
+                update(Device)
+                .where(Device.hostname == node)
+                .values(status=DeviceStatus.MAINTAINING)
+            )
+        deadline = time.monotonic() + DEADLINE
+        while loop._trees[node].digest == before:  # the loop's next notice, bounded
+            assert time.monotonic() < deadline, "the loop never noticed the change"
+            time.sleep(0.02)
+        noticed.set()
+
+    Watched(loop, change_midway)
+
+    def reserved() -> bool:
+        child = children(placement, root).get(f"{node}_0000:86:00.0")
+        return child is not None and child["inventories"].get("FPGA", {}).get("reserved") == 1
+
+    async def scenario() -> None:
+        await until(noticed.is_set, "the change noticed during the report")
+        await until(reserved, "the disabled device reserved in Placement")
+        await until(reported(sessions, [node]), "the node reported")
+
+    asyncio.run(running(loop, scenario))

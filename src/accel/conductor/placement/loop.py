@@ -198,6 +198,9 @@ class PlacementLoop:
             error = outcome.error
         if error:
             log.warning("placement: node %s: %s", claim.node, error)
+        # ``notice`` may have run while the report was under way, with this node
+        # pending: the tree it found then is the one to report next.
+        latest = self._trees.get(claim.node) or NodeTree(claim.node, claim.node, ())
         await anyio.to_thread.run_sync(
             lambda: state.record_outcome(
                 self.sessions,
@@ -208,6 +211,7 @@ class PlacementLoop:
                 error,
                 utcnow(),
                 self.settings.retry_after,
+                outdated=latest.digest != tree.digest,
             )
         )
 

@@ -137,9 +137,13 @@ def record_outcome(
     error: str | None,
     now: dt.datetime,
     retry_after: float,
+    outdated: bool = False,
 ) -> bool:
     """Stores a report's outcome (``None``: Placement did not answer, ``error`` says
-    how) and gives the node back; False if another conductor holds it now."""
+    how) and gives the node back; False if another conductor holds it now.
+    ``outdated``: the node's tree changed while it was being reported. ``note_trees``
+    saw the node pending then and left it so; it stays pending, due at once, or the
+    change would wait for the next drift check."""
     with sessions.begin() as session:
         row = session.scalar(
             select(PlacementNode).where(PlacementNode.node == node).with_for_update()
@@ -158,7 +162,7 @@ def record_outcome(
             _alarms(session, node, outcome, now)
         done = outcome is not None and outcome.done
         if done:
-            row.pending = False
+            row.pending = outdated
             row.reported_digest = digest
             row.reported_at = now
             row.failures = 0
