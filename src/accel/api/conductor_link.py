@@ -25,8 +25,8 @@ from accel.db.engine import LOCK_NOT_AVAILABLE
 from accel.db.models import AcceleratorRequest, Conductor, Device, Operation, utcnow
 from accel.db.operation_view import asked_since
 from accel.errors import PeerError, PeerRefused, PeerTooOld, Unavailable
+from accel.internal.arq_schemas import ArqChanges, ArqOutcome
 from accel.internal.client import InternalClient
-from accel.internal.schemas import ArqChanges, ArqOutcome
 from accel.internal.setup_schemas import OperationRequest, OperationView
 from accel.states import ARQ_HOLDING_NOTHING
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from accel.errors import PeerError, PeerRefused, PeerTooOld
+from accel.internal.arq_schemas import ArqChanges, ArqOutcomes
 from accel.internal.peer_answers import parse_answer, refusal_reason
 from accel.internal.peer_http import DEFAULT_MAX_ANSWER_BYTES, PeerAnswer, PeerHttp
 from accel.internal.schemas import (
@@ -25,8 +26,6 @@ from accel.internal.schemas import (
     MAX_AGENT_ANSWER_BYTES,
     MAX_ETAG_LENGTH,
     AgentHello,
-    ArqChanges,
-    ArqOutcomes,
     DiscoveryStarted,
     DriverHello,
     HardwareList,
