@@ -19,7 +19,8 @@ from accel.api.conductor_link import conductor_alive
 from accel.api.health_gauge import HealthCollector, health_rows
 from accel.api.policy import authorize
 from accel.api.queries import reader
-from accel.db.models import Agent, Alarm, AttachHandle, Conductor, Deployable, Device, utcnow
+from accel.db.columns import utcnow
+from accel.db.models import Agent, Alarm, AttachHandle, Conductor, Deployable, Device
 from accel.db.outage import DATABASE_AWAY
 from accel.metrics import DeviceUse, FleetCollector, FleetSnapshot, exposition
 from accel.states import AgentState, AlarmKind, AlarmState, DeviceStatus

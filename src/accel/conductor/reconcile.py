@@ -37,12 +37,8 @@ from accel.conductor.health import HealthBrake, HealthChange, HealthMemory, judg
 from accel.conductor.leases import LeaseLost, check_and_release
 from accel.conductor.sync_schedule import sync_in_full_now, unless_asked_since
 from accel.conductor.uuid_clash import UuidClashes, new_uuids
-from accel.db.models import (
-    Agent,
-    Deployable,
-    Device,
-    utcnow,
-)
+from accel.db.columns import utcnow
+from accel.db.models import Agent, Deployable, Device
 from accel.errors import PeerError
 from accel.internal.schemas import MAX_ENTRIES_PER_DRIVER, HardwareEntry, HardwareList, Kind
 from accel.states import AlarmKind

@@ -39,10 +39,10 @@ from accel.conductor.presence import live_holder, record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.sync_schedule import SyncSchedule
 from accel.conductor.syncing import SyncLoop
+from accel.db.columns import utcnow
 from accel.db.commit_deadline import TooLate, parse_commit_before
 from accel.db.engine import migrate, session_factory
 from accel.db.group_commit import GroupCommit, fleet_linger
-from accel.db.models import utcnow
 from accel.db.outage import DATABASE_AWAY
 from accel.errors import InvalidInput, Unavailable
 from accel.internal.arq_schemas import ArqChanges, ArqOutcomes
