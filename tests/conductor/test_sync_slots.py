@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import syncing
 from accel.conductor.agents import Hello, record_hellos
-from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
+from accel.conductor.device_diff import InventoryDiff
+from accel.conductor.reconcile import FinishedSync, store_inventories
 from accel.conductor.service import ConductorSettings
 from accel.conductor.syncing import SyncLoop
 from accel.db.columns import utcnow
