@@ -76,6 +76,13 @@ def exited(part: Part) -> bool:
     return part.process is not None and part.process.poll() is not None
 
 
+def checked_after_deaths(recorded: Recorded, part: Part, deaths: int) -> None:
+    """Lets ``part`` die ``deaths`` times, the supervisor checking after each."""
+    for _ in range(deaths):
+        wait_until(lambda: exited(part), "the part to exit")
+        recorded.supervisor.check()
+
+
 def pid_served(port: int) -> int:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
         connection.settimeout(30)
@@ -103,9 +110,7 @@ def test_a_part_that_dies_is_restarted_at_the_same_address(
 def test_a_part_that_keeps_dying_is_given_up_on_and_its_log_kept(tmp_path: Path) -> None:
     recorded = Recorded(tmp_path, max_restarts=2, window=3600)
     part = recorded.run("api", DIES)
-    for _ in range(3):
-        wait_until(lambda: exited(part), "the part to exit")
-        recorded.supervisor.check()
+    checked_after_deaths(recorded, part, 3)
     log = tmp_path / "logs" / "api.log"
     assert recorded.events == [
         "api exited (3); restarting it",
@@ -125,9 +130,7 @@ def test_a_part_that_keeps_dying_is_given_up_on_and_its_log_kept(tmp_path: Path)
 def test_deaths_older_than_the_window_are_forgiven(tmp_path: Path) -> None:
     recorded = Recorded(tmp_path, max_restarts=1, window=0)
     part = recorded.run("agent", DIES)
-    for _ in range(3):
-        wait_until(lambda: exited(part), "the part to exit")
-        recorded.supervisor.check()
+    checked_after_deaths(recorded, part, 3)
     assert not part.given_up
     assert recorded.events == ["agent exited (3); restarting it"] * 3
     recorded.supervisor.stop(timeout=5)
