@@ -15,12 +15,12 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from accel.db.engine import make_engine, migrate, session_factory
 from accel.db.models import Operation
 from accel.db.operation_view import asked_since, operation_view
 from accel.internal.schemas import Kind
 from accel.internal.setup_schemas import EnableVfs, OperationRequest, SetMigMode
 from accel.states import OperationState
+from tests.databases import migrated_sessions
 
 T0 = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
 DEPLOYABLE = uuid.UUID(int=2)
@@ -32,7 +32,9 @@ ASKED = OperationRequest(
 )
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def sessions(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[sessionmaker[Session]]:
@@ -41,10 +43,8 @@ def sessions(
     url = f"sqlite:///{tmp_path_factory.mktemp('operations') / 'accel.db'}"
     if request.param == "postgresql":
         url = request.getfixturevalue("postgres").new_database()
-    engine = make_engine(url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
+    with migrated_sessions(url) as sessions:
+        yield sessions
 
 
 @pytest.fixture
