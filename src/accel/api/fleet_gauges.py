@@ -1,8 +1,9 @@
 """The fleet as the api's ``/metrics`` serves it: one read of the database per scrape.
 
-Aggregates only: counts grouped in SQL, one row per agent and per conductor. 1,000
-nodes with 10,000 devices read in 13-19 ms on PostgreSQL and 23-77 ms on SQLite (a
-loaded 2-core machine). The gauges themselves are defined in accel.metrics.
+Aggregates only: counts grouped in SQL, one row per agent and per conductor, so the
+rows a scrape reads back grow with the fleet's agents, not its devices
+(docs/benchmarks.md, "Figures behind the code", has its time). The gauges
+themselves are defined in accel.metrics.
 """
 
 from __future__ import annotations

@@ -143,7 +143,8 @@ def _insert_with_ids(
     On PostgreSQL the ids are taken from the table's sequence first and the rows go by
     COPY: a multi-row INSERT ... RETURNING of a batch is a statement so long that
     psycopg's parsing of its placeholders was the conductor's busiest function while
-    a fleet came up (14% of its samples). Elsewhere one INSERT returns them.
+    a fleet came up (docs/benchmarks.md, "Figures behind the code"). Elsewhere one
+    INSERT returns them.
     """
     if not _copies(session):
         statement = insert(table).returning(table.c.id, *(table.c[name] for name in key))
