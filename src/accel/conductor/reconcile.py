@@ -17,6 +17,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -50,6 +51,15 @@ def vouched_kinds(report: HardwareList) -> set[Kind]:
         return {outcome.type for outcome in report.drivers if outcome.state == "ok"}
     # A 1.0 agent does not say how its drivers fared: trust only kinds it shows.
     return {entry.acc_specs.device_type for entry in report.hardware}
+
+
+class _Change(NamedTuple):
+    """A sync that changes its agent's stored devices."""
+
+    outcome: int  # its place in the batch's outcomes
+    agent: Agent
+    now: dt.datetime
+    reported: dict[str, HardwareEntry]  # by uuid, less any refused for a clash
 
 
 @dataclass(frozen=True)
@@ -124,7 +134,7 @@ def store_inventories(
                 for uuid in new_uuids(stored[agent.id], (str(e.uuid) for e in sync.report.hardware))
             ),
         )
-        changing: list[tuple[int, Agent, set[Kind], dt.datetime, dict[str, HardwareEntry]]] = []
+        changing: list[_Change] = []
         # Per agent, the stored devices its report rewrites (fingerprints compared once)
         # and those it retires.
         rewritten: dict[int, set[str]] = {}
@@ -155,43 +165,48 @@ def store_inventories(
                 ):
                     outcomes.append(InventoryDiff(unchanged=len(reported)))
                     continue
-                changing.append((len(outcomes), agent, vouched, sync.now, reported))
+                changing.append(_Change(len(outcomes), agent, sync.now, reported))
                 outcomes.append(InventoryDiff())
             except (PeerError, LeaseLost) as exc:
                 outcomes.append(exc)
         clashes.write(session, max((sync.now for sync in syncs), default=utcnow()))
         # Agents with nothing stored yet (a fleet coming up) are inserted in bulk.
-        first = [entry for entry in changing if not stored[entry[1].id]]
+        first = [change for change in changing if not stored[change.agent.id]]
         health_changes = insert_first_inventories(
             session,
             [
-                FirstInventory(agent.id, agent.name, reported, now)
-                for _, agent, _, now, reported in first
+                FirstInventory(change.agent.id, change.agent.name, change.reported, change.now)
+                for change in first
             ],
         )
-        for index, _, _, _, reported in first:
-            outcomes[index] = InventoryDiff(added=list(reported))
-        later = [entry for entry in changing if stored[entry[1].id]]
+        for change in first:
+            outcomes[change.outcome] = InventoryDiff(added=list(change.reported))
+        later = [change for change in changing if stored[change.agent.id]]
         devices = load_devices(
             session,
-            [uuid for _, a, _, _, _ in later for uuid in rewritten[a.id] | vanishing[a.id]],
+            [
+                uuid
+                for change in later
+                for uuid in rewritten[change.agent.id] | vanishing[change.agent.id]
+            ],
         )
         # One flush at the commit: inserts of the whole batch go out together.
         with session.no_autoflush:
-            for index, agent, _, now, reported in later:
-                outcomes[index] = apply_report(
+            for change in later:
+                agent = change.agent
+                outcomes[change.outcome] = apply_report(
                     session,
                     agent,
                     stored[agent.id],
                     devices,
-                    reported,
-                    now,
+                    change.reported,
+                    change.now,
                     vanishing[agent.id],
                     health_changes,
                 )
         if health_changes:
             hostnames = {
-                str(uuid): agent.name for _, agent, _, _, reported in changing for uuid in reported
+                str(uuid): change.agent.name for change in changing for uuid in change.reported
             }
             settle(
                 session,
