@@ -18,11 +18,12 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from accel.http_protocol import ErrorBody, WireLimits, guarded_protocol
+from accel.http_protocol import ErrorBody, GuardedHttpProtocol, WireLimits, guarded_protocol
 from accel.internal.error_body import INTERNAL_ERRORS
 from accel.internal.tls import TlsFiles
 from accel.sockets import raise_file_limit
@@ -195,17 +196,12 @@ def serve(
     collect_rarely()
 
     def config(app: ASGIApp, tls: TlsFiles | None, behind_proxy: bool) -> uvicorn.Config:
-        return uvicorn.Config(
+        return uvicorn_config(
             app,
-            http=guarded_protocol(limits),
-            ws="none",
-            lifespan="on",
-            proxy_headers=behind_proxy,
-            log_level="warning",
-            access_log=False,
+            guarded_protocol(limits),
+            behind_proxy,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             timeout_keep_alive=math.ceil(keep_alive),
-            server_header=False,
             **(tls.server_options() if tls is not None else {}),
         )
 
@@ -215,6 +211,25 @@ def serve(
     )
     with asyncio.Runner(loop_factory=main.get_loop_factory()) as runner:
         runner.run(server.serve_all([sock], beside))
+
+
+def uvicorn_config(
+    app: ASGIApp, http: type[GuardedHttpProtocol], behind_proxy: bool, **settings: Any
+) -> uvicorn.Config:
+    """How every accel server runs on uvicorn, the simulator's too: through ``http``
+    (accel.http_protocol's limits), no websockets, the app's lifespan, no access log and
+    no Server header. ``behind_proxy``: trust X-Forwarded-For (uvicorn would by default)."""
+    return uvicorn.Config(
+        app,
+        http=http,
+        ws="none",
+        lifespan="on",
+        proxy_headers=behind_proxy,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        **settings,
+    )
 
 
 def connection_cap(file_limit: int) -> int:

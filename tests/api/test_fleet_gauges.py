@@ -16,8 +16,9 @@ from accel.api.app import ApiSettings, create_app
 from accel.api.auth import Identity
 from accel.conductor.presence import record_conductor
 from accel.conductor.reconcile import store_inventory
+from accel.db.columns import utcnow
 from accel.db.engine import make_engine, session_factory
-from accel.db.models import Agent, AttachHandle, Deployable, Device, utcnow
+from accel.db.models import Agent, AttachHandle, Deployable, Device
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.internal.schemas import HardwareList
 from accel.states import AlarmKind

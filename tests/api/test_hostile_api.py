@@ -19,8 +19,9 @@ from starlette.testclient import TestClient
 
 from accel.api import accelerator_requests, deployables, device_profiles, devices, fleet, operations
 from accel.api.app import ApiSettings, create_app
+from accel.db.columns import utcnow
 from accel.db.engine import make_engine, session_factory
-from accel.db.models import AcceleratorRequest, Conductor, utcnow
+from accel.db.models import AcceleratorRequest, Conductor
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.states import ArqState
 from tests.api.test_api import fill

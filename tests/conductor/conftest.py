@@ -7,12 +7,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from accel.db.engine import make_engine, migrate, session_factory
+from tests.databases import migrated_sessions
 
 
 @pytest.fixture
 def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
+    with migrated_sessions(database_url) as sessions:
+        yield sessions

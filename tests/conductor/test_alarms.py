@@ -26,7 +26,7 @@ from accel.conductor.alarms import (
 from accel.db.engine import make_engine, session_factory
 from accel.db.models import AcceleratorRequest, Alarm, Deployable, Device, DeviceProfile
 from accel.driver.fake_sysfs import FakeSysfs
-from accel.internal.schemas import ArqChanges
+from accel.internal.arq_schemas import ArqChanges
 from accel.states import AlarmKind, AlarmState
 from tests.api.test_api import fill
 

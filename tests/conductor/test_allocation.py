@@ -28,7 +28,7 @@ from accel.db.models import (
     DeviceProfile,
 )
 from accel.driver.fake_sysfs import FakeSysfs
-from accel.internal.schemas import ARQ_DELETED, ArqChanges, ArqOutcome
+from accel.internal.arq_schemas import ARQ_DELETED, ArqChanges, ArqOutcome
 from accel.states import AgentState, ArqState, DeviceStatus
 from tests.api.test_api import fill
 from tests.conductor.test_arq_changes import rp_of

@@ -22,7 +22,7 @@ from accel.db.commit_deadline import TooLate, database_clock
 from accel.db.engine import make_engine, session_factory
 from accel.db.models import AcceleratorRequest, AttachHandle, Deployable, DeviceProfile
 from accel.driver.fake_sysfs import FakeSysfs
-from accel.internal.schemas import ArqChanges
+from accel.internal.arq_schemas import ArqChanges
 from accel.states import ArqState
 from tests.api.test_api import fill
 

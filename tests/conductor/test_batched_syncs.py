@@ -12,11 +12,12 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from accel.conductor import reconcile
+from accel.conductor import device_diff
 from accel.conductor.agents import Hello, record_hello, record_hellos
+from accel.conductor.device_diff import InventoryDiff
 from accel.conductor.first_inventory import FirstInventory, insert_first_inventories
 from accel.conductor.leases import LeaseLost
-from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
+from accel.conductor.reconcile import FinishedSync, store_inventories
 from accel.db.engine import make_engine, migrate, session_factory
 from accel.db.generation import read_generation
 from accel.db.models import Agent, Alarm, AttachHandle, Attribute, Deployable, Device
@@ -94,7 +95,7 @@ def test_first_inventories_in_bulk_are_the_rows_the_object_path_writes(
                 session.add(agent)
                 session.flush()
                 reported = {str(entry.uuid): entry for entry in report.hardware}
-                reconcile._apply(session, agent, {}, {}, reported, T0, set())
+                device_diff.apply_report(session, agent, {}, {}, reported, T0, set())
         bulk, objects = snapshot(sessions), snapshot(other)
     finally:
         other_engine.dispose()

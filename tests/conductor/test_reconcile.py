@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor.agents import mark_silent_agents_down, record_hello
-from accel.conductor.reconcile import InventoryDiff, store_inventory
+from accel.conductor.device_diff import InventoryDiff
+from accel.conductor.reconcile import store_inventory
 from accel.db.models import Alarm, AttachHandle, Deployable, Device
 from accel.driver.discovery import discover
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs, build_from_description

@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from accel.conductor import operations
 from accel.conductor.presence import record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
+from accel.db.columns import utcnow
 from accel.db.engine import make_engine, session_factory
-from accel.db.models import Agent, Device, Operation, utcnow
+from accel.db.models import Agent, Device, Operation
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.internal.client import InternalClient
 from accel.internal.setup_schemas import OperationRequest

@@ -14,11 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import syncing
 from accel.conductor.agents import Hello, record_hellos
-from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
+from accel.conductor.device_diff import InventoryDiff
+from accel.conductor.reconcile import FinishedSync, store_inventories
 from accel.conductor.service import ConductorSettings
 from accel.conductor.syncing import SyncLoop
+from accel.db.columns import utcnow
 from accel.db.group_commit import GroupCommit
-from accel.db.models import Agent, Device, utcnow
+from accel.db.models import Agent, Device
 from accel.internal.client import Discovery, InternalClient
 from accel.internal.schemas import HardwareList
 from accel.internal.versions import VersionRange

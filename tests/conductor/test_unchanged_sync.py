@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor.agents import record_hello
 from accel.conductor.reconcile import store_inventory
-from accel.db.engine import make_engine, migrate, session_factory
 from accel.db.generation import read_generation
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.internal.schemas import Kind
 from tests.conductor.test_reconcile import report
+from tests.databases import migrated_sessions
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=1)
@@ -23,10 +23,8 @@ T1 = T0 + dt.timedelta(minutes=1)
 
 @pytest.fixture
 def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(sqlite_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
+    with migrated_sessions(sqlite_url) as sessions:
+        yield sessions
 
 
 def generation(sessions: sessionmaker[Session]) -> int:

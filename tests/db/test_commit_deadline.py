@@ -17,16 +17,14 @@ from accel.db.commit_deadline import (
     locked_requests,
     parse_commit_before,
 )
-from accel.db.engine import make_engine, migrate, session_factory
 from accel.errors import InvalidInput
+from tests.databases import migrated_sessions
 
 
 @pytest.fixture
 def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
+    with migrated_sessions(database_url) as sessions:
+        yield sessions
 
 
 def test_no_deadline_sent_is_none_and_one_sent_is_seconds() -> None:

@@ -11,8 +11,8 @@ import uuid
 import pytest
 
 from accel.errors import PeerError
+from accel.internal.arq_schemas import ArqChanges
 from accel.internal.client import InternalClient
-from accel.internal.schemas import ArqChanges
 from accel.internal.versions import VersionRange
 from tests.internal.test_peer_http import peer, requests_of
 

@@ -69,7 +69,7 @@ def test_a_driver_gone_back_to_1_3_is_started_then_polled(gpu_server: FakeSysfs)
     async def scenario() -> None:
         async with driver_and_client(gpu_server, VersionRange.up_to("1.3")) as (driver, client):
             # As if the client had met this driver before its rollback, at 1.4.
-            client._peer_versions[base_url(driver)] = Feature.DISCOVERY_WAIT.since
+            client.peer_versions.remember(base_url(driver), Feature.DISCOVERY_WAIT.since)
             found = await client.discover_if_changed(driver, wait=10, etag='"stale"')
             assert found.report is not None and len(found.report.hardware) == 4
             assert found.etag is None  # 1.3 gives no ETag
@@ -82,7 +82,7 @@ def test_a_peer_heard_speaking_1_4_gets_the_one_call_discovery(gpu_server: FakeS
     async def scenario() -> None:
         async with driver_and_client(gpu_server, VersionRange()) as (driver, client):
             # Met before its upgrade, at 1.3: polled, and no ETag.
-            client._peer_versions[base_url(driver)] = (1, 3)
+            client.peer_versions.remember(base_url(driver), (1, 3))
             before = await client.discover_if_changed(driver, wait=10)
             assert before.report is not None and before.etag is None
             # Its next hello comes at 1.4 (an upgraded peer): from then on, one call.

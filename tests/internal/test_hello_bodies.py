@@ -42,7 +42,7 @@ def bodies_received_at(
             await group.start(Starlette(routes=[Route("/v1/hello", hello, methods=["POST"])]), sock)
             for version in versions:
                 # As if the client had learned this conductor's version.
-                client._peer_versions[base_url(conductor)] = parse_version(version)
+                client.peer_versions.remember(base_url(conductor), parse_version(version))
                 await client.agent_hello(conductor, HELLO)
             spoken_after.append(client.peer_version(conductor))
         finally:

@@ -15,9 +15,9 @@ from contextlib import asynccontextmanager, suppress
 import pytest
 
 from accel.errors import PeerError
+from accel.internal.arq_schemas import ArqChanges
 from accel.internal.client import InternalClient
 from accel.internal.peer_http import PeerHttp
-from accel.internal.schemas import ArqChanges
 from accel.internal.versions import VersionRange
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import pytest
 
+from accel.api.microversions import MAX_MICROVERSION, MIN_MICROVERSION, ApiFeature
 from accel.errors import VersionNotAcceptable
-from accel.internal.versions import NEWEST, Feature, VersionRange, format_version
+from accel.internal.versions import NEWEST, OLDEST, Feature, VersionRange, format_version
 
 BEYOND_NEWEST = format_version((NEWEST[0], NEWEST[1] + 1))
 
@@ -54,3 +56,20 @@ def test_each_feature_is_a_minor_version_of_its_own_in_the_documented_table() ->
 def test_a_feature_is_spoken_from_its_version_on() -> None:
     assert not Feature.SETUP.spoken_in((1, 2))
     assert Feature.SETUP.spoken_in((1, 3)) and Feature.SETUP.spoken_in(NEWEST)
+
+
+@pytest.mark.parametrize(
+    ("features", "oldest", "newest"),
+    [(Feature, OLDEST, NEWEST), (ApiFeature, MIN_MICROVERSION, MAX_MICROVERSION)],
+)
+def test_each_version_brings_one_feature_listed_in_order(
+    features: type[Enum], oldest: tuple[int, int], newest: tuple[int, int]
+) -> None:
+    """Internal versions and the api's microversions alike: a feature's version is its
+    own (a second name for one version would be an alias, left out of iteration), the
+    enum lists them oldest first, and every minor version after the oldest brought one."""
+    versions = [feature.value for feature in features]
+    assert len(features.__members__) == len(versions), "two features share a version"
+    assert versions == sorted(versions), "features are listed out of order"
+    major, first = oldest
+    assert versions == [(major, minor) for minor in range(first + 1, newest[1] + 1)]

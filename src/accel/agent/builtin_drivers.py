@@ -4,7 +4,8 @@ Each is the same ``DriverService`` that ``accel driver`` runs, on an endpoint of
 own beside the agent's, and says hello to the agent over HTTP as a driver process
 does: the agent cannot tell them apart, and a driver installed on its own (a
 vendor's) registers beside them as before. One process instead of one per kind
-takes a node from about 300 MiB to a fifth of it (docs/benchmarks.md, issue 25).
+holds a node's memory to a fraction of what the processes took (docs/benchmarks.md,
+issue 25, has the figures).
 
 What keeps a driver from taking the others down: its scans run in worker threads,
 so a read that hangs holds one thread and that driver's discovery only (the agent
@@ -33,8 +34,8 @@ from accel.sockets import bind, endpoint_of
 
 # A driver's periodic hello re-registers it with an agent that restarted and forgot
 # it (HELLO_INTERVAL, 10 s). A built-in driver's agent cannot restart without it, so
-# its hellos only refresh ``last_hello``: once a minute rather than every 10 s took
-# the idle big node from 2.67 to 2.17 ms of CPU a second (docs/benchmarks.md, issue 25).
+# its hellos only refresh ``last_hello``: once a minute spares an idle node CPU that
+# every 10 s spent for nothing (docs/benchmarks.md, issue 25, has the figures).
 BUILTIN_HELLO_INTERVAL = 60.0
 
 

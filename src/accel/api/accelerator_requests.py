@@ -28,9 +28,10 @@ from accel.api.patches import bindings_from_patch
 from accel.api.policy import authorize
 from accel.api.queries import reader, uuid_list, valid_uuid, writer
 from accel.api.routing import resource
-from accel.db.models import AcceleratorRequest, AttachHandle, DeviceProfile, new_uuid, utcnow
+from accel.db.columns import new_uuid, utcnow
+from accel.db.models import AcceleratorRequest, AttachHandle, DeviceProfile
 from accel.errors import Conflict, InvalidInput, Locked, NotFound
-from accel.internal.schemas import MAX_ARQS_PER_CHANGE, ArqChanges
+from accel.internal.arq_schemas import MAX_ARQS_PER_CHANGE, ArqChanges
 from accel.states import ARQ_HOLDING_NOTHING, ARQ_RESOLVED, ArqState
 from accel.web.bodies import read_json
 from accel.web.queries import only_params

@@ -20,13 +20,14 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from accel.api.queries import reader
+from accel.db.columns import utcnow
 from accel.db.commit_deadline import database_clock, lock_for_writing, locked_requests
 from accel.db.engine import LOCK_NOT_AVAILABLE
-from accel.db.models import AcceleratorRequest, Conductor, Device, Operation, utcnow
+from accel.db.models import AcceleratorRequest, Conductor, Device, Operation
 from accel.db.operation_view import asked_since
 from accel.errors import PeerError, PeerRefused, PeerTooOld, Unavailable
+from accel.internal.arq_schemas import ArqChanges, ArqOutcome
 from accel.internal.client import InternalClient
-from accel.internal.schemas import ArqChanges, ArqOutcome
 from accel.internal.setup_schemas import OperationRequest, OperationView
 from accel.states import ARQ_HOLDING_NOTHING
 

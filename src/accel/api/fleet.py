@@ -16,7 +16,8 @@ from accel.api.conductor_link import conductor_alive
 from accel.api.devices import health_body, timestamp
 from accel.api.policy import authorize
 from accel.api.queries import reader
-from accel.db.models import Agent, Alarm, Conductor, Device, utcnow
+from accel.db.columns import utcnow
+from accel.db.models import Agent, Alarm, Conductor, Device
 from accel.errors import InvalidInput
 from accel.states import AgentState, AlarmState
 from accel.web.queries import only_params

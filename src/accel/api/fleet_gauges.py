@@ -1,8 +1,9 @@
 """The fleet as the api's ``/metrics`` serves it: one read of the database per scrape.
 
-Aggregates only: counts grouped in SQL, one row per agent and per conductor. 1,000
-nodes with 10,000 devices read in 13-19 ms on PostgreSQL and 23-77 ms on SQLite (a
-loaded 2-core machine). The gauges themselves are defined in accel.metrics.
+Aggregates only: counts grouped in SQL, one row per agent and per conductor, so the
+rows a scrape reads back grow with the fleet's agents, not its devices
+(docs/benchmarks.md, "Figures behind the code", has its time). The gauges
+themselves are defined in accel.metrics.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from accel.api.conductor_link import conductor_alive
 from accel.api.health_gauge import HealthCollector, health_rows
 from accel.api.policy import authorize
 from accel.api.queries import reader
-from accel.db.models import Agent, Alarm, AttachHandle, Conductor, Deployable, Device, utcnow
+from accel.db.columns import utcnow
+from accel.db.models import Agent, Alarm, AttachHandle, Conductor, Deployable, Device
 from accel.db.outage import DATABASE_AWAY
 from accel.metrics import DeviceUse, FleetCollector, FleetSnapshot, exposition
 from accel.states import AgentState, AlarmKind, AlarmState, DeviceStatus

@@ -18,7 +18,7 @@ from accel.api.devices import health_body
 from accel.api.policy import authorize
 from accel.api.queries import valid_uuid, writer
 from accel.conductor.health import clear_health, confirm_failures
-from accel.db.models import utcnow
+from accel.db.columns import utcnow
 from accel.errors import NotFound
 from accel.web.queries import only_params
 

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from accel.api.auth import RequestContext
 from accel.api.microversions import ApiFeature, require
 from accel.errors import Forbidden, InvalidInput
-from accel.internal.schemas import ArqBinding, ArqChanges
+from accel.internal.arq_schemas import ArqBinding, ArqChanges
 from accel.web.problems import problems_text, validation_problems
 
 BIND_FIELDS = ("hostname", "device_rp_uuid", "instance_uuid")

@@ -19,7 +19,8 @@ from sqlalchemy import ColumnElement, case, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from accel.db.models import AcceleratorRequest, Alarm, Deployable, Device, UtcDateTime
+from accel.db.columns import UtcDateTime
+from accel.db.models import AcceleratorRequest, Alarm, Deployable, Device
 from accel.metrics import ALARMS_RAISED
 from accel.states import AlarmKind, AlarmState, ArqState
 

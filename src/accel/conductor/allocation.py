@@ -35,7 +35,7 @@ from accel.db.models import (
     Device,
     DeviceProfile,
 )
-from accel.internal.schemas import ARQ_DELETED, ARQ_REFUSED, ArqChanges, ArqOutcome
+from accel.internal.arq_schemas import ARQ_DELETED, ARQ_REFUSED, ArqChanges, ArqOutcome
 from accel.states import ARQ_HOLDING_NOTHING, AgentState, ArqState
 
 # Seconds a request may stay BindStarted (left by an older release) before it is failed.

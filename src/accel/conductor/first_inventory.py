@@ -6,7 +6,7 @@ ORM objects, the unit of work's bookkeeping was the conductor's largest cost whi
 thousand nodes converged (its profile). Here the rows of a whole batch of agents go
 out as one multi-row INSERT per table, each returning the ids the next one needs;
 on PostgreSQL the ids come from the tables' sequences and every table goes by COPY.
-The rows are the ones ``reconcile`` would have built: the same columns from
+The rows are the ones ``device_diff.apply_report`` would have built: the same columns from
 ``hardware_rows``.
 """
 
@@ -71,7 +71,7 @@ def insert_first_inventories(
                     "created_at": inventory.now,
                 }
             )
-            # By name, as reconcile keeps them: one deployable per name.
+            # By name, as device_diff keeps them: one deployable per name.
             by_name = {plan.name: plan for plan in plan_deployables(entry, inventory.hostname)}
             plans[uuid] = list(by_name.values())
             created[uuid] = inventory.now
@@ -143,7 +143,8 @@ def _insert_with_ids(
     On PostgreSQL the ids are taken from the table's sequence first and the rows go by
     COPY: a multi-row INSERT ... RETURNING of a batch is a statement so long that
     psycopg's parsing of its placeholders was the conductor's busiest function while
-    a fleet came up (14% of its samples). Elsewhere one INSERT returns them.
+    a fleet came up (docs/benchmarks.md, "Figures behind the code"). Elsewhere one
+    INSERT returns them.
     """
     if not _copies(session):
         statement = insert(table).returning(table.c.id, *(table.c[name] for name in key))

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor.agents import NameHeld
 from accel.conductor.alarms import clear_alarms, raise_alarm
-from accel.db.models import utcnow
+from accel.db.columns import utcnow
 from accel.errors import Conflict
 from accel.internal.client import InternalClient
 from accel.internal.identity import answers_as

@@ -37,7 +37,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from accel.db.models import AcceleratorRequest, NovaEvent, utcnow
+from accel.db.columns import utcnow
+from accel.db.models import AcceleratorRequest, NovaEvent
 from accel.metrics import NOVA_EVENTS
 from accel.states import ArqState, NovaEventState
 from accel.web.json_bodies import loads

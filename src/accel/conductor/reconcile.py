@@ -5,6 +5,9 @@ and hardware that vanished leaves the device list (``present`` false) with a
 ``hardware_vanished`` alarm and stays as history; if it comes back the alarm clears.
 Only the kinds the agent vouches for this round may vanish: a driver that failed
 or is not registered yet says nothing about its hardware.
+
+This module stores a batch of syncs in one transaction; how one agent's stored
+devices compare with its report, and the writing of the difference, is device_diff.py.
 """
 
 from __future__ import annotations
@@ -13,63 +16,33 @@ import datetime as dt
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from accel.conductor.alarms import (
-    alarm_allocation_holders,
-    allocation_holders,
-    clear_alarms,
-    raise_alarms,
+from accel.conductor.device_diff import (
+    InventoryDiff,
+    StoredDevice,
+    apply_report,
+    devices_rewritten,
+    devices_vanishing,
+    load_devices,
+    stored_fingerprints,
 )
 from accel.conductor.first_inventory import FirstInventory, insert_first_inventories
-from accel.conductor.hardware_rows import (
-    device_columns,
-    fingerprint,
-    function_named_twice,
-    plan_deployables,
-    sync_deployables,
-)
-from accel.conductor.health import HealthBrake, HealthChange, HealthMemory, judge, settle
+from accel.conductor.hardware_rows import function_named_twice
+from accel.conductor.health import HealthBrake, settle
 from accel.conductor.leases import LeaseLost, check_and_release
 from accel.conductor.sync_schedule import sync_in_full_now, unless_asked_since
 from accel.conductor.uuid_clash import UuidClashes, new_uuids
-from accel.db.models import (
-    Agent,
-    Deployable,
-    Device,
-    utcnow,
-)
+from accel.db.columns import utcnow
+from accel.db.models import Agent
 from accel.errors import PeerError
 from accel.internal.schemas import MAX_ENTRIES_PER_DRIVER, HardwareEntry, HardwareList, Kind
-from accel.states import AlarmKind
 
 log = logging.getLogger(__name__)
-
-
-class StoredDevice(NamedTuple):
-    fingerprint: str
-    present: bool
-    kind: str
-
-
-@dataclass
-class InventoryDiff:
-    added: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    returned: list[str] = field(default_factory=list)
-    vanished: list[str] = field(default_factory=list)
-    unchanged: int = 0
-
-    def __str__(self) -> str:
-        return (
-            f"{len(self.added)} added, {len(self.changed)} changed, "
-            f"{len(self.returned)} returned, {len(self.vanished)} vanished, "
-            f"{self.unchanged} unchanged"
-        )
 
 
 def vouched_kinds(report: HardwareList) -> set[Kind]:
@@ -78,6 +51,15 @@ def vouched_kinds(report: HardwareList) -> set[Kind]:
         return {outcome.type for outcome in report.drivers if outcome.state == "ok"}
     # A 1.0 agent does not say how its drivers fared: trust only kinds it shows.
     return {entry.acc_specs.device_type for entry in report.hardware}
+
+
+class _Change(NamedTuple):
+    """A sync that changes its agent's stored devices."""
+
+    outcome: int  # its place in the batch's outcomes
+    agent: Agent
+    now: dt.datetime
+    reported: dict[str, HardwareEntry]  # by uuid, less any refused for a clash
 
 
 @dataclass(frozen=True)
@@ -142,7 +124,7 @@ def store_inventories(
                 select(Agent).where(Agent.name.in_(names)).order_by(Agent.id).with_for_update()
             )
         }
-        stored = _stored_fingerprints(session, [agent.id for agent in agents.values()])
+        stored = stored_fingerprints(session, [agent.id for agent in agents.values()])
         clashes = UuidClashes.load(
             session,
             (
@@ -152,7 +134,7 @@ def store_inventories(
                 for uuid in new_uuids(stored[agent.id], (str(e.uuid) for e in sync.report.hardware))
             ),
         )
-        changing: list[tuple[int, Agent, set[Kind], dt.datetime, dict[str, HardwareEntry]]] = []
+        changing: list[_Change] = []
         # Per agent, the stored devices its report rewrites (fingerprints compared once)
         # and those it retires.
         rewritten: dict[int, set[str]] = {}
@@ -174,8 +156,8 @@ def store_inventories(
                     del reported[uuid]
                 # A partial report is never matched by ETag: its next sync is in full.
                 agent.inventory_etag = sync.etag if sync.report.complete else None
-                rewritten[agent.id] = _rewritten(stored[agent.id], reported)
-                vanishing[agent.id] = _vanishing(stored[agent.id], reported, vouched)
+                rewritten[agent.id] = devices_rewritten(stored[agent.id], reported)
+                vanishing[agent.id] = devices_vanishing(stored[agent.id], reported, vouched)
                 if not (
                     rewritten[agent.id]
                     or vanishing[agent.id]
@@ -183,43 +165,48 @@ def store_inventories(
                 ):
                     outcomes.append(InventoryDiff(unchanged=len(reported)))
                     continue
-                changing.append((len(outcomes), agent, vouched, sync.now, reported))
+                changing.append(_Change(len(outcomes), agent, sync.now, reported))
                 outcomes.append(InventoryDiff())
             except (PeerError, LeaseLost) as exc:
                 outcomes.append(exc)
         clashes.write(session, max((sync.now for sync in syncs), default=utcnow()))
         # Agents with nothing stored yet (a fleet coming up) are inserted in bulk.
-        first = [entry for entry in changing if not stored[entry[1].id]]
+        first = [change for change in changing if not stored[change.agent.id]]
         health_changes = insert_first_inventories(
             session,
             [
-                FirstInventory(agent.id, agent.name, reported, now)
-                for _, agent, _, now, reported in first
+                FirstInventory(change.agent.id, change.agent.name, change.reported, change.now)
+                for change in first
             ],
         )
-        for index, _, _, _, reported in first:
-            outcomes[index] = InventoryDiff(added=list(reported))
-        later = [entry for entry in changing if stored[entry[1].id]]
-        devices = _load_devices(
+        for change in first:
+            outcomes[change.outcome] = InventoryDiff(added=list(change.reported))
+        later = [change for change in changing if stored[change.agent.id]]
+        devices = load_devices(
             session,
-            [uuid for _, a, _, _, _ in later for uuid in rewritten[a.id] | vanishing[a.id]],
+            [
+                uuid
+                for change in later
+                for uuid in rewritten[change.agent.id] | vanishing[change.agent.id]
+            ],
         )
         # One flush at the commit: inserts of the whole batch go out together.
         with session.no_autoflush:
-            for index, agent, _, now, reported in later:
-                outcomes[index] = _apply(
+            for change in later:
+                agent = change.agent
+                outcomes[change.outcome] = apply_report(
                     session,
                     agent,
                     stored[agent.id],
                     devices,
-                    reported,
-                    now,
+                    change.reported,
+                    change.now,
                     vanishing[agent.id],
                     health_changes,
                 )
         if health_changes:
             hostnames = {
-                str(uuid): agent.name for _, agent, _, _, reported in changing for uuid in reported
+                str(uuid): change.agent.name for change in changing for uuid in change.reported
             }
             settle(
                 session,
@@ -272,141 +259,3 @@ def _bookkeep(agent: Agent, sync: FinishedSync) -> None:
     agent.last_synced_at = sync.now
     agent.next_sync_at = unless_asked_since(sync.next_sync_at, agent.next_sync_at, sync.started)
     agent.last_sync_error = None
-
-
-def _rewritten(stored: dict[str, StoredDevice], reported: dict[str, HardwareEntry]) -> set[str]:
-    """The stored devices a sync rewrites: those reported changed, or back."""
-    return {
-        uuid
-        for uuid, entry in reported.items()
-        if (found := stored.get(uuid)) is not None
-        and (not found.present or found.fingerprint != fingerprint(entry))
-    }
-
-
-def _load_devices(session: Session, uuids: list[str]) -> dict[str, Device]:
-    """The stored devices a batch rewrites or retires, with their deployables,
-    attributes and attach handles, by uuid.
-
-    A node with one changed GPU out of ten needs no rows of the other nine: their
-    fingerprints, read already, count them unchanged. Loading every device of a
-    changed node as objects was most of its sync. The graph comes in one joined
-    query rather than one per level: a device has few deployables, each with a few
-    attributes and handles, and three fewer queries made a lone changed sync
-    cheaper.
-    """
-    if not uuids:
-        return {}
-    graph = joinedload(Device.deployables)
-    query = (
-        select(Device)
-        .where(Device.uuid.in_(uuids))
-        .options(graph.joinedload(Deployable.attributes))
-        .options(graph.joinedload(Deployable.attach_handles))
-    )
-    return {device.uuid: device for device in session.scalars(query).unique()}
-
-
-def _apply(
-    session: Session,
-    agent: Agent,
-    stored: dict[str, StoredDevice],
-    loaded: dict[str, Device],
-    reported: dict[str, HardwareEntry],
-    now: dt.datetime,
-    vanishing: set[str],
-    health_changes: list[HealthChange] | None = None,
-) -> InventoryDiff:
-    """Applies one agent's report to its stored devices. ``loaded`` holds those of
-    them the report rewrites (``_rewritten``) and those in ``vanishing``. Devices
-    that turn failed or recover are added to ``health_changes``."""
-    diff = InventoryDiff()
-    back: list[Device] = []
-    for uuid, entry in reported.items():
-        known = uuid in stored
-        if known and uuid not in loaded:
-            diff.unchanged += 1
-            continue
-        # ``loaded`` is the whole batch's: a uuid this agent has not stored is new
-        # here (one another agent holds was refused already, see uuid_clash).
-        device = loaded[uuid] if known else None
-        columns = device_columns(entry, agent.name)
-        memory = HealthMemory() if device is None else HealthMemory.of(device)
-        health, change = judge(entry, memory, now)
-        if change is not None and health_changes is not None:
-            health_changes.append(change)
-        columns.update(health)
-        if device is None:
-            device = Device(uuid=uuid, agent_id=agent.id, present=True, created_at=now, **columns)
-            session.add(device)
-            sync_deployables(device, plan_deployables(entry, agent.name), now)
-            diff.added.append(uuid)
-            continue
-        if not device.present:
-            device.present = True
-            device.vanished_at = None
-            back.append(device)
-            diff.returned.append(uuid)
-        else:
-            diff.changed.append(uuid)
-        for name, value in columns.items():
-            if getattr(device, name) != value:
-                setattr(device, name, value)
-        device.updated_at = now
-        sync_deployables(device, plan_deployables(entry, agent.name), now)
-    clear_alarms(session, AlarmKind.HARDWARE_VANISHED, [device.uuid for device in back], now)
-    clear_alarms(
-        session, AlarmKind.ALLOCATED_HARDWARE_VANISHED, allocation_holders(session, back), now
-    )
-    gone = [loaded[uuid] for uuid in sorted(vanishing) if loaded[uuid].present]
-    for device in gone:
-        device.present = False
-        device.vanished_at = now
-        diff.vanished.append(device.uuid)
-    # In a few statements however many vanished (a driver that dropped its whole
-    # report): the transaction, and the write lock it holds, stay short.
-    raise_alarms(
-        session,
-        AlarmKind.HARDWARE_VANISHED,
-        {
-            device.uuid: f"{device.type} {device.pci_address or device.uuid} on "
-            f"{agent.name} is no longer reported by its driver"
-            for device in gone
-        },
-        now,
-    )
-    alarm_allocation_holders(session, gone, now)
-    return diff
-
-
-def _stored_fingerprints(
-    session: Session, agent_ids: list[int]
-) -> dict[int, dict[str, StoredDevice]]:
-    """Per agent, its stored devices' fingerprints, from one narrow query.
-
-    Most syncs change nothing; comparing fingerprints spares them loading every
-    device with its deployables, attributes and attach handles as objects (most of
-    a resync's cost at fleet scale, by the conductor's profile).
-    """
-    stored: dict[int, dict[str, StoredDevice]] = {agent_id: {} for agent_id in agent_ids}
-    if not agent_ids:
-        return stored
-    rows = session.execute(
-        select(Device.agent_id, Device.uuid, Device.fingerprint, Device.present, Device.type).where(
-            Device.agent_id.in_(agent_ids)
-        )
-    )
-    for agent_id, uuid, stored_fingerprint, present, kind in rows:
-        stored[agent_id][uuid] = StoredDevice(stored_fingerprint, present, kind)
-    return stored
-
-
-def _vanishing(
-    stored: dict[str, StoredDevice], reported: dict[str, HardwareEntry], vouched: set[Kind]
-) -> set[str]:
-    """Stored devices, present until now, that a report vouching for their kind lacks."""
-    return {
-        uuid
-        for uuid, device in stored.items()
-        if device.present and uuid not in reported and Kind(device.kind) in vouched
-    }

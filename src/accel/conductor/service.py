@@ -39,19 +39,20 @@ from accel.conductor.presence import live_holder, record_conductor
 from accel.conductor.setup_runner import SetupRunner, SetupSettings
 from accel.conductor.sync_schedule import SyncSchedule
 from accel.conductor.syncing import SyncLoop
+from accel.db.columns import utcnow
 from accel.db.commit_deadline import TooLate, parse_commit_before
 from accel.db.engine import migrate, session_factory
 from accel.db.group_commit import GroupCommit, fleet_linger
-from accel.db.models import utcnow
 from accel.db.outage import DATABASE_AWAY
 from accel.errors import InvalidInput, Unavailable
+from accel.internal.arq_schemas import ArqChanges, ArqOutcomes
 from accel.internal.client import InternalClient
 from accel.internal.error_body import INTERNAL_ERRORS
 from accel.internal.gate import request_version, require
 from accel.internal.identity import answers_as
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
-from accel.internal.schemas import COMMIT_BEFORE, AgentHello, ArqChanges, ArqOutcomes
+from accel.internal.schemas import COMMIT_BEFORE, AgentHello
 from accel.internal.server import internal_app
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import Feature, VersionRange, format_version

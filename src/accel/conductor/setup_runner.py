@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from accel.conductor import operations
+from accel.db.columns import utcnow
 from accel.db.commit_deadline import TooLate, parse_commit_before
-from accel.db.models import utcnow
 from accel.errors import PeerError, PeerRefused, Unavailable
 from accel.internal.client import InternalClient
 from accel.internal.gate import require

@@ -25,10 +25,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor import agents, leases
-from accel.conductor.reconcile import FinishedSync, InventoryDiff, store_inventories
+from accel.conductor.device_diff import InventoryDiff
+from accel.conductor.reconcile import FinishedSync, store_inventories
 from accel.conductor.sync_schedule import hellos_carry_etags
+from accel.db.columns import utcnow
 from accel.db.group_commit import GroupCommit, fleet_linger
-from accel.db.models import utcnow
 from accel.db.outage import DATABASE_AWAY
 from accel.errors import PeerError
 from accel.internal.client import Discovery, InternalClient

@@ -62,8 +62,8 @@ _idle = 0  # threads waiting for a job, not yet promised one
 
 def _submit(job: Callable[[], None]) -> None:
     """Runs ``job`` on an idle scan thread, or on a new one if none is idle: a thread
-    per job in flight, never more (a thread per scan cost the simulator a tenth of
-    its CPU in starting them)."""
+    per job in flight, never more (starting a thread per scan was a share of the
+    simulator's CPU worth keeping: docs/benchmarks.md, "Figures behind the code")."""
     global _idle
     with _lock:
         idle = _idle > 0

@@ -4,13 +4,12 @@ Peers are named by ``host:port`` or a base URL. Transport failures are retried a
 bounded number of times; anything else a peer does wrong (an HTTP error, a body
 that does not parse) becomes a PeerError at once. A 406 from a peer one minor
 version older makes the client retry once at the version both speak, and remember
-it for that peer.
+it for that peer (peer_versions.py).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,15 +17,15 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from accel.errors import PeerError, PeerRefused, PeerTooOld
+from accel.internal.arq_schemas import ArqChanges, ArqOutcomes
 from accel.internal.peer_answers import parse_answer, refusal_reason
 from accel.internal.peer_http import DEFAULT_MAX_ANSWER_BYTES, PeerAnswer, PeerHttp
+from accel.internal.peer_versions import PeerVersions, wire_body
 from accel.internal.schemas import (
     COMMIT_BEFORE,
     MAX_AGENT_ANSWER_BYTES,
     MAX_ETAG_LENGTH,
     AgentHello,
-    ArqChanges,
-    ArqOutcomes,
     DiscoveryStarted,
     DriverHello,
     HardwareList,
@@ -48,10 +47,7 @@ from accel.internal.versions import (
     parse_version,
 )
 
-log = logging.getLogger(__name__)
-
 Answer = TypeVar("Answer", bound=BaseModel)
-MAX_PEER_VERSIONS = 100_000
 
 
 def base_url(peer: str, scheme: str = "http") -> str:
@@ -88,7 +84,7 @@ class InternalClient:
         self.versions = versions
         self.report_bytes = report_bytes
         self.scheme = "https" if tls is not None else "http"
-        self._peer_versions: dict[str, Version] = {}
+        self.peer_versions = PeerVersions(versions)
         self._http = PeerHttp(
             token,
             timeout,
@@ -103,20 +99,13 @@ class InternalClient:
 
     def peer_version(self, peer: str) -> Version:
         """The version this client speaks to ``peer`` now."""
-        return self._peer_versions.get(base_url(peer, self.scheme), self.versions.maximum)
+        return self.peer_versions.of(base_url(peer, self.scheme))
 
     def peer_spoke(self, peer: str, version: Version) -> None:
         """Remembers that ``peer`` speaks ``version``: the one it just called us in (its
         hello), or the newest it named in a hello answer. A peer that was upgraded is
         spoken to at its new version from then on, without asking."""
-        common = self.versions.common_with(version)
-        if common is not None:
-            self._remember(base_url(peer, self.scheme), common)
-
-    def _remember(self, url: str, version: Version) -> None:
-        if len(self._peer_versions) >= MAX_PEER_VERSIONS:
-            self._peer_versions.clear()
-        self._peer_versions[url] = version
+        self.peer_versions.spoke(base_url(peer, self.scheme), version)
 
     async def driver_hello(self, agent: str, hello: DriverHello) -> HelloAnswer:
         return await self._hello(agent, hello)
@@ -194,7 +183,7 @@ class InternalClient:
         is told apart from a route that is simply missing.
         """
         url = base_url(peer, self.scheme)
-        if url not in self._peer_versions:
+        if not self.peer_versions.knows(url):
             await self._learn_version(url)
         spoken = self.peer_version(url)
         if not feature.spoken_in(spoken):
@@ -210,10 +199,8 @@ class InternalClient:
             maximum = parse_version(str(response.json()["versions"][0]["max_version"]))
         except (PeerError, ValueError, KeyError, IndexError, TypeError):
             return  # the call itself will say what is wrong
-        common = self.versions.common_with(maximum)
-        if common is not None:
-            # Remembered even at our newest, so that the peer is asked only once.
-            self._remember(url, common)
+        # Remembered even at our newest, so that the peer is asked only once.
+        self.peer_versions.spoke(url, maximum)
 
     async def identify(self, peer: str) -> dict[str, Any]:
         """What a peer says it is (``GET /``: its component, and an agent its name)."""
@@ -265,7 +252,7 @@ class InternalClient:
         complete in time is a PeerError.
         """
         url = base_url(peer, self.scheme)
-        if url not in self._peer_versions:
+        if not self.peer_versions.knows(url):
             await self._learn_version(url)
         if Feature.DISCOVERY_WAIT.spoken_in(self.peer_version(url)):
             try:
@@ -343,7 +330,7 @@ class InternalClient:
             )
             if response.status_code != 406:
                 break
-            downgraded = self._downgrade(url, version, response)
+            downgraded = self.peer_versions.downgrade(url, version, response)
             if downgraded is None:
                 raise PeerError(url, f"speaks no internal version we speak: {response.text[:200]}")
             version = downgraded
@@ -371,37 +358,8 @@ class InternalClient:
         headers = {HEADER: format_version(version), **(extra_headers or {})}
         content = None
         if body is not None:
-            content = json.dumps(_wire_body(body, version)).encode()
+            content = json.dumps(wire_body(body, version)).encode()
             headers["Content-Type"] = "application/json"
         return await self._http.request(
             method, url, path, headers, content, params, read_timeout, resend, max_bytes
         )
-
-    def _downgrade(self, url: str, tried: Version, response: PeerAnswer) -> Version | None:
-        try:
-            peer_maximum = parse_version(str(response.json()["max_version"]))
-        except (ValueError, KeyError, TypeError):
-            return None
-        common = self.versions.common_with(peer_maximum)
-        if common is None or common >= tried:
-            return None
-        self._remember(url, common)
-        log.info(
-            "%s speaks internal version up to %s; using %s",
-            url,
-            format_version(peer_maximum),
-            format_version(common),
-        )
-        return common
-
-
-def _wire_body(body: BaseModel, version: Version) -> dict[str, Any]:
-    """A request body as a peer speaking ``version`` expects it."""
-    document = body.model_dump(mode="json", exclude_none=True)
-    if isinstance(body, AgentHello):
-        if not Feature.HELLO_ETAG.spoken_in(version):
-            document.pop("inventory_etag", None)
-        if not Feature.GENERATIONS.spoken_in(version):
-            document.pop("name", None)
-            document.pop("resync", None)
-    return document

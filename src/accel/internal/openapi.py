@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from accel.internal.schemas import AgentHello, ArqChanges, DriverHello
+from accel.internal.arq_schemas import ArqChanges
+from accel.internal.schemas import AgentHello, DriverHello
 from accel.internal.setup_schemas import OperationRequest, SetupCall
 
 ERRORS = ("400", "401", "403", "406", "413", "415", "429")

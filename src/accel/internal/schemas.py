@@ -13,7 +13,7 @@ History of the minor versions (each component speaks a range, see versions.py):
   hardware answer reports each driver's outcome in ``drivers``; an agent's hello
   names the node in ``name`` and asks for a sync now with ``resync``.
 * 1.2: the conductor binds and unbinds accelerator requests for the api
-  (``POST /v1/accelerator_requests``).
+  (``POST /v1/accelerator_requests``); its bodies are in arq_schemas.py.
 * 1.3: the setup call, conductor -> agent -> driver (``POST /v1/setup``,
   ``GET /v1/setup/{operation}``); its bodies are in setup_schemas.py.
 * 1.4: a discovery may wait for its result (``POST /v1/discovery?wait=S``); ETags.
@@ -375,47 +375,6 @@ class HardwareList(LenientBody):
         return all(outcome.state == "ok" for outcome in self.drivers or [])
 
 
-class ArqBinding(StrictBody):
-    """Bind one accelerator request where the caller (Nova) placed it."""
-
-    arq_uuid: UUID
-    hostname: str = Field(min_length=1, max_length=255)
-    device_rp_uuid: UUID
-    instance_uuid: UUID
-    project_id: str | None = Field(default=None, max_length=255)
-
-
 # The header of a change's deadline: the conductor commits nothing after this time of
 # the database's clock, in seconds since 1970 (accel.db.commit_deadline).
 COMMIT_BEFORE = "Accel-Commit-Before"
-
-
-# Accelerator requests of each kind one call to a conductor may change (the api sends
-# a larger deletion in chunks of this size).
-MAX_ARQS_PER_CHANGE = 1000
-
-
-class ArqChanges(StrictBody):
-    bind: list[ArqBinding] = Field(default_factory=list, max_length=MAX_ARQS_PER_CHANGE)
-    unbind: list[UUID] = Field(default_factory=list, max_length=MAX_ARQS_PER_CHANGE)
-    delete: list[UUID] = Field(default_factory=list, max_length=MAX_ARQS_PER_CHANGE)
-
-
-# An outcome's state for a request that is gone, and for one whose change was refused:
-# never stored, so not ArqStates.
-ARQ_DELETED = "Deleted"
-ARQ_REFUSED = ""
-
-
-class ArqOutcome(LenientBody):
-    uuid: str
-    # The request's state after the change (an ArqState's value), ARQ_DELETED once it
-    # is gone, ARQ_REFUSED if refused. Text on the wire, as the body is lenient: a newer conductor
-    # may answer a state this release does not know.
-    state: str
-    reason: str | None = None
-    refused: bool = False  # not found, or in a state that cannot change so
-
-
-class ArqOutcomes(LenientBody):
-    arqs: list[ArqOutcome]

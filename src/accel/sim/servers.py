@@ -18,6 +18,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from accel.http_protocol import GuardedHttpProtocol
+from accel.serving import uvicorn_config
 
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
@@ -31,17 +32,12 @@ class ServerGroup:
 
     async def start(self, app: ASGIApp, sock: socket.socket) -> None:
         """Runs the app's lifespan startup, then serves it on ``sock``."""
-        config = uvicorn.Config(
+        config = uvicorn_config(
             app,
-            # The real components' protocol and limits (accel.serving), per server.
-            http=GuardedHttpProtocol,
-            ws="none",
-            lifespan="on",
+            GuardedHttpProtocol,  # the real components' limits, per server
+            False,  # as the real agent and drivers serve
+            # uvicorn would set up logging again for each of thousands of servers.
             log_config=None,
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,  # as the real agent and drivers serve (accel.serving)
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
         config.load()

@@ -34,8 +34,9 @@ from accel.conductor.placement.client import PlacementClient, PlacementError
 from accel.conductor.placement.reconcile import Outcome, reconcile_node
 from accel.conductor.placement.settings import PlacementSettings
 from accel.conductor.placement.tree import NodeTree, desired_trees
+from accel.db.columns import utcnow
 from accel.db.generation import read_generation
-from accel.db.models import Agent, utcnow
+from accel.db.models import Agent
 from accel.metrics import PLACEMENT_PENDING
 from accel.openstack.credentials import OpenStackCredentials, make_adapter, make_session
 
