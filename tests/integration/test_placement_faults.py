@@ -20,10 +20,11 @@ from accel.cli.fleet_daemons import api, conductor
 from accel.cli.node_daemons import agent, driver
 from accel.conductor.placement.tree import desired_trees
 from accel.conductor.reconcile import store_inventory
-from accel.db.engine import make_engine, migrate, session_factory
-from accel.db.models import Deployable, Device, PlacementNode, utcnow
+from accel.db.columns import utcnow
+from accel.db.models import Deployable, Device, PlacementNode
 from accel.driver.fake_sysfs import FakeSysfs, build_gpu_server
 from accel.internal.schemas import Kind
+from tests.databases import migrated_sessions
 from tests.integration.fleet import FAST_AGENT, FAST_CONDUCTOR, FAST_DRIVER, wait_for_devices
 from tests.integration.placement_proxy import placement_proxy
 from tests.os_services.placement_rounds import (
@@ -47,10 +48,8 @@ from tests.processes import Cluster, Service, bound_socket, run_accel, url_of, w
 
 @pytest.fixture
 def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(sqlite_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
+    with migrated_sessions(sqlite_url) as sessions:
+        yield sessions
 
 
 @pytest.fixture

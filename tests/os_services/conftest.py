@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from accel.db.engine import make_engine, migrate, session_factory
+from tests.databases import migrated_sessions
 
 NODES = itertools.count()
 
@@ -63,10 +63,8 @@ def recorder() -> Iterator[Recorder]:
 
 @pytest.fixture
 def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(sqlite_url)
-    migrate(engine)
-    yield session_factory(engine)
-    engine.dispose()
+    with migrated_sessions(sqlite_url) as sessions:
+        yield sessions
 
 
 @pytest.fixture

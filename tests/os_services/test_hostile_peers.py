@@ -25,7 +25,8 @@ from accel.api.keystone import KeystoneValidator
 from accel.conductor.nova_events import NovaNotifier, NovaSettings, judge, keystoneauth_post
 from accel.conductor.placement.client import PlacementClient, PlacementError
 from accel.conductor.placement.loop import PlacementLoop
-from accel.db.models import NovaEvent, utcnow
+from accel.db.columns import utcnow
+from accel.db.models import NovaEvent
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.errors import Unavailable
 from accel.internal.schemas import Kind
