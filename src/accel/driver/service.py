@@ -128,8 +128,9 @@ class DriverService:
             and not self.uevents.changed()
         ):
             return last[2]
-        if self.uevents is not None:
-            self.uevents.changed()  # what comes during the scan asks for the next one
+        if self.uevents is None:
+            return self.settings.discoverer.discover(self.node)
+        self.uevents.changed()  # what comes during the scan asks for the next one
         entries = self.settings.discoverer.discover(self.node)
         self._scanned = (now, self.node, entries)
         return entries
