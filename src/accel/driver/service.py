@@ -78,9 +78,9 @@ class DriverSettings:
     # process and one template tree); entries then carry no health.
     health_interval: float | None = HEALTH_INTERVAL
     health_policy: HealthPolicy = field(default_factory=HealthPolicy)
-    # What tells the driver its tree changed (accel.driver.uevents), or None: a
-    # scan at every discovery.
-    uevents: Callable[[Path], UeventWatch | None] = kernel_uevents
+    # What tells the driver its tree changed (a watch, or None: a scan at every
+    # discovery), made from its sysfs root; None: the kernel's (``kernel_uevents``).
+    uevents: Callable[[Path], UeventWatch | None] | None = None
 
     @property
     def kind(self) -> Kind:
@@ -106,7 +106,7 @@ class DriverService:
                 # pynvml itself, where present, has the health calls as well.
                 cast(HealthNvml | None, discoverer.nvml),
             )
-        self.uevents = settings.uevents(discoverer.sysfs_root)
+        self.uevents = (settings.uevents or kernel_uevents)(discoverer.sysfs_root)
         self._scanned: tuple[float, str, list[HardwareEntry]] | None = None
         self._must_scan = False
 
