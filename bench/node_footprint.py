@@ -16,8 +16,12 @@ they report to (not counted: it is the fleet's). Three figures per tree:
 Both layouts are measured in the same run: the drivers served in the agent's process
 (``accel up``'s default) and each driver its own process (``--driver-processes``).
 
+``--uevents``: the drivers watch this host's kernel uevents as on a node's own sysfs
+(bench.uevent_node), so a quiet minute's heartbeats skip their scans as a node's do;
+without it a fake tree is scanned at every discovery.
+
 Run: ``python -m bench.node_footprint [--quiet-seconds 60] [--only example|big]
-[--layout built-in|processes|both]``.
+[--layout built-in|processes|both] [--uevents]``.
 """
 
 from __future__ import annotations
@@ -108,7 +112,12 @@ def complete_answer(client: httpx.Client, agent_url: str) -> dict[str, Any] | No
 
 
 def measure(
-    name: str, tree: Path, workdir: Path, quiet: float, driver_processes: bool
+    name: str,
+    tree: Path,
+    workdir: Path,
+    quiet: float,
+    driver_processes: bool,
+    uevents: bool = False,
 ) -> Footprint:
     workdir.mkdir(parents=True, exist_ok=True)
     token_file = workdir / "internal-token"
@@ -122,6 +131,9 @@ def measure(
     parts = node_parts(
         agent_socket, conductor.url, tree.resolve(), token_file, 10.0, "node", driver_processes
     )
+    if uevents:
+        for part in parts:
+            part.argv[1:3] = ["-m", "bench.uevent_node"]
     supervisor = Supervisor(parts, workdir / "logs", environment(), on_event=print)
     client = httpx.Client(timeout=2.0, headers={"Authorization": f"Bearer {TOKEN}"})
     try:
@@ -187,6 +199,11 @@ def main() -> None:
         default="both",
         help="Drivers in the agent's process (accel up's default), each its own, or both.",
     )
+    parser.add_argument(
+        "--uevents",
+        action="store_true",
+        help="The drivers watch this host's kernel uevents, as on a node's own sysfs.",
+    )
     arguments = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="accel-node-"))
     layouts = {"built-in": [False], "processes": [True], "both": [True, False]}
@@ -201,7 +218,11 @@ def main() -> None:
         for name, tree in trees:
             for processes in layouts[arguments.layout]:
                 where = workdir / f"{name.replace(' ', '-')}-{processes}"
-                results.append(measure(name, tree, where, arguments.quiet_seconds, processes))
+                results.append(
+                    measure(
+                        name, tree, where, arguments.quiet_seconds, processes, arguments.uevents
+                    )
+                )
         print("\n".join(rows(results, arguments.quiet_seconds)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -22,6 +22,7 @@ import pytest
 
 from accel.cli.main import _default_map, cli
 from accel.driver.fake_sysfs import FakeSysfs
+from accel.internal.schemas import Kind
 from tests.integration.fleet import (
     AUTH,
     FAST_AGENT,
@@ -64,14 +65,21 @@ def test_every_key_of_the_example_config_is_a_flag_of_its_command() -> None:
         assert set(defaults[name]) <= flags, (name, set(defaults[name]) - flags)
 
 
-@pytest.mark.parametrize("unit", sorted(DEPLOY.glob("*.service")), ids=lambda p: p.name)
-def test_each_unit_runs_a_command_accel_accepts(unit: Path) -> None:
-    [exec_start] = [
-        line.split("=", 1)[1]
-        for line in unit.read_text().splitlines()
-        if line.startswith("ExecStart=")
+def unit_command(unit: Path, **environment: str) -> tuple[str, dict[str, Any]]:
+    """The unit's command and its flags' values as the real command line parses them
+    (the example config in place of /etc/accel/accel.toml), after systemd's
+    specifiers and ``${VAR}``s: the unit's Environment= lines, then ``environment``
+    (as an EnvironmentFile= would)."""
+    lines = unit.read_text().splitlines()
+    [exec_start] = [line.split("=", 1)[1] for line in lines if line.startswith("ExecStart=")]
+    variables = dict(
+        line.split("=", 1)[1].split("=", 1) for line in lines if line.startswith("Environment=")
+    )
+    variables.update(environment)
+    argv = [
+        re.sub(r"\$\{(\w+)\}", lambda m: variables[m[1]], word)
+        for word in shlex.split(exec_start.replace("%i", "GPU").replace("%H", "node1"))
     ]
-    argv = shlex.split(exec_start.replace("%i", "GPU").replace("%H", "node1"))
     assert argv[0] == "/opt/accel/bin/accel"
     assert argv[1:3] == ["--config", "/etc/accel/accel.toml"]
     name, args = argv[3], argv[4:]
@@ -80,7 +88,26 @@ def test_each_unit_runs_a_command_accel_accepts(unit: Path) -> None:
     with click.Context(cli, info_name="accel", default_map=_default_map(CONFIG)) as parent:
         # Parses and validates every flag (required ones may come from the config).
         context = command.make_context(name, args, parent=parent, resilient_parsing=False)
-        assert context.params
+        return name, context.params
+
+
+@pytest.mark.parametrize("unit", sorted(DEPLOY.glob("*.service")), ids=lambda p: p.name)
+def test_each_unit_runs_a_command_accel_accepts(unit: Path) -> None:
+    _, params = unit_command(unit)
+    assert params
+
+
+def test_the_agent_unit_serves_every_built_in_driver_unless_told_otherwise() -> None:
+    unit = DEPLOY / "accel-agent.service"
+    name, params = unit_command(unit)
+    assert name == "agent" and params["drivers"] == tuple(Kind)
+    assert params["sysfs_root"] == Path("/")
+    _, params = unit_command(unit, DRIVERS="QAT,NIC")  # GPU as accel-driver@GPU
+    assert params["drivers"] == (Kind.QAT, Kind.NIC)
+    _, params = unit_command(unit, DRIVERS="")
+    assert params["drivers"] == ()
+    name, params = unit_command(DEPLOY / "accel-driver@.service")
+    assert name == "driver" and params["kind"] is Kind.GPU
 
 
 def dashboard() -> dict[str, Any]:

@@ -4,9 +4,20 @@ figure in docs/benchmarks.md."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import pytest
+
+from accel.driver import service
+from accel.driver.discovery import Discoverer
+from accel.driver.pci_ids import PciIdDatabase
+from accel.driver.service import DriverService, DriverSettings
+from accel.driver.uevents import kernel_uevents
+from accel.internal.schemas import Kind
+from accel.internal.versions import VersionRange
 from bench.node_footprint import Footprint, pss_mib, rows
 from bench.procfs import rss_mib
+from bench.uevent_node import host_uevents
 
 
 def test_proportional_memory_is_read_and_is_at_most_the_resident() -> None:
@@ -19,3 +30,25 @@ def test_a_row_shows_each_figure_in_its_unit() -> None:
     assert rows([footprint], 60)[2] == (
         "| example | drivers in the agent | 1 | 823 ms | 10 | 1.33 ms/s | 50.5 MiB | 67.1 MiB |"
     )
+
+
+def test_with_uevents_a_driver_on_a_fake_tree_watches_the_hosts_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = kernel_uevents(Path("/"))
+    if probe is None:
+        pytest.skip("this host's kernel uevents cannot be read here")
+    probe.close()
+    settings = DriverSettings(
+        discoverer=Discoverer(Kind.GPU, tmp_path, names=PciIdDatabase.empty()),
+        agent="http://127.0.0.1:9",
+        endpoint="127.0.0.1:9",
+        token="t",
+        versions=VersionRange(),
+        health_interval=None,
+    )
+    assert DriverService(settings).uevents is None  # as accel runs it: a fake tree
+    monkeypatch.setattr(service, "kernel_uevents", host_uevents)  # as the bench runs it
+    watch = DriverService(settings).uevents
+    assert watch is not None
+    watch.close()

@@ -29,6 +29,11 @@ CONDUCTOR_DISCOVERIES = (
     "accel_discoveries_total",
     (("component", "conductor"), ("outcome", "ok")),
 )
+# A driver's answer to a discovery asked with the ETag of its last report.
+DRIVER_UNCHANGED = (
+    "accel_http_request_duration_seconds_count",
+    (("component", "driver"), ("method", "POST"), ("status", "304")),
+)
 
 
 def last_synced(api: Service) -> dt.datetime | None:
@@ -42,7 +47,7 @@ def test_a_still_node_is_confirmed_by_heartbeats_and_a_change_comes_with_the_nex
     conductor = cluster.conductor(sqlite_url, **{**FAST_CONDUCTOR, **NO_PERIODIC_RESYNC})
     api = cluster.api(sqlite_url)
     agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
-    cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
+    driver = cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
     wait_for_devices(api, 4, cluster.logs())
     first = wait_until(lambda: last_synced(api), "the first sync")
     discoveries = samples(conductor, AUTH)[CONDUCTOR_DISCOVERIES]
@@ -54,6 +59,9 @@ def test_a_still_node_is_confirmed_by_heartbeats_and_a_change_comes_with_the_nex
 
     wait_until(confirmed_twice, "heartbeats to confirm the inventory", on_timeout=cluster.logs)
     assert samples(conductor, AUTH)[CONDUCTOR_DISCOVERIES] == discoveries
+    # Nor did the heartbeats' discoveries move the driver's report: asked with its
+    # ETag, the driver answered 304 and the agent kept what it said before.
+    assert samples(driver, AUTH).get(DRIVER_UNCHANGED, 0) >= 1
 
     gpu_server.add(FakeFunction("0000:d0:00.0", 0x10DE, 0x2331, 0x030200, driver="nvidia"))
     wait_until(

@@ -4,6 +4,10 @@ A failed driver is reported as failed in the answer's ``drivers`` (never silentl
 missing), so a conductor does not take its hardware for vanished. A discovery that
 began before a driver registered is stale: a start then runs one more after it
 instead of joining it.
+
+Each driver is asked with the ETag of its last report: an unchanged driver answers
+304 and its stored entries stand, so an idle node's heartbeats (a discovery each)
+move and parse no reports (docs/benchmarks.md, issue 25).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from accel.internal.schemas import (
     DriverOutcome,
     HardwareEntry,
     HardwareList,
+    Kind,
 )
 from accel.metrics import DISCOVERIES
 
@@ -46,6 +51,8 @@ class NodeDiscovery:
         self._client = client
         self._timeout = timeout
         self._registry_version = -1
+        # Each driver's last report, by where it answers: its ETag and its entries.
+        self._reports: dict[tuple[str, Kind], tuple[str, list[HardwareEntry]]] = {}
 
     @property
     def registry_version(self) -> int:
@@ -68,6 +75,9 @@ class NodeDiscovery:
     async def _discover_all(self) -> HardwareList:
         self._registry_version = self.drivers.version
         drivers = self.drivers.all()
+        asked = {(driver.endpoint, driver.kind) for driver in drivers}
+        for gone in set(self._reports) - asked:
+            del self._reports[gone]
         results = await asyncio.gather(*(self._discover_one(driver) for driver in drivers))
         hardware: list[HardwareEntry] = []
         outcomes: list[DriverOutcome] = []
@@ -89,11 +99,20 @@ class NodeDiscovery:
 
     async def _discover_one(self, driver: RegisteredDriver) -> DriverAnswer:
         timeout = self._timeout
+        key = (driver.endpoint, driver.kind)
+        last = self._reports.get(key)
         try:
             async with asyncio.timeout(timeout):
-                answer = await self._client.discover(driver.endpoint, wait=timeout)
+                found = await self._client.discover_if_changed(
+                    driver.endpoint, wait=timeout, etag=last[0] if last else None
+                )
         except (PeerError, TimeoutError) as exc:
             return _failed(driver, str(exc) or f"no answer within {timeout:g}s")
+        if found.report is None:  # unchanged since the ETag sent: what it said then
+            assert last is not None, "asked without an ETag: never unchanged"
+            DISCOVERIES.labels("agent", "ok").inc()
+            return last[1], None
+        answer = found.report
         if len(answer.hardware) > MAX_ENTRIES_PER_DRIVER:
             # Refused whole, as a failed driver: the conductor keeps what it stored.
             return _failed(
@@ -113,6 +132,8 @@ class NodeDiscovery:
         entries = [h for h in answer.hardware if h.acc_specs.device_type == driver.kind]
         if len(entries) != len(answer.hardware):
             log.warning("driver %s reported hardware of other kinds; ignored", driver.kind)
+        if found.etag is not None:
+            self._reports[key] = (found.etag, entries)
         return entries, None
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 from uuid import UUID
 
@@ -36,6 +38,7 @@ from accel.driver.health.policy import HealthPolicy
 from accel.driver.scan_thread import run_in_daemon_thread
 from accel.driver.setup import OperationRegistry, SetupConfig, plan_setup
 from accel.driver.shared_scan import note_change
+from accel.driver.uevents import FULL_SCAN_AFTER, UeventWatch, kernel_uevents
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
 from accel.internal.discovery_http import (
@@ -75,6 +78,9 @@ class DriverSettings:
     # process and one template tree); entries then carry no health.
     health_interval: float | None = HEALTH_INTERVAL
     health_policy: HealthPolicy = field(default_factory=HealthPolicy)
+    # What tells the driver its tree changed (a watch, or None: a scan at every
+    # discovery), made from its sysfs root; None: the kernel's (``kernel_uevents``).
+    uevents: Callable[[Path], UeventWatch | None] | None = None
 
     @property
     def kind(self) -> Kind:
@@ -100,10 +106,34 @@ class DriverService:
                 # pynvml itself, where present, has the health calls as well.
                 cast(HealthNvml | None, discoverer.nvml),
             )
+        self.uevents = (settings.uevents or kernel_uevents)(discoverer.sysfs_root)
+        self._scanned: tuple[float, str, list[HardwareEntry]] | None = None
+        self._must_scan = False
 
     def _discover(self) -> list[HardwareEntry]:
-        entries = self.settings.discoverer.discover(self.node)
+        entries = self._entries()
         return entries if self.health is None else self.health.attach(entries)
+
+    def _entries(self) -> list[HardwareEntry]:
+        """The last scan's entries if nothing could have changed since (no uevent, no
+        setup action, young enough, the same node name); else a new scan's."""
+        now = time.monotonic()
+        last, must, self._must_scan = self._scanned, self._must_scan, False
+        if (
+            self.uevents is not None
+            and last is not None
+            and not must
+            and now - last[0] < FULL_SCAN_AFTER
+            and last[1] == self.node
+            and not self.uevents.changed()
+        ):
+            return last[2]
+        if self.uevents is None:
+            return self.settings.discoverer.discover(self.node)
+        self.uevents.changed()  # what comes during the scan asks for the next one
+        entries = self.settings.discoverer.discover(self.node)
+        self._scanned = (now, self.node, entries)
+        return entries
 
     async def _scan(self) -> list[HardwareEntry]:
         entries = await run_in_daemon_thread(self._discover)
@@ -136,6 +166,7 @@ class DriverService:
         Not joined with a scan already running: that one may have read the old state.
         """
         note_change()  # nor with another driver's reading of the tree (shared_scan)
+        self._must_scan = True
         generation = self.discoveries.start(self._scan, join=False)
         await self.discoveries.wait_for(generation, MAX_WAIT_SECONDS)
 
@@ -225,6 +256,8 @@ class DriverService:
                 await self.operations.close()
                 await self.discoveries.close()
                 await client.aclose()
+                if self.uevents is not None:
+                    self.uevents.close()
 
         routes = [
             Route("/v1/discovery", self.start_discovery, methods=["POST"]),

@@ -1,12 +1,19 @@
 """Polls the health of every device (and VF) the last discovery found, and lends each
-discovery the health as of the last poll (a device new to it is read at once)."""
+discovery the health as of the last poll (a device new to it is read at once).
+
+What keeps an idle node's polls cheap (docs/benchmarks.md, issue 25): a VF is read at
+every ``VF_EVERY``-th poll only, the drivers of one process poll one at a time, and
+what cannot change while a function exists (its upstream bridge, its maximum link)
+is read once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +34,30 @@ log = logging.getLogger(__name__)
 # Seconds between polls: a poll reads a few small files per device, cheap enough
 # to run every few seconds (docs/benchmarks.md, "Health poll").
 HEALTH_INTERVAL = 5.0
+# A VF is read at every VF_EVERY-th poll (30 s at the default interval), its PF at
+# every one. A VF's evidence is a subset of its PF's: it shares the PF's link, and
+# a PF's fatal error or lost config space fails it anyway (the conductor fans a
+# failed PF out to its VFs); so the fast entry into failed stays the PF's. A node's
+# VFs were nine in ten of its reads (192 on issue 25's big node). A VF new to the
+# monitor is read at once, as any device.
+VF_EVERY = 6
+# The drivers served in one process poll one at a time: five polls at once each
+# hand the interpreter's lock to another at every read, for nothing. A poll that
+# hangs holds the turn; the others then wait this long and go on without it.
+TURN_WAIT = 2.0
+_turn = threading.Lock()
+
+
+@contextmanager
+def polling_turn(wait: float | None = None) -> Iterator[bool]:
+    """This process's turn to poll, or after ``wait`` s (``TURN_WAIT``) without it;
+    whether it was had."""
+    taken = _turn.acquire(timeout=TURN_WAIT if wait is None else wait)
+    try:
+        yield taken
+    finally:
+        if taken:
+            _turn.release()
 
 
 def _now() -> datetime:
@@ -54,11 +85,16 @@ class HealthMonitor:
         self.machines: dict[str, DeviceMachine] = {}
         # Each MIG instance's own evidence, by (its GPU's address, its uuid).
         self.instances: dict[tuple[str, str], DeviceMachine] = {}
+        self.polls = 0
+        self._parents: dict[str, str | None] = {}
+        self._maxima: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
 
     def poll(self, entries: Sequence[HardwareEntry]) -> bool:
-        """Reads every device of ``entries`` once; True if any device's health changed."""
-        with self._lock:
+        """Reads every device of ``entries`` (each VF at every ``VF_EVERY``-th poll)
+        once; True if any device's health changed."""
+        with polling_turn(), self._lock:
+            self.polls += 1
             return self._poll(entries, forget=True)
 
     def attach(self, entries: Sequence[HardwareEntry]) -> list[HardwareEntry]:
@@ -128,7 +164,8 @@ class HealthMonitor:
 
     def _poll(self, entries: Sequence[HardwareEntry], forget: bool) -> bool:
         now = self.clock()
-        bridges = BridgeSteps(self.counters)
+        bridges = BridgeSteps(self.counters, parents=self._parents)
+        vf_turn = not forget or self.polls % VF_EVERY == 0
         changed = False
         seen = set()
         for entry in entries:
@@ -138,8 +175,10 @@ class HealthMonitor:
             functions += [(vf.address, True) for vf in entry.virtual_functions]
             for address, virtual in functions:
                 seen.add(address)
-                readings = self._read(address, virtual, bridges)
                 machine = self.machines.get(address)
+                if virtual and machine is not None and not vf_turn:
+                    continue
+                readings = self._read(address, virtual, bridges)
                 if machine is None:
                     machine = self.machines[address] = DeviceMachine(self.policy, now)
                 changed = machine.observe(readings, now) or changed
@@ -147,6 +186,8 @@ class HealthMonitor:
         if forget:
             for address in set(self.machines) - seen:
                 del self.machines[address]
+                self._parents.pop(f"{self.devices}/{address}", None)
+                self._maxima.pop(f"{self.devices}/{address}", None)
                 self.counters.forget(f"{self.devices}/{address}/")
                 self.counters.forget(f"nvml/{address}/")
                 if self.gpu is not None:
@@ -163,7 +204,7 @@ class HealthMonitor:
         readings += aer_readings(directory, self.counters, None if virtual else bridges, limit)
         if virtual:
             return readings
-        readings += link_readings(directory)
+        readings += link_readings(directory, self._maxima)
         if self.kind is Kind.QAT:
             readings += qat_readings(self.root, address, directory, self.counters, limit)
         elif self.kind is Kind.FPGA:

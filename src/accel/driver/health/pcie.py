@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 from accel.driver.health.evidence import (
@@ -50,6 +51,15 @@ class BridgeSteps:
 
     counters: Counters
     steps: dict[tuple[str, str], AerStep | None] = field(default_factory=dict)
+    # A function's place in the tree is fixed while it exists, so a monitor passes
+    # the same mapping to every poll and resolves each path once (a realpath is a
+    # readlink per component); it drops a vanished function's entry.
+    parents: MutableMapping[str, str | None] = field(default_factory=dict)
+
+    def bridge_of(self, directory: str) -> str | None:
+        if directory not in self.parents:
+            self.parents[directory] = upstream_bridge(directory)
+        return self.parents[directory]
 
     def step(self, bridge_dir: str, check: str) -> AerStep | None:
         key = (bridge_dir, check)
@@ -83,7 +93,7 @@ def aer_readings(
     """The three AER checks; the upstream bridge's counts are the device's too, since
     errors on a link may be counted at the link partner only (a VF, which shares its
     PF's link, passes no ``bridges``)."""
-    bridge = upstream_bridge(directory) if bridges is not None else None
+    bridge = bridges.bridge_of(directory) if bridges is not None else None
     readings = []
     for check in AER_CHECKS:
         own = aer_step(directory, check, counters)
@@ -111,12 +121,26 @@ def _speed(text: str) -> float | None:
         return None
 
 
-def link_readings(directory: str) -> list[Reading]:
-    """Link down, width and speed against their maximum (a physical function's link)."""
+def link_readings(
+    directory: str, maxima: MutableMapping[str, tuple[str, str]] | None = None
+) -> list[Reading]:
+    """Link down, width and speed against their maximum (a physical function's link).
+
+    The maximum is the function's capability, fixed while it exists: with ``maxima``
+    (kept by the caller across polls, dropped when the function vanishes) it is read
+    once, once both files answer."""
     current_speed = read_text(f"{directory}/current_link_speed")
-    max_speed = read_text(f"{directory}/max_link_speed")
     current_width = read_text(f"{directory}/current_link_width")
-    max_width = read_text(f"{directory}/max_link_width")
+    known = maxima.get(directory) if maxima is not None else None
+    max_speed: str | None
+    max_width: str | None
+    if known is not None:
+        max_speed, max_width = known
+    else:
+        max_speed = read_text(f"{directory}/max_link_speed")
+        max_width = read_text(f"{directory}/max_link_width")
+        if maxima is not None and max_speed is not None and max_width is not None:
+            maxima[directory] = (max_speed, max_width)
     if current_speed is None or current_width is None:
         return [unread(check) for check in LINK_CHECKS]
     down = current_speed == "Unknown" or current_width == "0"
