@@ -11,7 +11,7 @@ from accel.driver.discovery import Discoverer
 from accel.driver.fake_health import healthy, set_aer
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from accel.driver.health.gpu import HealthNvml
-from accel.driver.health.monitor import HealthMonitor
+from accel.driver.health.monitor import VF_EVERY, HealthMonitor
 from accel.driver.health.policy import HealthPolicy
 from accel.driver.pci_ids import PciIdDatabase
 from accel.internal.health_schemas import DeviceHealth
@@ -149,6 +149,15 @@ def mig_states(monitor: HealthMonitor, entries: list[HardwareEntry]) -> tuple[st
     }
 
 
+def vf_turn(monitor: HealthMonitor, entries: list[HardwareEntry]) -> None:
+    """Polls until the next poll that reads the VFs too (their PF is read at each)."""
+    monitor.poll(entries)
+    for _ in range(VF_EVERY):
+        if monitor.polls % VF_EVERY == 0:
+            return
+        monitor.poll(entries)
+
+
 def test_a_vf_whose_checks_flap_is_latched_and_its_pf_stays_ok(gpu_server: FakeSysfs) -> None:
     qat, vf = "0000:6b:00.0", "0000:6b:00.1"
     policy = HealthPolicy(recover_polls=1, failed_hold=0)
@@ -159,8 +168,8 @@ def test_a_vf_whose_checks_flap_is_latched_and_its_pf_stays_ok(gpu_server: FakeS
     monitor.attach(entries)
     for errors in range(1, policy.flap_count + 1):
         set_aer(gpu_server, vf, "fatal", {"Poisoned TLP": errors})
-        monitor.poll(entries)  # failed
-        monitor.poll(entries)  # a clean poll: well again, until it flaps
+        vf_turn(monitor, entries)  # failed
+        vf_turn(monitor, entries)  # a clean poll: well again, until it flaps
     [entry] = [e for e in monitor.attach(entries) if e.pci and e.pci.address == qat]
     [vf_health] = [f.health for f in entry.virtual_functions if f.address == vf]
     assert entry.health is not None and entry.health.state == "ok"
