@@ -32,8 +32,11 @@ typecheck: install
 # those tests exercise, and those tests are most of make test's time.
 COVERAGE_FLOOR := 83
 
+# worksteal: a worker that runs dry takes half of another's queue, so the run does not
+# end with one worker alone on a queue of long tests (tests/conftest.py puts the
+# modules that start processes first).
 unit: install
-	$(BIN)/python -m pytest -n auto --maxprocesses=4 \
+	$(BIN)/python -m pytest -n auto --maxprocesses=4 --dist worksteal \
 		--cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 # What the tests need besides .venv: a PostgreSQL server (the tests start a throwaway

@@ -52,6 +52,36 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
         print(started.logs())
 
 
+# What a module's tests start, heaviest first: whole stacks of processes (seconds to
+# a minute a test), then single servers, then nothing.
+_STACKS = frozenset({"cluster"})
+_SERVERS = frozenset({"placement", "keystone", "postgres"})
+
+
+def _weight(item: pytest.Item) -> int:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if "/integration/" in item.nodeid or fixtures & _STACKS:
+        return 2
+    if "/os_services/" in item.nodeid or "/nova_code/" in item.nodeid or fixtures & _SERVERS:
+        return 1
+    return 0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules that start processes first, each module's tests kept together and in
+    their order (module-scoped fixtures start once per worker).
+
+    make test runs xdist's worksteal: a worker that runs dry takes half of what
+    another has left, from the end of its queue. With the long modules first, what
+    is left at the end is short, so neither worker waits long for the other.
+    """
+    weights: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        weights[module] = max(weights.get(module, 0), _weight(item))
+    items.sort(key=lambda item: -weights[item.nodeid.split("::")[0]])
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
     report = yield
