@@ -24,7 +24,10 @@ from tests.processes import Cluster, Service, wait_until
 
 
 def fleet(cluster: Cluster, database: str, workdir: Path) -> tuple[Service, Service, list[Node]]:
-    conductor = cluster.conductor(database, **FLEET_CONDUCTOR)
+    # A part killed here is back, or the check done, long before its agent could be
+    # called DOWN: these tests are about the inventory (liveness is test_fleet_faults'),
+    # and a DOWN timer racing a loaded machine's checks made them flaky.
+    conductor = cluster.conductor(database, **{**FLEET_CONDUCTOR, "agent_down_after": 120})
     api = cluster.api(database)
     nodes = make_nodes(workdir, 2, (Kind.GPU,))
     for node in nodes:
