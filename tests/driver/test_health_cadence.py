@@ -5,7 +5,6 @@ per function, and one poll at a time per process (a hung one never stops the res
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -16,18 +15,10 @@ from accel.driver.health import monitor as monitor_module
 from accel.driver.health.monitor import VF_EVERY, HealthMonitor, polling_turn
 from accel.driver.pci_ids import PciIdDatabase
 from accel.internal.schemas import HardwareEntry, Kind
+from tests.driver.poll_clock import Ticks
 
 QAT_PF = "0000:6b:00.0"
 JOIN_SECONDS = 10.0  # a bound on a join, never the figure under test
-
-
-class Ticks:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 6, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=5)
-        return self.now
 
 
 def qat_entries(tree: FakeSysfs) -> list[HardwareEntry]:

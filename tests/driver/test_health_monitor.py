@@ -3,7 +3,7 @@ ones are forgotten (a device that comes back starts from a fresh baseline)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import cast
 
@@ -17,18 +17,10 @@ from accel.driver.pci_ids import PciIdDatabase
 from accel.internal.health_schemas import DeviceHealth
 from accel.internal.schemas import GpuFacts, HardwareEntry, Kind, MigInstance
 from tests.driver.health_fakes import HealthNvmlFake
+from tests.driver.poll_clock import Ticks
 
 GPU = "0000:17:00.0"
 NIC_PF = "0000:98:00.1"  # the gpu_server's second E810 port: SR-IOV capable, no VFs yet
-
-
-class Ticks:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 6, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=5)
-        return self.now
 
 
 def discover(tree: FakeSysfs, kind: Kind) -> list[HardwareEntry]:
@@ -77,7 +69,7 @@ def test_a_single_fatal_error_is_still_reported_failed_after_a_few_clean_fast_po
     at the next heartbeat and sync, and would otherwise store the recovered report
     alone, without an alarm."""
     qat = "0000:6b:00.0"
-    clock = FastTicks(0.1)
+    clock = Ticks(0.1)
     monitor = HealthMonitor(Kind.QAT, gpu_server.root, clock=clock)
     healthy(gpu_server, qat, 0x8086)
     entries = discover(gpu_server, Kind.QAT)
@@ -92,16 +84,6 @@ def test_a_single_fatal_error_is_still_reported_failed_after_a_few_clean_fast_po
     monitor.poll(entries)
     health = report(monitor, entries, qat)
     assert health.state == "ok" and health.checks[0].count == 1  # and it is remembered
-
-
-class FastTicks(Ticks):
-    def __init__(self, step: float) -> None:
-        super().__init__()
-        self.step = step
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=self.step)
-        return self.now
 
 
 def report(monitor: HealthMonitor, entries: list[HardwareEntry], address: str) -> DeviceHealth:
