@@ -163,6 +163,19 @@ def test_an_expired_token_is_refused_though_keystone_accepted_it_a_moment_before
         assert api.get("/metrics", headers=as_bearer).status_code == 401
 
 
+def test_a_token_longer_than_any_keystone_issues_is_refused_unasked(
+    identity: tuple[str, FakeIdentity], sqlite_url: str
+) -> None:
+    """Neither sent to Keystone nor kept in the cache: forged tokens of a request
+    head's size each would otherwise hold their length in the api's memory."""
+    url, fake = identity
+    with api_with(sqlite_url, url) as api:
+        for header in ("X-Auth-Token", "Authorization"):
+            value = ("Bearer " if header == "Authorization" else "") + "t" * 100_000
+            assert api.get("/metrics", headers={header: value}).status_code == 401
+        assert fake.calls == 0
+
+
 def test_an_unreachable_identity_service_is_503_not_a_hang(sqlite_url: str) -> None:
     sock = bound_socket()
     host, port = sock.getsockname()

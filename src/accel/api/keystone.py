@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 # A token document with its catalog is a few kB, tens in a large cloud.
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
+# Keystone's own limit is 255 (its max_token_size, Fernet's length); a request head
+# may carry 160 kB, and each token asked about is a key of the cache (10,000 of them):
+# forged tokens that long would hold over a gigabyte. Longer ones are never valid.
+MAX_TOKEN_LENGTH = 8192
 
 
 class KeystoneValidator:
@@ -55,6 +59,8 @@ class KeystoneValidator:
 
     async def identity(self, token: str) -> Identity | None:
         """Who the token belongs to, or None if Keystone does not accept it."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            return None
         cached = self._cache.get(token)
         if cached is not None:
             return cached[1]
