@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import json
 import threading
 import time
 import uuid
@@ -53,6 +55,7 @@ class FakeIdentity:
     def __init__(self) -> None:
         self.calls = 0
         self.garbage: bytes | None = None  # answered instead, when set
+        self.gzip = False  # the answer compressed, whatever the caller accepts
         self.expiring: dict[str, dt.datetime] = {}  # a token's expires_at, when set
 
     async def validate(self, request: Request) -> Response:
@@ -64,11 +67,18 @@ class FakeIdentity:
             return JSONResponse({"error": {"code": 404}}, status_code=404)
         expires = self.expiring.get(subject)
         if expires is None:
-            return JSONResponse({"token": KEYSTONE_TOKENS[subject]})
+            return self.answer({"token": KEYSTONE_TOKENS[subject]})
         if dt.datetime.now(dt.UTC) >= expires:  # as Keystone: an expired token is not found
             return JSONResponse({"error": {"code": 404}}, status_code=404)
         document = {**KEYSTONE_TOKENS[subject], "expires_at": expires.isoformat()}
         return JSONResponse({"token": document})
+
+    def answer(self, document: dict[str, Any]) -> Response:
+        if not self.gzip:
+            return JSONResponse(document)
+        body = gzip.compress(json.dumps(document).encode())
+        headers = {"Content-Encoding": "gzip"}
+        return Response(body, media_type="application/json", headers=headers)
 
 
 @pytest.fixture
@@ -174,6 +184,19 @@ def test_a_token_longer_than_any_keystone_issues_is_refused_unasked(
             value = ("Bearer " if header == "Authorization" else "") + "t" * 100_000
             assert api.get("/metrics", headers={header: value}).status_code == 401
         assert fake.calls == 0
+
+
+def test_a_compressed_identity_answer_is_503(
+    identity: tuple[str, FakeIdentity], sqlite_url: str
+) -> None:
+    """The api asks for the token document as sent (identity): a gzip answer, which
+    would inflate past the size bound before it is counted, is refused unread."""
+    url, fake = identity
+    fake.gzip = True
+    with api_with(sqlite_url, url) as api:
+        response = api.get("/v2/device_profiles", headers={"X-Auth-Token": "admin-token"})
+    assert response.status_code == 503
+    assert "'gzip'" in response.json()["error_message"]
 
 
 def test_an_unreachable_identity_service_is_503_not_a_hang(sqlite_url: str) -> None:

@@ -78,7 +78,7 @@ class KeystoneValidator:
     async def _validate(self, token: str) -> tuple[Identity | None, float]:
         """Who the token belongs to, and for how many more seconds it is valid."""
         url = f"{self.auth_url}/v3/auth/tokens"
-        headers = {"X-Auth-Token": token, "X-Subject-Token": token}
+        headers = {"X-Auth-Token": token, "X-Subject-Token": token, "Accept-Encoding": "identity"}
         for attempt in (1, 2):
             try:
                 status, content = await self._get(url, headers)
@@ -111,8 +111,15 @@ class KeystoneValidator:
             asyncio.timeout(self.timeout),
             self._http.stream("GET", url, headers=headers) as response,
         ):
+            # Asked for as sent: httpx inflates each read whole before it can be
+            # counted, and 64 kB of gzip inflate to 64 MB.
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding != "identity":
+                raise Unavailable(
+                    f"the Identity service answered in {encoding!r}, not as asked (identity)"
+                )
             content = bytearray()
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.aiter_raw():
                 content += chunk
                 if len(content) > MAX_ANSWER_BYTES:
                     raise Unavailable(
