@@ -11,7 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from keystoneauth1 import exceptions as ks_exceptions
 
-from accel.openstack.credentials import OpenStackCredentials, make_adapter, make_session
+from accel.openstack.credentials import (
+    MAX_REDIRECTS,
+    OpenStackCredentials,
+    make_adapter,
+    make_session,
+)
 
 CREDENTIALS = OpenStackCredentials(token="the-token")
 
@@ -38,7 +43,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.seen.append((self.path, self.headers.get("X-Auth-Token")))
-        where = {"/elsewhere": self.server.elsewhere, "/moved": f"{self.server.url}/here"}
+        where = {
+            "/elsewhere": self.server.elsewhere,
+            "/moved": f"{self.server.url}/here",
+            "/loop": f"{self.server.url}/loop",
+        }
         if self.path in where:
             self.send_response(302)
             self.send_header("Location", where[self.path])
@@ -81,3 +90,12 @@ def test_a_redirect_within_the_peers_origin_is_followed(peers: tuple[Peer, Peer]
     adapter = make_adapter(make_session(CREDENTIALS), CREDENTIALS, "placement", asked.url)
     assert adapter.get("/moved").json() == {"here": True}
     assert asked.seen[-2:] == [("/moved", "the-token"), ("/here", "the-token")]
+
+
+def test_a_peer_redirecting_to_itself_costs_a_few_hops(peers: tuple[Peer, Peer]) -> None:
+    """Each hop has a deadline of its own: the hops are what bound the whole call."""
+    asked, _ = peers
+    adapter = make_adapter(make_session(CREDENTIALS), CREDENTIALS, "placement", asked.url)
+    before = len(asked.seen)
+    assert adapter.get("/loop").status_code == 302  # given up: the last redirect, unfollowed
+    assert len(asked.seen) - before == 1 + MAX_REDIRECTS
