@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import gzip
+import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -51,6 +55,8 @@ class FakeIdentity:
     def __init__(self) -> None:
         self.calls = 0
         self.garbage: bytes | None = None  # answered instead, when set
+        self.gzip = False  # the answer compressed, whatever the caller accepts
+        self.expiring: dict[str, dt.datetime] = {}  # a token's expires_at, when set
 
     async def validate(self, request: Request) -> Response:
         self.calls += 1
@@ -59,7 +65,20 @@ class FakeIdentity:
         subject = request.headers.get("x-subject-token")
         if subject != request.headers.get("x-auth-token") or subject not in KEYSTONE_TOKENS:
             return JSONResponse({"error": {"code": 404}}, status_code=404)
-        return JSONResponse({"token": KEYSTONE_TOKENS[subject]})
+        expires = self.expiring.get(subject)
+        if expires is None:
+            return self.answer({"token": KEYSTONE_TOKENS[subject]})
+        if dt.datetime.now(dt.UTC) >= expires:  # as Keystone: an expired token is not found
+            return JSONResponse({"error": {"code": 404}}, status_code=404)
+        document = {**KEYSTONE_TOKENS[subject], "expires_at": expires.isoformat()}
+        return JSONResponse({"token": document})
+
+    def answer(self, document: dict[str, Any]) -> Response:
+        if not self.gzip:
+            return JSONResponse(document)
+        body = gzip.compress(json.dumps(document).encode())
+        headers = {"Content-Encoding": "gzip"}
+        return Response(body, media_type="application/json", headers=headers)
 
 
 @pytest.fixture
@@ -130,6 +149,54 @@ def test_keystone_tokens_become_callers_with_their_roles(
         assert api.patch(path, headers=as_nova, json=bind).status_code == 503
         forged = {**member, "X-Service-Token": "forged"}
         assert api.patch(path, headers=forged, json=bind).status_code == 401
+
+
+def test_an_expired_token_is_refused_though_keystone_accepted_it_a_moment_before(
+    identity: tuple[str, FakeIdentity], sqlite_url: str
+) -> None:
+    """The cache keeps an answer cache_seconds (60) at most, and never past the token's
+    own expires_at: a token accepted just before it expires is refused once it has,
+    as X-Auth-Token and as /metrics' Bearer credential."""
+    url, fake = identity
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1.5)
+    fake.expiring["admin-token"] = expires
+    as_header = {"X-Auth-Token": "admin-token"}
+    as_bearer = {"Authorization": "Bearer admin-token"}
+    with api_with(sqlite_url, url) as api:
+        assert api.get("/v2/device_profiles", headers=as_header).status_code == 200
+        assert api.get("/metrics", headers=as_bearer).status_code == 200
+        for _ in range(100):  # bounded: until the token's expiry has passed
+            if dt.datetime.now(dt.UTC) > expires:
+                break
+            time.sleep(0.05)
+        assert api.get("/v2/device_profiles", headers=as_header).status_code == 401
+        assert api.get("/metrics", headers=as_bearer).status_code == 401
+
+
+def test_a_token_longer_than_any_keystone_issues_is_refused_unasked(
+    identity: tuple[str, FakeIdentity], sqlite_url: str
+) -> None:
+    """Neither sent to Keystone nor kept in the cache: forged tokens of a request
+    head's size each would otherwise hold their length in the api's memory."""
+    url, fake = identity
+    with api_with(sqlite_url, url) as api:
+        for header in ("X-Auth-Token", "Authorization"):
+            value = ("Bearer " if header == "Authorization" else "") + "t" * 100_000
+            assert api.get("/metrics", headers={header: value}).status_code == 401
+        assert fake.calls == 0
+
+
+def test_a_compressed_identity_answer_is_503(
+    identity: tuple[str, FakeIdentity], sqlite_url: str
+) -> None:
+    """The api asks for the token document as sent (identity): a gzip answer, which
+    would inflate past the size bound before it is counted, is refused unread."""
+    url, fake = identity
+    fake.gzip = True
+    with api_with(sqlite_url, url) as api:
+        response = api.get("/v2/device_profiles", headers={"X-Auth-Token": "admin-token"})
+    assert response.status_code == 503
+    assert "'gzip'" in response.json()["error_message"]
 
 
 def test_an_unreachable_identity_service_is_503_not_a_hang(sqlite_url: str) -> None:

@@ -13,6 +13,7 @@ endpoint itself.)
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from typing import Any
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 
 # A token document with its catalog is a few kB, tens in a large cloud.
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
+# Keystone's own limit is 255 (its max_token_size, Fernet's length); a request head
+# may carry 160 kB, and each token asked about is a key of the cache (10,000 of them):
+# forged tokens that long would hold over a gigabyte. Longer ones are never valid.
+MAX_TOKEN_LENGTH = 8192
 
 
 class KeystoneValidator:
@@ -54,22 +59,26 @@ class KeystoneValidator:
 
     async def identity(self, token: str) -> Identity | None:
         """Who the token belongs to, or None if Keystone does not accept it."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            return None
         cached = self._cache.get(token)
         if cached is not None:
             return cached[1]
         asked = time.monotonic()
-        found = await self._validate(token)
-        self._cache[token] = (asked, found)
+        found, lifetime = await self._validate(token)
+        # Timed from the question, not the answer: a revoked token is trusted at most
+        # cache_seconds after Keystone last accepted it, and an expired one never
+        # (keystonemiddleware's cache honours expires_at too).
+        self._cache[token] = (asked + min(self.cache_seconds, lifetime), found)
         return found
 
     def _expires(self, token: str, cached: tuple[float, Identity | None], now: float) -> float:
-        # Timed from the question, not the answer: a revoked token is trusted at most
-        # cache_seconds after Keystone last accepted it.
-        return cached[0] + self.cache_seconds
+        return cached[0]
 
-    async def _validate(self, token: str) -> Identity | None:
+    async def _validate(self, token: str) -> tuple[Identity | None, float]:
+        """Who the token belongs to, and for how many more seconds it is valid."""
         url = f"{self.auth_url}/v3/auth/tokens"
-        headers = {"X-Auth-Token": token, "X-Subject-Token": token}
+        headers = {"X-Auth-Token": token, "X-Subject-Token": token, "Accept-Encoding": "identity"}
         for attempt in (1, 2):
             try:
                 status, content = await self._get(url, headers)
@@ -82,11 +91,12 @@ class KeystoneValidator:
                         f"the Identity service at {self.auth_url} cannot be reached"
                     ) from exc
         if status in (401, 403, 404):
-            return None
+            return None, self.cache_seconds
         if status != 200:
             raise Unavailable(f"the Identity service answered {status}")
         try:
-            return identity_of(loads(content)["token"])
+            document = loads(content)["token"]
+            return identity_of(document), seconds_left(document)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("the Identity service's token document is malformed: %r", exc)
             raise Unavailable(
@@ -101,14 +111,33 @@ class KeystoneValidator:
             asyncio.timeout(self.timeout),
             self._http.stream("GET", url, headers=headers) as response,
         ):
+            # Asked for as sent: httpx inflates each read whole before it can be
+            # counted, and 64 kB of gzip inflate to 64 MB.
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding != "identity":
+                raise Unavailable(
+                    f"the Identity service answered in {encoding!r}, not as asked (identity)"
+                )
             content = bytearray()
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.aiter_raw():
                 content += chunk
                 if len(content) > MAX_ANSWER_BYTES:
                     raise Unavailable(
                         f"the Identity service answered more than {MAX_ANSWER_BYTES} bytes"
                     )
             return response.status_code, bytes(content)
+
+
+def seconds_left(token: dict[str, Any]) -> float:
+    """Seconds until the token's ``expires_at`` (Identity v3 writes it in UTC); a
+    document without one is bounded by the cache's own time alone."""
+    expires_at = token.get("expires_at")
+    if expires_at is None:
+        return float("inf")
+    expires = dt.datetime.fromisoformat(str(expires_at).replace("Z", "+00:00"))
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=dt.UTC)
+    return (expires - dt.datetime.now(dt.UTC)).total_seconds()
 
 
 def identity_of(token: dict[str, Any]) -> Identity | None:

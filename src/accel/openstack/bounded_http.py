@@ -8,6 +8,11 @@ the requests Session under keystoneauth's: an answer not whole within ``deadline
 seconds has its socket shut down by one watchdog thread, and the call fails as a
 timeout (keystoneauth's ``ConnectTimeout``, which it retries a bounded number of
 times); an answer over ``max_bytes`` fails at once (``UnknownConnectionError``).
+
+A redirect is followed (by keystoneauth, a bounded number of hops) only within the
+peer's own origin: keystoneauth sends the same headers to wherever ``Location``
+points, the token included, so a peer's redirect to another host or port fails the
+call (``RedirectRefused``) instead of handing that host accel's token.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import socket
 import threading
 import time
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -32,6 +38,15 @@ _CHUNK = 64 * 1024
 
 class AnswerTooLarge(requests.RequestException):
     """The peer's answer was larger than accel reads."""
+
+
+class RedirectRefused(requests.RequestException):
+    """The peer redirected elsewhere than its own origin."""
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 class _Call:
@@ -152,12 +167,17 @@ class BoundedSession(requests.Session):
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         stream = kwargs.pop("stream", False)
+        # Each hop is judged here before it is followed: keystoneauth follows them
+        # itself, one send each, and requests' own following would not wait for that.
+        kwargs["allow_redirects"] = False
         call = _Call(time.monotonic() + self.deadline)
         outer = getattr(_CURRENT, "call", None)
         _CURRENT.call = call
         _WATCHDOG.watch(call)
         try:
             response = super().send(request, stream=True, **kwargs)
+            if response.is_redirect:
+                _same_origin(request, response)
             if not stream:
                 self._read(response)
             return response
@@ -188,3 +208,12 @@ class BoundedSession(requests.Session):
         # What Response.content does itself; the body is read once, here.
         response._content = b"".join(chunks)
         response._content_consumed = True
+
+
+def _same_origin(request: requests.PreparedRequest, response: requests.Response) -> None:
+    """Refuses a redirect out of the peer's origin (scheme, host and port)."""
+    asked = str(request.url)
+    target = urljoin(asked, response.headers["location"])
+    if _origin(target) != _origin(asked):
+        response.close()
+        raise RedirectRefused(f"{asked} redirected to another origin, {target}: not followed")

@@ -114,6 +114,11 @@ def _read(path: Path) -> str:
         raise CredentialsInvalid(f"cannot read {path}: {exc}") from exc
 
 
+# Placement, Nova and Keystone answer where the catalog points; a move or two is
+# all a proxy in front of them makes.
+MAX_REDIRECTS = 3
+
+
 def make_session(credentials: OpenStackCredentials) -> ks_session.Session:
     """A keystoneauth1 Session holding the credentials; it fetches and renews tokens."""
     if credentials.user is not None and credentials.auth_url is not None:
@@ -135,6 +140,9 @@ def make_session(credentials: OpenStackCredentials) -> ks_session.Session:
         # requests bounds each read, not the answer: a peer dripping bytes would hold
         # the call for ever, one sending gigabytes would fill memory.
         session=BoundedSession(credentials.timeout),
+        # Each hop is a call of its own, with its own deadline: keystoneauth's 30 would
+        # let a peer redirecting to itself hold one call for 30 timeouts.
+        redirect=MAX_REDIRECTS,
     )
 
 
