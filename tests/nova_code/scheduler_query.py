@@ -16,25 +16,23 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.nova_code.nova_start import start_nova
+else:  # run as a script by Nova's Python, its folder first on sys.path
+    from nova_start import start_nova
 
 
 def main() -> None:
     plan = json.load(sys.stdin)
-    from nova import conf, context, objects
+    from nova import objects
     from nova.accelerator import cyborg
     from nova.scheduler import request_filter
     from nova.scheduler import utils as scheduler_utils
     from nova.scheduler.client import report
 
-    conf.CONF([], project="nova", default_config_files=[plan["conf"]])
-    objects.register_all()
-    ctx = context.RequestContext(
-        user_id="alice",
-        project_id=plan["project"],
-        auth_token=plan["user_token"],
-        roles=["member"],
-    )
+    ctx = start_nova(plan)
 
     def request_for(profile: str) -> Any:
         flavor = objects.Flavor(
