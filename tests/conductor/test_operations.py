@@ -62,25 +62,27 @@ def test_an_accepted_operation_is_pending_and_driven_by_its_conductor(
         IDLE_QAT,
         "node1",
     )
-    [work] = operations.unfinished(sessions, "conductor-a", T0 - dt.timedelta(seconds=60))
+    [work] = operations.unfinished(sessions, "conductor-a", T0)
     assert (work.uuid, work.agent_endpoint, work.call.address) == (
         str(view.uuid),
         "127.0.0.1:6671",
         IDLE_QAT,
     )
-    assert operations.unfinished(sessions, "conductor-b", T0 - dt.timedelta(seconds=60)) == []
+    assert operations.unfinished(sessions, "conductor-b", T0) == []
 
 
 def test_a_silent_conductors_operations_are_taken_over(sessions: sessionmaker[Session]) -> None:
-    record_conductor(sessions, "conductor-a", "127.0.0.1:1", T0)
+    vouched = T0 + dt.timedelta(seconds=30)
+    record_conductor(sessions, "conductor-a", "127.0.0.1:1", T0, alive_until=vouched)
     view = operations.accept(
         sessions, ask(device_at(sessions, IDLE_QAT), ENABLE_TWO), "conductor-a", T0
     )
-    later = T0 + dt.timedelta(minutes=5)
-    # conductor-a last reported at T0; by "later" it counts as gone.
-    [work] = operations.unfinished(sessions, "conductor-b", later - dt.timedelta(seconds=60))
+    # conductor-a's record vouches for it until "vouched": its operation stays its own.
+    assert operations.unfinished(sessions, "conductor-b", vouched) == []
+    later = vouched + dt.timedelta(microseconds=1)
+    [work] = operations.unfinished(sessions, "conductor-b", later)
     assert work.uuid == str(view.uuid)
-    assert operations.unfinished(sessions, "conductor-a", later - dt.timedelta(seconds=60)) == []
+    assert operations.unfinished(sessions, "conductor-a", later) == []
 
 
 def test_one_unfinished_operation_per_device(sessions: sessionmaker[Session]) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor.presence import live_holder, record_conductor
+from accel.db.conductor_liveness import LIVE_WITHIN
 from accel.db.models import Conductor
 
 T0 = dt.datetime(2026, 12, 6, 9, 0, tzinfo=dt.UTC)
@@ -53,10 +54,12 @@ def test_a_name_alive_at_another_endpoint_is_held_there_until_its_vouch_runs_out
     assert live_holder(sessions, "c1", B, until + dt.timedelta(microseconds=1)) is None
 
 
-def test_without_a_vouch_the_last_time_seen_is_the_limit(sessions: sessionmaker[Session]) -> None:
-    record_conductor(sessions, "c1", A, T0)
-    assert live_holder(sessions, "c1", B, T0) == A
-    assert live_holder(sessions, "c1", B, T0 + dt.timedelta(seconds=1)) is None
+def test_a_record_without_a_vouch_lives_a_minute_from_its_last_report(
+    sessions: sessionmaker[Session],
+) -> None:
+    record_conductor(sessions, "c1", A, T0)  # as a release before alive_until wrote it
+    assert live_holder(sessions, "c1", B, T0 + LIVE_WITHIN) == A
+    assert live_holder(sessions, "c1", B, T0 + LIVE_WITHIN + dt.timedelta(microseconds=1)) is None
 
 
 def test_nobody_holds_a_new_name_or_ones_own(sessions: sessionmaker[Session]) -> None:

@@ -7,7 +7,6 @@ fresh; the api tries the freshest ones in turn, each call with a timeout.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from starlette.requests import Request
 from accel.api.queries import reader
 from accel.db.columns import utcnow
 from accel.db.commit_deadline import database_clock, lock_for_writing, locked_requests
+from accel.db.conductor_liveness import alive_at
 from accel.db.engine import LOCK_NOT_AVAILABLE
 from accel.db.models import AcceleratorRequest, Conductor, Device, Operation
 from accel.db.operation_view import asked_since
@@ -33,7 +33,6 @@ from accel.states import ARQ_HOLDING_NOTHING
 
 log = logging.getLogger(__name__)
 
-LIVE_WITHIN = dt.timedelta(seconds=60)
 # Seconds of the database's clock a conductor has to commit a change it is asked for;
 # the api waits a little longer for the answer, which must still travel back.
 COMMIT_BUDGET = 10.0
@@ -48,19 +47,11 @@ Answer = TypeVar("Answer")
 Found = TypeVar("Found")
 
 
-def conductor_alive(
-    alive_until: dt.datetime | None, last_seen: dt.datetime, now: dt.datetime
-) -> bool:
-    """Whether a conductor's record is fresh; a record from before ``alive_until``
-    existed is judged by LIVE_WITHIN, the api's own rule for binds."""
-    return (alive_until or last_seen + LIVE_WITHIN) >= now
-
-
 def live_conductors(session: Session) -> list[str]:
     return list(
         session.scalars(
             select(Conductor.endpoint)
-            .where(Conductor.last_seen >= utcnow() - LIVE_WITHIN)
+            .where(alive_at(utcnow()))
             .order_by(Conductor.last_seen.desc())
         )
     )

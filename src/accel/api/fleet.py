@@ -12,11 +12,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from accel.api.conductor_link import conductor_alive
 from accel.api.devices import health_body, timestamp
 from accel.api.policy import authorize
 from accel.api.queries import reader
 from accel.db.columns import utcnow
+from accel.db.conductor_liveness import conductor_alive
 from accel.db.models import Agent, Alarm, Conductor, Device
 from accel.errors import InvalidInput
 from accel.states import AgentState, AlarmState

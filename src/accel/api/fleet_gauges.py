@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from accel.api.conductor_link import conductor_alive
 from accel.api.health_gauge import HealthCollector, health_rows
 from accel.api.policy import authorize
 from accel.api.queries import reader
 from accel.db.columns import utcnow
+from accel.db.conductor_liveness import conductor_alive
 from accel.db.models import Agent, Alarm, AttachHandle, Conductor, Deployable, Device
 from accel.db.outage import DATABASE_AWAY
 from accel.metrics import DeviceUse, FleetCollector, FleetSnapshot, exposition

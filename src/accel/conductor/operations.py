@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accel.conductor.sync_schedule import sync_in_full_now
 from accel.db.commit_deadline import commit_in_time, lock_for_writing
+from accel.db.conductor_liveness import alive_at
 from accel.db.models import Agent, AttachHandle, Conductor, Deployable, Device, Operation
 from accel.db.operation_view import operation_view
 from accel.errors import Conflict, InvalidInput, NotFound
@@ -155,14 +156,15 @@ ANY_UNFINISHED = select(exists().where(Operation.state.in_(OPERATION_UNFINISHED)
 
 
 def unfinished(
-    sessions: sessionmaker[Session], conductor: str, live_after: dt.datetime
+    sessions: sessionmaker[Session], conductor: str, now: dt.datetime
 ) -> list[OperationWork]:
-    """Operations this conductor drives, taking over those of conductors gone silent."""
+    """Operations this conductor drives, taking over those of conductors whose records
+    no longer vouch for them at ``now``."""
     with sessions.begin() as session:
         # The usual answer, twice a second: none at all, from one prebuilt read.
         if not session.scalar(ANY_UNFINISHED):
             return []
-        silent = select(Conductor.name).where(Conductor.last_seen < live_after)
+        silent = select(Conductor.name).where(~alive_at(now))
         orphaned = (
             Operation.state.in_(OPERATION_UNFINISHED),
             Operation.conductor != conductor,

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from accel.db.conductor_liveness import conductor_alive
 from accel.db.models import Conductor
 
 
@@ -61,5 +62,6 @@ def live_holder(
         record = session.scalar(select(Conductor).where(Conductor.name == name))
         if record is None or record.endpoint == endpoint:
             return None
-        alive_until = record.alive_until or record.last_seen
-        return record.endpoint if alive_until >= now else None
+        return (
+            record.endpoint if conductor_alive(record.alive_until, record.last_seen, now) else None
+        )

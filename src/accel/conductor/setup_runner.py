@@ -49,8 +49,6 @@ class SetupSettings:
     poll_interval: float = 0.5
     # A node silent for this long fails the operation rather than keep it forever.
     unreachable_for: float = 300.0
-    # A conductor not reporting in for this long has its operations taken over.
-    conductor_silent_after: float = 60.0
 
 
 class SetupRunner:
@@ -100,10 +98,9 @@ class SetupRunner:
 
     async def drive_forever(self) -> None:
         while True:
-            silent_before = utcnow() - dt.timedelta(seconds=self.settings.conductor_silent_after)
             try:
                 work = await anyio.to_thread.run_sync(
-                    operations.unfinished, self.sessions, self.settings.conductor, silent_before
+                    operations.unfinished, self.sessions, self.settings.conductor, utcnow()
                 )
                 await asyncio.gather(*(self._step(item) for item in work))
             # Any database error, away or not: the loop lives on, the next round retries.
