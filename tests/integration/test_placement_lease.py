@@ -34,7 +34,9 @@ from tests.placement_service import ThrowawayPlacement, children, make_root
 from tests.processes import wait_until
 
 __all__ = ["sessions"]  # the fixture: a migrated SQLite database
-LEASE = 5.0
+# Long enough for A to reach the held call (its first writes: custom classes and
+# traits, a provider) on a loaded machine; the test waits this long once.
+LEASE = 8.0
 
 
 def lease_over_or_given_back(sessions: sessionmaker[Session], node: str) -> bool:

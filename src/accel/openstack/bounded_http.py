@@ -13,6 +13,9 @@ A redirect is followed (by keystoneauth, a bounded number of hops) only within t
 peer's own origin: keystoneauth sends the same headers to wherever ``Location``
 points, the token included, so a peer's redirect to another host or port fails the
 call (``RedirectRefused``) instead of handing that host accel's token.
+
+Work done under a lease (a conductor's Placement report) sets its end for its thread
+(``calls_until``): no call outlives it, and none is begun after it.
 """
 
 from __future__ import annotations
