@@ -104,6 +104,9 @@ def test_conditional_gets(api: TestClient, database_url: str, found: HardwareLis
     etag = first.headers["ETag"]
     again = api.get("/v2/devices", headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b"" and again.headers["ETag"] == etag
+    # Several If-None-Match lines are one list (RFC 9110 5.3).
+    split = api.get("/v2/devices", headers=[("If-None-Match", '"x"'), ("If-None-Match", etag)])
+    assert split.status_code == 304
     one = api.get(f"/v2/devices/{uuid}")
     one_etag = one.headers["ETag"]
     assert one_etag != etag

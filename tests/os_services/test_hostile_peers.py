@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -23,13 +24,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accel.api.keystone import KeystoneValidator
 from accel.conductor.nova_events import NovaNotifier, NovaSettings, judge, keystoneauth_post
-from accel.conductor.placement.client import PlacementClient, PlacementError
+from accel.conductor.placement.client import PlacementClient, PlacementError, ReportExpired
 from accel.conductor.placement.loop import PlacementLoop
 from accel.db.columns import utcnow
 from accel.db.models import NovaEvent
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.errors import Unavailable
 from accel.internal.schemas import Kind
+from accel.openstack.bounded_http import calls_until
 from accel.openstack.credentials import (
     KeystoneUser,
     OpenStackCredentials,
@@ -217,3 +219,24 @@ def test_a_hostile_identity_service_is_503_for_the_apis_caller(
 
     failure = bounded(lambda: asyncio.run(validate()))
     assert isinstance(failure, Unavailable), repr(failure)
+
+
+def test_a_report_past_its_deadline_is_cut_off_and_sends_nothing_more(peer: HostilePeer) -> None:
+    """``calls_until``, as a Placement report runs under its lease: the call in flight
+    at the deadline is cut off (its timeout alone would hold it a minute), and its
+    retry, like any later call, is never sent."""
+    peer.mode = "hang"
+    patient = dataclasses.replace(QUICK, timeout=60.0, retries=2)
+    client = PlacementClient(make_adapter(make_session(patient), patient, "placement", peer.url))
+    asked = peer.requests
+
+    def report() -> None:
+        with calls_until(time.monotonic() + 0.5):
+            client.find_root("node")
+
+    failure = bounded(report)
+    assert isinstance(failure, ReportExpired), failure
+    assert peer.requests == asked + 1
+    with calls_until(time.monotonic() - 1), pytest.raises(ReportExpired):
+        client.tree("root")
+    assert peer.requests == asked + 1

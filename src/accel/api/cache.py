@@ -50,7 +50,7 @@ class Rendered:
         """The answer to a cached read: 304 while the request's If-None-Match names
         this ETag, else the body. Sent as raw messages: no Response is built."""
         etag = self.etag.encode()
-        if not_modified(Headers(scope=scope).get("if-none-match"), self.etag):
+        if not_modified(Headers(scope=scope), self.etag):
             await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", etag)]})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -127,8 +127,11 @@ def etag_of(body: bytes) -> str:
     return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
 
 
-def not_modified(header: str | None, etag: str) -> bool:
-    """If-None-Match names this ETag (weak comparison, as RFC 9110 asks for GET)."""
+def not_modified(headers: Headers, etag: str) -> bool:
+    """If-None-Match names this ETag (weak comparison, as RFC 9110 asks for GET). A
+    request may split the list over several field lines: they are one list (RFC 9110
+    5.3), so a match on the second line counts as on the first."""
+    header = ",".join(headers.getlist("if-none-match"))
     if not header:
         return False
     if header.strip() == "*":

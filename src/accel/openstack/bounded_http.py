@@ -13,6 +13,9 @@ A redirect is followed (by keystoneauth, a bounded number of hops) only within t
 peer's own origin: keystoneauth sends the same headers to wherever ``Location``
 points, the token included, so a peer's redirect to another host or port fails the
 call (``RedirectRefused``) instead of handing that host accel's token.
+
+Work done under a lease (a conductor's Placement report) sets its end for its thread
+(``calls_until``): no call outlives it, and none is begun after it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import itertools
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -42,6 +46,11 @@ class AnswerTooLarge(requests.RequestException):
 
 class RedirectRefused(requests.RequestException):
     """The peer redirected elsewhere than its own origin."""
+
+
+class PastDeadline(Exception):
+    """A call that would begin after the deadline its thread set (``calls_until``):
+    not made. Not a requests error, so keystoneauth does not retry it."""
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -116,6 +125,20 @@ class _Watchdog:
 
 _WATCHDOG = _Watchdog()
 _CURRENT = threading.local()
+_UNTIL = threading.local()
+
+
+@contextlib.contextmanager
+def calls_until(deadline: float) -> Iterator[None]:
+    """Within it, this thread's calls end by ``deadline`` (``time.monotonic()``): one
+    in flight then is cut off as a timeout (keystoneauth's retry of it included), and
+    none begins after it (``PastDeadline``). Work done under a lease stops with it."""
+    outer: float | None = getattr(_UNTIL, "deadline", None)
+    _UNTIL.deadline = deadline if outer is None else min(outer, deadline)
+    try:
+        yield
+    finally:
+        _UNTIL.deadline = outer
 
 
 def _watched(connection: HTTPConnection) -> None:
@@ -170,7 +193,11 @@ class BoundedSession(requests.Session):
         # Each hop is judged here before it is followed: keystoneauth follows them
         # itself, one send each, and requests' own following would not wait for that.
         kwargs["allow_redirects"] = False
-        call = _Call(time.monotonic() + self.deadline)
+        now = time.monotonic()
+        until: float | None = getattr(_UNTIL, "deadline", None)
+        if until is not None and now >= until:
+            raise PastDeadline(f"{request.method} {request.url}: not sent, past its deadline")
+        call = _Call(now + self.deadline if until is None else min(now + self.deadline, until))
         outer = getattr(_CURRENT, "call", None)
         _CURRENT.call = call
         _WATCHDOG.watch(call)
@@ -184,7 +211,7 @@ class BoundedSession(requests.Session):
         except requests.RequestException as exc:
             if call.expired:
                 raise requests.exceptions.ReadTimeout(
-                    f"no whole answer from {request.url} within {self.deadline:g}s"
+                    f"no whole answer from {request.url} within {call.deadline - now:.3g}s"
                 ) from exc
             raise
         finally:

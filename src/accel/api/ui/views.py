@@ -120,7 +120,7 @@ def handler(view: View) -> Callable[[Request], Awaitable[Response]]:
         params = ui_params(request, view.query)
         partial = request.headers.get(PART_HEADER) == "content"
         etag = await freshness.view_etag(request, view.name, caller, partial)
-        if not_modified(request.headers.get("if-none-match"), etag):
+        if not_modified(request.headers, etag):
             return Response(status_code=304, headers={**PAGE_HEADERS, "etag": etag})
         loaded = await view.load(request, caller, params)
         return _page(request, view, 200, etag, empty=False, **loaded)

@@ -19,6 +19,7 @@ from keystoneauth1.adapter import Adapter
 from requests import Response
 
 from accel.metrics import PLACEMENT_CALLS
+from accel.openstack.bounded_http import PastDeadline
 from accel.web.json_bodies import loads
 
 # 1.14 nests providers, 1.20 answers a POST with the provider, 1.26 allows
@@ -32,6 +33,10 @@ class PlacementError(Exception):
 
 class PlacementUnreachable(PlacementError):
     """No answer from Placement (refused, timed out) after the adapter's retries."""
+
+
+class ReportExpired(PlacementUnreachable):
+    """The report's lease ran out (``bounded_http.calls_until``): no more calls."""
 
 
 class GenerationConflict(PlacementError):
@@ -83,6 +88,8 @@ class PlacementClient:
         except ks_exceptions.ClientException as exc:
             PLACEMENT_CALLS.labels(method, "unreachable").inc()
             raise PlacementUnreachable(f"{method} {path}: {exc}") from exc
+        except PastDeadline as exc:
+            raise ReportExpired(f"{method} {path}: not sent, the report's lease ran out") from exc
         except RecursionError as exc:
             # Keystone's token answer nested past what json reads (keystoneauth parses it).
             PLACEMENT_CALLS.labels(method, "unreachable").inc()

@@ -38,9 +38,16 @@ from accel.db.columns import utcnow
 from accel.db.generation import read_generation
 from accel.db.models import Agent
 from accel.metrics import PLACEMENT_PENDING
+from accel.openstack.bounded_http import calls_until
 from accel.openstack.credentials import OpenStackCredentials, make_adapter, make_session
 
 log = logging.getLogger(__name__)
+
+# A report makes calls for this share of its lease only. Another conductor takes the
+# node over once the lease has ended by its own clock: a report held past it (a hung
+# call, a paused process) must not then write over the newer tree the other reported
+# (docs/openstack.md, "Faults"). The rest covers clocks that disagree a little.
+REPORT_SHARE = 0.9
 
 
 @dataclass
@@ -142,8 +149,10 @@ class PlacementLoop:
             self._signature = signature
 
     async def _claim(self, limit: int) -> list[state.Claimed]:
+        # Read before the lease's start is: the report stops a little early, never late.
+        until = time.monotonic() + self.settings.lease * REPORT_SHARE
         now = utcnow()
-        return await anyio.to_thread.run_sync(
+        claims = await anyio.to_thread.run_sync(
             lambda: state.claim_nodes(
                 self.sessions,
                 self.owner,
@@ -154,6 +163,7 @@ class PlacementLoop:
                 list(self.running),
             )
         )
+        return [dataclasses.replace(claim, until=until) for claim in claims]
 
     async def stop(self) -> None:
         """Gives back the nodes this conductor holds, for others to report at once."""
@@ -180,14 +190,7 @@ class PlacementLoop:
         outcome: Outcome | None = None
         error: str | None = None
         try:
-            outcome = await anyio.to_thread.run_sync(
-                reconcile_node,
-                self.client,
-                tree,
-                claim.providers,
-                claim.root_uuid,
-                limiter=limiter,
-            )
+            outcome = await anyio.to_thread.run_sync(self._reconcile, claim, tree, limiter=limiter)
         except PlacementError as exc:
             error = str(exc)
         except Exception as exc:
@@ -215,6 +218,10 @@ class PlacementLoop:
                 outdated=latest.digest != tree.digest,
             )
         )
+
+    def _reconcile(self, claim: state.Claimed, tree: NodeTree) -> Outcome:
+        with calls_until(claim.until):
+            return reconcile_node(self.client, tree, claim.providers, claim.root_uuid)
 
 
 def placement_loop(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,9 @@ class Claimed:
     reported_digest: str | None
     # The root found by the last report: its tree is read in one call.
     root_uuid: str | None = None
+    # ``time.monotonic()`` after which the claimer's report makes no more calls: its
+    # lease's end, less a margin (``PlacementLoop``); then another may hold the node.
+    until: float = math.inf
 
 
 def note_trees(sessions: sessionmaker[Session], digests: Mapping[str, str]) -> int:
