@@ -41,6 +41,7 @@ from accel.db.columns import utcnow
 from accel.db.models import AcceleratorRequest, NovaEvent
 from accel.metrics import NOVA_EVENTS
 from accel.states import ArqState, NovaEventState
+from accel.thread_calls import ThreadCalls
 from accel.web.json_bodies import loads
 
 if TYPE_CHECKING:
@@ -253,11 +254,20 @@ class NovaNotifier:
         # Its own threads: a Nova that hangs holds these, never the ones binds and
         # syncs use (anyio's default limiter).
         self._limiter = anyio.CapacityLimiter(SEND_THREADS)
+        self._threads = ThreadCalls()
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run_forever(self) -> None:
+        try:
+            await self._run()
+        finally:
+            # A send cancelled here is not recorded: its row comes due again once its
+            # claim lapses, and is sent again (at least once, never lost).
+            await self._threads.settle()
+
+    async def _run(self) -> None:
         forgotten = 0.0
         while True:
             self._wake.clear()
@@ -265,7 +275,7 @@ class NovaNotifier:
                 await self.send_due()
                 if time.monotonic() - forgotten > 60:
                     forgotten = time.monotonic()
-                    await anyio.to_thread.run_sync(forget_old, self.sessions, utcnow())
+                    await self._threads.run(forget_old, self.sessions, utcnow())
             except SQLAlchemyError as exc:
                 log.warning("Nova's events not looked at, database error: %s", exc)
             except Exception:  # the loop outlives any one failure; rows stay due
@@ -277,7 +287,7 @@ class NovaNotifier:
         # A claim outlasts a try (its timeout) with room to record it.
         claim_for = 2 * self.settings.timeout + 1
         while True:
-            due = await anyio.to_thread.run_sync(
+            due = await self._threads.run(
                 claim_due, self.sessions, utcnow(), claim_for, self.settings.batch
             )
             if not due:
@@ -289,7 +299,7 @@ class NovaNotifier:
     async def _send(self, due: Due) -> None:
         body = event_body(due.instance_uuid, due.events_json)
         try:
-            status, content = await anyio.to_thread.run_sync(self.post, body, limiter=self._limiter)
+            status, content = await self._threads.run(self.post, body, limiter=self._limiter)
             outcome, error = judge(status, content)
         except OSError as exc:
             outcome, error = "retry", f"Nova cannot be reached: {exc}"
@@ -299,7 +309,7 @@ class NovaNotifier:
             log.exception("Nova's events: unexpected failure of a try")
             outcome, error = "retry", f"unexpected failure: {exc!r}"
         error = error[:MAX_ERROR_CHARS] if error else None
-        state = await anyio.to_thread.run_sync(
+        state = await self._threads.run(
             record, self.sessions, due, outcome, error, self.settings, utcnow()
         )
         if state == NovaEventState.FAILED and outcome == "retry":
