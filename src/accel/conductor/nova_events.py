@@ -8,7 +8,12 @@ and POSTs each to Nova's ``/os-server-external-events`` at compute 2.82, after t
 commit and never inside the bind. A conductor killed between the two leaves the row
 due, and whichever conductor runs next sends it. Each try has a timeout; a failed
 one is tried again later with backoff, a bounded number of times; every row ends
-sent or failed.
+sent or failed. A try's outcome that meets the database away is kept and stored
+once it is back, before anything is claimed again, so Nova is not sent it twice
+for that. Delivery is at least once: a conductor stopped or killed between Nova's
+answer and its write, or one whose claim lapsed while the database was away and
+another conductor took the row, leaves it to be sent again (Nova logs and ignores an event
+for an instance no longer waiting on it).
 
 Nova's answers (``judge``): 200 is done (if it has a body, it must be Nova's events),
 and so is a 207 whose events are each 200 or 422 (422 is Nova's known race: the
@@ -30,7 +35,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import anyio
 from sqlalchemy import delete, insert, select, update
@@ -39,6 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accel.db.columns import utcnow
 from accel.db.models import AcceleratorRequest, NovaEvent
+from accel.db.outage import DATABASE_AWAY
 from accel.metrics import NOVA_EVENTS
 from accel.states import ArqState, NovaEventState
 from accel.thread_calls import ThreadCalls
@@ -216,6 +222,14 @@ def forget_old(sessions: sessionmaker[Session], now: dt.datetime) -> None:
         )
 
 
+class Tried(NamedTuple):
+    """One try of a row, and what became of it."""
+
+    due: Due
+    outcome: Outcome
+    error: str | None
+
+
 Post = Callable[[dict[str, list[dict[str, str]]]], tuple[int, bytes]]
 
 
@@ -255,6 +269,9 @@ class NovaNotifier:
         # syncs use (anyio's default limiter).
         self._limiter = anyio.CapacityLimiter(SEND_THREADS)
         self._threads = ThreadCalls()
+        # Tries whose outcome could not be stored (the database away), by row: at most
+        # the rows claimed before it went, since nothing is claimed until they are stored.
+        self._unstored: dict[int, Tried] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -286,6 +303,7 @@ class NovaNotifier:
     async def send_due(self) -> None:
         # A claim outlasts a try (its timeout) with room to record it.
         claim_for = 2 * self.settings.timeout + 1
+        await self._store_unstored()
         while True:
             due = await self._threads.run(
                 claim_due, self.sessions, utcnow(), claim_for, self.settings.batch
@@ -309,6 +327,28 @@ class NovaNotifier:
             log.exception("Nova's events: unexpected failure of a try")
             outcome, error = "retry", f"unexpected failure: {exc!r}"
         error = error[:MAX_ERROR_CHARS] if error else None
+        try:
+            await self._record(Tried(due, outcome, error))
+        except DATABASE_AWAY as exc:
+            # Nova has had its try; a row left as claimed would be sent again once its
+            # claim lapses. Kept, it is stored before anything is claimed again.
+            self._unstored[due.id] = Tried(due, outcome, error)
+            log.warning(
+                "Nova's events for instance %s, try %d (%s): not stored yet, database away: %s",
+                due.instance_uuid,
+                due.attempt,
+                outcome,
+                exc,
+            )
+
+    async def _store_unstored(self) -> None:
+        """Stores the tries whose outcome met a database away; raises while it still is."""
+        for row, tried in list(self._unstored.items()):
+            await self._record(tried)
+            del self._unstored[row]
+
+    async def _record(self, tried: Tried) -> None:
+        due, outcome, error = tried
         state = await self._threads.run(
             record, self.sessions, due, outcome, error, self.settings, utcnow()
         )
