@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import gc
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
 
-import psycopg
 import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,7 +29,7 @@ from accel.openstack.credentials import OpenStackCredentials
 from accel.states import NovaEventState
 from tests.databases import migrated_sessions
 from tests.integration.nova_recorder import NovaRecorder, nova_recorder
-from tests.postgres import ThrowawayPostgres
+from tests.postgres import ThrowawayPostgres, open_connections
 
 DEADLINE = 60.0  # a safety net for what never happens, not a speed test
 # A try of 2 s: its claim (2 x timeout + 1 s) lapses 5 s after it is taken, so a row
@@ -72,15 +70,6 @@ async def until(condition: Callable[[], object], what: str) -> None:
     while not await asyncio.to_thread(condition):
         assert time.monotonic() < deadline, f"never happened: {what}"
         await asyncio.sleep(0.05)
-
-
-def open_connections(database: str) -> list[str]:
-    gc.collect()
-    return [
-        repr(c)
-        for c in gc.get_objects()
-        if isinstance(c, psycopg.Connection) and not c.closed and c.info.dbname == database
-    ]
 
 
 @pytest.mark.postgres
@@ -129,4 +118,4 @@ def test_the_database_away_while_an_event_is_sent_loses_and_repeats_nothing(
         with caplog.at_level(logging.WARNING, logger="accel.conductor.nova_events"):
             asyncio.run(scenario())
         assert len(nova.for_instance(instance)) == 1, "the event was sent again"
-    assert open_connections(url.rsplit("/", 1)[1]) == []
+    assert open_connections(url) == []

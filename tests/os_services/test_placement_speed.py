@@ -36,7 +36,7 @@ from tests.os_services.placement_rounds import (
     store,
 )
 from tests.placement_service import ThrowawayPlacement, children, make_root
-from tests.postgres import ThrowawayPostgres
+from tests.postgres import ThrowawayPostgres, open_connections
 
 DEADLINE = 60.0
 
@@ -280,7 +280,8 @@ def test_the_database_away_under_the_running_loop_stops_nothing_for_good(
     loop lives on, and once the database is back a change made then is reported."""
     node = nodes(1, "outage")[0]
     root = make_root(placement, node)
-    with migrated_sessions(postgres.new_database()) as sessions:
+    url = postgres.new_database()
+    with migrated_sessions(url) as sessions:
         store(sessions, node, hardware(gpu_server, node, (Kind.FPGA,)))
         loop = loop_for(sessions, placement, settings=settings(2))
 
@@ -308,3 +309,5 @@ def test_the_database_away_under_the_running_loop_stops_nothing_for_good(
 
         with caplog.at_level(logging.WARNING, logger="accel.conductor.placement.loop"):
             asyncio.run(running(loop, scenario))
+    # The loop, stopped, left no connection behind (tests/conductor/test_loop_stops.py).
+    assert open_connections(url) == []
