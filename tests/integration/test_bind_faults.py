@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from accel.db.engine import make_engine
 from accel.db.models import AcceleratorRequest, AttachHandle
@@ -542,66 +542,3 @@ def test_a_bind_whose_commit_stalls_past_the_apis_patience_is_not_answered_faile
     print("answer", answer.status_code, answer.text, "state", final)
     if answer.status_code != 202:  # told it failed: it holds nothing
         assert final[0] != ArqState.BOUND, (answer.status_code, answer.text, final)
-
-
-def in_commit(database: str) -> int:
-    """How many of the database's sessions wait in a stalled commit's pg_sleep."""
-    engine = make_engine(database)
-    try:
-        with engine.connect() as connection:
-            count = connection.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event = 'PgSleep'"
-                )
-            ).scalar_one()
-    finally:
-        engine.dispose()
-    return int(count)
-
-
-@pytest.mark.postgres
-def test_postgresql_stopped_under_binds_in_their_commit_strands_none(
-    cluster: Cluster, postgres: ThrowawayPostgres, gpu_server: FakeSysfs
-) -> None:
-    """PostgreSQL stopped while binds sit in their commit (held there by the stalling
-    trigger), and started again: each is answered 503 with a JSON body (never a
-    500), none is left BindStarted or holding an accelerator, and each binds once the
-    database is back."""
-    database = postgres.new_database()
-    api = qat_node(cluster, database, gpu_server)
-    create_profile(api, "qat-two", {"resources:CUSTOM_QAT": "2"})
-    requests = [r["uuid"] for r in create_arqs(api, "qat-two")]
-    vfs = [vf["rp_uuid"] for vf in qat_vf_deployables(api).values()]
-    ops = {r: bind_ops(vf, str(uuid.uuid4())) for r, vf in zip(requests, vfs, strict=False)}
-    engine = make_engine(database)
-    try:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(STALLED_COMMIT.format(seconds=60))
-    finally:
-        engine.dispose()
-
-    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
-        sent = [pool.submit(patch, api, r, ops[r]) for r in requests]
-        wait_until(lambda: in_commit(database) > 0 or None, "a bind in its commit")
-        postgres.stop()  # fast: every backend ends, the stalled commits with them
-        try:
-            answers = [future.result() for future in sent]
-        finally:
-            postgres.start()
-    for answer in answers:
-        assert answer.status_code == 503, answer.text
-        assert answer.headers["content-type"] == "application/json", answer.text
-    after = stored(database)
-    assert {after.arqs[r][0] for r in requests} == {ArqState.INITIAL}, after
-    assert after.handles_in_use == set()
-
-    engine = make_engine(database)
-    try:
-        with engine.begin() as connection:
-            connection.exec_driver_sql("DROP TRIGGER stall_bound ON extended_accelerator_requests")
-    finally:
-        engine.dispose()
-    for request in requests:
-        assert patch(api, request, ops[request]).status_code == 202
-        assert arq(api, request)["state"] == ArqState.BOUND
