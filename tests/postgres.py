@@ -7,6 +7,7 @@ server where it is missing; without one the PostgreSQL tests skip, saying why.
 
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import pwd
@@ -115,6 +116,21 @@ class ThrowawayPostgres:
             f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c max_connections=200"
         )
+
+
+def open_connections(url: str) -> list[str]:
+    """The psycopg connections to ``url``'s database this process still has open, once
+    garbage is collected: after its engines are disposed of, there should be none
+    (one left is closed by no one, and psycopg warns when it is collected)."""
+    database = url.rsplit("/", 1)[1]
+    gc.collect()
+    return [
+        repr(found)
+        for found in gc.get_objects()
+        if isinstance(found, psycopg.Connection)
+        and not found.closed
+        and found.info.dbname == database
+    ]
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """A small recording HTTP server standing in for Nova's external-events endpoint: the
 one stand-in the OpenStack tests allow. It answers as a script of behaviours says
-(one per request, then ``ok``), and records every request it got."""
+(one per request, then ``ok``), and records every request it got. ``held`` answers as
+``ok`` does, once the test sets ``let_go``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-Behaviour = Literal["ok", "race", "garbage", "silent", "error"]
+Behaviour = Literal["ok", "race", "garbage", "silent", "error", "held"]
 SILENCE_SECONDS = 30.0  # "silent": no answer for longer than any try waits
 
 
@@ -31,6 +32,7 @@ class NovaRecorder:
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     released: threading.Event = field(default_factory=threading.Event)
+    let_go: threading.Event = field(default_factory=threading.Event)
 
     def next_behaviour(self) -> Behaviour:
         with self.lock:
@@ -76,7 +78,9 @@ def _handler(recorder: NovaRecorder) -> type[BaseHTTPRequestHandler]:
                     Recorded(self.path, dict(self.headers.items()), body, behaviour)
                 )
             events = body.get("events", []) if isinstance(body, dict) else []
-            if behaviour == "ok":
+            if behaviour == "held":
+                recorder.let_go.wait(SILENCE_SECONDS)
+            if behaviour in ("ok", "held"):
                 self._answer(200, {"events": [{**e, "code": 200} for e in events]})
             elif behaviour == "race":
                 self._answer(207, {"events": [{**e, "code": 422} for e in events]})
@@ -114,6 +118,7 @@ def nova_recorder() -> Iterator[NovaRecorder]:
         yield recorder
     finally:
         recorder.released.set()
+        recorder.let_go.set()
         server.shutdown()
         server.server_close()
         thread.join(5)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +26,7 @@ from accel.db.models import Device, PlacementNode
 from accel.driver.fake_sysfs import FakeSysfs
 from accel.internal.schemas import Kind
 from accel.states import DeviceStatus
+from tests.databases import migrated_sessions
 from tests.os_services.placement_rounds import (
     FAST,
     hardware,
@@ -33,6 +36,7 @@ from tests.os_services.placement_rounds import (
     store,
 )
 from tests.placement_service import ThrowawayPlacement, children, make_root
+from tests.postgres import ThrowawayPostgres, open_connections
 
 DEADLINE = 60.0
 
@@ -263,3 +267,47 @@ def test_a_change_noticed_while_its_node_is_reported_is_reported_next(
         await until(reported(sessions, [node]), "the node reported")
 
     asyncio.run(running(loop, scenario))
+
+
+@pytest.mark.postgres
+def test_the_database_away_under_the_running_loop_stops_nothing_for_good(
+    postgres: ThrowawayPostgres,
+    placement: ThrowawayPlacement,
+    gpu_server: FakeSysfs,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL stopped while the loop runs: its rounds fail and are tried again, the
+    loop lives on, and once the database is back a change made then is reported."""
+    node = nodes(1, "outage")[0]
+    root = make_root(placement, node)
+    url = postgres.new_database()
+    with migrated_sessions(url) as sessions:
+        store(sessions, node, hardware(gpu_server, node, (Kind.FPGA,)))
+        loop = loop_for(sessions, placement, settings=settings(2))
+
+        def round_failed() -> bool:
+            return any("placement round failed" in r.getMessage() for r in caplog.records)
+
+        def reserved() -> bool:
+            child = children(placement, root).get(f"{node}_0000:86:00.0")
+            return child is not None and child["inventories"].get("FPGA", {}).get("reserved") == 1
+
+        async def scenario() -> None:
+            await until(reported(sessions, [node]), "the first report")
+            await asyncio.to_thread(postgres.stop)
+            try:
+                await until(round_failed, "a round failing on the stopped database")
+            finally:
+                await asyncio.to_thread(postgres.start)
+            with sessions.begin() as session:
+                session.execute(
+                    update(Device)
+                    .where(Device.hostname == node)
+                    .values(status=DeviceStatus.MAINTAINING)
+                )
+            await until(reserved, "the change after the outage reported")
+
+        with caplog.at_level(logging.WARNING, logger="accel.conductor.placement.loop"):
+            asyncio.run(running(loop, scenario))
+    # The loop, stopped, left no connection behind (tests/conductor/test_loop_stops.py).
+    assert open_connections(url) == []

@@ -8,7 +8,12 @@ and POSTs each to Nova's ``/os-server-external-events`` at compute 2.82, after t
 commit and never inside the bind. A conductor killed between the two leaves the row
 due, and whichever conductor runs next sends it. Each try has a timeout; a failed
 one is tried again later with backoff, a bounded number of times; every row ends
-sent or failed.
+sent or failed. A try's outcome that meets the database away is kept and stored
+once it is back, before anything is claimed again, so Nova is not sent it twice
+for that. Delivery is at least once: a conductor stopped or killed between Nova's
+answer and its write, or one whose claim lapsed while the database was away and
+another conductor took the row, leaves it to be sent again (Nova logs and ignores an event
+for an instance no longer waiting on it).
 
 Nova's answers (``judge``): 200 is done (if it has a body, it must be Nova's events),
 and so is a 207 whose events are each 200 or 422 (422 is Nova's known race: the
@@ -30,7 +35,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import anyio
 from sqlalchemy import delete, insert, select, update
@@ -39,8 +44,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accel.db.columns import utcnow
 from accel.db.models import AcceleratorRequest, NovaEvent
+from accel.db.outage import DATABASE_AWAY
 from accel.metrics import NOVA_EVENTS
 from accel.states import ArqState, NovaEventState
+from accel.thread_calls import ThreadCalls
 from accel.web.json_bodies import loads
 
 if TYPE_CHECKING:
@@ -215,6 +222,14 @@ def forget_old(sessions: sessionmaker[Session], now: dt.datetime) -> None:
         )
 
 
+class Tried(NamedTuple):
+    """One try of a row, and what became of it."""
+
+    due: Due
+    outcome: Outcome
+    error: str | None
+
+
 Post = Callable[[dict[str, list[dict[str, str]]]], tuple[int, bytes]]
 
 
@@ -253,11 +268,23 @@ class NovaNotifier:
         # Its own threads: a Nova that hangs holds these, never the ones binds and
         # syncs use (anyio's default limiter).
         self._limiter = anyio.CapacityLimiter(SEND_THREADS)
+        self._threads = ThreadCalls()
+        # Tries whose outcome could not be stored (the database away), by row: at most
+        # the rows claimed before it went, since nothing is claimed until they are stored.
+        self._unstored: dict[int, Tried] = {}
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run_forever(self) -> None:
+        try:
+            await self._run()
+        finally:
+            # A send cancelled here is not recorded: its row comes due again once its
+            # claim lapses, and is sent again (at least once, never lost).
+            await self._threads.settle()
+
+    async def _run(self) -> None:
         forgotten = 0.0
         while True:
             self._wake.clear()
@@ -265,7 +292,7 @@ class NovaNotifier:
                 await self.send_due()
                 if time.monotonic() - forgotten > 60:
                     forgotten = time.monotonic()
-                    await anyio.to_thread.run_sync(forget_old, self.sessions, utcnow())
+                    await self._threads.run(forget_old, self.sessions, utcnow())
             except SQLAlchemyError as exc:
                 log.warning("Nova's events not looked at, database error: %s", exc)
             except Exception:  # the loop outlives any one failure; rows stay due
@@ -276,8 +303,9 @@ class NovaNotifier:
     async def send_due(self) -> None:
         # A claim outlasts a try (its timeout) with room to record it.
         claim_for = 2 * self.settings.timeout + 1
+        await self._store_unstored()
         while True:
-            due = await anyio.to_thread.run_sync(
+            due = await self._threads.run(
                 claim_due, self.sessions, utcnow(), claim_for, self.settings.batch
             )
             if not due:
@@ -289,7 +317,7 @@ class NovaNotifier:
     async def _send(self, due: Due) -> None:
         body = event_body(due.instance_uuid, due.events_json)
         try:
-            status, content = await anyio.to_thread.run_sync(self.post, body, limiter=self._limiter)
+            status, content = await self._threads.run(self.post, body, limiter=self._limiter)
             outcome, error = judge(status, content)
         except OSError as exc:
             outcome, error = "retry", f"Nova cannot be reached: {exc}"
@@ -299,7 +327,29 @@ class NovaNotifier:
             log.exception("Nova's events: unexpected failure of a try")
             outcome, error = "retry", f"unexpected failure: {exc!r}"
         error = error[:MAX_ERROR_CHARS] if error else None
-        state = await anyio.to_thread.run_sync(
+        try:
+            await self._record(Tried(due, outcome, error))
+        except DATABASE_AWAY as exc:
+            # Nova has had its try; a row left as claimed would be sent again once its
+            # claim lapses. Kept, it is stored before anything is claimed again.
+            self._unstored[due.id] = Tried(due, outcome, error)
+            log.warning(
+                "Nova's events for instance %s, try %d (%s): not stored yet, database away: %s",
+                due.instance_uuid,
+                due.attempt,
+                outcome,
+                exc,
+            )
+
+    async def _store_unstored(self) -> None:
+        """Stores the tries whose outcome met a database away; raises while it still is."""
+        for row, tried in list(self._unstored.items()):
+            await self._record(tried)
+            del self._unstored[row]
+
+    async def _record(self, tried: Tried) -> None:
+        due, outcome, error = tried
+        state = await self._threads.run(
             record, self.sessions, due, outcome, error, self.settings, utcnow()
         )
         if state == NovaEventState.FAILED and outcome == "retry":

@@ -24,7 +24,7 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass
 
-import anyio.to_thread
+import anyio
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,6 +40,7 @@ from accel.db.models import Agent
 from accel.metrics import PLACEMENT_PENDING
 from accel.openstack.bounded_http import calls_until
 from accel.openstack.credentials import OpenStackCredentials, make_adapter, make_session
+from accel.thread_calls import ThreadCalls
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class PlacementLoop:
     # Set when a report ends and frees its slot (made by ``run``, in its event loop).
     _freed: asyncio.Event = dataclasses.field(init=False, repr=False)
     _noticed_at: float = -math.inf
+    _threads: ThreadCalls = dataclasses.field(default_factory=ThreadCalls, init=False, repr=False)
 
     async def run(self) -> None:
         """Reports due nodes, ``concurrency`` at a time, until cancelled.
@@ -93,11 +95,13 @@ class PlacementLoop:
                         async with asyncio.timeout(self.settings.tick):
                             await self._freed.wait()
         finally:
-            # A report's worker thread cannot be stopped: its task ends when it returns.
             reports = list(self.running.values())
             for task in reports:
                 task.cancel()
             await asyncio.gather(*reports, return_exceptions=True)
+            # A worker thread cannot be stopped: the loop has stopped once they returned,
+            # so that ``stop`` gives back every claim and no connection outlives the engine.
+            await self._threads.settle()
 
     async def _start_due(self, free: int) -> int:
         """Notes what changed (once a tick: a report that ends does not make the
@@ -105,7 +109,7 @@ class PlacementLoop:
         ``free`` due nodes."""
         if time.monotonic() >= self._noticed_at + self.settings.tick:
             await self.notice()
-            PLACEMENT_PENDING.set(await anyio.to_thread.run_sync(self._pending))
+            PLACEMENT_PENDING.set(await self._threads.run(self._pending))
             self._noticed_at = time.monotonic()
         claims = await self._claim(free) if free > 0 else []
         for claim in claims:
@@ -135,24 +139,24 @@ class PlacementLoop:
             async with anyio.create_task_group() as group:
                 for claim in claims:
                     group.start_soon(self._report, claim, limiter)
-        PLACEMENT_PENDING.set(await anyio.to_thread.run_sync(self._pending))
+        PLACEMENT_PENDING.set(await self._threads.run(self._pending))
         return len(claims)
 
     async def notice(self) -> None:
         """When the inventory or the agents moved: every tree again, and the nodes
         whose tree differs from the one reported marked pending."""
-        signature = await anyio.to_thread.run_sync(self._read_signature)
+        signature = await self._threads.run(self._read_signature)
         if signature != self._signature:
-            self._trees = await anyio.to_thread.run_sync(self._read_trees)
+            self._trees = await self._threads.run(self._read_trees)
             digests = {node: tree.digest for node, tree in self._trees.items()}
-            await anyio.to_thread.run_sync(state.note_trees, self.sessions, digests)
+            await self._threads.run(state.note_trees, self.sessions, digests)
             self._signature = signature
 
     async def _claim(self, limit: int) -> list[state.Claimed]:
         # Read before the lease's start is: the report stops a little early, never late.
         until = time.monotonic() + self.settings.lease * REPORT_SHARE
         now = utcnow()
-        claims = await anyio.to_thread.run_sync(
+        claims = await self._threads.run(
             lambda: state.claim_nodes(
                 self.sessions,
                 self.owner,
@@ -167,7 +171,7 @@ class PlacementLoop:
 
     async def stop(self) -> None:
         """Gives back the nodes this conductor holds, for others to report at once."""
-        await anyio.to_thread.run_sync(state.release_nodes, self.sessions, self.owner)
+        await self._threads.run(state.release_nodes, self.sessions, self.owner)
 
     def _pending(self) -> int:
         with self.sessions() as session:
@@ -190,7 +194,7 @@ class PlacementLoop:
         outcome: Outcome | None = None
         error: str | None = None
         try:
-            outcome = await anyio.to_thread.run_sync(self._reconcile, claim, tree, limiter=limiter)
+            outcome = await self._threads.run(self._reconcile, claim, tree, limiter=limiter)
         except PlacementError as exc:
             error = str(exc)
         except Exception as exc:
@@ -205,7 +209,7 @@ class PlacementLoop:
         # ``notice`` may have run while the report was under way, with this node
         # pending: the tree it found then is the one to report next.
         latest = self._trees.get(claim.node) or NodeTree(claim.node, claim.node, ())
-        await anyio.to_thread.run_sync(
+        await self._threads.run(
             lambda: state.record_outcome(
                 self.sessions,
                 self.owner,
