@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from accel.driver import service
+from accel.driver import change_watch
 from accel.driver.discovery import Discoverer
 from accel.driver.pci_ids import PciIdDatabase
 from accel.driver.service import DriverService, DriverSettings
-from accel.driver.uevents import kernel_uevents
+from accel.driver.tree_watch import TreeWatch
+from accel.driver.uevents import UeventWatch, kernel_uevents
 from accel.internal.schemas import Kind
 from accel.internal.versions import VersionRange
 from bench.node_footprint import Footprint, pss_mib, rows
@@ -39,16 +40,19 @@ def test_with_uevents_a_driver_on_a_fake_tree_watches_the_hosts_kernel(
     if probe is None:
         pytest.skip("this host's kernel uevents cannot be read here")
     probe.close()
-    settings = DriverSettings(
-        discoverer=Discoverer(Kind.GPU, tmp_path, names=PciIdDatabase.empty()),
-        agent="http://127.0.0.1:9",
-        endpoint="127.0.0.1:9",
-        token="t",
-        versions=VersionRange(),
-        health_interval=None,
-    )
-    assert DriverService(settings).uevents is None  # as accel runs it: a fake tree
-    monkeypatch.setattr(service, "kernel_uevents", host_uevents)  # as the bench runs it
-    watch = DriverService(settings).uevents
-    assert watch is not None
-    watch.close()
+
+    def source_of(root: Path) -> object:
+        settings = DriverSettings(
+            discoverer=Discoverer(Kind.GPU, root, names=PciIdDatabase.empty()),
+            agent="http://127.0.0.1:9",
+            endpoint="127.0.0.1:9",
+            token="t",
+            versions=VersionRange(),
+            health_interval=None,
+        )
+        return DriverService(settings).watch.source
+
+    # As accel runs it: a fake tree is watched through inotify.
+    assert isinstance(source_of(tmp_path / "as-accel-runs"), TreeWatch)
+    monkeypatch.setattr(change_watch, "open_source", host_uevents)  # as the bench runs it
+    assert isinstance(source_of(tmp_path / "as-the-bench-runs"), UeventWatch)

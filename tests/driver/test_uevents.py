@@ -1,6 +1,6 @@
 """A driver skips a scan when the kernel announced no PCI change since its last one
 (accel.driver.uevents), and scans when it did, after a setup action, once the last
-full scan is old, and at every discovery of a fake tree (which sends no uevents).
+full scan is old, and at every discovery where it has no watch.
 
 The kernel's socket is stood in for by a datagram socket pair carrying the kernel's
 message format: a test cannot make the host's kernel announce a PCI change."""
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from accel.driver import service as service_module
+from accel.driver.change_watch import ChangeWatch
 from accel.driver.discovery import Discoverer
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from accel.driver.pci_ids import PciIdDatabase
@@ -80,7 +81,7 @@ def test_a_scan_is_skipped_until_the_kernel_says_a_pci_device_changed(
         versions=VersionRange(),
         node="node1",
         health_interval=None,
-        uevents=lambda root: UeventWatch(ours),
+        change_watch=lambda root: ChangeWatch(root, UeventWatch(ours)),
     )
     service = DriverService(settings)
     before = addresses(service)
@@ -98,7 +99,8 @@ def test_a_scan_is_skipped_until_the_kernel_says_a_pci_device_changed(
     monkeypatch.setattr(service_module, "FULL_SCAN_AFTER", 0.0)
     assert addresses(service) == before | {NEW_GPU}  # the last full scan is too old
 
-    without = DriverService(DriverSettings(**{**settings.__dict__, "uevents": None}))
-    assert without.uevents is None  # a fake tree: a scan at every discovery
+    blind = DriverSettings(**{**settings.__dict__, "change_watch": lambda r: ChangeWatch(r, None)})
+    without = DriverService(blind)
+    assert not without.watch.sees  # no watch: a scan at every discovery
     gpu_server.remove(NEW_GPU)
     assert addresses(without) == before

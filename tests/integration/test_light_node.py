@@ -45,6 +45,8 @@ NODE_LIBRARIES = {
     "h11",
     "httptools",
     "idna",
+    # inotify on a fake tree (accel.driver.tree_watch), in the "node" extra.
+    "inotify_simple",
     "multidict",
     "prometheus_client",
     "propcache",
@@ -167,6 +169,46 @@ def test_the_built_in_drivers_are_the_agents_own_and_a_driver_process_joins_them
     assert children == []
     hardware = report(node.agent)["hardware"]
     assert {h["acc_specs"]["device_type"] for h in hardware} == {*BUILT_IN, "NIC"}
+
+
+def test_one_watch_of_the_tree_per_process_and_a_change_is_reported(node: Node) -> None:
+    # The agent's four built-in drivers share one inotify watch of the tree; the NIC
+    # driver's process, alone in it, has its own.
+    assert _inotify_instances(node.agent.process.pid) == 1
+    assert _inotify_instances(node.nic.process.pid) == 1
+    services = node.tree.device_dir("0000:6b:00.0") / "qat/cfg_services"
+    services.write_text("asym\n")
+    try:
+        wait_until(
+            lambda: _qat_services(node.agent).get("0000:6b:00.0") == ["asym"],
+            "the agent to report the QAT's new services",
+            on_timeout=node.cluster.logs,
+        )
+    finally:
+        services.write_text("sym;dc\n")
+    wait_until(
+        lambda: _qat_services(node.agent).get("0000:6b:00.0") == ["sym", "dc"],
+        "the agent to report the QAT's services as they were",
+        on_timeout=node.cluster.logs,
+    )
+
+
+def _inotify_instances(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify"
+        except OSError:
+            continue
+    return count
+
+
+def _qat_services(agent: Service) -> dict[str, Any]:
+    return {
+        h["pci"]["address"]: h["acc_specs"]["acc_capability"].get("services")
+        for h in report(agent)["hardware"]
+        if h["acc_specs"]["device_type"] == "QAT"
+    }
 
 
 def _parent(pid: int) -> int | None:

@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from accel.driver.change_watch import FULL_SCAN_AFTER, ChangeWatch, watch_tree
 from accel.driver.discovery import Discoverer
 from accel.driver.health.gpu import HealthNvml
 from accel.driver.health.monitor import HEALTH_INTERVAL, HealthMonitor, poll_forever
@@ -38,7 +39,6 @@ from accel.driver.health.policy import HealthPolicy
 from accel.driver.scan_thread import run_in_daemon_thread
 from accel.driver.setup import OperationRegistry, SetupConfig, plan_setup
 from accel.driver.shared_scan import note_change
-from accel.driver.uevents import FULL_SCAN_AFTER, UeventWatch, kernel_uevents
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
 from accel.internal.discovery_http import (
@@ -78,9 +78,9 @@ class DriverSettings:
     # process and one template tree); entries then carry no health.
     health_interval: float | None = HEALTH_INTERVAL
     health_policy: HealthPolicy = field(default_factory=HealthPolicy)
-    # What tells the driver its tree changed (a watch, or None: a scan at every
-    # discovery), made from its sysfs root; None: the kernel's (``kernel_uevents``).
-    uevents: Callable[[Path], UeventWatch | None] | None = None
+    # What tells the driver its tree changed, made from its sysfs root; None: the
+    # process's watch of that root, shared with its other drivers (``watch_tree``).
+    change_watch: Callable[[Path], ChangeWatch] | None = None
 
     @property
     def kind(self) -> Kind:
@@ -106,33 +106,40 @@ class DriverService:
                 # pynvml itself, where present, has the health calls as well.
                 cast(HealthNvml | None, discoverer.nvml),
             )
-        self.uevents = (settings.uevents or kernel_uevents)(discoverer.sysfs_root)
-        self._scanned: tuple[float, str, list[HardwareEntry]] | None = None
+        self.watch = self._watch_of(discoverer.sysfs_root)
+        self._scanned: _Scan | None = None
         self._must_scan = False
+
+    def _watch_of(self, sysfs_root: Path) -> ChangeWatch:
+        return (self.settings.change_watch or watch_tree)(sysfs_root)
 
     def _discover(self) -> list[HardwareEntry]:
         entries = self._entries()
         return entries if self.health is None else self.health.attach(entries)
 
     def _entries(self) -> list[HardwareEntry]:
-        """The last scan's entries if nothing could have changed since (no uevent, no
-        setup action, young enough, the same node name); else a new scan's."""
+        """The last scan's entries if nothing could have changed since (no change seen
+        in the tree, no setup action, young enough, the same node name and tree); else
+        a new scan's."""
+        discoverer = self.settings.discoverer
+        if self.watch.root != discoverer.sysfs_root:  # the simulator moved it to another
+            self.watch = self._watch_of(discoverer.sysfs_root)
+        # Looked at before the scan: what comes while it runs asks for the next one.
+        changes = self.watch.look()
         now = time.monotonic()
         last, must, self._must_scan = self._scanned, self._must_scan, False
         if (
-            self.uevents is not None
+            self.watch.sees
             and last is not None
             and not must
-            and now - last[0] < FULL_SCAN_AFTER
-            and last[1] == self.node
-            and not self.uevents.changed()
+            and last.changes == changes
+            and now - last.at < FULL_SCAN_AFTER
+            and last.node == self.node
+            and last.discoverer is discoverer
         ):
-            return last[2]
-        if self.uevents is None:
-            return self.settings.discoverer.discover(self.node)
-        self.uevents.changed()  # what comes during the scan asks for the next one
-        entries = self.settings.discoverer.discover(self.node)
-        self._scanned = (now, self.node, entries)
+            return last.entries
+        entries = discoverer.discover(self.node)
+        self._scanned = _Scan(now, changes, self.node, discoverer, entries)
         return entries
 
     async def _scan(self) -> list[HardwareEntry]:
@@ -256,8 +263,6 @@ class DriverService:
                 await self.operations.close()
                 await self.discoveries.close()
                 await client.aclose()
-                if self.uevents is not None:
-                    self.uevents.close()
 
         routes = [
             Route("/v1/discovery", self.start_discovery, methods=["POST"]),
@@ -273,6 +278,17 @@ class DriverService:
             lifespan,
             extra_root={"kind": self.settings.kind.value},
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """A driver's last scan: when, at which count of its tree's changes, of what."""
+
+    at: float
+    changes: int
+    node: str
+    discoverer: Discoverer
+    entries: list[HardwareEntry]
 
 
 def _progress_response(progress: SetupProgress, status: int) -> Response:

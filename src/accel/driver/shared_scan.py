@@ -5,9 +5,10 @@ Every driver starts its discovery by reading the identity (the ``uevent``) of ev
 PCI function on the node, whatever its kind. The agent asks its built-in drivers,
 all in its own process, at the same moment: five readings of the same files. A
 driver that asks while another's reading of the same tree runs takes that one's
-result instead. That result is as fresh as its own would be, unless this process
-changed the hardware since that reading began: ``note_change`` (a setup action just
-ran) makes the next reading a new one. A driver process of its own is alone in its
+result instead. That result is as fresh as its own would be, unless the hardware
+changed since that reading began: ``note_change`` (this process's setup action just
+ran), or the process's watch of the tree (accel.driver.change_watch) counted a change
+since, makes the next reading a new one. A driver process of its own is alone in its
 process, and reads as before.
 """
 
@@ -18,12 +19,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accel.driver.change_watch import seen_changes
 from accel.driver.pci import PciIdentity, scan_identities
 
 
 @dataclass
 class _Reading:
     changes: int
+    tree_changes: int
     result: Future[list[PciIdentity]] = field(default_factory=Future)
 
 
@@ -41,13 +44,18 @@ def note_change() -> None:
 
 def shared_identities(sysfs_root: Path) -> list[PciIdentity]:
     """``scan_identities(sysfs_root)``, or the result of the one running now."""
+    tree_changes = seen_changes(sysfs_root)
     with _lock:
         running = _readings.get(sysfs_root)
-        if running is not None and running.changes == _changes:
+        if (
+            running is not None
+            and running.changes == _changes
+            and running.tree_changes == tree_changes
+        ):
             joined = running
         else:
             joined = None
-            mine = _readings[sysfs_root] = _Reading(_changes)
+            mine = _readings[sysfs_root] = _Reading(_changes, tree_changes)
     if joined is not None:
         return joined.result.result()
     try:

@@ -2,15 +2,10 @@
 
 The kernel sends a uevent over a NETLINK_KOBJECT_UEVENT socket when a device is added
 or removed, bound to a driver or unbound, or changes (a VF enabled, a network
-interface renamed, an mdev made). A driver that has seen none since its last scan,
-of a device under ``/devices/pci*``, skips its next scan and answers what that one
-found, with fresh health (docs/benchmarks.md, issue 25): every heartbeat asks each
-driver for a discovery, and an idle node's scans were half its CPU.
-
-What changes without a uevent (a QAT's services, an NVML mode) is still seen at the
-next full scan, at most ``FULL_SCAN_AFTER`` seconds after the last. Only the host's
-own sysfs (root ``/``) is watched: a fake tree's changes send no uevents, so a driver
-reading one scans at every discovery, as does one whose socket cannot be opened.
+interface renamed, an mdev made). This is what tells a driver reading the host's own
+sysfs that its tree changed (accel.driver.change_watch): sysfs gives no inotify. Only
+uevents of a device under ``/devices/pci*`` count. A fake tree's changes send none:
+accel.driver.tree_watch watches those.
 """
 
 from __future__ import annotations
@@ -21,9 +16,6 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# A full scan at least this often, for what changes without a uevent: the
-# conductor's periodic resync (60 s) meets one.
-FULL_SCAN_AFTER = 55.0
 NETLINK_KOBJECT_UEVENT = 15
 KERNEL_GROUP = 1  # the kernel's own messages; udevd's come on group 2
 MAX_DRAIN = 4096  # messages read per look; more than that counts as a change
