@@ -113,6 +113,9 @@ class Fleet:
         try:
             await asyncio.gather(*(start_one(plan) for plan in self.plans))
         finally:
+            # Once, before the hellos are released: a freeze keeps the cycles left by
+            # the start (requests' retry states, their exceptions) for good otherwise.
+            gc.collect()
             gc.freeze()
             gc.set_threshold(50_000, 50, 1000)
             gc.enable()
