@@ -28,7 +28,6 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.driver.discovery import Discoverer
@@ -51,7 +50,7 @@ from accel.internal.discovery_state import DiscoveryState
 from accel.internal.gate import require
 from accel.internal.intervals import HELLO_INTERVAL
 from accel.internal.schemas import DriverHello, HardwareEntry, Kind
-from accel.internal.server import internal_app
+from accel.internal.server import internal_app, service_route
 from accel.internal.setup_schemas import SetupCall, SetupProgress
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import Feature, VersionRange
@@ -259,20 +258,24 @@ class DriverService:
                 if self.uevents is not None:
                     self.uevents.close()
 
-        routes = [
-            Route("/v1/discovery", self.start_discovery, methods=["POST"]),
-            Route("/v1/hardware", self.hardware, methods=["GET"]),
-            Route("/v1/setup", self.start_setup, methods=["POST"]),
-            Route("/v1/setup/{operation:uuid}", self.setup_progress, methods=["GET"]),
-        ]
         return internal_app(
             "driver",
-            routes,
+            ROUTES,
             self.settings.token,
             self.settings.versions,
             lifespan,
             extra_root={"kind": self.settings.kind.value},
+            service=self,
         )
+
+
+# Built once per process, for every driver in it (internal_app's ``service``).
+ROUTES = (
+    service_route("/v1/discovery", DriverService.start_discovery, methods=["POST"]),
+    service_route("/v1/hardware", DriverService.hardware, methods=["GET"]),
+    service_route("/v1/setup", DriverService.start_setup, methods=["POST"]),
+    service_route("/v1/setup/{operation:uuid}", DriverService.setup_progress, methods=["GET"]),
+)
 
 
 def _progress_response(progress: SetupProgress, status: int) -> Response:
