@@ -185,8 +185,9 @@ ROUTES = (
 )
 
 
-def _client(settings: AgentSettings, keepalive: float = 5.0) -> InternalClient:
-    """A client for the drivers, or with ``keepalive``, for the conductors."""
+def _client(settings: AgentSettings, keepalive: float = 5.0, shared: bool = True) -> InternalClient:
+    """A client for the drivers (sharing its process's session: they are this node's),
+    or with ``keepalive`` and not ``shared``, for the conductors."""
     return InternalClient(
         settings.token,
         settings.versions,
@@ -194,6 +195,7 @@ def _client(settings: AgentSettings, keepalive: float = 5.0) -> InternalClient:
         tls=settings.tls,
         keepalive=keepalive,
         report_bytes=MAX_DRIVER_ANSWER_BYTES,
+        shared=shared,
     )
 
 
@@ -207,4 +209,4 @@ def _conductor_client(settings: AgentSettings) -> InternalClient:
     first. The drivers' connections are not kept so long: a driver closes an
     idle one after five seconds, and a kept socket would only wait for that.
     """
-    return _client(settings, keepalive=2 * settings.heartbeat_interval)
+    return _client(settings, keepalive=2 * settings.heartbeat_interval, shared=False)

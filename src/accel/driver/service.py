@@ -231,6 +231,7 @@ class DriverService:
                 self.settings.versions,
                 timeout=self.settings.timeout,
                 tls=self.settings.tls,
+                shared=True,  # its agent is its node's: the process's session
             )
             # Discover once before saying hello, so that even a caller that cannot
             # wait for a discovery (internal API 1.0) never sees an empty first answer.

@@ -7,10 +7,13 @@ such a call (docs/benchmarks.md, "Figures behind the code"). aiohttp's connector
 peer's idle connections by one dict lookup and drops one as soon as the peer closes
 it, so a conductor that talks to thousands of agents keeps no dead sockets.
 
-The clients of one process and event loop that call with the same token, TLS context,
-keep-alive and per-peer bound share one session (``SharedSessions``): a node's agent
-and its built-in drivers, or the simulator's thousands of nodes, each made their own,
-with its connector, resolver and caches (about 5.6 KiB each, docs/benchmarks.md).
+A client made ``shared`` takes the session of its process and event loop for its
+token, TLS context, keep-alive and per-peer bound (``SharedSessions``) instead of one
+of its own, with its connector, resolver and caches (about 5.6 KiB each,
+docs/benchmarks.md, issue 25): the agent's client to its drivers and the drivers'
+clients to their agent, whose peers are their node's own, so that the bound per peer
+is the node's either way. A client to the conductors keeps its own session: the
+simulator's thousands of agents sharing one would share one peer's few connections.
 """
 
 from __future__ import annotations
@@ -140,8 +143,8 @@ def _retry_policies(attempts: int) -> dict[bool, dict[str, Any]]:
 
 
 class PeerHttp:
-    """A client's calls, through its process's shared session for its settings
-    (``SESSIONS``), taken on the first call (it needs a running event loop)."""
+    """A client's calls, through its own session or, ``shared``, its process's for its
+    settings (``SESSIONS``), made on the first call (it needs a running event loop)."""
 
     def __init__(
         self,
@@ -151,6 +154,7 @@ class PeerHttp:
         connections_per_peer: int,
         tls: ssl.SSLContext | None,
         keepalive: float,
+        shared: bool = False,
     ) -> None:
         self.timeout = timeout
         self.connect_timeout = min(timeout, 3.0)
@@ -162,6 +166,7 @@ class PeerHttp:
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None
         self._key: SessionKey | None = None
+        self._shared = shared
 
     def _opened(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -172,7 +177,7 @@ class PeerHttp:
                 self._keepalive,
                 self._connections_per_peer,
             )
-            self._session = SESSIONS.acquire(self._key)
+            self._session = SESSIONS.acquire(self._key) if self._shared else _new_session(self._key)
         return self._session
 
     def _timeout(self, read_timeout: float | None) -> aiohttp.ClientTimeout:
@@ -235,10 +240,15 @@ class PeerHttp:
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
     async def aclose(self) -> None:
-        """Lets the session go: closed with its connections once no client holds it."""
+        """Closes the session with its connections, or a shared one once no client
+        holds it."""
         session, key, self._session, self._key = self._session, self._key, None, None
-        if session is not None and key is not None:
+        if session is None or key is None:
+            return
+        if self._shared:
             await SESSIONS.release(key, session)
+        else:
+            await session.close()
 
 
 # aiohttp's words for a failure name its classes, "ssl:default" and socket tuples;
