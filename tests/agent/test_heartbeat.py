@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import random
 
+from accel.agent.discovery import NodeReport
 from accel.agent.heartbeat import InventoryMemory, hello_pause
-from accel.internal.discovery_http import hardware_response
-from accel.internal.schemas import DriverOutcome, HardwareList, Kind
+from accel.internal.discovery_http import NodeHardware, hardware_response
+from accel.internal.schemas import DriverOutcome, Kind
 from accel.internal.versions import NEWEST, Feature
 from tests.agent.nodes import StoppedClock, node_agent
 
@@ -19,9 +20,9 @@ CONDUCTOR = "127.0.0.1:9"  # never called: these rules are the agent's own
 HEARTBEAT = 10.0
 V15 = Feature.HELLO_ETAG.since
 V14 = (1, 4)
-FOUND = HardwareList(
-    hardware=[],
-    drivers=[DriverOutcome(type=Kind.GPU, endpoint="127.0.0.1:7101", state="failed", error="x")],
+FOUND = NodeReport(
+    NodeHardware(),
+    [DriverOutcome(type=Kind.GPU, endpoint="127.0.0.1:7101", state="failed", error="x")],
 )
 
 

@@ -24,8 +24,10 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 NO_HEADERS: dict[str, str] = {}
 
 
-def client(timeout: float = 5.0, attempts: int = 1, keepalive: float = 5.0) -> PeerHttp:
-    return PeerHttp("token", timeout, attempts, 8, None, keepalive)
+def client(
+    timeout: float = 5.0, attempts: int = 1, keepalive: float = 5.0, shared: bool = False
+) -> PeerHttp:
+    return PeerHttp("token", timeout, attempts, 8, None, keepalive, shared)
 
 
 async def answer(writer: asyncio.StreamWriter, body: bytes, close: bool = False) -> None:
@@ -399,5 +401,47 @@ def test_an_answer_that_is_garbage_says_where_without_internals(body: bytes, nam
         assert "GET /v1/hardware answered garbage: " in message and named in message
         for internal_word in ("HardwareList", "pydantic", "type=", "input_value"):
             assert internal_word not in message, message
+
+    asyncio.run(scenario())
+
+
+def test_shared_clients_of_one_process_and_settings_share_one_session() -> None:
+    # A node's agent and built-in drivers, or the simulator's nodes, each made a
+    # session of their own: a connector, a resolver and caches per client.
+    async def scenario() -> None:
+        connections = 0
+        closed = asyncio.Event()
+
+        async def keeps(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            number = connections
+            async for _ in requests_of(reader):
+                await answer(writer, f"connection {number}".encode())
+            closed.set()  # the client closed it
+            writer.close()
+
+        first, second = client(shared=True), client(shared=True)
+        other, own = client(keepalive=7.0, shared=True), client()
+        async with peer(keeps) as url:
+            try:
+                said = [
+                    (await http.request("GET", url, "/", NO_HEADERS)).text
+                    for http in (first, second)
+                ]
+                # One kept connection for both: the second call took the first's.
+                assert said == ["connection 1", "connection 1"]
+                # Other settings, another session: its own connection.
+                assert (await other.request("GET", url, "/", NO_HEADERS)).text == "connection 2"
+                # A client not shared (one to the conductors) keeps a session of its own.
+                assert (await own.request("GET", url, "/", NO_HEADERS)).text == "connection 3"
+                await first.aclose()  # the session stays while the second holds it
+                assert (await second.request("GET", url, "/", NO_HEADERS)).text == "connection 1"
+                assert not closed.is_set()
+                await second.aclose()  # the last holder: closed, with its connections
+                await asyncio.wait_for(closed.wait(), 10)
+            finally:
+                for http in (first, second, other, own):
+                    await http.aclose()
 
     asyncio.run(scenario())

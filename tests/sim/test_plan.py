@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from accel.internal.schemas import Kind
+from accel.driver.discovery import Discoverer
+from accel.internal.schemas import HardwareEntry, Kind
 from accel.sim.plan import (
     CARDS,
     MAX_DEVICES_PER_KIND,
@@ -64,3 +65,17 @@ def test_a_rebound_template_has_its_first_card_on_vfio(tmp_path: Path) -> None:
     root = build_template(tmp_path, Kind.QAT, 2, rebind=True)
     found = TemplateDiscoverer(Kind.QAT, root).discover("node1")
     assert [entry.pci.driver for entry in found if entry.pci] == ["vfio-pci", "4xxx"]
+
+
+def test_nodes_of_one_template_share_its_reading_with_their_own_uuids(tmp_path: Path) -> None:
+    root = build_template(tmp_path, Kind.FPGA, 2)
+    readings: dict[Path, list[HardwareEntry]] = {}
+    first = TemplateDiscoverer(Kind.FPGA, root, readings=readings).discover("node1")
+    second = TemplateDiscoverer(Kind.FPGA, root, readings=readings).discover("node2")
+    # What reading each node's own tree would give, uuids derived from its name included.
+    assert first == Discoverer(Kind.FPGA, root).discover("node1")
+    assert second == Discoverer(Kind.FPGA, root).discover("node2")
+    assert list(readings) == [root]  # the tree read once for both
+    # One copy of the facts for every node, not one per node.
+    pairs = zip(first, second, strict=True)
+    assert all(a.pci is b.pci and a.acc_specs is b.acc_specs for a, b in pairs)

@@ -7,32 +7,44 @@ instead of joining it.
 
 Each driver is asked with the ETag of its last report: an unchanged driver answers
 304 and its stored entries stand, so an idle node's heartbeats (a discovery each)
-move and parse no reports (docs/benchmarks.md, issue 25).
+move and parse no reports (docs/benchmarks.md, issue 25). A report is parsed and
+checked once, then kept as the text the agent answers with (``RenderedEntries``), not
+as models: a sixth of the memory, and an answer or an ETag is that text, not every
+entry rendered again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from accel.agent.drivers import DriverRegistry, RegisteredDriver
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
+from accel.internal.discovery_http import NodeHardware, RenderedEntries
 from accel.internal.discovery_state import DiscoveryState
 from accel.internal.schemas import (
     MAX_ATTACHABLE_PER_DRIVER,
     MAX_ENTRIES_PER_DRIVER,
     MAX_REASON_LENGTH,
     DriverOutcome,
-    HardwareEntry,
-    HardwareList,
     Kind,
 )
 from accel.metrics import DISCOVERIES
 
 log = logging.getLogger(__name__)
 
-DriverAnswer = tuple[list[HardwareEntry], str | None]  # its entries, or why none
+DriverAnswer = tuple[RenderedEntries | None, str | None]  # its entries, or why none
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """What a node discovery found: the agent's hardware answer, before rendering."""
+
+    hardware: NodeHardware
+    drivers: list[DriverOutcome]
+    resource_provider_name: str | None = None
 
 
 class NodeDiscovery:
@@ -45,14 +57,12 @@ class NodeDiscovery:
     ) -> None:
         self.drivers = drivers
         self.resource_provider_name = resource_provider_name
-        self.state: DiscoveryState[HardwareList] = DiscoveryState(
-            HardwareList(hardware=[], drivers=[])
-        )
+        self.state: DiscoveryState[NodeReport] = DiscoveryState(NodeReport(NodeHardware(), []))
         self._client = client
         self._timeout = timeout
         self._registry_version = -1
         # Each driver's last report, by where it answers: its ETag and its entries.
-        self._reports: dict[tuple[str, Kind], tuple[str, list[HardwareEntry]]] = {}
+        self._reports: dict[tuple[str, Kind], tuple[str, RenderedEntries]] = {}
 
     @property
     def registry_version(self) -> int:
@@ -65,24 +75,25 @@ class NodeDiscovery:
         current = self._registry_version == self.drivers.version
         return self.state.start(self._discover_all, join=current)
 
-    async def wait_for(self, generation: int, wait: float) -> tuple[int, HardwareList]:
+    async def wait_for(self, generation: int, wait: float) -> tuple[int, NodeReport]:
         """The last completed result, after waiting up to ``wait`` s for ``generation``."""
         return await self.state.wait_for(generation, wait)
 
     async def aclose(self) -> None:
         await self.state.close()
 
-    async def _discover_all(self) -> HardwareList:
+    async def _discover_all(self) -> NodeReport:
         self._registry_version = self.drivers.version
         drivers = self.drivers.all()
         asked = {(driver.endpoint, driver.kind) for driver in drivers}
         for gone in set(self._reports) - asked:
             del self._reports[gone]
         results = await asyncio.gather(*(self._discover_one(driver) for driver in drivers))
-        hardware: list[HardwareEntry] = []
+        hardware: list[RenderedEntries] = []
         outcomes: list[DriverOutcome] = []
         for driver, (entries, error) in zip(drivers, results, strict=True):
-            hardware.extend(entries)
+            if entries is not None:
+                hardware.append(entries)
             outcomes.append(
                 DriverOutcome(
                     type=driver.kind,
@@ -91,11 +102,7 @@ class NodeDiscovery:
                     error=error,
                 )
             )
-        return HardwareList(
-            hardware=hardware,
-            drivers=outcomes,
-            resource_provider_name=self.resource_provider_name,
-        )
+        return NodeReport(NodeHardware(tuple(hardware)), outcomes, self.resource_provider_name)
 
     async def _discover_one(self, driver: RegisteredDriver) -> DriverAnswer:
         timeout = self._timeout
@@ -132,9 +139,12 @@ class NodeDiscovery:
         entries = [h for h in answer.hardware if h.acc_specs.device_type == driver.kind]
         if len(entries) != len(answer.hardware):
             log.warning("driver %s reported hardware of other kinds; ignored", driver.kind)
+        # Rendered at the newest version this agent speaks: the one its conductor speaks
+        # but in a rolling upgrade, and it holds everything an older one is answered.
+        rendered = RenderedEntries.of(self._client.versions.maximum, entries)
         if found.etag is not None:
-            self._reports[key] = (found.etag, entries)
-        return entries, None
+            self._reports[key] = (found.etag, rendered)
+        return rendered, None
 
 
 def _failed(driver: RegisteredDriver, reason: str) -> DriverAnswer:
@@ -142,4 +152,4 @@ def _failed(driver: RegisteredDriver, reason: str) -> DriverAnswer:
     DISCOVERIES.labels("agent", "failed").inc()
     if len(reason) > MAX_REASON_LENGTH:
         reason = reason[: MAX_REASON_LENGTH - 3] + "..."
-    return [], reason
+    return None, reason

@@ -31,11 +31,11 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
-from accel.agent.discovery import NodeDiscovery
+from accel.agent.discovery import NodeDiscovery, NodeReport
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
 from accel.internal.discovery_http import hardware_etag
-from accel.internal.schemas import AgentHello, HardwareList
+from accel.internal.schemas import AgentHello
 from accel.internal.versions import Feature, Version
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class InventoryMemory:
         self.last: RememberedEtag | None = None
         self._clock = clock
 
-    def remember(self, version: Version, registry_version: int, found: HardwareList) -> str:
+    def remember(self, version: Version, registry_version: int, found: NodeReport) -> str:
         """The ETag of ``found`` at ``version``, remembered as the last one."""
         etag = hardware_etag(version, found.hardware, found.drivers or [])
         self.last = RememberedEtag(etag, self._clock(), version, registry_version)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.agent.discovery import NodeDiscovery
@@ -30,7 +29,7 @@ from accel.internal.intervals import DRIVER_TIMEOUT, HEARTBEAT_INTERVAL
 from accel.internal.origin import Network, check_origin
 from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import MAX_DRIVER_ANSWER_BYTES, DriverHello
-from accel.internal.server import internal_app
+from accel.internal.server import internal_app, service_route
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange, format_version
 from accel.metrics import HELLOS
@@ -158,26 +157,37 @@ class AgentService:
                     await heartbeat
                 await self.aclose()
 
-        routes = [
-            Route("/v1/hello", self.hello, methods=["POST"]),
-            Route("/v1/drivers", self.list_drivers, methods=["GET"]),
-            Route("/v1/discovery", self.start_discovery, methods=["POST"]),
-            Route("/v1/hardware", self.hardware, methods=["GET"]),
-            Route("/v1/setup", self.setup.start, methods=["POST"]),
-            Route("/v1/setup/{operation}", self.setup.progress, methods=["GET"]),
-        ]
         return internal_app(
             "agent",
-            routes,
+            ROUTES,
             self.settings.token,
             self.settings.versions,
             lifespan,
             extra_root={"name": self.settings.name},
+            service=self,
         )
 
+    async def start_setup(self, request: Request) -> Response:
+        return await self.setup.start(request)
 
-def _client(settings: AgentSettings, keepalive: float = 5.0) -> InternalClient:
-    """A client for the drivers, or with ``keepalive``, for the conductors."""
+    async def setup_progress(self, request: Request) -> Response:
+        return await self.setup.progress(request)
+
+
+# Built once per process, for every agent in it (internal_app's ``service``).
+ROUTES = (
+    service_route("/v1/hello", AgentService.hello, methods=["POST"]),
+    service_route("/v1/drivers", AgentService.list_drivers, methods=["GET"]),
+    service_route("/v1/discovery", AgentService.start_discovery, methods=["POST"]),
+    service_route("/v1/hardware", AgentService.hardware, methods=["GET"]),
+    service_route("/v1/setup", AgentService.start_setup, methods=["POST"]),
+    service_route("/v1/setup/{operation}", AgentService.setup_progress, methods=["GET"]),
+)
+
+
+def _client(settings: AgentSettings, keepalive: float = 5.0, shared: bool = True) -> InternalClient:
+    """A client for the drivers (sharing its process's session: they are this node's),
+    or with ``keepalive`` and not ``shared``, for the conductors."""
     return InternalClient(
         settings.token,
         settings.versions,
@@ -185,6 +195,7 @@ def _client(settings: AgentSettings, keepalive: float = 5.0) -> InternalClient:
         tls=settings.tls,
         keepalive=keepalive,
         report_bytes=MAX_DRIVER_ANSWER_BYTES,
+        shared=shared,
     )
 
 
@@ -198,4 +209,4 @@ def _conductor_client(settings: AgentSettings) -> InternalClient:
     first. The drivers' connections are not kept so long: a driver closes an
     idle one after five seconds, and a kept socket would only wait for that.
     """
-    return _client(settings, keepalive=2 * settings.heartbeat_interval)
+    return _client(settings, keepalive=2 * settings.heartbeat_interval, shared=False)

@@ -41,7 +41,12 @@ SETUP_BY_VFS = frozenset({Kind.QAT, Kind.NIC})
 
 def hardware_uuid(node: str, function: PciFunction) -> uuid.UUID:
     identity = function.identity
-    key = f"{node}/{identity.address}/{identity.vendor_id:04x}:{identity.device_id:04x}"
+    return device_uuid(node, identity.address, identity.vendor_id, identity.device_id)
+
+
+def device_uuid(node: str, address: str, vendor_id: int, device_id: int) -> uuid.UUID:
+    """The uuid of the device at PCI ``address`` of ``node``, of that vendor and model."""
+    key = f"{node}/{address}/{vendor_id:04x}:{device_id:04x}"
     return uuid.uuid5(HARDWARE_NAMESPACE, key)
 
 

@@ -28,7 +28,6 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from accel.driver.change_watch import FULL_SCAN_AFTER, ChangeWatch, watch_tree
@@ -51,7 +50,7 @@ from accel.internal.discovery_state import DiscoveryState
 from accel.internal.gate import require
 from accel.internal.intervals import HELLO_INTERVAL
 from accel.internal.schemas import DriverHello, HardwareEntry, Kind
-from accel.internal.server import internal_app
+from accel.internal.server import internal_app, service_route
 from accel.internal.setup_schemas import SetupCall, SetupProgress
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import Feature, VersionRange
@@ -239,6 +238,7 @@ class DriverService:
                 self.settings.versions,
                 timeout=self.settings.timeout,
                 tls=self.settings.tls,
+                shared=True,  # its agent is its node's: the process's session
             )
             # Discover once before saying hello, so that even a caller that cannot
             # wait for a discovery (internal API 1.0) never sees an empty first answer.
@@ -264,20 +264,24 @@ class DriverService:
                 await self.discoveries.close()
                 await client.aclose()
 
-        routes = [
-            Route("/v1/discovery", self.start_discovery, methods=["POST"]),
-            Route("/v1/hardware", self.hardware, methods=["GET"]),
-            Route("/v1/setup", self.start_setup, methods=["POST"]),
-            Route("/v1/setup/{operation:uuid}", self.setup_progress, methods=["GET"]),
-        ]
         return internal_app(
             "driver",
-            routes,
+            ROUTES,
             self.settings.token,
             self.settings.versions,
             lifespan,
             extra_root={"kind": self.settings.kind.value},
+            service=self,
         )
+
+
+# Built once per process, for every driver in it (internal_app's ``service``).
+ROUTES = (
+    service_route("/v1/discovery", DriverService.start_discovery, methods=["POST"]),
+    service_route("/v1/hardware", DriverService.hardware, methods=["GET"]),
+    service_route("/v1/setup", DriverService.start_setup, methods=["POST"]),
+    service_route("/v1/setup/{operation:uuid}", DriverService.setup_progress, methods=["GET"]),
+)
 
 
 @dataclass(frozen=True, slots=True)

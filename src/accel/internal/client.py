@@ -78,9 +78,12 @@ class InternalClient:
         tls: TlsFiles | None = None,
         keepalive: float = 5.0,
         report_bytes: int = MAX_AGENT_ANSWER_BYTES,
+        shared: bool = False,
     ) -> None:
         """``report_bytes`` bounds a hardware answer (an agent's, by default; an agent
-        reading its drivers passes a driver's bound)."""
+        reading its drivers passes a driver's bound). ``shared``: calls go through the
+        process's session for these settings (peer_http.py), for a client whose peers
+        are its node's own."""
         self.versions = versions
         self.report_bytes = report_bytes
         self.scheme = "https" if tls is not None else "http"
@@ -92,6 +95,7 @@ class InternalClient:
             connections_per_peer,
             tls.client_context() if tls is not None else None,
             keepalive,
+            shared,
         )
 
     async def aclose(self) -> None:

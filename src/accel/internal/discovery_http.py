@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
+from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -62,10 +64,46 @@ async def requested_result(
     return request_version(request), generation, result
 
 
+@dataclass(frozen=True)
+class RenderedEntries:
+    """A driver's entries as an agent keeps them: the JSON text of their wire form at one
+    version, not the models, which weigh about six times as much (docs/benchmarks.md,
+    issue 25). An answer at that version is the text itself; at another, the text is
+    parsed again and rendered at it."""
+
+    version: Version
+    text: str  # a JSON array, as ``_hardware_json`` renders it
+
+    @classmethod
+    def of(cls, version: Version, entries: Sequence[HardwareEntry]) -> RenderedEntries:
+        return cls(version, _hardware_json(version, entries))
+
+    def at(self, version: Version) -> str:
+        if version == self.version:
+            return self.text
+        return _hardware_json(version, _ENTRIES.validate_json(self.text))
+
+
+@dataclass(frozen=True)
+class NodeHardware:
+    """A node's entries, its drivers' ``RenderedEntries`` one after another."""
+
+    parts: tuple[RenderedEntries, ...] = ()
+
+    def text_at(self, version: Version) -> str:
+        """The JSON array of every part's entries, as ``_hardware_json`` renders them all."""
+        items = [text[1:-1] for part in self.parts if (text := part.at(version)) != "[]"]
+        return "[" + ",".join(items) + "]"
+
+
+_ENTRIES = TypeAdapter(list[HardwareEntry])
+Hardware = Sequence[HardwareEntry] | NodeHardware
+
+
 def hardware_response(
     version: Version,
     generation: int,
-    entries: Sequence[HardwareEntry],
+    entries: Hardware,
     drivers: Sequence[DriverOutcome] | None = None,
     if_none_match: str | None = None,
 ) -> Response:
@@ -88,9 +126,7 @@ def hardware_response(
     return Response(content, media_type="application/json", headers={"ETag": etag})
 
 
-def hardware_etag(
-    version: Version, entries: Sequence[HardwareEntry], drivers: Sequence[DriverOutcome]
-) -> str:
+def hardware_etag(version: Version, entries: Hardware, drivers: Sequence[DriverOutcome]) -> str:
     """The ETag ``hardware_response`` gives this content at ``version`` (1.4 and later)."""
     return _etag(_hardware_json(version, entries), _drivers_json(drivers))
 
@@ -101,7 +137,9 @@ def _etag(hardware_json: str, drivers_json: str | None) -> str:
     return f'"{digest.hexdigest()[:40]}"'
 
 
-def _hardware_json(version: Version, entries: Sequence[HardwareEntry]) -> str:
+def _hardware_json(version: Version, entries: Hardware) -> str:
+    if isinstance(entries, NodeHardware):
+        return entries.text_at(version)
     return _json([entry.wire(version) for entry in entries])
 
 

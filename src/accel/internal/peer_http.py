@@ -6,10 +6,19 @@ when a fleet's hardware changes, and aiohttp spends a fraction of httpx's CPU on
 such a call (docs/benchmarks.md, "Figures behind the code"). aiohttp's connector finds a
 peer's idle connections by one dict lookup and drops one as soon as the peer closes
 it, so a conductor that talks to thousands of agents keeps no dead sockets.
+
+A client made ``shared`` takes the session of its process and event loop for its
+token, TLS context, keep-alive and per-peer bound (``SharedSessions``) instead of one
+of its own, with its connector, resolver and caches (about 5.6 KiB each,
+docs/benchmarks.md, issue 25): the agent's client to its drivers and the drivers'
+clients to their agent, whose peers are their node's own, so that the bound per peer
+is the node's either way. A client to the conductors keeps its own session: the
+simulator's thousands of agents sharing one would share one peer's few connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ssl
 from collections.abc import Mapping
@@ -59,8 +68,83 @@ class PeerAnswer:
         return self.content.decode("utf-8", errors="replace")
 
 
+@dataclass(frozen=True)
+class SessionKey:
+    """What a session is shared on: calls through it cannot tell one holder from another."""
+
+    loop: asyncio.AbstractEventLoop
+    token: str
+    tls: ssl.SSLContext | None
+    keepalive: float
+    connections_per_peer: int
+
+
+class SharedSessions:
+    """The process's aiohttp sessions, each held by every client of its key and closed
+    when the last one lets it go."""
+
+    def __init__(self) -> None:
+        self._held: dict[SessionKey, tuple[aiohttp.ClientSession, int]] = {}
+
+    def acquire(self, key: SessionKey) -> aiohttp.ClientSession:
+        session, holders = self._held.get(key) or (None, 0)
+        if session is None or session.closed:
+            session, holders = _new_session(key), 0
+        self._held[key] = (session, holders + 1)
+        return session
+
+    async def release(self, key: SessionKey, session: aiohttp.ClientSession) -> None:
+        held = self._held.get(key)
+        if held is not None and held[0] is session:
+            if held[1] > 1:
+                self._held[key] = (session, held[1] - 1)
+                return
+            del self._held[key]
+        await session.close()
+
+    def holders(self, key: SessionKey) -> int:
+        held = self._held.get(key)
+        return held[1] if held is not None else 0
+
+
+def _new_session(key: SessionKey) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=0,  # no bound on all peers together; one per peer
+        limit_per_host=key.connections_per_peer,
+        keepalive_timeout=key.keepalive,
+        ssl=key.tls if key.tls is not None else True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        headers={"Authorization": f"Bearer {key.token}"},
+        # Peers set no cookies, and looking for them showed in every call's profile.
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+SESSIONS = SharedSessions()
+
+
+@functools.lru_cache(maxsize=16)
+def _retry_policies(attempts: int) -> dict[bool, dict[str, Any]]:
+    """Built once per number of attempts, for every client: the policies are the same
+    for every call, and a conductor makes thousands of calls a second while a fleet
+    comes up. A call the peer must not act on twice is tried again only if it never
+    left."""
+    return {
+        resend: {
+            "stop": stop_after_attempt(attempts),
+            "wait": wait_exponential(multiplier=0.1, max=1.0),
+            "retry": retry_if_exception_type(TRANSPORT_FAILURES if resend else NOT_SENT),
+            "reraise": True,
+        }
+        for resend in (True, False)
+    }
+
+
 class PeerHttp:
-    """One aiohttp session, made on the first call (it needs a running event loop)."""
+    """A client's calls, through its own session or, ``shared``, its process's for its
+    settings (``SESSIONS``), made on the first call (it needs a running event loop)."""
 
     def __init__(
         self,
@@ -70,6 +154,7 @@ class PeerHttp:
         connections_per_peer: int,
         tls: ssl.SSLContext | None,
         keepalive: float,
+        shared: bool = False,
     ) -> None:
         self.timeout = timeout
         self.connect_timeout = min(timeout, 3.0)
@@ -77,35 +162,22 @@ class PeerHttp:
         self._connections_per_peer = connections_per_peer
         self._tls = tls
         self._keepalive = keepalive
-        # Built once: the policies are the same for every call, and a conductor makes
-        # thousands of calls a second while a fleet comes up. A call the peer must
-        # not act on twice is tried again only if it never left.
-        self._retry_policies: dict[bool, dict[str, Any]] = {
-            resend: {
-                "stop": stop_after_attempt(attempts),
-                "wait": wait_exponential(multiplier=0.1, max=1.0),
-                "retry": retry_if_exception_type(TRANSPORT_FAILURES if resend else NOT_SENT),
-                "reraise": True,
-            }
-            for resend in (True, False)
-        }
+        self._retry_policies = _retry_policies(attempts)
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._key: SessionKey | None = None
+        self._shared = shared
 
     def _opened(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=0,  # no bound on all peers together; one per peer
-                limit_per_host=self._connections_per_peer,
-                keepalive_timeout=self._keepalive,
-                ssl=self._tls if self._tls is not None else True,
+            self._key = SessionKey(
+                asyncio.get_running_loop(),
+                self._token,
+                self._tls,
+                self._keepalive,
+                self._connections_per_peer,
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers={"Authorization": f"Bearer {self._token}"},
-                # Peers set no cookies, and looking for them showed in every call's profile.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
+            self._session = SESSIONS.acquire(self._key) if self._shared else _new_session(self._key)
         return self._session
 
     def _timeout(self, read_timeout: float | None) -> aiohttp.ClientTimeout:
@@ -168,9 +240,15 @@ class PeerHttp:
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Closes the session with its connections, or a shared one once no client
+        holds it."""
+        session, key, self._session, self._key = self._session, self._key, None, None
+        if session is None or key is None:
+            return
+        if self._shared:
+            await SESSIONS.release(key, session)
+        else:
+            await session.close()
 
 
 # aiohttp's words for a failure name its classes, "ssl:default" and socket tuples;

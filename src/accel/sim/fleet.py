@@ -28,7 +28,7 @@ import anyio.to_thread
 from accel.agent.service import AgentService, AgentSettings
 from accel.driver.service import DriverService, DriverSettings
 from accel.internal.intervals import DRIVER_TIMEOUT, HEARTBEAT_INTERVAL, HELLO_INTERVAL
-from accel.internal.schemas import Kind
+from accel.internal.schemas import HardwareEntry, Kind
 from accel.internal.versions import VersionRange
 from accel.sim.plan import (
     NodePlan,
@@ -94,6 +94,8 @@ class Fleet:
         )
         self.nodes: list[SimNode] = []
         self.group = ServerGroup()
+        # Every template's reading, shared by the nodes' discoverers (TemplateDiscoverer).
+        self.readings: dict[Path, list[HardwareEntry]] = {}
 
     async def start(self) -> None:
         templates = build_templates(self.settings.tree_dir, self.plans)
@@ -113,6 +115,9 @@ class Fleet:
         try:
             await asyncio.gather(*(start_one(plan) for plan in self.plans))
         finally:
+            # Once, before the hellos are released: a freeze keeps the cycles left by
+            # the start (requests' retry states, their exceptions) for good otherwise.
+            gc.collect()
             gc.freeze()
             gc.set_threshold(50_000, 50, 1000)
             gc.enable()
@@ -136,7 +141,9 @@ class Fleet:
             sock = bind("127.0.0.1:0")
             driver = DriverService(
                 DriverSettings(
-                    discoverer=TemplateDiscoverer(kind, templates[(kind, count)]),
+                    discoverer=TemplateDiscoverer(
+                        kind, templates[(kind, count)], readings=self.readings
+                    ),
                     agent=f"http://{agent.settings.endpoint}",
                     endpoint=endpoint_of(sock),
                     token=settings.token,

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from accel.driver.discovery import Discoverer
+from accel.driver.discovery import Discoverer, device_uuid
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from accel.internal.schemas import HardwareEntry, Kind
 
@@ -93,20 +93,42 @@ def build_templates(base: Path, plans: list[NodePlan]) -> dict[tuple[Kind, int],
     return {shape: build_template(base, *shape) for shape in sorted(shapes, key=str)}
 
 
+# What a template is read as, before each node's entries get that node's uuids.
+TEMPLATE_NODE = "template"
+
+
 @dataclass(frozen=True)
 class TemplateDiscoverer(Discoverer):
-    """Discovery of a template tree, read for real once per node and remembered.
+    """Discovery of a template tree: read for real once, each node's entries made from
+    that reading and remembered.
 
     A template never changes on disk (the simulator changes a node's hardware by
     pointing its driver at another tree, with a fresh memory), so a later discovery
     would read the same files to the same answer. Without this, a thousand nodes'
     resyncs would re-read a thousand trees in one process and measure the simulator.
+    ``readings`` is shared by the fleet's discoverers: the nodes of one shape differ
+    only in their devices' uuids (``device_uuid``), so each node's entries are the
+    template's with its own uuids, sharing the rest (the facts of each function)
+    rather than a copy of it per node.
     """
 
     memory: dict[str, list[HardwareEntry]] = field(default_factory=dict, compare=False, repr=False)
+    readings: dict[Path, list[HardwareEntry]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def discover(self, node: str) -> list[HardwareEntry]:
         found = self.memory.get(node)
         if found is None:
-            found = self.memory[node] = super().discover(node)
+            template = self.readings.get(self.sysfs_root)
+            if template is None:
+                template = self.readings[self.sysfs_root] = super().discover(TEMPLATE_NODE)
+            found = self.memory[node] = [_of_node(entry, node) for entry in template]
         return found
+
+
+def _of_node(entry: HardwareEntry, node: str) -> HardwareEntry:
+    pci = entry.pci
+    assert pci is not None, "every card of a template is a PCI function"
+    uuid = device_uuid(node, pci.address, int(pci.vendor_id, 16), int(pci.product_id, 16))
+    return entry.model_copy(update={"uuid": uuid})
