@@ -53,6 +53,9 @@ class Served:
     app: ASGIApp
     sock: socket.socket
     tls: TlsFiles | None = None
+    # How long an idle connection is kept for its client's next request; None: as
+    # long as the process's own server keeps one.
+    keep_alive: float | None = None
 
 
 def configure_logging(component: str, level: str = "INFO") -> None:
@@ -195,7 +198,9 @@ def serve(
     limits = WireLimits(error_body, max_connections=connection_cap(raise_file_limit()))
     collect_rarely()
 
-    def config(app: ASGIApp, tls: TlsFiles | None, behind_proxy: bool) -> uvicorn.Config:
+    def config(
+        app: ASGIApp, tls: TlsFiles | None, behind_proxy: bool, keep_alive: float
+    ) -> uvicorn.Config:
         return uvicorn_config(
             app,
             guarded_protocol(limits),
@@ -205,9 +210,13 @@ def serve(
             **(tls.server_options() if tls is not None else {}),
         )
 
-    main = config(app, tls, behind_proxy)
+    main = config(app, tls, behind_proxy, keep_alive)
     server = _DrainingServer(
-        main, [_BesideServer(config(each.app, each.tls, False)) for each in beside]
+        main,
+        [
+            _BesideServer(config(each.app, each.tls, False, each.keep_alive or keep_alive))
+            for each in beside
+        ],
     )
     with asyncio.Runner(loop_factory=main.get_loop_factory()) as runner:
         runner.run(server.serve_all([sock], beside))

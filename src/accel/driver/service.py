@@ -61,6 +61,13 @@ from accel.web.queries import only_params
 
 log = logging.getLogger(__name__)
 
+# How many of its agent's heartbeat intervals a driver keeps an idle connection. The
+# agent asks every driver for a discovery at each heartbeat, and a connection closed
+# in between (uvicorn's five seconds) made each heartbeat a new TCP connection per
+# driver, both ends of it in one process for a built-in driver (docs/benchmarks.md,
+# issue 25). The agent keeps its end two intervals, so it lets a connection go first.
+KEPT_HEARTBEATS = 3
+
 
 @dataclass(frozen=True)
 class DriverSettings:
