@@ -185,3 +185,24 @@ def test_a_new_device_below_a_bridge_leaves_the_bridges_errors_to_the_next_poll(
     [entry] = [e for e in monitor.attach(entries) if e.pci and e.pci.address == known]
     assert entry.health is not None and entry.health.state == "failed"
     assert entry.health.checks[0].value == f"+1 (Surprise Down Error +1) at upstream {bridge}"
+
+
+def test_an_unchanged_health_hands_back_the_last_attached_list(gpu_server: FakeSysfs) -> None:
+    """An idle driver's discoveries re-use their last scan's entries; with no health
+    changed since, the entries with health are the very list of the last discovery,
+    which the driver then need not render and hash again."""
+    qat = "0000:6b:00.0"
+    monitor = HealthMonitor(Kind.QAT, gpu_server.root, clock=Ticks())
+    healthy(gpu_server, qat, 0x8086)
+    entries = discover(gpu_server, Kind.QAT)
+    first = monitor.attach(entries)
+    monitor.poll(entries)  # nothing moved
+    assert monitor.attach(entries) is first
+    assert monitor.attach(discover(gpu_server, Kind.QAT)) is not first  # a new scan's
+    set_aer(gpu_server, qat, "fatal", {"Poisoned TLP": 1})
+    assert monitor.poll(entries)
+    changed = monitor.attach(entries)
+    assert changed is not first
+    health = {e.pci.address: e.health for e in changed if e.pci}[qat]
+    assert health is not None and health.state == "failed"
+    assert monitor.attach(entries) is changed

@@ -7,7 +7,9 @@ instead of joining it.
 
 Each driver is asked with the ETag of its last report: an unchanged driver answers
 304 and its stored entries stand, so an idle node's heartbeats (a discovery each)
-move and parse no reports (docs/benchmarks.md, issue 25).
+move and parse no reports (docs/benchmarks.md, issue 25). When every driver fared as
+in the last discovery, with the same entries, that discovery's very result is the
+answer again, which ``renderings`` then has rendered and hashed already.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 from accel.agent.drivers import DriverRegistry, RegisteredDriver
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
+from accel.internal.discovery_http import Renderings
 from accel.internal.discovery_state import DiscoveryState
 from accel.internal.schemas import (
     MAX_ATTACHABLE_PER_DRIVER,
@@ -53,6 +56,9 @@ class NodeDiscovery:
         self._registry_version = -1
         # Each driver's last report, by where it answers: its ETag and its entries.
         self._reports: dict[tuple[str, Kind], tuple[str, list[HardwareEntry]]] = {}
+        self.renderings = Renderings()
+        # The last discovery's answers, driver by driver, and the result made of them.
+        self._last: tuple[list[tuple[RegisteredDriver, DriverAnswer]], HardwareList] | None = None
 
     @property
     def registry_version(self) -> int:
@@ -79,6 +85,9 @@ class NodeDiscovery:
         for gone in set(self._reports) - asked:
             del self._reports[gone]
         results = await asyncio.gather(*(self._discover_one(driver) for driver in drivers))
+        answers = list(zip(drivers, results, strict=True))
+        if self._last is not None and _same_answers(self._last[0], answers):
+            return self._last[1]
         hardware: list[HardwareEntry] = []
         outcomes: list[DriverOutcome] = []
         for driver, (entries, error) in zip(drivers, results, strict=True):
@@ -91,11 +100,13 @@ class NodeDiscovery:
                     error=error,
                 )
             )
-        return HardwareList(
+        found = HardwareList(
             hardware=hardware,
             drivers=outcomes,
             resource_provider_name=self.resource_provider_name,
         )
+        self._last = (answers, found)
+        return found
 
     async def _discover_one(self, driver: RegisteredDriver) -> DriverAnswer:
         timeout = self._timeout
@@ -135,6 +146,22 @@ class NodeDiscovery:
         if found.etag is not None:
             self._reports[key] = (found.etag, entries)
         return entries, None
+
+
+def _same_answers(
+    last: list[tuple[RegisteredDriver, DriverAnswer]],
+    now: list[tuple[RegisteredDriver, DriverAnswer]],
+) -> bool:
+    """Whether the same drivers answered the same: the very entries a driver gave
+    before (a 304 stands for them), or the same failure."""
+    if len(last) != len(now):
+        return False
+    for (was, (was_entries, was_error)), (driver, (entries, error)) in zip(last, now, strict=True):
+        if (was.endpoint, was.kind) != (driver.endpoint, driver.kind) or was_error != error:
+            return False
+        if entries is not was_entries and (entries or was_entries):
+            return False
+    return True
 
 
 def _failed(driver: RegisteredDriver, reason: str) -> DriverAnswer:

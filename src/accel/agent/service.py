@@ -127,6 +127,7 @@ class AgentService:
                 found.hardware,
                 found.drivers or [],
                 request.headers.get("if-none-match"),
+                self.discovery.renderings,
             ),
         )
 
@@ -138,6 +139,7 @@ class AgentService:
             found.hardware,
             found.drivers or [],
             request.headers.get("if-none-match"),
+            self.discovery.renderings,
         )
 
     async def aclose(self) -> None:

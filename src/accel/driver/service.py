@@ -43,6 +43,7 @@ from accel.errors import PeerError
 from accel.internal.client import InternalClient
 from accel.internal.discovery_http import (
     MAX_WAIT_SECONDS,
+    Renderings,
     discovery_answer,
     hardware_response,
     requested_result,
@@ -101,6 +102,7 @@ class DriverService:
         self.settings = settings
         self.node = settings.node or socket.gethostname()
         self.discoveries: DiscoveryState[list[HardwareEntry]] = DiscoveryState([])
+        self.renderings = Renderings()
         self.registered = asyncio.Event()
         self.operations = OperationRegistry(self._rediscover)
         discoverer = settings.discoverer
@@ -157,14 +159,24 @@ class DriverService:
             self.discoveries,
             lambda: self.discoveries.start(self._scan),
             lambda version, generation, entries: hardware_response(
-                version, generation, entries, None, request.headers.get("if-none-match")
+                version,
+                generation,
+                entries,
+                None,
+                request.headers.get("if-none-match"),
+                self.renderings,
             ),
         )
 
     async def hardware(self, request: Request) -> Response:
         version, generation, entries = await requested_result(request, self.discoveries)
         return hardware_response(
-            version, generation, entries, None, request.headers.get("if-none-match")
+            version,
+            generation,
+            entries,
+            None,
+            request.headers.get("if-none-match"),
+            self.renderings,
         )
 
     async def _rediscover(self) -> None:

@@ -1,11 +1,17 @@
 """The HTTP side of ``POST /v1/discovery`` and ``GET /v1/hardware``, which drivers and
-agents serve alike: the same bodies, the same versions, the same long poll."""
+agents serve alike: the same bodies, the same versions, the same long poll.
+
+A report's JSON and ETag are made once per report and version (``Renderings``): an
+idle node's discoveries hand back the very result of the last one, so a heartbeat
+that finds nothing changed renders and hashes nothing (docs/benchmarks.md, issue 25).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -62,37 +68,97 @@ async def requested_result(
     return request_version(request), generation, result
 
 
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A report's parts as the wire has them at one version, and its ETag."""
+
+    entries: Sequence[HardwareEntry]
+    drivers: Sequence[DriverOutcome] | None
+    hardware_json: str
+    drivers_json: str | None
+    etag: str
+
+
+class Renderings:
+    """The last report rendered at each version, for one service's reports.
+
+    Known by identity: a discovery's result is never changed once made, so the same
+    objects render the same. A new result, even an equal one, is rendered anew."""
+
+    def __init__(self) -> None:
+        self._last: dict[Version, Rendered] = {}
+
+    def render(
+        self,
+        version: Version,
+        entries: Sequence[HardwareEntry],
+        drivers: Sequence[DriverOutcome] | None,
+    ) -> Rendered:
+        last = self._last.get(version)
+        if last is not None and last.entries is entries and last.drivers is drivers:
+            return last
+        rendered = _render(version, entries, drivers)
+        self._last[version] = rendered
+        return rendered
+
+
+def _render(
+    version: Version, entries: Sequence[HardwareEntry], drivers: Sequence[DriverOutcome] | None
+) -> Rendered:
+    hardware_json = _hardware_json(version, entries)
+    drivers_json = _drivers_json(drivers) if drivers is not None else None
+    return Rendered(
+        entries, drivers, hardware_json, drivers_json, _etag(hardware_json, drivers_json)
+    )
+
+
 def hardware_response(
     version: Version,
     generation: int,
     entries: Sequence[HardwareEntry],
     drivers: Sequence[DriverOutcome] | None = None,
     if_none_match: str | None = None,
+    renderings: Renderings | None = None,
 ) -> Response:
     """A hardware answer. From 1.4 it carries an ETag of its content (the hardware and
     the drivers' outcomes, not the generation), and is 304 with no body when that is
-    the caller's ``If-None-Match``: a resync that changed nothing moves no body."""
-    hardware_json = _hardware_json(version, entries)
+    the caller's ``If-None-Match``: a resync that changed nothing moves no body.
+    ``renderings``: where this service's last reports are kept rendered."""
+    render = renderings.render if renderings is not None else _render
+    rendered = render(version, entries, drivers)
+    hardware_json, drivers_json = rendered.hardware_json, rendered.drivers_json
     if not Feature.GENERATIONS.spoken_in(version):
         return Response(f'{{"hardware":{hardware_json}}}', media_type="application/json")
-    drivers_json = _drivers_json(drivers) if drivers is not None else None
+    if not Feature.DISCOVERY_WAIT.spoken_in(version):
+        return Response(
+            _content(hardware_json, generation, drivers_json), media_type="application/json"
+        )
+    etag = rendered.etag
+    if if_none_match == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(
+        _content(hardware_json, generation, drivers_json),
+        media_type="application/json",
+        headers={"ETag": etag},
+    )
+
+
+def _content(hardware_json: str, generation: int, drivers_json: str | None) -> str:
     content = f'{{"hardware":{hardware_json},"generation":{generation}'
     if drivers_json is not None:
         content += f',"drivers":{drivers_json}'
-    content += "}"
-    if not Feature.DISCOVERY_WAIT.spoken_in(version):
-        return Response(content, media_type="application/json")
-    etag = _etag(hardware_json, drivers_json)
-    if if_none_match == etag:
-        return Response(status_code=304, headers={"ETag": etag})
-    return Response(content, media_type="application/json", headers={"ETag": etag})
+    return content + "}"
 
 
 def hardware_etag(
-    version: Version, entries: Sequence[HardwareEntry], drivers: Sequence[DriverOutcome]
+    version: Version,
+    entries: Sequence[HardwareEntry],
+    drivers: Sequence[DriverOutcome],
+    renderings: Renderings | None = None,
 ) -> str:
     """The ETag ``hardware_response`` gives this content at ``version`` (1.4 and later)."""
-    return _etag(_hardware_json(version, entries), _drivers_json(drivers))
+    render = renderings.render if renderings is not None else _render
+    return render(version, entries, drivers).etag
 
 
 def _etag(hardware_json: str, drivers_json: str | None) -> str:

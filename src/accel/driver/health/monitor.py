@@ -86,6 +86,11 @@ class HealthMonitor:
         # Each MIG instance's own evidence, by (its GPU's address, its uuid).
         self.instances: dict[tuple[str, str], DeviceMachine] = {}
         self.polls = 0
+        # Moves whenever a reported health may have: a device's changed, one was added
+        # or dropped. With the same entries at the same count, ``attach`` answers its
+        # last list again, which the driver has rendered already (discovery_http).
+        self._changes = 0
+        self._attached: tuple[Sequence[HardwareEntry], int, list[HardwareEntry]] | None = None
         self._parents: dict[str, str | None] = {}
         self._maxima: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
@@ -98,7 +103,8 @@ class HealthMonitor:
             return self._poll(entries, forget=True)
 
     def attach(self, entries: Sequence[HardwareEntry]) -> list[HardwareEntry]:
-        """``entries`` with each device's and VF's health as of the last poll."""
+        """``entries`` with each device's and VF's health as of the last poll: the very
+        list of the last call when its ``entries`` were these and no health changed."""
         with self._lock:
             unseen = [e for e in entries if not self._known(e)]
             if unseen:
@@ -107,7 +113,12 @@ class HealthMonitor:
                     self._poll(unseen, forget=False)
                 finally:
                     self.counters = counters
-            return [self._with_health(entry) for entry in entries]
+            last = self._attached
+            if last is not None and last[0] is entries and last[1] == self._changes:
+                return last[2]
+            attached = [self._with_health(entry) for entry in entries]
+            self._attached = (entries, self._changes, attached)
+            return attached
 
     def _known(self, entry: HardwareEntry) -> bool:
         """Whether the entry's device and every VF of it have been read before."""
@@ -155,7 +166,10 @@ class HealthMonitor:
         for address, readings in self.gpu.take_instances().items():
             for key in [k for k in self.instances if k[0] == address and k[1] not in readings]:
                 del self.instances[key]  # MIG reconfigured: that instance is gone
+                self._changes += 1
             for uuid, taken in readings.items():
+                if (address, uuid) not in self.instances:
+                    self._changes += 1
                 machine = self.instances.setdefault(
                     (address, uuid), DeviceMachine(self.policy, now)
                 )
@@ -181,10 +195,12 @@ class HealthMonitor:
                 readings = self._read(address, virtual, bridges)
                 if machine is None:
                     machine = self.machines[address] = DeviceMachine(self.policy, now)
+                    self._changes += 1
                 changed = machine.observe(readings, now) or changed
         changed = self._observe_instances(now) or changed
         if forget:
             for address in set(self.machines) - seen:
+                self._changes += 1
                 del self.machines[address]
                 self._parents.pop(f"{self.devices}/{address}", None)
                 self._maxima.pop(f"{self.devices}/{address}", None)
@@ -194,6 +210,8 @@ class HealthMonitor:
                     self.gpu.forget(address)
                 for key in [k for k in self.instances if k[0] == address]:
                     del self.instances[key]
+        if changed:
+            self._changes += 1
         return changed
 
     def _read(self, address: str, virtual: bool, bridges: BridgeSteps) -> list[Reading]:
