@@ -4,7 +4,7 @@ discovery the health as of the last poll (a device new to it is read at once).
 What keeps an idle node's polls cheap (docs/benchmarks.md, issue 25): a VF is read at
 every ``VF_EVERY``-th poll only, the drivers of one process poll one at a time, and
 what cannot change while a function exists (its upstream bridge, its maximum link)
-is read once.
+is read once, and so is a file a function has not (``Absent``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from accel.driver.health.evidence import Counters, FirstLook, Reading
+from accel.driver.health.evidence import Absent, Counters, FirstLook, Reading
 from accel.driver.health.fpga import fpga_readings
 from accel.driver.health.gpu import GpuHealth, HealthNvml
 from accel.driver.health.machine import DeviceMachine, fanned_out
@@ -93,6 +93,8 @@ class HealthMonitor:
         self._attached: tuple[Sequence[HardwareEntry], int, list[HardwareEntry]] | None = None
         self._parents: dict[str, str | None] = {}
         self._maxima: dict[str, tuple[str, str]] = {}
+        # Each function's files found missing, with the kernel driver it had then.
+        self._absent: dict[str, tuple[str | None, Absent]] = {}
         self._lock = threading.Lock()
 
     def poll(self, entries: Sequence[HardwareEntry]) -> bool:
@@ -185,14 +187,14 @@ class HealthMonitor:
         for entry in entries:
             if entry.pci is None:
                 continue
-            functions = [(entry.pci.address, False)]
-            functions += [(vf.address, True) for vf in entry.virtual_functions]
-            for address, virtual in functions:
+            functions = [(entry.pci.address, entry.pci.driver, False)]
+            functions += [(vf.address, vf.driver, True) for vf in entry.virtual_functions]
+            for address, driver, virtual in functions:
                 seen.add(address)
                 machine = self.machines.get(address)
                 if virtual and machine is not None and not vf_turn:
                     continue
-                readings = self._read(address, virtual, bridges)
+                readings = self._read(address, virtual, bridges, self._absent_of(address, driver))
                 if machine is None:
                     machine = self.machines[address] = DeviceMachine(self.policy, now)
                     self._changes += 1
@@ -204,6 +206,7 @@ class HealthMonitor:
                 del self.machines[address]
                 self._parents.pop(f"{self.devices}/{address}", None)
                 self._maxima.pop(f"{self.devices}/{address}", None)
+                self._absent.pop(address, None)
                 self.counters.forget(f"{self.devices}/{address}/")
                 self.counters.forget(f"nvml/{address}/")
                 if self.gpu is not None:
@@ -214,17 +217,28 @@ class HealthMonitor:
             self._changes += 1
         return changed
 
-    def _read(self, address: str, virtual: bool, bridges: BridgeSteps) -> list[Reading]:
+    def _absent_of(self, address: str, driver: str | None) -> Absent:
+        """The function's files found missing while it had this driver (binding another
+        driver makes and removes that driver's files)."""
+        known = self._absent.get(address)
+        if known is None or known[0] != driver:
+            known = self._absent[address] = (driver, Absent())
+        return known[1]
+
+    def _read(
+        self, address: str, virtual: bool, bridges: BridgeSteps, absent: Absent
+    ) -> list[Reading]:
         directory = f"{self.devices}/{address}"
         limit = self.policy.correctable_limit
-        readings = [config_reading(directory)]
+        readings = [config_reading(directory, absent)]
         # A VF shares its PF's link: the link and the bridge above it are the PF's.
-        readings += aer_readings(directory, self.counters, None if virtual else bridges, limit)
+        upstream = None if virtual else bridges
+        readings += aer_readings(directory, self.counters, upstream, limit, absent)
         if virtual:
             return readings
-        readings += link_readings(directory, self._maxima)
+        readings += link_readings(directory, self._maxima, absent)
         if self.kind is Kind.QAT:
-            readings += qat_readings(self.root, address, directory, self.counters, limit)
+            readings += qat_readings(self.root, address, directory, self.counters, limit, absent)
         elif self.kind is Kind.FPGA:
             readings += fpga_readings(directory)
         elif self.kind is Kind.GPU and self.gpu is not None:
