@@ -98,12 +98,10 @@ class _DrainingServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         counter = 0
         while True:
-            # A multiple of ten: uvicorn refreshes the Date header on those. What a
-            # server beside says of exiting is not this process's end.
-            for server in self.beside:
-                await server.on_tick(counter)
+            # A multiple of ten: uvicorn refreshes the Date header on those.
             if await self.on_tick(counter):
                 break
+            self._date_beside()
             counter = (counter + 10) % 864000
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TICK_SECONDS):
@@ -111,6 +109,14 @@ class _DrainingServer(uvicorn.Server):
         for server in self.beside:
             server.should_exit = True
             server.stopped.set()
+
+    def _date_beside(self) -> None:
+        """Gives the servers beside this one its Date header: one clock read and one
+        date formatted a second for all, not one each (their own tick's other work is
+        to decide their exit, which is this server's)."""
+        date = [header for header in self.server_state.default_headers if header[0] == b"date"]
+        for server in self.beside:
+            server.server_state.default_headers = date + server.config.encoded_headers
 
     async def serve_all(self, sockets: list[socket.socket], beside: Sequence[Served]) -> None:
         """Serves this server and ``beside``'s apps in one event loop until a signal."""
