@@ -1,4 +1,4 @@
-"""A report's JSON and ETag are made once per report and version (discovery_http's
+"""A report is rendered and hashed once per report and version (discovery_http's
 ``Renderings``): an idle node's heartbeats hand back the same result, and render and
 hash nothing."""
 

@@ -1,9 +1,9 @@
 """The HTTP side of ``POST /v1/discovery`` and ``GET /v1/hardware``, which drivers and
 agents serve alike: the same bodies, the same versions, the same long poll.
 
-A report's JSON and ETag are made once per report and version (``Renderings``): an
-idle node's discoveries hand back the very result of the last one, so a heartbeat
-that finds nothing changed renders and hashes nothing (docs/benchmarks.md, issue 25).
+A report's ETag is made once per report and version (``Renderings``): an idle node's
+discoveries hand back the very result of the last one, so a heartbeat that finds
+nothing changed renders and hashes nothing (docs/benchmarks.md, issue 25).
 """
 
 from __future__ import annotations
@@ -69,47 +69,46 @@ async def requested_result(
 
 
 @dataclass(frozen=True, slots=True)
-class Rendered:
-    """A report's parts as the wire has them at one version, and its ETag."""
+class _Known:
+    """A report's parts, by identity, and their ETag at one version."""
 
     entries: Sequence[HardwareEntry]
     drivers: Sequence[DriverOutcome] | None
-    hardware_json: str
-    drivers_json: str | None
     etag: str
 
 
 class Renderings:
-    """The last report rendered at each version, for one service's reports.
+    """The ETag of one service's last report at each version, so that a report is
+    rendered and hashed once, and an unchanged one answers 304 at once.
 
     Known by identity: a discovery's result is never changed once made, so the same
-    objects render the same. A new result, even an equal one, is rendered anew."""
+    objects render the same; a new result, even an equal one, is rendered anew. Only
+    the ETag is kept, not the JSON: an idle node's answers are 304s, and the
+    simulator's thousands of drivers and agents would each hold their report twice."""
 
     def __init__(self) -> None:
-        self._last: dict[Version, Rendered] = {}
+        self._last: dict[Version, _Known] = {}
 
-    def render(
+    def etag(
         self,
         version: Version,
         entries: Sequence[HardwareEntry],
         drivers: Sequence[DriverOutcome] | None,
-    ) -> Rendered:
+    ) -> str | None:
+        """The ETag of these very parts at ``version``, if they were rendered last."""
         last = self._last.get(version)
         if last is not None and last.entries is entries and last.drivers is drivers:
-            return last
-        rendered = _render(version, entries, drivers)
-        self._last[version] = rendered
-        return rendered
+            return last.etag
+        return None
 
-
-def _render(
-    version: Version, entries: Sequence[HardwareEntry], drivers: Sequence[DriverOutcome] | None
-) -> Rendered:
-    hardware_json = _hardware_json(version, entries)
-    drivers_json = _drivers_json(drivers) if drivers is not None else None
-    return Rendered(
-        entries, drivers, hardware_json, drivers_json, _etag(hardware_json, drivers_json)
-    )
+    def keep(
+        self,
+        version: Version,
+        entries: Sequence[HardwareEntry],
+        drivers: Sequence[DriverOutcome] | None,
+        etag: str,
+    ) -> None:
+        self._last[version] = _Known(entries, drivers, etag)
 
 
 def hardware_response(
@@ -123,31 +122,27 @@ def hardware_response(
     """A hardware answer. From 1.4 it carries an ETag of its content (the hardware and
     the drivers' outcomes, not the generation), and is 304 with no body when that is
     the caller's ``If-None-Match``: a resync that changed nothing moves no body.
-    ``renderings``: where this service's last reports are kept rendered."""
-    render = renderings.render if renderings is not None else _render
-    rendered = render(version, entries, drivers)
-    hardware_json, drivers_json = rendered.hardware_json, rendered.drivers_json
+    ``renderings``: the ETags of this service's last reports."""
+    etag = renderings.etag(version, entries, drivers) if renderings is not None else None
+    waits = Feature.DISCOVERY_WAIT.spoken_in(version)
+    if waits and etag is not None and if_none_match == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    hardware_json = _hardware_json(version, entries)
     if not Feature.GENERATIONS.spoken_in(version):
         return Response(f'{{"hardware":{hardware_json}}}', media_type="application/json")
-    if not Feature.DISCOVERY_WAIT.spoken_in(version):
-        return Response(
-            _content(hardware_json, generation, drivers_json), media_type="application/json"
-        )
-    etag = rendered.etag
-    if if_none_match == etag:
-        return Response(status_code=304, headers={"ETag": etag})
-    return Response(
-        _content(hardware_json, generation, drivers_json),
-        media_type="application/json",
-        headers={"ETag": etag},
-    )
-
-
-def _content(hardware_json: str, generation: int, drivers_json: str | None) -> str:
+    drivers_json = _drivers_json(drivers) if drivers is not None else None
     content = f'{{"hardware":{hardware_json},"generation":{generation}'
     if drivers_json is not None:
         content += f',"drivers":{drivers_json}'
-    return content + "}"
+    content += "}"
+    if not waits:
+        return Response(content, media_type="application/json")
+    etag = _etag(hardware_json, drivers_json)
+    if renderings is not None:
+        renderings.keep(version, entries, drivers, etag)
+    if if_none_match == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(content, media_type="application/json", headers={"ETag": etag})
 
 
 def hardware_etag(
@@ -157,8 +152,12 @@ def hardware_etag(
     renderings: Renderings | None = None,
 ) -> str:
     """The ETag ``hardware_response`` gives this content at ``version`` (1.4 and later)."""
-    render = renderings.render if renderings is not None else _render
-    return render(version, entries, drivers).etag
+    etag = renderings.etag(version, entries, drivers) if renderings is not None else None
+    if etag is None:
+        etag = _etag(_hardware_json(version, entries), _drivers_json(drivers))
+        if renderings is not None:
+            renderings.keep(version, entries, drivers, etag)
+    return etag
 
 
 def _etag(hardware_json: str, drivers_json: str | None) -> str:
