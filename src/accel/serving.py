@@ -53,6 +53,9 @@ class Served:
     app: ASGIApp
     sock: socket.socket
     tls: TlsFiles | None = None
+    # How long an idle connection is kept for its client's next request; None: as
+    # long as the process's own server keeps one.
+    keep_alive: float | None = None
 
 
 def configure_logging(component: str, level: str = "INFO") -> None:
@@ -95,12 +98,10 @@ class _DrainingServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         counter = 0
         while True:
-            # A multiple of ten: uvicorn refreshes the Date header on those. What a
-            # server beside says of exiting is not this process's end.
-            for server in self.beside:
-                await server.on_tick(counter)
+            # A multiple of ten: uvicorn refreshes the Date header on those.
             if await self.on_tick(counter):
                 break
+            self._date_beside()
             counter = (counter + 10) % 864000
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TICK_SECONDS):
@@ -108,6 +109,14 @@ class _DrainingServer(uvicorn.Server):
         for server in self.beside:
             server.should_exit = True
             server.stopped.set()
+
+    def _date_beside(self) -> None:
+        """Gives the servers beside this one its Date header: one clock read and one
+        date formatted a second for all, not one each (their own tick's other work is
+        to decide their exit, which is this server's)."""
+        date = [header for header in self.server_state.default_headers if header[0] == b"date"]
+        for server in self.beside:
+            server.server_state.default_headers = date + server.config.encoded_headers
 
     async def serve_all(self, sockets: list[socket.socket], beside: Sequence[Served]) -> None:
         """Serves this server and ``beside``'s apps in one event loop until a signal."""
@@ -195,7 +204,9 @@ def serve(
     limits = WireLimits(error_body, max_connections=connection_cap(raise_file_limit()))
     collect_rarely()
 
-    def config(app: ASGIApp, tls: TlsFiles | None, behind_proxy: bool) -> uvicorn.Config:
+    def config(
+        app: ASGIApp, tls: TlsFiles | None, behind_proxy: bool, keep_alive: float
+    ) -> uvicorn.Config:
         return uvicorn_config(
             app,
             guarded_protocol(limits),
@@ -205,9 +216,13 @@ def serve(
             **(tls.server_options() if tls is not None else {}),
         )
 
-    main = config(app, tls, behind_proxy)
+    main = config(app, tls, behind_proxy, keep_alive)
     server = _DrainingServer(
-        main, [_BesideServer(config(each.app, each.tls, False)) for each in beside]
+        main,
+        [
+            _BesideServer(config(each.app, each.tls, False, each.keep_alive or keep_alive))
+            for each in beside
+        ],
     )
     with asyncio.Runner(loop_factory=main.get_loop_factory()) as runner:
         runner.run(server.serve_all([sock], beside))

@@ -10,6 +10,7 @@ from typing import cast
 from accel.driver.discovery import Discoverer
 from accel.driver.fake_health import healthy, set_aer
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
+from accel.driver.health.evidence import Absent
 from accel.driver.health.gpu import HealthNvml
 from accel.driver.health.monitor import VF_EVERY, HealthMonitor
 from accel.driver.health.policy import HealthPolicy
@@ -185,3 +186,65 @@ def test_a_new_device_below_a_bridge_leaves_the_bridges_errors_to_the_next_poll(
     [entry] = [e for e in monitor.attach(entries) if e.pci and e.pci.address == known]
     assert entry.health is not None and entry.health.state == "failed"
     assert entry.health.checks[0].value == f"+1 (Surprise Down Error +1) at upstream {bridge}"
+
+
+def test_an_unchanged_health_hands_back_the_last_attached_list(gpu_server: FakeSysfs) -> None:
+    """An idle driver's discoveries re-use their last scan's entries; with no health
+    changed since, the entries with health are the very list of the last discovery,
+    which the driver then need not render and hash again."""
+    qat = "0000:6b:00.0"
+    monitor = HealthMonitor(Kind.QAT, gpu_server.root, clock=Ticks())
+    healthy(gpu_server, qat, 0x8086)
+    entries = discover(gpu_server, Kind.QAT)
+    first = monitor.attach(entries)
+    monitor.poll(entries)  # nothing moved
+    assert monitor.attach(entries) is first
+    assert monitor.attach(discover(gpu_server, Kind.QAT)) is not first  # a new scan's
+    set_aer(gpu_server, qat, "fatal", {"Poisoned TLP": 1})
+    assert monitor.poll(entries)
+    changed = monitor.attach(entries)
+    assert changed is not first
+    health = {e.pci.address: e.health for e in changed if e.pci}[qat]
+    assert health is not None and health.state == "failed"
+    assert monitor.attach(entries) is changed
+
+
+def test_a_file_a_function_has_not_is_looked_for_again_only_with_another_driver(
+    gpu_server: FakeSysfs,
+) -> None:
+    """A function's files come with the device and with its driver's binding, so one
+    found missing is not opened again at every poll while the function keeps its
+    driver; another driver, or the function's coming back, looks again."""
+    qat = "0000:6b:00.0"
+    monitor = HealthMonitor(Kind.QAT, gpu_server.root, clock=Ticks())
+    healthy(gpu_server, qat, 0x8086)
+    fatal = gpu_server.device_dir(qat) / "aer_dev_fatal"
+    fatal.unlink()  # this function counts no fatal errors
+    entries = discover(gpu_server, Kind.QAT)
+    monitor.attach(entries)
+    for count in (1, 2):  # a fatal error, were the file read
+        set_aer(gpu_server, qat, "fatal", {"Poisoned TLP": count})
+        monitor.poll(entries)
+    health = {e.pci.address: e.health for e in monitor.attach(entries) if e.pci}[qat]
+    assert health is not None and health.state == "ok"
+    (pf,) = [e for e in entries if e.pci and e.pci.address == qat]
+    assert pf.pci is not None
+    rebound = pf.model_copy(update={"pci": pf.pci.model_copy(update={"driver": "vfio-pci"})})
+    monitor.poll([rebound])  # the baseline of the file found now
+    set_aer(gpu_server, qat, "fatal", {"Poisoned TLP": 3})
+    assert monitor.poll([rebound])
+    health = {e.pci.address: e.health for e in monitor.attach([rebound]) if e.pci}[qat]
+    assert health is not None and health.state == "failed"
+
+
+def test_only_a_missing_file_is_remembered_missing(tmp_path: Path) -> None:
+    absent = Absent()
+    assert absent.text(str(tmp_path / "config")) is None
+    (tmp_path / "config").write_text("answers")
+    assert absent.text(str(tmp_path / "config")) is None  # remembered missing
+    (tmp_path / "aer_dev_fatal").mkdir()  # there, but unreadable as a file
+    assert absent.text(str(tmp_path / "aer_dev_fatal")) is None
+    (tmp_path / "aer_dev_fatal").rmdir()
+    (tmp_path / "aer_dev_fatal").write_text("TOTAL_ERR_FATAL 0\n")
+    assert absent.text(str(tmp_path / "aer_dev_fatal")) == "TOTAL_ERR_FATAL 0"
+    assert Absent().text(str(tmp_path / "config")) == "answers"

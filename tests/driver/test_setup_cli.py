@@ -38,7 +38,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[SetupConfig]:
         def app(self) -> None:
             return None
 
-    def serve(app: Any, sock: socket.socket, tls: Any = None) -> None:
+    def serve(app: Any, sock: socket.socket, tls: Any = None, **settings: Any) -> None:
         sock.close()
 
     monkeypatch.setattr(accel.driver.service, "DriverService", Recorder)

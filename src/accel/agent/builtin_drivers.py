@@ -25,7 +25,8 @@ from accel.driver.discovery import Discoverer
 from accel.driver.health.monitor import HEALTH_INTERVAL
 from accel.driver.health.policy import HealthPolicy
 from accel.driver.nvml import nvml_for
-from accel.driver.service import DriverService, DriverSettings
+from accel.driver.service import KEPT_HEARTBEATS, DriverService, DriverSettings
+from accel.internal.intervals import HEARTBEAT_INTERVAL
 from accel.internal.schemas import Kind
 from accel.internal.tls import TlsFiles
 from accel.internal.versions import VersionRange
@@ -71,11 +72,13 @@ def builtin_drivers(
     versions: VersionRange,
     tls: TlsFiles | None = None,
     hello_interval: float = BUILTIN_HELLO_INTERVAL,
+    heartbeat_interval: float = HEARTBEAT_INTERVAL,
     health_interval: float | None = HEALTH_INTERVAL,
     health_policy: HealthPolicy | None = None,
 ) -> list[Served]:
     """One driver per kind, each bound now to a free port on the agent's host (loopback
-    where the agent listens on every address), to serve beside the agent."""
+    where the agent listens on every address), to serve beside the agent, whose
+    ``heartbeat_interval`` sets how long a driver keeps an idle connection."""
     agent_url = loopback_url(agent_socket, tls)
     host = agent_url.rsplit(":", 1)[0].split("://", 1)[1].strip("[]")
     drivers: list[Served] = []
@@ -95,5 +98,7 @@ def builtin_drivers(
                 health_policy=health_policy or HealthPolicy(),
             )
         )
-        drivers.append(Served(f"the built-in {kind.value} driver", service.app(), sock, tls))
+        name = f"the built-in {kind.value} driver"
+        keep_alive = KEPT_HEARTBEATS * heartbeat_interval
+        drivers.append(Served(name, service.app(), sock, tls, keep_alive))
     return drivers

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from accel.agent.discovery import NodeDiscovery, NodeReport
 from accel.errors import PeerError
 from accel.internal.client import InternalClient
-from accel.internal.discovery_http import hardware_etag
+from accel.internal.discovery_http import Renderings, hardware_etag
 from accel.internal.schemas import AgentHello
 from accel.internal.versions import Feature, Version
 
@@ -69,14 +69,19 @@ class InventoryMemory:
     """The last inventory ETag this node computed, and whether a hello may reuse it
     (rule 4 of the module's docstring)."""
 
-    def __init__(self, max_age: float, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, max_age: float, clock: Clock = time.monotonic, renderings: Renderings | None = None
+    ) -> None:
+        """``renderings``: the node's reports as its agent renders them, so that an
+        unchanged one is not rendered and hashed again for each hello."""
         self.max_age = max_age
         self.last: RememberedEtag | None = None
         self._clock = clock
+        self._renderings = renderings
 
     def remember(self, version: Version, registry_version: int, found: NodeReport) -> str:
         """The ETag of ``found`` at ``version``, remembered as the last one."""
-        etag = hardware_etag(version, found.hardware, found.drivers or [])
+        etag = hardware_etag(version, found.hardware, found.drivers or [], self._renderings)
         self.last = RememberedEtag(etag, self._clock(), version, registry_version)
         return etag
 
@@ -109,7 +114,7 @@ class ConductorHeartbeat:
         self.endpoint = endpoint
         self.interval = interval
         self.client = client
-        self.memory = InventoryMemory(interval, clock)
+        self.memory = InventoryMemory(interval, clock, discovery.renderings)
         self._conductors = conductors
         self._current = 0  # the index of the conductor that answered last
         self._discovery = discovery

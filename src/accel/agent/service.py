@@ -126,6 +126,7 @@ class AgentService:
                 found.hardware,
                 found.drivers or [],
                 request.headers.get("if-none-match"),
+                self.discovery.renderings,
             ),
         )
 
@@ -137,6 +138,7 @@ class AgentService:
             found.hardware,
             found.drivers or [],
             request.headers.get("if-none-match"),
+            self.discovery.renderings,
         )
 
     async def aclose(self) -> None:
@@ -185,28 +187,30 @@ ROUTES = (
 )
 
 
-def _client(settings: AgentSettings, keepalive: float = 5.0, shared: bool = True) -> InternalClient:
+def _client(settings: AgentSettings, shared: bool = True) -> InternalClient:
     """A client for the drivers (sharing its process's session: they are this node's),
-    or with ``keepalive`` and not ``shared``, for the conductors."""
+    or, not ``shared``, for the conductors: each heartbeat goes over the last one's
+    connection.
+
+    No new TCP (and TLS) handshake per heartbeat on either side: with mutual TLS
+    the handshakes cost a conductor four times the CPU of the heartbeats
+    themselves, and a new connection to each driver at every heartbeat was a large
+    share of an idle node's CPU (docs/benchmarks.md, issue 25). A conductor keeps an
+    idle connection three of its heartbeat intervals (accel conductor), and so does
+    a driver (``KEPT_HEARTBEATS``), longer than these two, so the agent lets it go
+    first.
+    """
     return InternalClient(
         settings.token,
         settings.versions,
         timeout=settings.driver_timeout,
         tls=settings.tls,
-        keepalive=keepalive,
+        keepalive=2 * settings.heartbeat_interval,
         report_bytes=MAX_DRIVER_ANSWER_BYTES,
         shared=shared,
     )
 
 
 def _conductor_client(settings: AgentSettings) -> InternalClient:
-    """The heartbeats' client: each heartbeat goes over the last one's connection.
-
-    No new TCP (and TLS) handshake per heartbeat on either side: with mutual TLS
-    the handshakes cost a conductor four times the CPU of the heartbeats
-    themselves. A conductor keeps an idle connection three of its heartbeat
-    intervals (accel conductor), longer than these two, so the agent lets it go
-    first. The drivers' connections are not kept so long: a driver closes an
-    idle one after five seconds, and a kept socket would only wait for that.
-    """
-    return _client(settings, keepalive=2 * settings.heartbeat_interval, shared=False)
+    """The heartbeats' client, apart from the drivers' (its own session and connections)."""
+    return _client(settings, shared=False)

@@ -136,8 +136,9 @@ def driver(
     """Discover one kind of hardware on this node and serve it to the agent."""
     from accel.driver.discovery import Discoverer
     from accel.driver.nvml import nvml_for
-    from accel.driver.service import DriverService, DriverSettings
+    from accel.driver.service import KEPT_HEARTBEATS, DriverService, DriverSettings
     from accel.driver.setup import SetupConfig
+    from accel.internal.intervals import HEARTBEAT_INTERVAL
     from accel.serving import configure_logging, serve
 
     configure_logging(f"driver[{kind.value}]", log_level)
@@ -181,7 +182,8 @@ def driver(
     )
     if kind is Kind.FPGA and (fpga_program_tool is None or bitstream_dir is None):
         log.info("FPGA programming is off: it needs --fpga-program-tool and --bitstream-dir")
-    serve(service.app(), sock, tls)
+    # Its agent's heartbeat interval is not known here: the default one's.
+    serve(service.app(), sock, tls, keep_alive=KEPT_HEARTBEATS * HEARTBEAT_INTERVAL)
 
 
 @click.command()
@@ -285,6 +287,7 @@ def agent(
         settings_token,
         versions,
         tls,
+        heartbeat_interval=heartbeat_interval,
         health_interval=health_interval,
         health_policy=health_policy,
     )

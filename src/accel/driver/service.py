@@ -42,6 +42,7 @@ from accel.errors import PeerError
 from accel.internal.client import InternalClient
 from accel.internal.discovery_http import (
     MAX_WAIT_SECONDS,
+    Renderings,
     discovery_answer,
     hardware_response,
     requested_result,
@@ -59,6 +60,13 @@ from accel.web.bodies import read_body
 from accel.web.queries import only_params
 
 log = logging.getLogger(__name__)
+
+# How many of its agent's heartbeat intervals a driver keeps an idle connection. The
+# agent asks every driver for a discovery at each heartbeat, and a connection closed
+# in between (uvicorn's five seconds) made each heartbeat a new TCP connection per
+# driver, both ends of it in one process for a built-in driver (docs/benchmarks.md,
+# issue 25). The agent keeps its end two intervals, so it lets a connection go first.
+KEPT_HEARTBEATS = 3
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ class DriverService:
         self.settings = settings
         self.node = settings.node or socket.gethostname()
         self.discoveries: DiscoveryState[list[HardwareEntry]] = DiscoveryState([])
+        self.renderings = Renderings()
         self.registered = asyncio.Event()
         self.operations = OperationRegistry(self._rediscover)
         discoverer = settings.discoverer
@@ -156,14 +165,24 @@ class DriverService:
             self.discoveries,
             lambda: self.discoveries.start(self._scan),
             lambda version, generation, entries: hardware_response(
-                version, generation, entries, None, request.headers.get("if-none-match")
+                version,
+                generation,
+                entries,
+                None,
+                request.headers.get("if-none-match"),
+                self.renderings,
             ),
         )
 
     async def hardware(self, request: Request) -> Response:
         version, generation, entries = await requested_result(request, self.discoveries)
         return hardware_response(
-            version, generation, entries, None, request.headers.get("if-none-match")
+            version,
+            generation,
+            entries,
+            None,
+            request.headers.get("if-none-match"),
+            self.renderings,
         )
 
     async def _rediscover(self) -> None:

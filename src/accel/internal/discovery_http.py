@@ -1,5 +1,10 @@
 """The HTTP side of ``POST /v1/discovery`` and ``GET /v1/hardware``, which drivers and
-agents serve alike: the same bodies, the same versions, the same long poll."""
+agents serve alike: the same bodies, the same versions, the same long poll.
+
+A report's ETag is made once per report and version (``Renderings``): an idle node's
+discoveries hand back the very result of the last one, so a heartbeat that finds
+nothing changed renders and hashes nothing (docs/benchmarks.md, issue 25).
+"""
 
 from __future__ import annotations
 
@@ -100,16 +105,65 @@ _ENTRIES = TypeAdapter(list[HardwareEntry])
 Hardware = Sequence[HardwareEntry] | NodeHardware
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """A report's parts, by identity, and their ETag at one version."""
+
+    entries: Hardware
+    drivers: Sequence[DriverOutcome] | None
+    etag: str
+
+
+class Renderings:
+    """The ETag of one service's last report at each version, so that a report is
+    rendered and hashed once, and an unchanged one answers 304 at once.
+
+    Known by identity: a discovery's result is never changed once made, so the same
+    objects render the same; a new result, even an equal one, is rendered anew. Only
+    the ETag is kept, not the JSON: an idle node's answers are 304s, and the
+    simulator's thousands of drivers and agents would each hold their report twice."""
+
+    def __init__(self) -> None:
+        self._last: dict[Version, _Known] = {}
+
+    def etag(
+        self,
+        version: Version,
+        entries: Hardware,
+        drivers: Sequence[DriverOutcome] | None,
+    ) -> str | None:
+        """The ETag of these very parts at ``version``, if they were rendered last."""
+        last = self._last.get(version)
+        if last is not None and last.entries is entries and last.drivers is drivers:
+            return last.etag
+        return None
+
+    def keep(
+        self,
+        version: Version,
+        entries: Hardware,
+        drivers: Sequence[DriverOutcome] | None,
+        etag: str,
+    ) -> None:
+        self._last[version] = _Known(entries, drivers, etag)
+
+
 def hardware_response(
     version: Version,
     generation: int,
     entries: Hardware,
     drivers: Sequence[DriverOutcome] | None = None,
     if_none_match: str | None = None,
+    renderings: Renderings | None = None,
 ) -> Response:
     """A hardware answer. From 1.4 it carries an ETag of its content (the hardware and
     the drivers' outcomes, not the generation), and is 304 with no body when that is
-    the caller's ``If-None-Match``: a resync that changed nothing moves no body."""
+    the caller's ``If-None-Match``: a resync that changed nothing moves no body.
+    ``renderings``: the ETags of this service's last reports."""
+    etag = renderings.etag(version, entries, drivers) if renderings is not None else None
+    waits = Feature.DISCOVERY_WAIT.spoken_in(version)
+    if waits and etag is not None and if_none_match == etag:
+        return Response(status_code=304, headers={"ETag": etag})
     hardware_json = _hardware_json(version, entries)
     if not Feature.GENERATIONS.spoken_in(version):
         return Response(f'{{"hardware":{hardware_json}}}', media_type="application/json")
@@ -118,17 +172,29 @@ def hardware_response(
     if drivers_json is not None:
         content += f',"drivers":{drivers_json}'
     content += "}"
-    if not Feature.DISCOVERY_WAIT.spoken_in(version):
+    if not waits:
         return Response(content, media_type="application/json")
     etag = _etag(hardware_json, drivers_json)
+    if renderings is not None:
+        renderings.keep(version, entries, drivers, etag)
     if if_none_match == etag:
         return Response(status_code=304, headers={"ETag": etag})
     return Response(content, media_type="application/json", headers={"ETag": etag})
 
 
-def hardware_etag(version: Version, entries: Hardware, drivers: Sequence[DriverOutcome]) -> str:
+def hardware_etag(
+    version: Version,
+    entries: Hardware,
+    drivers: Sequence[DriverOutcome],
+    renderings: Renderings | None = None,
+) -> str:
     """The ETag ``hardware_response`` gives this content at ``version`` (1.4 and later)."""
-    return _etag(_hardware_json(version, entries), _drivers_json(drivers))
+    etag = renderings.etag(version, entries, drivers) if renderings is not None else None
+    if etag is None:
+        etag = _etag(_hardware_json(version, entries), _drivers_json(drivers))
+        if renderings is not None:
+            renderings.keep(version, entries, drivers, etag)
+    return etag
 
 
 def _etag(hardware_json: str, drivers_json: str | None) -> str:

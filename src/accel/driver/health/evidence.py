@@ -3,11 +3,10 @@ that turns the kernel's ever-growing counters into per-poll deltas."""
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-
-from accel.driver.pci import read_text
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +70,54 @@ class FirstLook(Counters):
         return 0
 
 
-def read_counter_lines(path: str) -> dict[str, int] | None:
+@dataclass
+class Absent:
+    """The files one function was found without, not looked for again: its attributes
+    are the kernel's, made with the device, and its driver's, made when it binds, so
+    a monitor keeps one per function and driver and drops it when either goes. An idle
+    node's polls spent most of their opens failing on files a function has not (a VF's
+    AER counters, an older kernel's QAT RAS files: docs/benchmarks.md, issue 25). Only
+    a missing file is remembered: one that fails to read (a device that stopped
+    answering) is tried again at every poll."""
+
+    paths: set[str] = field(default_factory=set)
+
+    def bytes(self, path: str, size: int = 65536) -> bytes | None:
+        """Up to ``size`` bytes of the file, or None if it is missing or unreadable."""
+        if path in self.paths:
+            return None
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            self.paths.add(path)
+            return None
+        except OSError:
+            return None
+        try:
+            return os.read(descriptor, size)
+        except OSError:
+            return None
+        finally:
+            os.close(descriptor)
+
+    def text(self, path: str) -> str | None:
+        """A sysfs attribute's text, as ``accel.driver.pci.read_text`` reads it."""
+        data = self.bytes(path)
+        return None if data is None else data.decode("ascii", "replace").strip()
+
+    def glob(self, pattern: str) -> list[str]:
+        """The paths matching ``pattern``; none matching is remembered as a missing file."""
+        if pattern in self.paths:
+            return []
+        found = glob.glob(pattern)
+        if not found:
+            self.paths.add(pattern)
+        return found
+
+
+def read_counter_lines(path: str, absent: Absent | None = None) -> dict[str, int] | None:
     """The kernel's ``<name> <count>`` lines (AER, QAT RAS) as a mapping, or None."""
-    text = read_text(path)
+    text = (absent or Absent()).text(path)
     if text is None:
         return None
     rows: dict[str, int] = {}
@@ -84,9 +128,9 @@ def read_counter_lines(path: str) -> dict[str, int] | None:
     return rows
 
 
-def read_number(path: str) -> int | None:
+def read_number(path: str, absent: Absent | None = None) -> int | None:
     """A decimal or ``0x`` hexadecimal number file, or None."""
-    text = read_text(path)
+    text = (absent or Absent()).text(path)
     if text is None:
         return None
     try:
@@ -95,17 +139,8 @@ def read_number(path: str) -> int | None:
         return None
 
 
-def first_bytes(path: str, size: int) -> bytes | None:
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        return os.read(descriptor, size)
-    except OSError:
-        return None
-    finally:
-        os.close(descriptor)
+def first_bytes(path: str, size: int, absent: Absent | None = None) -> bytes | None:
+    return (absent or Absent()).bytes(path, size)
 
 
 def rises(rows: Mapping[str, int], counters: Counters, key: str) -> dict[str, int]:

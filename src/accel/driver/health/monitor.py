@@ -4,7 +4,7 @@ discovery the health as of the last poll (a device new to it is read at once).
 What keeps an idle node's polls cheap (docs/benchmarks.md, issue 25): a VF is read at
 every ``VF_EVERY``-th poll only, the drivers of one process poll one at a time, and
 what cannot change while a function exists (its upstream bridge, its maximum link)
-is read once.
+is read once, and so is a file a function has not (``Absent``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from accel.driver.health.evidence import Counters, FirstLook, Reading
+from accel.driver.health.evidence import Absent, Counters, FirstLook, Reading
 from accel.driver.health.fpga import fpga_readings
 from accel.driver.health.gpu import GpuHealth, HealthNvml
 from accel.driver.health.machine import DeviceMachine, fanned_out
@@ -86,8 +86,15 @@ class HealthMonitor:
         # Each MIG instance's own evidence, by (its GPU's address, its uuid).
         self.instances: dict[tuple[str, str], DeviceMachine] = {}
         self.polls = 0
+        # Moves whenever a reported health may have: a device's changed, one was added
+        # or dropped. With the same entries at the same count, ``attach`` answers its
+        # last list again, which the driver has rendered already (discovery_http).
+        self._changes = 0
+        self._attached: tuple[Sequence[HardwareEntry], int, list[HardwareEntry]] | None = None
         self._parents: dict[str, str | None] = {}
         self._maxima: dict[str, tuple[str, str]] = {}
+        # Each function's files found missing, with the kernel driver it had then.
+        self._absent: dict[str, tuple[str | None, Absent]] = {}
         self._lock = threading.Lock()
 
     def poll(self, entries: Sequence[HardwareEntry]) -> bool:
@@ -98,7 +105,8 @@ class HealthMonitor:
             return self._poll(entries, forget=True)
 
     def attach(self, entries: Sequence[HardwareEntry]) -> list[HardwareEntry]:
-        """``entries`` with each device's and VF's health as of the last poll."""
+        """``entries`` with each device's and VF's health as of the last poll: the very
+        list of the last call when its ``entries`` were these and no health changed."""
         with self._lock:
             unseen = [e for e in entries if not self._known(e)]
             if unseen:
@@ -107,7 +115,12 @@ class HealthMonitor:
                     self._poll(unseen, forget=False)
                 finally:
                     self.counters = counters
-            return [self._with_health(entry) for entry in entries]
+            last = self._attached
+            if last is not None and last[0] is entries and last[1] == self._changes:
+                return last[2]
+            attached = [self._with_health(entry) for entry in entries]
+            self._attached = (entries, self._changes, attached)
+            return attached
 
     def _known(self, entry: HardwareEntry) -> bool:
         """Whether the entry's device and every VF of it have been read before."""
@@ -155,7 +168,10 @@ class HealthMonitor:
         for address, readings in self.gpu.take_instances().items():
             for key in [k for k in self.instances if k[0] == address and k[1] not in readings]:
                 del self.instances[key]  # MIG reconfigured: that instance is gone
+                self._changes += 1
             for uuid, taken in readings.items():
+                if (address, uuid) not in self.instances:
+                    self._changes += 1
                 machine = self.instances.setdefault(
                     (address, uuid), DeviceMachine(self.policy, now)
                 )
@@ -171,42 +187,58 @@ class HealthMonitor:
         for entry in entries:
             if entry.pci is None:
                 continue
-            functions = [(entry.pci.address, False)]
-            functions += [(vf.address, True) for vf in entry.virtual_functions]
-            for address, virtual in functions:
+            functions = [(entry.pci.address, entry.pci.driver, False)]
+            functions += [(vf.address, vf.driver, True) for vf in entry.virtual_functions]
+            for address, driver, virtual in functions:
                 seen.add(address)
                 machine = self.machines.get(address)
                 if virtual and machine is not None and not vf_turn:
                     continue
-                readings = self._read(address, virtual, bridges)
+                readings = self._read(address, virtual, bridges, self._absent_of(address, driver))
                 if machine is None:
                     machine = self.machines[address] = DeviceMachine(self.policy, now)
+                    self._changes += 1
                 changed = machine.observe(readings, now) or changed
         changed = self._observe_instances(now) or changed
         if forget:
             for address in set(self.machines) - seen:
+                self._changes += 1
                 del self.machines[address]
                 self._parents.pop(f"{self.devices}/{address}", None)
                 self._maxima.pop(f"{self.devices}/{address}", None)
+                self._absent.pop(address, None)
                 self.counters.forget(f"{self.devices}/{address}/")
                 self.counters.forget(f"nvml/{address}/")
                 if self.gpu is not None:
                     self.gpu.forget(address)
                 for key in [k for k in self.instances if k[0] == address]:
                     del self.instances[key]
+        if changed:
+            self._changes += 1
         return changed
 
-    def _read(self, address: str, virtual: bool, bridges: BridgeSteps) -> list[Reading]:
+    def _absent_of(self, address: str, driver: str | None) -> Absent:
+        """The function's files found missing while it had this driver (binding another
+        driver makes and removes that driver's files)."""
+        known = self._absent.get(address)
+        if known is None or known[0] != driver:
+            known = self._absent[address] = (driver, Absent())
+        return known[1]
+
+    def _read(
+        self, address: str, virtual: bool, bridges: BridgeSteps, absent: Absent
+    ) -> list[Reading]:
         directory = f"{self.devices}/{address}"
         limit = self.policy.correctable_limit
-        readings = [config_reading(directory)]
+        readings = [config_reading(directory, absent)]
         # A VF shares its PF's link: the link and the bridge above it are the PF's.
-        readings += aer_readings(directory, self.counters, None if virtual else bridges, limit)
+        upstream = None if virtual else bridges
+        readings += aer_readings(directory, self.counters, upstream, limit, absent)
         if virtual:
             return readings
-        readings += link_readings(directory, self._maxima)
+        readings += link_readings(directory, self._maxima, absent)
         if self.kind is Kind.QAT:
-            readings += qat_readings(self.root, address, directory, self.counters, limit)
+            readings += qat_readings(self.root, address, directory, self.counters, limit, absent)
         elif self.kind is Kind.FPGA:
             readings += fpga_readings(directory)
         elif self.kind is Kind.GPU and self.gpu is not None:

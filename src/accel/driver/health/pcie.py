@@ -10,6 +10,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 from accel.driver.health.evidence import (
+    Absent,
     Counters,
     Reading,
     first_bytes,
@@ -17,7 +18,6 @@ from accel.driver.health.evidence import (
     rises,
     unread,
 )
-from accel.driver.pci import read_text
 
 _ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
@@ -68,9 +68,11 @@ class BridgeSteps:
         return self.steps[key]
 
 
-def aer_step(directory: str, check: str, counters: Counters) -> AerStep | None:
+def aer_step(
+    directory: str, check: str, counters: Counters, absent: Absent | None = None
+) -> AerStep | None:
     name, total_line = AER_FILES[check]
-    rows = read_counter_lines(f"{directory}/{name}")
+    rows = read_counter_lines(f"{directory}/{name}", absent)
     if rows is None:
         return None
     total = rows.pop(total_line, None)
@@ -88,15 +90,19 @@ def upstream_bridge(directory: str) -> str | None:
 
 
 def aer_readings(
-    directory: str, counters: Counters, bridges: BridgeSteps | None, correctable_limit: int
+    directory: str,
+    counters: Counters,
+    bridges: BridgeSteps | None,
+    correctable_limit: int,
+    absent: Absent | None = None,
 ) -> list[Reading]:
     """The three AER checks; the upstream bridge's counts are the device's too, since
     errors on a link may be counted at the link partner only (a VF, which shares its
-    PF's link, passes no ``bridges``)."""
+    PF's link, passes no ``bridges``). ``absent``: the function's files found missing."""
     bridge = bridges.bridge_of(directory) if bridges is not None else None
     readings = []
     for check in AER_CHECKS:
-        own = aer_step(directory, check, counters)
+        own = aer_step(directory, check, counters, absent)
         seen = bridges.step(bridge, check) if bridges is not None and bridge else None
         if own is None and seen is None:
             readings.append(unread(check))
@@ -122,13 +128,16 @@ def _speed(text: str) -> float | None:
 
 
 def link_readings(
-    directory: str, maxima: MutableMapping[str, tuple[str, str]] | None = None
+    directory: str,
+    maxima: MutableMapping[str, tuple[str, str]] | None = None,
+    absent: Absent | None = None,
 ) -> list[Reading]:
     """Link down, width and speed against their maximum (a physical function's link).
 
     The maximum is the function's capability, fixed while it exists: with ``maxima``
     (kept by the caller across polls, dropped when the function vanishes) it is read
     once, once both files answer."""
+    read_text = (absent or Absent()).text
     current_speed = read_text(f"{directory}/current_link_speed")
     current_width = read_text(f"{directory}/current_link_width")
     known = maxima.get(directory) if maxima is not None else None
@@ -158,9 +167,9 @@ def link_readings(
     return readings
 
 
-def config_reading(directory: str) -> Reading:
+def config_reading(directory: str, absent: Absent | None = None) -> Reading:
     """A function that no longer answers config reads returns all ones: vendor ffff."""
-    vendor = first_bytes(f"{directory}/config", 2)
+    vendor = first_bytes(f"{directory}/config", 2, absent)
     if vendor is None or len(vendor) < 2:
         return unread(CONFIG_CHECK)
     if vendor == b"\xff\xff":

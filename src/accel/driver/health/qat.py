@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import glob
 
-from accel.driver.health.evidence import Counters, Reading, read_number, unread
-from accel.driver.pci import read_text
+from accel.driver.health.evidence import Absent, Counters, Reading, read_number, unread
 
 RAS_CHECKS = {
     "qat_ras_fatal": "errors_fatal",
@@ -18,21 +17,27 @@ RAS_CHECKS = {
 QAT_CHECKS = ("qat_state", "qat_heartbeat", *RAS_CHECKS)
 
 
-def heartbeat_path(sysfs_root: str, address: str) -> str | None:
-    found = glob.glob(f"{sysfs_root}/sys/kernel/debug/qat_*_{glob.escape(address)}")
+def heartbeat_path(sysfs_root: str, address: str, absent: Absent | None = None) -> str | None:
+    found = (absent or Absent()).glob(f"{sysfs_root}/sys/kernel/debug/qat_*_{glob.escape(address)}")
     return f"{sorted(found)[0]}/heartbeat/status" if found else None
 
 
 def qat_readings(
-    sysfs_root: str, address: str, directory: str, counters: Counters, correctable_limit: int
+    sysfs_root: str,
+    address: str,
+    directory: str,
+    counters: Counters,
+    correctable_limit: int,
+    absent: Absent | None = None,
 ) -> list[Reading]:
+    absent = absent or Absent()
     readings = []
-    state = read_text(f"{directory}/qat/state")
+    state = absent.text(f"{directory}/qat/state")
     readings.append(
         unread("qat_state") if state is None else Reading("qat_state", state != "up", state)
     )
-    path = heartbeat_path(sysfs_root, address)
-    status = None if path is None else read_number(path)
+    path = heartbeat_path(sysfs_root, address, absent)
+    status = None if path is None else read_number(path, absent)
     if status is None:
         readings.append(unread("qat_heartbeat"))
     else:
@@ -41,7 +46,7 @@ def qat_readings(
             Reading("qat_heartbeat", not alive, "alive" if alive else f"unresponsive ({status})")
         )
     for check, name in RAS_CHECKS.items():
-        count = read_number(f"{directory}/qat_ras/{name}")
+        count = read_number(f"{directory}/qat_ras/{name}", absent)
         if count is None:
             readings.append(unread(check))
             continue
