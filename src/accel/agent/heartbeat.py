@@ -81,7 +81,13 @@ class InventoryMemory:
 
     def remember(self, version: Version, registry_version: int, found: NodeReport) -> str:
         """The ETag of ``found`` at ``version``, remembered as the last one."""
-        etag = hardware_etag(version, found.hardware, found.drivers or [], self._renderings)
+        etag = hardware_etag(
+            version,
+            found.hardware,
+            found.drivers or [],
+            self._renderings,
+            found.resource_provider_name,
+        )
         self.last = RememberedEtag(etag, self._clock(), version, registry_version)
         return etag
 

@@ -127,6 +127,7 @@ class AgentService:
                 found.drivers or [],
                 request.headers.get("if-none-match"),
                 self.discovery.renderings,
+                found.resource_provider_name,
             ),
         )
 
@@ -139,6 +140,7 @@ class AgentService:
             found.drivers or [],
             request.headers.get("if-none-match"),
             self.discovery.renderings,
+            found.resource_provider_name,
         )
 
     async def aclose(self) -> None:

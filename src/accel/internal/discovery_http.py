@@ -155,11 +155,13 @@ def hardware_response(
     drivers: Sequence[DriverOutcome] | None = None,
     if_none_match: str | None = None,
     renderings: Renderings | None = None,
+    resource_provider_name: str | None = None,
 ) -> Response:
-    """A hardware answer. From 1.4 it carries an ETag of its content (the hardware and
-    the drivers' outcomes, not the generation), and is 304 with no body when that is
-    the caller's ``If-None-Match``: a resync that changed nothing moves no body.
-    ``renderings``: the ETags of this service's last reports."""
+    """A hardware answer. From 1.4 it carries an ETag of its content (the hardware, the
+    drivers' outcomes and an agent's ``resource_provider_name``, not the generation),
+    and is 304 with no body when that is the caller's ``If-None-Match``: a resync that
+    changed nothing moves no body. ``renderings``: the ETags of this service's last
+    reports (of one ``resource_provider_name``: an agent's is fixed at its start)."""
     etag = renderings.etag(version, entries, drivers) if renderings is not None else None
     waits = Feature.DISCOVERY_WAIT.spoken_in(version)
     if waits and etag is not None and if_none_match == etag:
@@ -171,10 +173,12 @@ def hardware_response(
     content = f'{{"hardware":{hardware_json},"generation":{generation}'
     if drivers_json is not None:
         content += f',"drivers":{drivers_json}'
+    if resource_provider_name is not None:
+        content += f',"resource_provider_name":{_json(resource_provider_name)}'
     content += "}"
     if not waits:
         return Response(content, media_type="application/json")
-    etag = _etag(hardware_json, drivers_json)
+    etag = _etag(hardware_json, drivers_json, resource_provider_name)
     if renderings is not None:
         renderings.keep(version, entries, drivers, etag)
     if if_none_match == etag:
@@ -187,19 +191,23 @@ def hardware_etag(
     entries: Hardware,
     drivers: Sequence[DriverOutcome],
     renderings: Renderings | None = None,
+    resource_provider_name: str | None = None,
 ) -> str:
     """The ETag ``hardware_response`` gives this content at ``version`` (1.4 and later)."""
     etag = renderings.etag(version, entries, drivers) if renderings is not None else None
     if etag is None:
-        etag = _etag(_hardware_json(version, entries), _drivers_json(drivers))
+        hardware_json = _hardware_json(version, entries)
+        etag = _etag(hardware_json, _drivers_json(drivers), resource_provider_name)
         if renderings is not None:
             renderings.keep(version, entries, drivers, etag)
     return etag
 
 
-def _etag(hardware_json: str, drivers_json: str | None) -> str:
+def _etag(hardware_json: str, drivers_json: str | None, resource_provider_name: str | None) -> str:
     digest = hashlib.sha256(hardware_json.encode())
     digest.update(b"\0" + (drivers_json or "").encode())
+    if resource_provider_name is not None:  # a node without one keeps its ETags
+        digest.update(b"\0" + resource_provider_name.encode())
     return f'"{digest.hexdigest()[:40]}"'
 
 
