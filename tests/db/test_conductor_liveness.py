@@ -10,7 +10,7 @@ import datetime as dt
 from sqlalchemy import select
 
 from accel.conductor.presence import record_conductor
-from accel.db.conductor_liveness import LIVE_WITHIN, alive_at, conductor_alive
+from accel.db.conductor_liveness import LIVE_WITHIN, alive_at, conductor_alive, worth_asking
 from accel.db.models import Conductor
 from tests.databases import migrated_sessions
 
@@ -40,3 +40,17 @@ def test_python_and_sql_agree_and_the_negation_finds_the_dead(database_url: str)
             dead = set(session.scalars(select(Conductor.name).where(~alive_at(NOW))))
     assert alive == ALIVE
     assert dead == set(RECORDS) - ALIVE
+
+
+def test_the_api_still_asks_a_conductor_whose_vouch_lapsed_within_a_minute(
+    database_url: str,
+) -> None:
+    """A conductor whose writes failed for a while (a full disk) cannot renew its vouch,
+    yet answers binds as soon as they work: the api asks it, not the takeover."""
+    with migrated_sessions(database_url) as sessions:
+        for name, (seen, until) in RECORDS.items():
+            record_conductor(sessions, name, f"127.0.0.1:{len(name)}", seen, alive_until=until)
+        with sessions() as session:
+            asked = set(session.scalars(select(Conductor.name).where(worth_asking(NOW))))
+    assert asked == {name for name, (seen, _) in RECORDS.items() if seen >= NOW - LIVE_WITHIN}
+    assert "lapsed" in asked and "lapsed" not in ALIVE

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from accel.api.queries import reader
 from accel.db.columns import utcnow
 from accel.db.commit_deadline import database_clock, lock_for_writing, locked_requests
-from accel.db.conductor_liveness import alive_at
+from accel.db.conductor_liveness import worth_asking
 from accel.db.engine import LOCK_NOT_AVAILABLE
 from accel.db.models import AcceleratorRequest, Conductor, Device, Operation
 from accel.db.operation_view import asked_since
@@ -51,7 +51,7 @@ def live_conductors(session: Session) -> list[str]:
     return list(
         session.scalars(
             select(Conductor.endpoint)
-            .where(alive_at(utcnow()))
+            .where(worth_asking(utcnow()))
             .order_by(Conductor.last_seen.desc())
         )
     )

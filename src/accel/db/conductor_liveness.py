@@ -1,10 +1,16 @@
-"""When a conductor counts as alive: the one rule that the api (which conductor to
-ask), the fleet page, a starting conductor (is its name held?) and the conductors'
-takeover of each other's setup operations all apply.
+"""When a conductor counts as alive, and which conductors the api asks: the rules the
+fleet page, a starting conductor (is its name held?), the conductors' takeover of
+each other's setup operations and the api all apply.
 
 A conductor vouches for itself in its record: ``alive_until``, a few of its
 heartbeats ahead (accel.conductor.presence). A record written by a release from
 before ``alive_until`` existed is judged by its ``last_seen``, within LIVE_WITHIN.
+
+The api asks more widely (``worth_asking``): any conductor seen within LIVE_WITHIN,
+freshest first, whatever its vouch says. A conductor whose record lapsed because its
+writes failed for a while (a full disk, the database away) answers binds again as
+soon as they work, before its next record; asking a dead one costs a refused
+connection, while skipping a live one would fail the bind.
 """
 
 from __future__ import annotations
@@ -34,3 +40,8 @@ def alive_at(now: dt.datetime) -> ColumnElement[bool]:
         and_(Conductor.alive_until.is_not(None), Conductor.alive_until >= now),
         and_(Conductor.alive_until.is_(None), Conductor.last_seen >= now - LIVE_WITHIN),
     )
+
+
+def worth_asking(now: dt.datetime) -> ColumnElement[bool]:
+    """Conductors the api may ask at ``now``: seen within LIVE_WITHIN."""
+    return Conductor.last_seen >= now - LIVE_WITHIN
