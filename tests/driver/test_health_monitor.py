@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import cast
 
 from accel.driver.discovery import Discoverer
-from accel.driver.fake_health import healthy, set_aer
+from accel.driver.fake_health import healthy, set_aer, set_qat_heartbeat, set_qat_ras, set_qat_state
 from accel.driver.fake_sysfs import FakeFunction, FakeSysfs
 from accel.driver.health.evidence import Absent
 from accel.driver.health.gpu import HealthNvml
@@ -248,3 +248,27 @@ def test_only_a_missing_file_is_remembered_missing(tmp_path: Path) -> None:
     (tmp_path / "aer_dev_fatal").write_text("TOTAL_ERR_FATAL 0\n")
     assert absent.text(str(tmp_path / "aer_dev_fatal")) == "TOTAL_ERR_FATAL 0"
     assert Absent().text(str(tmp_path / "config")) == "answers"
+
+
+def test_a_qats_files_made_when_it_comes_up_are_read_once_it_is_up(gpu_server: FakeSysfs) -> None:
+    """The QAT driver makes its heartbeat (debugfs) and RAS counters when the device
+    comes up and removes them when it goes down, its binding unchanged: found missing
+    while it was down, they are looked for again once its state moved."""
+    qat = "0000:6b:00.0"
+    monitor = HealthMonitor(Kind.QAT, gpu_server.root, clock=Ticks())
+    healthy(gpu_server, qat, 0x8086)
+    set_qat_state(gpu_server, qat, "down")
+    entries = discover(gpu_server, Kind.QAT)
+    monitor.attach(entries)
+    monitor.poll(entries)
+    set_qat_state(gpu_server, qat, "up")
+    set_qat_heartbeat(gpu_server, qat, -1)
+    set_qat_ras(gpu_server, qat, "fatal", 0)
+    monitor.poll(entries)
+    set_qat_ras(gpu_server, qat, "fatal", 1)
+    monitor.poll(entries)
+    health = {e.pci.address: e.health for e in monitor.attach(entries) if e.pci}[qat]
+    assert health is not None
+    checks = {check.check: check.value for check in health.checks}
+    assert checks["qat_heartbeat"] == "unresponsive (-1)"
+    assert checks["qat_ras_fatal"] == "+1"

@@ -281,3 +281,54 @@ def test_a_watch_is_closed_once_no_driver_uses_it(tmp_path: Path) -> None:
     assert inotify_instances() == instances + 1
     del watch
     assert inotify_instances() == instances
+
+
+def test_a_device_directory_laid_anew_under_its_kept_link_is_watched_anew(
+    gpu_server: FakeSysfs, tmp_path: Path
+) -> None:
+    # The link in sys/bus/pci/devices stays; the directory it leads to (whose parent is
+    # not watched) goes and comes back, as a copy of a saved tree lays it.
+    service = driver(gpu_server.root, Kind.GPU)
+    gpu = gpu_server.device_dir("0000:17:00.0")
+    saved = tmp_path / "saved"
+    shutil.copytree(gpu, saved, symlinks=True)
+    service._discover()
+    shutil.rmtree(gpu)
+    assert "0000:17:00.0" not in by_address(service)
+    shutil.copytree(saved, gpu, symlinks=True)
+    assert "0000:17:00.0" in by_address(service)
+    gpu_server.set_attribute("0000:17:00.0", "current_link_speed", "2.5 GT/s PCIe")
+    link_speed = by_address(service)["0000:17:00.0"].pci.current_link_speed  # type: ignore[union-attr]
+    assert link_speed == "2.5 GT/s PCIe"  # watched again, inside it
+
+
+def test_a_bus_link_made_before_its_directory_is_followed_once_the_directory_is_there(
+    gpu_server: FakeSysfs, tmp_path: Path
+) -> None:
+    # A tool that lays sys/bus before sys/devices ("bus" sorts first) makes the link
+    # while it still leads nowhere.
+    service = driver(gpu_server.root, Kind.GPU)
+    service._discover()
+    built = build_gpu_server(tmp_path / "other")
+    _gpu_added(built)
+    directory = built.device_dir(NEW_GPU)
+    target = gpu_server.sys / "devices" / directory.relative_to(built.sys / "devices")
+    link = gpu_server.sys / "bus/pci/devices" / NEW_GPU
+    link.symlink_to(os.path.relpath(target, link.parent))
+    assert NEW_GPU not in by_address(service)
+    shutil.copytree(directory, target, symlinks=True)
+    assert NEW_GPU in by_address(service)
+    gpu_server.set_attribute(NEW_GPU, "current_link_speed", "2.5 GT/s PCIe")
+    link_speed = by_address(service)[NEW_GPU].pci.current_link_speed  # type: ignore[union-attr]
+    assert link_speed == "2.5 GT/s PCIe"
+
+
+def test_a_devices_directory_moved_away_is_watched_anew_at_its_path(gpu_server: FakeSysfs) -> None:
+    service = driver(gpu_server.root, Kind.GPU)
+    service._discover()
+    devices = gpu_server.sys / "bus/pci/devices"
+    os.rename(devices, devices.with_name("devices.old"))  # its watch goes with it
+    devices.mkdir()
+    assert by_address(service) == {}
+    _gpu_added(gpu_server)  # its link in the new devices directory
+    assert NEW_GPU in by_address(service)

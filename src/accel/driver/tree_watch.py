@@ -14,6 +14,11 @@ read as links, so a change to one is a change in the function's directory. A dir
 that appears in a watched one is watched, and its contents listed, before the look
 that reports it returns: the scan that look starts cannot miss a write inside it.
 
+A link's directory lies outside what is watched (``sys/devices/...``), so its coming
+sends no event: a link that leads nowhere yet (made before its directory), or whose
+directory went while it stayed, is kept aside and looked at again at each look until
+its directory is there (then watched, and reported) or the link is gone.
+
 What the watch cannot vouch for counts as a change: the kernel's queue overflowed (the
 watch is rebuilt), the devices directory went away (rebuilt once it is back), or a
 watch could not be added (the per-user limit, say; from then on every look is a
@@ -76,6 +81,8 @@ class TreeWatch:
         self._inotify: Any = None
         self._paths: dict[int, str] = {}  # watch descriptor -> the directory it watches
         self._devices_wd: int | None = None
+        # Names of links in ``devices`` whose directory is not watched: none, or gone.
+        self._unfollowed: set[str] = set()
         self._broken = False
         self._start()
 
@@ -92,7 +99,9 @@ class TreeWatch:
                 log.info("inotify queue of %s overflowed: watching it anew", self.root)
                 self._start()
                 return True
-            return self._handle(events)
+            changed = self._handle(events)
+            # After the events: a directory gone and back since the last look is one.
+            return (self._follow_again() if self._unfollowed else False) or changed
         except OSError as exc:
             self._give_up(exc)
             return True
@@ -112,6 +121,7 @@ class TreeWatch:
         self.close()
         self._paths = {}
         self._devices_wd = None
+        self._unfollowed = set()
         try:
             self._inotify = INotify(nonblocking=True)
             self._devices_wd = self._watch(self.devices)
@@ -135,11 +145,15 @@ class TreeWatch:
         return None
 
     def _handle(self, events: list[Any]) -> bool:
+        lost = False  # a directory's watch went: was it a link's?
         for event in events:
             if event.mask & flags.IGNORED:  # the directory is gone, and its watch with it
                 self._paths.pop(event.wd, None)
                 if event.wd == self._devices_wd:
                     self._devices_wd = None
+                lost = True
+            elif event.mask & flags.MOVE_SELF and event.wd == self._devices_wd:
+                self._devices_wd = None  # its links are read elsewhere now: anew
             elif event.mask & (flags.CREATE | flags.MOVED_TO):
                 parent = self._paths.get(event.wd)
                 if parent is None:
@@ -148,13 +162,40 @@ class TreeWatch:
                     self._follow(event.name)  # a function's link appeared
                 elif event.mask & flags.ISDIR:
                     self._walk(f"{parent}/{event.name}")
+        if lost and self._devices_wd is not None:
+            self._unfollowed.update(self._unwatched_links())
         return bool(events)
 
-    def _follow(self, name: str) -> None:
-        """Watches the directory a link in ``sys/bus/pci/devices`` leads to."""
+    def _follow(self, name: str) -> bool:
+        """Watches the directory a link in ``sys/bus/pci/devices`` leads to; False
+        (and the link kept aside) while it leads to none."""
         target = os.path.realpath(f"{self.devices}/{name}")
         if os.path.isdir(target):
             self._walk(target)
+            self._unfollowed.discard(name)
+            return True
+        self._unfollowed.add(name)
+        return False
+
+    def _follow_again(self) -> bool:
+        """Follows the links kept aside whose directory is there now: whether any was."""
+        followed = False
+        for name in list(self._unfollowed):
+            if not os.path.lexists(f"{self.devices}/{name}"):
+                self._unfollowed.discard(name)
+            elif self._follow(name):
+                followed = True
+        return followed
+
+    def _unwatched_links(self) -> list[str]:
+        """The links in ``devices`` whose directory is not watched (after a watch went:
+        a directory removed, whose link may stay, and its directory come again)."""
+        watched = set(self._paths.values())
+        return [
+            name
+            for name in _listdir(self.devices)
+            if os.path.realpath(f"{self.devices}/{name}") not in watched
+        ]
 
     def _walk(self, top: str) -> None:
         """Watches ``top`` and every directory below it, each before listing it, so a

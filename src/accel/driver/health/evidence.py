@@ -73,14 +73,26 @@ class FirstLook(Counters):
 @dataclass
 class Absent:
     """The files one function was found without, not looked for again: its attributes
-    are the kernel's, made with the device, and its driver's, made when it binds, so
-    a monitor keeps one per function and driver and drops it when either goes. An idle
+    are the kernel's, made with the device, and its driver's, made when it binds (or,
+    some, in one state of the device only: ``in_state``), so a monitor keeps one per
+    function and driver and drops it when either goes. An idle
     node's polls spent most of their opens failing on files a function has not (a VF's
     AER counters, an older kernel's QAT RAS files: docs/benchmarks.md, issue 25). Only
     a missing file is remembered: one that fails to read (a device that stopped
     answering) is tried again at every poll."""
 
     paths: set[str] = field(default_factory=set)
+    # Files the function's driver makes and removes in one of its states only, by what
+    # the state is of: ``(the state they were found missing in, those found missing)``.
+    _states: dict[str, tuple[str | None, Absent]] = field(default_factory=dict)
+
+    def in_state(self, of: str, state: str | None) -> Absent:
+        """The files found missing while ``of`` was ``state``: looked for again once it
+        is another (a QAT's heartbeat and RAS counters come and go with its ``up``)."""
+        known = self._states.get(of)
+        if known is None or known[0] != state:
+            known = self._states[of] = (state, Absent())
+        return known[1]
 
     def bytes(self, path: str, size: int = 65536) -> bytes | None:
         """Up to ``size`` bytes of the file, or None if it is missing or unreadable."""

@@ -36,8 +36,10 @@ def qat_readings(
     readings.append(
         unread("qat_state") if state is None else Reading("qat_state", state != "up", state)
     )
-    path = heartbeat_path(sysfs_root, address, absent)
-    status = None if path is None else read_number(path, absent)
+    # The driver makes these as the device comes up and removes them as it goes down.
+    made_up = absent.in_state("qat/state", state)
+    path = heartbeat_path(sysfs_root, address, made_up)
+    status = None if path is None else read_number(path, made_up)
     if status is None:
         readings.append(unread("qat_heartbeat"))
     else:
@@ -46,7 +48,7 @@ def qat_readings(
             Reading("qat_heartbeat", not alive, "alive" if alive else f"unresponsive ({status})")
         )
     for check, name in RAS_CHECKS.items():
-        count = read_number(f"{directory}/qat_ras/{name}", absent)
+        count = read_number(f"{directory}/qat_ras/{name}", made_up)
         if count is None:
             readings.append(unread(check))
             continue
