@@ -41,14 +41,10 @@ def last_synced(api: Service) -> dt.datetime | None:
     return None if stamp is None else dt.datetime.fromisoformat(stamp)
 
 
-def test_a_still_node_is_confirmed_by_heartbeats_and_a_change_comes_with_the_next(
-    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
-) -> None:
-    conductor = cluster.conductor(sqlite_url, **{**FAST_CONDUCTOR, **NO_PERIODIC_RESYNC})
-    api = cluster.api(sqlite_url)
-    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
-    driver = cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
-    wait_for_devices(api, 4, cluster.logs())
+def confirmed_without_discovery(cluster: Cluster, api: Service, conductor: Service) -> float:
+    """Waits until heartbeats confirmed the synced inventory twice, and checks that the
+    conductor asked for no discovery meanwhile: the heartbeats' ETag matched the
+    stored one. The conductor's count of discoveries."""
     first = wait_until(lambda: last_synced(api), "the first sync")
     discoveries = samples(conductor, AUTH)[CONDUCTOR_DISCOVERIES]
 
@@ -59,6 +55,18 @@ def test_a_still_node_is_confirmed_by_heartbeats_and_a_change_comes_with_the_nex
 
     wait_until(confirmed_twice, "heartbeats to confirm the inventory", on_timeout=cluster.logs)
     assert samples(conductor, AUTH)[CONDUCTOR_DISCOVERIES] == discoveries
+    return discoveries
+
+
+def test_a_still_node_is_confirmed_by_heartbeats_and_a_change_comes_with_the_next(
+    cluster: Cluster, sqlite_url: str, gpu_server: FakeSysfs
+) -> None:
+    conductor = cluster.conductor(sqlite_url, **{**FAST_CONDUCTOR, **NO_PERIODIC_RESYNC})
+    api = cluster.api(sqlite_url)
+    agent = cluster.agent([conductor.url], "node1", **FAST_AGENT)
+    driver = cluster.driver("GPU", agent, gpu_server.root, **FAST_DRIVER)
+    wait_for_devices(api, 4, cluster.logs())
+    discoveries = confirmed_without_discovery(cluster, api, conductor)
     # Nor did the heartbeats' discoveries move the driver's report: asked with its
     # ETag, the driver answered 304 and the agent kept what it said before.
     assert samples(driver, AUTH).get(DRIVER_UNCHANGED, 0) >= 1

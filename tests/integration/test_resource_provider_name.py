@@ -5,26 +5,21 @@ the inventory without a new discovery, so their ETag and the answer's agree."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 from sqlalchemy import select
 
 from accel.db.engine import make_engine
 from accel.db.models import Agent
 from accel.driver.fake_sysfs import FakeSysfs
 from tests.integration.fleet import (
-    AUTH,
     FAST_AGENT,
     FAST_CONDUCTOR,
     FAST_DRIVER,
     agents,
-    samples,
     wait_for_devices,
 )
 from tests.integration.test_heartbeat_inventory import (
-    CONDUCTOR_DISCOVERIES,
     NO_PERIODIC_RESYNC,
-    last_synced,
+    confirmed_without_discovery,
 )
 from tests.processes import Cluster, internal_client, wait_until
 
@@ -56,13 +51,5 @@ def test_the_agents_provider_name_reaches_the_database_and_heartbeats_still_conf
     assert answer["resource_provider_name"] == FQDN
     assert wait_until(lambda: stored_name(sqlite_url), "the name to be stored") == FQDN
 
-    first = wait_until(lambda: last_synced(api), "the first sync")
-    discoveries = samples(conductor, AUTH)[CONDUCTOR_DISCOVERIES]
-
-    def confirmed_twice() -> bool:
-        at = last_synced(api)
-        return at is not None and at >= first + dt.timedelta(seconds=2)
-
-    wait_until(confirmed_twice, "heartbeats to confirm the inventory", on_timeout=cluster.logs)
-    assert samples(conductor, AUTH)[CONDUCTOR_DISCOVERIES] == discoveries
+    confirmed_without_discovery(cluster, api, conductor)
     assert agents(api)["node1"]["state"] == "UP"
