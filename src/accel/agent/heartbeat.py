@@ -84,7 +84,7 @@ class InventoryMemory:
         etag = hardware_etag(
             version,
             found.hardware,
-            found.drivers or [],
+            found.drivers,
             self._renderings,
             found.resource_provider_name,
         )

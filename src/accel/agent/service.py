@@ -8,6 +8,7 @@ heartbeat to the conductors and the inventory ETag its hellos carry are the
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
-from accel.agent.discovery import NodeDiscovery
+from accel.agent.discovery import NodeDiscovery, NodeReport
 from accel.agent.drivers import DriverRegistry
 from accel.agent.heartbeat import Clock, ConductorHeartbeat
 from accel.agent.setup_relay import SetupRelay
@@ -31,7 +32,7 @@ from accel.internal.rate_limit import RateLimiter
 from accel.internal.schemas import MAX_DRIVER_ANSWER_BYTES, DriverHello
 from accel.internal.server import internal_app, service_route
 from accel.internal.tls import TlsFiles
-from accel.internal.versions import VersionRange, format_version
+from accel.internal.versions import Version, VersionRange, format_version
 from accel.metrics import HELLOS
 from accel.web.bodies import read_body
 from accel.web.queries import only_params
@@ -120,24 +121,20 @@ class AgentService:
             request,
             self.discovery.state,
             self.discovery.start,
-            lambda version, generation, found: hardware_response(
-                version,
-                generation,
-                found.hardware,
-                found.drivers or [],
-                request.headers.get("if-none-match"),
-                self.discovery.renderings,
-                found.resource_provider_name,
-            ),
+            functools.partial(self._answer, request),
         )
 
     async def hardware(self, request: Request) -> Response:
-        version, generation, found = await requested_result(request, self.discovery.state)
+        return self._answer(request, *await requested_result(request, self.discovery.state))
+
+    def _answer(
+        self, request: Request, version: Version, generation: int, found: NodeReport
+    ) -> Response:
         return hardware_response(
             version,
             generation,
             found.hardware,
-            found.drivers or [],
+            found.drivers,
             request.headers.get("if-none-match"),
             self.discovery.renderings,
             found.resource_provider_name,

@@ -14,6 +14,7 @@ with its progress; ``GET /v1/setup/{operation}`` answers where it stands.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
@@ -54,7 +55,7 @@ from accel.internal.schemas import DriverHello, HardwareEntry, Kind
 from accel.internal.server import internal_app, service_route
 from accel.internal.setup_schemas import SetupCall, SetupProgress
 from accel.internal.tls import TlsFiles
-from accel.internal.versions import Feature, VersionRange
+from accel.internal.versions import Feature, Version, VersionRange
 from accel.metrics import DISCOVERIES
 from accel.web.bodies import read_body
 from accel.web.queries import only_params
@@ -164,18 +165,15 @@ class DriverService:
             request,
             self.discoveries,
             lambda: self.discoveries.start(self._scan),
-            lambda version, generation, entries: hardware_response(
-                version,
-                generation,
-                entries,
-                None,
-                request.headers.get("if-none-match"),
-                self.renderings,
-            ),
+            functools.partial(self._answer, request),
         )
 
     async def hardware(self, request: Request) -> Response:
-        version, generation, entries = await requested_result(request, self.discoveries)
+        return self._answer(request, *await requested_result(request, self.discoveries))
+
+    def _answer(
+        self, request: Request, version: Version, generation: int, entries: list[HardwareEntry]
+    ) -> Response:
         return hardware_response(
             version,
             generation,
