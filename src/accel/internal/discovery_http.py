@@ -178,9 +178,10 @@ def hardware_response(
     content += "}"
     if not waits:
         return Response(content, media_type="application/json")
-    etag = _etag(hardware_json, drivers_json, resource_provider_name)
-    if renderings is not None:
-        renderings.keep(version, entries, drivers, etag)
+    if etag is None:  # else known, and the body above is one the caller has not
+        etag = _etag(hardware_json, drivers_json, resource_provider_name)
+        if renderings is not None:
+            renderings.keep(version, entries, drivers, etag)
     if if_none_match == etag:
         return Response(status_code=304, headers={"ETag": etag})
     return Response(content, media_type="application/json", headers={"ETag": etag})
